@@ -1,0 +1,123 @@
+//! The reference kernel: boots with PVH under QEMU, reads the memory map and
+//! runs a scenario chosen on the command line (`-append`), then exits QEMU
+//! through the isa-debug-exit device with status 33 on success.
+//!
+//! Boot flow: `boot.rs` (32-bit entry, identity map, long mode) ->
+//! [`kernel_main`] -> memory map from `pvh.rs` -> reservation of the kernel
+//! image and boot data with `mm-types` ranges -> the scenario.
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod boot;
+mod pvh;
+mod serial;
+
+use mm_types::{PhysAddr, PhysRange, PAGE_SIZE};
+use x86_64::instructions::port::Port;
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Value written to the debug-exit port: QEMU exits with `(v << 1) | 1`.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum ExitCode {
+    Success = 0x10,
+    Failure = 0x11,
+}
+
+fn exit_qemu(code: ExitCode) -> ! {
+    // SAFETY: port 0xf4 is the isa-debug-exit device QEMU is started with;
+    // writing it ends the virtual machine.
+    unsafe { Port::<u32>::new(0xf4).write(code as u32) };
+    loop {
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Physical memory the kernel image occupies.
+fn kernel_image() -> PhysRange {
+    // SAFETY: linker-script symbols; only their addresses are taken.
+    let (start, end) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
+    PhysRange::from_bounds(PhysAddr::new(start).expect("low"), PhysAddr::new(end).expect("low"))
+        .expect("image ends after it starts")
+}
+
+/// Prints the memory map and works out which frames an allocator may use:
+/// usable entries minus the first MiB (start info, memory map, command line
+/// and legacy areas live there) and the kernel image.
+fn show_memory_map(info: &pvh::BootInfo) -> (u64, u64) {
+    kprintln!("memory map: {} entries", info.memmap.len());
+    let mut usable = 0;
+    let mut frames = 0;
+    let low = PhysRange::new(PhysAddr::ZERO, 1 << 20).expect("1 MiB");
+    let image = kernel_image();
+    for e in info.memmap {
+        kprintln!("  [{:#x}-{:#x}] {}", e.addr, e.addr.saturating_add(e.size), e.kind_name());
+        if e.kind != 1 {
+            continue;
+        }
+        let Some(range) = e.range() else { continue };
+        usable += range.len();
+        let above_low = range.subtract(&low).1;
+        let (a, b) = above_low.subtract(&image);
+        frames += a.frames_inward().len() + b.frames_inward().len();
+    }
+    (usable, frames)
+}
+
+fn smoke(info: &pvh::BootInfo) -> bool {
+    let (usable, frames) = show_memory_map(info);
+    kprintln!("usable RAM: {} KiB", usable / 1024);
+    let image = kernel_image();
+    kprintln!(
+        "kernel image: [{:#x}-{:#x}] ({} KiB)",
+        image.start(),
+        image.start().as_u64() + image.len(),
+        image.len() / 1024
+    );
+    kprintln!("frames free for allocators: {} ({} KiB)", frames, frames * PAGE_SIZE as u64 / 1024);
+    usable > 0 && frames > 0 && frames * PAGE_SIZE as u64 <= usable
+}
+
+/// Entry from `boot.rs`, in 64-bit mode with 0-4 GiB identity mapped.
+#[no_mangle]
+extern "C" fn kernel_main(start_info: u32) -> ! {
+    serial::init();
+    kprintln!("booted (PVH start info at {:#x})", start_info);
+    // SAFETY: `start_info` is what the PVH loader passed in %ebx (boot.rs),
+    // the first 4 GiB are identity mapped, and nothing allocates memory yet.
+    let info = match unsafe { pvh::parse(start_info as u64) } {
+        Ok(i) => i,
+        Err(why) => {
+            kprintln!("cannot read boot information: {}", why);
+            exit_qemu(ExitCode::Failure);
+        }
+    };
+    let scenario = info.cmdline.split_whitespace().next().unwrap_or("smoke");
+    kprintln!("command line: {:?}; scenario {}", info.cmdline, scenario);
+    let passed = match scenario {
+        "smoke" => smoke(&info),
+        other => {
+            kprintln!("unknown scenario {:?} (known: smoke)", other);
+            false
+        }
+    };
+    if passed {
+        kprintln!("scenario {}: PASS", scenario);
+        exit_qemu(ExitCode::Success)
+    } else {
+        kprintln!("scenario {}: FAIL", scenario);
+        exit_qemu(ExitCode::Failure)
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kprintln!("PANIC: {}", info);
+    exit_qemu(ExitCode::Failure)
+}

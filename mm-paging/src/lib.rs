@@ -1,0 +1,12 @@
+//! Page tables: a generic walker with x86-64 4- and 5-level paging, range operations and batched TLB flushes.
+//!
+//! **Status: not implemented yet.** This crate is a placeholder in the
+//! workspace layout; its design and scope are tracked in issue #4. It
+//! builds as `no_std` for the host and for `x86_64-unknown-none`, and
+//! depends only on [`mm_types`] (see the workspace `DESIGN` notes).
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub use mm_types;

@@ -1,0 +1,206 @@
+//! Model-based fuzz body for the address vocabulary (feature `fuzzing`, and
+//! compiled for tests).
+//!
+//! Each input is decoded into a sequence of [`Op`]s; each op runs the crate's
+//! arithmetic and checks it against a model in 128-bit integer arithmetic or
+//! plain sets. `fuzz/fuzz_targets/types_addr.rs` calls [`run`]; the checked-in
+//! corpus in `fuzz/corpus/types_addr/` replays through the same function in
+//! `cargo test`.
+
+extern crate std;
+
+use std::collections::BTreeSet;
+use std::vec::Vec;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::{align, FrameNumber, FrameRange, PagingMode, PhysAddr, VirtAddr};
+
+/// One checked operation.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Op {
+    /// Construct a virtual address in a paging mode.
+    Virt {
+        /// Raw address.
+        raw: u64,
+        /// 5-level (true) or 4-level.
+        five: bool,
+    },
+    /// `VirtAddr + delta` or `- delta`.
+    VirtStep {
+        /// Raw address (used only if canonical).
+        raw: u64,
+        /// Bytes.
+        delta: u64,
+        /// Subtract instead of add.
+        down: bool,
+    },
+    /// `PhysAddr + delta`.
+    PhysAdd {
+        /// Raw address.
+        raw: u64,
+        /// Bytes.
+        delta: u64,
+    },
+    /// Alignment of a raw value.
+    Align {
+        /// Value.
+        raw: u64,
+        /// log2 of the alignment; 64 and above stand for a non-power-of-two.
+        shift: u8,
+    },
+    /// Set operations on two small frame ranges.
+    Ranges {
+        /// First range start.
+        a: u16,
+        /// First range length.
+        a_len: u8,
+        /// Second range start.
+        b: u16,
+        /// Second range length.
+        b_len: u8,
+    },
+}
+
+fn model_canonical(v: u64, bits: u32) -> bool {
+    let half = 1u128 << (bits - 1);
+    (v as u128) < half || (v as u128) >= (1u128 << 64) - half
+}
+
+fn check(op: &Op) {
+    match *op {
+        Op::Virt { raw, five } => {
+            let (mode, bits) = if five { (PagingMode::FiveLevel, 57) } else { (PagingMode::FourLevel, 48) };
+            assert_eq!(VirtAddr::new_in(raw, mode).is_ok(), model_canonical(raw, bits), "{raw:#x} {mode}");
+            let ext = VirtAddr::new_sign_extended(raw, mode);
+            assert!(model_canonical(ext.as_u64(), bits));
+            assert_eq!(ext.as_u64() & ((1u64 << bits) - 1), raw & ((1u64 << bits) - 1));
+        }
+        Op::VirtStep { raw, delta, down } => {
+            let Ok(v) = VirtAddr::new(raw) else { return };
+            let upper = raw >= 1 << 63;
+            let target = if down { raw as i128 - delta as i128 } else { raw as i128 + delta as i128 };
+            let expect = (0..=u64::MAX as i128).contains(&target)
+                && model_canonical(target as u64, 57)
+                && (target as u64 >= 1 << 63) == upper;
+            let got = if down { v.checked_sub(delta) } else { v.checked_add(delta) };
+            assert_eq!(got.is_some(), expect, "{raw:#x} {down} {delta:#x}");
+            if let Some(g) = got {
+                assert_eq!(g.as_u64() as i128, target);
+            }
+        }
+        Op::PhysAdd { raw, delta } => {
+            let Ok(p) = PhysAddr::new(raw) else {
+                assert!(raw >= 1 << 52);
+                return;
+            };
+            let target = raw as u128 + delta as u128;
+            let got = p.checked_add(delta);
+            assert_eq!(got.map(|g| g.as_u64() as u128), (target < 1 << 52).then_some(target));
+        }
+        Op::Align { raw, shift } => {
+            if shift >= 64 {
+                let bad = (shift as u64) | 3;
+                assert!(align::align_up(raw, bad).is_err() && align::align_down(raw, bad).is_err());
+                return;
+            }
+            let a = 1u128 << shift;
+            let down = raw as u128 - raw as u128 % a;
+            let up = down + if raw as u128 % a == 0 { 0 } else { a };
+            assert_eq!(align::align_down(raw, a as u64).ok().map(u128::from), Some(down));
+            assert_eq!(align::align_up(raw, a as u64).ok().map(u128::from), (up <= u64::MAX as u128).then_some(up));
+            assert_eq!(align::is_aligned(raw, a as u64), raw as u128 % a == 0);
+        }
+        Op::Ranges { a, a_len, b, b_len } => {
+            let f = |n: u64| FrameNumber::new(n).expect("small");
+            let ra = FrameRange::new(f(a as u64), a_len as u64).expect("small");
+            let rb = FrameRange::new(f(b as u64), b_len as u64).expect("small");
+            let set = |r: &FrameRange| -> BTreeSet<u64> { r.iter_step(1).map(FrameNumber::as_u64).collect() };
+            let (sa, sb) = (set(&ra), set(&rb));
+            let inter: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
+            assert_eq!(set(&ra.intersection(&rb)), inter);
+            assert_eq!(ra.overlaps(&rb), !inter.is_empty());
+            let (lo, hi) = ra.subtract(&rb);
+            let diff: BTreeSet<u64> = sa.difference(&sb).copied().collect();
+            let got: BTreeSet<u64> = set(&lo).union(&set(&hi)).copied().collect();
+            assert_eq!(got, diff);
+            assert!(lo.last().is_none_or(|l| hi.is_empty() || l < hi.start()));
+            let (x, y) = ra.split_at(f(b as u64));
+            assert!(set(&x).iter().all(|&v| v < b as u64) && set(&y).iter().all(|&v| v >= b as u64));
+            assert_eq!(x.len() + y.len(), ra.len());
+            for v in [a as u64, b as u64, a as u64 + a_len as u64] {
+                assert_eq!(ra.contains(f(v)), sa.contains(&v));
+            }
+            assert_eq!(
+                ra.contains_range(&rb),
+                rb.is_empty() && rb.start() >= ra.start() && rb.start().as_u64() <= a as u64 + a_len as u64
+                    || !rb.is_empty() && sb.is_subset(&sa)
+            );
+        }
+    }
+}
+
+/// Decodes `data` into operations and checks each against the model.
+pub fn run(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let ops: Vec<Op> = match u.arbitrary_iter::<Op>() {
+        Ok(iter) => iter.take(256).filter_map(Result::ok).collect(),
+        Err(_) => return,
+    };
+    for op in &ops {
+        check(op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    /// Deterministic pseudo-random inputs, small enough for miri.
+    #[test]
+    fn generated_inputs() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = std::vec![0u8; 512];
+        for _ in 0..if cfg!(miri) { 4 } else { 200 } {
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            run(&buf);
+        }
+    }
+
+    #[test]
+    fn edge_cases() {
+        for raw in [0, 1 << 47, (1 << 47) - 1, 1 << 56, (1 << 56) - 1, u64::MAX, 0xff00_0000_0000_0000] {
+            for five in [false, true] {
+                check(&Op::Virt { raw, five });
+            }
+            for delta in [0, 1, 0x1000, 1 << 56, u64::MAX] {
+                check(&Op::VirtStep { raw, delta, down: false });
+                check(&Op::VirtStep { raw, delta, down: true });
+                check(&Op::PhysAdd { raw, delta });
+            }
+            for shift in [0, 12, 63, 64, 200] {
+                check(&Op::Align { raw, shift });
+            }
+        }
+    }
+
+    /// Replays the checked-in cargo-fuzz corpus.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
+    fn corpus_replay() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/types_addr");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory is checked in") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("readable");
+            run(&data);
+            n += 1;
+        }
+        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+    }
+}

@@ -1,0 +1,115 @@
+//! The backing store trait: a device of page-sized slots that swap writes
+//! pages to and reads them back from.
+
+use core::fmt;
+
+use crate::page::PAGE_SIZE;
+
+/// Size of one slot: one base page.
+pub const SLOT_SIZE: usize = PAGE_SIZE;
+
+/// The operation that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreOp {
+    /// Reading a slot.
+    Read,
+    /// Writing a slot.
+    Write,
+    /// Flushing written slots to stable storage.
+    Flush,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreErrorKind {
+    /// The slot index is not below [`BackingStore::slot_count`].
+    OutOfRange,
+    /// The device reported an I/O error.
+    Io,
+    /// The device did not answer in time.
+    Timeout,
+    /// The device refuses writes.
+    ReadOnly,
+    /// The device is gone or not ready.
+    NotReady,
+}
+
+/// A failed backing-store operation: which operation, on which slot, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoreError {
+    /// The operation.
+    pub op: StoreOp,
+    /// The slot, for reads and writes.
+    pub slot: Option<u64>,
+    /// The cause.
+    pub kind: StoreErrorKind,
+}
+
+impl StoreError {
+    /// An error of `op` on `slot`.
+    pub const fn slot(op: StoreOp, slot: u64, kind: StoreErrorKind) -> Self {
+        StoreError { op, slot: Some(slot), kind }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            StoreErrorKind::OutOfRange => "slot out of range",
+            StoreErrorKind::Io => "I/O error",
+            StoreErrorKind::Timeout => "timed out",
+            StoreErrorKind::ReadOnly => "device is read-only",
+            StoreErrorKind::NotReady => "device not ready",
+        };
+        match self.slot {
+            Some(s) => write!(f, "{:?} of slot {s} failed: {what}", self.op),
+            None => write!(f, "{:?} failed: {what}", self.op),
+        }
+    }
+}
+
+impl core::error::Error for StoreError {}
+
+/// A device of [`SLOT_SIZE`]-byte slots.
+///
+/// Methods take `&self`; implementations synchronise internally. A write that
+/// returned `Ok` is read back unchanged by later reads of the slot (after
+/// [`flush`](BackingStore::flush) if the device caches writes and the data
+/// must survive a crash).
+pub trait BackingStore {
+    /// Number of slots; valid slots are `0..slot_count()`.
+    fn slot_count(&self) -> u64;
+
+    /// Reads slot `slot` into `buf`.
+    fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError>;
+
+    /// Writes `buf` to slot `slot`.
+    fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Checks a slot index, for implementations.
+    fn check_slot(&self, op: StoreOp, slot: u64) -> Result<(), StoreError> {
+        if slot < self.slot_count() {
+            Ok(())
+        } else {
+            Err(StoreError::slot(op, slot, StoreErrorKind::OutOfRange))
+        }
+    }
+}
+
+impl<S: BackingStore + ?Sized> BackingStore for &S {
+    fn slot_count(&self) -> u64 {
+        (**self).slot_count()
+    }
+    fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
+        (**self).read_slot(slot, buf)
+    }
+    fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
+        (**self).write_slot(slot, buf)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+}

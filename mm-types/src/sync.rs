@@ -1,0 +1,81 @@
+//! Synchronisation shim: `spin`/`core` types normally, `loom` types under
+//! `--cfg loom`.
+//!
+//! Crates of this workspace write their concurrent code against this module
+//! only, so the same code runs in a kernel and under the loom model checker:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom_percpu
+//! ```
+//!
+//! The [`Mutex`] is a spin lock in normal builds (no OS needed) and loom's
+//! modelled mutex under loom, behind one API.
+
+#[cfg(loom)]
+pub use loom::sync::atomic;
+
+#[cfg(not(loom))]
+pub use core::sync::atomic;
+
+/// Hint to the CPU that the caller spins (modelled as a yield under loom).
+pub fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}
+
+/// A mutual-exclusion lock: `spin::Mutex` normally, `loom::sync::Mutex`
+/// under loom.
+#[derive(Debug, Default)]
+pub struct Mutex<T> {
+    #[cfg(not(loom))]
+    inner: spin::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+/// Guard of a locked [`Mutex`].
+#[cfg(not(loom))]
+pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
+/// Guard of a locked [`Mutex`].
+#[cfg(loom)]
+pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Self {
+        Mutex { inner: spin::Mutex::new(value) }
+    }
+
+    /// A new unlocked mutex.
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        Mutex { inner: loom::sync::Mutex::new(value) }
+    }
+
+    /// Locks, spinning until the lock is free.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        return self.inner.lock();
+        #[cfg(loom)]
+        return self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Locks if the lock is free right now.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        #[cfg(not(loom))]
+        return self.inner.try_lock();
+        #[cfg(loom)]
+        return self.inner.try_lock().ok();
+    }
+
+    /// Mutable access without locking, through exclusive ownership.
+    pub fn get_mut(&mut self) -> &mut T {
+        #[cfg(not(loom))]
+        return self.inner.get_mut();
+        #[cfg(loom)]
+        return self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+    }
+}

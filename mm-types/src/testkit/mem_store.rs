@@ -1,0 +1,184 @@
+//! In-memory backing store with fault injection.
+
+extern crate std;
+
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
+
+/// A [`BackingStore`] in host memory that can be told to fail.
+///
+/// - [`fail_nth_read`](MemStore::fail_nth_read) /
+///   [`fail_nth_write`](MemStore::fail_nth_write): the Nth operation of that
+///   kind from now on (1 = the next one) returns an I/O error and does nothing.
+/// - [`fail_writes`](MemStore::fail_writes): every write fails until cleared.
+/// - [`corrupt_slot`](MemStore::corrupt_slot): flips a bit of a stored slot
+///   without any error, as bit rot would.
+///
+/// Failed operations are counted in [`reads`](MemStore::reads) and
+/// [`writes`](MemStore::writes) like successful ones.
+#[derive(Debug)]
+pub struct MemStore {
+    slots: u64,
+    data: Mutex<Vec<u8>>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    flushes: AtomicU64,
+    fail_read_at: AtomicU64,
+    fail_write_at: AtomicU64,
+    fail_all_writes: AtomicBool,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl MemStore {
+    /// A store of `slots` zero-filled slots.
+    pub fn new(slots: u64) -> Self {
+        let bytes = usize::try_from(slots).ok().and_then(|s| s.checked_mul(SLOT_SIZE)).expect("store fits the host");
+        MemStore {
+            slots,
+            data: Mutex::new(std::vec![0; bytes]),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            fail_read_at: AtomicU64::new(NEVER),
+            fail_write_at: AtomicU64::new(NEVER),
+            fail_all_writes: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes the `n`th read from now on fail (`n` = 1: the next read).
+    pub fn fail_nth_read(&self, n: u64) {
+        let at = self.reads.load(Ordering::SeqCst).saturating_add(n.max(1));
+        self.fail_read_at.store(at, Ordering::SeqCst);
+    }
+
+    /// Makes the `n`th write from now on fail (`n` = 1: the next write).
+    pub fn fail_nth_write(&self, n: u64) {
+        let at = self.writes.load(Ordering::SeqCst).saturating_add(n.max(1));
+        self.fail_write_at.store(at, Ordering::SeqCst);
+    }
+
+    /// Makes every write fail (`true`) or work again (`false`).
+    pub fn fail_writes(&self, on: bool) {
+        self.fail_all_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Flips the lowest bit of byte `byte` of `slot`, silently.
+    ///
+    /// # Panics
+    ///
+    /// If the slot or byte is out of range.
+    pub fn corrupt_slot(&self, slot: u64, byte: usize) {
+        assert!(slot < self.slots && byte < SLOT_SIZE, "corrupting outside the store");
+        let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        data[slot as usize * SLOT_SIZE + byte] ^= 1;
+    }
+
+    /// Reads attempted so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Writes attempted so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Flushes so far.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
+    }
+}
+
+impl BackingStore for MemStore {
+    fn slot_count(&self) -> u64 {
+        self.slots
+    }
+
+    fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        self.check_slot(StoreOp::Read, slot)?;
+        if n == self.fail_read_at.load(Ordering::SeqCst) {
+            return Err(StoreError::slot(StoreOp::Read, slot, StoreErrorKind::Io));
+        }
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let at = slot as usize * SLOT_SIZE;
+        buf.copy_from_slice(&data[at..at + SLOT_SIZE]);
+        Ok(())
+    }
+
+    fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        self.check_slot(StoreOp::Write, slot)?;
+        if n == self.fail_write_at.load(Ordering::SeqCst) || self.fail_all_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::slot(StoreOp::Write, slot, StoreErrorKind::Io));
+        }
+        let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let at = slot as usize * SLOT_SIZE;
+        data[at..at + SLOT_SIZE].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_range_check() {
+        let s = MemStore::new(4);
+        let mut page = [0u8; SLOT_SIZE];
+        page[7] = 42;
+        s.write_slot(3, &page).unwrap();
+        let mut back = [0u8; SLOT_SIZE];
+        s.read_slot(3, &mut back).unwrap();
+        assert_eq!(back[7], 42);
+        assert_eq!(s.read_slot(4, &mut back), Err(StoreError::slot(StoreOp::Read, 4, StoreErrorKind::OutOfRange)));
+        assert_eq!(s.write_slot(9, &page), Err(StoreError::slot(StoreOp::Write, 9, StoreErrorKind::OutOfRange)));
+        s.flush().unwrap();
+        assert_eq!((s.reads(), s.writes(), s.flushes()), (2, 2, 1));
+    }
+
+    #[test]
+    fn nth_faults_fire_once_and_leave_data_alone() {
+        let s = MemStore::new(2);
+        let a = [1u8; SLOT_SIZE];
+        let b = [2u8; SLOT_SIZE];
+        s.write_slot(0, &a).unwrap();
+        s.fail_nth_write(2);
+        s.write_slot(1, &a).unwrap();
+        assert_eq!(s.write_slot(0, &b), Err(StoreError::slot(StoreOp::Write, 0, StoreErrorKind::Io)));
+        let mut out = [0u8; SLOT_SIZE];
+        s.read_slot(0, &mut out).unwrap();
+        assert_eq!(out, a, "a failed write must not change the slot");
+        s.write_slot(0, &b).unwrap();
+        s.fail_nth_read(1);
+        assert_eq!(s.read_slot(0, &mut out), Err(StoreError::slot(StoreOp::Read, 0, StoreErrorKind::Io)));
+        s.read_slot(0, &mut out).unwrap();
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn persistent_write_failure_and_corruption() {
+        let s = MemStore::new(1);
+        let a = [0u8; SLOT_SIZE];
+        s.fail_writes(true);
+        assert!(s.write_slot(0, &a).is_err());
+        assert!(s.write_slot(0, &a).is_err());
+        s.fail_writes(false);
+        s.write_slot(0, &a).unwrap();
+        s.corrupt_slot(0, 100);
+        let mut out = [0u8; SLOT_SIZE];
+        s.read_slot(0, &mut out).unwrap();
+        assert_eq!(out[100], 1);
+    }
+}

@@ -1,0 +1,42 @@
+//! Host test kit: a simulated machine for tests, miri and fuzzing
+//! (feature `std`).
+//!
+//! - [`SimPhysMemory`]: physical memory with a chosen base, size and holes,
+//!   implementing [`PhysMemory`](crate::PhysMemory).
+//! - [`MemStore`]: an in-memory [`BackingStore`](crate::BackingStore) with fault
+//!   injection (fail the Nth read or write, corrupt a slot).
+//! - [`RefFrameProvider`]: a slow, obviously correct
+//!   [`FrameProvider`](crate::FrameProvider) with the same error reporting
+//!   the real allocators promise, and allocation-failure injection.
+//! - [`HostCpus`]: a [`CpuLocal`](crate::CpuLocal) that gives each host
+//!   thread a CPU id.
+//!
+//! ```
+//! use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+//! use mm_types::{AllocFlags, FrameProvider, Order, PhysAddr, PhysMemory};
+//!
+//! // 1 MiB of RAM at 16 MiB, with a hole of 64 KiB in the middle.
+//! let base = PhysAddr::new(16 << 20)?;
+//! let mem = SimPhysMemory::builder(base, 1 << 20)
+//!     .hole(PhysAddr::new((16 << 20) + 0x40000)?, 0x10000)
+//!     .build();
+//! let frames = RefFrameProvider::new(&mem);
+//! let block = frames.allocate(Order::new(1).unwrap(), AllocFlags::ZERO)?;
+//! let mut bytes = [0xffu8; 8];
+//! // SAFETY: the block was just allocated to us; nobody else touches it.
+//! unsafe { mem.read_bytes(block.start_address(), &mut bytes)? };
+//! assert_eq!(bytes, [0; 8]);
+//! assert!(mem.translate(PhysAddr::new((16 << 20) + 0x40000)?, 1).is_err());
+//! frames.free(block)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cpus;
+mod mem_store;
+mod ref_frames;
+mod sim_memory;
+
+pub use cpus::HostCpus;
+pub use mem_store::MemStore;
+pub use ref_frames::RefFrameProvider;
+pub use sim_memory::{SimPhysMemory, SimPhysMemoryBuilder};

@@ -1,0 +1,201 @@
+//! A reference frame provider: simple and slow, for tests and models.
+
+extern crate std;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::vec::Vec;
+
+use crate::{
+    AllocFlags, FrameBlock, FrameError, FrameNumber, FrameProvider, FrameRange, Order, PhysMemory, SimPhysMemory, Zone,
+};
+
+/// A [`FrameProvider`] over the RAM of a [`SimPhysMemory`], built for
+/// clarity: free frames in a `BTreeSet`, first-fit search, every free
+/// checked against the record of allocated blocks.
+///
+/// It can be told to fail the Nth allocation from now
+/// ([`fail_nth_allocation`](RefFrameProvider::fail_nth_allocation)), to test
+/// error paths of code that allocates several blocks.
+#[derive(Debug)]
+pub struct RefFrameProvider {
+    mem: SimPhysMemory,
+    max_order: Order,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    managed: Vec<FrameRange>,
+    free: BTreeSet<u64>,
+    allocated: BTreeMap<u64, Order>,
+    allocations: u64,
+    fail_at: u64,
+}
+
+impl RefFrameProvider {
+    /// Manages all RAM of `mem` (holes excluded), up to order 10 blocks.
+    pub fn new(mem: &SimPhysMemory) -> Self {
+        let managed = mem.frame_ranges();
+        let free = managed.iter().flat_map(|r| r.iter_step(1).map(FrameNumber::as_u64)).collect();
+        RefFrameProvider {
+            mem: mem.clone(),
+            max_order: Order::new(10).expect("valid order"),
+            state: Mutex::new(State { managed, free, allocated: BTreeMap::new(), allocations: 0, fail_at: u64::MAX }),
+        }
+    }
+
+    /// Sets the largest order served.
+    pub fn with_max_order(mut self, max: Order) -> Self {
+        self.max_order = max;
+        self
+    }
+
+    /// Makes the `n`th allocation from now fail with out-of-memory (1 = next).
+    pub fn fail_nth_allocation(&self, n: u64) {
+        let mut s = self.lock();
+        s.fail_at = s.allocations.saturating_add(n.max(1));
+    }
+
+    /// Number of free frames.
+    pub fn free_frames(&self) -> u64 {
+        self.lock().free.len() as u64
+    }
+
+    /// Number of blocks handed out and not yet freed.
+    pub fn allocated_blocks(&self) -> usize {
+        self.lock().allocated.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn find(&self, order: Order, limit: Option<u64>) -> Option<u64> {
+        let n = order.frames();
+        self.free.iter().copied().filter(|f| f % n == 0).find(|&f| {
+            limit.is_none_or(|l| (f + n) << crate::PAGE_SHIFT <= l) && self.free.range(f..f + n).count() as u64 == n
+        })
+    }
+}
+
+// SAFETY: a frame leaves `free` when its block is handed out and returns only
+// when that exact block is freed (1); blocks are naturally aligned and fit the
+// zone limit by the search (1); ZERO blocks are zeroed before return (2); the
+// provider writes only to blocks it is about to hand out (3).
+unsafe impl FrameProvider for RefFrameProvider {
+    fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        flags.validate()?;
+        if order > self.max_order {
+            return Err(FrameError::OrderTooLarge { order, max: self.max_order });
+        }
+        let mut s = self.lock();
+        s.allocations += 1;
+        if s.allocations == s.fail_at {
+            return Err(FrameError::OutOfMemory { order });
+        }
+        let zone = flags.highest_zone();
+        let limit = zone.limit().map(|a| a.as_u64());
+        let Some(start) = s.find(order, limit) else {
+            if zone != Zone::Normal && s.find(order, None).is_some() {
+                return Err(FrameError::ZoneExhausted { zone, order });
+            }
+            return Err(FrameError::OutOfMemory { order });
+        };
+        for f in start..start + order.frames() {
+            s.free.remove(&f);
+        }
+        s.allocated.insert(start, order);
+        drop(s);
+        let block = FrameBlock::new(FrameNumber::new(start).expect("managed frame"), order).expect("aligned");
+        if flags.contains(AllocFlags::ZERO) {
+            // SAFETY: the block was just taken out of the free set: we own it.
+            unsafe { self.mem.zero_block(block) }.expect("managed frames are backed");
+        }
+        Ok(block)
+    }
+
+    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
+        let mut s = self.lock();
+        let range = block.frame_range();
+        if !s.managed.iter().any(|m| m.contains_range(&range)) {
+            return Err(FrameError::NotOwned(block));
+        }
+        let start = block.start().as_u64();
+        match s.allocated.get(&start).copied() {
+            Some(order) if order == block.order() => {
+                s.allocated.remove(&start);
+                s.free.extend(start..start + order.frames());
+                Ok(())
+            }
+            Some(order) => Err(FrameError::WrongOrder { block, allocated: order }),
+            None if s.free.contains(&start) => Err(FrameError::DoubleFree(block)),
+            None => Err(FrameError::Misaligned(block)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PhysAddr;
+
+    fn o(n: u8) -> Order {
+        Order::new(n).unwrap()
+    }
+
+    #[test]
+    fn every_error_variant() {
+        // 16 frames at 15.9 MiB..16 MiB+... : half in DMA, half in DMA32.
+        let base = PhysAddr::new((16 << 20) - 8 * 4096).unwrap();
+        let mem = SimPhysMemory::new(base, 16 * 4096);
+        let p = RefFrameProvider::new(&mem).with_max_order(o(3));
+        assert_eq!(p.allocate(o(4), AllocFlags::empty()), Err(FrameError::OrderTooLarge { order: o(4), max: o(3) }));
+        let bad = AllocFlags::DMA | AllocFlags::DMA32;
+        assert_eq!(p.allocate(o(0), bad), Err(FrameError::InvalidFlags(bad)));
+        let dma = p.allocate(o(3), AllocFlags::DMA).unwrap();
+        assert!(dma.start_address().as_u64() + dma.bytes() <= 16 << 20);
+        assert_eq!(p.allocate(o(0), AllocFlags::DMA), Err(FrameError::ZoneExhausted { zone: Zone::Dma, order: o(0) }));
+        let high = p.allocate(o(3), AllocFlags::empty()).unwrap();
+        assert_eq!(p.allocate(o(0), AllocFlags::empty()), Err(FrameError::OutOfMemory { order: o(0) }));
+        let wrong = FrameBlock::new(high.start(), o(2)).unwrap();
+        assert_eq!(p.free(wrong), Err(FrameError::WrongOrder { block: wrong, allocated: o(3) }));
+        let inner = FrameBlock::new(high.start().checked_add(1).unwrap(), o(0)).unwrap();
+        assert_eq!(p.free(inner), Err(FrameError::Misaligned(inner)));
+        let foreign = FrameBlock::new(FrameNumber::new(1).unwrap(), o(0)).unwrap();
+        assert_eq!(p.free(foreign), Err(FrameError::NotOwned(foreign)));
+        p.free(high).unwrap();
+        assert_eq!(p.free(high), Err(FrameError::DoubleFree(high)));
+        p.free(dma).unwrap();
+        assert_eq!((p.free_frames(), p.allocated_blocks()), (16, 0));
+    }
+
+    #[test]
+    fn zeroing_and_failure_injection() {
+        let mem = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 8 * 4096);
+        let p = RefFrameProvider::new(&mem);
+        let b = p.allocate(o(0), AllocFlags::empty()).unwrap();
+        // SAFETY: `b` is ours.
+        unsafe { mem.write_bytes(b.start_address(), &[0xaa; 64]).unwrap() };
+        p.free(b).unwrap();
+        let z = p.allocate(o(0), AllocFlags::ZERO).unwrap();
+        assert_eq!(z, b, "first fit hands the same frame back");
+        let mut buf = [1u8; 64];
+        // SAFETY: `z` is ours.
+        unsafe { mem.read_bytes(z.start_address(), &mut buf).unwrap() };
+        assert_eq!(buf, [0; 64]);
+        p.fail_nth_allocation(2);
+        assert!(p.allocate(o(0), AllocFlags::empty()).is_ok());
+        assert_eq!(p.allocate(o(0), AllocFlags::empty()), Err(FrameError::OutOfMemory { order: o(0) }));
+        assert!(p.allocate(o(0), AllocFlags::empty()).is_ok());
+        let owned = p.allocate_owned(o(1), AllocFlags::empty()).unwrap();
+        let before = p.free_frames();
+        drop(owned);
+        assert_eq!(p.free_frames(), before + 2);
+        let kept = p.allocate_owned(o(0), AllocFlags::empty()).unwrap().into_raw();
+        assert_eq!(p.free_frames(), before + 1);
+        p.free(kept).unwrap();
+    }
+}

@@ -1,0 +1,204 @@
+//! Simulated physical memory.
+
+extern crate std;
+
+use std::alloc::{self, Layout};
+use std::sync::Arc;
+use std::vec::Vec;
+
+use core::ptr::NonNull;
+
+use crate::{FrameRange, PhysAccessError, PhysAddr, PhysMemory, PhysRange, PAGE_SIZE};
+
+/// Simulated RAM covering `[base, base + size)` minus holes. Cloning gives
+/// another handle to the same memory.
+///
+/// The buffer is allocated zeroed and lazily by the host, so a gigabyte of
+/// simulated RAM costs only the pages actually touched.
+#[derive(Clone)]
+pub struct SimPhysMemory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: u64,
+    size: u64,
+    buf: NonNull<u8>,
+    layout: Layout,
+    holes: Vec<PhysRange>,
+}
+
+// SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`)
+// and only ever handed out as raw pointers; who writes through them is
+// governed by `PhysMemory`'s contract, as with real RAM shared by CPUs.
+unsafe impl Send for Inner {}
+// SAFETY: as above; `Inner` itself is never mutated after construction.
+unsafe impl Sync for Inner {}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // SAFETY: `buf` was allocated in `build` with exactly `layout`.
+        unsafe { alloc::dealloc(self.buf.as_ptr(), self.layout) };
+    }
+}
+
+/// Builder for [`SimPhysMemory`].
+#[derive(Debug)]
+pub struct SimPhysMemoryBuilder {
+    base: PhysAddr,
+    size: u64,
+    holes: Vec<PhysRange>,
+}
+
+impl SimPhysMemoryBuilder {
+    /// Makes `[addr, addr + len)` inaccessible (a hole in the memory map).
+    ///
+    /// # Panics
+    ///
+    /// If the hole is not page aligned or overflows.
+    pub fn hole(mut self, addr: PhysAddr, len: u64) -> Self {
+        assert!(addr.is_aligned(PAGE_SIZE as u64) && len % PAGE_SIZE as u64 == 0, "holes are page aligned");
+        self.holes.push(PhysRange::new(addr, len).expect("hole overflows"));
+        self
+    }
+
+    /// Allocates the simulated memory.
+    pub fn build(self) -> SimPhysMemory {
+        let layout = Layout::from_size_align(self.size as usize, PAGE_SIZE).expect("size fits the host");
+        let buf = if self.size == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout has a non-zero size.
+            NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+        };
+        let layout = if self.size == 0 { Layout::new::<()>() } else { layout };
+        SimPhysMemory {
+            inner: Arc::new(Inner { base: self.base.as_u64(), size: self.size, buf, layout, holes: self.holes }),
+        }
+    }
+}
+
+impl SimPhysMemory {
+    /// Starts describing `size` bytes of RAM at `base`.
+    ///
+    /// # Panics
+    ///
+    /// If `base` or `size` is not page aligned, or the range leaves the
+    /// physical address space.
+    pub fn builder(base: PhysAddr, size: u64) -> SimPhysMemoryBuilder {
+        assert!(base.is_aligned(PAGE_SIZE as u64) && size % PAGE_SIZE as u64 == 0, "RAM is page aligned");
+        PhysRange::new(base, size).expect("RAM range overflows");
+        SimPhysMemoryBuilder { base, size, holes: Vec::new() }
+    }
+
+    /// `size` bytes of RAM at `base` without holes.
+    pub fn new(base: PhysAddr, size: u64) -> Self {
+        SimPhysMemory::builder(base, size).build()
+    }
+
+    /// The whole simulated range, holes included.
+    pub fn span(&self) -> PhysRange {
+        PhysRange::new(PhysAddr::new(self.inner.base).expect("checked"), self.inner.size).expect("checked")
+    }
+
+    /// The usable RAM: the span minus the holes, in address order (what a
+    /// boot memory map would list).
+    pub fn ram_ranges(&self) -> Vec<PhysRange> {
+        let mut out = std::vec![self.span()];
+        for hole in &self.inner.holes {
+            out = out
+                .into_iter()
+                .flat_map(|r| {
+                    let (a, b) = r.subtract(hole);
+                    [a, b]
+                })
+                .filter(|r| !r.is_empty())
+                .collect();
+        }
+        out.sort_by_key(|r| r.start());
+        out
+    }
+
+    /// The usable RAM as frame ranges.
+    pub fn frame_ranges(&self) -> Vec<FrameRange> {
+        self.ram_ranges().iter().map(|r| r.frames_inward()).filter(|r| !r.is_empty()).collect()
+    }
+}
+
+impl core::fmt::Debug for SimPhysMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimPhysMemory").field("span", &self.span()).field("holes", &self.inner.holes).finish()
+    }
+}
+
+// SAFETY: `translate` returns pointers into the owned buffer only for ranges
+// fully inside the span and outside every hole (1); the buffer lives as long
+// as any handle (Arc) and address -> pointer is a fixed offset, so the same
+// address always gives the same byte and distinct addresses distinct bytes
+// (2); base and buffer are both page aligned, so alignment is preserved (3).
+unsafe impl PhysMemory for SimPhysMemory {
+    fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
+        let inner = &*self.inner;
+        let err = PhysAccessError::Unbacked { addr, len };
+        let offset = addr.as_u64().checked_sub(inner.base).ok_or(err)?;
+        let end = offset.checked_add(len as u64).ok_or(err)?;
+        if end > inner.size {
+            return Err(err);
+        }
+        if len > 0 {
+            let want = PhysRange::new(addr, len as u64).map_err(|_| err)?;
+            if inner.holes.iter().any(|h| h.overlaps(&want)) {
+                return Err(err);
+            }
+        }
+        // SAFETY: `offset + len <= size`, so the pointer stays inside (or one
+        // past the end of) the buffer allocation.
+        Ok(unsafe { inner.buf.add(offset as usize) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pa(a: u64) -> PhysAddr {
+        PhysAddr::new(a).unwrap()
+    }
+
+    #[test]
+    fn holes_are_not_accessible() {
+        let mem = SimPhysMemory::builder(pa(0x10_0000), 0x10_0000).hole(pa(0x14_0000), 0x2000).build();
+        assert!(mem.translate(pa(0x10_0000), 8).is_ok());
+        assert!(mem.translate(pa(0x13_f000), 0x1000).is_ok());
+        assert!(mem.translate(pa(0x13_f000), 0x1001).is_err());
+        assert!(mem.translate(pa(0x14_1fff), 1).is_err());
+        assert!(mem.translate(pa(0x14_2000), 1).is_ok());
+        assert_eq!(mem.translate(pa(0xf_ffff), 1), Err(PhysAccessError::Unbacked { addr: pa(0xf_ffff), len: 1 }));
+        assert!(mem.translate(pa(0x1f_ffff), 1).is_ok());
+        assert!(mem.translate(pa(0x1f_ffff), 2).is_err());
+        let ram = mem.ram_ranges();
+        assert_eq!(ram.len(), 2);
+        assert_eq!((ram[0].start(), ram[0].len()), (pa(0x10_0000), 0x4_0000));
+        assert_eq!((ram[1].start(), ram[1].len()), (pa(0x14_2000), 0xb_e000));
+        assert_eq!(mem.frame_ranges().iter().map(|r| r.len()).sum::<u64>(), 256 - 2);
+    }
+
+    #[test]
+    fn reads_see_writes_and_clones_share() {
+        let mem = SimPhysMemory::new(pa(0x1000), 0x3000);
+        let other = mem.clone();
+        // SAFETY: the test owns all of the simulated memory.
+        unsafe {
+            mem.write_bytes(pa(0x1ffe), &[1, 2, 3, 4]).unwrap();
+            let mut out = [0u8; 4];
+            other.read_bytes(pa(0x1ffe), &mut out).unwrap();
+            assert_eq!(out, [1, 2, 3, 4]);
+            other.copy_frame(pa(0x1000), pa(0x3000)).unwrap();
+            other.read_bytes(pa(0x3ffe), &mut out[..2]).unwrap();
+            assert_eq!(&out[..2], &[1, 2]);
+            assert!(mem.write_bytes(pa(0x3fff), &[0, 0]).is_err());
+        }
+        let p = mem.translate(pa(0x2000), 1).unwrap();
+        assert_eq!(p.as_ptr() as usize % PAGE_SIZE, 0);
+    }
+}

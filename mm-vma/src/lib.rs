@@ -1,0 +1,12 @@
+//! Address spaces: a VMA tree, mmap/munmap/mprotect/brk, page faults, fork with copy-on-write, reverse mapping.
+//!
+//! **Status: not implemented yet.** This crate is a placeholder in the
+//! workspace layout; its design and scope are tracked in issue #7. It
+//! builds as `no_std` for the host and for `x86_64-unknown-none`, and
+//! depends only on [`mm_types`] (see the workspace `DESIGN` notes).
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub use mm_types;

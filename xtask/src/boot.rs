@@ -1,0 +1,198 @@
+//! Building the reference kernel and booting it in QEMU.
+//!
+//! The kernel reports over COM1 and ends through the isa-debug-exit device:
+//! writing `v` to port 0xf4 makes QEMU exit with `(v << 1) | 1`. The kernel
+//! writes 0x10 on success (status 33) and 0x11 on failure (35). A triple
+//! fault exits with status 0, so 0 never counts as success; the boot test
+//! also requires the expected serial lines.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, run, setup};
+
+/// The kernel's target triple.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// QEMU's exit status when the kernel reports success.
+const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
+/// How long one boot may take before it is killed.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Builds the kernel (release) and returns the ELF path.
+pub fn build_kernel() -> Option<PathBuf> {
+    if !setup::ensure_target(None, KERNEL_TARGET) {
+        return None;
+    }
+    let dir = root().join("examples/kernel");
+    let ok = run(cargo(None).current_dir(&dir).args(["build", "--release", "--target", KERNEL_TARGET]));
+    ok.then(|| dir.join("target").join(KERNEL_TARGET).join("release/mm-kernel"))
+}
+
+/// What one QEMU run produced.
+pub struct Boot {
+    /// Exit status (`None`: killed after the timeout).
+    pub status: Option<i32>,
+    /// Serial output lines.
+    pub lines: Vec<String>,
+}
+
+/// Boots `kernel` with `-append scenario`, echoing serial output if `echo`.
+pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Option<Boot> {
+    if !setup::ensure_qemu() {
+        return None;
+    }
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-cpu", "qemu64", "-m", memory, "-accel", "tcg", "-smp", "1"])
+        .args(["-display", "none", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", scenario])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    eprintln!("$ qemu-system-x86_64 ... -m {memory} -kernel {} -append {scenario}", kernel.display());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xtask: could not start QEMU: {e}");
+            return None;
+        }
+    };
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r').to_string();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    let status = loop {
+        while let Ok(l) = rx.try_recv() {
+            if echo {
+                println!("{l}");
+            }
+            lines.push(l);
+        }
+        match child.try_wait() {
+            Ok(Some(s)) => break s.code(),
+            Ok(None) if start.elapsed() > BOOT_TIMEOUT => {
+                eprintln!("xtask: QEMU still running after {BOOT_TIMEOUT:?}; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                eprintln!("xtask: waiting for QEMU failed: {e}");
+                break None;
+            }
+        }
+    };
+    let _ = reader.join();
+    for l in rx.try_iter() {
+        if echo {
+            println!("{l}");
+        }
+        lines.push(l);
+    }
+    Some(Boot { status, lines })
+}
+
+/// `cargo xtask run`: build, boot, show the output.
+pub fn run_interactive(scenario: &str) -> bool {
+    let Some(kernel) = build_kernel() else { return false };
+    let Some(b) = boot(&kernel, scenario, "128M", true) else { return false };
+    let ok = b.status == Some(SUCCESS_STATUS);
+    eprintln!(
+        "xtask: QEMU exited with status {} ({})",
+        b.status.map_or("none".into(), |s| s.to_string()),
+        if ok { "kernel reported success" } else { "kernel did NOT report success" }
+    );
+    ok
+}
+
+/// Checks the serial output of a boot: the memory map is announced with its
+/// entry count and exactly that many entries follow, its usable total is
+/// plausible for the RAM given to QEMU, and the scenario reports PASS.
+pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64) -> Result<(), String> {
+    let header =
+        lines.iter().position(|l| l.starts_with("mm-kernel: memory map:")).ok_or("no `mm-kernel: memory map:` line")?;
+    let count: usize = lines[header]
+        .trim_start_matches("mm-kernel: memory map:")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or("memory map line has no entry count")?;
+    let entries: Vec<&String> = lines[header + 1..].iter().take_while(|l| l.starts_with("mm-kernel:   [")).collect();
+    if count == 0 || entries.len() != count {
+        return Err(format!("memory map announced {count} entries, {} printed", entries.len()));
+    }
+    if !entries.iter().any(|l| l.ends_with(" usable")) {
+        return Err("no usable RAM in the memory map".into());
+    }
+    let usable_kib: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("mm-kernel: usable RAM: "))
+        .and_then(|s| s.trim_end_matches(" KiB").parse().ok())
+        .ok_or("no `usable RAM` line")?;
+    let ram_kib = ram_mib * 1024;
+    if usable_kib > ram_kib || usable_kib < ram_kib * 3 / 4 {
+        return Err(format!("usable RAM {usable_kib} KiB is implausible for -m {ram_mib}M"));
+    }
+    let pass = format!("mm-kernel: scenario {scenario}: PASS");
+    if !lines.contains(&pass) {
+        return Err(format!("no `{pass}` line"));
+    }
+    Ok(())
+}
+
+/// The boot step of `cargo xtask test`.
+pub fn boot_test() -> bool {
+    let Some(kernel) = build_kernel() else { return false };
+    let mut ok = true;
+    for (scenario, ram_mib) in [("smoke", 128u64)] {
+        let Some(b) = boot(&kernel, scenario, &format!("{ram_mib}M"), false) else { return false };
+        let verdict = match b.status {
+            Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib),
+            other => Err(format!("QEMU exit status {other:?}, expected {SUCCESS_STATUS}")),
+        };
+        match verdict {
+            Ok(()) => eprintln!("boot {scenario}: ok ({} serial lines)", b.lines.len()),
+            Err(why) => {
+                ok = false;
+                eprintln!("boot {scenario}: FAILED: {why}\n--- serial output ---");
+                for l in &b.lines {
+                    eprintln!("{l}");
+                }
+                eprintln!("--- end ---");
+            }
+        }
+    }
+    // The checker itself must reject bad output.
+    let good: Vec<String> = [
+        "mm-kernel: memory map: 2 entries",
+        "mm-kernel:   [0x0-0x9fc00] usable",
+        "mm-kernel:   [0x100000-0x8000000] usable",
+        "mm-kernel: usable RAM: 130047 KiB",
+        "mm-kernel: scenario smoke: PASS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let self_check = check_output(&good, "smoke", 128).is_ok()
+        && check_output(&good[..4], "smoke", 128).is_err()
+        && check_output(&good[1..], "smoke", 128).is_err()
+        && check_output(&good, "smoke", 512).is_err();
+    if !self_check {
+        eprintln!("boot: the output checker accepts bad output or rejects good output");
+    }
+    ok && self_check
+}

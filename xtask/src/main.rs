@@ -1,0 +1,228 @@
+//! Project automation.
+//!
+//! - `cargo xtask run [SCENARIO]`: builds the reference kernel and boots it in
+//!   QEMU, showing its serial output (default scenario: `smoke`).
+//! - `cargo xtask test [STEP...]`: the whole check suite, or the named steps
+//!   (see `STEPS`). Installs what it needs on a fresh machine (rustup targets
+//!   and components, QEMU through apt-get) and says so.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+use std::time::{Duration, Instant};
+
+mod boot;
+mod setup;
+
+/// The steps of `cargo xtask test`, in the order they run.
+const STEPS: &[(&str, &str)] = &[
+    ("fmt", "rustfmt --check over every workspace"),
+    ("clippy", "clippy -D warnings over the crates, the kernel and xtask"),
+    ("test", "host unit, integration and doc tests, including fuzz corpus replay"),
+    ("nostd", "every library crate builds for x86_64-unknown-none"),
+    ("doc", "rustdoc with warnings denied"),
+    ("boot", "boot the reference kernel in QEMU and check its status and serial output"),
+    ("loom", "loom model tests (tests/loom_*.rs, RUSTFLAGS=--cfg loom)"),
+    ("fuzz", "the cargo-fuzz targets compile"),
+    ("miri", "host tests under miri (nightly)"),
+];
+
+/// Library crates of the root workspace.
+pub const CRATES: &[&str] =
+    &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap"];
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command, echoing it; returns whether it succeeded.
+pub fn run(cmd: &mut Command) -> bool {
+    eprintln!("$ {}", describe(cmd));
+    match cmd.status() {
+        Ok(s) => s.success(),
+        Err(e) => {
+            eprintln!("xtask: could not start {:?}: {e}", cmd.get_program());
+            false
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// `cargo` with the given toolchain (`None`: the default one).
+pub fn cargo(toolchain: Option<&str>) -> Command {
+    let mut c = Command::new("cargo");
+    if let Some(t) = toolchain {
+        c.arg(format!("+{t}"));
+    }
+    // Variables set by the outer `cargo run` must not leak into inner builds.
+    c.env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO_TARGET_DIR").current_dir(root());
+    c
+}
+
+fn step(name: &str) -> bool {
+    let r = root();
+    match name {
+        "fmt" => {
+            setup::ensure_component(None, "rustfmt")
+                && run(cargo(None).args(["fmt", "--all", "--check"]))
+                && run(cargo(None).args(["fmt", "--all", "--check", "--manifest-path", "examples/kernel/Cargo.toml"]))
+                && run(cargo(None).args(["fmt", "--all", "--check", "--manifest-path", "fuzz/Cargo.toml"]))
+        }
+        "clippy" => {
+            setup::ensure_component(None, "clippy")
+                && setup::ensure_target(None, boot::KERNEL_TARGET)
+                && run(cargo(None).args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+                && run(cargo(None).current_dir(r.join("examples/kernel")).args([
+                    "clippy",
+                    "--release",
+                    "--target",
+                    boot::KERNEL_TARGET,
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+        }
+        "test" => run(cargo(None).args(["test", "--workspace", "--all-features"])),
+        "nostd" => {
+            setup::ensure_target(None, boot::KERNEL_TARGET) && {
+                let mut c = cargo(None);
+                c.args(["build", "--target", boot::KERNEL_TARGET, "--features", "mm-types/x86_64"]);
+                for k in CRATES {
+                    c.args(["-p", k]);
+                }
+                run(&mut c)
+            }
+        }
+        "doc" => {
+            let mut c = cargo(None);
+            c.args(["doc", "--no-deps", "--all-features"]).env("RUSTDOCFLAGS", "-D warnings");
+            for k in CRATES {
+                c.args(["-p", k]);
+            }
+            run(&mut c)
+        }
+        "boot" => boot::boot_test(),
+        "loom" => loom_tests(),
+        "fuzz" => run(cargo(None).args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])),
+        "miri" => {
+            setup::ensure_nightly()
+                && setup::ensure_component(Some("nightly"), "miri")
+                && setup::ensure_component(Some("nightly"), "rust-src")
+                && run(cargo(Some("nightly")).args(["miri", "setup"]))
+                && {
+                    let mut c = cargo(Some("nightly"));
+                    c.args(["miri", "test", "--all-features"]);
+                    for k in CRATES {
+                        c.args(["-p", k]);
+                    }
+                    c.env("CARGO_TARGET_DIR", r.join("target/miri"));
+                    run(&mut c)
+                }
+        }
+        other => {
+            eprintln!("xtask: unknown step `{other}`");
+            false
+        }
+    }
+}
+
+/// Runs every `tests/loom_*.rs` of every crate under `--cfg loom`.
+fn loom_tests() -> bool {
+    let r = root();
+    let mut ok = true;
+    let mut any = false;
+    for k in CRATES {
+        let Ok(dir) = std::fs::read_dir(r.join(k).join("tests")) else { continue };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("loom_") && n.ends_with(".rs"))
+            .map(|n| n.trim_end_matches(".rs").to_string())
+            .collect();
+        names.sort();
+        for n in names {
+            any = true;
+            ok &= run(cargo(None)
+                .args(["test", "--release", "-p", k, "--test", &n])
+                .env("RUSTFLAGS", "--cfg loom")
+                .env("CARGO_TARGET_DIR", r.join("target/loom")));
+        }
+    }
+    if !any {
+        eprintln!("xtask: no loom tests found");
+    }
+    ok && any
+}
+
+fn test(selected: &[String]) -> ! {
+    let names: Vec<&str> = if selected.is_empty() {
+        STEPS.iter().map(|(n, _)| *n).collect()
+    } else {
+        selected.iter().map(String::as_str).collect()
+    };
+    let start = Instant::now();
+    let mut results = Vec::new();
+    for name in &names {
+        eprintln!("\n==> xtask test: {name}");
+        let t = Instant::now();
+        let ok = step(name);
+        results.push((name.to_string(), ok, t.elapsed()));
+        if !ok {
+            eprintln!("==> {name} FAILED");
+        }
+    }
+    eprintln!("\n==> summary ({:.0?} in all)", start.elapsed());
+    for (n, ok, d) in &results {
+        eprintln!("    {:<7} {:<4} {:>6.1?}", n, if *ok { "ok" } else { "FAIL" }, round(*d));
+    }
+    let failed = results.iter().filter(|r| !r.1).count();
+    println!("xtask: {} passed, {} failed", results.len() - failed, failed);
+    exit(if failed == 0 { 0 } else { 1 })
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
+
+fn usage() -> ! {
+    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke)");
+    eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)\n\nsteps:");
+    for (n, d) in STEPS {
+        eprintln!("  {n:<7} {d}");
+    }
+    exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            let scenario = args.get(1).map(String::as_str).unwrap_or("smoke");
+            exit(if boot::run_interactive(scenario) { 0 } else { 1 })
+        }
+        Some("test") => test(&args[1..]),
+        _ => usage(),
+    }
+}
