@@ -133,7 +133,7 @@ pub const DMA32_LIMIT: PhysAddr = const_phys(1 << 32);
 
 impl fmt::Display for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Zone::Dma => "DMA",
             Zone::Dma32 => "DMA32",
             Zone::Normal => "Normal",

@@ -1,0 +1,235 @@
+//! Workloads shared by the criterion bench (`buddy.rs`) and the
+//! instruction-count runner (`ir.rs`): 1 GiB of 4 KiB frames (262,144),
+//! driven through one small trait so that every allocator runs the same code.
+
+#![allow(dead_code)]
+
+use bitmap_allocator::BitAlloc;
+use mm_buddy::{BuddyAllocator, BuddyConfig};
+use mm_types::percpu::SingleCpu;
+use mm_types::testkit::SimPhysMemory;
+use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr};
+
+/// Frames in 1 GiB.
+pub const FRAMES: usize = 1 << 18;
+/// Frames our allocator uses for metadata in front of the GiB (1 byte per
+/// frame plus 1 per pageblock, rounded up to frames).
+const META_FRAMES: u64 = 65;
+/// Where the managed GiB starts (4 MiB aligned, so max-order blocks align).
+const MANAGED_BASE: u64 = 64 << 20;
+
+/// The operations every allocator under test offers.
+pub trait Frames {
+    /// Allocates `2^order` frames, returning the first frame number.
+    fn alloc(&mut self, order: u8) -> Option<usize>;
+    /// Frees what `alloc(order)` returned.
+    fn free(&mut self, frame: usize, order: u8);
+}
+
+/// mm-buddy, through its per-CPU caches, over simulated RAM.
+pub struct Ours {
+    buddy: BuddyAllocator<'static, SimPhysMemory, SingleCpu, 1>,
+}
+
+impl Ours {
+    /// A fresh allocator over `mem` (see [`ours_memory`]).
+    pub fn new(mem: &SimPhysMemory) -> Self {
+        let config = BuddyConfig { min_free_kib: Some(0), ..BuddyConfig::default() };
+        let buddy = BuddyAllocator::new(mem.clone(), SingleCpu, config).unwrap();
+        // SAFETY: the simulated RAM is used by this allocator only (each
+        // benchmark builds a new allocator after dropping the last).
+        let rep = unsafe { buddy.add_memory(mem.span()).unwrap() };
+        assert_eq!(rep.frames as usize, FRAMES);
+        Ours { buddy }
+    }
+
+    /// Whether a max-order block can be allocated (and frees it again).
+    pub fn max_order_available(&self) -> bool {
+        self.buddy.drain_all();
+        match self.buddy.allocate(Order::new(10).unwrap(), AllocFlags::empty()) {
+            Ok(b) => self.buddy.free(b).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Simulated RAM for [`Ours`]: the GiB plus room for metadata in front.
+/// Reused across benchmark iterations so that the host's first-touch page
+/// faults are paid once, outside the measurements.
+pub fn ours_memory() -> SimPhysMemory {
+    let base = MANAGED_BASE - META_FRAMES * 4096;
+    SimPhysMemory::new(PhysAddr::new(base).unwrap(), (FRAMES as u64 + META_FRAMES) * 4096)
+}
+
+impl Frames for Ours {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        self.buddy.allocate(Order::new(order).unwrap(), AllocFlags::empty()).ok().map(|b| b.start().as_u64() as usize)
+    }
+    #[inline]
+    fn free(&mut self, frame: usize, order: u8) {
+        let b = FrameBlock::new(FrameNumber::new(frame as u64).unwrap(), Order::new(order).unwrap()).unwrap();
+        self.buddy.free(b).unwrap();
+    }
+}
+
+/// `buddy_system_allocator::FrameAllocator` (BTreeSet per order).
+pub struct Bsa(buddy_system_allocator::FrameAllocator<33>);
+
+impl Bsa {
+    /// Managing frames 0..FRAMES.
+    pub fn new() -> Self {
+        let mut a = buddy_system_allocator::FrameAllocator::<33>::new();
+        a.add_frame(0, FRAMES);
+        Bsa(a)
+    }
+}
+
+impl Frames for Bsa {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        self.0.alloc(1 << order)
+    }
+    #[inline]
+    fn free(&mut self, frame: usize, order: u8) {
+        self.0.dealloc(frame, 1 << order)
+    }
+}
+
+/// `bitmap-allocator` (a 16-ary cascade of bitmaps, 1M bits).
+pub struct Bitmap(Box<bitmap_allocator::BitAlloc1M>);
+
+impl Bitmap {
+    /// Managing frames 0..FRAMES.
+    pub fn new() -> Self {
+        let mut a: Box<bitmap_allocator::BitAlloc1M> = Box::default();
+        a.insert(0..FRAMES);
+        Bitmap(a)
+    }
+}
+
+impl Frames for Bitmap {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        if order == 0 {
+            self.0.alloc()
+        } else {
+            self.0.alloc_contiguous(None, 1 << order, order as usize)
+        }
+    }
+    #[inline]
+    fn free(&mut self, frame: usize, order: u8) {
+        if order == 0 {
+            self.0.dealloc(frame);
+        } else {
+            self.0.dealloc_contiguous(frame, 1 << order);
+        }
+    }
+}
+
+/// `free-list` (a sorted array of free ranges; order-0 only here: it
+/// keeps at most N ranges, so scattered frees overflow it).
+pub struct FreeListPeer(free_list::FreeList<64>);
+
+impl FreeListPeer {
+    /// Managing the GiB at 0x1000_0000.
+    pub fn new() -> Self {
+        let mut a = free_list::FreeList::<64>::new();
+        let range = free_list::PageRange::new(0x1000_0000, 0x1000_0000 + FRAMES * 4096).unwrap();
+        // SAFETY: the range is made up; free-list never touches the memory.
+        unsafe { a.deallocate(range).unwrap() };
+        FreeListPeer(a)
+    }
+}
+
+impl Frames for FreeListPeer {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        let size = 4096 << order;
+        let layout = free_list::PageLayout::from_size_align(size, size).unwrap();
+        self.0.allocate(layout).ok().map(|r| r.start() / 4096)
+    }
+    #[inline]
+    fn free(&mut self, frame: usize, order: u8) {
+        let range = free_list::PageRange::from_start_len(frame * 4096, 4096 << order).unwrap();
+        // SAFETY: as above.
+        unsafe { self.0.deallocate(range).unwrap() };
+    }
+}
+
+/// Deterministic generator.
+pub struct Rng(pub u64);
+impl Rng {
+    #[inline]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Order-0 alloc+free pairs with one frame held (the warm case).
+#[inline(always)]
+pub fn pairs<A: Frames>(a: &mut A, n: usize) {
+    for _ in 0..n {
+        let f = a.alloc(0).unwrap();
+        a.free(std::hint::black_box(f), 0);
+    }
+}
+
+/// Allocates every frame one by one; returns them.
+#[inline(always)]
+pub fn alloc_all<A: Frames>(a: &mut A, out: &mut Vec<usize>) {
+    while let Some(f) = a.alloc(0) {
+        out.push(f);
+    }
+}
+
+/// Frees the given frames (already shuffled).
+#[inline(always)]
+pub fn free_all<A: Frames>(a: &mut A, frames: &[usize]) {
+    for &f in frames {
+        a.free(f, 0);
+    }
+}
+
+/// Fisher-Yates shuffle.
+pub fn shuffle(v: &mut [usize], seed: u64) {
+    let mut rng = Rng(seed);
+    for i in (1..v.len()).rev() {
+        v.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Fills about half of memory with blocks of random orders 0..=9.
+pub fn fill_half<A: Frames>(a: &mut A, rng: &mut Rng) -> Vec<(usize, u8)> {
+    let mut held = Vec::new();
+    let mut used = 0;
+    while used < FRAMES / 2 {
+        let o = (rng.next() % 10) as u8;
+        if let Some(f) = a.alloc(o) {
+            held.push((f, o));
+            used += 1 << o;
+        }
+    }
+    held
+}
+
+/// `n` operations at about 50 % occupancy: free a random held block, then
+/// allocate a block of a random order 0..=9. Returns the operations done.
+#[inline(always)]
+pub fn random_orders<A: Frames>(a: &mut A, held: &mut Vec<(usize, u8)>, rng: &mut Rng, n: usize) -> usize {
+    let mut ops = 0;
+    for _ in 0..n {
+        let i = (rng.next() as usize) % held.len();
+        let (f, o) = held.swap_remove(i);
+        a.free(f, o);
+        let o = (rng.next() % 10) as u8;
+        if let Some(f) = a.alloc(o) {
+            held.push((f, o));
+        }
+        ops += 2;
+    }
+    ops
+}
