@@ -5,7 +5,7 @@
 //! `FrameProvider` implementation; pointer work lives in `free_list` and
 //! `meta`.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use mm_types::percpu::PerCpu;
 use mm_types::sync::Mutex;
@@ -91,6 +91,9 @@ pub struct BuddyAllocator<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize = 8>
     pcp: PerCpu<PcpSet, CPUS>,
     /// Per-CPU (batch, high) by order.
     pcp_limits: [(u32, u32); PCP_MAX_ORDER as usize + 1],
+    /// For each highest allowed zone, the highest zone at or below it that
+    /// has memory (3: none), so the fast path needs no zone loop.
+    preferred_zone: [AtomicU8; 3],
     add_lock: Mutex<()>,
 }
 
@@ -115,6 +118,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             zones: [Zone::new(), Zone::new(), Zone::new()],
             pcp: PerCpu::new(|_| PcpSet::new()),
             pcp_limits: core::array::from_fn(|o| batch_and_high(o as u8, config.pcp_batch, config.pcp_high)),
+            preferred_zone: [const { AtomicU8::new(3) }; 3],
             add_lock: Mutex::new(()),
         })
     }
@@ -204,6 +208,10 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             }
         }
         self.recompute_watermarks();
+        for top in 0..3 {
+            let best = (0..=top).rev().find(|&z| self.zones[z].managed.load(Ordering::Relaxed) > 0);
+            self.preferred_zone[top].store(best.map_or(3, |z| z as u8), Ordering::Relaxed);
+        }
         Ok(report)
     }
 
@@ -302,10 +310,19 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                 let ctx = self.ctx();
                 let mut got = 0;
                 while got < want {
-                    let Some(f) = area.take(&ctx, order, mob) else { break };
-                    self.region(f).set_state(f, state::cached(order));
-                    list.push(&self.mem, f);
-                    got += 1;
+                    // A run of up to the remaining want, split straight into
+                    // the list: pushed in reverse so the lowest block is
+                    // handed out first.
+                    let cap = order + (63 - (want - got).leading_zeros()) as u8;
+                    let Some((head, run)) = area.take_run(&ctx, order, cap, mob) else { break };
+                    let r = self.region(head);
+                    let pieces = 1u64 << (run - order);
+                    for i in (0..pieces).rev() {
+                        let f = head + (i << order);
+                        r.set_state(f, state::cached(order));
+                        list.push(&self.mem, f);
+                    }
+                    got += pieces;
                 }
                 zone.free.fetch_sub(got << order, Ordering::Relaxed);
                 drop(area);
@@ -790,6 +807,53 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
         let flags = flags.validate()?;
         let o = order.as_u8();
+        // Fast path: a hit in this CPU's cache of the preferred zone.
+        if o <= PCP_MAX_ORDER {
+            let z = self.preferred_zone[flags.highest_zone().index()].load(Ordering::Relaxed) as usize;
+            if z < 3 {
+                let mob = self.mobility_index(flags);
+                let mut pcp = self.pcp.current(&self.cpus);
+                if let Some(f) = pcp.lists[z][o as usize][mob].pop(&self.mem) {
+                    self.region(f).set_state(f, state::allocated(o));
+                    drop(pcp);
+                    if flags.contains(AllocFlags::ZERO) {
+                        self.zero(f, o);
+                    }
+                    return Ok(block_of(f, o));
+                }
+            }
+        }
+        self.allocate_slow(order, flags)
+    }
+
+    #[inline]
+    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
+        let (r, f, order) = self.check_free(block)?;
+        if order <= PCP_MAX_ORDER {
+            let mob = if self.config.mobility_grouping { r.pageblock_mobility(f) } else { MOVABLE };
+            let mut pcp = self.pcp.current(&self.cpus);
+            let list = &mut pcp.lists[r.zone][order as usize][mob];
+            list.push(&self.mem, f);
+            if list.len() > self.pcp_limits[order as usize].1 {
+                self.drain_batch(list, r.zone, order);
+            }
+            Ok(())
+        } else {
+            let zone = &self.zones[r.zone];
+            let mut area = zone.area.lock();
+            area.free(&self.ctx(), r, f, order);
+            zone.free.fetch_add(1 << order, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPUS> {
+    /// Everything but a per-CPU cache hit: refills, larger orders, zone
+    /// fallback, draining before reporting failure.
+    #[inline(never)]
+    fn allocate_slow(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        let o = order.as_u8();
         if o > self.config.max_order {
             return Err(FrameError::OrderTooLarge { order, max: Order::new(self.config.max_order).expect("small") });
         }
@@ -809,33 +873,19 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
         Ok(block_of(frame, o))
     }
 
-    #[inline]
-    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
-        let (r, f, order) = self.check_free(block)?;
-        if order <= PCP_MAX_ORDER {
-            let mob = if self.config.mobility_grouping { r.pageblock_mobility(f) } else { MOVABLE };
-            let mut pcp = self.pcp.current(&self.cpus);
-            let list = &mut pcp.lists[r.zone][order as usize][mob];
-            list.push(&self.mem, f);
-            let (batch, high) = self.pcp_limits[order as usize];
-            if list.len() > high {
-                let zone = &self.zones[r.zone];
-                let ctx = self.ctx();
-                let mut area = zone.area.lock();
-                let mut n = 0u64;
-                while n < batch as u64 {
-                    let Some(x) = list.pop(&self.mem) else { break };
-                    area.free(&ctx, self.region(x), x, order);
-                    n += 1;
-                }
-                zone.free.fetch_add(n << order, Ordering::Relaxed);
-            }
-        } else {
-            let zone = &self.zones[r.zone];
-            let mut area = zone.area.lock();
-            area.free(&self.ctx(), r, f, order);
-            zone.free.fetch_add(1 << order, Ordering::Relaxed);
+    /// Returns one batch from a per-CPU list above its high mark to the zone.
+    #[inline(never)]
+    fn drain_batch(&self, list: &mut crate::free_list::Stack, z: usize, order: u8) {
+        let batch = self.pcp_limits[order as usize].0;
+        let zone = &self.zones[z];
+        let ctx = self.ctx();
+        let mut area = zone.area.lock();
+        let mut n = 0u64;
+        while n < batch as u64 {
+            let Some(x) = list.pop(&self.mem) else { break };
+            area.free(&ctx, self.region(x), x, order);
+            n += 1;
         }
-        Ok(())
+        zone.free.fetch_add(n << order, Ordering::Relaxed);
     }
 }

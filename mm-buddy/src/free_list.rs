@@ -35,20 +35,30 @@ fn unreachable_frame(frame: u64) -> ! {
     panic!("managed frame {frame:#x} is not reachable through the physical memory accessor")
 }
 
-#[inline]
-fn read<M: PhysMemory>(mem: &M, frame: u64, slot: usize) -> u64 {
-    let p = links(mem, frame);
-    // SAFETY: `p` is valid and 8-byte aligned for 16 bytes (frame-aligned
-    // translation, `PhysMemory` contract); the frame is free and on a list
-    // the caller owns (module rule), so nobody else accesses these bytes.
-    unsafe { p.add(slot).read() }
-}
+/// The links of a free frame: `[next, prev]`.
+#[derive(Clone, Copy)]
+struct Node(*mut u64);
 
-#[inline]
-fn write<M: PhysMemory>(mem: &M, frame: u64, slot: usize, value: u64) {
-    let p = links(mem, frame);
-    // SAFETY: as in `read`; the frame is free and ours to link.
-    unsafe { p.add(slot).write(value) }
+impl Node {
+    #[inline]
+    fn of<M: PhysMemory>(mem: &M, frame: u64) -> Node {
+        Node(links(mem, frame))
+    }
+
+    #[inline]
+    fn get(self, slot: usize) -> u64 {
+        // SAFETY: the pointer is valid and 8-byte aligned for 16 bytes
+        // (frame-aligned translation, `PhysMemory` contract) and `slot` < 2;
+        // the frame is free and on a list the caller owns (module rule), so
+        // nobody else accesses these bytes.
+        unsafe { self.0.add(slot).read() }
+    }
+
+    #[inline]
+    fn set(self, slot: usize, value: u64) {
+        // SAFETY: as in `get`; the frame is free and ours to link.
+        unsafe { self.0.add(slot).write(value) }
+    }
 }
 
 const NEXT: usize = 0;
@@ -74,24 +84,26 @@ impl FreeList {
     }
 
     pub fn push_front<M: PhysMemory>(&mut self, mem: &M, frame: u64) {
-        write(mem, frame, NEXT, self.head);
-        write(mem, frame, PREV, NIL);
+        let n = Node::of(mem, frame);
+        n.set(NEXT, self.head);
+        n.set(PREV, NIL);
         if self.head == NIL {
             self.tail = frame;
         } else {
-            write(mem, self.head, PREV, frame);
+            Node::of(mem, self.head).set(PREV, frame);
         }
         self.head = frame;
         self.len += 1;
     }
 
     pub fn push_back<M: PhysMemory>(&mut self, mem: &M, frame: u64) {
-        write(mem, frame, NEXT, NIL);
-        write(mem, frame, PREV, self.tail);
+        let n = Node::of(mem, frame);
+        n.set(NEXT, NIL);
+        n.set(PREV, self.tail);
         if self.tail == NIL {
             self.head = frame;
         } else {
-            write(mem, self.tail, NEXT, frame);
+            Node::of(mem, self.tail).set(NEXT, frame);
         }
         self.tail = frame;
         self.len += 1;
@@ -99,17 +111,17 @@ impl FreeList {
 
     /// Unlinks `frame`, which must be on this list.
     pub fn remove<M: PhysMemory>(&mut self, mem: &M, frame: u64) {
-        let next = read(mem, frame, NEXT);
-        let prev = read(mem, frame, PREV);
+        let n = Node::of(mem, frame);
+        let (next, prev) = (n.get(NEXT), n.get(PREV));
         if prev == NIL {
             self.head = next;
         } else {
-            write(mem, prev, NEXT, next);
+            Node::of(mem, prev).set(NEXT, next);
         }
         if next == NIL {
             self.tail = prev;
         } else {
-            write(mem, next, PREV, prev);
+            Node::of(mem, next).set(PREV, prev);
         }
         self.len -= 1;
     }
@@ -119,7 +131,7 @@ impl FreeList {
         let mut at = self.head;
         while at != NIL {
             f(at);
-            at = read(mem, at, NEXT);
+            at = Node::of(mem, at).get(NEXT);
         }
     }
 }
@@ -140,7 +152,7 @@ impl Stack {
 
     #[inline]
     pub fn push<M: PhysMemory>(&mut self, mem: &M, frame: u64) {
-        write(mem, frame, NEXT, self.head);
+        Node::of(mem, frame).set(NEXT, self.head);
         self.head = frame;
         self.len += 1;
     }
@@ -151,7 +163,7 @@ impl Stack {
             return None;
         }
         let frame = self.head;
-        self.head = read(mem, frame, NEXT);
+        self.head = Node::of(mem, frame).get(NEXT);
         self.len -= 1;
         Some(frame)
     }

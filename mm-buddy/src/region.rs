@@ -57,16 +57,19 @@ impl<'a> Region<'a> {
     }
 
     /// Atomically replaces `old` by `new`; returns the value found otherwise.
+    #[inline]
     pub fn swap_state(&self, frame: u64, old: u8, new: u8) -> Result<(), u8> {
         self.states[(frame - self.start) as usize]
             .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }
 
+    #[inline]
     fn pageblock_index(&self, frame: u64) -> usize {
         ((frame >> self.pb_order) - (self.start >> self.pb_order)) as usize
     }
 
+    #[inline]
     pub fn pageblock_mobility(&self, frame: u64) -> usize {
         self.pageblocks[self.pageblock_index(frame)].load(Ordering::Relaxed) as usize
     }

@@ -139,6 +139,30 @@ impl FreeArea {
         self.steal(ctx, order, mob)
     }
 
+    /// Takes a free run for `mob` of at least `order` and at most `cap`
+    /// (splitting a larger block down to `cap`), preferring the smallest
+    /// block available as [`take`](Self::take) does. Returns the head and the
+    /// run's order; the caller hands out its `order`-sized pieces (per-CPU
+    /// refill), which saves a buddy-list operation per piece.
+    pub fn take_run<M: PhysMemory>(
+        &mut self,
+        ctx: &Ctx<'_, '_, M>,
+        order: u8,
+        cap: u8,
+        mob: usize,
+    ) -> Option<(u64, u8)> {
+        for o in order..=ctx.max_order {
+            if let Some(head) = self.lists[o as usize][mob].first() {
+                let r = ctx.region(head);
+                self.lists[o as usize][mob].remove(ctx.mem, head);
+                let keep = o.min(cap);
+                self.split(ctx, r, head, o, keep, mob);
+                return Some((head, keep));
+            }
+        }
+        self.steal(ctx, order, mob).map(|head| (head, order))
+    }
+
     /// Splits the block `head` of order `high` down to `low`, returning the
     /// upper halves to the lists of `mob`.
     fn split<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, head: u64, high: u8, low: u8, mob: usize) {

@@ -44,16 +44,20 @@ impl AllocFlags {
     ///     Err(FrameError::InvalidFlags(AllocFlags::DMA | AllocFlags::DMA32))
     /// );
     /// ```
+    #[inline]
     pub fn validate(self) -> Result<Self, FrameError> {
-        let zones = self & (AllocFlags::DMA | AllocFlags::DMA32);
-        let mobility = self & (AllocFlags::MOVABLE | AllocFlags::RECLAIMABLE);
-        if zones.bits().count_ones() > 1 || mobility.bits().count_ones() > 1 {
+        // Both pairs are adjacent bits: "more than one set" is "both set".
+        let zones = (AllocFlags::DMA | AllocFlags::DMA32).bits();
+        let mobility = (AllocFlags::MOVABLE | AllocFlags::RECLAIMABLE).bits();
+        let b = self.bits();
+        if b & zones == zones || b & mobility == mobility {
             return Err(FrameError::InvalidFlags(self));
         }
         Ok(self)
     }
 
     /// The highest zone these flags allow.
+    #[inline]
     pub fn highest_zone(self) -> Zone {
         if self.contains(AllocFlags::DMA) {
             Zone::Dma
@@ -65,6 +69,7 @@ impl AllocFlags {
     }
 
     /// The mobility these flags ask for.
+    #[inline]
     pub fn mobility(self) -> Mobility {
         if self.contains(AllocFlags::MOVABLE) {
             Mobility::Movable

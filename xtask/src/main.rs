@@ -12,6 +12,7 @@ use std::process::{exit, Command};
 use std::time::{Duration, Instant};
 
 mod boot;
+mod ir;
 mod setup;
 
 /// The steps of `cargo xtask test`, in the order they run.
@@ -208,7 +209,10 @@ fn round(d: Duration) -> Duration {
 
 fn usage() -> ! {
     eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke)");
-    eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)\n\nsteps:");
+    eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
+    eprintln!(
+        "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy)\n\nsteps:"
+    );
     for (n, d) in STEPS {
         eprintln!("  {n:<7} {d}");
     }
@@ -223,6 +227,7 @@ fn main() {
             exit(if boot::run_interactive(scenario) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
+        Some("ir") => exit(if ir::ir(args.get(1).map_or("buddy", String::as_str)) { 0 } else { 1 }),
         _ => usage(),
     }
 }

@@ -11,10 +11,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod boot;
+mod frames;
 mod pvh;
 mod serial;
 
-use mm_types::{PhysAddr, PhysRange, PAGE_SIZE};
+use mm_types::{AllocFlags, FrameError, FrameProvider, Order, PhysAddr, PhysRange, Zone, PAGE_SIZE};
 use x86_64::instructions::port::Port;
 
 extern "C" {
@@ -81,7 +82,75 @@ fn smoke(info: &pvh::BootInfo) -> bool {
         image.len() / 1024
     );
     kprintln!("frames free for allocators: {} ({} KiB)", frames, frames * PAGE_SIZE as u64 / 1024);
-    usable > 0 && frames > 0 && frames * PAGE_SIZE as u64 <= usable
+    if usable == 0 || frames == 0 || frames * PAGE_SIZE as u64 > usable {
+        return false;
+    }
+    buddy_smoke(info, frames)
+}
+
+/// Hands RAM to mm-buddy and exercises it: every zone, orders 0-10, zeroing,
+/// a contiguous run, bad frees, and full coalescing at the end.
+fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
+    let low = PhysRange::new(PhysAddr::ZERO, 1 << 20).expect("1 MiB");
+    let (buddy, rep) = match frames::init(info, &[low, kernel_image()]) {
+        Ok(x) => x,
+        Err(e) => {
+            kprintln!("buddy: setup failed: {}", e);
+            return false;
+        }
+    };
+    kprintln!(
+        "buddy: managed {} frames in {} regions, metadata {} frames, skipped {}",
+        rep.frames,
+        rep.regions,
+        rep.metadata_frames,
+        rep.skipped_frames
+    );
+    let mut ok = rep.frames + rep.metadata_frames + rep.skipped_frames == expected_frames;
+    let mut held = [None; 11];
+    for (order, slot) in held.iter_mut().enumerate() {
+        let flags = if order % 2 == 0 { AllocFlags::MOVABLE } else { AllocFlags::ZERO };
+        *slot = buddy.allocate(Order::new(order as u8).expect("small"), flags).ok();
+        ok &= slot.is_some();
+    }
+    let dma = buddy.allocate(Order::new(2).expect("small"), AllocFlags::DMA);
+    ok &= dma.is_ok_and(|b| b.start_address().as_u64() + b.bytes() <= 16 << 20);
+    let run = buddy.allocate_contiguous(100, 64, None, AllocFlags::DMA32);
+    ok &= run.is_ok_and(|r| r.start().as_u64() % 64 == 0);
+    for b in held.iter().flatten().chain(dma.as_ref().ok()) {
+        ok &= buddy.free(*b).is_ok();
+    }
+    if let Ok(r) = run {
+        ok &= buddy.free_contiguous(r).is_ok();
+    }
+    if let Some(b) = held[0] {
+        let again = buddy.free(b);
+        kprintln!("buddy: double free of {:?} -> {:?}", b, again);
+        ok &= again == Err(FrameError::DoubleFree(b));
+    }
+    buddy.drain_all();
+    for zone in Zone::ALL {
+        let s = buddy.zone_stats(zone);
+        if s.managed_frames > 0 {
+            kprintln!("buddyinfo: {}", s);
+            let w = s.watermarks;
+            kprintln!(
+                "buddy: zone {} managed {} free {} watermarks min {} low {} high {}",
+                zone,
+                s.managed_frames,
+                s.free_frames,
+                w.min,
+                w.low,
+                w.high
+            );
+        }
+    }
+    let coalesced = buddy.free_frames() == buddy.managed_frames();
+    let verified = buddy.verify();
+    kprintln!("buddy: all frames free again: {}; verify: {:?}", coalesced, verified);
+    ok &= coalesced && verified.is_ok();
+    kprintln!("buddy: {}", if ok { "ok" } else { "FAILED" });
+    ok
 }
 
 /// Entry from `boot.rs`, in 64-bit mode with 0-4 GiB identity mapped.

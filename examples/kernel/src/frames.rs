@@ -1,0 +1,44 @@
+//! The kernel's frame allocator: mm-buddy over the RAM of the PVH memory
+//! map, reached through the boot identity map of the first 4 GiB.
+
+use mm_buddy::{AddReport, BuddyAllocator, BuddyConfig, BuddyError};
+use mm_types::percpu::SingleCpu;
+use mm_types::{DirectMap, PhysAddr, PhysRange, VirtAddr};
+
+use crate::pvh::BootInfo;
+
+/// The allocator type: one CPU, the identity map as direct map.
+pub type Frames = BuddyAllocator<'static, DirectMap, SingleCpu, 1>;
+
+static FRAMES: spin::Once<Frames> = spin::Once::new();
+
+/// The identity map set up by `boot.rs` covers the first 4 GiB.
+const IDENTITY_LIMIT: u64 = 4 << 30;
+
+/// Most usable memory map entries taken.
+const MAX_USABLE: usize = 32;
+
+/// Builds the allocator from the memory map, reserving `reserved`.
+pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames, AddReport), BuddyError> {
+    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write for the kernel's
+    // whole life, at offset 0.
+    let direct = unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(IDENTITY_LIMIT).expect("4 GiB")) };
+    let frames = FRAMES.try_call_once(|| BuddyAllocator::new(direct, SingleCpu, BuddyConfig::default()))?;
+    let limit = PhysRange::new(PhysAddr::ZERO, IDENTITY_LIMIT).expect("4 GiB");
+    let mut usable = [PhysRange::empty(PhysAddr::ZERO); MAX_USABLE];
+    let mut n = 0;
+    for e in info.memmap.iter().filter(|e| e.kind == 1) {
+        if let Some(r) = e.range() {
+            let r = r.intersection(&limit);
+            if !r.is_empty() && n < MAX_USABLE {
+                usable[n] = r;
+                n += 1;
+            }
+        }
+    }
+    // SAFETY: these ranges are RAM per the firmware's memory map, inside the
+    // identity map, and the reserved ranges (boot data in the first MiB, the
+    // kernel image) are excluded; nothing else in the kernel uses free RAM.
+    let report = unsafe { frames.add_boot_memory(&usable[..n], reserved)? };
+    Ok((frames, report))
+}

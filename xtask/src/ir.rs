@@ -1,0 +1,99 @@
+//! `cargo xtask ir CRATE`: instructions per operation under callgrind,
+//! ours and the peers side by side, from the crate's `*_ir` example. Only the
+//! measured phase counts (`--toggle-collect=*measure_*`); setup is excluded.
+//! Instruction counts do not depend on machine load, unlike wall time.
+
+use std::process::Command;
+
+use crate::{cargo, root, run};
+
+struct Suite {
+    example: &'static str,
+    package: &'static str,
+    allocators: &'static [&'static str],
+    workloads: &'static [(&'static str, &'static [&'static str])],
+}
+
+const BUDDY: Suite = Suite {
+    example: "buddy_ir",
+    package: "mm-buddy",
+    allocators: &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"],
+    workloads: &[
+        ("pair", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"]),
+        ("alloc_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"]),
+        ("free_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator"]),
+        ("random_orders", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator"]),
+    ],
+};
+
+fn ensure_valgrind() -> bool {
+    if Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    eprintln!("xtask: valgrind not found; installing Debian's valgrind with apt-get");
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "valgrind"]))
+}
+
+/// Ir per operation for one allocator and workload.
+fn measure(bin: &std::path::Path, alloc: &str, workload: &str) -> Option<f64> {
+    let out = std::env::temp_dir().join(format!("xtask-cg-{}.out", std::process::id()));
+    let o = Command::new("valgrind")
+        .args(["--tool=callgrind", "--toggle-collect=*measure_*"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(bin)
+        .args([alloc, workload])
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+        return None;
+    }
+    let ops: f64 = String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix("ops="))?.parse().ok()?;
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let ir: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(ir / ops)
+}
+
+pub fn ir(which: &str) -> bool {
+    let suite = match which {
+        "buddy" | "mm-buddy" => BUDDY,
+        other => {
+            eprintln!("xtask ir: unknown suite {other} (known: buddy)");
+            return false;
+        }
+    };
+    if !ensure_valgrind()
+        || !run(cargo(None).args(["build", "--release", "-p", suite.package, "--example", suite.example]))
+    {
+        return false;
+    }
+    let bin = root().join("target/release/examples").join(suite.example);
+    let ours = suite.allocators[0];
+    println!("| workload | {} |", suite.allocators.join(" | "));
+    println!("|---|{}", "---|".repeat(suite.allocators.len()));
+    for (w, allocs) in suite.workloads {
+        let mut cells = Vec::new();
+        let ours_ir = measure(&bin, ours, w);
+        for a in suite.allocators {
+            if !allocs.contains(a) {
+                cells.push("n/a".to_string());
+                continue;
+            }
+            let v = if *a == ours { ours_ir } else { measure(&bin, a, w) };
+            cells.push(match (v, ours_ir) {
+                (Some(v), Some(o)) if *a != ours => format!("{v:.0} Ir (ours/peer {:.2})", o / v),
+                (Some(v), _) => format!("{v:.0} Ir"),
+                (None, _) => "failed".to_string(),
+            });
+        }
+        println!("| {w} | {} |", cells.join(" | "));
+    }
+    true
+}
