@@ -40,6 +40,7 @@ impl Rng {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn boot_map_with_holes_and_reserved_ranges() {
     // 32 MiB at 1 MiB with a 1 MiB hole; reserve 512 KiB (a "kernel image").
     let mem = SimPhysMemory::builder(pa(1 << 20), 32 << 20).hole(pa(8 << 20), 1 << 20).build();
@@ -77,6 +78,7 @@ fn boot_map_with_holes_and_reserved_ranges() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn free_all_in_random_order_coalesces_completely() {
     // MODEL 4, 7.
     let mem = SimPhysMemory::new(pa(16 << 20), 64 << 20);
@@ -113,6 +115,7 @@ fn free_all_in_random_order_coalesces_completely() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn zones_limits_fallback_and_exhaustion() {
     // 16 MiB straddling 4 GiB: 8 MiB DMA32 below, 8 MiB Normal above; and
     // 4 MiB of DMA at 8 MiB.
@@ -234,6 +237,7 @@ fn setup_errors() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn hot_add_extends_the_allocator() {
     let mem = SimPhysMemory::new(pa(16 << 20), 16 << 20);
     let b: Buddy = BuddyAllocator::new(mem.clone(), SingleCpu, exact()).unwrap();
@@ -259,6 +263,7 @@ fn hot_add_extends_the_allocator() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn watermarks_hold_back_ordinary_allocations_but_not_atomic_ones() {
     // MODEL 8.
     let mem = SimPhysMemory::new(pa(16 << 20), 64 << 20);
@@ -329,6 +334,7 @@ fn freed_block_with_free_uncle_goes_to_the_back() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn contiguous_and_in_range_allocations() {
     let mem = SimPhysMemory::new(pa(16 << 20), 16 << 20);
     let b = buddy_over(&mem, exact());
@@ -359,6 +365,7 @@ fn contiguous_and_in_range_allocations() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]
 fn mobility_grouping_keeps_unmovable_blocks_together() {
     // Long churn of movable and unmovable allocations; unmovable ones should
     // stay in few pageblocks with grouping, and spread without it.

@@ -67,6 +67,13 @@ impl PhysAddr {
         self.0
     }
 
+    /// The address made of the low 52 bits of `addr` (for values that are
+    /// already masked, such as addresses taken from page-table entries).
+    #[inline]
+    pub const fn new_truncate(addr: u64) -> Self {
+        PhysAddr(addr & PHYS_ADDR_MAX)
+    }
+
     /// `self + bytes`, or `None` beyond [`PhysAddr::MAX`].
     pub const fn checked_add(self, bytes: u64) -> Option<Self> {
         match self.0.checked_add(bytes) {

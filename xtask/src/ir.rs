@@ -26,6 +26,17 @@ const BUDDY: Suite = Suite {
     ],
 };
 
+const PAGING: Suite = Suite {
+    example: "paging_ir",
+    package: "mm-paging",
+    allocators: &["mm-paging", "x86_64", "page_table_multiarch"],
+    workloads: &[
+        ("map", &["mm-paging", "x86_64", "page_table_multiarch"]),
+        ("translate", &["mm-paging", "x86_64", "page_table_multiarch"]),
+        ("unmap", &["mm-paging", "x86_64", "page_table_multiarch"]),
+    ],
+};
+
 fn ensure_valgrind() -> bool {
     if Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return true;
@@ -64,8 +75,9 @@ fn measure(bin: &std::path::Path, alloc: &str, workload: &str) -> Option<f64> {
 pub fn ir(which: &str) -> bool {
     let suite = match which {
         "buddy" | "mm-buddy" => BUDDY,
+        "paging" | "mm-paging" => PAGING,
         other => {
-            eprintln!("xtask ir: unknown suite {other} (known: buddy)");
+            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging)");
             return false;
         }
     };

@@ -12,6 +12,7 @@
 
 mod boot;
 mod frames;
+mod paging;
 mod pvh;
 mod serial;
 
@@ -20,6 +21,8 @@ use x86_64::instructions::port::Port;
 
 extern "C" {
     static __kernel_start: u8;
+    static __rodata_start: u8;
+    static __data_start: u8;
     static __kernel_end: u8;
 }
 
@@ -46,6 +49,23 @@ fn kernel_image() -> PhysRange {
     let (start, end) = unsafe { (&__kernel_start as *const u8 as u64, &__kernel_end as *const u8 as u64) };
     PhysRange::from_bounds(PhysAddr::new(start).expect("low"), PhysAddr::new(end).expect("low"))
         .expect("image ends after it starts")
+}
+
+/// The image's sections, from the linker script.
+fn image_sections() -> paging::Image {
+    // SAFETY: linker-script symbols; only their addresses are taken.
+    let [a, b, c, d] = unsafe {
+        [
+            &__kernel_start as *const u8 as u64,
+            &__rodata_start as *const u8 as u64,
+            &__data_start as *const u8 as u64,
+            &__kernel_end as *const u8 as u64,
+        ]
+    };
+    let r = |s: u64, e: u64| {
+        PhysRange::from_bounds(PhysAddr::new(s).expect("low"), PhysAddr::new(e).expect("low")).expect("ordered")
+    };
+    paging::Image { text: r(a, b), rodata: r(b, c), data: r(c, d) }
 }
 
 /// Prints the memory map and works out which frames an allocator may use:
@@ -107,6 +127,24 @@ fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
         rep.skipped_frames
     );
     let mut ok = rep.frames + rep.metadata_frames + rep.skipped_frames == expected_frames;
+    let ram_end = info.memmap.iter().filter(|e| e.kind == 1).map(|e| e.addr + e.size).max().unwrap_or(0);
+    let image = image_sections();
+    match paging::build_and_switch(buddy, &image, ram_end.min(4 << 30)) {
+        Ok(s) => kprintln!(
+            "paging: switched to mm-paging tables: RAM to {:#x} identity and at {:#x}; pages 4K {} 2M {} 1G {}; {} table pages",
+            s.ram_end,
+            paging::DIRECT_MAP,
+            s.pages[0],
+            s.pages[1],
+            s.pages[2],
+            s.tables
+        ),
+        Err(e) => {
+            kprintln!("paging: building the kernel page tables failed: {}", e);
+            return false;
+        }
+    }
+    ok &= paging::check(&image, buddy);
     let mut held = [None; 11];
     for (order, slot) in held.iter_mut().enumerate() {
         let flags = if order % 2 == 0 { AllocFlags::MOVABLE } else { AllocFlags::ZERO };
@@ -145,9 +183,16 @@ fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
             );
         }
     }
-    let coalesced = buddy.free_frames() == buddy.managed_frames();
+    // The kernel page tables hold their table pages for good.
+    let tables = paging::tables().map_or(0, |t| t.table_pages());
+    let coalesced = buddy.free_frames() + tables == buddy.managed_frames();
     let verified = buddy.verify();
-    kprintln!("buddy: all frames free again: {}; verify: {:?}", coalesced, verified);
+    kprintln!(
+        "buddy: all frames free again but the {} page-table pages: {}; verify: {:?}",
+        tables,
+        coalesced,
+        verified
+    );
     ok &= coalesced && verified.is_ok();
     kprintln!("buddy: {}", if ok { "ok" } else { "FAILED" });
     ok

@@ -119,6 +119,13 @@ impl SimPhysMemory {
         out
     }
 
+    /// The constant such that physical address `p` of this RAM lives at host
+    /// address `p + offset` (wrapping), for code that wants a direct-map
+    /// offset, such as the `x86_64` crate's `OffsetPageTable`.
+    pub fn translate_offset(&self) -> u64 {
+        (self.inner.buf.as_ptr() as u64).wrapping_sub(self.inner.base)
+    }
+
     /// The usable RAM as frame ranges.
     pub fn frame_ranges(&self) -> Vec<FrameRange> {
         self.ram_ranges().iter().map(|r| r.frames_inward()).filter(|r| !r.is_empty()).collect()

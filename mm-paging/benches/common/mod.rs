@@ -1,0 +1,289 @@
+//! Workloads shared by the criterion bench (`paging.rs`) and the
+//! instruction-count runner (`examples/paging_ir.rs`): 1 GiB of 4 KiB pages
+//! (262,144) on simulated physical memory, for mm-paging, the `x86_64`
+//! crate's `OffsetPageTable` and `page_table_multiarch`. All three take
+//! their table pages from the same simple frame pool.
+
+#![allow(dead_code)]
+
+use std::sync::{Mutex, OnceLock};
+
+use mm_paging::{HugePages, MapFlags, PageTable, X86_64};
+use mm_types::testkit::SimPhysMemory;
+use mm_types::{AllocFlags, FrameBlock, FrameError, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, VirtAddr};
+
+/// Pages in the benchmark range.
+pub const PAGES: u64 = 1 << 18;
+/// Where the range starts (1 GiB aligned, lower half).
+pub const VA: u64 = 0x10_0000_0000;
+/// The physical memory it maps (never touched).
+pub const PA: u64 = 0x40_0000_0000;
+
+/// A LIFO pool of zeroed 4 KiB frames over simulated RAM.
+pub struct Pool {
+    pub mem: SimPhysMemory,
+    free: Mutex<Vec<u64>>,
+}
+
+impl Pool {
+    fn new() -> Self {
+        let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).unwrap(), 32 << 20);
+        let free = (0x100..0x100 + 8192u64).rev().collect();
+        Pool { mem, free: Mutex::new(free) }
+    }
+
+    fn take(&self) -> Option<u64> {
+        let f = self.free.lock().unwrap().pop()?;
+        // SAFETY: the frame just left the pool; nothing else uses it.
+        unsafe { self.mem.zero_block(FrameBlock::new(FrameNumber::new(f).unwrap(), Order::ZERO).unwrap()) }.unwrap();
+        Some(f)
+    }
+
+    fn give(&self, f: u64) {
+        self.free.lock().unwrap().push(f);
+    }
+
+    /// Frames left.
+    pub fn available(&self) -> usize {
+        self.free.lock().unwrap().len()
+    }
+
+    /// Host address of physical address `pa`.
+    pub fn host(&self, pa: u64) -> usize {
+        self.mem.translate(PhysAddr::new(pa).unwrap(), 1).unwrap().as_ptr() as usize
+    }
+}
+
+/// The shared pool.
+pub fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(Pool::new)
+}
+
+/// The pool as an `mm_types` frame provider.
+pub struct PoolFrames;
+
+// SAFETY: frames leave the pool exactly once until given back, zeroed.
+unsafe impl FrameProvider for PoolFrames {
+    fn allocate(&self, order: Order, _flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        assert_eq!(order, Order::ZERO);
+        let f = pool().take().ok_or(FrameError::OutOfMemory { order })?;
+        Ok(FrameBlock::new(FrameNumber::new(f).unwrap(), order).unwrap())
+    }
+    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
+        pool().give(block.start().as_u64());
+        Ok(())
+    }
+}
+
+/// The page-table implementations under test.
+pub trait Tables {
+    /// Maps `pages` 4 KiB pages from `VA` to `PA` (huge pages when `huge`).
+    fn map(&mut self, pages: u64, huge: bool);
+    /// Unmaps them.
+    fn unmap(&mut self, pages: u64, huge: bool);
+    /// Translates one address.
+    fn translate(&self, va: u64) -> Option<u64>;
+}
+
+/// mm-paging.
+pub struct Ours(Option<PageTable<X86_64, SimPhysMemory, PoolFrames>>);
+
+impl Ours {
+    pub fn new() -> Self {
+        Ours(Some(PageTable::new(X86_64::FOUR_LEVEL, pool().mem.clone(), PoolFrames).unwrap()))
+    }
+
+    fn pt(&self) -> &PageTable<X86_64, SimPhysMemory, PoolFrames> {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        self.0.take().unwrap().destroy(|_| {});
+    }
+}
+
+impl Tables for Ours {
+    fn map(&mut self, pages: u64, huge: bool) {
+        let h = if huge { HugePages::all() } else { HugePages::empty() };
+        let v = VirtAddr::new(VA).unwrap();
+        let pt = self.0.as_mut().unwrap();
+        pt.map_range(v, PhysAddr::new(PA).unwrap(), pages * 4096, MapFlags::KERNEL_DATA, h).unwrap().ignore();
+    }
+    fn unmap(&mut self, pages: u64, _huge: bool) {
+        let pt = self.0.as_mut().unwrap();
+        pt.unmap_range(VirtAddr::new(VA).unwrap(), pages * 4096, |_| {}).unwrap().ignore();
+    }
+    #[inline]
+    fn translate(&self, va: u64) -> Option<u64> {
+        self.pt().translate(VirtAddr::new(va).ok()?).map(|t| t.phys.as_u64())
+    }
+}
+
+/// The `x86_64` crate's `OffsetPageTable`, page by page (it has no range
+/// operations).
+pub struct X86Crate {
+    pt: x86_64::structures::paging::OffsetPageTable<'static>,
+    root: u64,
+}
+
+/// Gives every table page below (and including) the table at `pa` back to
+/// the pool (the `x86_64` crate never frees tables itself).
+fn free_x86_tables(pa: u64, level: u8) {
+    use x86_64::structures::paging::PageTableFlags as F;
+    // SAFETY: `pa` is a table page of a hierarchy that is being dropped.
+    let table = unsafe { &*(pool().host(pa) as *const x86_64::structures::paging::PageTable) };
+    if level > 1 {
+        for e in table.iter() {
+            if e.flags().contains(F::PRESENT) && !e.flags().contains(F::HUGE_PAGE) {
+                free_x86_tables(e.addr().as_u64(), level - 1);
+            }
+        }
+    }
+    pool().give(pa >> 12);
+}
+
+impl Drop for X86Crate {
+    fn drop(&mut self) {
+        free_x86_tables(self.root, 4);
+    }
+}
+
+struct PoolAlloc;
+
+// SAFETY: frames come from the pool, unused and zeroed.
+unsafe impl x86_64::structures::paging::FrameAllocator<x86_64::structures::paging::Size4KiB> for PoolAlloc {
+    fn allocate_frame(&mut self) -> Option<x86_64::structures::paging::PhysFrame> {
+        let f = pool().take()?;
+        Some(x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(f << 12)))
+    }
+}
+
+impl X86Crate {
+    pub fn new() -> Self {
+        let root = pool().take().unwrap() << 12;
+        let offset = pool().mem.translate_offset();
+        // SAFETY: the pool's RAM is reachable at `phys + offset`; `root` is a
+        // zeroed frame owned by this table for the rest of the program.
+        let pt = unsafe {
+            let table = &mut *(pool().host(root) as *mut x86_64::structures::paging::PageTable);
+            x86_64::structures::paging::OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
+        };
+        X86Crate { pt, root }
+    }
+}
+
+impl Tables for X86Crate {
+    fn map(&mut self, pages: u64, huge: bool) {
+        use x86_64::structures::paging::{Mapper, Page, PageTableFlags as F, PhysFrame, Size1GiB, Size4KiB};
+        let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
+        if huge {
+            for i in 0..pages / 262144 {
+                let page = Page::<Size1GiB>::containing_address(x86_64::VirtAddr::new(VA + (i << 30)));
+                let frame = PhysFrame::<Size1GiB>::containing_address(x86_64::PhysAddr::new(PA + (i << 30)));
+                // SAFETY: the frames are numbers nobody dereferences.
+                unsafe { self.pt.map_to(page, frame, flags, &mut PoolAlloc).unwrap().ignore() };
+            }
+            return;
+        }
+        for i in 0..pages {
+            let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
+            let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(PA + i * 4096));
+            // SAFETY: as above.
+            unsafe { self.pt.map_to(page, frame, flags, &mut PoolAlloc).unwrap().ignore() };
+        }
+    }
+    fn unmap(&mut self, pages: u64, huge: bool) {
+        use x86_64::structures::paging::{Mapper, Page, Size1GiB, Size4KiB};
+        if huge {
+            for i in 0..pages / 262144 {
+                let page = Page::<Size1GiB>::containing_address(x86_64::VirtAddr::new(VA + (i << 30)));
+                self.pt.unmap(page).unwrap().1.ignore();
+            }
+            return;
+        }
+        for i in 0..pages {
+            let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
+            self.pt.unmap(page).unwrap().1.ignore();
+        }
+    }
+    #[inline]
+    fn translate(&self, va: u64) -> Option<u64> {
+        use x86_64::structures::paging::Translate;
+        self.pt.translate_addr(x86_64::VirtAddr::new(va)).map(|p| p.as_u64())
+    }
+}
+
+/// `page_table_multiarch` (ArceOS).
+pub struct Multiarch(page_table_multiarch::x86_64::X64PageTable<Handler>);
+
+/// Its frame and direct-map hooks, on the pool.
+pub struct Handler;
+
+impl page_table_multiarch::PagingHandler for Handler {
+    fn alloc_frames(num: usize, _align: usize) -> Option<memory_addr::PhysAddr> {
+        assert_eq!(num, 1);
+        pool().take().map(|f| memory_addr::PhysAddr::from_usize((f << 12) as usize))
+    }
+    fn dealloc_frames(paddr: memory_addr::PhysAddr, _num: usize) {
+        pool().give(paddr.as_usize() as u64 >> 12);
+    }
+    fn phys_to_virt(paddr: memory_addr::PhysAddr) -> memory_addr::VirtAddr {
+        memory_addr::VirtAddr::from_usize(pool().host(paddr.as_usize() as u64))
+    }
+}
+
+impl Multiarch {
+    pub fn new() -> Self {
+        Multiarch(page_table_multiarch::x86_64::X64PageTable::<Handler>::try_new().unwrap())
+    }
+}
+
+impl Tables for Multiarch {
+    fn map(&mut self, pages: u64, huge: bool) {
+        use page_table_entry::MappingFlags as F;
+        let mut c = self.0.cursor();
+        c.map_region(
+            memory_addr::VirtAddr::from_usize(VA as usize),
+            |v| memory_addr::PhysAddr::from_usize(v.as_usize() - VA as usize + PA as usize),
+            (pages * 4096) as usize,
+            F::READ | F::WRITE,
+            huge,
+        )
+        .unwrap();
+    }
+    fn unmap(&mut self, pages: u64, _huge: bool) {
+        let mut c = self.0.cursor();
+        c.unmap_region(memory_addr::VirtAddr::from_usize(VA as usize), (pages * 4096) as usize).unwrap();
+    }
+    #[inline]
+    fn translate(&self, va: u64) -> Option<u64> {
+        self.0.query(memory_addr::VirtAddr::from_usize(va as usize)).ok().map(|(p, _, _)| p.as_usize() as u64)
+    }
+}
+
+/// Deterministic generator.
+pub struct Rng(pub u64);
+impl Rng {
+    #[inline]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `n` translations of random addresses in the mapped range; returns a
+/// checksum so the work is not optimised away.
+#[inline(always)]
+pub fn translate_random<T: Tables>(t: &T, rng: &mut Rng, n: u64) -> u64 {
+    let mut sum = 0;
+    for _ in 0..n {
+        let off = rng.next() % (PAGES * 4096);
+        sum ^= t.translate(VA + off).unwrap();
+    }
+    sum
+}

@@ -1,0 +1,68 @@
+//! mm-paging side by side with the `x86_64` crate's `OffsetPageTable` and
+//! `page_table_multiarch` over 1 GiB of 4 KiB pages on simulated physical
+//! memory. Run with `cargo bench -p mm-paging --bench paging`; instruction
+//! counts come from `cargo xtask ir paging`. No bench asserts a time.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn timed<T: Tables>(iters: u64, make: impl Fn() -> T, setup: impl Fn(&mut T), run: impl Fn(&mut T)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut t = make();
+        setup(&mut t);
+        let start = Instant::now();
+        run(&mut t);
+        total += start.elapsed();
+        drop(t);
+    }
+    total
+}
+
+fn map_unmap(c: &mut Criterion) {
+    for (group, huge) in [("map_1gib_4k_pages", false), ("map_1gib_huge_pages_allowed", true)] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10).throughput(Throughput::Elements(PAGES));
+        g.bench_function("mm-paging", |b| b.iter_custom(|n| timed(n, Ours::new, |_| {}, |t| t.map(PAGES, huge))));
+        g.bench_function("x86_64", |b| b.iter_custom(|n| timed(n, X86Crate::new, |_| {}, |t| t.map(PAGES, huge))));
+        g.bench_function("page_table_multiarch", |b| {
+            b.iter_custom(|n| timed(n, Multiarch::new, |_| {}, |t| t.map(PAGES, huge)))
+        });
+        g.finish();
+    }
+    let mut g = c.benchmark_group("unmap_1gib_4k_pages");
+    g.sample_size(10).throughput(Throughput::Elements(PAGES));
+    g.bench_function("mm-paging", |b| {
+        b.iter_custom(|n| timed(n, Ours::new, |t| t.map(PAGES, false), |t| t.unmap(PAGES, false)))
+    });
+    g.bench_function("x86_64", |b| {
+        b.iter_custom(|n| timed(n, X86Crate::new, |t| t.map(PAGES, false), |t| t.unmap(PAGES, false)))
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_custom(|n| timed(n, Multiarch::new, |t| t.map(PAGES, false), |t| t.unmap(PAGES, false)))
+    });
+    g.finish();
+}
+
+fn translate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("translate_random");
+    g.throughput(Throughput::Elements(1));
+    let mut ours = Ours::new();
+    ours.map(PAGES, false);
+    let mut rng = Rng(3);
+    g.bench_function("mm-paging", |b| b.iter(|| translate_random(&ours, &mut rng, 1)));
+    let mut x = X86Crate::new();
+    x.map(PAGES, false);
+    g.bench_function("x86_64", |b| b.iter(|| translate_random(&x, &mut rng, 1)));
+    let mut m = Multiarch::new();
+    m.map(PAGES, false);
+    g.bench_function("page_table_multiarch", |b| b.iter(|| translate_random(&m, &mut rng, 1)));
+    g.finish();
+}
+
+criterion_group!(benches, translate, map_unmap);
+criterion_main!(benches);

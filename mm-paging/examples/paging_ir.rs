@@ -1,0 +1,71 @@
+//! Runs one page-table workload once, for counting instructions with
+//! callgrind (`cargo xtask ir paging`; only functions named `measure_*`
+//! count).
+//!
+//! Usage: `paging_ir IMPL WORKLOAD`, IMPL one of `mm-paging`, `x86_64`,
+//! `page_table_multiarch`; WORKLOAD one of `map`, `translate`, `unmap`,
+//! `map_huge`.
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::*;
+
+const TRANSLATIONS: u64 = 100_000;
+
+#[inline(never)]
+fn measure_map<T: Tables>(t: &mut T, huge: bool) -> u64 {
+    t.map(PAGES, huge);
+    PAGES
+}
+
+#[inline(never)]
+fn measure_unmap<T: Tables>(t: &mut T) -> u64 {
+    t.unmap(PAGES, false);
+    PAGES
+}
+
+#[inline(never)]
+fn measure_translate<T: Tables>(t: &T, rng: &mut Rng) -> u64 {
+    std::hint::black_box(translate_random(t, rng, TRANSLATIONS));
+    TRANSLATIONS
+}
+
+fn run<T: Tables>(mut t: T, workload: &str) -> u64 {
+    match workload {
+        "map" => {
+            let n = measure_map(&mut t, false);
+            assert_eq!(t.translate(VA + 0x1234_5678), Some(PA + 0x1234_5678));
+            n
+        }
+        "map_huge" => {
+            let n = measure_map(&mut t, true);
+            assert_eq!(t.translate(VA + 0x1234_5678), Some(PA + 0x1234_5678));
+            n
+        }
+        "translate" => {
+            t.map(PAGES, false);
+            measure_translate(&t, &mut Rng(3))
+        }
+        "unmap" => {
+            t.map(PAGES, false);
+            let before = pool().available();
+            let n = measure_unmap(&mut t);
+            eprintln!("table pages freed by unmap: {}", pool().available() - before);
+            assert_eq!(t.translate(VA), None);
+            n
+        }
+        other => panic!("unknown workload {other}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ops = match args[1].as_str() {
+        "mm-paging" => run(Ours::new(), &args[2]),
+        "x86_64" => run(X86Crate::new(), &args[2]),
+        "page_table_multiarch" => run(Multiarch::new(), &args[2]),
+        other => panic!("unknown implementation {other}"),
+    };
+    println!("ops={ops}");
+}

@@ -1,0 +1,351 @@
+//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//!
+//! Random map/unmap/protect/split/translate/swap sequences, with injected
+//! allocation failures, run against a model: a map from 4 KiB page to
+//! (frame, flags) or swap entry. Huge pages are expanded to 4 KiB pages when
+//! compared. Checked: every operation's result and error (MODEL 1, 2, 4, 5),
+//! refused operations change nothing (2), unmap reports exactly what was
+//! mapped (3), and at the end every table page is freed (3).
+
+extern crate std;
+
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+use arbitrary::{Arbitrary, Unstructured};
+use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::{Order, PageSize, PhysAddr, VirtAddr};
+
+use crate::{HugePages, Lookup, MapFlags, PageTable, PagingError, SwapEntry, Unmapped, X86_64};
+
+/// One step; page numbers are inside a 64 MiB window.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Op {
+    /// Map `pages` pages at `page`; `skew` shifts the physical address off
+    /// huge-page alignment.
+    Map {
+        /// First page.
+        page: u16,
+        /// Page count (1 + value % 1024).
+        pages: u16,
+        /// Physical offset in pages from the identity-like default.
+        skew: u8,
+        /// Writable, user, executable bits.
+        rights: u8,
+        /// Allow huge pages.
+        huge: bool,
+    },
+    /// Unmap a range.
+    Unmap {
+        /// First page.
+        page: u16,
+        /// Page count (1 + value % 1024).
+        pages: u16,
+    },
+    /// Change protection.
+    Protect {
+        /// First page.
+        page: u16,
+        /// Page count (1 + value % 1024).
+        pages: u16,
+        /// Writable, user, executable bits.
+        rights: u8,
+    },
+    /// Split the huge page holding a page.
+    Split {
+        /// The page.
+        page: u16,
+    },
+    /// Swap a page out.
+    SetSwap {
+        /// The page.
+        page: u16,
+        /// Swap slot.
+        slot: u16,
+    },
+    /// Swap a page back in.
+    ReplaceSwap {
+        /// The page.
+        page: u16,
+    },
+    /// Translate a byte.
+    Translate {
+        /// The page.
+        page: u16,
+        /// Offset in the page.
+        offset: u16,
+    },
+    /// Make the Nth table allocation from now fail.
+    FailAllocation {
+        /// N (1 + value % 4).
+        nth: u8,
+    },
+    /// Compare the whole table with the model.
+    Check,
+}
+
+const WINDOW_PAGES: u64 = 16384; // 64 MiB
+const PHYS_BASE: u64 = 0x1_0000_0000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Page(u64, MapFlags),
+    Swap(SwapEntry),
+}
+
+fn rights(r: u8) -> MapFlags {
+    let mut f = MapFlags::READ;
+    f.set(MapFlags::WRITE, r & 1 != 0);
+    f.set(MapFlags::USER, r & 2 != 0);
+    f.set(MapFlags::EXECUTE, r & 4 != 0);
+    f
+}
+
+struct Harness<'f> {
+    pt: PageTable<X86_64, SimPhysMemory, &'f RefFrameProvider>,
+    frames: &'f RefFrameProvider,
+    model: BTreeMap<u64, Slot>,
+    base: u64,
+}
+
+impl Harness<'_> {
+    fn va(&self, page: u64) -> VirtAddr {
+        VirtAddr::new(self.base + page * 4096).expect("window is canonical")
+    }
+
+    fn clip(page: u16, pages: u16) -> Option<(u64, u64)> {
+        let p = page as u64 % WINDOW_PAGES;
+        let n = (1 + pages as u64 % 1024).min(WINDOW_PAGES - p);
+        (n > 0).then_some((p, n))
+    }
+
+    /// The whole table as 4 KiB pages.
+    fn actual(&self) -> BTreeMap<u64, Slot> {
+        let mut m = BTreeMap::new();
+        self.pt
+            .for_each_mapping(self.va(0), WINDOW_PAGES * 4096, |x| {
+                let first = (x.va.as_u64() - self.base) / 4096;
+                for i in 0..x.size.bytes() / 4096 {
+                    m.insert(first + i, Slot::Page(x.frame.as_u64() + i * 4096, x.flags));
+                }
+            })
+            .expect("valid range");
+        for (&p, s) in &self.model {
+            if let Slot::Swap(_) = s {
+                if let Ok(Lookup::Swapped(e)) = self.pt.lookup(self.va(p)) {
+                    m.insert(p, Slot::Swap(e));
+                }
+            }
+        }
+        m
+    }
+
+    fn check(&self) {
+        assert_eq!(self.actual(), self.model, "page table differs from the model");
+    }
+
+    fn first_where(&self, p: u64, n: u64, want_present: bool) -> Option<u64> {
+        (p..p + n).find(|q| self.model.contains_key(q) == want_present)
+    }
+
+    fn step(&mut self, op: &Op) {
+        match *op {
+            Op::Map { page, pages, skew, rights: r, huge } => {
+                let Some((p, n)) = Self::clip(page, pages) else { return };
+                let phys = PHYS_BASE + (p + skew as u64 % 4) * 4096;
+                let flags = rights(r);
+                let h = if huge { HugePages::all() } else { HugePages::empty() };
+                let res = self.pt.map_range(self.va(p), PhysAddr::new(phys).expect("small"), n * 4096, flags, h);
+                match self.first_where(p, n, true) {
+                    Some(q) => assert_eq!(res, Err(PagingError::AlreadyMapped { addr: self.va(q) }), "MODEL 2"),
+                    None => match res {
+                        Ok(f) => {
+                            f.ignore();
+                            for i in 0..n {
+                                self.model.insert(p + i, Slot::Page(phys + i * 4096, flags));
+                            }
+                        }
+                        Err(PagingError::OutOfFrames(_)) => self.check(),
+                        Err(e) => panic!("unexpected map error {e:?}"),
+                    },
+                }
+            }
+            Op::Unmap { page, pages } => {
+                let Some((p, n)) = Self::clip(page, pages) else { return };
+                let mut removed = BTreeMap::new();
+                let base = self.base;
+                let res = self.pt.unmap_range(self.va(p), n * 4096, |u| match u {
+                    Unmapped::Page { va, frame, size, flags } => {
+                        for i in 0..size.bytes() / 4096 {
+                            removed
+                                .insert((va.as_u64() - base) / 4096 + i, Slot::Page(frame.as_u64() + i * 4096, flags));
+                        }
+                    }
+                    Unmapped::Swap { va, entry } => {
+                        removed.insert((va.as_u64() - base) / 4096, Slot::Swap(entry));
+                    }
+                });
+                match self.first_where(p, n, false) {
+                    Some(q) => assert_eq!(res, Err(PagingError::NotMapped { addr: self.va(q) }), "MODEL 2"),
+                    None => match res {
+                        Ok(f) => {
+                            f.ignore();
+                            let expect: BTreeMap<u64, Slot> = (p..p + n).map(|q| (q, self.model[&q])).collect();
+                            assert_eq!(removed, expect, "unmap reports exactly what was mapped (MODEL 3)");
+                            for q in p..p + n {
+                                self.model.remove(&q);
+                            }
+                        }
+                        Err(PagingError::OutOfFrames(_)) => self.check(),
+                        Err(e) => panic!("unexpected unmap error {e:?}"),
+                    },
+                }
+            }
+            Op::Protect { page, pages, rights: r } => {
+                let Some((p, n)) = Self::clip(page, pages) else { return };
+                let flags = rights(r);
+                let res = self.pt.protect_range(self.va(p), n * 4096, flags);
+                match self.first_where(p, n, false) {
+                    Some(q) => assert_eq!(res, Err(PagingError::NotMapped { addr: self.va(q) })),
+                    None => match res {
+                        Ok(f) => {
+                            f.ignore();
+                            for q in p..p + n {
+                                if let Some(Slot::Page(frame, _)) = self.model.get(&q).copied() {
+                                    self.model.insert(q, Slot::Page(frame, flags));
+                                }
+                            }
+                        }
+                        Err(PagingError::OutOfFrames(_)) => self.check(),
+                        Err(e) => panic!("unexpected protect error {e:?}"),
+                    },
+                }
+            }
+            Op::Split { page } => {
+                let p = page as u64 % WINDOW_PAGES;
+                let huge = matches!(self.pt.lookup(self.va(p)), Ok(Lookup::Mapped(t)) if t.size != PageSize::Size4KiB);
+                match self.pt.split(self.va(p)) {
+                    Ok(f) => {
+                        assert!(huge);
+                        f.ignore();
+                    }
+                    Err(PagingError::NotMapped { .. }) => assert!(!huge),
+                    Err(PagingError::OutOfFrames(_)) => {}
+                    Err(e) => panic!("unexpected split error {e:?}"),
+                }
+                self.check();
+            }
+            Op::SetSwap { page, slot } => {
+                let p = page as u64 % WINDOW_PAGES;
+                let entry = SwapEntry::new((slot % 4) as u8, slot as u64).expect("small");
+                let res = self.pt.set_swap(self.va(p), entry);
+                match (self.model.get(&p).copied(), res) {
+                    (Some(Slot::Swap(_)), r) => assert_eq!(r, Err(PagingError::AlreadyMapped { addr: self.va(p) })),
+                    (_, Err(PagingError::OutOfFrames(_))) => self.check(),
+                    (before, Ok((old, f))) => {
+                        f.ignore();
+                        let old = old.map(|m| Slot::Page(m.frame.as_u64(), m.flags));
+                        assert_eq!(old, before, "set_swap returns what was mapped");
+                        self.model.insert(p, Slot::Swap(entry));
+                    }
+                    (_, Err(e)) => panic!("unexpected set_swap error {e:?}"),
+                }
+            }
+            Op::ReplaceSwap { page } => {
+                let p = page as u64 % WINDOW_PAGES;
+                let frame = PHYS_BASE + 0x1000_0000 + p * 4096;
+                let res = self.pt.replace_swap(self.va(p), PhysAddr::new(frame).expect("small"), MapFlags::READ);
+                match self.model.get(&p).copied() {
+                    Some(Slot::Swap(e)) => {
+                        assert_eq!(res, Ok(e));
+                        self.model.insert(p, Slot::Page(frame, MapFlags::READ));
+                    }
+                    _ => assert_eq!(res, Err(PagingError::NotMapped { addr: self.va(p) })),
+                }
+            }
+            Op::Translate { page, offset } => {
+                let p = page as u64 % WINDOW_PAGES;
+                let off = offset as u64 % 4096;
+                let got = self.pt.translate(VirtAddr::new(self.va(p).as_u64() + off).expect("window"));
+                match self.model.get(&p) {
+                    Some(Slot::Page(frame, flags)) => {
+                        let t = got.expect("mapped page translates (MODEL 1)");
+                        assert_eq!((t.phys.as_u64(), t.flags), (frame + off, *flags));
+                    }
+                    _ => assert!(got.is_none()),
+                }
+            }
+            Op::FailAllocation { nth } => self.frames.fail_nth_allocation(1 + nth as u64 % 4),
+            Op::Check => self.check(),
+        }
+    }
+}
+
+/// Decodes `data` into operations and runs them against the model.
+pub fn run(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let five: bool = u.arbitrary().unwrap_or(false);
+    let Ok(iter) = u.arbitrary_iter::<Op>() else { return };
+    let ops: Vec<Op> = iter.take(200).filter_map(Result::ok).collect();
+    let ram = SimPhysMemory::new(PhysAddr::new(0).expect("zero"), 4 << 20);
+    let frames = RefFrameProvider::new(&ram).with_max_order(Order::ZERO);
+    let (arch, base) =
+        if five { (X86_64::FIVE_LEVEL, 0xff00_0000_0000_0000) } else { (X86_64::FOUR_LEVEL, 0x0000_7f00_0000_0000) };
+    let pt = PageTable::new(arch, ram.clone(), &frames).expect("root");
+    let mut h = Harness { pt, frames: &frames, model: BTreeMap::new(), base };
+    for op in &ops {
+        h.step(op);
+    }
+    frames.fail_nth_allocation(u64::MAX);
+    h.check();
+    // Tear down: unmap every mapped run, then only the root is left (MODEL 3).
+    let pages: Vec<u64> = h.model.keys().copied().collect();
+    for p in pages {
+        if h.model.contains_key(&p) {
+            let mut n = 1;
+            while h.model.contains_key(&(p + n)) {
+                n += 1;
+            }
+            h.pt.unmap_range(h.va(p), n * 4096, |_| {}).expect("mapped run").ignore();
+            for q in p..p + n {
+                h.model.remove(&q);
+            }
+        }
+    }
+    assert_eq!(h.pt.table_pages(), 1, "empty tables are freed (MODEL 3)");
+    h.pt.destroy(|_| panic!("nothing left to remove"));
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_inputs() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = std::vec![0u8; 1024];
+        for _ in 0..if cfg!(miri) { 2 } else { 100 } {
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            run(&buf);
+        }
+    }
+
+    /// Replays the checked-in cargo-fuzz corpus.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
+    fn corpus_replay() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/paging_model");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory is checked in") {
+            run(&std::fs::read(entry.expect("entry").path()).expect("readable"));
+            n += 1;
+        }
+        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+    }
+}

@@ -1,0 +1,980 @@
+//! The page-table engine.
+//!
+//! Every operation that changes the structure runs its walker twice over the
+//! same range: a read-only *plan* pass checks everything (alignment,
+//! mappedness) and counts the table pages the change needs — a missing table
+//! or a huge page to split is a *virtual* table whose entries are computed —
+//! then all those pages are allocated, then the *apply* pass makes the change
+//! and cannot fail. A refused operation therefore leaves the tables exactly as
+//! they were. Each table is visited once per pass: range operations cost one
+//! walk per table, not per page.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, VirtAddr};
+
+use crate::arch::{level_index, level_span, PagingArch, ENTRIES};
+use crate::error::PagingError;
+use crate::flags::{AccessBits, HugePages, MapFlags};
+use crate::swap::SwapEntry;
+use crate::table::entries;
+use crate::tlb::Flush;
+
+/// A present mapping, as [`PageTable::translate`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address of the byte asked about.
+    pub phys: PhysAddr,
+    /// The physical address of the page's first byte.
+    pub frame: PhysAddr,
+    /// The page's virtual start.
+    pub page: VirtAddr,
+    /// The page size.
+    pub size: PageSize,
+    /// The mapping's flags.
+    pub flags: MapFlags,
+}
+
+/// What a virtual address holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A present mapping.
+    Mapped(Translation),
+    /// A swap entry (not present).
+    Swapped(SwapEntry),
+    /// Nothing.
+    Unmapped,
+}
+
+/// Something an unmap removed, handed to the caller (who owns the frames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmapped {
+    /// A page mapping.
+    Page {
+        /// Virtual start.
+        va: VirtAddr,
+        /// The frame it mapped.
+        frame: PhysAddr,
+        /// Its size.
+        size: PageSize,
+        /// Its flags (including the hardware's accessed and dirty bits).
+        flags: MapFlags,
+    },
+    /// A swap entry (the caller frees the swap slot).
+    Swap {
+        /// Virtual address.
+        va: VirtAddr,
+        /// The entry.
+        entry: SwapEntry,
+    },
+}
+
+/// One leaf, as [`PageTable::for_each_mapping`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Virtual start.
+    pub va: VirtAddr,
+    /// Physical start.
+    pub frame: PhysAddr,
+    /// Size.
+    pub size: PageSize,
+    /// Flags.
+    pub flags: MapFlags,
+}
+
+fn page_size(level: u8) -> PageSize {
+    match level {
+        1 => PageSize::Size4KiB,
+        2 => PageSize::Size2MiB,
+        _ => PageSize::Size1GiB,
+    }
+}
+
+/// A table in a walk: a real page, or one the plan pass imagines.
+#[derive(Clone, Copy)]
+enum Node {
+    Real(PhysAddr),
+    /// A table that does not exist yet: all entries empty.
+    Empty,
+    /// The table a huge leaf (the entry, at the level above) splits into.
+    Split(u64),
+}
+
+/// Table pages allocated for one operation before it changes anything,
+/// chained through their first word.
+struct Prealloc {
+    head: u64,
+}
+
+const NO_PAGE: u64 = u64::MAX;
+
+/// A page-table hierarchy, generic over the architecture `A`, the physical
+/// memory accessor `M` and the frame provider `F` that table pages come from
+/// and go back to.
+///
+/// Mutating operations take `&mut self`: one owner changes the structure at a
+/// time (an address space's page-table lock). Entries are read and written
+/// atomically, so the MMU's concurrent accessed/dirty updates are never lost.
+///
+/// Dropping a `PageTable` leaks its table pages; [`destroy`](Self::destroy)
+/// frees them.
+pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
+    arch: A,
+    mem: M,
+    frames: F,
+    root: PhysAddr,
+}
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTable<A, M, F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PageTable").field("root", &self.root).field("levels", &self.arch.levels()).finish()
+    }
+}
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
+    /// An empty hierarchy with a fresh root table from `frames`.
+    pub fn new(arch: A, mem: M, frames: F) -> Result<Self, PagingError> {
+        let root = frames.allocate(Order::ZERO, AllocFlags::ZERO)?.start_address();
+        Ok(PageTable { arch, mem, frames, root })
+    }
+
+    /// Takes over an existing hierarchy (one built by the bootloader or by
+    /// the `x86_64` crate's `OffsetPageTable`, for instance).
+    ///
+    /// # Safety
+    ///
+    /// `root` is the root of a valid hierarchy in `arch`'s format whose table
+    /// pages are all reachable through `mem`; nothing else modifies it while
+    /// this value exists; and table pages this value frees (when unmapping
+    /// empties them, or in `destroy`) may be returned to `frames`, so they
+    /// must have come from it.
+    pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
+        PageTable { arch, mem, frames, root }
+    }
+
+    /// The root table's physical address (what CR3 holds).
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// The architecture description.
+    pub fn arch(&self) -> &A {
+        &self.arch
+    }
+
+    /// The frame provider.
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+
+    /// The physical memory accessor.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    #[inline]
+    fn table(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: every table page this walker reaches belongs to this
+        // hierarchy (constructor contracts), and `&self` keeps it alive.
+        unsafe { entries(&self.mem, phys) }
+    }
+
+    /// The entry `idx` of a node at `level`.
+    #[inline]
+    fn entry(&self, node: Node, level: u8, idx: usize) -> u64 {
+        match node {
+            Node::Real(t) => self.table(t)[idx].load(Ordering::Relaxed),
+            Node::Empty => 0,
+            Node::Split(parent) => {
+                let frame = self.arch.leaf_phys(parent, level + 1).as_u64() + idx as u64 * level_span(level);
+                let flags = self.arch.leaf_flags(parent, level + 1);
+                self.arch.leaf(PhysAddr::new(frame).expect("inside the parent page"), flags, level)
+            }
+        }
+    }
+
+    // ----- validation -----
+
+    fn check_range(&self, va: VirtAddr, len: u64) -> Result<u128, PagingError> {
+        if len == 0 {
+            return Err(PagingError::EmptyRange);
+        }
+        for v in [va.as_u64(), len] {
+            if v % 4096 != 0 {
+                return Err(PagingError::Misaligned { value: v, align: 4096 });
+            }
+        }
+        self.arch.check_va(va)?;
+        let last = va.checked_add(len - 1).ok_or(mm_types::AddrError::Overflow)?;
+        self.arch.check_va(last)?;
+        Ok(va.as_u64() as u128 + len as u128)
+    }
+
+    // ----- preallocation -----
+
+    fn preallocate(&self, count: u64) -> Result<Prealloc, PagingError> {
+        let mut p = Prealloc { head: NO_PAGE };
+        for _ in 0..count {
+            match self.frames.allocate(Order::ZERO, AllocFlags::ZERO) {
+                Ok(b) => {
+                    let t = self.fresh_table(b.start_address());
+                    t[0].store(p.head, Ordering::Relaxed);
+                    p.head = b.start_address().as_u64();
+                }
+                Err(e) => {
+                    self.release(p);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// A page just allocated (or about to be freed): not in the hierarchy.
+    fn fresh_table(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: the page was allocated to this page table and is not
+        // reachable from the root, so nothing else accesses it.
+        unsafe { entries(&self.mem, phys) }
+    }
+
+    fn take(&self, p: &mut Prealloc) -> PhysAddr {
+        assert_ne!(p.head, NO_PAGE, "plan counted fewer tables than apply needs");
+        let phys = PhysAddr::new(p.head).expect("allocated frame");
+        let t = self.fresh_table(phys);
+        p.head = t[0].swap(0, Ordering::Relaxed);
+        phys
+    }
+
+    fn release(&self, mut p: Prealloc) {
+        while p.head != NO_PAGE {
+            let phys = self.take(&mut p);
+            self.free_table(phys);
+        }
+    }
+
+    fn free_table(&self, phys: PhysAddr) {
+        let block = FrameBlock::new(FrameNumber::containing(phys), Order::ZERO).expect("order 0");
+        // A table page that its provider refuses was not allocated from it
+        // (the `from_root` contract was broken); keeping it is the safe choice.
+        let _ = self.frames.free(block);
+    }
+
+    /// Plans with `walk::<false>`, allocates what it counted, applies with
+    /// `walk::<true>`.
+    fn planned<R>(
+        &mut self,
+        mut walk: impl FnMut(&mut Self, bool, &mut u64, &mut Prealloc) -> Result<R, PagingError>,
+    ) -> Result<R, PagingError> {
+        let mut needed = 0;
+        let mut none = Prealloc { head: NO_PAGE };
+        walk(self, false, &mut needed, &mut none)?;
+        let mut pre = self.preallocate(needed)?;
+        let mut unused = 0;
+        let r = walk(self, true, &mut unused, &mut pre);
+        debug_assert!(r.is_ok(), "apply failed after a successful plan");
+        debug_assert_eq!(pre.head, NO_PAGE, "plan counted more tables than apply used");
+        self.release(pre);
+        r
+    }
+
+    /// The child node of entry `e` at `level` for a walk that needs to go
+    /// below it, creating (apply) or counting (plan) a table, or splitting a
+    /// huge leaf when `split` allows. `Ok(None)`: the entry is a leaf or swap
+    /// entry that cannot be descended.
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &self,
+        node: Node,
+        level: u8,
+        idx: usize,
+        e: u64,
+        create: bool,
+        split: bool,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+    ) -> Option<Node> {
+        if e == 0 {
+            if !create {
+                return None;
+            }
+            if !apply {
+                *needed += 1;
+                return Some(Node::Empty);
+            }
+            let t = self.take(pre);
+            self.store(node, idx, self.arch.table(t));
+            return Some(Node::Real(t));
+        }
+        if !self.arch.is_present(e) {
+            return None;
+        }
+        if !self.arch.is_leaf(e, level) {
+            return Some(Node::Real(self.arch.table_phys(e)));
+        }
+        if !split || level == 1 {
+            return None;
+        }
+        if !apply {
+            *needed += 1;
+            return Some(Node::Split(e));
+        }
+        let t = self.take(pre);
+        let new = self.fresh_table(t);
+        for (i, slot) in new.iter().enumerate() {
+            slot.store(self.entry(Node::Split(e), level - 1, i), Ordering::Relaxed);
+        }
+        self.store(node, idx, self.arch.table(t));
+        Some(Node::Real(t))
+    }
+
+    #[inline]
+    fn store(&self, node: Node, idx: usize, value: u64) {
+        if let Node::Real(t) = node {
+            self.table(t)[idx].store(value, Ordering::Relaxed);
+        }
+    }
+
+    // ----- map -----
+
+    /// Maps `len` bytes at `va` to physical memory at `phys` with `flags`,
+    /// using 2 MiB and 1 GiB pages (as `huge` allows) wherever the virtual
+    /// and physical addresses are aligned for them and the range covers
+    /// them. Fails with [`PagingError::AlreadyMapped`] if any page of the
+    /// range is mapped or holds a swap entry, leaving everything unchanged.
+    ///
+    /// New mappings need no TLB flush; the returned record is empty unless
+    /// the architecture caches non-present entries.
+    pub fn map_range(
+        &mut self,
+        va: VirtAddr,
+        phys: PhysAddr,
+        len: u64,
+        flags: MapFlags,
+        huge: HugePages,
+    ) -> Result<Flush, PagingError> {
+        let end = self.check_range(va, len)?;
+        if phys.as_u64() % 4096 != 0 {
+            return Err(PagingError::Misaligned { value: phys.as_u64(), align: 4096 });
+        }
+        phys.checked_add(len - 1).ok_or(mm_types::AddrError::Overflow)?;
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        let delta = phys.as_u64().wrapping_sub(va.as_u64());
+        self.planned(|pt, apply, needed, pre| {
+            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, delta, flags, huge, apply, needed, pre)
+        })?;
+        Ok(Flush::NONE)
+    }
+
+    /// Maps one page of `size`.
+    pub fn map(
+        &mut self,
+        va: VirtAddr,
+        frame: PhysAddr,
+        size: PageSize,
+        flags: MapFlags,
+    ) -> Result<Flush, PagingError> {
+        let s = size.bytes();
+        if va.as_u64() % s != 0 {
+            return Err(PagingError::Misaligned { value: va.as_u64(), align: s });
+        }
+        if frame.as_u64() % s != 0 {
+            return Err(PagingError::HugeFrameMisaligned { phys: frame.as_u64(), size });
+        }
+        if size == PageSize::Size1GiB && !self.arch.leaf_level(3) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let huge = match size {
+            PageSize::Size4KiB => HugePages::empty(),
+            PageSize::Size2MiB => HugePages::SIZE_2M,
+            PageSize::Size1GiB => HugePages::SIZE_1G,
+        };
+        self.map_range(va, frame, s, flags, huge)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_walk(
+        &self,
+        node: Node,
+        level: u8,
+        va: u64,
+        end: u128,
+        delta: u64,
+        flags: MapFlags,
+        huge: HugePages,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+    ) -> Result<(), PagingError> {
+        let span = level_span(level);
+        let leaf_ok = self.arch.leaf_level(level) && huge.allows_level(level);
+        let mut v = va;
+        loop {
+            let idx = level_index(v, level);
+            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+            let phys = v.wrapping_add(delta);
+            if level == 1 {
+                // The whole run of 4 KiB pages inside this table at once.
+                let n = ((slot_end_of_table(v, end) - v as u128) / 4096) as usize;
+                self.map_leaves(node, idx, n, v, phys, flags, apply)?;
+                return Ok(());
+            }
+            let e = self.entry(node, level, idx);
+            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
+            if leaf_ok && covers && phys % span == 0 && e == 0 {
+                if apply {
+                    let leaf = self.arch.leaf(PhysAddr::new(phys).expect("checked range"), flags, level);
+                    self.store(node, idx, leaf);
+                }
+            } else {
+                let Some(child) = self.child(node, level, idx, e, true, false, apply, needed, pre) else {
+                    return Err(PagingError::AlreadyMapped { addr: VirtAddr::new(v).expect("checked range") });
+                };
+                self.map_walk(child, level - 1, v, slot_end, delta, flags, huge, apply, needed, pre)?;
+            }
+            if slot_end >= end {
+                return Ok(());
+            }
+            v = slot_end as u64;
+        }
+    }
+
+    /// Fills `n` level-1 entries from `idx` (plan: checks they are empty).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn map_leaves(
+        &self,
+        node: Node,
+        idx: usize,
+        n: usize,
+        va: u64,
+        phys: u64,
+        flags: MapFlags,
+        apply: bool,
+    ) -> Result<(), PagingError> {
+        let Node::Real(t) = node else { return Ok(()) }; // a new table is empty
+        let slots = &self.table(t)[idx..idx + n];
+        if !apply {
+            if let Some(i) = slots.iter().position(|s| s.load(Ordering::Relaxed) != 0) {
+                return Err(PagingError::AlreadyMapped {
+                    addr: VirtAddr::new(va + i as u64 * 4096).expect("in range"),
+                });
+            }
+            return Ok(());
+        }
+        let template = self.arch.leaf(PhysAddr::ZERO, flags, 1);
+        for (i, s) in slots.iter().enumerate() {
+            s.store(template | (phys + i as u64 * 4096), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    // ----- unmap -----
+
+    /// Unmaps every page of `[va, va + len)`, calling `removed` for each
+    /// mapping and swap entry removed (the caller owns those frames and
+    /// slots), splitting huge pages the range cuts, and freeing the table
+    /// pages that become empty. Fails with [`PagingError::NotMapped`] if any
+    /// page of the range is neither mapped nor swapped, changing nothing.
+    pub fn unmap_range(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        mut removed: impl FnMut(Unmapped),
+    ) -> Result<Flush, PagingError> {
+        let end = self.check_range(va, len)?;
+        let levels = self.arch.levels();
+        let root = self.root;
+        self.planned(|pt, apply, needed, pre| {
+            pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, apply, needed, pre, &mut removed).map(|_| ())
+        })?;
+        Ok(Flush::range(va, len / 4096))
+    }
+
+    /// Returns whether the node is now empty (apply; always false in plan).
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_walk(
+        &self,
+        node: Node,
+        level: u8,
+        va: u64,
+        end: u128,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+        removed: &mut impl FnMut(Unmapped),
+    ) -> Result<bool, PagingError> {
+        if level == 1 {
+            if let Node::Real(t) = node {
+                return self.unmap_leaves(t, va, end, apply, removed);
+            }
+        }
+        let span = level_span(level);
+        let mut v = va;
+        loop {
+            let idx = level_index(v, level);
+            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+            let e = self.entry(node, level, idx);
+            let addr = VirtAddr::new(v).expect("checked range");
+            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
+            if e == 0 {
+                return Err(PagingError::NotMapped { addr });
+            }
+            if let Some(swap) = self.arch.swap_of(e) {
+                if apply {
+                    self.store(node, idx, 0);
+                    removed(Unmapped::Swap { va: addr, entry: swap });
+                }
+            } else if !self.arch.is_present(e) {
+                return Err(PagingError::NotMapped { addr });
+            } else if self.arch.is_leaf(e, level) && covers {
+                if apply {
+                    self.store(node, idx, 0);
+                    let frame = self.arch.leaf_phys(e, level);
+                    let flags = self.arch.leaf_flags(e, level);
+                    removed(Unmapped::Page { va: addr, frame, size: page_size(level), flags });
+                }
+            } else {
+                let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
+                let emptied = self.unmap_walk(child, level - 1, v, slot_end, apply, needed, pre, removed)?;
+                if apply && emptied {
+                    if let Node::Real(t) = child {
+                        self.store(node, idx, 0);
+                        self.free_table(t);
+                    }
+                }
+            }
+            if slot_end >= end {
+                break;
+            }
+            v = slot_end as u64;
+        }
+        Ok(apply && matches!(node, Node::Real(t) if self.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)))
+    }
+
+    /// Unmaps the level-1 entries of table `t` in `[va, end)` (clipped to the
+    /// table); returns whether the table is now empty.
+    fn unmap_leaves(
+        &self,
+        t: PhysAddr,
+        va: u64,
+        end: u128,
+        apply: bool,
+        removed: &mut impl FnMut(Unmapped),
+    ) -> Result<bool, PagingError> {
+        let table = self.table(t);
+        let first = level_index(va, 1);
+        let n = ((slot_end_of_table(va, end) - va as u128) / 4096) as usize;
+        let slots = &table[first..first + n];
+        if !apply {
+            let bad = slots.iter().position(|s| {
+                let e = s.load(Ordering::Relaxed);
+                e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none())
+            });
+            return match bad {
+                Some(i) => Err(PagingError::NotMapped { addr: VirtAddr::new(va + i as u64 * 4096).expect("in range") }),
+                None => Ok(false),
+            };
+        }
+        let base = VirtAddr::new(va).expect("checked range");
+        for (i, s) in slots.iter().enumerate() {
+            let e = s.swap(0, Ordering::Relaxed);
+            let va = VirtAddr::new_sign_extended(base.as_u64() + i as u64 * 4096, mm_types::PagingMode::FiveLevel);
+            removed(match self.arch.swap_of(e) {
+                Some(entry) => Unmapped::Swap { va, entry },
+                None => Unmapped::Page {
+                    va,
+                    frame: self.arch.leaf_phys(e, 1),
+                    size: PageSize::Size4KiB,
+                    flags: self.arch.leaf_flags(e, 1),
+                },
+            });
+        }
+        Ok(n == ENTRIES || table.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+    }
+
+    // ----- protect -----
+
+    /// Changes the flags of every page of `[va, va + len)` to `flags`
+    /// (keeping the hardware's accessed and dirty bits), splitting huge
+    /// pages the range cuts. Swap entries are left as they are (the
+    /// protection applies when the page comes back). Fails with
+    /// [`PagingError::NotMapped`] if a page is neither mapped nor swapped.
+    pub fn protect_range(&mut self, va: VirtAddr, len: u64, flags: MapFlags) -> Result<Flush, PagingError> {
+        let end = self.check_range(va, len)?;
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        self.planned(|pt, apply, needed, pre| {
+            pt.protect_walk(Node::Real(root), levels, va.as_u64(), end, flags, apply, needed, pre)
+        })?;
+        Ok(Flush::range(va, len / 4096))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn protect_walk(
+        &self,
+        node: Node,
+        level: u8,
+        va: u64,
+        end: u128,
+        flags: MapFlags,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+    ) -> Result<(), PagingError> {
+        let span = level_span(level);
+        let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
+        let mut v = va;
+        loop {
+            let idx = level_index(v, level);
+            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+            let e = self.entry(node, level, idx);
+            let addr = VirtAddr::new(v).expect("checked range");
+            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
+            if e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none()) {
+                return Err(PagingError::NotMapped { addr });
+            }
+            if self.arch.swap_of(e).is_some() {
+                // Left alone.
+            } else if self.arch.is_leaf(e, level) && covers {
+                if apply {
+                    let f = (self.arch.leaf_flags(e, level) & keep) | (flags - keep);
+                    self.store(node, idx, self.arch.leaf(self.arch.leaf_phys(e, level), f, level));
+                }
+            } else {
+                let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
+                self.protect_walk(child, level - 1, v, slot_end, flags, apply, needed, pre)?;
+            }
+            if slot_end >= end {
+                return Ok(());
+            }
+            v = slot_end as u64;
+        }
+    }
+
+    /// Splits the huge page containing `va` into pages of the next smaller
+    /// size (same frames and flags). Fails with [`PagingError::NotMapped`]
+    /// if `va` is not mapped by a huge page.
+    pub fn split(&mut self, va: VirtAddr) -> Result<Flush, PagingError> {
+        let t = match self.lookup(va)? {
+            Lookup::Mapped(t) if t.size != PageSize::Size4KiB => t,
+            _ => return Err(PagingError::NotMapped { addr: va }),
+        };
+        let (page, size) = (t.page, t.size);
+        let levels = self.arch.levels();
+        let root = self.root;
+        let target = page_size_level(size);
+        self.planned(|pt, apply, needed, pre| {
+            let mut node = Node::Real(root);
+            for level in (target..=levels).rev() {
+                let idx = level_index(page.as_u64(), level);
+                let e = pt.entry(node, level, idx);
+                let split_here = level == target;
+                node = pt.child(node, level, idx, e, false, split_here, apply, needed, pre).expect("mapped");
+            }
+            Ok(())
+        })?;
+        Ok(Flush::range(page, size.bytes() / 4096))
+    }
+
+    // ----- look-ups -----
+
+    /// The mapping of `va`, if present.
+    #[inline]
+    pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
+        self.arch.check_va(va).ok()?;
+        let mut t = self.root;
+        let mut level = self.arch.levels();
+        let v = va.as_u64();
+        loop {
+            let e = self.table(t)[level_index(v, level)].load(Ordering::Relaxed);
+            if !self.arch.is_present(e) {
+                return None;
+            }
+            if self.arch.is_leaf(e, level) {
+                let frame = self.arch.leaf_phys(e, level);
+                let span = level_span(level);
+                return Some(Translation {
+                    phys: PhysAddr::new_truncate(frame.as_u64() + (v & (span - 1))),
+                    frame,
+                    // Clearing low bits of a canonical address keeps it canonical.
+                    page: VirtAddr::new_sign_extended(v & !(span - 1), mm_types::PagingMode::FiveLevel),
+                    size: page_size(level),
+                    flags: self.arch.leaf_flags(e, level),
+                });
+            }
+            t = self.arch.table_phys(e);
+            level -= 1;
+        }
+    }
+
+    /// What `va` holds: a mapping, a swap entry or nothing.
+    pub fn lookup(&self, va: VirtAddr) -> Result<Lookup, PagingError> {
+        self.arch.check_va(va)?;
+        if let Some(t) = self.translate(va) {
+            return Ok(Lookup::Mapped(t));
+        }
+        Ok(match self.level1_entry(va) {
+            Some(e) => self.arch.swap_of(e).map_or(Lookup::Unmapped, Lookup::Swapped),
+            None => Lookup::Unmapped,
+        })
+    }
+
+    /// The level-1 entry for `va`, if the tables down to level 1 exist.
+    fn level1_entry(&self, va: VirtAddr) -> Option<u64> {
+        let mut t = self.root;
+        for level in (2..=self.arch.levels()).rev() {
+            let e = self.table(t)[level_index(va.as_u64(), level)].load(Ordering::Relaxed);
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return None;
+            }
+            t = self.arch.table_phys(e);
+        }
+        Some(self.table(t)[level_index(va.as_u64(), 1)].load(Ordering::Relaxed))
+    }
+
+    /// Calls `f` for every present leaf overlapping `[va, va + len)`, in
+    /// address order.
+    pub fn for_each_mapping(&self, va: VirtAddr, len: u64, mut f: impl FnMut(Mapping)) -> Result<(), PagingError> {
+        let end = self.check_range(va, len)?;
+        self.visit(self.root, self.arch.levels(), va.as_u64(), end, &mut |level, v, slot| {
+            let e = slot.load(Ordering::Relaxed);
+            f(Mapping {
+                va: VirtAddr::new(v).expect("canonical"),
+                frame: self.arch.leaf_phys(e, level),
+                size: page_size(level),
+                flags: self.arch.leaf_flags(e, level),
+            });
+        });
+        Ok(())
+    }
+
+    /// Calls `f(level, page start, entry)` for every present leaf overlapping
+    /// the range.
+    fn visit(&self, t: PhysAddr, level: u8, va: u64, end: u128, f: &mut impl FnMut(u8, u64, &AtomicU64)) {
+        let span = level_span(level);
+        let table = self.table(t);
+        let mut v = va;
+        loop {
+            let base = v & !(span - 1);
+            let slot_end = (base as u128 + span as u128).min(end);
+            let slot = &table[level_index(v, level)];
+            let e = slot.load(Ordering::Relaxed);
+            if self.arch.is_present(e) {
+                if self.arch.is_leaf(e, level) {
+                    f(level, base, slot);
+                } else {
+                    self.visit(self.arch.table_phys(e), level - 1, v, slot_end, f);
+                }
+            }
+            if slot_end >= end || (level == self.arch.levels() && level_index(v, level) == ENTRIES - 1) {
+                return;
+            }
+            v = slot_end as u64;
+        }
+    }
+
+    /// Test-and-clear of the accessed and/or dirty bits (`clear`) of every
+    /// leaf overlapping `[va, va + len)`; `f(page, size, bits that were set)`
+    /// is called for each leaf that had any of `clear` set. A huge page is
+    /// reported (and cleared) as a whole. Reclaim uses this to harvest the
+    /// hardware's reference information. The bits are cleared atomically, so
+    /// a concurrent hardware update is never lost.
+    pub fn harvest(
+        &self,
+        va: VirtAddr,
+        len: u64,
+        clear: AccessBits,
+        mut f: impl FnMut(VirtAddr, PageSize, AccessBits),
+    ) -> Result<Flush, PagingError> {
+        let end = self.check_range(va, len)?;
+        let (a, d) = self.arch.access_bits();
+        let mask = if clear.contains(AccessBits::ACCESSED) { a } else { 0 }
+            | if clear.contains(AccessBits::DIRTY) { d } else { 0 };
+        let mut first = u64::MAX;
+        let mut last = 0u64;
+        self.visit(self.root, self.arch.levels(), va.as_u64(), end, &mut |level, v, slot| {
+            if slot.load(Ordering::Relaxed) & mask == 0 {
+                return;
+            }
+            let old = slot.fetch_and(!mask, Ordering::Relaxed);
+            let mut bits = AccessBits::empty();
+            bits.set(AccessBits::ACCESSED, old & a & mask != 0);
+            bits.set(AccessBits::DIRTY, old & d & mask != 0);
+            f(VirtAddr::new(v).expect("canonical"), page_size(level), bits);
+            first = first.min(v);
+            last = last.max(v + level_span(level));
+        });
+        Ok(if first == u64::MAX {
+            Flush::NONE
+        } else {
+            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / 4096)
+        })
+    }
+
+    // ----- swap entries -----
+
+    /// Puts a swap entry at the 4 KiB page `va` (swap-out): replaces a
+    /// present 4 KiB mapping (returned, with its flags, so the caller can
+    /// free or keep the frame) or fills an empty slot, creating tables and
+    /// splitting a huge page as needed. Fails with
+    /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
+    pub fn set_swap(&mut self, va: VirtAddr, swap: SwapEntry) -> Result<(Option<Mapping>, Flush), PagingError> {
+        self.check_range(va, 4096)?;
+        let levels = self.arch.levels();
+        let root = self.root;
+        let new = self.arch.swap_entry(swap);
+        let old = self.planned(|pt, apply, needed, pre| {
+            let mut node = Node::Real(root);
+            for level in (2..=levels).rev() {
+                let idx = level_index(va.as_u64(), level);
+                let e = pt.entry(node, level, idx);
+                node = pt
+                    .child(node, level, idx, e, true, true, apply, needed, pre)
+                    .ok_or(PagingError::AlreadyMapped { addr: va })?;
+            }
+            let idx = level_index(va.as_u64(), 1);
+            let e = pt.entry(node, 1, idx);
+            if e != 0 && !pt.arch.is_present(e) {
+                return Err(PagingError::AlreadyMapped { addr: va });
+            }
+            if apply {
+                pt.store(node, idx, new);
+            }
+            Ok((e != 0).then(|| Mapping {
+                va,
+                frame: pt.arch.leaf_phys(e, 1),
+                size: PageSize::Size4KiB,
+                flags: pt.arch.leaf_flags(e, 1),
+            }))
+        })?;
+        let flush = if old.is_some() { Flush::range(va, 1) } else { Flush::NONE };
+        Ok((old, flush))
+    }
+
+    /// Replaces the swap entry at `va` by a mapping of `frame` (swap-in) and
+    /// returns the entry. Fails with [`PagingError::NotMapped`] if `va`
+    /// holds no swap entry.
+    pub fn replace_swap(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<SwapEntry, PagingError> {
+        self.check_range(va, 4096)?;
+        if frame.as_u64() % 4096 != 0 {
+            return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
+        }
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let slot = self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })?;
+        let e = slot.load(Ordering::Relaxed);
+        let swap = self.arch.swap_of(e).ok_or(PagingError::NotMapped { addr: va })?;
+        slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        Ok(swap)
+    }
+
+    fn level1_slot(&self, va: VirtAddr) -> Option<&AtomicU64> {
+        let mut t = self.root;
+        for level in (2..=self.arch.levels()).rev() {
+            let e = self.table(t)[level_index(va.as_u64(), level)].load(Ordering::Relaxed);
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return None;
+            }
+            t = self.arch.table_phys(e);
+        }
+        Some(&self.table(t)[level_index(va.as_u64(), 1)])
+    }
+
+    // ----- teardown -----
+
+    /// Removes every mapping and swap entry (reporting each to `removed`) and
+    /// frees every table page, the root included.
+    pub fn destroy(self, mut removed: impl FnMut(Unmapped)) {
+        self.clear_table(self.root, self.arch.levels(), 0, &mut removed);
+        self.free_table(self.root);
+    }
+
+    fn clear_table(&self, t: PhysAddr, level: u8, base: u64, removed: &mut impl FnMut(Unmapped)) {
+        let span = level_span(level);
+        for (i, slot) in self.table(t).iter().enumerate() {
+            let e = slot.swap(0, Ordering::Relaxed);
+            if e == 0 {
+                continue;
+            }
+            let v = base.wrapping_add(i as u64 * span);
+            let va = VirtAddr::new_sign_extended(v, mode_of(self.arch.levels()));
+            if let Some(swap) = self.arch.swap_of(e) {
+                removed(Unmapped::Swap { va, entry: swap });
+            } else if !self.arch.is_present(e) {
+                continue;
+            } else if self.arch.is_leaf(e, level) {
+                removed(Unmapped::Page {
+                    va,
+                    frame: self.arch.leaf_phys(e, level),
+                    size: page_size(level),
+                    flags: self.arch.leaf_flags(e, level),
+                });
+            } else {
+                let child = self.arch.table_phys(e);
+                self.clear_table(child, level - 1, v, removed);
+                self.free_table(child);
+            }
+        }
+    }
+
+    /// Counts the table pages in the hierarchy (root included).
+    pub fn table_pages(&self) -> u64 {
+        self.count_tables(self.root, self.arch.levels())
+    }
+
+    fn count_tables(&self, t: PhysAddr, level: u8) -> u64 {
+        if level == 1 {
+            return 1;
+        }
+        1 + self
+            .table(t)
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&e| self.arch.is_present(e) && !self.arch.is_leaf(e, level))
+            .map(|e| self.count_tables(self.arch.table_phys(e), level - 1))
+            .sum::<u64>()
+    }
+
+    /// Loads this hierarchy into CR3. Bare metal only.
+    ///
+    /// # Safety
+    ///
+    /// Must run at CPL 0; the hierarchy must map the running code, its stack
+    /// and everything it will touch, in the paging mode the CPU is in.
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    pub unsafe fn activate(&self) {
+        use x86_64::registers::control::{Cr3, Cr3Flags};
+        use x86_64::structures::paging::PhysFrame;
+        let frame = PhysFrame::containing_address(self.root.into());
+        // SAFETY: the caller guarantees CPL 0 and a hierarchy that maps
+        // everything in use.
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    }
+}
+
+/// End (exclusive) of the level-1 table span containing `v`, clipped to `end`.
+#[inline]
+fn slot_end_of_table(v: u64, end: u128) -> u128 {
+    ((v & !(level_span(2) - 1)) as u128 + level_span(2) as u128).min(end)
+}
+
+fn page_size_level(size: PageSize) -> u8 {
+    size.level()
+}
+
+fn mode_of(levels: u8) -> mm_types::PagingMode {
+    if levels >= 5 {
+        mm_types::PagingMode::FiveLevel
+    } else {
+        mm_types::PagingMode::FourLevel
+    }
+}

@@ -1,0 +1,39 @@
+//! Raw access to table pages. The only module that turns physical addresses
+//! into references.
+//!
+//! Rule: a [`PageTable`](crate::PageTable) owns every table page reachable
+//! from its root (the `from_root` contract), so references to them live as
+//! long as the borrow of the `PageTable` they came through. Entries are
+//! atomics because the MMU sets accessed and dirty bits concurrently.
+
+use core::sync::atomic::AtomicU64;
+
+use mm_types::{PhysAddr, PhysMemory, PAGE_SIZE};
+
+use crate::arch::ENTRIES;
+
+/// The entries of the table page at `phys`.
+///
+/// # Safety
+///
+/// `phys` is a table page owned by the caller's page table, which stays
+/// borrowed for `'m`.
+#[inline]
+pub(crate) unsafe fn entries<M: PhysMemory>(mem: &M, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
+    let p = match mem.translate(phys, PAGE_SIZE) {
+        Ok(p) => p,
+        Err(_) => unreachable_table(phys),
+    };
+    // SAFETY: `translate` gives 4096 bytes, page aligned (so aligned for
+    // `AtomicU64`), valid while `mem` is borrowed; any bit pattern is a valid
+    // `AtomicU64`; the page is a table of the caller's hierarchy (contract),
+    // which nothing else frees or reuses while the page table is borrowed,
+    // and all access to it is atomic.
+    unsafe { &*p.as_ptr().cast::<[AtomicU64; ENTRIES]>() }
+}
+
+#[cold]
+#[inline(never)]
+fn unreachable_table(phys: PhysAddr) -> ! {
+    panic!("page-table page {phys:#x} is not reachable through the physical memory accessor")
+}

@@ -1,0 +1,247 @@
+//! x86-64 paging: 4-level (48-bit) and 5-level (LA57, 57-bit), chosen at run
+//! time, and interop with the `x86_64` crate.
+
+use bitflags::bitflags;
+use mm_types::{AddrError, PagingMode, PhysAddr, VirtAddr};
+use x86_64::structures::paging::PageTableFlags;
+
+use crate::arch::PagingArch;
+use crate::flags::MapFlags;
+use crate::swap::SwapEntry;
+
+bitflags! {
+    /// The bits of an x86-64 page-table entry.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct EntryBits: u64 {
+        /// Present.
+        const PRESENT = 1 << 0;
+        /// Writable.
+        const WRITABLE = 1 << 1;
+        /// User accessible.
+        const USER = 1 << 2;
+        /// Write-through.
+        const WRITE_THROUGH = 1 << 3;
+        /// Cache disabled.
+        const NO_CACHE = 1 << 4;
+        /// Accessed.
+        const ACCESSED = 1 << 5;
+        /// Dirty (leaves only).
+        const DIRTY = 1 << 6;
+        /// Huge page (levels 2 and 3).
+        const HUGE = 1 << 7;
+        /// Global (leaves only).
+        const GLOBAL = 1 << 8;
+        /// Software bit: in a non-present entry, marks a swap entry.
+        const SWAP = 1 << 9;
+        /// No execute (requires EFER.NXE).
+        const NO_EXECUTE = 1 << 63;
+    }
+}
+
+/// Physical address bits of an entry (4 KiB-aligned, up to 52 bits).
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const SWAP_DEVICE_SHIFT: u32 = 1;
+const SWAP_SLOT_SHIFT: u32 = 12;
+
+/// The x86-64 paging format in a given mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct X86_64 {
+    mode: PagingMode,
+    gigantic: bool,
+}
+
+impl X86_64 {
+    /// 4-level paging (48-bit virtual addresses).
+    pub const FOUR_LEVEL: X86_64 = X86_64 { mode: PagingMode::FourLevel, gigantic: true };
+    /// 5-level paging (57-bit virtual addresses).
+    pub const FIVE_LEVEL: X86_64 = X86_64 { mode: PagingMode::FiveLevel, gigantic: true };
+
+    /// The format for `mode`.
+    pub const fn new(mode: PagingMode) -> Self {
+        X86_64 { mode, gigantic: true }
+    }
+
+    /// Whether 1 GiB pages may be used (CPUID `pdpe1gb`; default yes).
+    pub const fn with_1g_pages(mut self, supported: bool) -> Self {
+        self.gigantic = supported;
+        self
+    }
+
+    /// The paging mode.
+    pub const fn mode(&self) -> PagingMode {
+        self.mode
+    }
+
+    /// The mode the CPU is running in (CR4.LA57). Bare metal only.
+    ///
+    /// # Safety
+    ///
+    /// Must run at CPL 0 (reading CR4 faults in user mode).
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    pub unsafe fn current() -> Self {
+        use x86_64::registers::control::{Cr4, Cr4Flags};
+        if Cr4::read().contains(Cr4Flags::L5_PAGING) {
+            X86_64::FIVE_LEVEL
+        } else {
+            X86_64::FOUR_LEVEL
+        }
+    }
+}
+
+impl PagingArch for X86_64 {
+    #[inline]
+    fn levels(&self) -> u8 {
+        self.mode.levels()
+    }
+
+    #[inline]
+    fn check_va(&self, va: VirtAddr) -> Result<(), AddrError> {
+        if va.is_canonical_in(self.mode) {
+            Ok(())
+        } else {
+            Err(AddrError::NotCanonical { addr: va.as_u64(), mode: self.mode })
+        }
+    }
+
+    #[inline]
+    fn leaf_level(&self, level: u8) -> bool {
+        level == 1 || level == 2 || (level == 3 && self.gigantic)
+    }
+
+    #[inline]
+    fn is_present(&self, entry: u64) -> bool {
+        entry & EntryBits::PRESENT.bits() != 0
+    }
+
+    #[inline]
+    fn is_leaf(&self, entry: u64, level: u8) -> bool {
+        level == 1 || entry & EntryBits::HUGE.bits() != 0
+    }
+
+    #[inline]
+    fn leaf(&self, phys: PhysAddr, flags: MapFlags, level: u8) -> u64 {
+        let mut e = phys.as_u64() | EntryBits::PRESENT.bits();
+        if level > 1 {
+            e |= EntryBits::HUGE.bits();
+        }
+        e | entry_bits(flags).bits()
+    }
+
+    #[inline]
+    fn leaf_phys(&self, entry: u64, level: u8) -> PhysAddr {
+        let mask = ADDR_MASK & !(crate::arch::level_span(level) - 1);
+        PhysAddr::new_truncate(entry & mask)
+    }
+
+    #[inline]
+    fn leaf_flags(&self, entry: u64, _level: u8) -> MapFlags {
+        map_flags(EntryBits::from_bits_truncate(entry))
+    }
+
+    #[inline]
+    fn table(&self, phys: PhysAddr) -> u64 {
+        phys.as_u64() | (EntryBits::PRESENT | EntryBits::WRITABLE | EntryBits::USER).bits()
+    }
+
+    #[inline]
+    fn table_phys(&self, entry: u64) -> PhysAddr {
+        PhysAddr::new_truncate(entry & ADDR_MASK)
+    }
+
+    #[inline]
+    fn access_bits(&self) -> (u64, u64) {
+        (EntryBits::ACCESSED.bits(), EntryBits::DIRTY.bits())
+    }
+
+    fn swap_entry(&self, swap: SwapEntry) -> u64 {
+        EntryBits::SWAP.bits() | (swap.device() as u64) << SWAP_DEVICE_SHIFT | swap.slot() << SWAP_SLOT_SHIFT
+    }
+
+    fn swap_of(&self, entry: u64) -> Option<SwapEntry> {
+        if entry & EntryBits::PRESENT.bits() != 0 || entry & EntryBits::SWAP.bits() == 0 {
+            return None;
+        }
+        SwapEntry::new(((entry >> SWAP_DEVICE_SHIFT) & 0xff) as u8, entry >> SWAP_SLOT_SHIFT)
+    }
+}
+
+/// Entry bits for architecture-neutral flags (leaf entries).
+pub fn entry_bits(flags: MapFlags) -> EntryBits {
+    let mut b = EntryBits::empty();
+    b.set(EntryBits::WRITABLE, flags.contains(MapFlags::WRITE));
+    b.set(EntryBits::USER, flags.contains(MapFlags::USER));
+    b.set(EntryBits::WRITE_THROUGH, flags.contains(MapFlags::WRITE_THROUGH));
+    b.set(EntryBits::NO_CACHE, flags.contains(MapFlags::NO_CACHE));
+    b.set(EntryBits::ACCESSED, flags.contains(MapFlags::ACCESSED));
+    b.set(EntryBits::DIRTY, flags.contains(MapFlags::DIRTY));
+    b.set(EntryBits::GLOBAL, flags.contains(MapFlags::GLOBAL));
+    b.set(EntryBits::NO_EXECUTE, !flags.contains(MapFlags::EXECUTE));
+    b
+}
+
+/// Architecture-neutral flags of leaf entry bits (present entries are
+/// readable).
+#[inline]
+pub fn map_flags(b: EntryBits) -> MapFlags {
+    let e = b.bits();
+    let bit = |entry_bit: EntryBits, flag: MapFlags| if e & entry_bit.bits() != 0 { flag.bits() } else { 0 };
+    let f = MapFlags::READ.bits()
+        | bit(EntryBits::WRITABLE, MapFlags::WRITE)
+        | bit(EntryBits::USER, MapFlags::USER)
+        | bit(EntryBits::WRITE_THROUGH, MapFlags::WRITE_THROUGH)
+        | bit(EntryBits::NO_CACHE, MapFlags::NO_CACHE)
+        | bit(EntryBits::ACCESSED, MapFlags::ACCESSED)
+        | bit(EntryBits::DIRTY, MapFlags::DIRTY)
+        | bit(EntryBits::GLOBAL, MapFlags::GLOBAL)
+        | if e & EntryBits::NO_EXECUTE.bits() == 0 { MapFlags::EXECUTE.bits() } else { 0 };
+    MapFlags::from_bits_retain(f)
+}
+
+impl From<MapFlags> for PageTableFlags {
+    /// The `x86_64` crate's flags for a present leaf with these rights.
+    fn from(f: MapFlags) -> Self {
+        PageTableFlags::from_bits_truncate((entry_bits(f) | EntryBits::PRESENT).bits())
+    }
+}
+
+impl From<PageTableFlags> for MapFlags {
+    fn from(f: PageTableFlags) -> Self {
+        map_flags(EntryBits::from_bits_truncate(f.bits()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_encoding() {
+        let a = X86_64::FOUR_LEVEL;
+        let pa = PhysAddr::new(0x20_0000).unwrap();
+        let e = a.leaf(pa, MapFlags::READ | MapFlags::WRITE, 2);
+        assert!(a.is_present(e) && a.is_leaf(e, 2));
+        assert_eq!(a.leaf_phys(e, 2), pa);
+        assert_eq!(a.leaf_flags(e, 2), MapFlags::READ | MapFlags::WRITE);
+        assert_ne!(e & EntryBits::NO_EXECUTE.bits(), 0);
+        let t = a.table(pa);
+        assert!(!a.is_leaf(t, 2) && a.table_phys(t) == pa);
+        let s = SwapEntry::new(31, (1 << 50) - 1).unwrap();
+        let se = a.swap_entry(s);
+        assert!(!a.is_present(se));
+        assert_eq!(a.swap_of(se), Some(s));
+        assert_eq!(a.swap_of(0), None);
+        assert_eq!(a.swap_of(e), None);
+        assert!(a.check_va(VirtAddr::new(0x0000_8000_0000_0000).unwrap()).is_err());
+        assert!(X86_64::FIVE_LEVEL.check_va(VirtAddr::new(0x0000_8000_0000_0000).unwrap()).is_ok());
+        assert!(!a.with_1g_pages(false).leaf_level(3));
+    }
+
+    #[test]
+    fn x86_64_crate_flags() {
+        let f = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
+        let x: PageTableFlags = f.into();
+        assert!(x.contains(PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE));
+        assert!(x.contains(PageTableFlags::NO_EXECUTE));
+        assert_eq!(MapFlags::from(x), f);
+    }
+}

@@ -1,0 +1,339 @@
+//! mm-paging on the host test kit. Comments name MODEL.md invariants.
+
+use std::collections::BTreeMap;
+
+use mm_paging::{
+    AccessBits, FlushBatch, HugePages, Lookup, MapFlags, NoShootdown, PageTable, PagingError, RecordingTlb, SwapEntry,
+    Unmapped, X86_64,
+};
+use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::{AddrError, FrameError, Order, PageSize, PagingMode, PhysAddr, VirtAddr};
+
+type Pt<'f> = PageTable<X86_64, SimPhysMemory, &'f RefFrameProvider>;
+
+fn va(a: u64) -> VirtAddr {
+    VirtAddr::new(a).unwrap()
+}
+fn pa(a: u64) -> PhysAddr {
+    PhysAddr::new(a).unwrap()
+}
+
+/// 8 MiB of RAM for table pages; mapped frames are just numbers.
+fn setup() -> (SimPhysMemory, RefFrameProvider) {
+    let ram = SimPhysMemory::new(pa(0), 8 << 20);
+    let frames = RefFrameProvider::new(&ram).with_max_order(Order::new(0).unwrap());
+    (ram, frames)
+}
+
+/// Every leaf: va -> (frame, size, flags).
+fn snapshot(pt: &Pt<'_>) -> BTreeMap<u64, (u64, PageSize, MapFlags)> {
+    let mut m = BTreeMap::new();
+    for (start, len) in [(0u64, 1u64 << 47), (0xffff_8000_0000_0000, 1 << 47)] {
+        pt.for_each_mapping(va(start), len, |x| {
+            m.insert(x.va.as_u64(), (x.frame.as_u64(), x.size, x.flags));
+        })
+        .unwrap();
+    }
+    m
+}
+
+#[test]
+fn every_page_size_in_both_modes() {
+    for arch in [X86_64::FOUR_LEVEL, X86_64::FIVE_LEVEL] {
+        let (ram, frames) = setup();
+        let mut pt = PageTable::new(arch, ram.clone(), &frames).unwrap();
+        let base = if arch.mode() == PagingMode::FiveLevel { 0x00f0_0000_0000_0000 } else { 0x7000_0000_0000 };
+        let f = MapFlags::KERNEL_DATA;
+        pt.map(va(base), pa(0x1234_5000), PageSize::Size4KiB, f).unwrap().ignore();
+        pt.map(va(base + (2 << 20)), pa(0x4000_0000), PageSize::Size2MiB, f).unwrap().ignore();
+        pt.map(va(base + (1 << 30)), pa(0x8000_0000), PageSize::Size1GiB, f).unwrap().ignore();
+        for (addr, phys, size) in [
+            (base + 0x10, 0x1234_5010, PageSize::Size4KiB),
+            (base + (2 << 20) + 0x12_3456, 0x4012_3456, PageSize::Size2MiB),
+            (base + (1 << 30) + 0x3456_789a, 0xb456_789a, PageSize::Size1GiB),
+        ] {
+            let t = pt.translate(va(addr)).unwrap();
+            assert_eq!((t.phys.as_u64(), t.size, t.flags), (phys, size, f), "{arch:?} {addr:#x}");
+        }
+        assert!(pt.translate(va(base + 0x1000)).is_none());
+        // One table per level for the 4 KiB page; the huge pages share the
+        // upper ones. 5-level paging has one more.
+        let levels = arch.mode().levels() as u64;
+        assert_eq!(pt.table_pages(), levels, "{arch:?}");
+    }
+}
+
+#[test]
+fn ranges_pick_huge_pages_automatically() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    // 4 KiB + 2 MiB + 1 GiB + 2 MiB + 4 KiB around a 1 GiB boundary.
+    let start = (1u64 << 30) - (2 << 20) - 0x1000;
+    let len = 0x1000 + (2 << 20) + (1 << 30) + (2 << 20) + 0x1000;
+    pt.map_range(va(start), pa(start), len, MapFlags::KERNEL_DATA, HugePages::all()).unwrap().ignore();
+    let m = snapshot(&pt);
+    let count = |s| m.values().filter(|x| x.1 == s).count();
+    assert_eq!((count(PageSize::Size4KiB), count(PageSize::Size2MiB), count(PageSize::Size1GiB)), (2, 2, 1));
+    // Without huge pages: all 4 KiB.
+    let mut small = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    small.map_range(va(0x40_0000), pa(0x40_0000), 4 << 20, MapFlags::KERNEL_DATA, HugePages::empty()).unwrap().ignore();
+    assert_eq!(snapshot(&small).len(), 1024);
+    // Misaligned physical addresses get 4 KiB pages even when virtual ones align.
+    let mut skew = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    skew.map_range(va(0x40_0000), pa(0x40_1000), 2 << 20, MapFlags::KERNEL_DATA, HugePages::all()).unwrap().ignore();
+    assert_eq!(snapshot(&skew).len(), 512);
+    small.destroy(|_| {});
+    skew.destroy(|_| {});
+    pt.destroy(|_| {});
+    assert_eq!(frames.allocated_blocks(), 0, "destroy frees every table page");
+}
+
+#[test]
+fn refused_operations_change_nothing() {
+    // MODEL 2.
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let f = MapFlags::KERNEL_DATA;
+    pt.map_range(va(0x20_0000), pa(0x20_0000), 2 << 20, f, HugePages::all()).unwrap().ignore();
+    pt.map_range(va(0x80_0000), pa(0x80_0000), 0x3000, f, HugePages::all()).unwrap().ignore();
+    let before = (snapshot(&pt), pt.table_pages(), frames.free_frames());
+    let same = |pt: &Pt<'_>| (snapshot(pt), pt.table_pages(), frames.free_frames()) == before;
+
+    // Overlap with a huge page, at the end of a range that needs new tables first.
+    let e = pt.map_range(va(0x4000_0000 - 0x1000), pa(0), 0x1000, f, HugePages::all());
+    assert!(e.is_ok());
+    let e = pt.map_range(va(0x4000_0000 - 0x1000), pa(0), 0x1000, f, HugePages::all());
+    assert_eq!(e, Err(PagingError::AlreadyMapped { addr: va(0x3fff_f000) }));
+    pt.unmap_range(va(0x3fff_f000), 0x1000, |_| {}).unwrap().ignore();
+    assert!(same(&pt), "the unmap freed the tables the map created");
+    let e = pt.map_range(va(0x1000), pa(0x1000), 0x30_0000, f, HugePages::all());
+    assert_eq!(e, Err(PagingError::AlreadyMapped { addr: va(0x20_0000) }));
+    assert!(same(&pt));
+    let e = pt.map_range(va(0x80_2000), pa(0), 0x2000, f, HugePages::all());
+    assert_eq!(e, Err(PagingError::AlreadyMapped { addr: va(0x80_2000) }));
+    assert!(same(&pt));
+    // Bad input.
+    assert_eq!(
+        pt.map_range(va(0x1001), pa(0), 0x1000, f, HugePages::all()),
+        Err(PagingError::Misaligned { value: 0x1001, align: 0x1000 })
+    );
+    assert_eq!(
+        pt.map_range(va(0x1000), pa(0x10), 0x1000, f, HugePages::all()),
+        Err(PagingError::Misaligned { value: 0x10, align: 0x1000 })
+    );
+    assert_eq!(
+        pt.map_range(va(0x1000), pa(0), 0x10, f, HugePages::all()),
+        Err(PagingError::Misaligned { value: 0x10, align: 0x1000 })
+    );
+    assert_eq!(pt.map_range(va(0x1000), pa(0), 0, f, HugePages::all()), Err(PagingError::EmptyRange));
+    assert_eq!(
+        pt.map_range(va(0x1000), pa(0), 0x1000, MapFlags::WRITE, HugePages::all()),
+        Err(PagingError::InvalidFlags)
+    );
+    assert_eq!(
+        pt.map(va(0x4000_0000), pa(0x1000), PageSize::Size2MiB, f),
+        Err(PagingError::HugeFrameMisaligned { phys: 0x1000, size: PageSize::Size2MiB })
+    );
+    let non48 = 0x0000_8000_0000_0000;
+    assert_eq!(
+        pt.map_range(va(non48), pa(0), 0x1000, f, HugePages::all()),
+        Err(PagingError::BadAddress(AddrError::NotCanonical { addr: non48, mode: PagingMode::FourLevel }))
+    );
+    // A range running off the top of the lower half: its last byte is the
+    // first non-canonical address checked.
+    assert_eq!(
+        pt.map_range(va(0x7fff_ffff_f000), pa(0), 0x2000, f, HugePages::all()),
+        Err(PagingError::BadAddress(AddrError::NotCanonical { addr: 0x8000_0000_0fff, mode: PagingMode::FourLevel }))
+    );
+    assert_eq!(pt.unmap_range(va(0x20_0000), 0x40_0000, |_| {}), Err(PagingError::NotMapped { addr: va(0x40_0000) }));
+    assert_eq!(pt.protect_range(va(0x7f_f000), 0x2000, f), Err(PagingError::NotMapped { addr: va(0x7f_f000) }));
+    assert_eq!(pt.split(va(0x80_0000)), Err(PagingError::NotMapped { addr: va(0x80_0000) }));
+    assert!(same(&pt));
+    // No memory for tables: the map needs 3 new tables; the 2nd allocation fails.
+    frames.fail_nth_allocation(2);
+    let e = pt.map_range(va(0x7000_0000_0000), pa(0), 0x1000, f, HugePages::all());
+    assert_eq!(e, Err(PagingError::OutOfFrames(FrameError::OutOfMemory { order: Order::ZERO })));
+    assert!(same(&pt), "preallocated tables were given back");
+    // A split needs a table too.
+    frames.fail_nth_allocation(1);
+    assert!(matches!(pt.unmap_range(va(0x20_0000), 0x1000, |_| {}), Err(PagingError::OutOfFrames(_))));
+    assert!(same(&pt));
+}
+
+#[test]
+fn unmap_returns_frames_and_frees_empty_tables() {
+    // MODEL 3.
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let baseline = frames.free_frames();
+    let start = 0xffff_8000_0000_0000u64 + (1 << 30) - 0x3000;
+    let len = (1 << 30) + (4 << 20) + 0x5000;
+    pt.map_range(va(start), pa(0x1000_0000 - 0x3000), len, MapFlags::KERNEL_DATA, HugePages::all()).unwrap().ignore();
+    let mapped = snapshot(&pt);
+    assert!(pt.table_pages() > 4);
+    let mut got = BTreeMap::new();
+    let flush = pt
+        .unmap_range(va(start), len, |u| {
+            if let Unmapped::Page { va, frame, size, flags } = u {
+                got.insert(va.as_u64(), (frame.as_u64(), size, flags));
+            }
+        })
+        .unwrap();
+    assert_eq!(got, mapped, "every mapping is reported with its frame");
+    assert_eq!(flush.pages(), len / 4096);
+    flush.ignore();
+    assert_eq!(pt.table_pages(), 1, "only the root is left");
+    assert_eq!(frames.free_frames(), baseline);
+}
+
+#[test]
+fn partial_unmap_and_protect_split_huge_pages() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let f = MapFlags::KERNEL_DATA;
+    pt.map(va(1 << 30), pa(1 << 30), PageSize::Size1GiB, f).unwrap().ignore();
+    // Protect one 4 KiB page in the middle: 1 GiB -> 2 MiB pages -> 4 KiB pages.
+    let target = (1u64 << 30) + (6 << 20) + 0x5000;
+    let flush = pt.protect_range(va(target), 0x1000, MapFlags::READ).unwrap();
+    assert_eq!(flush.pages(), 1);
+    flush.ignore();
+    let t = pt.translate(va(target)).unwrap();
+    assert_eq!((t.size, t.flags, t.phys.as_u64()), (PageSize::Size4KiB, MapFlags::READ, target));
+    let n = pt.translate(va(target + 0x1000)).unwrap();
+    assert_eq!((n.size, n.flags), (PageSize::Size4KiB, f));
+    let far = pt.translate(va((1 << 30) + (100 << 20))).unwrap();
+    assert_eq!((far.size, far.flags), (PageSize::Size2MiB, f));
+    let m = snapshot(&pt);
+    assert_eq!(m.len(), 511 + 512);
+    // Every byte still maps to the same physical address (MODEL 4).
+    for (v, (frame, size, _)) in &m {
+        assert_eq!(v, frame, "identity preserved across splits at {v:#x} ({size})");
+    }
+    // Explicit split of a 2 MiB page.
+    pt.split(va((1 << 30) + (100 << 20))).unwrap().ignore();
+    assert_eq!(pt.translate(va((1 << 30) + (100 << 20))).unwrap().size, PageSize::Size4KiB);
+    // Unmapping part of a 2 MiB page splits it and keeps the rest.
+    pt.unmap_range(va((1 << 30) + (200 << 20) + 0x1000), 0x1000, |_| {}).unwrap().ignore();
+    assert!(pt.translate(va((1 << 30) + (200 << 20) + 0x1000)).is_none());
+    assert!(pt.translate(va((1 << 30) + (200 << 20))).is_some());
+    assert!(pt.translate(va((1 << 30) + (200 << 20) + 0x2000)).is_some());
+}
+
+#[test]
+fn harvest_accessed_and_dirty_bits() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let hot = MapFlags::KERNEL_DATA | MapFlags::ACCESSED | MapFlags::DIRTY;
+    pt.map_range(va(0x10_0000), pa(0x10_0000), 0x4000, hot, HugePages::all()).unwrap().ignore();
+    pt.map_range(va(0x20_0000), pa(0x20_0000), 2 << 20, MapFlags::KERNEL_DATA | MapFlags::ACCESSED, HugePages::all())
+        .unwrap()
+        .ignore();
+    let mut seen = Vec::new();
+    let flush = pt
+        .harvest(va(0x10_0000), 0x30_0000, AccessBits::ACCESSED, |v, size, bits| seen.push((v.as_u64(), size, bits)))
+        .unwrap();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|s| s.2 == AccessBits::ACCESSED));
+    assert_eq!(seen[4], (0x20_0000, PageSize::Size2MiB, AccessBits::ACCESSED));
+    assert!(flush.pages() > 0);
+    flush.ignore();
+    // Accessed bits are clear now; dirty bits were left alone.
+    let mut again = 0;
+    pt.harvest(va(0x10_0000), 0x30_0000, AccessBits::ACCESSED, |_, _, _| again += 1).unwrap().ignore();
+    assert_eq!(again, 0);
+    let mut dirty = 0;
+    pt.harvest(va(0x10_0000), 0x30_0000, AccessBits::all(), |_, _, b| {
+        assert_eq!(b, AccessBits::DIRTY);
+        dirty += 1;
+    })
+    .unwrap()
+    .ignore();
+    assert_eq!(dirty, 4);
+    assert!(!pt.translate(va(0x10_0000)).unwrap().flags.contains(MapFlags::DIRTY));
+}
+
+#[test]
+fn swap_entries() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FIVE_LEVEL, ram.clone(), &frames).unwrap();
+    let f = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
+    pt.map_range(va(0x40_0000), pa(0x9000_0000), 2 << 20, f, HugePages::all()).unwrap().ignore();
+    let s = SwapEntry::new(3, 12345).unwrap();
+    // Swap out one page of a 2 MiB mapping: split, replace, report the frame.
+    let (old, flush) = pt.set_swap(va(0x40_1000), s).unwrap();
+    let old = old.unwrap();
+    assert_eq!((old.frame.as_u64(), old.flags), (0x9000_1000, f));
+    assert_eq!(flush.pages(), 1);
+    flush.ignore();
+    assert_eq!(pt.lookup(va(0x40_1000)).unwrap(), Lookup::Swapped(s));
+    assert!(pt.translate(va(0x40_1000)).is_none());
+    assert_eq!(pt.set_swap(va(0x40_1000), s), Err(PagingError::AlreadyMapped { addr: va(0x40_1000) }));
+    assert_eq!(
+        pt.map_range(va(0x40_1000), pa(0), 0x1000, f, HugePages::all()),
+        Err(PagingError::AlreadyMapped { addr: va(0x40_1000) })
+    );
+    // Swap entries are left alone by protect and reported by unmap.
+    pt.protect_range(va(0x40_0000), 0x3000, MapFlags::READ).unwrap().ignore();
+    assert_eq!(pt.lookup(va(0x40_1000)).unwrap(), Lookup::Swapped(s));
+    // Swap in.
+    assert_eq!(pt.replace_swap(va(0x40_1000), pa(0x7000), f), Ok(s));
+    assert_eq!(pt.translate(va(0x40_1000)).unwrap().phys.as_u64(), 0x7000);
+    assert_eq!(pt.replace_swap(va(0x40_1000), pa(0x7000), f), Err(PagingError::NotMapped { addr: va(0x40_1000) }));
+    // A swap entry in an empty area creates tables; unmap reports it.
+    let t = SwapEntry::new(0, 7).unwrap();
+    assert_eq!(pt.set_swap(va(0x7000_0000), t).unwrap().0, None);
+    let mut reported = Vec::new();
+    pt.unmap_range(va(0x7000_0000), 0x1000, |u| reported.push(u)).unwrap().ignore();
+    assert_eq!(reported, [Unmapped::Swap { va: va(0x7000_0000), entry: t }]);
+    assert_eq!(pt.lookup(va(0x7000_0000)).unwrap(), Lookup::Unmapped);
+    assert_eq!(SwapEntry::new(32, 0), None);
+}
+
+#[test]
+fn flush_records_batch() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    pt.map_range(va(0x10_0000), pa(0), 0x40_0000, MapFlags::KERNEL_DATA, HugePages::empty()).unwrap().ignore();
+    let mut batch = FlushBatch::new();
+    pt.protect_range(va(0x10_0000), 0x2000, MapFlags::READ).unwrap().batch(&mut batch);
+    pt.protect_range(va(0x20_0000), 0x1000, MapFlags::READ).unwrap().batch(&mut batch);
+    let mut tlb = RecordingTlb::default();
+    batch.finish(&mut tlb, &NoShootdown);
+    assert_eq!((tlb.pages.total(), tlb.full_flushes), (3, 0));
+    let mut batch = FlushBatch::new();
+    pt.unmap_range(va(0x10_0000), 0x40_0000, |_| {}).unwrap().batch(&mut batch);
+    assert!(batch.is_full_flush());
+    batch.finish(&mut tlb, &NoShootdown);
+    assert_eq!(tlb.full_flushes, 1);
+}
+
+#[test]
+fn interoperates_with_the_x86_64_crate() {
+    use x86_64::structures::paging::{
+        FrameAllocator, Mapper, OffsetPageTable, Page, PageTable as XTable, PageTableFlags, PhysFrame, Size4KiB,
+        Translate,
+    };
+    let (ram, frames) = setup();
+    let mut alloc = mm_types::x86::X86FrameAllocator::new(&frames, mm_types::AllocFlags::ZERO);
+    let root: PhysFrame<Size4KiB> = alloc.allocate_frame().unwrap();
+    let offset = ram.translate_offset();
+    // SAFETY: the simulated RAM is reachable at `phys + offset`, and `root` is
+    // a zeroed table page that only this test uses.
+    let mut xpt = unsafe {
+        let table = &mut *((root.start_address().as_u64() + offset) as *mut XTable);
+        OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
+    };
+    let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(0x5555_0000));
+    let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(0x123_4000));
+    let xflags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    // SAFETY: the frame is a number nobody dereferences.
+    unsafe { xpt.map_to(page, frame, xflags, &mut alloc).unwrap().ignore() };
+    // SAFETY: the hierarchy came from `frames`, is reachable through `ram`,
+    // and the x86_64 mapper is not used while `pt` changes it.
+    let mut pt = unsafe { PageTable::from_root(X86_64::FOUR_LEVEL, ram.clone(), &frames, root.start_address().into()) };
+    let t = pt.translate(va(0x5555_0abc)).unwrap();
+    assert_eq!(t.phys.as_u64(), 0x123_4abc);
+    assert_eq!(PageTableFlags::from(t.flags) & xflags, xflags);
+    pt.map(va(0x6666_0000), pa(0x99_9000), PageSize::Size4KiB, MapFlags::READ | MapFlags::EXECUTE).unwrap().ignore();
+    assert_eq!(xpt.translate_addr(x86_64::VirtAddr::new(0x6666_0123)), Some(x86_64::PhysAddr::new(0x99_9123)));
+}
