@@ -82,3 +82,7 @@ pub use swap::SwapEntry;
 pub use tlb::HardwareTlb;
 pub use tlb::{heapless_pages, Flush, FlushBatch, NoShootdown, RecordingTlb, Shootdown, TlbFlush, BATCH_PAGES};
 pub use x86::{entry_bits, map_flags, EntryBits, X86_64};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -17,7 +17,7 @@ use crate::arch::{level_index, level_span, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::flags::{AccessBits, HugePages, MapFlags};
 use crate::swap::SwapEntry;
-use crate::table::entries;
+use crate::table::{entries, entries_linear};
 use crate::tlb::Flush;
 
 /// A present mapping, as [`PageTable::translate`] finds it.
@@ -123,6 +123,8 @@ pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
     mem: M,
     frames: F,
     root: PhysAddr,
+    /// `mem.linear_offset()`, read once.
+    linear: Option<u64>,
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTable<A, M, F> {
@@ -134,8 +136,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTa
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// An empty hierarchy with a fresh root table from `frames`.
     pub fn new(arch: A, mem: M, frames: F) -> Result<Self, PagingError> {
-        let root = frames.allocate(Order::ZERO, AllocFlags::ZERO)?.start_address();
-        Ok(PageTable { arch, mem, frames, root })
+        let block = frames.allocate(Order::ZERO, AllocFlags::ZERO)?;
+        // Check the root is reachable (and zero it, whatever the provider
+        // did) before the walker relies on it.
+        // SAFETY: the block was just allocated to us.
+        if unsafe { mem.zero_block(block) }.is_err() {
+            let _ = frames.free(block);
+            return Err(PagingError::OutOfFrames(mm_types::FrameError::NotOwned(block)));
+        }
+        let linear = mem.linear_offset();
+        Ok(PageTable { arch, mem, frames, root: block.start_address(), linear })
     }
 
     /// Takes over an existing hierarchy (one built by the bootloader or by
@@ -149,7 +159,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// empties them, or in `destroy`) may be returned to `frames`, so they
     /// must have come from it.
     pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
-        PageTable { arch, mem, frames, root }
+        let linear = mem.linear_offset();
+        PageTable { arch, mem, frames, root, linear }
     }
 
     /// The root table's physical address (what CR3 holds).
@@ -174,9 +185,15 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 
     #[inline]
     fn table(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
-        // SAFETY: every table page this walker reaches belongs to this
-        // hierarchy (constructor contracts), and `&self` keeps it alive.
-        unsafe { entries(&self.mem, phys) }
+        match self.linear {
+            // SAFETY: every table page this walker reaches belongs to this
+            // hierarchy and was checked reachable when allocated (or vouched
+            // for by `from_root`); `&self` keeps it alive; `linear` is the
+            // accessor's linear offset.
+            Some(offset) => unsafe { entries_linear(offset, phys) },
+            // SAFETY: as above.
+            None => unsafe { entries(&self.mem, phys) },
+        }
     }
 
     /// The entry `idx` of a node at `level`.
@@ -693,8 +710,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let mut t = self.root;
         let mut level = self.arch.levels();
         let v = va.as_u64();
+        let mut shift = 12 + 9 * (level as u32 - 1);
         loop {
-            let e = self.table(t)[level_index(v, level)].load(Ordering::Relaxed);
+            let e = self.table(t)[((v >> shift) & 511) as usize].load(Ordering::Relaxed);
             if !self.arch.is_present(e) {
                 return None;
             }
@@ -712,6 +730,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             }
             t = self.arch.table_phys(e);
             level -= 1;
+            shift -= 9;
         }
     }
 

@@ -12,12 +12,29 @@ use mm_types::{PhysAddr, PhysMemory, PAGE_SIZE};
 
 use crate::arch::ENTRIES;
 
-/// The entries of the table page at `phys`.
+/// The entries of the table page at `phys`, by adding the accessor's linear
+/// offset.
 ///
 /// # Safety
 ///
 /// `phys` is a table page owned by the caller's page table, which stays
-/// borrowed for `'m`.
+/// borrowed for `'m`, and `offset` is the accessor's `linear_offset`.
+#[inline]
+pub(crate) unsafe fn entries_linear<'m>(offset: u64, phys: PhysAddr) -> &'m [AtomicU64; ENTRIES] {
+    let p = phys.as_u64().wrapping_add(offset) as usize as *const [AtomicU64; ENTRIES];
+    // SAFETY: the caller's accessor maps memory linearly at `offset`
+    // (`PhysMemory::linear_offset` contract), and `phys` is a table page of
+    // the caller's hierarchy, checked reachable through `translate` when it
+    // was allocated (or vouched for by `from_root`); the rest as in
+    // `entries`.
+    unsafe { &*p }
+}
+
+/// The entries of the table page at `phys`, through the checked accessor.
+///
+/// # Safety
+///
+/// As [`entries_linear`].
 #[inline]
 pub(crate) unsafe fn entries<M: PhysMemory>(mem: &M, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
     let p = match mem.translate(phys, PAGE_SIZE) {

@@ -46,7 +46,11 @@ impl core::error::Error for PhysAccessError {}
 ///    accessor lives;
 /// 2. it is the same memory for the same physical address every time, and
 ///    distinct physical bytes never share a virtual byte;
-/// 3. a 4 KiB aligned `addr` gives a 4 KiB aligned `ptr`.
+/// 3. a 4 KiB aligned `addr` gives a 4 KiB aligned `ptr`;
+/// 4. if [`linear_offset`](PhysMemory::linear_offset) returns `Some(o)`,
+///    every successful `translate(addr, len)` returns `addr + o` (wrapping),
+///    so callers that already know an address is reachable may compute the
+///    pointer themselves.
 ///
 /// Who may read or write that memory is the caller's business: the frame
 /// provider's ownership rules decide it, and the `unsafe` helper methods
@@ -54,6 +58,15 @@ impl core::error::Error for PhysAccessError {}
 pub unsafe trait PhysMemory: Sync {
     /// A pointer to `len` bytes starting at `addr`.
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError>;
+
+    /// `Some(o)` if reachable physical memory is mapped linearly, physical
+    /// address `p` at `p + o` (a direct map). Hot paths that revisit memory
+    /// they already checked with [`translate`](PhysMemory::translate) (page
+    /// table walks) then skip the bounds checks. The default says nothing.
+    #[inline]
+    fn linear_offset(&self) -> Option<u64> {
+        None
+    }
 
     /// Fills a block of frames with zeros.
     ///
@@ -121,6 +134,9 @@ unsafe impl<M: PhysMemory + ?Sized> PhysMemory for &M {
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
         (**self).translate(addr, len)
     }
+    fn linear_offset(&self) -> Option<u64> {
+        (**self).linear_offset()
+    }
 }
 
 /// The kernel's direct map: physical address `p` is reached at virtual
@@ -150,8 +166,14 @@ impl DirectMap {
 }
 
 // SAFETY: `new`'s contract makes every address below `limit` mapped at
-// `offset + p`, a fixed, injective, alignment-preserving mapping.
+// `offset + p`, a fixed, injective, alignment-preserving (offset is 4 KiB
+// aligned), linear mapping.
 unsafe impl PhysMemory for DirectMap {
+    #[inline]
+    fn linear_offset(&self) -> Option<u64> {
+        Some(self.offset)
+    }
+
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
         let end = addr.as_u64().checked_add(len as u64);
         match end {

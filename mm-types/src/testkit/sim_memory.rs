@@ -142,8 +142,17 @@ impl core::fmt::Debug for SimPhysMemory {
 // fully inside the span and outside every hole (1); the buffer lives as long
 // as any handle (Arc) and address -> pointer is a fixed offset, so the same
 // address always gives the same byte and distinct addresses distinct bytes
-// (2); base and buffer are both page aligned, so alignment is preserved (3).
+// (2); base and buffer are both page aligned, so alignment is preserved (3);
+// without holes every successful translation is `addr + translate_offset()`
+// (4).
 unsafe impl PhysMemory for SimPhysMemory {
+    /// Linear (buffer address minus base) when there are no holes; with
+    /// holes, every access must go through the checked `translate`.
+    #[inline]
+    fn linear_offset(&self) -> Option<u64> {
+        self.inner.holes.is_empty().then(|| self.translate_offset())
+    }
+
     #[inline]
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
         let inner = &*self.inner;
