@@ -168,8 +168,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                 return Err(BuddyError::BadConfig("more than MAX_RESERVED reserved ranges"));
             }
             for p in &pieces[..n] {
-                // SAFETY: the piece is part of `usable` outside `reserved`,
-                // which the caller vouches for.
+                // SAFETY: the piece is part of `usable` outside `reserved`, which the caller vouches for.
                 report += unsafe { self.add_memory(*p)? };
             }
         }
@@ -225,8 +224,8 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             return Ok(AddReport { skipped_frames: end - start, ..Default::default() });
         }
         let first = start + meta_frames;
-        // SAFETY: the caller gives us `[start, end)`; its first `meta_frames`
-        // frames become metadata, reachable through `M` for `'a`.
+        // The caller gives us `[start, end)`.
+        // SAFETY: its first `meta_frames` frames become metadata, reachable through `M` for `'a`.
         let meta = unsafe { crate::meta::carve(&self.mem, start, meta_frames) };
         let r = Region::new(first, end, z, pb, meta);
         let mut pb_frame = first;

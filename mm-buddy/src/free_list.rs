@@ -47,10 +47,9 @@ impl Node {
 
     #[inline]
     fn get(self, slot: usize) -> u64 {
-        // SAFETY: the pointer is valid and 8-byte aligned for 16 bytes
-        // (frame-aligned translation, `PhysMemory` contract) and `slot` < 2;
-        // the frame is free and on a list the caller owns (module rule), so
-        // nobody else accesses these bytes.
+        // The pointer is valid and 8-byte aligned for 16 bytes (frame-aligned translation, `PhysMemory` contract) and
+        // `slot` < 2.
+        // SAFETY: the frame is free and on a list the caller owns (module rule), so nobody else accesses these bytes.
         unsafe { self.0.add(slot).read() }
     }
 

@@ -121,8 +121,7 @@ impl Harness {
             return;
         }
         let r = PhysRange::new(PhysAddr::new(BASE + (self.added_mib << 20)).expect("small"), 1 << 20).expect("small");
-        // SAFETY: the simulated RAM is used only by this allocator, and the
-        // allocator holds a handle to it.
+        // SAFETY: the simulated RAM is used only by this allocator, and the allocator holds a handle to it.
         let rep = unsafe { self.buddy.add_memory(r) }.expect("spare memory adds");
         assert_eq!(rep.frames + rep.metadata_frames + rep.skipped_frames, 256);
         self.added_mib += 1;
@@ -301,32 +300,18 @@ pub fn run(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
 
     #[test]
     fn generated_inputs() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut buf = std::vec![0u8; 2048];
-        for _ in 0..if cfg!(miri) { 2 } else { 60 } {
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            run(&buf);
-        }
+        random_inputs(0x2545_f491, 2048, if cfg!(miri) { 2 } else { 60 }, run);
     }
 
     /// Replays the checked-in cargo-fuzz corpus.
     #[test]
     #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
     fn corpus_replay() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/buddy_model");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("corpus directory is checked in") {
-            run(&std::fs::read(entry.expect("entry").path()).expect("readable"));
-            n += 1;
-        }
-        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "buddy_model", run);
+        assert!(n >= 8, "the corpus has only {n} inputs");
     }
 }

@@ -15,11 +15,10 @@ pub(crate) unsafe fn carve<'a, M: PhysMemory>(mem: &M, start: u64, frames: u64) 
     let len = (frames << PAGE_SHIFT) as usize;
     let addr = PhysAddr::new(start << PAGE_SHIFT).expect("managed frames are in the physical range");
     let ptr = mem.translate(addr, len).expect("reachability was checked by the caller");
-    // SAFETY: valid for `len` bytes (`PhysMemory` contract) and unused by
-    // anyone else for `'a` (caller's contract).
+    // SAFETY: valid for `len` bytes (`PhysMemory` contract) and unused by anyone else for `'a` (caller's contract).
     unsafe { ptr.as_ptr().write_bytes(0, len) };
-    // SAFETY: `AtomicU8` has the size and alignment of `u8`; the bytes are
-    // initialised (zeroed above), valid and exclusively ours for `'a`, and are
-    // only accessed through these atomics from now on.
+    // `AtomicU8` has the size and alignment of `u8`; the bytes are initialised (zeroed above), valid and exclusively
+    // ours for `'a`.
+    // SAFETY: are only accessed through these atomics from now on.
     unsafe { core::slice::from_raw_parts(ptr.as_ptr().cast::<AtomicU8>(), len) }
 }

@@ -22,22 +22,12 @@ fn exact() -> BuddyConfig {
 
 fn buddy_over(mem: &SimPhysMemory, config: BuddyConfig) -> Buddy {
     let b = BuddyAllocator::new(mem.clone(), SingleCpu, config).unwrap();
-    // SAFETY: the simulated RAM is used by nothing else and outlives `b`
-    // (the allocator holds a handle to it).
+    // SAFETY: the simulated RAM is used by nothing else and outlives `b` (the allocator holds a handle to it).
     unsafe { b.add_boot_memory(&mem.ram_ranges(), &[]).unwrap() };
     b
 }
 
-/// Simple deterministic generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use mm_types::testkit::XorShift as Rng;
 
 #[test]
 #[cfg_attr(miri, ignore = "allocates every frame: too slow interpreted; the light tests cover the same unsafe paths")]

@@ -320,32 +320,18 @@ pub fn run(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
 
     #[test]
     fn generated_inputs() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = std::vec![0u8; 1024];
-        for _ in 0..if cfg!(miri) { 2 } else { 100 } {
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            run(&buf);
-        }
+        random_inputs(0x9e37_79b9, 1024, if cfg!(miri) { 2 } else { 100 }, run);
     }
 
     /// Replays the checked-in cargo-fuzz corpus.
     #[test]
     #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
     fn corpus_replay() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/paging_model");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("corpus directory is checked in") {
-            run(&std::fs::read(entry.expect("entry").path()).expect("readable"));
-            n += 1;
-        }
-        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "paging_model", run);
+        assert!(n >= 8, "the corpus has only {n} inputs");
     }
 }

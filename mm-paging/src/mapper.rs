@@ -186,10 +186,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     #[inline]
     fn table(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
         match self.linear {
-            // SAFETY: every table page this walker reaches belongs to this
-            // hierarchy and was checked reachable when allocated (or vouched
-            // for by `from_root`); `&self` keeps it alive; `linear` is the
-            // accessor's linear offset.
+            // Every table page this walker reaches belongs to this hierarchy and was checked reachable when allocated
+            // (or vouched for by `from_root`); `&self` keeps it alive.
+            // SAFETY: `linear` is the accessor's linear offset.
             Some(offset) => unsafe { entries_linear(offset, phys) },
             // SAFETY: as above.
             None => unsafe { entries(&self.mem, phys) },
@@ -249,8 +248,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 
     /// A page just allocated (or about to be freed): not in the hierarchy.
     fn fresh_table(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
-        // SAFETY: the page was allocated to this page table and is not
-        // reachable from the root, so nothing else accesses it.
+        // SAFETY: the page was allocated to this page table and is not linked from the root: nothing else uses it.
         unsafe { entries(&self.mem, phys) }
     }
 
@@ -748,15 +746,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 
     /// The level-1 entry for `va`, if the tables down to level 1 exist.
     fn level1_entry(&self, va: VirtAddr) -> Option<u64> {
-        let mut t = self.root;
-        for level in (2..=self.arch.levels()).rev() {
-            let e = self.table(t)[level_index(va.as_u64(), level)].load(Ordering::Relaxed);
-            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
-                return None;
-            }
-            t = self.arch.table_phys(e);
-        }
-        Some(self.table(t)[level_index(va.as_u64(), 1)].load(Ordering::Relaxed))
+        self.level1_slot(va).map(|s| s.load(Ordering::Relaxed))
     }
 
     /// Calls `f` for every present leaf overlapping `[va, va + len)`, in
@@ -974,8 +964,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         use x86_64::registers::control::{Cr3, Cr3Flags};
         use x86_64::structures::paging::PhysFrame;
         let frame = PhysFrame::containing_address(self.root.into());
-        // SAFETY: the caller guarantees CPL 0 and a hierarchy that maps
-        // everything in use.
+        // SAFETY: the caller guarantees CPL 0 and a hierarchy that maps everything in use.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     }
 }

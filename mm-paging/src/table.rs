@@ -22,11 +22,10 @@ use crate::arch::ENTRIES;
 #[inline]
 pub(crate) unsafe fn entries_linear<'m>(offset: u64, phys: PhysAddr) -> &'m [AtomicU64; ENTRIES] {
     let p = phys.as_u64().wrapping_add(offset) as usize as *const [AtomicU64; ENTRIES];
-    // SAFETY: the caller's accessor maps memory linearly at `offset`
-    // (`PhysMemory::linear_offset` contract), and `phys` is a table page of
-    // the caller's hierarchy, checked reachable through `translate` when it
-    // was allocated (or vouched for by `from_root`); the rest as in
-    // `entries`.
+    // The caller's accessor maps memory linearly at `offset` (`PhysMemory::linear_offset` contract), and `phys` is a
+    // table page of the caller's hierarchy, checked reachable through `translate` when it was allocated (or vouched
+    // for by `from_root`).
+    // SAFETY: so `p` is that page's 4096 bytes, aligned, valid and shared only atomically, as in `entries`.
     unsafe { &*p }
 }
 
@@ -41,11 +40,9 @@ pub(crate) unsafe fn entries<M: PhysMemory>(mem: &M, phys: PhysAddr) -> &[Atomic
         Ok(p) => p,
         Err(_) => unreachable_table(phys),
     };
-    // SAFETY: `translate` gives 4096 bytes, page aligned (so aligned for
-    // `AtomicU64`), valid while `mem` is borrowed; any bit pattern is a valid
-    // `AtomicU64`; the page is a table of the caller's hierarchy (contract),
-    // which nothing else frees or reuses while the page table is borrowed,
-    // and all access to it is atomic.
+    // `translate` gives 4096 bytes, page aligned (so aligned for `AtomicU64`), valid while `mem` is borrowed; any bit
+    // pattern is a valid `AtomicU64`.
+    // SAFETY: the page belongs to the caller's hierarchy, nothing frees it while borrowed, and all access is atomic.
     unsafe { &*p.as_ptr().cast::<[AtomicU64; ENTRIES]>() }
 }
 

@@ -20,6 +20,17 @@ const D: u64 = 1 << 7;
 const SWAP: u64 = 1 << 8;
 const PPN_SHIFT: u32 = 10;
 
+/// Which entry bit carries which flag.
+const FLAG_BITS: [(MapFlags, u64); 7] = [
+    (MapFlags::READ, R),
+    (MapFlags::WRITE, W),
+    (MapFlags::EXECUTE, X),
+    (MapFlags::USER, U),
+    (MapFlags::GLOBAL, G),
+    (MapFlags::ACCESSED, A),
+    (MapFlags::DIRTY, D),
+];
+
 impl PagingArch for Sv39 {
     fn levels(&self) -> u8 {
         3
@@ -42,41 +53,14 @@ impl PagingArch for Sv39 {
         e & (R | W | X) != 0
     }
     fn leaf(&self, phys: PhysAddr, flags: MapFlags, _level: u8) -> u64 {
-        let mut e = V | (phys.as_u64() >> 12) << PPN_SHIFT;
-        for (f, b) in [
-            (MapFlags::READ, R),
-            (MapFlags::WRITE, W),
-            (MapFlags::EXECUTE, X),
-            (MapFlags::USER, U),
-            (MapFlags::GLOBAL, G),
-            (MapFlags::ACCESSED, A),
-            (MapFlags::DIRTY, D),
-        ] {
-            if flags.contains(f) {
-                e |= b;
-            }
-        }
-        e
+        let bits = FLAG_BITS.iter().filter(|(f, _)| flags.contains(*f)).fold(0, |e, (_, b)| e | b);
+        V | (phys.as_u64() >> 12) << PPN_SHIFT | bits
     }
     fn leaf_phys(&self, e: u64, _level: u8) -> PhysAddr {
         PhysAddr::new((e >> PPN_SHIFT) << 12).unwrap()
     }
     fn leaf_flags(&self, e: u64, _level: u8) -> MapFlags {
-        let mut f = MapFlags::empty();
-        for (flag, b) in [
-            (MapFlags::READ, R),
-            (MapFlags::WRITE, W),
-            (MapFlags::EXECUTE, X),
-            (MapFlags::USER, U),
-            (MapFlags::GLOBAL, G),
-            (MapFlags::ACCESSED, A),
-            (MapFlags::DIRTY, D),
-        ] {
-            if e & b != 0 {
-                f |= flag;
-            }
-        }
-        f
+        FLAG_BITS.iter().filter(|(_, b)| e & b != 0).fold(MapFlags::empty(), |f, (flag, _)| f | *flag)
     }
     fn table(&self, phys: PhysAddr) -> u64 {
         V | (phys.as_u64() >> 12) << PPN_SHIFT
@@ -104,7 +88,9 @@ fn sv39_through_the_same_engine() {
     // 1 GiB + 2 MiB + 4 KiB: one page of each size (level 3 is the root here).
     let va = VirtAddr::new(0x1_0000_0000 - 0x1000 - (2 << 20)).unwrap();
     let len = 0x1000 + (2 << 20) + (1 << 30);
-    pt.map_range(va, PhysAddr::new(0x8000_0000 - 0x1000 - (2 << 20)).unwrap(), len, f, HugePages::all()).unwrap().ignore();
+    pt.map_range(va, PhysAddr::new(0x8000_0000 - 0x1000 - (2 << 20)).unwrap(), len, f, HugePages::all())
+        .unwrap()
+        .ignore();
     let mut sizes = Vec::new();
     pt.for_each_mapping(va, len, |m| sizes.push(m.size)).unwrap();
     assert_eq!(sizes, [PageSize::Size4KiB, PageSize::Size2MiB, PageSize::Size1GiB]);
@@ -119,6 +105,7 @@ fn sv39_through_the_same_engine() {
     assert_eq!(n, 1 + 1 + 511 + 512);
     assert_eq!(pt.table_pages(), 1);
     // Sv39 addresses stop at 39 bits (bit 38 is the sign bit).
-    let e = pt.map_range(VirtAddr::new(0x40_0000_0000).unwrap(), PhysAddr::new(0).unwrap(), 0x1000, f, HugePages::all());
+    let e =
+        pt.map_range(VirtAddr::new(0x40_0000_0000).unwrap(), PhysAddr::new(0).unwrap(), 0x1000, f, HugePages::all());
     assert!(matches!(e, Err(PagingError::BadAddress(_))));
 }

@@ -317,8 +317,8 @@ fn interoperates_with_the_x86_64_crate() {
     let mut alloc = mm_types::x86::X86FrameAllocator::new(&frames, mm_types::AllocFlags::ZERO);
     let root: PhysFrame<Size4KiB> = alloc.allocate_frame().unwrap();
     let offset = ram.translate_offset();
-    // SAFETY: the simulated RAM is reachable at `phys + offset`, and `root` is
-    // a zeroed table page that only this test uses.
+    // The simulated RAM is reachable at `phys + offset`.
+    // SAFETY: `root` is a zeroed table page that only this test uses.
     let mut xpt = unsafe {
         let table = &mut *((root.start_address().as_u64() + offset) as *mut XTable);
         OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
@@ -328,8 +328,8 @@ fn interoperates_with_the_x86_64_crate() {
     let xflags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
     // SAFETY: the frame is a number nobody dereferences.
     unsafe { xpt.map_to(page, frame, xflags, &mut alloc).unwrap().ignore() };
-    // SAFETY: the hierarchy came from `frames`, is reachable through `ram`,
-    // and the x86_64 mapper is not used while `pt` changes it.
+    // The hierarchy came from `frames`, is reachable through `ram`.
+    // SAFETY: the x86_64 mapper is not used while `pt` changes it.
     let mut pt = unsafe { PageTable::from_root(X86_64::FOUR_LEVEL, ram.clone(), &frames, root.start_address().into()) };
     let t = pt.translate(va(0x5555_0abc)).unwrap();
     assert_eq!(t.phys.as_u64(), 0x123_4abc);

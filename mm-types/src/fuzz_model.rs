@@ -160,17 +160,7 @@ mod tests {
     /// Deterministic pseudo-random inputs, small enough for miri.
     #[test]
     fn generated_inputs() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = std::vec![0u8; 512];
-        for _ in 0..if cfg!(miri) { 4 } else { 200 } {
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            run(&buf);
-        }
+        crate::testkit::fuzzing::random_inputs(0x9e37_79b9, 512, if cfg!(miri) { 4 } else { 200 }, run);
     }
 
     #[test]
@@ -194,13 +184,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
     fn corpus_replay() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/types_addr");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("corpus directory is checked in") {
-            let data = std::fs::read(entry.expect("entry").path()).expect("readable");
-            run(&data);
-            n += 1;
-        }
-        assert!(n >= 8, "corpus at {} has only {n} inputs", dir.display());
+        let n = crate::testkit::fuzzing::replay_corpus(env!("CARGO_MANIFEST_DIR"), "types_addr", run);
+        assert!(n >= 8, "the corpus has only {n} inputs");
     }
 }

@@ -76,8 +76,7 @@ pub unsafe trait PhysMemory: Sync {
     unsafe fn zero_block(&self, block: FrameBlock) -> Result<(), PhysAccessError> {
         let len = block.bytes() as usize;
         let ptr = self.translate(block.start_address(), len)?;
-        // SAFETY: `translate` made `ptr` valid for `len` bytes, and the caller
-        // owns the block, so nobody else observes the write.
+        // SAFETY: `translate` made `ptr` valid for `len` bytes, and the caller owns the block: nobody else sees it.
         unsafe { ptr.as_ptr().write_bytes(0, len) };
         Ok(())
     }
@@ -89,9 +88,8 @@ pub unsafe trait PhysMemory: Sync {
     /// No other code writes those physical bytes meanwhile.
     unsafe fn read_bytes(&self, addr: PhysAddr, dst: &mut [u8]) -> Result<(), PhysAccessError> {
         let ptr = self.translate(addr, dst.len())?;
-        // SAFETY: the source is valid for `dst.len()` bytes (trait contract)
-        // and nobody writes it (caller's contract); `dst` is a distinct Rust
-        // buffer, so the two cannot overlap.
+        // The source is valid for `dst.len()` bytes (trait contract) and nobody writes it (caller's contract).
+        // SAFETY: `dst` is a distinct Rust buffer, so the two cannot overlap.
         unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
@@ -104,9 +102,8 @@ pub unsafe trait PhysMemory: Sync {
     /// meanwhile).
     unsafe fn write_bytes(&self, addr: PhysAddr, src: &[u8]) -> Result<(), PhysAccessError> {
         let ptr = self.translate(addr, src.len())?;
-        // SAFETY: the destination is valid for `src.len()` bytes and owned by
-        // the caller; `src` is a Rust slice, distinct from raw physical memory
-        // that nobody else references.
+        // The destination is valid for `src.len()` bytes and owned by the caller.
+        // SAFETY: `src` is a Rust slice, distinct from raw physical memory that nobody else references.
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), ptr.as_ptr(), src.len()) };
         Ok(())
     }
@@ -122,8 +119,8 @@ pub unsafe trait PhysMemory: Sync {
         if src == dst {
             return Ok(());
         }
-        // SAFETY: both are valid for a frame; distinct aligned frames do not
-        // overlap (trait contract 2); the caller owns `dst`.
+        // Both are valid for a frame; distinct aligned frames do not overlap (trait contract 2).
+        // SAFETY: the caller owns `dst`.
         unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), d.as_ptr(), PAGE_SIZE) };
         Ok(())
     }

@@ -20,8 +20,7 @@ const MAX_USABLE: usize = 32;
 
 /// Builds the allocator from the memory map, reserving `reserved`.
 pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames, AddReport), BuddyError> {
-    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write for the kernel's
-    // whole life, at offset 0.
+    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write for the kernel's whole life, at offset 0.
     let direct = unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(IDENTITY_LIMIT).expect("4 GiB")) };
     let frames = FRAMES.try_call_once(|| BuddyAllocator::new(direct, SingleCpu, BuddyConfig::default()))?;
     let limit = PhysRange::new(PhysAddr::ZERO, IDENTITY_LIMIT).expect("4 GiB");
@@ -36,9 +35,9 @@ pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames,
             }
         }
     }
-    // SAFETY: these ranges are RAM per the firmware's memory map, inside the
-    // identity map, and the reserved ranges (boot data in the first MiB, the
-    // kernel image) are excluded; nothing else in the kernel uses free RAM.
+    // These ranges are RAM per the firmware's memory map, inside the identity map, and the reserved ranges (boot data
+    // in the first MiB, the kernel image) are excluded.
+    // SAFETY: nothing else in the kernel uses free RAM.
     let report = unsafe { frames.add_boot_memory(&usable[..n], reserved)? };
     Ok((frames, report))
 }

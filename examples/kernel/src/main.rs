@@ -35,8 +35,7 @@ enum ExitCode {
 }
 
 fn exit_qemu(code: ExitCode) -> ! {
-    // SAFETY: port 0xf4 is the isa-debug-exit device QEMU is started with;
-    // writing it ends the virtual machine.
+    // SAFETY: port 0xf4 is the isa-debug-exit device QEMU is started with; writing it ends the virtual machine.
     unsafe { Port::<u32>::new(0xf4).write(code as u32) };
     loop {
         x86_64::instructions::hlt();
@@ -203,8 +202,8 @@ fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
 extern "C" fn kernel_main(start_info: u32) -> ! {
     serial::init();
     kprintln!("booted (PVH start info at {:#x})", start_info);
-    // SAFETY: `start_info` is what the PVH loader passed in %ebx (boot.rs),
-    // the first 4 GiB are identity mapped, and nothing allocates memory yet.
+    // `start_info` is what the PVH loader passed in %ebx (boot.rs), the first 4 GiB are identity mapped.
+    // SAFETY: nothing allocates memory yet.
     let info = match unsafe { pvh::parse(start_info as u64) } {
         Ok(i) => i,
         Err(why) => {

@@ -57,8 +57,8 @@ fn identity(pt: &mut KernelTables, r: PhysRange, flags: MapFlags) -> Result<(), 
 /// Builds the tables and loads them into CR3.
 pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) -> Result<Summary, PagingError> {
     let ram_end = ram_end.next_multiple_of(2 << 20);
-    // SAFETY: boot.rs identity-maps the first 4 GiB for as long as the boot
-    // tables are live, and the new tables map all RAM at the same place.
+    // Boot.rs identity-maps the first 4 GiB for as long as the boot tables are live.
+    // SAFETY: the new tables map all RAM at the same place.
     let mem = unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(4 << 30).expect("4 GiB")) };
     // SAFETY: this kernel runs at CPL 0.
     let arch = unsafe { X86_64::current() };
@@ -81,8 +81,8 @@ pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) ->
     }
     let tables = pt.table_pages();
     let pt = TABLES.call_once(|| pt);
-    // SAFETY: CPL 0; the new tables map everything the kernel touches at the
-    // addresses it uses now (image, stack, boot data, all RAM).
+    // CPL 0; the new tables map everything the kernel touches at the addresses it uses now (image, stack, boot data.
+    // SAFETY: all RAM).
     unsafe { pt.activate() };
     Ok(Summary { pages, tables, ram_end })
 }

@@ -71,8 +71,8 @@ pub unsafe fn parse(paddr: u64) -> Result<BootInfo, &'static str> {
     if paddr == 0 || !paddr.is_multiple_of(8) {
         return Err("no hvm_start_info pointer");
     }
-    // SAFETY: the loader placed a start info here (caller's contract) and the
-    // address is identity mapped and 8-byte aligned.
+    // The loader placed a start info here (caller's contract) and the address is identity mapped.
+    // SAFETY: 8-byte aligned.
     let info = unsafe { &*(paddr as *const StartInfo) };
     if info.magic != MAGIC {
         return Err("hvm_start_info has a bad magic number");
@@ -80,15 +80,13 @@ pub unsafe fn parse(paddr: u64) -> Result<BootInfo, &'static str> {
     if info.version < 1 || info.memmap_paddr == 0 || info.memmap_entries == 0 {
         return Err("hvm_start_info has no memory map (version 0)");
     }
-    // SAFETY: the loader wrote `memmap_entries` entries at `memmap_paddr`,
-    // identity mapped and never overwritten (caller's contract).
-    let memmap =
-        unsafe { core::slice::from_raw_parts(info.memmap_paddr as *const MemMapEntry, info.memmap_entries as usize) };
+    let (table, entries) = (info.memmap_paddr as *const MemMapEntry, info.memmap_entries as usize);
+    // SAFETY: the loader wrote that many entries there, identity mapped and kept (caller's contract).
+    let memmap = unsafe { core::slice::from_raw_parts(table, entries) };
     let cmdline = if info.cmdline_paddr == 0 {
         ""
     } else {
-        // SAFETY: a NUL-terminated string written by the loader, identity
-        // mapped and kept (caller's contract).
+        // SAFETY: a NUL-terminated string written by the loader, identity mapped and kept (caller's contract).
         let c = unsafe { core::ffi::CStr::from_ptr(info.cmdline_paddr as *const core::ffi::c_char) };
         c.to_str().unwrap_or("")
     };

@@ -36,8 +36,8 @@ impl Serial {
     }
 
     fn write_byte(&mut self, b: u8) {
-        // SAFETY: reading the line status register and writing the data
-        // register of COM1 have no effect beyond the UART.
+        // Reading the line status register.
+        // SAFETY: writing the data register of COM1 have no effect beyond the UART.
         unsafe {
             while self.line_status.read() & 0x20 == 0 {
                 core::hint::spin_loop();

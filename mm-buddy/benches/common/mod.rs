@@ -36,8 +36,8 @@ impl Ours {
     pub fn new(mem: &SimPhysMemory) -> Self {
         let config = BuddyConfig { min_free_kib: Some(0), ..BuddyConfig::default() };
         let buddy = BuddyAllocator::new(mem.clone(), SingleCpu, config).unwrap();
-        // SAFETY: the simulated RAM is used by this allocator only (each
-        // benchmark builds a new allocator after dropping the last).
+        // Each benchmark builds a new allocator only after dropping the last.
+        // SAFETY: so the simulated RAM is used by this allocator alone, which holds a handle to it.
         let rep = unsafe { buddy.add_memory(mem.span()).unwrap() };
         assert_eq!(rep.frames as usize, FRAMES);
         Ours { buddy }
@@ -157,17 +157,8 @@ impl Frames for FreeListPeer {
     }
 }
 
-/// Deterministic generator.
-pub struct Rng(pub u64);
-impl Rng {
-    #[inline]
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+/// Deterministic generator (the test kit's xorshift).
+pub use mm_types::testkit::XorShift as Rng;
 
 /// Order-0 alloc+free pairs with one frame held (the warm case).
 #[inline(always)]

@@ -165,8 +165,8 @@ impl X86Crate {
     pub fn new() -> Self {
         let root = pool().take().unwrap() << 12;
         let offset = pool().mem.translate_offset();
-        // SAFETY: the pool's RAM is reachable at `phys + offset`; `root` is a
-        // zeroed frame owned by this table for the rest of the program.
+        // The pool's RAM is reachable at `phys + offset`.
+        // SAFETY: `root` is a zeroed frame owned by this table for the rest of the program.
         let pt = unsafe {
             let table = &mut *(pool().host(root) as *mut x86_64::structures::paging::PageTable);
             x86_64::structures::paging::OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
@@ -264,17 +264,8 @@ impl Tables for Multiarch {
     }
 }
 
-/// Deterministic generator.
-pub struct Rng(pub u64);
-impl Rng {
-    #[inline]
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+/// Deterministic generator (the test kit's xorshift).
+pub use mm_types::testkit::XorShift as Rng;
 
 /// `n` translations of random addresses in the mapped range; returns a
 /// checksum so the work is not optimised away.

@@ -32,11 +32,13 @@
 //! ```
 
 mod cpus;
+pub mod fuzzing;
 mod mem_store;
 mod ref_frames;
 mod sim_memory;
 
 pub use cpus::HostCpus;
+pub use fuzzing::XorShift;
 pub use mem_store::MemStore;
 pub use ref_frames::RefFrameProvider;
 pub use sim_memory::{SimPhysMemory, SimPhysMemoryBuilder};

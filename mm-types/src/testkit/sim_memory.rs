@@ -170,8 +170,7 @@ unsafe impl PhysMemory for SimPhysMemory {
                 return Err(err);
             }
         }
-        // SAFETY: `offset + len <= size`, so the pointer stays inside (or one
-        // past the end of) the buffer allocation.
+        // SAFETY: `offset + len <= size`, so the pointer stays inside (or one past the end of) the buffer allocation.
         Ok(unsafe { inner.buf.add(offset as usize) })
     }
 }
