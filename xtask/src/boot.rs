@@ -154,14 +154,34 @@ pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64) -> Result<()
     Ok(())
 }
 
+/// Scenarios the boot test runs: command line, RAM in MiB, and lines that
+/// must appear besides the common ones.
+const SCENARIOS: &[(&str, u64, &[&str])] = &[
+    (
+        "smoke",
+        128,
+        &[
+            "mm-kernel: buddy: ok",
+            "(ours: true); text RX, rodata R, data RW+NX: true; direct map alias with huge page: true",
+        ],
+    ),
+    ("faults null", 128, &["mm-kernel: page fault: address 0x0: page not present, read access, kernel mode"]),
+    ("faults rodata", 128, &[": protection violation, write access, kernel mode"]),
+];
+
 /// The boot step of `cargo xtask test`.
 pub fn boot_test() -> bool {
     let Some(kernel) = build_kernel() else { return false };
     let mut ok = true;
-    for (scenario, ram_mib) in [("smoke", 128u64)] {
+    for &(scenario, ram_mib, required) in SCENARIOS {
         let Some(b) = boot(&kernel, scenario, &format!("{ram_mib}M"), false) else { return false };
         let verdict = match b.status {
-            Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib),
+            Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib).and_then(|()| {
+                match required.iter().find(|r| !b.lines.iter().any(|l| l.contains(*r))) {
+                    Some(missing) => Err(format!("no line containing `{missing}`")),
+                    None => Ok(()),
+                }
+            }),
             other => Err(format!("QEMU exit status {other:?}, expected {SUCCESS_STATUS}")),
         };
         match verdict {

@@ -12,6 +12,7 @@
 
 mod boot;
 mod frames;
+mod interrupts;
 mod paging;
 mod pvh;
 mod serial;
@@ -90,7 +91,9 @@ fn show_memory_map(info: &pvh::BootInfo) -> (u64, u64) {
     (usable, frames)
 }
 
-fn smoke(info: &pvh::BootInfo) -> bool {
+/// The memory set-up every scenario starts with: the map, mm-buddy over the
+/// RAM, and the kernel's own mm-paging tables in CR3.
+fn setup_memory(info: &pvh::BootInfo) -> Option<&'static frames::Frames> {
     let (usable, frames) = show_memory_map(info);
     kprintln!("usable RAM: {} KiB", usable / 1024);
     let image = kernel_image();
@@ -102,20 +105,14 @@ fn smoke(info: &pvh::BootInfo) -> bool {
     );
     kprintln!("frames free for allocators: {} ({} KiB)", frames, frames * PAGE_SIZE as u64 / 1024);
     if usable == 0 || frames == 0 || frames * PAGE_SIZE as u64 > usable {
-        return false;
+        return None;
     }
-    buddy_smoke(info, frames)
-}
-
-/// Hands RAM to mm-buddy and exercises it: every zone, orders 0-10, zeroing,
-/// a contiguous run, bad frees, and full coalescing at the end.
-fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
     let low = PhysRange::new(PhysAddr::ZERO, 1 << 20).expect("1 MiB");
     let (buddy, rep) = match frames::init(info, &[low, kernel_image()]) {
         Ok(x) => x,
         Err(e) => {
             kprintln!("buddy: setup failed: {}", e);
-            return false;
+            return None;
         }
     };
     kprintln!(
@@ -125,7 +122,10 @@ fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
         rep.metadata_frames,
         rep.skipped_frames
     );
-    let mut ok = rep.frames + rep.metadata_frames + rep.skipped_frames == expected_frames;
+    if rep.frames + rep.metadata_frames + rep.skipped_frames != frames {
+        kprintln!("buddy: frames do not add up");
+        return None;
+    }
     let ram_end = info.memmap.iter().filter(|e| e.kind == 1).map(|e| e.addr + e.size).max().unwrap_or(0);
     let image = image_sections();
     match paging::build_and_switch(buddy, &image, ram_end.min(4 << 30)) {
@@ -140,10 +140,45 @@ fn buddy_smoke(info: &pvh::BootInfo, expected_frames: u64) -> bool {
         ),
         Err(e) => {
             kprintln!("paging: building the kernel page tables failed: {}", e);
-            return false;
+            return None;
         }
     }
-    ok &= paging::check(&image, buddy);
+    paging::check(&image, buddy).then_some(buddy)
+}
+
+/// `faults null`: a null dereference; `faults rodata`: a write to
+/// read-only data. Each must end in the page-fault handler with the right
+/// address and error code.
+fn faults(which: Option<&str>) -> bool {
+    static RODATA_TARGET: u64 = 0x5eed;
+    let (addr, error_code, write) = match which {
+        Some("null") => (0u64, 0u64, false),
+        Some("rodata") => (&RODATA_TARGET as *const u64 as u64, 0b11, true),
+        other => {
+            kprintln!("faults: unknown case {:?} (known: null, rodata)", other);
+            return false;
+        }
+    };
+    kprintln!("faults: {} access to {:#x}, expecting a page fault", if write { "write" } else { "read" }, addr);
+    interrupts::expect_fault(14, addr, error_code);
+    // SAFETY: none needed in the usual sense: the access is meant to fault,
+    // and the page-fault handler ends the run without returning here. The
+    // access is done in assembly so that the compiler never sees it.
+    unsafe {
+        if write {
+            core::arch::asm!("mov qword ptr [{0}], 1", in(reg) addr, options(nostack));
+        } else {
+            core::arch::asm!("mov {1}, qword ptr [{0}]", in(reg) addr, out(reg) _, options(nostack, readonly));
+        }
+    }
+    kprintln!("faults: the access did not fault");
+    false
+}
+
+/// Exercises mm-buddy: every zone, orders 0-10, zeroing, a contiguous run,
+/// a double free, and full coalescing at the end.
+fn buddy_smoke(buddy: &frames::Frames) -> bool {
+    let mut ok = true;
     let mut held = [None; 11];
     for (order, slot) in held.iter_mut().enumerate() {
         let flags = if order % 2 == 0 { AllocFlags::MOVABLE } else { AllocFlags::ZERO };
@@ -211,20 +246,36 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             exit_qemu(ExitCode::Failure);
         }
     };
-    let scenario = info.cmdline.split_whitespace().next().unwrap_or("smoke");
-    kprintln!("command line: {:?}; scenario {}", info.cmdline, scenario);
+    let label = info.cmdline.trim();
+    let label = if label.is_empty() { "smoke" } else { label };
+    SCENARIO.call_once(|| label);
+    let mut words = label.split_whitespace();
+    let scenario = words.next().unwrap_or("smoke");
+    kprintln!("command line: {:?}; scenario {}", info.cmdline, label);
+    interrupts::init();
+    let Some(buddy) = setup_memory(&info) else { finish(false) };
     let passed = match scenario {
-        "smoke" => smoke(&info),
+        "smoke" => buddy_smoke(buddy),
+        "faults" => faults(words.next()),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, faults null, faults rodata)", other);
             false
         }
     };
+    finish(passed)
+}
+
+static SCENARIO: spin::Once<&'static str> = spin::Once::new();
+
+/// Ends the run: prints the scenario's verdict and leaves QEMU with the
+/// agreed status.
+pub fn finish(passed: bool) -> ! {
+    let label = SCENARIO.get().copied().unwrap_or("?");
     if passed {
-        kprintln!("scenario {}: PASS", scenario);
+        kprintln!("scenario {}: PASS", label);
         exit_qemu(ExitCode::Success)
     } else {
-        kprintln!("scenario {}: FAIL", scenario);
+        kprintln!("scenario {}: FAIL", label);
         exit_qemu(ExitCode::Failure)
     }
 }
@@ -232,5 +283,5 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     kprintln!("PANIC: {}", info);
-    exit_qemu(ExitCode::Failure)
+    finish(false)
 }

@@ -1,7 +1,7 @@
 //! The kernel's own page tables, built with mm-paging from frames of
 //! mm-buddy, replacing the boot identity map:
 //!
-//! - an identity map of RAM, with the kernel image at per-section
+//! - an identity map of RAM except page 0, with the kernel image at per-section
 //!   permissions (text read+execute, rodata read-only, data and bss
 //!   read+write, no-execute) and everything else read+write, no-execute,
 //!   using 2 MiB pages wherever alignment allows;
@@ -64,7 +64,8 @@ pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) ->
     let arch = unsafe { X86_64::current() };
     let mut pt = PageTable::new(arch, mem, frames)?;
     let data = MapFlags::KERNEL_DATA | MapFlags::GLOBAL;
-    identity(&mut pt, range(0, image.text.start().as_u64()), data)?;
+    // Page 0 stays unmapped, so null dereferences fault.
+    identity(&mut pt, range(0x1000, image.text.start().as_u64()), data)?;
     identity(&mut pt, image.text, MapFlags::KERNEL_CODE | MapFlags::GLOBAL)?;
     identity(&mut pt, image.rodata, MapFlags::READ | MapFlags::GLOBAL)?;
     identity(&mut pt, image.data, data)?;

@@ -1,0 +1,217 @@
+//! Exceptions on stable Rust: `global_asm!` entry stubs save the registers
+//! and call [`exception_dispatch`] with a pointer to them; the double fault
+//! runs on its own stack (IST 1 of a TSS), so it is reported even when the
+//! kernel stack is gone.
+//!
+//! There are no tasks yet, so a handler cannot kill the faulting task and
+//! go on: it prints a report and ends the run. A scenario that provokes a
+//! fault on purpose states what it expects ([`expect_fault`]); a matching
+//! fault ends the run with success, anything else with failure.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::VirtAddr;
+
+use crate::kprintln;
+
+macro_rules! stubs {
+    ($($name:ident: $vector:literal, $errcode:literal;)*) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".global ", stringify!($name)),
+                concat!(stringify!($name), ":"),
+                // Vectors without a CPU-pushed error code get a zero one.
+                concat!(".if ", $errcode, " == 0"),
+                "push 0",
+                ".endif",
+                concat!("push ", $vector),
+                "jmp exception_common",
+            )*
+            "exception_common:",
+            "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+            "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+            "mov rdi, rsp",
+            "cld",
+            "call exception_dispatch",
+            "2: hlt",
+            "jmp 2b",
+        );
+        extern "C" {
+            $(fn $name();)*
+        }
+    };
+}
+
+stubs! {
+    divide_error_stub: 0, 0;
+    breakpoint_stub: 3, 0;
+    invalid_opcode_stub: 6, 0;
+    double_fault_stub: 8, 1;
+    general_protection_stub: 13, 1;
+    page_fault_stub: 14, 1;
+}
+
+/// What the entry stubs leave on the stack, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    r15: u64,
+    r14: u64,
+    r13: u64,
+    r12: u64,
+    r11: u64,
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    rbp: u64,
+    rdi: u64,
+    rsi: u64,
+    rdx: u64,
+    rcx: u64,
+    rbx: u64,
+    rax: u64,
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+const NO_EXPECTATION: u64 = u64::MAX;
+static EXPECT_VECTOR: AtomicU64 = AtomicU64::new(NO_EXPECTATION);
+static EXPECT_ADDR: AtomicU64 = AtomicU64::new(0);
+static EXPECT_ERROR: AtomicU64 = AtomicU64::new(0);
+
+/// Declares that the next exception is intended: its vector, and for page
+/// faults the faulting address and the exact error code.
+pub fn expect_fault(vector: u8, addr: u64, error_bits: u64) {
+    EXPECT_ADDR.store(addr, Ordering::SeqCst);
+    EXPECT_ERROR.store(error_bits, Ordering::SeqCst);
+    EXPECT_VECTOR.store(vector as u64, Ordering::SeqCst);
+}
+
+fn name(vector: u64) -> &'static str {
+    match vector {
+        0 => "divide error",
+        3 => "breakpoint",
+        6 => "invalid opcode",
+        8 => "double fault",
+        13 => "general protection fault",
+        14 => "page fault",
+        _ => "exception",
+    }
+}
+
+/// Called by the stubs with interrupts off, on the faulting stack (or IST 1).
+#[no_mangle]
+extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
+    let cr2 = Cr2::read_raw();
+    kprintln!(
+        "EXCEPTION {} (vector {}) at rip {:#x}, error code {:#x}, rsp {:#x}",
+        name(frame.vector),
+        frame.vector,
+        frame.rip,
+        frame.error_code,
+        frame.rsp
+    );
+    if frame.vector == 14 {
+        let e = frame.error_code;
+        kprintln!(
+            "page fault: address {:#x}: {}, {} access, {} mode{}",
+            cr2,
+            if e & 1 != 0 { "protection violation" } else { "page not present" },
+            if e & 16 != 0 {
+                "instruction fetch"
+            } else if e & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
+            if e & 4 != 0 { "user" } else { "kernel" },
+            if e & 8 != 0 { ", reserved bit set" } else { "" }
+        );
+    }
+    let expected = EXPECT_VECTOR.load(Ordering::SeqCst);
+    let matches = expected == frame.vector
+        && (frame.vector != 14
+            || (cr2 == EXPECT_ADDR.load(Ordering::SeqCst) && frame.error_code == EXPECT_ERROR.load(Ordering::SeqCst)));
+    if matches {
+        kprintln!("the fault was the one the scenario provoked");
+        crate::finish(true)
+    }
+    if expected != NO_EXPECTATION {
+        kprintln!("unexpected fault (the scenario expected vector {})", expected);
+    }
+    crate::finish(false)
+}
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+/// Memory only the CPU uses (through the TSS), never read by Rust code.
+#[repr(align(16))]
+struct Stack(#[allow(dead_code)] [u8; IST_STACK_SIZE]);
+
+static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+
+struct Tables {
+    gdt: GlobalDescriptorTable,
+    code: SegmentSelector,
+    data: SegmentSelector,
+    tss: SegmentSelector,
+}
+
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<Tables> = spin::Once::new();
+static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+
+/// Loads a GDT with a TSS (IST 1 = the double-fault stack) and the IDT.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        let top = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + IST_STACK_SIZE as u64;
+        tss.interrupt_stack_table[0] = top;
+        tss
+    });
+    let t = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        Tables { gdt, code, data, tss }
+    });
+    t.gdt.load();
+    // SAFETY: the selectors index the GDT just loaded, whose code and data
+    // descriptors are the flat 64-bit kernel segments, and the TSS is static.
+    unsafe {
+        CS::set_reg(t.code);
+        DS::set_reg(t.data);
+        ES::set_reg(t.data);
+        SS::set_reg(t.data);
+        load_tss(t.tss);
+    }
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        let addr = |f: unsafe extern "C" fn()| VirtAddr::new(f as usize as u64);
+        // SAFETY: each address is an entry stub above, which saves the
+        // registers, calls the dispatcher and never returns to the fault.
+        unsafe {
+            idt.divide_error.set_handler_addr(addr(divide_error_stub));
+            idt.breakpoint.set_handler_addr(addr(breakpoint_stub));
+            idt.invalid_opcode.set_handler_addr(addr(invalid_opcode_stub));
+            idt.general_protection_fault.set_handler_addr(addr(general_protection_stub));
+            idt.page_fault.set_handler_addr(addr(page_fault_stub));
+            // IST index 0 is IST 1: the stack set in the TSS above.
+            idt.double_fault.set_handler_addr(addr(double_fault_stub)).set_stack_index(0);
+        }
+        idt
+    });
+    idt.load();
+}
