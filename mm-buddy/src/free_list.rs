@@ -17,6 +17,11 @@ pub(crate) const NIL: u64 = u64::MAX;
 
 #[inline]
 fn links<M: PhysMemory>(mem: &M, frame: u64) -> *mut u64 {
+    // Every managed frame was checked reachable through `translate` when its
+    // memory was added, so a linear accessor's offset gives the same pointer.
+    if let Some(offset) = mem.linear_offset() {
+        return core::ptr::with_exposed_provenance_mut((frame << mm_types::PAGE_SHIFT).wrapping_add(offset) as usize);
+    }
     let addr = match PhysAddr::new(frame << mm_types::PAGE_SHIFT) {
         Ok(a) => a,
         Err(_) => unreachable_frame(frame),
@@ -47,8 +52,8 @@ impl Node {
 
     #[inline]
     fn get(self, slot: usize) -> u64 {
-        // The pointer is valid and 8-byte aligned for 16 bytes (frame-aligned translation, `PhysMemory` contract) and
-        // `slot` < 2.
+        // The pointer is valid and 8-byte aligned for 16 bytes (a frame-aligned `translate`, or the linear offset that
+        // `PhysMemory` promises gives the same pointer for memory checked reachable when it was added) and `slot` < 2.
         // SAFETY: the frame is free and on a list the caller owns (module rule), so nobody else accesses these bytes.
         unsafe { self.0.add(slot).read() }
     }

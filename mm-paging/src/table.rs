@@ -21,7 +21,7 @@ use crate::arch::ENTRIES;
 /// borrowed for `'m`, and `offset` is the accessor's `linear_offset`.
 #[inline]
 pub(crate) unsafe fn entries_linear<'m>(offset: u64, phys: PhysAddr) -> &'m [AtomicU64; ENTRIES] {
-    let p = phys.as_u64().wrapping_add(offset) as usize as *const [AtomicU64; ENTRIES];
+    let p = core::ptr::with_exposed_provenance::<[AtomicU64; ENTRIES]>(phys.as_u64().wrapping_add(offset) as usize);
     // The caller's accessor maps memory linearly at `offset` (`PhysMemory::linear_offset` contract), and `phys` is a
     // table page of the caller's hierarchy, checked reachable through `translate` when it was allocated (or vouched
     // for by `from_root`).

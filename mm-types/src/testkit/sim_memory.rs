@@ -121,9 +121,11 @@ impl SimPhysMemory {
 
     /// The constant such that physical address `p` of this RAM lives at host
     /// address `p + offset` (wrapping), for code that wants a direct-map
-    /// offset, such as the `x86_64` crate's `OffsetPageTable`.
+    /// offset, such as the `x86_64` crate's `OffsetPageTable`. The buffer's
+    /// provenance is exposed, so pointers made from `p + offset` with
+    /// `core::ptr::with_exposed_provenance` may access it.
     pub fn translate_offset(&self) -> u64 {
-        (self.inner.buf.as_ptr() as u64).wrapping_sub(self.inner.base)
+        (self.inner.buf.as_ptr().expose_provenance() as u64).wrapping_sub(self.inner.base)
     }
 
     /// The usable RAM as frame ranges.
