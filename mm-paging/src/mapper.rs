@@ -427,10 +427,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     ) -> Result<(), PagingError> {
         let span = level_span(level);
         let leaf_ok = self.arch.leaf_level(level) && huge.allows_level(level);
-        let mut v = va;
-        loop {
-            let idx = level_index(v, level);
-            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let phys = v.wrapping_add(delta);
             if level == 1 {
                 // The whole run of 4 KiB pages inside this table at once.
@@ -439,7 +436,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 return Ok(());
             }
             let e = self.entry(node, level, idx);
-            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
             if leaf_ok && covers && phys % span == 0 && e == 0 {
                 if apply {
                     let leaf = self.arch.leaf(PhysAddr::new(phys).expect("checked range"), flags, level);
@@ -451,11 +447,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 };
                 self.map_walk(child, level - 1, v, slot_end, delta, flags, huge, apply, needed, pre)?;
             }
-            if slot_end >= end {
-                return Ok(());
-            }
-            v = slot_end as u64;
         }
+        Ok(())
     }
 
     /// Fills `n` level-1 entries from `idx` (plan: checks they are empty).
@@ -528,14 +521,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 return self.unmap_leaves(t, va, end, apply, removed);
             }
         }
-        let span = level_span(level);
-        let mut v = va;
-        loop {
-            let idx = level_index(v, level);
-            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let e = self.entry(node, level, idx);
             let addr = VirtAddr::new(v).expect("checked range");
-            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
             if e == 0 {
                 return Err(PagingError::NotMapped { addr });
             }
@@ -563,10 +551,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                     }
                 }
             }
-            if slot_end >= end {
-                break;
-            }
-            v = slot_end as u64;
         }
         Ok(apply && matches!(node, Node::Real(t) if self.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)))
     }
@@ -644,15 +628,10 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         needed: &mut u64,
         pre: &mut Prealloc,
     ) -> Result<(), PagingError> {
-        let span = level_span(level);
         let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
-        let mut v = va;
-        loop {
-            let idx = level_index(v, level);
-            let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let e = self.entry(node, level, idx);
             let addr = VirtAddr::new(v).expect("checked range");
-            let covers = v % span == 0 && slot_end - v as u128 == span as u128;
             if e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none()) {
                 return Err(PagingError::NotMapped { addr });
             }
@@ -667,11 +646,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
                 self.protect_walk(child, level - 1, v, slot_end, flags, apply, needed, pre)?;
             }
-            if slot_end >= end {
-                return Ok(());
-            }
-            v = slot_end as u64;
         }
+        Ok(())
     }
 
     /// Splits the huge page containing `va` into pages of the next smaller
@@ -768,25 +744,17 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// Calls `f(level, page start, entry)` for every present leaf overlapping
     /// the range.
     fn visit(&self, t: PhysAddr, level: u8, va: u64, end: u128, f: &mut impl FnMut(u8, u64, &AtomicU64)) {
-        let span = level_span(level);
         let table = self.table(t);
-        let mut v = va;
-        loop {
-            let base = v & !(span - 1);
-            let slot_end = (base as u128 + span as u128).min(end);
-            let slot = &table[level_index(v, level)];
+        for Slot { v, idx, end: slot_end, .. } in slots(va, end, level) {
+            let slot = &table[idx];
             let e = slot.load(Ordering::Relaxed);
             if self.arch.is_present(e) {
                 if self.arch.is_leaf(e, level) {
-                    f(level, base, slot);
+                    f(level, v & !(level_span(level) - 1), slot);
                 } else {
                     self.visit(self.arch.table_phys(e), level - 1, v, slot_end, f);
                 }
             }
-            if slot_end >= end || (level == self.arch.levels() && level_index(v, level) == ENTRIES - 1) {
-                return;
-            }
-            v = slot_end as u64;
         }
     }
 
@@ -967,6 +935,33 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         // SAFETY: the caller guarantees CPL 0 and a hierarchy that maps everything in use.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     }
+}
+
+/// One entry of a table at some level that a walk over a range touches.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// First address of the range inside the entry's span.
+    v: u64,
+    /// The entry's index.
+    idx: usize,
+    /// End (exclusive) of the range inside the entry's span.
+    end: u128,
+    /// Whether the range covers the entry's whole span.
+    covers: bool,
+}
+
+/// The entries of a table at `level` that `[va, end)` touches, in order (the
+/// range lies inside one table's span; `end` may be 2^64).
+fn slots(va: u64, end: u128, level: u8) -> impl Iterator<Item = Slot> {
+    let span = level_span(level);
+    let mut next = Some(va);
+    core::iter::from_fn(move || {
+        let v = next?;
+        let slot_end = ((v & !(span - 1)) as u128 + span as u128).min(end);
+        next = (slot_end < end).then_some(slot_end as u64);
+        let covers = v % span == 0 && slot_end - v as u128 == span as u128;
+        Some(Slot { v, idx: level_index(v, level), end: slot_end, covers })
+    })
 }
 
 /// End (exclusive) of the level-1 table span containing `v`, clipped to `end`.
