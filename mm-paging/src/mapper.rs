@@ -661,7 +661,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let (page, size) = (t.page, t.size);
         let levels = self.arch.levels();
         let root = self.root;
-        let target = page_size_level(size);
+        let target = size.level();
         self.planned(|pt, apply, needed, pre| {
             let mut node = Node::Real(root);
             for level in (target..=levels).rev() {
@@ -968,10 +968,6 @@ fn slots(va: u64, end: u128, level: u8) -> impl Iterator<Item = Slot> {
 #[inline]
 fn slot_end_of_table(v: u64, end: u128) -> u128 {
     ((v & !(level_span(2) - 1)) as u128 + level_span(2) as u128).min(end)
-}
-
-fn page_size_level(size: PageSize) -> u8 {
-    size.level()
 }
 
 fn mode_of(levels: u8) -> mm_types::PagingMode {
