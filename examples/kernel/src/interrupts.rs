@@ -188,8 +188,7 @@ pub fn init() {
         Tables { gdt, code, data, tss }
     });
     t.gdt.load();
-    // SAFETY: the selectors index the GDT just loaded, whose code and data
-    // descriptors are the flat 64-bit kernel segments, and the TSS is static.
+    // SAFETY: the selectors index the GDT just loaded (flat 64-bit kernel code and data), and the TSS is static.
     unsafe {
         CS::set_reg(t.code);
         DS::set_reg(t.data);
@@ -200,8 +199,7 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         let addr = |f: unsafe extern "C" fn()| VirtAddr::new(f as usize as u64);
-        // SAFETY: each address is an entry stub above, which saves the
-        // registers, calls the dispatcher and never returns to the fault.
+        // SAFETY: each address is an entry stub above: it saves the registers and calls a dispatcher that never returns.
         unsafe {
             idt.divide_error.set_handler_addr(addr(divide_error_stub));
             idt.breakpoint.set_handler_addr(addr(breakpoint_stub));

@@ -161,9 +161,8 @@ fn faults(which: Option<&str>) -> bool {
     };
     kprintln!("faults: {} access to {:#x}, expecting a page fault", if write { "write" } else { "read" }, addr);
     interrupts::expect_fault(14, addr, error_code);
-    // SAFETY: none needed in the usual sense: the access is meant to fault,
-    // and the page-fault handler ends the run without returning here. The
-    // access is done in assembly so that the compiler never sees it.
+    // The access is done in assembly, so the compiler never sees a null or read-only access.
+    // SAFETY: the access is meant to fault, and the page-fault handler ends the run without returning here.
     unsafe {
         if write {
             core::arch::asm!("mov qword ptr [{0}], 1", in(reg) addr, options(nostack));
