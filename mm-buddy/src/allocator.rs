@@ -380,22 +380,10 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     }
 
     fn drain_set(&self, set: &mut PcpSet, limit: u32) {
-        let ctx = self.ctx();
         for (z, zone_lists) in set.lists.iter_mut().enumerate() {
             for (order, by_mob) in zone_lists.iter_mut().enumerate() {
-                for list in by_mob.iter_mut() {
-                    if list.len() == 0 {
-                        continue;
-                    }
-                    let zone = &self.zones[z];
-                    let mut area = zone.area.lock();
-                    let mut n = 0;
-                    while n < limit {
-                        let Some(f) = list.pop(&self.mem) else { break };
-                        area.free(&ctx, self.region(f), f, order as u8);
-                        n += 1;
-                    }
-                    zone.free.fetch_add((n as u64) << order, Ordering::Relaxed);
+                for list in by_mob.iter_mut().filter(|l| l.len() > 0) {
+                    self.return_to_zone(list, z, order as u8, limit);
                 }
             }
         }
@@ -409,13 +397,19 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         let transient = state::cached(order);
         match r.swap_state(f, state::allocated(order), transient) {
             Ok(()) => Ok((r, f, order)),
-            Err(b) => Err(match state::decode(b) {
-                FrameState::Allocated { order: o } => {
-                    FrameError::WrongOrder { block, allocated: Order::new(o).expect("small") }
-                }
-                FrameState::Free { .. } | FrameState::Cached { .. } => FrameError::DoubleFree(block),
-                FrameState::Tail => self.classify_tail(r, block),
-            }),
+            Err(b) => Err(self.bad_free(r, block, b)),
+        }
+    }
+
+    /// Why freeing `block`, whose head byte is `b` (not "allocated with the
+    /// block's order"), is refused. (Error path only.)
+    fn bad_free(&self, r: &Region<'a>, block: FrameBlock, b: u8) -> FrameError {
+        match state::decode(b) {
+            FrameState::Allocated { order } => {
+                FrameError::WrongOrder { block, allocated: Order::new(order).expect("small") }
+            }
+            FrameState::Free { .. } | FrameState::Cached { .. } => FrameError::DoubleFree(block),
+            FrameState::Tail => self.classify_tail(r, block),
         }
     }
 
@@ -567,13 +561,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         for (head, order) in blocks() {
             let block = block_of(head, order);
             let r = self.regions.find(head).ok_or(FrameError::NotOwned(block))?;
-            match state::decode(r.state(head)) {
-                FrameState::Allocated { order: o } if o == order => {}
-                FrameState::Allocated { order: o } => {
-                    return Err(FrameError::WrongOrder { block, allocated: Order::new(o).expect("small") })
-                }
-                FrameState::Free { .. } | FrameState::Cached { .. } => return Err(FrameError::DoubleFree(block)),
-                FrameState::Tail => return Err(self.classify_tail(r, block)),
+            let b = r.state(head);
+            if b != state::allocated(order) {
+                return Err(self.bad_free(r, block, b));
             }
         }
         for (head, order) in blocks() {
@@ -875,12 +865,17 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
     /// Returns one batch from a per-CPU list above its high mark to the zone.
     #[inline(never)]
     fn drain_batch(&self, list: &mut crate::free_list::Stack, z: usize, order: u8) {
-        let batch = self.pcp_limits[order as usize].0;
+        self.return_to_zone(list, z, order, self.pcp_limits[order as usize].0);
+    }
+
+    /// Frees up to `limit` blocks of `order` from a per-CPU list into zone
+    /// `z`'s buddy lists (coalescing), under the zone lock.
+    fn return_to_zone(&self, list: &mut crate::free_list::Stack, z: usize, order: u8, limit: u32) {
         let zone = &self.zones[z];
         let ctx = self.ctx();
         let mut area = zone.area.lock();
         let mut n = 0u64;
-        while n < batch as u64 {
+        while n < limit as u64 {
             let Some(x) = list.pop(&self.mem) else { break };
             area.free(&ctx, self.region(x), x, order);
             n += 1;
