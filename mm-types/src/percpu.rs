@@ -19,6 +19,17 @@ pub trait CpuLocal: Sync {
     fn cpu_count(&self) -> usize;
 }
 
+/// A shared reference answers as the value does, so one CPU source can
+/// serve several allocators.
+impl<T: CpuLocal + ?Sized> CpuLocal for &T {
+    fn current_cpu(&self) -> usize {
+        (**self).current_cpu()
+    }
+    fn cpu_count(&self) -> usize {
+        (**self).cpu_count()
+    }
+}
+
 /// A uniprocessor: always CPU 0 of 1.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SingleCpu;

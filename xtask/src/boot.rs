@@ -162,6 +162,8 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
         128,
         &[
             "mm-kernel: buddy: ok",
+            "mm-kernel: heap: mm-slab kmalloc is the global allocator",
+            "mm-kernel: slab: ok",
             "(ours: true); text RX, rodata R, data RW+NX: true; direct map alias with huge page: true",
         ],
     ),

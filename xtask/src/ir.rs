@@ -26,6 +26,17 @@ const BUDDY: Suite = Suite {
     ],
 };
 
+const SLAB: Suite = Suite {
+    example: "slab_ir",
+    package: "mm-slab",
+    allocators: &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"],
+    workloads: &[
+        ("pair", &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"]),
+        ("mixed_alloc", &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"]),
+        ("mixed_free", &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"]),
+    ],
+};
+
 const PAGING: Suite = Suite {
     example: "paging_ir",
     package: "mm-paging",
@@ -76,8 +87,9 @@ pub fn ir(which: &str) -> bool {
     let suite = match which {
         "buddy" | "mm-buddy" => BUDDY,
         "paging" | "mm-paging" => PAGING,
+        "slab" | "mm-slab" => SLAB,
         other => {
-            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging)");
+            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging, slab)");
             return false;
         }
     };

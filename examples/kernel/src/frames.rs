@@ -18,10 +18,16 @@ const IDENTITY_LIMIT: u64 = 4 << 30;
 /// Most usable memory map entries taken.
 const MAX_USABLE: usize = 32;
 
+/// The identity map of the first 4 GiB as a physical memory accessor.
+pub fn identity_map() -> DirectMap {
+    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write at offset 0, and the kernel's own tables (paging.rs) keep
+    // that identity map of RAM for the kernel's whole life.
+    unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(IDENTITY_LIMIT).expect("4 GiB")) }
+}
+
 /// Builds the allocator from the memory map, reserving `reserved`.
 pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames, AddReport), BuddyError> {
-    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write for the kernel's whole life, at offset 0.
-    let direct = unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(IDENTITY_LIMIT).expect("4 GiB")) };
+    let direct = identity_map();
     let frames = FRAMES.try_call_once(|| BuddyAllocator::new(direct, SingleCpu, BuddyConfig::default()))?;
     let limit = PhysRange::new(PhysAddr::ZERO, IDENTITY_LIMIT).expect("4 GiB");
     let mut usable = [PhysRange::empty(PhysAddr::ZERO); MAX_USABLE];

@@ -12,6 +12,7 @@
 
 mod boot;
 mod frames;
+mod heap;
 mod interrupts;
 mod paging;
 mod pvh;
@@ -143,7 +144,15 @@ fn setup_memory(info: &pvh::BootInfo) -> Option<&'static frames::Frames> {
             return None;
         }
     }
-    paging::check(&image, buddy).then_some(buddy)
+    if !paging::check(&image, buddy) {
+        return None;
+    }
+    if let Err(e) = heap::init(buddy) {
+        kprintln!("heap: setup failed: {}", e);
+        return None;
+    }
+    kprintln!("heap: mm-slab kmalloc is the global allocator");
+    Some(buddy)
 }
 
 /// `faults null`: a null dereference; `faults rodata`: a write to
@@ -254,7 +263,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     interrupts::init();
     let Some(buddy) = setup_memory(&info) else { finish(false) };
     let passed = match scenario {
-        "smoke" => buddy_smoke(buddy),
+        "smoke" => buddy_smoke(buddy) & heap::smoke(buddy) & buddy_smoke(buddy),
         "faults" => faults(words.next()),
         other => {
             kprintln!("unknown scenario {:?} (known: smoke, faults null, faults rodata)", other);

@@ -42,6 +42,9 @@ impl Drop for Inner {
     }
 }
 
+/// Largest alignment the host buffer is given (see [`SimPhysMemoryBuilder::build`]).
+const SIM_ALIGN: u64 = 1 << 21;
+
 /// Builder for [`SimPhysMemory`].
 #[derive(Debug)]
 pub struct SimPhysMemoryBuilder {
@@ -63,8 +66,16 @@ impl SimPhysMemoryBuilder {
     }
 
     /// Allocates the simulated memory.
+    ///
+    /// The host buffer is aligned so that a physical address and its host
+    /// address agree modulo 2 MiB (or modulo the largest power of two
+    /// dividing `base`, if smaller): code that relies on a naturally aligned
+    /// frame block being naturally aligned in the direct map, as slab
+    /// allocators do, works as it would on a kernel's direct map.
     pub fn build(self) -> SimPhysMemory {
-        let layout = Layout::from_size_align(self.size as usize, PAGE_SIZE).expect("size fits the host");
+        let base = self.base.as_u64();
+        let align = if base == 0 { SIM_ALIGN } else { SIM_ALIGN.min(1 << base.trailing_zeros()) };
+        let layout = Layout::from_size_align(self.size as usize, align as usize).expect("size fits the host");
         let buf = if self.size == 0 {
             NonNull::dangling()
         } else {

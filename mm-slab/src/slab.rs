@@ -1,0 +1,315 @@
+//! The raw layer: slab headers, freelist links inside free objects, poison,
+//! red zones and the debug bitmap. Everything that reads or writes slab
+//! memory through raw pointers is here, behind `unsafe fn`s whose contracts
+//! the cache logic upholds; the rest of the crate has no pointer arithmetic.
+
+use core::ptr;
+
+use crate::config::Geometry;
+
+/// Bytes of the header at the end of every slab.
+pub const HEADER_BYTES: usize = 64;
+
+/// Byte a free object is filled with under [`CacheFlags::POISON`](crate::CacheFlags::POISON).
+pub const POISON_FREE: u8 = 0x6b;
+/// Red-zone byte after an allocated object.
+pub const RED_ACTIVE: u8 = 0xcc;
+/// Red-zone byte after a free object.
+pub const RED_INACTIVE: u8 = 0xbb;
+
+/// Which list a slab is on. The node lock protects this and the links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum SlabState {
+    /// Owned by a CPU: its current slab, or on its partial list.
+    Frozen = 0,
+    /// On the shared partial list (some objects free, some in use).
+    Partial = 1,
+    /// On the full list (no free object on its freelist).
+    Full = 2,
+    /// On the empty list (every object free).
+    Empty = 3,
+}
+
+/// Per-slab metadata, in the last [`HEADER_BYTES`] of the slab.
+#[repr(C, align(64))]
+pub(crate) struct SlabHeader {
+    /// `magic_key ^ address of this header`: tells a slab of this cache from
+    /// anything else (another cache has another key).
+    pub magic: u64,
+    /// First object of the slab's own freelist (address, 0 if none). CPU
+    /// freelists are separate: see the cache module.
+    pub freelist: usize,
+    /// List links (node lists: doubly linked; CPU partial and release
+    /// chains use `next` only).
+    pub prev: *mut SlabHeader,
+    /// See `prev`.
+    pub next: *mut SlabHeader,
+    /// Physical address of the slab's first frame.
+    pub phys: u64,
+    /// Objects not on `freelist` (allocated, or on a CPU freelist).
+    pub inuse: u16,
+    /// A [`SlabState`].
+    pub state: SlabState,
+}
+
+static_assertions::const_assert!(core::mem::size_of::<SlabHeader>() == HEADER_BYTES);
+
+/// The header of the slab holding `obj`: mask to the slab start, add the
+/// header offset. Pure address arithmetic (keeps `obj`'s provenance).
+pub(crate) fn header_of(obj: *mut u8, geo: &Geometry) -> *mut SlabHeader {
+    obj.map_addr(|a| (a & !(geo.slab_bytes() - 1)) + geo.header_offset()).cast()
+}
+
+/// Start of the slab holding `obj`.
+pub(crate) fn slab_base(obj: usize, geo: &Geometry) -> usize {
+    obj & !(geo.slab_bytes() - 1)
+}
+
+/// Reads the freelist link stored in the free object `obj`.
+///
+/// # Safety
+///
+/// `obj` is a free object of a live slab (its first 8 bytes are a link).
+#[inline(always)]
+pub(crate) unsafe fn read_link(obj: *mut u8, key: usize) -> usize {
+    // SAFETY: per the contract, `obj` is 8-byte aligned (strides are
+    // multiples of 8 from an aligned slab start) and readable.
+    unsafe { obj.cast::<usize>().read() ^ key ^ obj.addr().swap_bytes() }
+}
+
+/// Stores `next` as the freelist link of the free object `obj`.
+///
+/// # Safety
+///
+/// `obj` is an object of a live slab that nobody else uses (it is being
+/// freed, or is free and owned by the caller's lock).
+#[inline(always)]
+pub(crate) unsafe fn write_link(obj: *mut u8, next: usize, key: usize) {
+    // SAFETY: as for `read_link`, and the object is ours to write.
+    unsafe { obj.cast::<usize>().write(next ^ key ^ obj.addr().swap_bytes()) }
+}
+
+/// Lays out a fresh slab at `base`: header, every object on the freelist in
+/// address order, poison and red zones, debug bitmap cleared, constructor
+/// run. Returns the header.
+///
+/// # Safety
+///
+/// `base` points to `geo.slab_bytes()` bytes that nobody else uses,
+/// aligned to that size.
+pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fill, phys: u64) -> *mut SlabHeader {
+    let mut next = 0usize;
+    for i in (0..geo.objects).rev() {
+        // SAFETY: `i * stride` is inside the objects area of the slab.
+        let obj = unsafe { base.add(i * geo.stride) };
+        if let Some(ctor) = fill.ctor {
+            // The constructor sees the object before the link goes in; a
+            // constructed state must leave the first word to the allocator
+            // (Linux's rule too: the free pointer lives in the object).
+            // SAFETY: `obj` is non-null (inside a mapped slab).
+            ctor(unsafe { ptr::NonNull::new_unchecked(obj) });
+        }
+        if fill.poison {
+            // SAFETY: the object's bytes are ours (fresh slab).
+            unsafe { poison(obj, geo) };
+        }
+        if geo.red_zone > 0 {
+            // SAFETY: as above, the red zone follows the object in the slab.
+            unsafe { paint_red_zone(obj, geo, RED_INACTIVE) };
+        }
+        // SAFETY: as above.
+        unsafe { write_link(obj, next, keys.link) };
+        next = obj.addr();
+    }
+    if geo.bitmap_offset < geo.header_offset() {
+        // SAFETY: the bitmap area lies between the objects and the header.
+        unsafe { base.add(geo.bitmap_offset).write_bytes(0, geo.header_offset() - geo.bitmap_offset) };
+    }
+    // SAFETY: the header area is the slab's last HEADER_BYTES, aligned to
+    // 64 because the slab is page aligned.
+    let hdr = unsafe { base.add(geo.header_offset()) }.cast::<SlabHeader>();
+    // SAFETY: as above; `write` does not read the old bytes.
+    unsafe {
+        hdr.write(SlabHeader {
+            magic: keys.magic ^ hdr.addr() as u64,
+            freelist: next,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            phys,
+            inuse: 0,
+            state: SlabState::Frozen,
+        })
+    };
+    hdr
+}
+
+/// The two keys of a cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keys {
+    /// XOR-ed into freelist links.
+    pub link: usize,
+    /// XOR-ed into header magic values.
+    pub magic: u64,
+}
+
+/// What `format` writes into objects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fill {
+    pub poison: bool,
+    pub ctor: Option<fn(ptr::NonNull<u8>)>,
+}
+
+/// Whether the header at `hdr` carries the magic of a cache with
+/// `magic_key`.
+///
+/// # Safety
+///
+/// `hdr` is readable for [`HEADER_BYTES`] bytes.
+pub(crate) unsafe fn magic_ok(hdr: *mut SlabHeader, magic_key: u64) -> bool {
+    // SAFETY: per the contract; a read of a plain u64.
+    unsafe { (*hdr).magic == magic_key ^ hdr.addr() as u64 }
+}
+
+/// Fills the object's bytes after its link word with [`POISON_FREE`].
+///
+/// # Safety
+///
+/// The object is free and owned by the caller.
+pub(crate) unsafe fn poison(obj: *mut u8, geo: &Geometry) {
+    if geo.size > 8 {
+        // SAFETY: bytes 8..size of the object are inside it.
+        unsafe { obj.add(8).write_bytes(POISON_FREE, geo.size - 8) };
+    }
+}
+
+/// First byte after the link word that is not [`POISON_FREE`], as
+/// `(offset, found)`.
+///
+/// # Safety
+///
+/// The object is free and its bytes are not written concurrently.
+pub(crate) unsafe fn check_poison(obj: *mut u8, geo: &Geometry) -> Option<(usize, u8)> {
+    (8..geo.size).find_map(|off| {
+        // SAFETY: `off` is inside the object.
+        let b = unsafe { obj.add(off).read() };
+        (b != POISON_FREE).then_some((off, b))
+    })
+}
+
+/// Fills the red zone (from the object's end to the next stride) with
+/// `pattern`.
+///
+/// # Safety
+///
+/// The object's red zone is not used concurrently.
+pub(crate) unsafe fn paint_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) {
+    // SAFETY: bytes size..stride follow the object inside the slab.
+    unsafe { obj.add(geo.size).write_bytes(pattern, geo.stride - geo.size) };
+}
+
+/// First red-zone byte that is not `pattern`, as `(offset, found)`.
+///
+/// # Safety
+///
+/// As for [`paint_red_zone`].
+pub(crate) unsafe fn check_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) -> Option<(usize, u8)> {
+    (geo.size..geo.stride).find_map(|off| {
+        // SAFETY: `off` is inside the object's stride.
+        let b = unsafe { obj.add(off).read() };
+        (b != pattern).then_some((off, b))
+    })
+}
+
+/// Reads (and with `set = Some(v)`, writes) the debug bitmap bit of object
+/// `index`, returning the old value.
+///
+/// # Safety
+///
+/// The slab has a bitmap (`CHECK_FREE`), `base` is its start and the caller
+/// holds the lock that protects it.
+pub(crate) unsafe fn bitmap_bit(base: *mut u8, geo: &Geometry, index: usize, set: Option<bool>) -> bool {
+    // SAFETY: the bitmap has `objects.div_ceil(64)` words at
+    // `bitmap_offset`, 8-byte aligned (the offset is a multiple of 8).
+    let word = unsafe { base.add(geo.bitmap_offset).cast::<u64>().add(index / 64) };
+    let mask = 1u64 << (index % 64);
+    // SAFETY: as above.
+    let old = unsafe { word.read() };
+    if let Some(v) = set {
+        // SAFETY: as above.
+        unsafe { word.write(if v { old | mask } else { old & !mask }) };
+    }
+    old & mask != 0
+}
+
+/// A doubly linked list of slab headers (a node list). Protected by the
+/// node lock of its cache.
+pub(crate) struct SlabList {
+    pub head: *mut SlabHeader,
+    pub len: usize,
+}
+
+impl SlabList {
+    pub const fn new() -> Self {
+        SlabList { head: ptr::null_mut(), len: 0 }
+    }
+
+    /// Puts `hdr` at the front.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` is a live slab header on no list, and the caller holds the
+    /// lock protecting this list and the headers on it.
+    pub unsafe fn push(&mut self, hdr: *mut SlabHeader) {
+        // SAFETY: per the contract, `hdr` and the current head are live
+        // headers only the lock holder touches.
+        unsafe {
+            (*hdr).prev = ptr::null_mut();
+            (*hdr).next = self.head;
+            if !self.head.is_null() {
+                (*self.head).prev = hdr;
+            }
+        }
+        self.head = hdr;
+        self.len += 1;
+    }
+
+    /// Takes `hdr` off this list.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` is on this list and the caller holds its lock.
+    pub unsafe fn remove(&mut self, hdr: *mut SlabHeader) {
+        // SAFETY: per the contract, `hdr` and its neighbours are live
+        // headers on this list.
+        unsafe {
+            let (prev, next) = ((*hdr).prev, (*hdr).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*hdr).prev = ptr::null_mut();
+            (*hdr).next = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+
+    /// Takes the first slab, if any.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the list's lock.
+    pub unsafe fn pop(&mut self) -> Option<*mut SlabHeader> {
+        let hdr = self.head;
+        if hdr.is_null() {
+            return None;
+        }
+        // SAFETY: `hdr` is the head of this list.
+        unsafe { self.remove(hdr) };
+        Some(hdr)
+    }
+}
