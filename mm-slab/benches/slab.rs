@@ -21,7 +21,6 @@ fn pair(c: &mut Criterion) {
     }
     peer!("mm-slab", Ours::new());
     peer!("axallocator-slab", AxSlab::new());
-    peer!("slabmalloc", SlabMalloc::new());
     peer!("talc", Talc::new());
     peer!("linked_list_allocator", LinkedList::new());
     peer!("glibc", Glibc);

@@ -4,7 +4,7 @@
 //! measured phase counts, and divides by the operations this prints.
 //!
 //! Usage: `slab_ir HEAP WORKLOAD` with HEAP one of `mm-slab`,
-//! `axallocator-slab`, `slabmalloc`, `talc`, `linked_list_allocator`,
+//! `axallocator-slab`, `talc`, `linked_list_allocator`,
 //! `glibc` and WORKLOAD one of `pair`, `mixed_alloc`, `mixed_free`. For
 //! `mm-slab` and `mixed_alloc` it also prints how much of the slab memory
 //! the live set fills.
@@ -81,7 +81,6 @@ fn main() {
             ops
         }
         "axallocator-slab" => run(&mut AxSlab::new(), workload),
-        "slabmalloc" => run(&mut SlabMalloc::new(), workload),
         "talc" => run(&mut Talc::new(), workload),
         "linked_list_allocator" => run(&mut LinkedList::new(), workload),
         "glibc" => run(&mut Glibc, workload),

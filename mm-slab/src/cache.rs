@@ -231,7 +231,10 @@ impl<const N: usize> CacheCore<N> {
         let mut cpu = self.cpus.current(&env.cpus);
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
-                // SAFETY: forwarded contract; the slow path reports it.
+                let _node = self.node.lock();
+                // SAFETY: forwarded contract; the header is read under the
+                // node lock. An offset that is not an object start always
+                // yields an error here.
                 return unsafe { self.check_object(obj) }.map(|_| ());
             }
             if obj.addr() == cpu.freelist {
@@ -348,9 +351,11 @@ impl<const N: usize> CacheCore<N> {
         M: PhysMemory,
         C: CpuLocal,
     {
+        // The header is read under the node lock: other CPUs write headers
+        // under it.
+        let mut node = self.node.lock();
         // SAFETY: forwarded contract: the slab-aligned block is readable.
         let hdr = unsafe { self.check_object(obj)? };
-        let mut node = self.node.lock();
         let (inuse, state) = {
             // SAFETY: `check_object` proved `hdr` is a slab header of ours;
             // the node lock protects it. The borrow ends before the list
@@ -408,7 +413,8 @@ impl<const N: usize> CacheCore<N> {
     ///
     /// # Safety
     ///
-    /// The slab-size-aligned block containing `obj` is readable.
+    /// The slab-size-aligned block containing `obj` is readable, and the
+    /// caller holds the node lock (headers are written under it).
     unsafe fn check_object(&self, obj: *mut u8) -> Result<*mut SlabHeader, SlabError> {
         let hdr = slab::header_of(obj, &self.geo);
         // SAFETY: forwarded contract; the header is inside that block.
@@ -607,11 +613,11 @@ impl<const N: usize> CacheCore<N> {
         M: PhysMemory,
         C: CpuLocal,
     {
-        // SAFETY: forwarded contract.
+        let mut node = self.node.lock();
+        // SAFETY: forwarded contract; the header is read under the node lock.
         let hdr = unsafe { self.check_object(obj)? };
         let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
         let index = self.index_of(obj.addr() - base.addr());
-        let mut node = self.node.lock();
         // SAFETY: a header of ours; node lock held.
         let h = unsafe { &mut *hdr };
         let allocated = if self.flags.contains(CacheFlags::CHECK_FREE) {

@@ -160,7 +160,7 @@ fn threads_on_several_cpus_alloc_and_free_each_others_objects() {
                 for i in 0..rounds {
                     let p = cache.alloc().unwrap();
                     scribble(p, 0, 48, t);
-                    tx.send(p.as_ptr().addr()).unwrap();
+                    tx.send(p.as_ptr().expose_provenance()).unwrap();
                     if i % 2 == 1 {
                         let addr = rx.lock().unwrap().recv().unwrap();
                         let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
@@ -461,7 +461,7 @@ fn global_slab_serves_collections() {
     assert!(HEAP.init(again).is_err());
     // Drive the allocator through the allocator-API-shaped entry points.
     let mut ptrs = Vec::new();
-    for i in 1..2000usize {
+    for i in 1..if cfg!(miri) { 300 } else { 2000usize } {
         let layout = Layout::from_size_align(i % 700 + 1, 1 << (i % 5)).unwrap();
         // SAFETY: non-zero layouts; each pointer freed once below.
         let p = unsafe { HEAP.alloc(layout) };

@@ -140,39 +140,6 @@ impl Heap for AxSlab {
     }
 }
 
-/// slabmalloc's zone allocator, refilled with 4 KiB pages from the host
-/// (objects up to 256 bytes only: larger ones need 2 MiB pages handed in
-/// by the caller, which the mixed workload does not set up).
-pub struct SlabMalloc(slabmalloc::ZoneAllocator<'static>);
-
-impl SlabMalloc {
-    pub fn new() -> Self {
-        SlabMalloc(slabmalloc::ZoneAllocator::new())
-    }
-}
-
-impl Heap for SlabMalloc {
-    #[inline(always)]
-    fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        use slabmalloc::Allocator;
-        match self.0.allocate(layout) {
-            Ok(p) => p.as_ptr(),
-            Err(_) => {
-                let page: &'static mut slabmalloc::ObjectPage<'static> = Box::leak(Box::default());
-                // SAFETY: a fresh, exclusively owned page.
-                unsafe { self.0.refill(layout, page).unwrap() };
-                self.0.allocate(layout).unwrap().as_ptr()
-            }
-        }
-    }
-    #[inline(always)]
-    fn free(&mut self, p: *mut u8, layout: Layout) {
-        use slabmalloc::Allocator;
-        // SAFETY: non-null pointers from `alloc`.
-        self.0.deallocate(unsafe { NonNull::new_unchecked(p) }, layout).unwrap()
-    }
-}
-
 pub struct Glibc;
 
 impl Heap for Glibc {
