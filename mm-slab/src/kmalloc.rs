@@ -480,8 +480,8 @@ impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> fmt:
 /// assert!(unsafe { HEAP.alloc(layout) }.is_null());
 ///
 /// // Early in boot, once frames and the direct map exist:
-/// let ram: &'static SimPhysMemory = Box::leak(Box::new(SimPhysMemory::new(PhysAddr::new(0x100_0000)?, 4 << 20)));
-/// let frames: &'static RefFrameProvider = Box::leak(Box::new(RefFrameProvider::new(ram)));
+/// let ram = SimPhysMemory::new(PhysAddr::new(0x100_0000)?, 4 << 20);
+/// let frames: &'static RefFrameProvider = Box::leak(Box::new(RefFrameProvider::new(&ram)));
 /// let config = KmallocConfig { secret: 0x1234_5678_9abc_def1, ..KmallocConfig::default() };
 /// HEAP.init(Kmalloc::new(frames, ram.clone(), SingleCpu, config)?).map_err(|_| "installed twice")?;
 ///

@@ -454,8 +454,9 @@ fn global_slab_serves_collections() {
     static HEAP: GlobalSlab<'static, RefFrameProvider, SimPhysMemory, HostCpus, 4> = GlobalSlab::new();
     // SAFETY: a zero-size-free layout; before init every allocation fails.
     assert!(unsafe { HEAP.alloc(Layout::new::<u64>()) }.is_null());
-    let mem: &'static SimPhysMemory = Box::leak(Box::new(ram(16)));
-    let frames: &'static RefFrameProvider = Box::leak(Box::new(RefFrameProvider::new(mem)));
+    let mem = ram(16);
+    // Reachable from the static for the rest of the test binary's life.
+    let frames: &'static RefFrameProvider = Box::leak(Box::new(RefFrameProvider::new(&mem)));
     HEAP.init(Kmalloc::new(frames, mem.clone(), HostCpus::new(4), KmallocConfig::default()).unwrap()).unwrap();
     let again = Kmalloc::new(frames, mem.clone(), HostCpus::new(4), KmallocConfig::default()).unwrap();
     assert!(HEAP.init(again).is_err());
