@@ -160,11 +160,8 @@ pub fn run(data: &[u8]) {
                             let kept = l.layout.size().min(new_size);
                             for i in 0..kept {
                                 // SAFETY: the new allocation has at least `kept` bytes.
-                                assert_eq!(
-                                    unsafe { ptr.as_ptr().add(i).read() },
-                                    pattern(l.id, i),
-                                    "realloc lost data"
-                                );
+                                let b = unsafe { ptr.as_ptr().add(i).read() };
+                                assert_eq!(b, pattern(l.id, i), "realloc lost data");
                             }
                             let n = Live { ptr, layout, id: next_id };
                             next_id += 1;

@@ -36,6 +36,7 @@ use crate::stats::CacheStats;
 /// // SAFETY: `a` came from this cache and is not used afterwards.
 /// unsafe { cache.free(a)? };
 /// // A second free is caught (the debug bitmap knows `a` is free).
+/// // SAFETY: the double free is refused; the slab stays mapped.
 /// assert!(unsafe { cache.free(a) }.is_err());
 /// assert_eq!(cache.stats().active_objects, 0);
 /// assert_eq!(cache.validate(|c| panic!("{c}")), 0);
