@@ -785,12 +785,7 @@ fn isqrt(n: u64) -> u64 {
     x
 }
 
-// SAFETY: blocks come off the buddy or per-CPU lists, which hold only free
-// frames of managed regions, and are marked allocated before return, so no
-// frame is handed out twice until freed (MODEL 1, 2); zones are searched only
-// up to the highest zone the flags allow (MODEL 5); ZERO blocks are zeroed;
-// the allocator writes only its links into free blocks and never touches an
-// allocated block.
+// SAFETY: blocks come off the buddy or per-CPU lists, which hold only free frames of managed regions, and are marked allocated before return, so no frame is handed out twice until freed (MODEL 1, 2); zones are searched only up to the highest zone the flags allow (MODEL 5); ZERO blocks are zeroed; the allocator writes only its links into free blocks and never touches an allocated block.
 unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvider for BuddyAllocator<'_, M, C, CPUS> {
     #[inline]
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {

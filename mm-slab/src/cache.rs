@@ -49,8 +49,7 @@ pub(crate) struct CpuSlab {
     partial_len: usize,
 }
 
-// SAFETY: the raw pointers name slab memory owned by the cache, not by the
-// thread that stored them; the CPU slot's lock serialises every use.
+// SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them; the CPU slot's lock serialises every use.
 unsafe impl Send for CpuSlab {}
 
 impl CpuSlab {
@@ -73,8 +72,7 @@ struct Node {
     released: u64,
 }
 
-// SAFETY: as for `CpuSlab`: the headers belong to the cache; the node lock
-// serialises every use.
+// SAFETY: as for `CpuSlab`: the headers belong to the cache; the node lock serialises every use.
 unsafe impl Send for Node {}
 
 /// The engine of one object cache; [`crate::Cache`] and [`crate::Kmalloc`]
@@ -189,9 +187,7 @@ impl<const N: usize> CacheCore<N> {
             return None;
         }
         let obj = cpu.slab.with_addr(head);
-        // SAFETY: `head` is a free object of the CPU's current slab (only
-        // frees of objects of that slab push here, MODEL.md 3), and the CPU
-        // lock gives us the list.
+        // SAFETY: `head` is a free object of the CPU's current slab (only frees of objects of that slab push here, MODEL.md 3), and the CPU lock gives us the list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
         if self.hardened && next != 0 && next.wrapping_sub(cpu.slab.addr()) >= self.objects_bytes {
             return Some(Err(self.cut_cpu_freelist(cpu, head, next)));
@@ -232,16 +228,13 @@ impl<const N: usize> CacheCore<N> {
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
                 let _node = self.node.lock();
-                // SAFETY: forwarded contract; the header is read under the
-                // node lock. An offset that is not an object start always
-                // yields an error here.
+                // SAFETY: forwarded contract; the header is read under the node lock. An offset that is not an object start always yields an error here.
                 return unsafe { self.check_object(obj) }.map(|_| ());
             }
             if obj.addr() == cpu.freelist {
                 return Err(SlabError::DoubleFree { addr: obj.addr() });
             }
-            // SAFETY: `obj` is in the CPU's current slab and the caller gave
-            // it up; the CPU lock gives us the list.
+            // SAFETY: `obj` is in the CPU's current slab and the caller gave it up; the CPU lock gives us the list.
             unsafe { slab::write_link(obj, cpu.freelist, self.keys.link) };
             cpu.freelist = obj.addr();
             return Ok(());
@@ -266,8 +259,7 @@ impl<const N: usize> CacheCore<N> {
         let mut node = self.node.lock();
         if cpu.slab.addr() != NO_SLAB {
             let hdr = slab::header_of(cpu.slab, &self.geo);
-            // SAFETY: the current slab is ours and frozen to this CPU; the
-            // node lock protects its header.
+            // SAFETY: the current slab is ours and frozen to this CPU; the node lock protects its header.
             let h = unsafe { &mut *hdr };
             if h.freelist != 0 {
                 self.freeze(&mut node, cpu, hdr);
@@ -321,8 +313,7 @@ impl<const N: usize> CacheCore<N> {
 
     /// Makes `hdr` the CPU's current slab, moving its freelist to the CPU.
     fn freeze(&self, node: &mut Node, cpu: &mut CpuSlab, hdr: *mut SlabHeader) {
-        // SAFETY: `hdr` is a slab of ours taken off every list (or the
-        // current slab); the node lock is held by the caller.
+        // SAFETY: `hdr` is a slab of ours taken off every list (or the current slab); the node lock is held by the caller.
         let h = unsafe { &mut *hdr };
         h.state = SlabState::Frozen;
         cpu.slab = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
@@ -357,9 +348,7 @@ impl<const N: usize> CacheCore<N> {
         // SAFETY: forwarded contract: the slab-aligned block is readable.
         let hdr = unsafe { self.check_object(obj)? };
         let (inuse, state) = {
-            // SAFETY: `check_object` proved `hdr` is a slab header of ours;
-            // the node lock protects it. The borrow ends before the list
-            // operations below touch the header through `hdr`.
+            // SAFETY: `check_object` proved `hdr` is a slab header of ours; the node lock protects it. The borrow ends before the list operations below touch the header through `hdr`.
             let h = unsafe { &mut *hdr };
             if h.freelist == obj.addr() || h.inuse == 0 {
                 return Err(SlabError::DoubleFree { addr: obj.addr() });
@@ -459,11 +448,9 @@ impl<const N: usize> CacheCore<N> {
         let mut result = Ok(());
         let order = Order::new(self.geo.order).expect("slab orders are small");
         while !hdr.is_null() {
-            // SAFETY: the chain holds slabs that left every list and every
-            // CPU; nobody else can reach them. Read before the frames go.
+            // SAFETY: the chain holds slabs that left every list and every CPU; nobody else can reach them. Read before the frames go.
             let (next, phys) = unsafe { ((*hdr).next, (*hdr).phys) };
-            // SAFETY: as above; clear the magic so that a stale pointer into
-            // the old slab is recognised as foreign.
+            // SAFETY: as above; clear the magic so that a stale pointer into the old slab is recognised as foreign.
             unsafe { (*hdr).magic = 0 };
             let block = PhysAddr::new(phys).ok().and_then(|a| FrameBlock::from_addr(a, order).ok());
             let freed = match block {
@@ -503,8 +490,7 @@ impl<const N: usize> CacheCore<N> {
             }
         };
         let fill = Fill { poison: self.flags.contains(CacheFlags::POISON), ctor: self.ctor };
-        // SAFETY: the block was just allocated to us, is mapped at `base`
-        // for its whole size, and `base` is aligned to that size.
+        // SAFETY: the block was just allocated to us, is mapped at `base` for its whole size, and `base` is aligned to that size.
         Ok(unsafe { slab::format(base, &self.geo, self.keys, fill, phys.as_u64()) })
     }
 
@@ -545,8 +531,7 @@ impl<const N: usize> CacheCore<N> {
         let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
         let obj = base.with_addr(h.freelist);
         let index = self.index_of(h.freelist - base.addr());
-        // SAFETY: `obj` is the head of the slab's freelist (checked when it
-        // was linked in) and the node lock gives us that list.
+        // SAFETY: `obj` is the head of the slab's freelist (checked when it was linked in) and the node lock gives us that list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
         let corrupt = |kind| SlabError::Corrupted(Corruption { cache: self.name, object: obj.addr(), kind });
         let result = if next != 0 && self.index_in(base, next).is_none() {
@@ -579,8 +564,7 @@ impl<const N: usize> CacheCore<N> {
             unsafe { slab::paint_red_zone(obj, &self.geo, RED_ACTIVE) };
         }
         if h.freelist == 0 {
-            // SAFETY: on the partial list; node lock held. (`h` is not used
-            // after the list operations write the header through `hdr`.)
+            // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations write the header through `hdr`.)
             unsafe {
                 node.partial.remove(hdr);
                 (*hdr).state = SlabState::Full;
@@ -722,8 +706,7 @@ impl<const N: usize> CacheCore<N> {
         let mut last = freelist;
         let mut count = 1;
         loop {
-            // SAFETY: CPU freelist objects are free objects of this slab;
-            // the CPU lock and node lock are held by the caller.
+            // SAFETY: CPU freelist objects are free objects of this slab; the CPU lock and node lock are held by the caller.
             let next = unsafe { slab::read_link(base.with_addr(last), self.keys.link) };
             if next == 0 {
                 break;
@@ -906,10 +889,7 @@ impl<const N: usize> CacheCore<N> {
             for index in 0..self.geo.objects {
                 // SAFETY: as above.
                 if unsafe { slab::bitmap_bit(base, &self.geo, index, None) } {
-                    // SAFETY: an allocated object's red zone is ours to read
-                    // under the node lock (its owner may write the object,
-                    // never the red zone, unless it overflows: the bug this
-                    // check reports).
+                    // SAFETY: an allocated object's red zone is ours to read under the node lock (its owner may write the object, never the red zone, unless it overflows: the bug this check reports).
                     let obj = unsafe { base.add(index * self.geo.stride) };
                     // SAFETY: as above.
                     if let Some((offset, found)) = unsafe { slab::check_red_zone(obj, &self.geo, RED_ACTIVE) } {
@@ -929,8 +909,7 @@ impl<const N: usize> CacheCore<N> {
             let mut n = 0;
             while p != 0 && n < self.geo.objects {
                 n += 1;
-                // SAFETY: CPU freelist objects are free objects of the CPU
-                // slab; the CPU lock is held.
+                // SAFETY: CPU freelist objects are free objects of the CPU slab; the CPU lock is held.
                 p = unsafe { slab::read_link(cpu.slab.with_addr(p), self.keys.link) };
                 if self.index_in(cpu.slab, p).is_none() {
                     break;

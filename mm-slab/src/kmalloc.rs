@@ -302,8 +302,7 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
             return Ok(ptr);
         }
         let fresh = self.alloc(new)?;
-        // SAFETY: both blocks are at least `min(old, new)` bytes and are
-        // distinct allocations.
+        // SAFETY: both blocks are at least `min(old, new)` bytes and are distinct allocations.
         unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), layout.size().min(new_size)) };
         // SAFETY: forwarded contract.
         if let Err(e) = unsafe { self.free(ptr, layout) } {
@@ -401,11 +400,7 @@ fn large_order(layout: Layout) -> Option<Order> {
     Order::for_bytes(layout.size().max(layout.align()).max(PAGE_SIZE) as u64)
 }
 
-// SAFETY: `alloc` returns memory of at least `layout.size()` bytes aligned
-// to `layout.align()` (class objects are aligned to their class's
-// alignment, chosen to cover the request; large blocks are naturally
-// aligned and checked) that no other allocation overlaps, until it is
-// passed to `dealloc`. Nothing here allocates through the global allocator.
+// SAFETY: `alloc` returns memory of at least `layout.size()` bytes aligned to `layout.align()` (class objects are aligned to their class's alignment, chosen to cover the request; large blocks are naturally aligned and checked) that no other allocation overlaps, until it is passed to `dealloc`. Nothing here allocates through the global allocator.
 unsafe impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> GlobalAlloc
     for Kmalloc<'_, P, M, C, N>
 {
@@ -417,8 +412,7 @@ unsafe impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usiz
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
-        // SAFETY: the GlobalAlloc contract: `ptr` came from `alloc` with
-        // `layout` and is not used again.
+        // SAFETY: the GlobalAlloc contract: `ptr` came from `alloc` with `layout` and is not used again.
         if let Err(e) = unsafe { self.free(p, layout) } {
             self.refuse(e);
         }
@@ -526,8 +520,7 @@ impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Defa
     }
 }
 
-// SAFETY: forwards to the installed `Kmalloc` (see its implementation);
-// before installation nothing is ever allocated, so nothing is freed.
+// SAFETY: forwards to the installed `Kmalloc` (see its implementation); before installation nothing is ever allocated, so nothing is freed.
 unsafe impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> GlobalAlloc
     for GlobalSlab<'_, P, M, C, N>
 {

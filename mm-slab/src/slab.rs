@@ -73,8 +73,7 @@ pub(crate) fn slab_base(obj: usize, geo: &Geometry) -> usize {
 /// `obj` is a free object of a live slab (its first 8 bytes are a link).
 #[inline(always)]
 pub(crate) unsafe fn read_link(obj: *mut u8, key: usize) -> usize {
-    // SAFETY: per the contract, `obj` is 8-byte aligned (strides are
-    // multiples of 8 from an aligned slab start) and readable.
+    // SAFETY: per the contract, `obj` is 8-byte aligned (strides are multiples of 8 from an aligned slab start) and readable.
     unsafe { obj.cast::<usize>().read() ^ key ^ obj.addr().swap_bytes() }
 }
 
@@ -126,8 +125,7 @@ pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fil
         // SAFETY: the bitmap area lies between the objects and the header.
         unsafe { base.add(geo.bitmap_offset).write_bytes(0, geo.header_offset() - geo.bitmap_offset) };
     }
-    // SAFETY: the header area is the slab's last HEADER_BYTES, aligned to
-    // 64 because the slab is page aligned.
+    // SAFETY: the header area is the slab's last HEADER_BYTES, aligned to 64 because the slab is page aligned.
     let hdr = unsafe { base.add(geo.header_offset()) }.cast::<SlabHeader>();
     // SAFETY: as above; `write` does not read the old bytes.
     unsafe {
@@ -229,8 +227,7 @@ pub(crate) unsafe fn check_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) -
 /// The slab has a bitmap (`CHECK_FREE`), `base` is its start and the caller
 /// holds the lock that protects it.
 pub(crate) unsafe fn bitmap_bit(base: *mut u8, geo: &Geometry, index: usize, set: Option<bool>) -> bool {
-    // SAFETY: the bitmap has `objects.div_ceil(64)` words at
-    // `bitmap_offset`, 8-byte aligned (the offset is a multiple of 8).
+    // SAFETY: the bitmap has `objects.div_ceil(64)` words at `bitmap_offset`, 8-byte aligned (the offset is a multiple of 8).
     let word = unsafe { base.add(geo.bitmap_offset).cast::<u64>().add(index / 64) };
     let mask = 1u64 << (index % 64);
     // SAFETY: as above.
@@ -261,8 +258,7 @@ impl SlabList {
     /// `hdr` is a live slab header on no list, and the caller holds the
     /// lock protecting this list and the headers on it.
     pub unsafe fn push(&mut self, hdr: *mut SlabHeader) {
-        // SAFETY: per the contract, `hdr` and the current head are live
-        // headers only the lock holder touches.
+        // SAFETY: per the contract, `hdr` and the current head are live headers only the lock holder touches.
         unsafe {
             (*hdr).prev = ptr::null_mut();
             (*hdr).next = self.head;
@@ -280,8 +276,7 @@ impl SlabList {
     ///
     /// `hdr` is on this list and the caller holds its lock.
     pub unsafe fn remove(&mut self, hdr: *mut SlabHeader) {
-        // SAFETY: per the contract, `hdr` and its neighbours are live
-        // headers on this list.
+        // SAFETY: per the contract, `hdr` and its neighbours are live headers on this list.
         unsafe {
             let (prev, next) = ((*hdr).prev, (*hdr).next);
             if prev.is_null() {

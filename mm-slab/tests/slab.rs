@@ -23,8 +23,7 @@ fn debug(name: &'static str, size: usize) -> CacheConfig {
 
 /// Writes `byte` over `len` bytes at `p + offset`.
 fn scribble(p: NonNull<u8>, offset: usize, len: usize, byte: u8) {
-    // SAFETY: tests scribble over slab memory they own or deliberately
-    // corrupt; it stays inside the mapped slab.
+    // SAFETY: tests scribble over slab memory they own or deliberately corrupt; it stays inside the mapped slab.
     unsafe { p.as_ptr().add(offset).write_bytes(byte, len) };
 }
 
@@ -239,8 +238,7 @@ fn double_interior_and_foreign_frees_are_refused() {
     let cache: Cache<_, _, _> = Cache::new(&frames, mem.clone(), SingleCpu, debug("checked", 96)).unwrap();
     let a = cache.alloc().unwrap();
     let b = cache.alloc().unwrap();
-    // SAFETY: each free below either frees a live object once or must be
-    // refused; all pointers stay inside the mapped slab.
+    // SAFETY: each free below either frees a live object once or must be refused; all pointers stay inside the mapped slab.
     unsafe {
         cache.free(a).unwrap();
         cache.free(b).unwrap();
@@ -361,8 +359,7 @@ fn bad_configurations_and_out_of_memory() {
 /// A direct map that puts frames at a 4 KiB-aligned but not slab-aligned
 /// offset.
 struct Skewed(SimPhysMemory);
-// SAFETY: forwards to the simulated memory with a page offset that stays in
-// its buffer (the test uses only its first half).
+// SAFETY: forwards to the simulated memory with a page offset that stays in its buffer (the test uses only its first half).
 unsafe impl PhysMemory for Skewed {
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
         self.0.translate(PhysAddr::new(addr.as_u64() + 4096).unwrap(), len)
@@ -433,8 +430,7 @@ fn kmalloc_classes_large_blocks_realloc_and_global_alloc() {
     }
     // GlobalAlloc: a refused free is counted, not lost.
     let g = Layout::from_size_align(300, 8).unwrap();
-    // SAFETY: the layout is non-zero; the pointer is freed once, then
-    // freed again with a different size on purpose.
+    // SAFETY: the layout is non-zero; the pointer is freed once, then freed again with a different size on purpose.
     unsafe {
         let q = GlobalAlloc::alloc(&heap, g);
         assert!(!q.is_null());

@@ -28,9 +28,7 @@ struct Inner {
     holes: Vec<PhysRange>,
 }
 
-// SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`)
-// and only ever handed out as raw pointers; who writes through them is
-// governed by `PhysMemory`'s contract, as with real RAM shared by CPUs.
+// SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`) and only ever handed out as raw pointers; who writes through them is governed by `PhysMemory`'s contract, as with real RAM shared by CPUs.
 unsafe impl Send for Inner {}
 // SAFETY: as above; `Inner` itself is never mutated after construction.
 unsafe impl Sync for Inner {}
@@ -151,13 +149,7 @@ impl core::fmt::Debug for SimPhysMemory {
     }
 }
 
-// SAFETY: `translate` returns pointers into the owned buffer only for ranges
-// fully inside the span and outside every hole (1); the buffer lives as long
-// as any handle (Arc) and address -> pointer is a fixed offset, so the same
-// address always gives the same byte and distinct addresses distinct bytes
-// (2); base and buffer are both page aligned, so alignment is preserved (3);
-// without holes every successful translation is `addr + translate_offset()`
-// (4).
+// SAFETY: `translate` returns pointers into the owned buffer only for ranges fully inside the span and outside every hole (1); the buffer lives as long as any handle (Arc) and address -> pointer is a fixed offset, so the same address always gives the same byte and distinct addresses distinct bytes (2); base and buffer are both page aligned, so alignment is preserved (3); without holes every successful translation is `addr + translate_offset()` (4).
 unsafe impl PhysMemory for SimPhysMemory {
     /// Linear (buffer address minus base) when there are no holes; with
     /// holes, every access must go through the checked `translate`.
