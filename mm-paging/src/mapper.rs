@@ -90,6 +90,15 @@ fn page_size(level: u8) -> PageSize {
     }
 }
 
+/// How an unmap walk runs.
+#[derive(Clone, Copy)]
+struct Walk {
+    /// Apply pass (else plan).
+    apply: bool,
+    /// Free table pages the unmap empties.
+    free_tables: bool,
+}
+
 /// A table in a walk: a real page, or one the plan pass imagines.
 #[derive(Clone, Copy)]
 enum Node {
@@ -98,6 +107,15 @@ enum Node {
     Empty,
     /// The table a huge leaf (the entry, at the level above) splits into.
     Split(u64),
+}
+
+/// Where a map operation takes its physical addresses from.
+#[derive(Clone, Copy)]
+enum Source<'s> {
+    /// Physically contiguous: page `v` maps `v + delta` (wrapping).
+    Linear(u64),
+    /// Scattered 4 KiB frames: page `base + i * 4096` maps `frames[i]`.
+    Frames { base: u64, frames: &'s [PhysAddr] },
 }
 
 /// Table pages allocated for one operation before it changes anything,
@@ -378,9 +396,32 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let levels = self.arch.levels();
         let root = self.root;
-        let delta = phys.as_u64().wrapping_sub(va.as_u64());
+        let src = Source::Linear(phys.as_u64().wrapping_sub(va.as_u64()));
         self.planned(|pt, apply, needed, pre| {
-            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, delta, flags, huge, apply, needed, pre)
+            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, huge, apply, needed, pre)
+        })?;
+        Ok(Flush::NONE)
+    }
+
+    /// Maps the 4 KiB frames `frames` at consecutive pages from `va` with
+    /// `flags`, in one walk (vmalloc and vmap map scattered frames this
+    /// way). Fails with [`PagingError::AlreadyMapped`] if any page is mapped
+    /// or holds a swap entry, and with [`PagingError::Misaligned`] for a
+    /// frame address that is not 4 KiB aligned, leaving everything unchanged.
+    pub fn map_frames(&mut self, va: VirtAddr, frames: &[PhysAddr], flags: MapFlags) -> Result<Flush, PagingError> {
+        let len = (frames.len() as u64).checked_mul(4096).ok_or(mm_types::AddrError::Overflow)?;
+        let end = self.check_range(va, len)?;
+        if let Some(f) = frames.iter().find(|f| f.as_u64() % 4096 != 0) {
+            return Err(PagingError::Misaligned { value: f.as_u64(), align: 4096 });
+        }
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        let src = Source::Frames { base: va.as_u64(), frames };
+        self.planned(|pt, apply, needed, pre| {
+            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, HugePages::empty(), apply, needed, pre)
         })?;
         Ok(Flush::NONE)
     }
@@ -418,7 +459,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         level: u8,
         va: u64,
         end: u128,
-        delta: u64,
+        src: Source<'_>,
         flags: MapFlags,
         huge: HugePages,
         apply: bool,
@@ -428,15 +469,18 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let span = level_span(level);
         let leaf_ok = self.arch.leaf_level(level) && huge.allows_level(level);
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
-            let phys = v.wrapping_add(delta);
             if level == 1 {
                 // The whole run of 4 KiB pages inside this table at once.
                 let n = ((slot_end_of_table(v, end) - v as u128) / 4096) as usize;
-                self.map_leaves(node, idx, n, v, phys, flags, apply)?;
+                self.map_leaves(node, idx, n, v, src, flags, apply)?;
                 return Ok(());
             }
             let e = self.entry(node, level, idx);
-            if leaf_ok && covers && phys % span == 0 && e == 0 {
+            let linear = match src {
+                Source::Linear(delta) => Some(v.wrapping_add(delta)),
+                Source::Frames { .. } => None,
+            };
+            if let Some(phys) = linear.filter(|p| leaf_ok && covers && p % span == 0 && e == 0) {
                 if apply {
                     let leaf = self.arch.leaf(PhysAddr::new(phys).expect("checked range"), flags, level);
                     self.store(node, idx, leaf);
@@ -445,7 +489,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 let Some(child) = self.child(node, level, idx, e, true, false, apply, needed, pre) else {
                     return Err(PagingError::AlreadyMapped { addr: VirtAddr::new(v).expect("checked range") });
                 };
-                self.map_walk(child, level - 1, v, slot_end, delta, flags, huge, apply, needed, pre)?;
+                self.map_walk(child, level - 1, v, slot_end, src, flags, huge, apply, needed, pre)?;
             }
         }
         Ok(())
@@ -460,7 +504,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         idx: usize,
         n: usize,
         va: u64,
-        phys: u64,
+        src: Source<'_>,
         flags: MapFlags,
         apply: bool,
     ) -> Result<(), PagingError> {
@@ -475,8 +519,19 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             return Ok(());
         }
         let template = self.arch.leaf(PhysAddr::ZERO, flags, 1);
-        for (i, s) in slots.iter().enumerate() {
-            s.store(template | (phys + i as u64 * 4096), Ordering::Relaxed);
+        match src {
+            Source::Linear(delta) => {
+                let phys = va.wrapping_add(delta);
+                for (i, s) in slots.iter().enumerate() {
+                    s.store(template | (phys + i as u64 * 4096), Ordering::Relaxed);
+                }
+            }
+            Source::Frames { base, frames } => {
+                let first = ((va - base) / 4096) as usize;
+                for (s, f) in slots.iter().zip(&frames[first..first + n]) {
+                    s.store(template | f.as_u64(), Ordering::Relaxed);
+                }
+            }
         }
         Ok(())
     }
@@ -488,17 +543,39 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// slots), splitting huge pages the range cuts, and freeing the table
     /// pages that become empty. Fails with [`PagingError::NotMapped`] if any
     /// page of the range is neither mapped nor swapped, changing nothing.
-    pub fn unmap_range(
+    pub fn unmap_range(&mut self, va: VirtAddr, len: u64, removed: impl FnMut(Unmapped)) -> Result<Flush, PagingError> {
+        self.unmap_impl(va, len, true, removed)
+    }
+
+    /// Like [`unmap_range`](Self::unmap_range), but leaves every table page
+    /// in place, empty or not.
+    ///
+    /// For kernel windows such as vmalloc's that defer the TLB flush after an
+    /// unmap: until the flush, other CPUs' paging-structure caches may still
+    /// point at the tables, so a table page must not be freed (and reused)
+    /// before it. The tables stay for the next mapping of the range.
+    pub fn unmap_range_keep_tables(
         &mut self,
         va: VirtAddr,
         len: u64,
+        removed: impl FnMut(Unmapped),
+    ) -> Result<Flush, PagingError> {
+        self.unmap_impl(va, len, false, removed)
+    }
+
+    fn unmap_impl(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        free_tables: bool,
         mut removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
         let end = self.check_range(va, len)?;
         let levels = self.arch.levels();
         let root = self.root;
         self.planned(|pt, apply, needed, pre| {
-            pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, apply, needed, pre, &mut removed).map(|_| ())
+            let walk = Walk { apply, free_tables };
+            pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, needed, pre, &mut removed).map(|_| ())
         })?;
         Ok(Flush::range(va, len / 4096))
     }
@@ -511,11 +588,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         level: u8,
         va: u64,
         end: u128,
-        apply: bool,
+        walk: Walk,
         needed: &mut u64,
         pre: &mut Prealloc,
         removed: &mut impl FnMut(Unmapped),
     ) -> Result<bool, PagingError> {
+        let apply = walk.apply;
         if level == 1 {
             if let Node::Real(t) = node {
                 return self.unmap_leaves(t, va, end, apply, removed);
@@ -543,8 +621,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 }
             } else {
                 let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
-                let emptied = self.unmap_walk(child, level - 1, v, slot_end, apply, needed, pre, removed)?;
-                if apply && emptied {
+                let emptied = self.unmap_walk(child, level - 1, v, slot_end, walk, needed, pre, removed)?;
+                if apply && emptied && walk.free_tables {
                     if let Node::Real(t) = child {
                         self.store(node, idx, 0);
                         self.free_table(t);

@@ -337,3 +337,58 @@ fn interoperates_with_the_x86_64_crate() {
     pt.map(va(0x6666_0000), pa(0x99_9000), PageSize::Size4KiB, MapFlags::READ | MapFlags::EXECUTE).unwrap().ignore();
     assert_eq!(xpt.translate_addr(x86_64::VirtAddr::new(0x6666_0123)), Some(x86_64::PhysAddr::new(0x99_9123)));
 }
+
+#[test]
+fn map_frames_maps_scattered_frames_in_one_call() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    // 600 pages crossing a level-1 table boundary, frames in a scattered order.
+    let base = 0xffff_c900_0000_0000 + (2 << 20) - 100 * 4096;
+    let list: Vec<PhysAddr> = (0..600u64).map(|i| pa(0x4000_0000 + ((i * 7919) % 600) * 4096)).collect();
+    pt.map_frames(va(base), &list, MapFlags::KERNEL_DATA).unwrap().ignore();
+    for (i, f) in list.iter().enumerate() {
+        let t = pt.translate(va(base + i as u64 * 4096 + 8)).unwrap();
+        assert_eq!((t.phys, t.size), (pa(f.as_u64() + 8), PageSize::Size4KiB));
+    }
+    assert!(pt.translate(va(base + 600 * 4096)).is_none());
+    // Refusals change nothing: one page already mapped, a misaligned frame.
+    let before = snapshot(&pt);
+    let tables = pt.table_pages();
+    let err = pt.map_frames(va(base + 599 * 4096), &list[..2], MapFlags::KERNEL_DATA).unwrap_err();
+    assert_eq!(err, PagingError::AlreadyMapped { addr: va(base + 599 * 4096) });
+    let err = pt.map_frames(va(0x1000_0000), &[pa(0x5000), pa(0x6001)], MapFlags::KERNEL_DATA).unwrap_err();
+    assert_eq!(err, PagingError::Misaligned { value: 0x6001, align: 4096 });
+    assert_eq!(pt.map_frames(va(0x1000_0000), &[], MapFlags::KERNEL_DATA).unwrap_err(), PagingError::EmptyRange);
+    assert_eq!(snapshot(&pt), before);
+    assert_eq!(pt.table_pages(), tables);
+}
+
+#[test]
+fn unmap_keep_tables_leaves_table_pages_for_the_next_mapping() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let base = 0xffff_c900_0000_0000;
+    pt.map_range(va(base), pa(0x10_0000), 16 * 4096, MapFlags::KERNEL_DATA, HugePages::empty()).unwrap().ignore();
+    let tables = pt.table_pages();
+    assert_eq!(tables, 4);
+    let mut seen = Vec::new();
+    let flush = pt
+        .unmap_range_keep_tables(va(base), 16 * 4096, |u| {
+            if let Unmapped::Page { frame, .. } = u {
+                seen.push(frame.as_u64())
+            }
+        })
+        .unwrap();
+    assert_eq!(flush.pages(), 16);
+    flush.ignore();
+    assert_eq!(seen, (0..16).map(|i| 0x10_0000 + i * 4096).collect::<Vec<_>>());
+    assert!(snapshot(&pt).is_empty());
+    assert_eq!(pt.table_pages(), tables, "no table page freed");
+    let free = frames.free_frames();
+    // Mapping the range again needs no new table page.
+    pt.map_range(va(base), pa(0x20_0000), 16 * 4096, MapFlags::KERNEL_DATA, HugePages::empty()).unwrap().ignore();
+    assert_eq!(frames.free_frames(), free);
+    // The ordinary unmap then frees the emptied tables (all but the root).
+    pt.unmap_range(va(base), 16 * 4096, |_| {}).unwrap().ignore();
+    assert_eq!(pt.table_pages(), 1);
+}

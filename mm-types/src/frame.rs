@@ -266,11 +266,17 @@ pub unsafe trait FrameProvider: Sync {
 
 // SAFETY: forwards to the referenced provider, which upholds the contract.
 unsafe impl<P: FrameProvider + ?Sized> FrameProvider for &P {
+    #[inline]
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
         (**self).allocate(order, flags)
     }
+    #[inline]
     fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
         (**self).free(block)
+    }
+    #[inline]
+    fn allocate_frame(&self, flags: AllocFlags) -> Result<PhysAddr, FrameError> {
+        (**self).allocate_frame(flags)
     }
 }
 

@@ -164,11 +164,22 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: buddy: ok",
             "mm-kernel: heap: mm-slab kmalloc is the global allocator",
             "mm-kernel: slab: ok",
+            "mm-kernel: vmalloc: ok",
             "(ours: true); text RX, rodata R, data RW+NX: true; direct map alias with huge page: true",
         ],
     ),
     ("faults null", 128, &["mm-kernel: page fault: address 0x0: page not present, read access, kernel mode"]),
     ("faults rodata", 128, &[": protection violation, write access, kernel mode"]),
+    (
+        "faults stack",
+        128,
+        &[
+            "mm-kernel: EXCEPTION double fault (vector 8)",
+            "in the unmapped page below the area",
+            "of \"kernel stack\": a stack overflow",
+            "mm-kernel: the fault was the one the scenario provoked",
+        ],
+    ),
 ];
 
 /// The boot step of `cargo xtask test`.

@@ -48,6 +48,19 @@ const PAGING: Suite = Suite {
     ],
 };
 
+const VMALLOC: Suite = Suite {
+    example: "vmalloc_ir",
+    package: "mm-vmalloc",
+    allocators: &["mm-vmalloc", "first-fit"],
+    workloads: &[
+        ("pair_1page", &["mm-vmalloc", "first-fit"]),
+        ("pair_1mib", &["mm-vmalloc", "first-fit"]),
+        ("busy_100", &["mm-vmalloc", "first-fit"]),
+        ("busy_1000", &["mm-vmalloc", "first-fit"]),
+        ("busy_15000", &["mm-vmalloc", "first-fit"]),
+    ],
+};
+
 fn ensure_valgrind() -> bool {
     if Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return true;
@@ -88,8 +101,9 @@ pub fn ir(which: &str) -> bool {
         "buddy" | "mm-buddy" => BUDDY,
         "paging" | "mm-paging" => PAGING,
         "slab" | "mm-slab" => SLAB,
+        "vmalloc" | "mm-vmalloc" => VMALLOC,
         other => {
-            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging, slab)");
+            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging, slab, vmalloc)");
             return false;
         }
     };

@@ -216,7 +216,7 @@ fn usage() -> ! {
     eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
     eprintln!(
-        "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging)\n\nsteps:"
+        "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging, slab, vmalloc)\n\nsteps:"
     );
     for (n, d) in STEPS {
         eprintln!("  {n:<7} {d}");

@@ -139,10 +139,18 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
             if e & 8 != 0 { ", reserved bit set" } else { "" }
         );
     }
+    if frame.vector == 14 || frame.vector == 8 {
+        crate::vmem::explain(cr2);
+    }
     let expected = EXPECT_VECTOR.load(Ordering::SeqCst);
+    // A double fault's error code is always zero; the address is that of the
+    // page fault the CPU could not deliver.
     let matches = expected == frame.vector
-        && (frame.vector != 14
-            || (cr2 == EXPECT_ADDR.load(Ordering::SeqCst) && frame.error_code == EXPECT_ERROR.load(Ordering::SeqCst)));
+        && match frame.vector {
+            14 => cr2 == EXPECT_ADDR.load(Ordering::SeqCst) && frame.error_code == EXPECT_ERROR.load(Ordering::SeqCst),
+            8 => cr2 == EXPECT_ADDR.load(Ordering::SeqCst),
+            _ => true,
+        };
     if matches {
         kprintln!("the fault was the one the scenario provoked");
         crate::finish(true)

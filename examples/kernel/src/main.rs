@@ -17,6 +17,7 @@ mod interrupts;
 mod paging;
 mod pvh;
 mod serial;
+mod vmem;
 
 use mm_types::{AllocFlags, FrameError, FrameProvider, Order, PhysAddr, PhysRange, Zone, PAGE_SIZE};
 use x86_64::instructions::port::Port;
@@ -152,6 +153,17 @@ fn setup_memory(info: &pvh::BootInfo) -> Option<&'static frames::Frames> {
         return None;
     }
     kprintln!("heap: mm-slab kmalloc is the global allocator");
+    match vmem::init(buddy) {
+        Ok(_) => kprintln!(
+            "vmalloc: window [{:#x}-{:#x}) over the kernel page table",
+            vmem::VMALLOC_START,
+            vmem::VMALLOC_START + vmem::VMALLOC_SIZE
+        ),
+        Err(e) => {
+            kprintln!("vmalloc: setup failed: {}", e);
+            return None;
+        }
+    }
     Some(buddy)
 }
 
@@ -163,8 +175,9 @@ fn faults(which: Option<&str>) -> bool {
     let (addr, error_code, write) = match which {
         Some("null") => (0u64, 0u64, false),
         Some("rodata") => (&RODATA_TARGET as *const u64 as u64, 0b11, true),
+        Some("stack") => return stack_overflow(),
         other => {
-            kprintln!("faults: unknown case {:?} (known: null, rodata)", other);
+            kprintln!("faults: unknown case {:?} (known: null, rodata, stack)", other);
             return false;
         }
     };
@@ -181,6 +194,28 @@ fn faults(which: Option<&str>) -> bool {
     }
     kprintln!("faults: the access did not fault");
     false
+}
+
+/// `faults stack`: runs on a vmalloc'ed kernel stack and pushes until it
+/// overflows. The push below the stack hits unmapped memory; the CPU cannot
+/// push the page fault's frame there either, so it raises a double fault,
+/// which runs on its own stack and names the area that overflowed.
+fn stack_overflow() -> bool {
+    let Some(vm) = vmem::vm() else { return false };
+    let (bottom, top) = match vmem::alloc_stack(vm) {
+        Ok(s) => s,
+        Err(e) => {
+            kprintln!("faults: no kernel stack: {}", e);
+            return false;
+        }
+    };
+    kprintln!("faults: pushing on the vmalloc'ed stack [{:#x}-{:#x}) until it overflows", bottom, top);
+    interrupts::expect_fault(8, bottom - 8, 0);
+    // SAFETY: the pushes stay inside the fresh stack until the one below it faults; the double-fault handler ends the
+    // run without returning here.
+    unsafe {
+        core::arch::asm!("mov rsp, {0}", "2:", "push rax", "jmp 2b", in(reg) top, options(noreturn));
+    }
 }
 
 /// Exercises mm-buddy: every zone, orders 0-10, zeroing, a contiguous run,
@@ -225,12 +260,13 @@ fn buddy_smoke(buddy: &frames::Frames) -> bool {
             );
         }
     }
-    // The kernel page tables hold their table pages for good.
-    let tables = paging::tables().map_or(0, |t| t.table_pages());
+    // The kernel page tables hold their table pages for good, and vmalloc
+    // its index frames.
+    let tables = paging::tables().map_or(0, |t| t.lock().table_pages()) + vmem::index_frames();
     let coalesced = buddy.free_frames() + tables == buddy.managed_frames();
     let verified = buddy.verify();
     kprintln!(
-        "buddy: all frames free again but the {} page-table pages: {}; verify: {:?}",
+        "buddy: all frames free again but the {} page-table and vmalloc index pages: {}; verify: {:?}",
         tables,
         coalesced,
         verified
@@ -263,10 +299,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     interrupts::init();
     let Some(buddy) = setup_memory(&info) else { finish(false) };
     let passed = match scenario {
-        "smoke" => buddy_smoke(buddy) & heap::smoke(buddy) & buddy_smoke(buddy),
+        "smoke" => buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & buddy_smoke(buddy),
         "faults" => faults(words.next()),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, faults null, faults rodata)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, faults null|rodata|stack)", other);
             false
         }
     };

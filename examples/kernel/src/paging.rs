@@ -8,8 +8,9 @@
 //! - a direct map of all RAM at [`DIRECT_MAP`] (Linux's `PAGE_OFFSET`),
 //!   using the largest pages alignment allows.
 
-use mm_paging::{HugePages, MapFlags, PageTable, PagingError, X86_64};
+use mm_paging::{HardwareTlb, HugePages, MapFlags, NoShootdown, PageTable, PagingError, X86_64};
 use mm_types::{DirectMap, PageSize, PhysAddr, PhysRange, VirtAddr};
+use mm_vmalloc::SharedPageTable;
 
 use crate::frames::Frames;
 
@@ -19,7 +20,11 @@ pub const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
 /// The kernel's page table type.
 pub type KernelTables = PageTable<X86_64, DirectMap, &'static Frames>;
 
-static TABLES: spin::Once<KernelTables> = spin::Once::new();
+/// The kernel page table behind its lock, with this CPU's TLB (one CPU: no
+/// shootdown). vmalloc maps through it; everyone else locks it.
+pub type KernelPt = SharedPageTable<X86_64, DirectMap, &'static Frames, HardwareTlb, NoShootdown>;
+
+static TABLES: spin::Once<KernelPt> = spin::Once::new();
 
 /// The kernel image's sections.
 pub struct Image {
@@ -81,22 +86,24 @@ pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) ->
         })?;
     }
     let tables = pt.table_pages();
-    let pt = TABLES.call_once(|| pt);
-    // CPL 0; the new tables map everything the kernel touches at the addresses it uses now (image, stack, boot data.
-    // SAFETY: all RAM).
-    unsafe { pt.activate() };
+    // SAFETY: this kernel runs at CPL 0.
+    let tlb = unsafe { HardwareTlb::new() };
+    let pt = TABLES.call_once(|| SharedPageTable::new(pt, tlb, NoShootdown));
+    // SAFETY: CPL 0; the tables map everything in use at its current address (image, stack, boot data, RAM).
+    unsafe { pt.lock().activate() };
     Ok(Summary { pages, tables, ram_end })
 }
 
 /// The active kernel tables, once built.
-pub fn tables() -> Option<&'static KernelTables> {
+pub fn tables() -> Option<&'static KernelPt> {
     TABLES.get()
 }
 
 /// Checks the switch took: the permissions the hardware sees and the direct
 /// map alias of a frame.
 pub fn check(image: &Image, frames: &Frames) -> bool {
-    let Some(pt) = tables() else { return false };
+    let Some(shared) = tables() else { return false };
+    let pt = shared.lock();
     let at = |a: u64| pt.translate(VirtAddr::new(a).expect("canonical"));
     let text = at(image.text.start().as_u64() + 0x1000);
     let rodata = at(image.rodata.start().as_u64());
