@@ -107,7 +107,10 @@ impl AreaOptions {
         self.guard = false;
         self
     }
-    /// The mapping's flags (default [`MapFlags::KERNEL_DATA`]).
+    /// The mapping's flags (default [`MapFlags::KERNEL_DATA`]). Add
+    /// [`MapFlags::GLOBAL`] only if the mapper's `flush_unmapped` also drops
+    /// global translations (a CR3 reload, as mm-paging's full flush does,
+    /// keeps them).
     pub const fn flags(mut self, flags: MapFlags) -> Self {
         self.flags = flags;
         self
