@@ -1,12 +1,42 @@
-//! Address spaces: a VMA tree, mmap/munmap/mprotect/brk, page faults, fork with copy-on-write, reverse mapping.
+//! Address spaces: a VMA tree, mmap/munmap/mprotect/brk, page faults, fork
+//! with copy-on-write, reverse mapping.
 //!
-//! **Status: not implemented yet.** This crate is a placeholder in the
-//! workspace layout; its design and scope are tracked in issue #7. It
-//! builds as `no_std` for the host and for `x86_64-unknown-none`, and
-//! depends only on [`mm_types`] (see the workspace `DESIGN` notes).
+//! **Status: in progress** (issue #7). What is here is the range tree the
+//! VMA tree is built on: [`RangeTree`], a B+ tree of non-overlapping ranges
+//! with `O(log n)` look-up of the range containing an address, in-order
+//! iteration, and a gap index that finds the highest (or lowest) free range
+//! of a size and alignment, as `get_unmapped_area` does, in `O(log n)`.
+//! Address-space operations, faults, fork and the reverse map come next.
+//!
+//! The crate needs a heap (`alloc`): an address space's metadata grows with
+//! its mappings, as Linux's VMAs and maple-tree nodes come from slab caches.
+//!
+//! ```
+//! use mm_vma::RangeTree;
+//!
+//! let mut t = RangeTree::new();
+//! t.insert(0x1000, 0x5000, "text").unwrap();
+//! t.insert(0x8000, 0x9000, "data").unwrap();
+//! assert_eq!(t.find(0x4fff), Some((0x1000, 0x5000, &"text")));
+//! assert_eq!(t.find(0x5000), None);
+//! // The highest free 8 KiB below 0x9000: the hole [0x5000, 0x8000).
+//! assert_eq!(t.gap_top_down(0x2000, 0x1000, 0, 0x9000), Some(0x6000));
+//! assert!(t.insert(0x4000, 0x6000, "clash").is_err());
+//! ```
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod tree;
+
 pub use mm_types;
+pub use tree::{Iter, RangeTree, TreeError, FANOUT};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
