@@ -1,12 +1,16 @@
 //! Address spaces: a VMA tree, mmap/munmap/mprotect/brk, page faults, fork
 //! with copy-on-write, reverse mapping.
 //!
-//! **Status: in progress** (issue #7). What is here is the range tree the
-//! VMA tree is built on: [`RangeTree`], a B+ tree of non-overlapping ranges
-//! with `O(log n)` look-up of the range containing an address, in-order
-//! iteration, and a gap index that finds the highest (or lowest) free range
-//! of a size and alignment, as `get_unmapped_area` does, in `O(log n)`.
-//! Address-space operations, faults, fork and the reverse map come next.
+//! **Status: in progress** (issue #7). What is here:
+//! - [`RangeTree`], a B+ tree of non-overlapping ranges with `O(log n)`
+//!   look-up of the range containing an address, in-order iteration, and a
+//!   gap index that finds the highest (or lowest) free range of a size and
+//!   alignment, as `get_unmapped_area` does, in `O(log n)`;
+//! - [`VmaTree`], the bookkeeping half of an address space: VMAs with
+//!   protection, flags and backing, insertion with merging, partial unmap
+//!   and protection changes with splits and merges, a map-count limit.
+//!
+//! Page tables, faults, fork and the reverse map come next.
 //!
 //! The crate needs a heap (`alloc`): an address space's metadata grows with
 //! its mappings, as Linux's VMAs and maple-tree nodes come from slab caches.
@@ -33,9 +37,11 @@ extern crate alloc;
 extern crate std;
 
 pub mod tree;
+pub mod vma;
 
 pub use mm_types;
 pub use tree::{Iter, RangeTree, TreeError, FANOUT};
+pub use vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -420,11 +420,13 @@ fn vmallocinfo_lists_areas_in_address_order() {
 #[test]
 fn many_live_areas_keep_the_index_shallow_and_consistent() {
     // MODEL.md 6, 10.
-    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 64 << 20);
+    // Interpreted, fewer areas over less RAM (the buddy allocator's set-up
+    // is per frame).
+    let (n, mib) = if cfg!(miri) { (120, 8) } else { (3000, 64) };
+    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), mib << 20);
     let frames = buddy(&ram);
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 36))).unwrap();
-    let n = if cfg!(miri) { 200 } else { 3000 };
     let mut rng = mm_types::testkit::fuzzing::XorShift(7);
     let mut live: Vec<VirtAddr> = (0..n).map(|i| vm.vmalloc((1 + i % 3) * PAGE).unwrap()).collect();
     // Free every other area: n/2 free ranges between the live ones.
@@ -463,7 +465,8 @@ fn many_live_areas_keep_the_index_shallow_and_consistent() {
 
 #[test]
 fn threads_allocate_and_free_concurrently() {
-    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 32 << 20);
+    let mib = if cfg!(miri) { 8 } else { 32 };
+    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), mib << 20);
     let frames = buddy(&ram);
     let k = kernel(&ram, &frames);
     let config = VmallocConfig { lazy_max_pages: 64, ..VmallocConfig::new(window(1 << 32)) };

@@ -1,0 +1,395 @@
+//! VMAs and the VMA tree: the bookkeeping half of an address space.
+//!
+//! A [`VmaTree`] keeps the mapped ranges of one address space with their
+//! protection, flags and backing, and applies `mmap`/`munmap`/`mprotect` to
+//! them with Linux's rules: a partial unmap or protection change splits a
+//! VMA, adjacent VMAs that are compatible are always merged (so the tree is
+//! in a canonical form: no two neighbours could be one VMA), incompatible
+//! ones never are, and a map-count limit is enforced before any split. It
+//! knows nothing of page tables: the address-space layer applies the same
+//! changes to the pages.
+
+use alloc::vec::Vec;
+
+use bitflags::bitflags;
+use mm_types::Protection;
+
+use crate::tree::{RangeTree, TreeError};
+
+const PAGE: u64 = 4096;
+
+bitflags! {
+    /// VMA flags (besides the protection).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct VmaFlags: u16 {
+        /// Shared mapping: writes reach the backing object and other
+        /// mappers (private mappings copy on write).
+        const SHARED = 1 << 0;
+        /// A stack that grows down on faults below it.
+        const GROWS_DOWN = 1 << 1;
+        /// Pages are locked in memory (never reclaimed).
+        const LOCKED = 1 << 2;
+        /// Never merged with a neighbour.
+        const NO_MERGE = 1 << 3;
+        /// Must not be expanded by mremap or merges (device mappings).
+        const NO_EXPAND = 1 << 4;
+    }
+}
+
+/// What backs a VMA's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Anonymous memory: zero-filled on first touch, swapped when evicted.
+    Anonymous,
+    /// An object (a file, a device, a shared-memory segment) that a pager
+    /// serves, from `offset` bytes into it at the VMA's start.
+    Object {
+        /// The object, as the address space's pager registry names it.
+        object: u32,
+        /// Offset of the VMA's first byte in the object.
+        offset: u64,
+    },
+}
+
+impl Backing {
+    /// The backing of the part of a VMA starting `delta` bytes in.
+    fn advanced(self, delta: u64) -> Backing {
+        match self {
+            Backing::Anonymous => Backing::Anonymous,
+            Backing::Object { object, offset } => Backing::Object { object, offset: offset + delta },
+        }
+    }
+}
+
+/// One mapping: a page-aligned range with its rights, flags and backing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vma {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Access rights.
+    pub prot: Protection,
+    /// Flags.
+    pub flags: VmaFlags,
+    /// Backing.
+    pub backing: Backing,
+}
+
+impl Vma {
+    /// An anonymous private mapping.
+    pub const fn anonymous(start: u64, end: u64, prot: Protection) -> Self {
+        Vma { start, end, prot, flags: VmaFlags::empty(), backing: Backing::Anonymous }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the range is empty (never true of a VMA in a tree).
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether `self` followed directly by `next` could be one VMA: adjacent,
+    /// same rights, flags and backing object, and (for objects) contiguous
+    /// offsets; neither refuses merging.
+    pub fn can_merge(&self, next: &Vma) -> bool {
+        let no = VmaFlags::NO_MERGE | VmaFlags::NO_EXPAND;
+        self.end == next.start
+            && self.prot == next.prot
+            && self.flags == next.flags
+            && !self.flags.intersects(no)
+            && self.backing.advanced(self.len()) == next.backing
+    }
+
+    fn data(&self) -> Data {
+        Data { prot: self.prot, flags: self.flags, backing: self.backing }
+    }
+}
+
+/// What the tree stores per VMA (the range is the key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Data {
+    prot: Protection,
+    flags: VmaFlags,
+    backing: Backing,
+}
+
+impl Data {
+    fn vma(self, start: u64, end: u64) -> Vma {
+        Vma { start, end, prot: self.prot, flags: self.flags, backing: self.backing }
+    }
+}
+
+/// Why a VMA operation was refused. A refused operation changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmaError {
+    /// An address or length that is not page aligned.
+    Unaligned(u64),
+    /// An empty range, or one that wraps.
+    BadRange,
+    /// The new mapping overlaps an existing one.
+    Overlap {
+        /// The existing VMA's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+    },
+    /// Part of the range is not mapped (mprotect needs all of it).
+    NotMapped(u64),
+    /// The operation would need more VMAs than the limit.
+    TooManyMappings {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl core::fmt::Display for VmaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmaError::Unaligned(v) => write!(f, "{v:#x} is not page aligned"),
+            VmaError::BadRange => write!(f, "an empty or wrapping range"),
+            VmaError::Overlap { start, end } => write!(f, "overlaps the mapping [{start:#x}, {end:#x})"),
+            VmaError::NotMapped(a) => write!(f, "{a:#x} is not mapped"),
+            VmaError::TooManyMappings { limit } => write!(f, "more than {limit} mappings"),
+        }
+    }
+}
+
+impl core::error::Error for VmaError {}
+
+/// The VMAs of one address space.
+#[derive(Clone, Debug)]
+pub struct VmaTree {
+    tree: RangeTree<Data>,
+    limit: usize,
+}
+
+impl Default for VmaTree {
+    fn default() -> Self {
+        VmaTree::new(65_530)
+    }
+}
+
+fn check(start: u64, len: u64) -> Result<u64, VmaError> {
+    for v in [start, len] {
+        if v % PAGE != 0 {
+            return Err(VmaError::Unaligned(v));
+        }
+    }
+    if len == 0 {
+        return Err(VmaError::BadRange);
+    }
+    start.checked_add(len).ok_or(VmaError::BadRange)
+}
+
+impl VmaTree {
+    /// An empty tree allowing at most `limit` VMAs (Linux's default
+    /// `vm.max_map_count` is 65,530).
+    pub const fn new(limit: usize) -> Self {
+        VmaTree { tree: RangeTree::new(), limit }
+    }
+
+    /// Number of VMAs.
+    pub fn count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The map-count limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The VMA containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<Vma> {
+        self.tree.find(addr).map(|(s, e, d)| d.vma(s, e))
+    }
+
+    /// The first VMA ending after `addr` (Linux's `find_vma`: the one
+    /// containing `addr`, or the next above it).
+    pub fn find_from(&self, addr: u64) -> Option<Vma> {
+        self.find(addr).or_else(|| self.tree.next(addr).map(|(s, e, d)| d.vma(s, e)))
+    }
+
+    /// Every VMA in address order.
+    pub fn iter(&self) -> impl Iterator<Item = Vma> + '_ {
+        self.tree.iter().map(|(s, e, d)| d.vma(s, e))
+    }
+
+    /// The VMAs overlapping `[start, end)`, in order.
+    pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = Vma> + '_ {
+        let first = self.tree.prev(start).filter(|x| x.1 > start).map_or(start, |x| x.0);
+        self.tree.iter_from(first).take_while(move |x| x.0 < end).map(|(s, e, d)| d.vma(s, e))
+    }
+
+    /// The highest (`top_down`) or lowest start for `len` bytes aligned to
+    /// `align` inside `[low, high)` that overlaps no VMA.
+    pub fn unmapped_area(&self, len: u64, align: u64, low: u64, high: u64, top_down: bool) -> Option<u64> {
+        let align = align.max(PAGE);
+        if top_down {
+            self.tree.gap_top_down(len, align, low, high)
+        } else {
+            self.tree.gap_bottom_up(len, align, low, high)
+        }
+    }
+
+    /// Adds `vma` (which must not overlap any), merged with the neighbours
+    /// it is compatible with. Returns the VMA that now contains it.
+    pub fn insert(&mut self, vma: Vma) -> Result<Vma, VmaError> {
+        let end = check(vma.start, vma.end.wrapping_sub(vma.start))?;
+        if vma.end < vma.start {
+            return Err(VmaError::BadRange);
+        }
+        if let Some(o) = self.overlapping(vma.start, end).next() {
+            return Err(VmaError::Overlap { start: o.start, end: o.end });
+        }
+        let prev = vma.start.checked_sub(1).and_then(|a| self.find(a)).filter(|p| p.can_merge(&vma));
+        let next = self.find(end).filter(|n| vma.can_merge(n));
+        if prev.is_none() && next.is_none() && self.count() >= self.limit {
+            return Err(VmaError::TooManyMappings { limit: self.limit });
+        }
+        let merged = match (prev, next) {
+            (Some(p), Some(n)) => {
+                self.tree.remove(n.start);
+                self.tree.resize(p.start, p.start, n.end).map_err(tree_err)?;
+                Vma { end: n.end, ..p }
+            }
+            (Some(p), None) => {
+                self.tree.resize(p.start, p.start, end).map_err(tree_err)?;
+                Vma { end, ..p }
+            }
+            (None, Some(n)) => {
+                // The merged VMA takes the new one's start and backing offset.
+                self.tree.resize(n.start, vma.start, n.end).map_err(tree_err)?;
+                let (_, _, d) = self.tree.find_mut(vma.start).expect("just resized");
+                d.backing = vma.backing;
+                Vma { start: vma.start, ..n }.with_backing(vma.backing)
+            }
+            (None, None) => {
+                self.tree.insert(vma.start, end, vma.data()).map_err(tree_err)?;
+                vma
+            }
+        };
+        Ok(merged)
+    }
+
+    /// Splits the VMA containing `addr` (strictly inside it) in two at
+    /// `addr`. No-op if `addr` is not strictly inside a VMA.
+    fn split_at(&mut self, addr: u64) {
+        let Some(v) = self.find(addr).filter(|v| v.start < addr) else { return };
+        self.tree.resize(v.start, v.start, addr).expect("shrinking cannot overlap");
+        let right = Data { backing: v.backing.advanced(addr - v.start), ..v.data() };
+        self.tree.insert(addr, v.end, right).expect("the range was just freed");
+    }
+
+    /// Merges the VMA ending at `addr` with the one starting there if they
+    /// are compatible.
+    fn merge_at(&mut self, addr: u64) {
+        let Some(left) = addr.checked_sub(1).and_then(|a| self.find(a)) else { return };
+        let Some(right) = self.find(addr) else { return };
+        if left.end == addr && right.start == addr && left.can_merge(&right) {
+            self.tree.remove(right.start);
+            self.tree.resize(left.start, left.start, right.end).expect("the right part was just removed");
+        }
+    }
+
+    /// VMAs a change of `[start, end)` would add by splitting the VMAs
+    /// that straddle its ends.
+    fn splits_needed(&self, start: u64, end: u64) -> usize {
+        let straddles = |a: u64| self.find(a).is_some_and(|v| v.start < a);
+        match (self.find(start), straddles(end)) {
+            // One VMA around both ends: its middle goes, both sides stay.
+            (Some(v), true) if v.start < start && v.end > end => 1,
+            (s, e) => usize::from(s.is_some_and(|v| v.start < start)) + usize::from(e),
+        }
+    }
+
+    /// Removes `[start, start + len)` from every VMA it overlaps (splitting
+    /// those that straddle its ends) and reports each removed piece.
+    /// Unmapped parts of the range are fine (as in `munmap`).
+    pub fn remove_range(&mut self, start: u64, len: u64, mut removed: impl FnMut(Vma)) -> Result<(), VmaError> {
+        let end = check(start, len)?;
+        // Only a single VMA losing its middle adds a VMA.
+        let inside = self.find(start).is_some_and(|v| v.start < start && v.end > end);
+        if inside && self.count() >= self.limit {
+            return Err(VmaError::TooManyMappings { limit: self.limit });
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let gone: Vec<Vma> = self.overlapping(start, end).collect();
+        for v in gone {
+            self.tree.remove(v.start);
+            removed(v);
+        }
+        Ok(())
+    }
+
+    /// Sets the protection of `[start, start + len)`, which must be mapped
+    /// throughout, splitting at its ends and merging what became compatible.
+    pub fn protect(&mut self, start: u64, len: u64, prot: Protection) -> Result<(), VmaError> {
+        let end = check(start, len)?;
+        let mut at = start;
+        for v in self.overlapping(start, end) {
+            if v.start > at {
+                return Err(VmaError::NotMapped(at));
+            }
+            at = v.end;
+        }
+        if at < end {
+            return Err(VmaError::NotMapped(at));
+        }
+        // Merges come after the splits, so the splits must fit first.
+        if self.count() + self.splits_needed(start, end) > self.limit {
+            return Err(VmaError::TooManyMappings { limit: self.limit });
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let starts: Vec<u64> = self.overlapping(start, end).map(|v| v.start).collect();
+        for s in &starts {
+            let (_, _, d) = self.tree.find_mut(*s).expect("just listed");
+            d.prot = prot;
+        }
+        // Merge from the right so earlier starts stay valid.
+        self.merge_at(end);
+        for s in starts.iter().rev() {
+            self.merge_at(*s);
+        }
+        Ok(())
+    }
+
+    /// Checks the tree and the canonical form: no two adjacent VMAs could be
+    /// merged, all page aligned, the count within the limit.
+    pub fn check(&self) -> Result<(), &'static str> {
+        self.tree.check()?;
+        let mut prev: Option<Vma> = None;
+        for v in self.iter() {
+            if v.start % PAGE != 0 || v.end % PAGE != 0 {
+                return Err("a VMA that is not page aligned");
+            }
+            if prev.is_some_and(|p| p.can_merge(&v)) {
+                return Err("two adjacent VMAs that should have been merged");
+            }
+            prev = Some(v);
+        }
+        if self.count() > self.limit {
+            return Err("more VMAs than the limit");
+        }
+        Ok(())
+    }
+}
+
+impl Vma {
+    fn with_backing(mut self, backing: Backing) -> Self {
+        self.backing = backing;
+        self
+    }
+}
+
+fn tree_err(e: TreeError) -> VmaError {
+    match e {
+        TreeError::Empty => VmaError::BadRange,
+        TreeError::Overlap { start, end } => VmaError::Overlap { start, end },
+    }
+}

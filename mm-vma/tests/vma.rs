@@ -1,0 +1,254 @@
+//! VMA tree cases modelled on the ones Linux's userspace VMA harness checks
+//! (merges with each neighbour, merges blocked by incompatible VMAs, splits
+//! at the start, middle and end, the map-count limit), plus a per-page model
+//! over random sequences.
+
+use std::collections::BTreeMap;
+
+use mm_types::testkit::fuzzing::XorShift;
+use mm_types::Protection;
+use mm_vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
+
+const P: u64 = 4096;
+const RW: Protection = Protection::READ.union(Protection::WRITE);
+const R: Protection = Protection::READ;
+
+fn anon(start: u64, end: u64, prot: Protection) -> Vma {
+    Vma::anonymous(start * P, end * P, prot)
+}
+
+fn file(start: u64, end: u64, offset_pages: u64) -> Vma {
+    Vma { backing: Backing::Object { object: 7, offset: offset_pages * P }, ..anon(start, end, RW) }
+}
+
+fn ranges(t: &VmaTree) -> Vec<(u64, u64)> {
+    t.iter().map(|v| (v.start / P, v.end / P)).collect()
+}
+
+#[test]
+fn new_mappings_merge_with_each_compatible_neighbour() {
+    let mut t = VmaTree::default();
+    t.insert(anon(10, 20, RW)).unwrap();
+    // Merge with the previous one.
+    assert_eq!(t.insert(anon(20, 25, RW)).unwrap(), anon(10, 25, RW));
+    // With the next one.
+    t.insert(anon(30, 40, RW)).unwrap();
+    assert_eq!(t.insert(anon(28, 30, RW)).unwrap(), anon(28, 40, RW));
+    assert_eq!(ranges(&t), [(10, 25), (28, 40)]);
+    // With both: the hole is filled and three become one.
+    assert_eq!(t.insert(anon(25, 28, RW)).unwrap(), anon(10, 40, RW));
+    assert_eq!(ranges(&t), [(10, 40)]);
+    t.check().unwrap();
+}
+
+#[test]
+fn incompatible_neighbours_never_merge() {
+    let mut t = VmaTree::default();
+    t.insert(anon(10, 20, RW)).unwrap();
+    t.insert(anon(20, 30, R)).unwrap(); // other protection
+    t.insert(Vma { flags: VmaFlags::SHARED, ..anon(30, 40, R) }).unwrap(); // other flags
+    t.insert(Vma { flags: VmaFlags::NO_MERGE, ..anon(40, 50, R) }).unwrap();
+    t.insert(anon(50, 60, R)).unwrap(); // next to a NO_MERGE one
+    t.insert(file(60, 70, 0)).unwrap(); // other backing
+    t.insert(file(70, 80, 100)).unwrap(); // same object, discontiguous offset
+    t.insert(file(80, 90, 110)).unwrap(); // contiguous with the previous: merges
+    assert_eq!(ranges(&t), [(10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 90)]);
+    // Offsets that do not line up keep file mappings apart.
+    t.insert(file(100, 110, 0)).unwrap();
+    t.insert(file(95, 100, 0)).unwrap();
+    assert_eq!(t.find(97 * P).unwrap(), file(95, 100, 0));
+    assert_eq!(t.count(), 9);
+    t.check().unwrap();
+}
+
+#[test]
+fn object_offsets_follow_splits_and_merges() {
+    let mut t = VmaTree::default();
+    t.insert(file(100, 110, 50)).unwrap();
+    // Merging in front: the merged VMA starts at the new offset.
+    let m = t.insert(file(95, 100, 45)).unwrap();
+    assert_eq!(m, file(95, 110, 45));
+    assert_eq!(t.find(96 * P).unwrap().backing, Backing::Object { object: 7, offset: 45 * P });
+    // A hole in the middle: the right part's offset advances.
+    t.remove_range(100 * P, 2 * P, |_| {}).unwrap();
+    assert_eq!(t.find(103 * P).unwrap(), file(102, 110, 52));
+    // Filling the hole with the right offsets merges all three back.
+    assert_eq!(t.insert(file(100, 102, 50)).unwrap(), file(95, 110, 45));
+    t.check().unwrap();
+}
+
+#[test]
+fn partial_unmaps_split_at_the_start_middle_and_end() {
+    let mut t = VmaTree::default();
+    t.insert(anon(10, 40, RW)).unwrap();
+    let mut gone = Vec::new();
+    // Start.
+    t.remove_range(10 * P, 5 * P, |v| gone.push(v)).unwrap();
+    assert_eq!(ranges(&t), [(15, 40)]);
+    // End.
+    t.remove_range(35 * P, 5 * P, |v| gone.push(v)).unwrap();
+    assert_eq!(ranges(&t), [(15, 35)]);
+    // Middle.
+    t.remove_range(20 * P, 5 * P, |v| gone.push(v)).unwrap();
+    assert_eq!(ranges(&t), [(15, 20), (25, 35)]);
+    assert_eq!(gone, [anon(10, 15, RW), anon(35, 40, RW), anon(20, 25, RW)]);
+    // Across a hole and two VMAs, with unmapped parts: fine.
+    gone.clear();
+    t.remove_range(17 * P, 13 * P, |v| gone.push(v)).unwrap();
+    assert_eq!(ranges(&t), [(15, 17), (30, 35)]);
+    assert_eq!(gone, [anon(17, 20, RW), anon(25, 30, RW)]);
+    // Nothing there: nothing happens.
+    t.remove_range(100 * P, P, |_| panic!("nothing to remove")).unwrap();
+    assert_eq!(t.remove_range(3, P, |_| {}), Err(VmaError::Unaligned(3)));
+    assert_eq!(t.remove_range(P, 0, |_| {}), Err(VmaError::BadRange));
+    t.check().unwrap();
+}
+
+#[test]
+fn protection_changes_split_then_merge_back() {
+    let mut t = VmaTree::default();
+    t.insert(anon(10, 40, RW)).unwrap();
+    // Middle to read-only: three VMAs.
+    t.protect(20 * P, 5 * P, R).unwrap();
+    assert_eq!(ranges(&t), [(10, 20), (20, 25), (25, 40)]);
+    assert_eq!(t.find(22 * P).unwrap().prot, R);
+    // Start and end.
+    t.protect(10 * P, 2 * P, R).unwrap();
+    t.protect(38 * P, 2 * P, R).unwrap();
+    assert_eq!(ranges(&t), [(10, 12), (12, 20), (20, 25), (25, 38), (38, 40)]);
+    // Back to read-write everywhere: one VMA again.
+    t.protect(10 * P, 30 * P, RW).unwrap();
+    assert_eq!(ranges(&t), [(10, 40)]);
+    // Extending a neighbour's protection merges with it.
+    t.insert(anon(40, 50, R)).unwrap();
+    t.protect(30 * P, 10 * P, R).unwrap();
+    assert_eq!(ranges(&t), [(10, 30), (30, 50)]);
+    // A hole in the range: refused, nothing changed.
+    t.insert(anon(60, 70, RW)).unwrap();
+    let before: Vec<_> = t.iter().collect();
+    assert_eq!(t.protect(45 * P, 20 * P, RW), Err(VmaError::NotMapped(50 * P)));
+    assert_eq!(t.protect(5 * P, 10 * P, RW), Err(VmaError::NotMapped(5 * P)));
+    assert_eq!(t.iter().collect::<Vec<_>>(), before);
+    t.check().unwrap();
+}
+
+#[test]
+fn the_map_count_limit_is_checked_before_any_split() {
+    let mut t = VmaTree::new(3);
+    t.insert(anon(10, 20, RW)).unwrap();
+    t.insert(anon(30, 40, RW)).unwrap();
+    t.insert(anon(50, 60, RW)).unwrap();
+    assert_eq!(t.insert(anon(70, 80, RW)), Err(VmaError::TooManyMappings { limit: 3 }));
+    // Merging adds no VMA: allowed at the limit.
+    t.insert(anon(60, 65, RW)).unwrap();
+    let before: Vec<_> = t.iter().collect();
+    // A hole in the middle of one VMA needs a fourth.
+    assert_eq!(t.remove_range(12 * P, 2 * P, |_| {}), Err(VmaError::TooManyMappings { limit: 3 }));
+    assert_eq!(t.protect(12 * P, 2 * P, R), Err(VmaError::TooManyMappings { limit: 3 }));
+    assert_eq!(t.iter().collect::<Vec<_>>(), before);
+    // Unmapping a whole VMA or an end is fine.
+    t.remove_range(10 * P, 2 * P, |_| {}).unwrap();
+    t.remove_range(30 * P, 10 * P, |_| {}).unwrap();
+    assert_eq!(t.count(), 2);
+    t.check().unwrap();
+}
+
+#[test]
+fn unmapped_area_searches_top_down_and_bottom_up() {
+    let mut t = VmaTree::default();
+    t.insert(anon(0x100, 0x200, RW)).unwrap();
+    t.insert(anon(0x300, 0x400, RW)).unwrap();
+    // Top down below 0x400 pages: the hole [0x200, 0x300) from its top.
+    assert_eq!(t.unmapped_area(0x10 * P, P, 0, 0x400 * P, true), Some(0x2f0 * P));
+    assert_eq!(t.unmapped_area(0x10 * P, P, 0, 0x400 * P, false), Some(0));
+    assert_eq!(t.unmapped_area(0x10 * P, P, 0x100 * P, 0x400 * P, false), Some(0x200 * P));
+    assert_eq!(t.unmapped_area(0x101 * P, P, 0x100 * P, 0x400 * P, false), None);
+    assert_eq!(t.find_from(0x250 * P).unwrap().start, 0x300 * P);
+}
+
+/// Per-page model: page -> (prot bits, flags bits, object or u64::MAX, offset in pages).
+type Model = BTreeMap<u64, (u8, u16, u64, u64)>;
+
+fn expand(t: &VmaTree) -> Model {
+    let mut m = Model::new();
+    for v in t.iter() {
+        for p in v.start / P..v.end / P {
+            let (obj, off) = match v.backing {
+                Backing::Anonymous => (u64::MAX, 0),
+                Backing::Object { object, offset } => (object as u64, offset / P + (p - v.start / P)),
+            };
+            m.insert(p, (v.prot.bits(), v.flags.bits(), obj, off));
+        }
+    }
+    m
+}
+
+#[test]
+fn random_sequences_match_a_page_model() {
+    let rounds = if cfg!(miri) { 2 } else { 30 };
+    for seed in 1..=rounds {
+        let mut rng = XorShift(seed);
+        let mut t = VmaTree::new(40);
+        let mut model = Model::new();
+        for step in 0..if cfg!(miri) { 60 } else { 400 } {
+            let start = rng.next() % 200;
+            let len = 1 + rng.next() % 24;
+            let prot = [R, RW, Protection::READ | Protection::EXEC][(rng.next() % 3) as usize];
+            let before = model.clone();
+            match rng.next() % 3 {
+                0 => {
+                    let flags = if rng.next() % 8 == 0 { VmaFlags::SHARED } else { VmaFlags::empty() };
+                    let backing = if rng.next() % 2 == 0 {
+                        Backing::Anonymous
+                    } else {
+                        Backing::Object { object: (rng.next() % 2) as u32, offset: (start + rng.next() % 2) * P }
+                    };
+                    let v = Vma { start: start * P, end: (start + len) * P, prot, flags, backing };
+                    match t.insert(v) {
+                        Ok(_) => {
+                            for p in start..start + len {
+                                assert!(!model.contains_key(&p), "step {step}: inserted over a mapping");
+                                let (obj, off) = match backing {
+                                    Backing::Anonymous => (u64::MAX, 0),
+                                    Backing::Object { object, offset } => (object as u64, offset / P + p - start),
+                                };
+                                model.insert(p, (prot.bits(), flags.bits(), obj, off));
+                            }
+                        }
+                        Err(VmaError::Overlap { .. }) => {
+                            assert!((start..start + len).any(|p| model.contains_key(&p)), "step {step}")
+                        }
+                        Err(VmaError::TooManyMappings { .. }) => assert_eq!(t.count(), 40),
+                        Err(e) => panic!("step {step}: {e}"),
+                    }
+                }
+                1 => match t.remove_range(start * P, len * P, |_| {}) {
+                    Ok(()) => {
+                        for p in start..start + len {
+                            model.remove(&p);
+                        }
+                    }
+                    Err(VmaError::TooManyMappings { .. }) => {}
+                    Err(e) => panic!("step {step}: {e}"),
+                },
+                _ => match t.protect(start * P, len * P, prot) {
+                    Ok(()) => {
+                        for p in start..start + len {
+                            model.get_mut(&p).expect("mapped").0 = prot.bits();
+                        }
+                    }
+                    Err(VmaError::NotMapped(a)) => {
+                        assert!(!model.contains_key(&(a / P)), "step {step}");
+                    }
+                    Err(VmaError::TooManyMappings { .. }) => {}
+                    Err(e) => panic!("step {step}: {e}"),
+                },
+            }
+            let now = expand(&t);
+            if now != model {
+                panic!("step {step}: the tree differs from the model (before: {} pages)", before.len());
+            }
+            t.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
+        }
+    }
+}
