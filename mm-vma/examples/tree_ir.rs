@@ -1,7 +1,7 @@
 //! Instructions per range-tree operation, for callgrind:
 //! `valgrind --tool=callgrind --toggle-collect='*measure_*' tree_ir STRUCTURE WORKLOAD N`
-//! with STRUCTURE `mm-vma` or `btreemap`, WORKLOAD `find`, `remove_insert`
-//! or `gap` (mm-vma only), N live ranges; divide the total by the `ops=`
+//! with STRUCTURE `mm-vma` or `btreemap`, WORKLOAD `find`, `remove_insert`,
+//! or (mm-vma only) `remove`, `insert`, `gap`; N live ranges; divide the total by the `ops=`
 //! it prints. (The address-space benchmarks against the peers come
 //! with the address-space layer.)
 
@@ -61,6 +61,18 @@ fn measure_remove_insert_btree(t: &mut BTreeMap<u64, (u64, u64)>, keys: &[(u64, 
 }
 
 #[inline(never)]
+fn measure_remove_tree(t: &mut RangeTree<u64>, keys: &[(u64, u64)]) -> Vec<u64> {
+    keys.iter().map(|&(s, _)| t.remove(s).unwrap().2).collect()
+}
+
+#[inline(never)]
+fn measure_insert_tree(t: &mut RangeTree<u64>, keys: &[(u64, u64)], vals: &[u64]) {
+    for (&(s, e), &v) in keys.iter().zip(vals) {
+        t.insert(s, e, v).unwrap();
+    }
+}
+
+#[inline(never)]
 fn measure_gap_tree(t: &RangeTree<u64>, highs: &[u64]) -> u64 {
     highs.iter().map(|&h| t.gap_top_down(5 * 4096, 4096, 0, h).unwrap_or(0)).sum()
 }
@@ -84,6 +96,23 @@ fn main() {
                     std::hint::black_box(measure_find_tree(&t, &addrs));
                 }
                 "remove_insert" => measure_remove_insert_tree(&mut t, &keys),
+                "remove" | "insert" => {
+                    // A tenth of the ranges, distinct, in random order: removed
+                    // (munmap's tree work), or removed and then put back (mmap's).
+                    let mut picked: Vec<(u64, u64)> = ranges.iter().copied().step_by(10).collect();
+                    let mut r = Rng(3);
+                    for i in (1..picked.len()).rev() {
+                        picked.swap(i, (r.next() % (i as u64 + 1)) as usize);
+                    }
+                    if workload == "remove" {
+                        std::hint::black_box(measure_remove_tree(&mut t, &picked));
+                    } else {
+                        let vals: Vec<u64> = picked.iter().map(|&(s, _)| t.remove(s).unwrap().2).collect();
+                        measure_insert_tree(&mut t, &picked, &vals);
+                    }
+                    println!("ops={}", picked.len());
+                    return;
+                }
                 "gap" => {
                     std::hint::black_box(measure_gap_tree(&t, &addrs));
                 }

@@ -452,6 +452,10 @@ impl<V> RangeTree<V> {
         let c = self.node(parent).item[i];
         let (lo, hi, gap) = self.summary(c);
         let p = &mut self.nodes[parent as usize];
+        if (p.lo[i], p.hi[i], p.gap[i]) == (lo, hi, gap) {
+            // Most changes stay inside the child: nothing to record.
+            return;
+        }
         let n = p.len();
         let gaps = |p: &Node| {
             let before = if i > 0 { p.lo[i] - p.hi[i - 1] } else { 0 };
@@ -497,9 +501,12 @@ impl<V> RangeTree<V> {
             }
             return None;
         }
-        let half = FANOUT / 2;
+        // Appending at the end of a full node (address-ordered growth, as
+        // mmap's top-down or bottom-up placement produces) keeps the left
+        // node full; otherwise split in halves.
+        let half = if i == FANOUT { FANOUT } else { FANOUT / 2 };
         let mut right = node.split_off(half);
-        if i <= half {
+        if i <= half && half < FANOUT {
             node.insert_at(i, lo, hi, item, gap);
         } else {
             right.insert_at(i - half, lo, hi, item, gap);
