@@ -211,8 +211,7 @@ fn stack_overflow() -> bool {
     };
     kprintln!("faults: pushing on the vmalloc'ed stack [{:#x}-{:#x}) until it overflows", bottom, top);
     interrupts::expect_fault(8, bottom - 8, 0);
-    // SAFETY: the pushes stay inside the fresh stack until the one below it faults; the double-fault handler ends the
-    // run without returning here.
+    // SAFETY: the pushes stay inside the fresh stack until the one below it faults; the double-fault handler ends the run without returning here.
     unsafe {
         core::arch::asm!("mov rsp, {0}", "2:", "push rax", "jmp 2b", in(reg) top, options(noreturn));
     }

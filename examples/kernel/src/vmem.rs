@@ -134,9 +134,11 @@ pub fn smoke(buddy: &'static Frames) -> bool {
     }
     mine.reverse();
     let v = vm.vmap(&mine, AreaOptions::new().caller("smoke vmap")).expect("vmap").as_u64();
-    // SAFETY: a live vmap area of three pages.
-    let seen: [u64; 3] =
-        core::array::from_fn(|i| unsafe { core::ptr::read_volatile((v + i as u64 * 4096) as *const u64) });
+    let word = |page: u64| {
+        // SAFETY: a live vmap area of three pages; `page` is below 3.
+        unsafe { core::ptr::read_volatile((v + page * 4096) as *const u64) }
+    };
+    let seen = [word(0), word(1), word(2)];
     let vmap_ok = seen == [0x1002, 0x1001, 0x1000];
     ok &= vmap_ok;
 
