@@ -12,6 +12,7 @@ use std::cell::Cell;
 
 use loom::sync::Arc;
 use mm_buddy::{BuddyAllocator, BuddyConfig};
+use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::SimPhysMemory;
 use mm_types::{AllocFlags, CpuLocal, FrameError, FrameProvider, Order, PhysAddr};
 
@@ -40,18 +41,6 @@ fn small_buddy() -> Arc<Buddy> {
     // SAFETY: the simulated RAM belongs to this allocator alone.
     unsafe { b.add_memory(mem.span()).unwrap() };
     Arc::new(b)
-}
-
-/// Loom threads start with small stacks; the allocator is a few KiB and
-/// is moved around while built, so every thread here gets 1 MiB.
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
-    loom::thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
-}
-
-fn model(f: fn()) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(move || spawn(f).join().unwrap());
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::ptr::NonNull;
 
 use loom::sync::Arc;
 use mm_slab::{Cache, CacheConfig};
+use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{CpuLocal, PhysAddr};
 
@@ -51,16 +52,6 @@ fn cache() -> Arc<SlabCache> {
 
 fn ptr(addr: usize) -> NonNull<u8> {
     NonNull::new(std::ptr::with_exposed_provenance_mut(addr)).unwrap()
-}
-
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
-    loom::thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
-}
-
-fn model(f: fn()) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(move || spawn(f).join().unwrap());
 }
 
 #[test]

@@ -238,10 +238,8 @@ impl VmaTree {
     /// Adds `vma` (which must not overlap any), merged with the neighbours
     /// it is compatible with. Returns the VMA that now contains it.
     pub fn insert(&mut self, vma: Vma) -> Result<Vma, VmaError> {
+        // A reversed range wraps to a length that overflows: BadRange.
         let end = check(vma.start, vma.end.wrapping_sub(vma.start))?;
-        if vma.end < vma.start {
-            return Err(VmaError::BadRange);
-        }
         if let Some(o) = self.overlapping(vma.start, end).next() {
             return Err(VmaError::Overlap { start: o.start, end: o.end });
         }
@@ -265,7 +263,7 @@ impl VmaTree {
                 self.tree.resize(n.start, vma.start, n.end).map_err(tree_err)?;
                 let (_, _, d) = self.tree.find_mut(vma.start).expect("just resized");
                 d.backing = vma.backing;
-                Vma { start: vma.start, ..n }.with_backing(vma.backing)
+                Vma { start: vma.start, backing: vma.backing, ..n }
             }
             (None, None) => {
                 self.tree.insert(vma.start, end, vma.data()).map_err(tree_err)?;
@@ -377,13 +375,6 @@ impl VmaTree {
             return Err("more VMAs than the limit");
         }
         Ok(())
-    }
-}
-
-impl Vma {
-    fn with_backing(mut self, backing: Backing) -> Self {
-        self.backing = backing;
-        self
     }
 }
 

@@ -12,7 +12,7 @@ use mm_types::{
 
 use crate::error::VmallocError;
 use crate::mapper::KernelMapper;
-use crate::tree::{AreaKind, Follow, Link, NodeRef, Pool, Request};
+use crate::tree::{AreaKind, Follow, Link, Node, NodeRef, Pool, Request};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const HUGE: u64 = 2 << 20;
@@ -232,21 +232,19 @@ impl State {
         let node = self.pool.get_mut(n);
         node.start = start;
         node.len = len;
-        let mut free = self.free;
-        self.pool.insert(&mut free, n);
-        self.free = free;
+        self.pool.insert(&mut self.free, n);
     }
+}
 
-    fn info(&self, n: NodeRef) -> AreaInfo {
-        let node = self.pool.get(n);
-        AreaInfo {
-            start: VirtAddr::new(node.start).expect("areas lie in the window"),
-            size: node.mapped,
-            guard: node.len - node.mapped,
-            kind: node.kind,
-            flags: MapFlags::from_bits_retain(node.flags),
-            caller: node.caller,
-        }
+/// What look-ups report of an area's node.
+fn area_info(node: &Node) -> AreaInfo {
+    AreaInfo {
+        start: VirtAddr::new(node.start).expect("areas lie in the window"),
+        size: node.mapped,
+        guard: node.len - node.mapped,
+        kind: node.kind,
+        flags: MapFlags::from_bits_retain(node.flags),
+        caller: node.caller,
     }
 }
 
@@ -363,22 +361,22 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         }
         let order = if huge { HUGE_ORDER } else { self.page_order.min((size / PAGE).trailing_zeros() as u8) };
         let kind = AreaKind::Vmalloc { order, huge };
-        let start = self.reserve(size, align, &opts, kind)?;
+        let (start, node) = self.reserve(size, align, &opts, kind)?;
         let built = match self.populate(start, size, order, huge, &opts) {
             Err(VmallocError::OutOfFrames(_)) if order > 0 => {
                 // No block of that order: build the area from single frames.
-                self.set_kind(start, AreaKind::Vmalloc { order: 0, huge: false });
+                self.set_kind(node, AreaKind::Vmalloc { order: 0, huge: false });
                 self.populate(start, size, 0, false, &opts)
             }
             r => r,
         };
         match built {
             Ok(()) => {
-                self.publish(start, size / PAGE);
+                self.publish(node, size / PAGE);
                 Ok(VirtAddr::new(start).expect("in the window"))
             }
             Err(e) => {
-                self.unreserve(start);
+                self.unreserve(node);
                 Err(e)
             }
         }
@@ -392,13 +390,13 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             return Err(VmallocError::BadPhys(*f));
         }
         let align = check_align(opts.align)?;
-        let start = self.reserve(size, align, &opts, AreaKind::Vmap)?;
+        let (start, node) = self.reserve(size, align, &opts, AreaKind::Vmap)?;
         let va = VirtAddr::new(start).expect("in the window");
         if let Err(e) = self.mapper.map_frames(va, frames, opts.flags) {
-            self.unreserve(start);
+            self.unreserve(node);
             return Err(e.into());
         }
-        self.publish(start, 0);
+        self.publish(node, 0);
         Ok(va)
     }
 
@@ -419,14 +417,14 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         let align = if huge { HUGE } else { PAGE };
         let kind = AreaKind::Ioremap { phys: PhysAddr::new(base).expect("checked"), mode };
         let opts = AreaOptions::new().flags(mode.map_flags()).caller("ioremap");
-        let start = self.reserve(size, align, &opts, kind)?;
+        let (start, node) = self.reserve(size, align, &opts, kind)?;
         let va = VirtAddr::new(start).expect("in the window");
         let hp = if huge { HugePages::SIZE_2M } else { HugePages::empty() };
         if let Err(e) = self.mapper.map_range(va, PhysAddr::new(base).expect("checked"), size, opts.flags, hp) {
-            self.unreserve(start);
+            self.unreserve(node);
             return Err(e.into());
         }
-        self.publish(start, 0);
+        self.publish(node, 0);
         Ok(VirtAddr::new(start + offset).expect("in the window"))
     }
 
@@ -478,7 +476,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         let s = self.state.lock();
         let n = s.pool.floor(s.busy, addr.as_u64())?;
         let node = s.pool.get(n);
-        (addr.as_u64() < node.end() && node.ready).then(|| s.info(n))
+        (addr.as_u64() < node.end() && node.ready).then(|| area_info(node))
     }
 
     /// Calls `f` with each page (and its size) backing the area starting at
@@ -500,20 +498,11 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     /// index lock and must not call back into this allocator.
     pub fn for_each_area(&self, mut f: impl FnMut(&AreaInfo)) {
         let s = self.state.lock();
-        let mut visit = |n: &crate::tree::Node| {
+        s.pool.for_each(s.busy, &mut |n| {
             if n.ready {
-                let info = AreaInfo {
-                    start: VirtAddr::new(n.start).expect("in the window"),
-                    size: n.mapped,
-                    guard: n.len - n.mapped,
-                    kind: n.kind,
-                    flags: MapFlags::from_bits_retain(n.flags),
-                    caller: n.caller,
-                };
-                f(&info);
+                f(&area_info(n));
             }
-        };
-        s.pool.for_each(s.busy, &mut visit);
+        });
     }
 
     /// Writes one line per live area, like Linux's `/proc/vmallocinfo`:
@@ -563,7 +552,6 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         }
         // Walk the window in address order: each step finds the range that
         // starts where the previous one ended, in one of the three trees.
-        let mut cursor = self.lo;
         let mut prev_free_end = u64::MAX;
         let mut err = None;
         let mut next = self.lo;
@@ -589,14 +577,13 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
                         prev_free_end = start + len;
                     }
                     next = start + len;
-                    cursor = next;
                 }
             }
         }
         if let Some(e) = err {
             return Err(e);
         }
-        if cursor != self.hi {
+        if next != self.hi {
             return Err("coverage overruns the window");
         }
         Ok(())
@@ -621,7 +608,15 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
 
     /// Reserves `size` bytes (plus the guard) aligned to `align`, recording
     /// an area that look-ups and frees ignore until [`publish`](Self::publish).
-    fn reserve(&self, size: u64, align: u64, opts: &AreaOptions, kind: AreaKind) -> Result<u64, VmallocError> {
+    /// Returns its start and its node, which stays the caller's to publish or
+    /// give back (nobody else touches an unpublished node).
+    fn reserve(
+        &self,
+        size: u64,
+        align: u64,
+        opts: &AreaOptions,
+        kind: AreaKind,
+    ) -> Result<(u64, NodeRef), VmallocError> {
         let total = size + if opts.guard { PAGE } else { 0 };
         if total > self.hi - self.lo {
             return Err(self.too_large(total));
@@ -629,7 +624,9 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         // The purge generation of the last failed search.
         let mut failed_at = None;
         loop {
-            let mut s = self.state.lock();
+            let mut guard = self.state.lock();
+            // Field by field from here: the pool and the tree roots are disjoint.
+            let s = &mut *guard;
             s.pool.reserve(&self.frames, &self.mem, 2)?;
             // First a search that cannot backtrack: a gap of `total + align -
             // PAGE` bytes holds an aligned range wherever it starts. If none
@@ -637,24 +634,22 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             let lo = self.lo;
             let hi = self.hi;
             let guaranteed = Request { size: total, align, need: total + (align - PAGE), lo, hi };
-            let mut free = s.free;
-            let mut carved = s.pool.carve(free, &guaranteed);
+            let mut carved = s.pool.carve(s.free, &guaranteed);
             if carved.is_none() && align > PAGE {
-                carved = s.pool.carve(free, &Request { need: total, ..guaranteed });
+                carved = s.pool.carve(s.free, &Request { need: total, ..guaranteed });
             }
             if let Some(c) = carved {
                 match c.follow {
                     Follow::Nothing => {}
                     Follow::InsertTail { start, len } => {
                         let n = s.pool.alloc(&self.frames, &self.mem, start, len).expect("reserved");
-                        s.pool.insert(&mut free, n);
+                        s.pool.insert(&mut s.free, n);
                     }
                     Follow::Remove(key) => {
-                        let n = s.pool.remove(&mut free, key).expect("carved from it");
+                        let n = s.pool.remove(&mut s.free, key).expect("carved from it");
                         s.pool.free(n);
                     }
                 }
-                s.free = free;
                 let n = s.pool.alloc(&self.frames, &self.mem, c.addr, total).expect("reserved");
                 let node = s.pool.get_mut(n);
                 node.mapped = size;
@@ -662,13 +657,11 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
                 node.flags = opts.flags.bits();
                 node.caller = opts.caller;
                 node.ready = false;
-                let mut busy = s.busy;
-                s.pool.insert(&mut busy, n);
-                s.busy = busy;
-                return Ok(c.addr);
+                s.pool.insert(&mut s.busy, n);
+                return Ok((c.addr, n));
             }
             let generation = s.purges;
-            drop(s);
+            drop(guard);
             // Give up once a search has failed with no purge completed since
             // the previous failure: nothing was freed in between. Otherwise
             // purge and search again. Even with nothing lazy here, another
@@ -683,16 +676,13 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         }
     }
 
-    fn set_kind(&self, start: u64, kind: AreaKind) {
-        let mut s = self.state.lock();
-        let n = s.pool.floor(s.busy, start).expect("reserved");
-        s.pool.get_mut(n).kind = kind;
+    fn set_kind(&self, n: NodeRef, kind: AreaKind) {
+        self.state.lock().pool.get_mut(n).kind = kind;
     }
 
     /// Makes a reserved area visible.
-    fn publish(&self, start: u64, frames: u64) {
+    fn publish(&self, n: NodeRef, frames: u64) {
         let mut s = self.state.lock();
-        let n = s.pool.floor(s.busy, start).expect("reserved");
         let node = s.pool.get_mut(n);
         node.ready = true;
         let mapped = node.mapped;
@@ -703,15 +693,12 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
 
     /// Gives back a reservation that was never published. Its range may
     /// have been mapped for a while, so it goes through the lazy purge.
-    fn unreserve(&self, start: u64) {
-        let mut s = self.state.lock();
-        let mut busy = s.busy;
-        let n = s.pool.remove(&mut busy, start).expect("reserved");
-        s.busy = busy;
-        let pages = s.pool.get(n).len / PAGE;
-        let mut lazy = s.lazy;
-        s.pool.insert(&mut lazy, n);
-        s.lazy = lazy;
+    fn unreserve(&self, n: NodeRef) {
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        let (start, pages) = (s.pool.get(n).start, s.pool.get(n).len / PAGE);
+        s.pool.remove(&mut s.busy, start).expect("reserved");
+        s.pool.insert(&mut s.lazy, n);
         s.lazy_pages += pages;
     }
 
@@ -784,8 +771,15 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     }
 
     /// Unmaps `[start, start + len)`; with `order`, frees the frame blocks
-    /// (of that order, mapped consecutively from `start`) it held.
-    fn unmap_and_free(&self, start: u64, len: u64, order: Option<u8>) -> Result<u64, VmallocError> {
+    /// (of that order, mapped consecutively from `start`) it held. Returns
+    /// the frames freed and the first refusal of the frame provider; fails
+    /// only if the page table refused the unmap (then nothing changed).
+    fn unmap_and_free(
+        &self,
+        start: u64,
+        len: u64,
+        order: Option<u8>,
+    ) -> Result<(u64, Option<FrameError>), VmallocError> {
         let mut freed = 0;
         let mut refused: Option<FrameError> = None;
         let va = VirtAddr::new(start).expect("in the window");
@@ -805,16 +799,14 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
                 }
             }
         })?;
-        match refused {
-            Some(e) => Err(VmallocError::FrameRefused(e)),
-            None => Ok(freed),
-        }
+        Ok((freed, refused))
     }
 
     fn free_area(&self, addr: VirtAddr, want: FreeKind) -> Result<(), VmallocError> {
         let a = addr.as_u64();
-        let n = {
-            let mut s = self.state.lock();
+        let (n, node) = {
+            let mut guard = self.state.lock();
+            let s = &mut *guard;
             let found = s.pool.floor(s.busy, a).filter(|&n| {
                 let node = s.pool.get(n);
                 node.ready && a < node.end()
@@ -840,51 +832,39 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             if !kind_ok {
                 return Err(VmallocError::WrongKind { addr, kind: node.kind });
             }
-            let mut busy = s.busy;
-            s.pool.remove(&mut busy, a);
-            s.busy = busy;
+            s.pool.remove(&mut s.busy, a);
             s.areas -= 1;
             s.mapped -= node.mapped;
-            n
+            (n, node)
         };
         // Unmap and free outside the lock; the area is in no tree meanwhile,
         // so nobody else can free it or reuse its range.
-        let (mapped, kind) = {
-            let s = self.state.lock();
-            let node = s.pool.get(n);
-            (node.mapped, node.kind)
-        };
-        let order = match kind {
+        let order = match node.kind {
             AreaKind::Vmalloc { order, .. } => Some(order),
             _ => None,
         };
-        let r = self.unmap_and_free(a, mapped, order);
-        if let Err(VmallocError::Paging(_)) = r {
-            // Nothing was unmapped: the area stays as it was.
-            let mut s = self.state.lock();
-            let mut busy = s.busy;
-            s.pool.insert(&mut busy, n);
-            s.busy = busy;
-            s.areas += 1;
-            s.mapped += mapped;
-            return r.map(|_| ());
-        }
-        let over = {
-            let mut s = self.state.lock();
-            if let Ok(freed) = r {
-                s.frames -= freed;
+        let unmapped = self.unmap_and_free(a, node.mapped, order);
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        let (freed, refused) = match unmapped {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was unmapped: the area stays as it was.
+                s.pool.insert(&mut s.busy, n);
+                s.areas += 1;
+                s.mapped += node.mapped;
+                return Err(e);
             }
-            let pages = s.pool.get(n).len / PAGE;
-            let mut lazy = s.lazy;
-            s.pool.insert(&mut lazy, n);
-            s.lazy = lazy;
-            s.lazy_pages += pages;
-            s.lazy_pages > self.lazy_max
         };
+        s.frames -= freed;
+        s.pool.insert(&mut s.lazy, n);
+        s.lazy_pages += node.len / PAGE;
+        let over = s.lazy_pages > self.lazy_max;
+        drop(guard);
         if over {
             self.purge();
         }
-        r.map(|_| ())
+        refused.map_or(Ok(()), |e| Err(VmallocError::FrameRefused(e)))
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use loom::sync::{Arc, Mutex};
 use mm_paging::{HugePages, MapFlags, Mapping, PagingError, Translation, Unmapped};
+use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{PageSize, PhysAddr, VirtAddr, VirtRange};
 use mm_vmalloc::{KernelMapper, Vmalloc, VmallocConfig};
@@ -106,16 +107,6 @@ fn vm(pages: u64, lazy: u64) -> (Arc<Vm>, &'static World) {
     let window = VirtRange::new(VirtAddr::new(BASE).unwrap(), pages * PAGE).unwrap();
     let config = VmallocConfig { lazy_max_pages: lazy, ..VmallocConfig::new(window) };
     (Arc::new(Vmalloc::new(&world.mapper, &world.frames, &world.mem, config).unwrap()), world)
-}
-
-fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> loom::thread::JoinHandle<T> {
-    loom::thread::Builder::new().stack_size(1 << 20).spawn(f).unwrap()
-}
-
-fn model(f: fn()) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder.check(move || spawn(f).join().unwrap());
 }
 
 fn finish(vm: &Vm, world: &World) {

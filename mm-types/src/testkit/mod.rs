@@ -10,6 +10,8 @@
 //!   the real allocators promise, and allocation-failure injection.
 //! - [`HostCpus`]: a [`CpuLocal`](crate::CpuLocal) that gives each host
 //!   thread a CPU id.
+//! - `loom_model` (under `--cfg loom`): `spawn` and `model`, as every loom
+//!   test uses them.
 //!
 //! ```
 //! use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
@@ -33,6 +35,8 @@
 
 mod cpus;
 pub mod fuzzing;
+#[cfg(loom)]
+pub mod loom_model;
 mod mem_store;
 mod ref_frames;
 mod sim_memory;
