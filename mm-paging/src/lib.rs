@@ -76,7 +76,7 @@ pub mod fuzz_model;
 pub use arch::{level_index, level_span, PagingArch, ENTRIES};
 pub use error::PagingError;
 pub use flags::{AccessBits, HugePages, MapFlags};
-pub use mapper::{Lookup, Mapping, PageTable, Translation, Unmapped};
+pub use mapper::{Entry, Lookup, Mapping, PageTable, Translation, Unmapped};
 pub use swap::SwapEntry;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub use tlb::HardwareTlb;

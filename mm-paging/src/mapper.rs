@@ -69,6 +69,20 @@ pub enum Unmapped {
     },
 }
 
+/// A present leaf or a swap entry, as [`PageTable::for_each_entry`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A present mapping.
+    Page(Mapping),
+    /// A swap entry at a 4 KiB page.
+    Swap {
+        /// Virtual address.
+        va: VirtAddr,
+        /// The entry.
+        entry: SwapEntry,
+    },
+}
+
 /// One leaf, as [`PageTable::for_each_mapping`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -97,6 +111,8 @@ struct Walk {
     apply: bool,
     /// Free table pages the unmap empties.
     free_tables: bool,
+    /// Skip pages that hold nothing (else they are an error).
+    sparse: bool,
 }
 
 /// A table in a walk: a real page, or one the plan pass imagines.
@@ -544,7 +560,22 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// pages that become empty. Fails with [`PagingError::NotMapped`] if any
     /// page of the range is neither mapped nor swapped, changing nothing.
     pub fn unmap_range(&mut self, va: VirtAddr, len: u64, removed: impl FnMut(Unmapped)) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, true, removed)
+        self.unmap_impl(va, len, Walk { apply: false, free_tables: true, sparse: false }, removed)
+    }
+
+    /// Like [`unmap_range`](Self::unmap_range), but pages of the range that
+    /// hold nothing are skipped rather than refused: removes whatever is
+    /// mapped or swapped in `[va, va + len)` (munmap of a demand-paged
+    /// range), splitting huge pages the range cuts and freeing the table
+    /// pages that become empty. Fails only for a bad range or when a huge
+    /// page must be split and no table page is available, changing nothing.
+    pub fn unmap_present(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        removed: impl FnMut(Unmapped),
+    ) -> Result<Flush, PagingError> {
+        self.unmap_impl(va, len, Walk { apply: false, free_tables: true, sparse: true }, removed)
     }
 
     /// Like [`unmap_range`](Self::unmap_range), but leaves every table page
@@ -560,21 +591,21 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, false, removed)
+        self.unmap_impl(va, len, Walk { apply: false, free_tables: false, sparse: false }, removed)
     }
 
     fn unmap_impl(
         &mut self,
         va: VirtAddr,
         len: u64,
-        free_tables: bool,
+        walk: Walk,
         mut removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
         let end = self.check_range(va, len)?;
         let levels = self.arch.levels();
         let root = self.root;
         self.planned(|pt, apply, needed, pre| {
-            let walk = Walk { apply, free_tables };
+            let walk = Walk { apply, ..walk };
             pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, needed, pre, &mut removed).map(|_| ())
         })?;
         Ok(Flush::range(va, len / 4096))
@@ -596,12 +627,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let apply = walk.apply;
         if level == 1 {
             if let Node::Real(t) = node {
-                return self.unmap_leaves(t, va, end, apply, removed);
+                return self.unmap_leaves(t, va, end, walk, removed);
             }
         }
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let e = self.entry(node, level, idx);
             let addr = VirtAddr::new(v).expect("checked range");
+            let empty = e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none());
+            if empty && walk.sparse {
+                continue;
+            }
             if e == 0 {
                 return Err(PagingError::NotMapped { addr });
             }
@@ -640,14 +675,17 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         t: PhysAddr,
         va: u64,
         end: u128,
-        apply: bool,
+        walk: Walk,
         removed: &mut impl FnMut(Unmapped),
     ) -> Result<bool, PagingError> {
         let table = self.table(t);
         let first = level_index(va, 1);
         let n = ((slot_end_of_table(va, end) - va as u128) / 4096) as usize;
         let slots = &table[first..first + n];
-        if !apply {
+        if !walk.apply {
+            if walk.sparse {
+                return Ok(false);
+            }
             let bad = slots.iter().position(|s| {
                 let e = s.load(Ordering::Relaxed);
                 e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none())
@@ -659,6 +697,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let base = VirtAddr::new(va).expect("checked range");
         for (i, s) in slots.iter().enumerate() {
+            if walk.sparse && s.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
             let e = s.swap(0, Ordering::Relaxed);
             let va = VirtAddr::new_sign_extended(base.as_u64() + i as u64 * 4096, mm_types::PagingMode::FiveLevel);
             removed(match self.arch.swap_of(e) {
@@ -821,6 +862,115 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 
     /// Calls `f(level, page start, entry)` for every present leaf overlapping
     /// the range.
+    /// Calls `f` for each present leaf and each swap entry in
+    /// `[va, va + len)`, in address order (fork copies both).
+    pub fn for_each_entry(&self, va: VirtAddr, len: u64, mut f: impl FnMut(Entry)) -> Result<(), PagingError> {
+        let end = self.check_range(va, len)?;
+        self.visit_entries(self.root, self.arch.levels(), va.as_u64(), end, &mut f);
+        Ok(())
+    }
+
+    fn visit_entries(&self, t: PhysAddr, level: u8, va: u64, end: u128, f: &mut impl FnMut(Entry)) {
+        let table = self.table(t);
+        for Slot { v, idx, end: slot_end, .. } in slots(va, end, level) {
+            let e = table[idx].load(Ordering::Relaxed);
+            if self.arch.is_present(e) {
+                if self.arch.is_leaf(e, level) {
+                    f(Entry::Page(Mapping {
+                        va: VirtAddr::new(v & !(level_span(level) - 1)).expect("canonical"),
+                        frame: self.arch.leaf_phys(e, level),
+                        size: page_size(level),
+                        flags: self.arch.leaf_flags(e, level),
+                    }));
+                } else {
+                    self.visit_entries(self.arch.table_phys(e), level - 1, v, slot_end, f);
+                }
+            } else if let Some(entry) = self.arch.swap_of(e) {
+                f(Entry::Swap { va: VirtAddr::new(v).expect("canonical"), entry });
+            }
+        }
+    }
+
+    /// Sets the flags of each present leaf in `[va, va + len)` to what
+    /// `f(leaf)` returns (the hardware's accessed and dirty bits are kept
+    /// whatever `f` says, and an update never loses one the MMU sets
+    /// meanwhile). Pages that hold nothing are skipped. Returns the flush
+    /// covering the leaves whose flags changed.
+    ///
+    /// This is `mprotect` and fork's write-protection on a demand-paged
+    /// range, where the new flags may differ page by page.
+    pub fn update_flags(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        mut f: impl FnMut(Mapping) -> MapFlags,
+    ) -> Result<Flush, PagingError> {
+        let end = self.check_range(va, len)?;
+        let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
+        let mut first = u64::MAX;
+        let mut last = 0u64;
+        let mut bad = false;
+        self.visit(self.root, self.arch.levels(), va.as_u64(), end, &mut |level, v, slot| {
+            let mut e = slot.load(Ordering::Relaxed);
+            let frame = self.arch.leaf_phys(e, level);
+            let old = self.arch.leaf_flags(e, level);
+            let new =
+                f(Mapping { va: VirtAddr::new(v).expect("canonical"), frame, size: page_size(level), flags: old });
+            if !new.contains(MapFlags::READ) {
+                bad = true;
+                return;
+            }
+            if (new - keep) == (old - keep) {
+                return;
+            }
+            loop {
+                let cur = self.arch.leaf_flags(e, level);
+                let value = self.arch.leaf(frame, (cur & keep) | (new - keep), level);
+                match slot.compare_exchange_weak(e, value, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => e = now,
+                }
+            }
+            first = first.min(v);
+            last = last.max(v + level_span(level));
+        });
+        if bad {
+            return Err(PagingError::InvalidFlags);
+        }
+        Ok(if first == u64::MAX {
+            Flush::NONE
+        } else {
+            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / 4096)
+        })
+    }
+
+    /// Replaces the present 4 KiB mapping at `va` by one of `frame` with
+    /// `flags` (a copy-on-write fault's new page), returning the old mapping
+    /// (with its accessed and dirty bits) and the flush it needs. Fails with
+    /// [`PagingError::NotMapped`] if `va` has no present 4 KiB mapping.
+    pub fn replace(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<(Mapping, Flush), PagingError> {
+        self.check_range(va, 4096)?;
+        if frame.as_u64() % 4096 != 0 {
+            return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
+        }
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let slot = self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })?;
+        let e = slot.load(Ordering::Relaxed);
+        if !self.arch.is_present(e) {
+            return Err(PagingError::NotMapped { addr: va });
+        }
+        let old = slot.swap(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        let mapping = Mapping {
+            va,
+            frame: self.arch.leaf_phys(old, 1),
+            size: PageSize::Size4KiB,
+            flags: self.arch.leaf_flags(old, 1),
+        };
+        Ok((mapping, Flush::range(va, 1)))
+    }
+
     fn visit(&self, t: PhysAddr, level: u8, va: u64, end: u128, f: &mut impl FnMut(u8, u64, &AtomicU64)) {
         let table = self.table(t);
         for Slot { v, idx, end: slot_end, .. } in slots(va, end, level) {

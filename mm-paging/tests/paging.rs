@@ -392,3 +392,54 @@ fn unmap_keep_tables_leaves_table_pages_for_the_next_mapping() {
     pt.unmap_range(va(base), 16 * 4096, |_| {}).unwrap().ignore();
     assert_eq!(pt.table_pages(), 1);
 }
+
+/// MODEL 3: a sparse unmap removes what is there, skips holes, and frees the
+/// tables it empties; the entry visitor sees pages and swap entries.
+#[test]
+fn sparse_unmap_visit_update_and_replace() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let empty_tables = pt.table_pages();
+    let base = 0x4000_0000u64;
+    let rw = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
+    // Pages 0, 2, 5 mapped; page 7 swapped; the rest of the 16 empty.
+    for i in [0u64, 2, 5] {
+        pt.map(va(base + i * 4096), pa(0x10_0000 + i * 4096), PageSize::Size4KiB, rw).unwrap().ignore();
+    }
+    let swap = SwapEntry::new(1, 77).unwrap();
+    pt.set_swap(va(base + 7 * 4096), swap).unwrap().1.ignore();
+    // The strict unmap refuses the holes; the sparse one does not.
+    assert!(matches!(pt.unmap_range(va(base), 16 * 4096, |_| {}), Err(PagingError::NotMapped { .. })));
+    let mut seen = Vec::new();
+    pt.for_each_entry(va(base), 16 * 4096, |e| seen.push(e)).unwrap();
+    assert_eq!(seen.len(), 4);
+    assert!(matches!(seen[3], mm_paging::Entry::Swap { entry, .. } if entry == swap));
+    // Write-protect every even page; only changed leaves are flushed.
+    let flush = pt
+        .update_flags(va(base), 16 * 4096, |m| {
+            if (m.va.as_u64() - base) / 4096 % 2 == 0 {
+                m.flags - MapFlags::WRITE
+            } else {
+                m.flags
+            }
+        })
+        .unwrap();
+    assert_eq!(flush.pages(), 3, "pages 0..=2 span the changed leaves 0 and 2");
+    assert!(!pt.translate(va(base)).unwrap().flags.contains(MapFlags::WRITE));
+    assert!(pt.translate(va(base + 5 * 4096)).unwrap().flags.contains(MapFlags::WRITE));
+    assert!(matches!(pt.update_flags(va(base), 4096, |_| MapFlags::WRITE), Err(PagingError::InvalidFlags)));
+    // Replace keeps the slot and returns the old leaf.
+    let (old, _) = pt.replace(va(base + 2 * 4096), pa(0x20_0000), rw).unwrap();
+    assert_eq!(old.frame, pa(0x10_2000));
+    assert_eq!(pt.translate(va(base + 2 * 4096)).unwrap().frame, pa(0x20_0000));
+    assert!(matches!(pt.replace(va(base + 4096), pa(0x20_0000), rw), Err(PagingError::NotMapped { .. })));
+    assert!(matches!(pt.replace(va(base + 7 * 4096), pa(0x20_0000), rw), Err(PagingError::NotMapped { .. })));
+    let mut removed = Vec::new();
+    pt.unmap_present(va(base), 16 * 4096, |u| removed.push(u)).unwrap().ignore();
+    assert_eq!(removed.len(), 4);
+    assert!(removed.iter().any(|u| matches!(u, Unmapped::Swap { entry, .. } if *entry == swap)));
+    assert_eq!(pt.table_pages(), empty_tables, "emptied tables are freed");
+    // Nothing left: a second sparse unmap is a no-op, not an error.
+    pt.unmap_present(va(base), 1 << 30, |_| panic!("nothing to remove")).unwrap().ignore();
+    pt.destroy(|_| {});
+}
