@@ -280,6 +280,23 @@ unsafe impl<P: FrameProvider + ?Sized> FrameProvider for &P {
     }
 }
 
+// SAFETY: forwards to the shared provider, which upholds the contract.
+#[cfg(feature = "std")]
+unsafe impl<P: FrameProvider + ?Sized + Send> FrameProvider for std::sync::Arc<P> {
+    #[inline]
+    fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        (**self).allocate(order, flags)
+    }
+    #[inline]
+    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
+        (**self).free(block)
+    }
+    #[inline]
+    fn allocate_frame(&self, flags: AllocFlags) -> Result<PhysAddr, FrameError> {
+        (**self).allocate_frame(flags)
+    }
+}
+
 /// A block of frames owned by the holder: dropping it frees it.
 ///
 /// Use [`OwnedFrames::into_raw`] to take over the ownership by hand.

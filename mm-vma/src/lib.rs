@@ -33,13 +33,24 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod mm;
+#[cfg(feature = "std")]
+pub mod sim;
+pub mod space;
 pub mod tree;
 pub mod vma;
 
+pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, RmapEntry, SpaceId, SpaceTlb, SwapIn};
+pub use mm_paging::SwapEntry;
 pub use mm_types;
+pub use mm_types::Protection;
+pub use space::{
+    page_flags, Access, AddressSpace, FaultError, FaultKind, Layout, MapRequest, Placement, Remap, SpaceCounts,
+    SpaceError,
+};
 pub use tree::{Iter, RangeTree, TreeError, FANOUT};
 pub use vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
 

@@ -213,6 +213,12 @@ impl VmaTree {
         self.find(addr).or_else(|| self.tree.next(addr).map(|(s, e, d)| d.vma(s, e)))
     }
 
+    /// The last VMA starting at or below `addr` (the one containing it, or
+    /// the one below a hole).
+    pub fn prev(&self, addr: u64) -> Option<Vma> {
+        self.tree.prev(addr).map(|(s, e, d)| d.vma(s, e))
+    }
+
     /// Every VMA in address order.
     pub fn iter(&self) -> impl Iterator<Item = Vma> + '_ {
         self.tree.iter().map(|(s, e, d)| d.vma(s, e))
@@ -271,6 +277,29 @@ impl VmaTree {
             }
         };
         Ok(merged)
+    }
+
+    /// Moves the bounds of the VMA starting at `start` to
+    /// `[new_start, new_end)` (brk, stack growth, mremap in place), which
+    /// must still contain at least a page and overlap no other VMA; an
+    /// object's offset follows the start. Merges with neighbours that became
+    /// compatible and returns the VMA that now holds the range.
+    pub fn expand(&mut self, start: u64, new_start: u64, new_end: u64) -> Result<Vma, VmaError> {
+        let end = check(new_start, new_end.wrapping_sub(new_start))?;
+        let v = self.find(start).filter(|v| v.start == start).ok_or(VmaError::NotMapped(start))?;
+        let backing = match v.backing {
+            Backing::Object { object, offset } => {
+                let offset = (offset + new_start).checked_sub(start).ok_or(VmaError::BadRange)?;
+                Backing::Object { object, offset }
+            }
+            Backing::Anonymous => Backing::Anonymous,
+        };
+        self.tree.resize(start, new_start, end).map_err(tree_err)?;
+        let (_, _, d) = self.tree.find_mut(new_start).expect("just resized");
+        d.backing = backing;
+        self.merge_at(end);
+        self.merge_at(new_start);
+        Ok(self.find(new_start).expect("still mapped"))
     }
 
     /// Splits the VMA containing `addr` (strictly inside it) in two at

@@ -1,0 +1,454 @@
+//! What address spaces share: the frame provider, physical memory, the zero
+//! page, the reverse map, the hooks to pagers, swap and TLB, and counters.
+//!
+//! The reverse map records, for every frame mapped in a user address space,
+//! each `(address space, virtual page)` mapping it and how many other
+//! references hold it (a swap cache, reclaim in progress). A page is shared
+//! (so a private write must copy it) when it has more than one mapping or any
+//! other reference; an anonymous page is freed when its last mapping and
+//! reference go. This is a per-page list of mappers, as the first Linux rmap
+//! ("pte chains") kept: exact, simple to check, and one heap entry per
+//! mapping.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use mm_paging::{FlushBatch, PagingArch, SwapEntry};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, VirtAddr};
+
+/// Names an address space in the reverse map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpaceId(pub u32);
+
+/// Why a pager or swap hook could not deliver a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookError {
+    /// No hook of that kind is installed.
+    Unavailable,
+    /// No memory for the page.
+    OutOfMemory,
+    /// The backing store failed or returned data that did not verify.
+    Io,
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HookError::Unavailable => "no pager or swap device installed",
+            HookError::OutOfMemory => "out of memory",
+            HookError::Io => "I/O error",
+        })
+    }
+}
+
+impl core::error::Error for HookError {}
+
+/// Serves the pages of objects (files, devices, shared-memory segments)
+/// that [`Backing::Object`](crate::Backing::Object) VMAs map.
+///
+/// The pager owns the frames it hands out (its page cache): the address
+/// space maps them (read-only in private mappings, which copy on write) and
+/// records them in the reverse map, but never frees them.
+pub trait Pager: Send + Sync {
+    /// The frame holding the 4 KiB page at byte `offset` (page aligned) of
+    /// `object`, read in if needed.
+    fn page(&self, object: u32, offset: u64) -> Result<PhysAddr, HookError>;
+}
+
+/// The swap device side of faults, fork and unmap (mm-swap implements it).
+///
+/// Every page-table entry holding a swap entry owns one reference on its
+/// slot. A fault brings the page in with [`swap_in`](Self::swap_in), maps
+/// it, then reports it with [`swapped_in`](Self::swapped_in), which drops the
+/// entry's reference. While the swap device holds its pin on the frame (the
+/// page is in its swap cache, named by slots other page tables still hold),
+/// private mappings map it read-only and copy on write; once the pin is
+/// dropped, the last mapper writes to it in place.
+pub trait SwapIn: Send + Sync {
+    /// The frame holding the page of `entry`, read in if needed, with a
+    /// reference taken by [`Mm::pin`] that the device keeps while the page
+    /// stays in its cache. Does not consume the entry.
+    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError>;
+    /// The page table that held `entry` now maps `frame` instead: the slot
+    /// loses this user (and the device may drop the page from its cache,
+    /// unpinning it, when the slot has no users left).
+    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr);
+    /// A second page table now holds `entry` (fork): one more user.
+    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError>;
+    /// A page table dropped `entry` (unmap, exit): one user less.
+    fn release(&self, entry: SwapEntry);
+}
+
+/// Invalidates TLB entries of one address space (the kernel knows where it
+/// is active: the local CPU, other CPUs through IPIs, or nowhere).
+pub trait SpaceTlb: Send + Sync {
+    /// Flushes `batch` for the address space `space`. Called before any
+    /// frame the change released is freed.
+    fn flush(&self, space: SpaceId, batch: FlushBatch);
+}
+
+/// The hooks an [`Mm`] calls. Missing hooks make object faults and swap
+/// entries fail with [`HookError::Unavailable`] and skip TLB flushes (right
+/// for address spaces that are never active on a CPU, such as host models).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Pager for object-backed VMAs.
+    pub pager: Option<Arc<dyn Pager>>,
+    /// Swap device.
+    pub swap: Option<Arc<dyn SwapIn>>,
+    /// TLB invalidation.
+    pub tlb: Option<Arc<dyn SpaceTlb>>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("pager", &self.pager.is_some())
+            .field("swap", &self.swap.is_some())
+            .field("tlb", &self.tlb.is_some())
+            .finish()
+    }
+}
+
+/// Who owns a tracked frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageKind {
+    /// Anonymous memory: freed to the frame provider when unused.
+    Anonymous,
+    /// A pager's page: the pager keeps it.
+    Pager,
+}
+
+#[derive(Debug)]
+struct PageInfo {
+    kind: PageKind,
+    /// References besides mappings.
+    pins: u32,
+    /// (space, virtual page) of each mapping.
+    maps: Vec<(SpaceId, u64)>,
+}
+
+/// Counters of what faults did, over every address space of an [`Mm`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Read faults answered with the shared zero page.
+    pub zero_page: u64,
+    /// Anonymous pages allocated zeroed on first touch.
+    pub demand_zero: u64,
+    /// Private writes that copied a shared page.
+    pub cow_copied: u64,
+    /// Private writes to a page nobody else held, made writable in place.
+    pub cow_reused: u64,
+    /// Pages a pager provided.
+    pub pager: u64,
+    /// Pages brought back from swap.
+    pub swap_in: u64,
+    /// Stack growths.
+    pub stack_growth: u64,
+    /// Faults on a page that was already accessible (a stale TLB entry).
+    pub spurious: u64,
+    /// Faults refused (the caller raises a segfault or bus error).
+    pub refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    zero_page: AtomicU64,
+    demand_zero: AtomicU64,
+    cow_copied: AtomicU64,
+    cow_reused: AtomicU64,
+    pager: AtomicU64,
+    swap_in: AtomicU64,
+    stack_growth: AtomicU64,
+    spurious: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What address spaces share (one per machine, as Linux's global page
+/// state): see the [module documentation](self).
+pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+    pub(crate) arch: A,
+    pub(crate) mem: M,
+    pub(crate) frames: F,
+    pub(crate) hooks: Hooks,
+    zero: PhysAddr,
+    rmap: spin::Mutex<BTreeMap<u64, PageInfo>>,
+    next_id: AtomicU32,
+    counters: Counters,
+}
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> fmt::Debug for Mm<A, M, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mm").field("zero", &self.zero).field("hooks", &self.hooks).finish_non_exhaustive()
+    }
+}
+
+/// A mapping of a frame, as [`Mm::mappings`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RmapEntry {
+    /// The address space.
+    pub space: SpaceId,
+    /// The virtual page.
+    pub va: VirtAddr,
+}
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F> {
+    /// The shared state for address spaces whose page tables and pages come
+    /// from `frames`, reached through `mem`. Allocates the zero page.
+    pub fn new(arch: A, mem: M, frames: F, hooks: Hooks) -> Result<Arc<Self>, crate::SpaceError> {
+        let zero = frames.allocate_frame(AllocFlags::ZERO).map_err(|_| crate::SpaceError::OutOfMemory)?;
+        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(zero), mm_types::Order::ZERO)
+            .expect("an allocated frame is a valid block");
+        // SAFETY: the frame was just allocated: nobody else reads or writes it.
+        if unsafe { mem.zero_block(block) }.is_err() {
+            let _ = frames.free(block);
+            return Err(crate::SpaceError::Unreachable);
+        }
+        Ok(Arc::new(Mm {
+            arch,
+            mem,
+            frames,
+            hooks,
+            zero,
+            rmap: spin::Mutex::new(BTreeMap::new()),
+            next_id: AtomicU32::new(1),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// The shared zero page (read faults on untouched anonymous memory map
+    /// it read-only).
+    pub fn zero_page(&self) -> PhysAddr {
+        self.zero
+    }
+
+    /// The physical memory accessor.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    /// The frame provider.
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+
+    /// The installed hooks.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    pub(crate) fn new_id(&self) -> SpaceId {
+        SpaceId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Every mapping of `frame`, in no particular order (reclaim unmaps a
+    /// page from each of them and harvests their accessed bits).
+    pub fn mappings(&self, frame: PhysAddr) -> Vec<RmapEntry> {
+        let rmap = self.rmap.lock();
+        rmap.get(&frame.as_u64()).map_or_else(Vec::new, |p| {
+            p.maps
+                .iter()
+                .map(|&(space, va)| RmapEntry { space, va: VirtAddr::new(va).expect("a mapped user page") })
+                .collect()
+        })
+    }
+
+    /// How many page tables map `frame`.
+    pub fn map_count(&self, frame: PhysAddr) -> usize {
+        self.rmap.lock().get(&frame.as_u64()).map_or(0, |p| p.maps.len())
+    }
+
+    /// Takes a reference on an anonymous `frame` that keeps it allocated
+    /// and makes every mapping of it copy on write (the swap cache holding a
+    /// page that swap slots still name; reclaim while it writes a page out).
+    /// A frame not tracked yet (just read from swap) is tracked from now on.
+    pub fn pin(&self, frame: PhysAddr) {
+        let mut rmap = self.rmap.lock();
+        rmap.entry(frame.as_u64()).or_insert(PageInfo { kind: PageKind::Anonymous, pins: 0, maps: Vec::new() }).pins +=
+            1;
+    }
+
+    /// Drops a reference [`pin`](Self::pin) took; frees an anonymous frame
+    /// nobody maps or holds any more. Returns whether it was freed.
+    pub fn unpin(&self, frame: PhysAddr) -> bool {
+        let mut rmap = self.rmap.lock();
+        let p = rmap.get_mut(&frame.as_u64()).expect("unpin of a frame that is not pinned");
+        assert!(p.pins > 0, "unpin of a frame that is not pinned");
+        p.pins -= 1;
+        self.maybe_free(&mut rmap, frame.as_u64())
+    }
+
+    /// Whether writes through a private mapping of `frame` must copy it:
+    /// the zero page, a pager's page, or an anonymous page with another
+    /// mapping or reference.
+    pub(crate) fn is_shared(&self, frame: PhysAddr) -> bool {
+        if frame == self.zero {
+            return true;
+        }
+        let rmap = self.rmap.lock();
+        rmap.get(&frame.as_u64()).is_none_or(|p| p.kind != PageKind::Anonymous || p.maps.len() + p.pins as usize > 1)
+    }
+
+    /// Runs `f` with a predicate telling which frames are shared, under one
+    /// lock (mprotect asks it for every page of a range).
+    pub(crate) fn with_sharing<R>(&self, f: impl FnOnce(&dyn Fn(PhysAddr) -> bool) -> R) -> R {
+        let rmap = self.rmap.lock();
+        let zero = self.zero;
+        f(&|frame| {
+            frame == zero
+                || rmap
+                    .get(&frame.as_u64())
+                    .is_none_or(|p| p.kind != PageKind::Anonymous || p.maps.len() + p.pins as usize > 1)
+        })
+    }
+
+    /// Records that `space` maps `frame` at `va`.
+    pub(crate) fn add_map(&self, frame: PhysAddr, kind: PageKind, space: SpaceId, va: u64) {
+        if frame == self.zero {
+            return;
+        }
+        let mut rmap = self.rmap.lock();
+        rmap.entry(frame.as_u64()).or_insert(PageInfo { kind, pins: 0, maps: Vec::new() }).maps.push((space, va));
+    }
+
+    /// Records that `space` no longer maps `frame` at `va`; frees the frame
+    /// if that was the last use of an anonymous page. Returns whether the
+    /// frame was freed.
+    pub(crate) fn remove_map(&self, frame: PhysAddr, space: SpaceId, va: u64) -> bool {
+        if frame == self.zero {
+            return false;
+        }
+        let mut rmap = self.rmap.lock();
+        let p = rmap.get_mut(&frame.as_u64()).expect("an unmapped page was in the reverse map");
+        let i = p.maps.iter().position(|&m| m == (space, va)).expect("the mapping was in the reverse map");
+        p.maps.swap_remove(i);
+        self.maybe_free(&mut rmap, frame.as_u64())
+    }
+
+    /// Moves the record of `space`'s mapping of `frame` from `from` to `to`
+    /// (mremap).
+    pub(crate) fn move_map(&self, frame: PhysAddr, space: SpaceId, from: u64, to: u64) {
+        if frame == self.zero {
+            return;
+        }
+        let mut rmap = self.rmap.lock();
+        let p = rmap.get_mut(&frame.as_u64()).expect("a moved page was in the reverse map");
+        let m = p.maps.iter_mut().find(|m| **m == (space, from)).expect("the mapping was in the reverse map");
+        m.1 = to;
+    }
+
+    fn maybe_free(&self, rmap: &mut BTreeMap<u64, PageInfo>, frame: u64) -> bool {
+        let p = &rmap[&frame];
+        if !p.maps.is_empty() || p.pins > 0 {
+            return false;
+        }
+        let kind = p.kind;
+        rmap.remove(&frame);
+        if kind == PageKind::Anonymous {
+            self.free_frame(PhysAddr::new_truncate(frame));
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn alloc_frame(&self) -> Option<PhysAddr> {
+        self.frames.allocate_frame(AllocFlags::MOVABLE).ok()
+    }
+
+    pub(crate) fn free_frame(&self, frame: PhysAddr) {
+        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
+            .expect("a frame is a valid block");
+        self.frames.free(block).expect("the provider takes back the frames it gave");
+    }
+
+    /// Number of frames in the reverse map (mapped or pinned).
+    pub fn tracked_frames(&self) -> usize {
+        self.rmap.lock().len()
+    }
+
+    /// Checks the reverse map against the page tables of `spaces`, which
+    /// must be every address space of this `Mm`: each mapping recorded is
+    /// present, and each present page (but the zero page) is recorded.
+    pub fn check_rmap(&self, spaces: &[&crate::AddressSpace<A, M, F>]) -> Result<(), &'static str> {
+        let rmap = self.rmap.lock();
+        let mut recorded = 0usize;
+        for (frame, p) in rmap.iter() {
+            if p.maps.is_empty() && p.pins == 0 {
+                return Err("an unused frame left in the reverse map");
+            }
+            for &(id, va) in &p.maps {
+                let s = spaces.iter().find(|s| s.id() == id).ok_or("a mapping by an unknown address space")?;
+                let t = s.page_table().translate(VirtAddr::new(va).expect("user page"));
+                if t.is_none_or(|t| t.frame.as_u64() != *frame) {
+                    return Err("a recorded mapping that the page table does not hold");
+                }
+                recorded += 1;
+            }
+        }
+        let mut present = 0usize;
+        for s in spaces {
+            present += s.census().resident as usize;
+        }
+        if present != recorded {
+            return Err("present pages and recorded mappings differ");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn count(&self, which: FaultCount) {
+        let c = &self.counters;
+        let a = match which {
+            FaultCount::ZeroPage => &c.zero_page,
+            FaultCount::DemandZero => &c.demand_zero,
+            FaultCount::CowCopied => &c.cow_copied,
+            FaultCount::CowReused => &c.cow_reused,
+            FaultCount::Pager => &c.pager,
+            FaultCount::SwapIn => &c.swap_in,
+            FaultCount::StackGrowth => &c.stack_growth,
+            FaultCount::Spurious => &c.spurious,
+            FaultCount::Refused => &c.refused,
+        };
+        a.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What faults did so far.
+    pub fn fault_stats(&self) -> FaultStats {
+        let c = &self.counters;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FaultStats {
+            zero_page: r(&c.zero_page),
+            demand_zero: r(&c.demand_zero),
+            cow_copied: r(&c.cow_copied),
+            cow_reused: r(&c.cow_reused),
+            pager: r(&c.pager),
+            swap_in: r(&c.swap_in),
+            stack_growth: r(&c.stack_growth),
+            spurious: r(&c.spurious),
+            refused: r(&c.refused),
+        }
+    }
+}
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Drop for Mm<A, M, F> {
+    fn drop(&mut self) {
+        // Address spaces hold an `Arc` of this, so all are gone: only the
+        // zero page (and frames pinned by someone who leaked them) remain.
+        self.free_frame(self.zero);
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum FaultCount {
+    ZeroPage,
+    DemandZero,
+    CowCopied,
+    CowReused,
+    Pager,
+    SwapIn,
+    StackGrowth,
+    Spurious,
+    Refused,
+}

@@ -1,0 +1,294 @@
+//! A host simulation of the machinery around address spaces (feature
+//! `std`): simulated RAM and frames from the mm-types test kit, a swap
+//! device with a swap cache kept in memory, a pager serving objects whose
+//! bytes are a known pattern, and a TLB hook that counts flushes. Tests,
+//! the fuzz model and integrators' host simulations use it.
+//!
+//! ```
+//! use mm_vma::sim::SimWorld;
+//! use mm_vma::{Access, MapRequest, Protection};
+//!
+//! let world = SimWorld::new(4 << 20);
+//! let mut space = world.space();
+//! let a = space.mmap(MapRequest::anonymous(8192, Protection::READ | Protection::WRITE)).unwrap();
+//! space.write_user(a + 10, b"hello").unwrap();
+//! // Swap the page out (`a` is page aligned: this is the frame's start)
+//! // and fault it back in.
+//! let frame = space.resolve(a, Access::Read).unwrap();
+//! world.swap.swap_out(frame, &mut [&mut space]).unwrap();
+//! let mut buf = [0u8; 5];
+//! space.read_user(a + 10, &mut buf).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! assert_eq!(world.mm.fault_stats().swap_in, 1);
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::vec::Vec;
+
+use mm_paging::{FlushBatch, SwapEntry, X86_64};
+use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory};
+
+use crate::mm::{HookError, Hooks, Mm, Pager, SpaceId, SpaceTlb, SwapIn};
+use crate::space::{AddressSpace, Layout, SpaceError};
+
+/// The frame provider of the simulation.
+pub type SimFrames = Arc<RefFrameProvider>;
+/// The shared state of the simulation.
+pub type SimMm = Mm<X86_64, SimPhysMemory, SimFrames>;
+/// An address space of the simulation.
+pub type SimSpace = AddressSpace<X86_64, SimPhysMemory, SimFrames>;
+
+const PAGE: usize = 4096;
+
+fn block(frame: PhysAddr) -> FrameBlock {
+    FrameBlock::new(FrameNumber::containing(frame), Order::ZERO).expect("a frame is a valid block")
+}
+
+fn read_page(mem: &SimPhysMemory, frame: PhysAddr) -> Vec<u8> {
+    let mut data = std::vec![0u8; PAGE];
+    // SAFETY: the frame is mapped read-only or unmapped everywhere while reclaim copies it (its mappers were unmapped first), so nobody writes it.
+    unsafe { mem.read_bytes(frame, &mut data) }.expect("simulated RAM");
+    data
+}
+
+struct Slot {
+    data: Vec<u8>,
+    users: u32,
+    cached: Option<PhysAddr>,
+}
+
+/// A swap device in memory with a swap cache: a slot read back is cached
+/// (pinned) while other page tables still name the slot, so they share one
+/// frame (mapped copy-on-write) instead of reading it again.
+pub struct SimSwap {
+    mm: OnceLock<Weak<SimMm>>,
+    slots: Mutex<BTreeMap<u64, Slot>>,
+    next: AtomicU64,
+    /// Reads fail with [`HookError::Io`] while set.
+    pub fail_reads: AtomicBool,
+    /// Pages read from the store (cache misses).
+    pub reads: AtomicU64,
+}
+
+impl SimSwap {
+    fn new() -> Self {
+        SimSwap {
+            mm: OnceLock::new(),
+            slots: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            fail_reads: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    fn mm(&self) -> Arc<SimMm> {
+        self.mm.get().and_then(Weak::upgrade).expect("the world is alive")
+    }
+
+    /// Slots in use.
+    pub fn slots_used(&self) -> usize {
+        self.slots.lock().unwrap().len()
+    }
+
+    /// Swaps the anonymous page in `frame` out, as reclaim would: pins it,
+    /// writes it to a new slot, replaces every mapping (all of whose spaces
+    /// must be in `spaces`) by the slot's entry, and unpins it, which frees
+    /// it. Refused (changing nothing) if a mapping is in a locked VMA.
+    pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapEntry, SpaceError> {
+        let mm = self.mm();
+        let maps = mm.mappings(frame);
+        for m in &maps {
+            let s = spaces.iter().find(|s| s.id() == m.space).expect("every mapper is given");
+            if !s.is_evictable(m.va.as_u64()) {
+                return Err(SpaceError::NotEvictable);
+            }
+        }
+        mm.pin(frame);
+        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = SwapEntry::new(1, slot).expect("slot in range");
+        self.slots.lock().unwrap().insert(slot, Slot { data: Vec::new(), users: maps.len() as u32, cached: None });
+        for m in &maps {
+            let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
+            s.evict(m.va.as_u64(), Some(entry)).expect("checked evictable");
+        }
+        // Written after every mapping is gone: no write can be missed.
+        let data = read_page(mm.mem(), frame);
+        self.slots.lock().unwrap().get_mut(&slot).expect("just added").data = data;
+        mm.unpin(frame);
+        Ok(entry)
+    }
+}
+
+impl SwapIn for SimSwap {
+    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError> {
+        if self.fail_reads.load(Ordering::Relaxed) {
+            return Err(HookError::Io);
+        }
+        let mm = self.mm();
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        if let Some(f) = slot.cached {
+            return Ok(f);
+        }
+        let frame = mm.frames().allocate_frame(AllocFlags::MOVABLE).map_err(|_| HookError::OutOfMemory)?;
+        // SAFETY: the frame was just allocated: nobody else reads or writes it.
+        unsafe { mm.mem().write_bytes(frame, &slot.data) }.expect("simulated RAM");
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        mm.pin(frame);
+        slot.cached = Some(frame);
+        Ok(frame)
+    }
+
+    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr) {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        assert_eq!(slot.cached, Some(frame));
+        slot.users -= 1;
+        if slot.users == 0 {
+            slots.remove(&entry.slot());
+            drop(slots);
+            self.mm().unpin(frame);
+        }
+    }
+
+    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError> {
+        self.slots.lock().unwrap().get_mut(&entry.slot()).expect("a live slot").users += 1;
+        Ok(())
+    }
+
+    fn release(&self, entry: SwapEntry) {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        slot.users -= 1;
+        if slot.users == 0 {
+            let cached = slots.remove(&entry.slot()).expect("present").cached;
+            drop(slots);
+            if let Some(f) = cached {
+                self.mm().unpin(f);
+            }
+        }
+    }
+}
+
+/// A pager whose objects hold [`SimPager::byte`] at every offset; pages
+/// are read in on first use and kept (a page cache) until the pager drops.
+pub struct SimPager {
+    mem: SimPhysMemory,
+    frames: SimFrames,
+    pages: Mutex<BTreeMap<(u32, u64), PhysAddr>>,
+}
+
+impl SimPager {
+    /// The byte at `offset` of `object`.
+    pub fn byte(object: u32, offset: u64) -> u8 {
+        (offset / 4096).wrapping_mul(31).wrapping_add(u64::from(object) * 7).wrapping_add(offset % 251) as u8
+    }
+
+    /// Pages in the cache.
+    pub fn cached(&self) -> usize {
+        self.pages.lock().unwrap().len()
+    }
+
+    /// The cached frame of a page, if read in.
+    pub fn frame(&self, object: u32, offset: u64) -> Option<PhysAddr> {
+        self.pages.lock().unwrap().get(&(object, offset)).copied()
+    }
+}
+
+impl Pager for SimPager {
+    fn page(&self, object: u32, offset: u64) -> Result<PhysAddr, HookError> {
+        let mut pages = self.pages.lock().unwrap();
+        if let Some(&f) = pages.get(&(object, offset)) {
+            return Ok(f);
+        }
+        let frame = self.frames.allocate_frame(AllocFlags::MOVABLE).map_err(|_| HookError::OutOfMemory)?;
+        let data: Vec<u8> = (0..PAGE as u64).map(|i| SimPager::byte(object, offset + i)).collect();
+        // SAFETY: the frame was just allocated: nobody else reads or writes it.
+        unsafe { self.mem.write_bytes(frame, &data) }.expect("simulated RAM");
+        pages.insert((object, offset), frame);
+        Ok(frame)
+    }
+}
+
+impl Drop for SimPager {
+    fn drop(&mut self) {
+        for (_, f) in std::mem::take(&mut *self.pages.lock().unwrap()) {
+            self.frames.free(block(f)).expect("the pager's frame");
+        }
+    }
+}
+
+/// Counts TLB flushes per address space.
+#[derive(Default)]
+pub struct CountingTlb {
+    /// Flush calls.
+    pub flushes: AtomicU64,
+    /// Pages named by those calls (a full flush counts as 0).
+    pub pages: AtomicU64,
+    /// Full flushes.
+    pub full: AtomicU64,
+}
+
+impl SpaceTlb for CountingTlb {
+    fn flush(&self, _space: SpaceId, batch: FlushBatch) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        if batch.is_full_flush() {
+            self.full.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pages.fetch_add(batch.pages().count() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Simulated RAM, frames, hooks and the shared state, ready for address
+/// spaces.
+pub struct SimWorld {
+    /// Simulated RAM.
+    pub ram: SimPhysMemory,
+    /// Its frames.
+    pub frames: SimFrames,
+    /// The shared state (its hooks are the three below).
+    pub mm: Arc<SimMm>,
+    /// The swap device.
+    pub swap: Arc<SimSwap>,
+    /// The pager.
+    pub pager: Arc<SimPager>,
+    /// The TLB hook.
+    pub tlb: Arc<CountingTlb>,
+}
+
+impl SimWorld {
+    /// A world with `bytes` of RAM (a multiple of 4 KiB).
+    pub fn new(bytes: u64) -> Self {
+        let ram = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("valid"), bytes);
+        let frames: SimFrames = Arc::new(RefFrameProvider::new(&ram).with_max_order(Order::ZERO));
+        let swap = Arc::new(SimSwap::new());
+        let pager = Arc::new(SimPager { mem: ram.clone(), frames: frames.clone(), pages: Mutex::new(BTreeMap::new()) });
+        let tlb = Arc::new(CountingTlb::default());
+        let hooks = Hooks {
+            pager: Some(pager.clone() as Arc<dyn Pager>),
+            swap: Some(swap.clone() as Arc<dyn SwapIn>),
+            tlb: Some(tlb.clone() as Arc<dyn SpaceTlb>),
+        };
+        let mm = Mm::new(X86_64::FOUR_LEVEL, ram.clone(), frames.clone(), hooks).expect("room for the zero page");
+        assert!(swap.mm.set(Arc::downgrade(&mm)).is_ok(), "set once");
+        SimWorld { ram, frames, mm, swap, pager, tlb }
+    }
+
+    /// A new empty address space with the x86-64 layout.
+    pub fn space(&self) -> SimSpace {
+        self.space_with(Layout::X86_64)
+    }
+
+    /// A new empty address space with `layout`.
+    pub fn space_with(&self, layout: Layout) -> SimSpace {
+        AddressSpace::new(&self.mm, layout).expect("room for a page-table root")
+    }
+
+    /// Free frames.
+    pub fn free_frames(&self) -> u64 {
+        self.frames.free_frames()
+    }
+}
