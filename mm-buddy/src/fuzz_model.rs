@@ -13,7 +13,7 @@ extern crate std;
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use mm_types::percpu::SingleCpu;
 use mm_types::testkit::SimPhysMemory;
 use mm_types::{
@@ -287,9 +287,7 @@ impl Harness {
 
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let Ok(iter) = u.arbitrary_iter::<Op>() else { return };
-    let ops: Vec<Op> = iter.take(400).filter_map(Result::ok).collect();
+    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 400);
     let mut h = Harness::new();
     for op in &ops {
         h.step(op);
@@ -304,7 +302,7 @@ mod tests {
 
     #[test]
     fn generated_inputs() {
-        random_inputs(0x2545_f491, 2048, if cfg!(miri) { 2 } else { 60 }, run);
+        random_inputs(0x2545_f491, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 60 }, run);
     }
 
     /// Replays the checked-in cargo-fuzz corpus.

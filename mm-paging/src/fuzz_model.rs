@@ -12,7 +12,7 @@ extern crate std;
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{Order, PageSize, PhysAddr, VirtAddr};
 
@@ -283,10 +283,8 @@ impl Harness<'_> {
 
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let five: bool = u.arbitrary().unwrap_or(false);
-    let Ok(iter) = u.arbitrary_iter::<Op>() else { return };
-    let ops: Vec<Op> = iter.take(200).filter_map(Result::ok).collect();
+    let five = data.first().is_some_and(|b| b & 1 == 1);
+    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data.get(1..).unwrap_or_default(), 200);
     let ram = SimPhysMemory::new(PhysAddr::new(0).expect("zero"), 4 << 20);
     let frames = RefFrameProvider::new(&ram).with_max_order(Order::ZERO);
     let (arch, base) =
@@ -324,7 +322,7 @@ mod tests {
 
     #[test]
     fn generated_inputs() {
-        random_inputs(0x9e37_79b9, 1024, if cfg!(miri) { 2 } else { 100 }, run);
+        random_inputs(0x9e37_79b9, if cfg!(miri) { 160 } else { 1024 }, if cfg!(miri) { 2 } else { 100 }, run);
     }
 
     /// Replays the checked-in cargo-fuzz corpus.

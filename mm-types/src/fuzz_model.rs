@@ -12,7 +12,7 @@ extern crate std;
 use std::collections::BTreeSet;
 use std::vec::Vec;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 
 use crate::{align, FrameNumber, FrameRange, PagingMode, PhysAddr, VirtAddr};
 
@@ -142,11 +142,7 @@ fn check(op: &Op) {
 
 /// Decodes `data` into operations and checks each against the model.
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let ops: Vec<Op> = match u.arbitrary_iter::<Op>() {
-        Ok(iter) => iter.take(256).filter_map(Result::ok).collect(),
-        Err(_) => return,
-    };
+    let ops: Vec<Op> = crate::testkit::fuzzing::decode_ops(data, 256);
     for op in &ops {
         check(op);
     }
@@ -160,7 +156,12 @@ mod tests {
     /// Deterministic pseudo-random inputs, small enough for miri.
     #[test]
     fn generated_inputs() {
-        crate::testkit::fuzzing::random_inputs(0x9e37_79b9, 512, if cfg!(miri) { 4 } else { 200 }, run);
+        crate::testkit::fuzzing::random_inputs(
+            0x9e37_79b9,
+            if cfg!(miri) { 160 } else { 512 },
+            if cfg!(miri) { 4 } else { 200 },
+            run,
+        );
     }
 
     #[test]

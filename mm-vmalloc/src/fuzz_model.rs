@@ -15,7 +15,7 @@ extern crate std;
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use mm_paging::{NoShootdown, PageTable, RecordingTlb, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{FrameBlock, FrameProvider, Order, PhysAddr, PhysMemory, VirtAddr, VirtRange};
@@ -374,9 +374,7 @@ impl Harness<'_> {
 
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let Ok(iter) = u.arbitrary_iter::<Op>() else { return };
-    let ops: Vec<Op> = iter.take(300).filter_map(Result::ok).collect();
+    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 300);
     // Fresh host memory costs more than a whole run (page faults), so each
     // thread keeps its simulated RAM; nothing relies on its old contents
     // (table pages are allocated zeroed, index nodes written before use).
@@ -426,7 +424,7 @@ mod tests {
 
     #[test]
     fn generated_inputs() {
-        random_inputs(0x5eed_5eed, 2048, if cfg!(miri) { 2 } else { 100 }, run);
+        random_inputs(0x5eed_5eed, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 100 }, run);
     }
 
     /// Replays the checked-in cargo-fuzz corpus.

@@ -54,6 +54,26 @@ pub fn replay_corpus(manifest_dir: &str, target: &str, mut run: impl FnMut(&[u8]
     files.len()
 }
 
+/// Decodes up to `max` values of `T` from `data`, one after another until
+/// the bytes run out or one fails to decode.
+///
+/// Unlike `Unstructured::arbitrary_iter`, which reads a "one more?" flag
+/// before each element and so stops after two elements on average from
+/// random bytes, every byte goes into the operations: a 4 KiB input holds
+/// hundreds of them, and random inputs make long sequences too.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decode_ops<'a, T: arbitrary::Arbitrary<'a>>(data: &'a [u8], max: usize) -> Vec<T> {
+    let mut u = arbitrary::Unstructured::new(data);
+    let mut ops = Vec::new();
+    while ops.len() < max && !u.is_empty() {
+        match T::arbitrary(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
