@@ -1,13 +1,14 @@
 //! Instructions per range-tree operation, for callgrind:
 //! `valgrind --tool=callgrind --toggle-collect='*measure_*' tree_ir STRUCTURE WORKLOAD N`
-//! with STRUCTURE `mm-vma` or `btreemap`, WORKLOAD `find`, `remove_insert`,
-//! or (mm-vma only) `remove`, `insert`, `gap`; N live ranges; divide the total by the `ops=`
-//! it prints. (The address-space benchmarks against the peers come
-//! with the address-space layer.)
+//! with STRUCTURE `mm-vma` (the range tree), `vma` (the VMA tree) or
+//! `btreemap`; WORKLOAD `find`, `remove_insert`, or (range tree) `remove`,
+//! `insert`, `gap`, or (VMA tree) `find`, `gap`, `munmap`, `munmap_split`;
+//! N live ranges; divide the total by the `ops=` it prints. Criterion
+//! comparisons with the peer crates are in `benches/vma.rs`.
 
 use std::collections::BTreeMap;
 
-use mm_vma::RangeTree;
+use mm_vma::{Protection, RangeTree, Vma, VmaTree};
 
 struct Rng(u64);
 impl Rng {
@@ -77,6 +78,21 @@ fn measure_gap_tree(t: &RangeTree<u64>, highs: &[u64]) -> u64 {
     highs.iter().map(|&h| t.gap_top_down(5 * 4096, 4096, 0, h).unwrap_or(0)).sum()
 }
 
+#[inline(never)]
+fn measure_find_vma(t: &VmaTree, addrs: &[u64]) -> u64 {
+    addrs.iter().map(|&a| t.find(a).map_or(0, |v| v.start)).sum()
+}
+
+#[inline(never)]
+fn measure_munmap_vma(t: &mut VmaTree, start: u64, len: u64) {
+    t.remove_range(start, len, |_| {}).unwrap();
+}
+
+#[inline(never)]
+fn measure_gap_vma(t: &VmaTree, highs: &[u64]) -> u64 {
+    highs.iter().map(|&h| t.unmapped_area(5 * 4096, 4096, 0, h, true).unwrap_or(0)).sum()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (which, workload, n): (&str, &str, usize) = (&args[1], &args[2], args[3].parse().unwrap());
@@ -115,6 +131,36 @@ fn main() {
                 }
                 "gap" => {
                     std::hint::black_box(measure_gap_tree(&t, &addrs));
+                }
+                w => panic!("{w}"),
+            }
+        }
+        "vma" => {
+            // The same ranges as VMAs (holes between them: no merges).
+            let mut t = VmaTree::new(usize::MAX);
+            let rw = Protection::READ | Protection::WRITE;
+            for &(s, e) in &ranges {
+                t.insert(Vma::anonymous(s, e, rw)).unwrap();
+            }
+            match workload {
+                "find" => {
+                    std::hint::black_box(measure_find_vma(&t, &addrs));
+                }
+                "gap" => {
+                    std::hint::black_box(measure_gap_vma(&t, &addrs));
+                }
+                "munmap" | "munmap_split" => {
+                    // munmap of a whole VMA, or of the last page of one (a
+                    // split: the VMA shrinks), for a tenth of them; each is
+                    // put back unmeasured.
+                    let picked: Vec<(u64, u64)> = ranges.iter().copied().step_by(10).collect();
+                    for &(s, e) in &picked {
+                        let (a, len) = if workload == "munmap" { (s, e - s) } else { (e - 4096, 4096) };
+                        measure_munmap_vma(&mut t, a, len);
+                        t.insert(Vma::anonymous(a, a + len, rw)).unwrap();
+                    }
+                    println!("ops={}", picked.len());
+                    return;
                 }
                 w => panic!("{w}"),
             }

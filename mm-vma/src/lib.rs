@@ -36,6 +36,8 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_model;
 pub mod mm;
 #[cfg(feature = "std")]
 pub mod sim;

@@ -107,9 +107,22 @@ impl SimSwap {
             }
         }
         mm.pin(frame);
-        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        // A page still in the swap cache keeps its slot (other page tables
+        // name it): its new mappers join them, so all see one page.
+        let cached = self.slots.lock().unwrap().iter().find(|(_, s)| s.cached == Some(frame)).map(|(&k, _)| k);
+        let slot = match cached {
+            Some(slot) => {
+                self.slots.lock().unwrap().get_mut(&slot).expect("found").users += maps.len() as u32;
+                slot
+            }
+            None => {
+                let slot = self.next.fetch_add(1, Ordering::Relaxed);
+                let s = Slot { data: Vec::new(), users: maps.len() as u32, cached: None };
+                self.slots.lock().unwrap().insert(slot, s);
+                slot
+            }
+        };
         let entry = SwapEntry::new(1, slot).expect("slot in range");
-        self.slots.lock().unwrap().insert(slot, Slot { data: Vec::new(), users: maps.len() as u32, cached: None });
         for m in &maps {
             let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
             s.evict(m.va.as_u64(), Some(entry)).expect("checked evictable");
@@ -262,7 +275,12 @@ pub struct SimWorld {
 impl SimWorld {
     /// A world with `bytes` of RAM (a multiple of 4 KiB).
     pub fn new(bytes: u64) -> Self {
-        let ram = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("valid"), bytes);
+        SimWorld::with_ram(SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("valid"), bytes))
+    }
+
+    /// A world on existing simulated RAM (nothing relies on its contents:
+    /// every page is zeroed or written before use).
+    pub fn with_ram(ram: SimPhysMemory) -> Self {
         let frames: SimFrames = Arc::new(RefFrameProvider::new(&ram).with_max_order(Order::ZERO));
         let swap = Arc::new(SimSwap::new());
         let pager = Arc::new(SimPager { mem: ram.clone(), frames: frames.clone(), pages: Mutex::new(BTreeMap::new()) });

@@ -226,6 +226,10 @@ struct Split {
     gap: u64,
 }
 
+/// A removal that must match an end exactly; on a mismatch, the entry
+/// containing the start (bounds and value slot) is recorded.
+type Exact<'a> = (u64, &'a mut Option<(u64, u64, Idx)>);
+
 impl<V> RangeTree<V> {
     /// An empty tree (allocates nothing until the first insertion).
     pub const fn new() -> Self {
@@ -452,8 +456,15 @@ impl<V> RangeTree<V> {
         let c = self.node(parent).item[i];
         let (lo, hi, gap) = self.summary(c);
         let p = &mut self.nodes[parent as usize];
-        if (p.lo[i], p.hi[i], p.gap[i]) == (lo, hi, gap) {
-            // Most changes stay inside the child: nothing to record.
+        if (p.lo[i], p.hi[i]) == (lo, hi) {
+            // Most changes stay inside the child: at most its gap changed.
+            let old = p.gap[i];
+            p.gap[i] = gap;
+            if gap >= old {
+                p.max_gap = p.max_gap.max(gap);
+            } else if old == p.max_gap {
+                p.update_gap();
+            }
             return;
         }
         let n = p.len();
@@ -520,11 +531,30 @@ impl<V> RangeTree<V> {
 
     /// Removes the entry starting exactly at `start`.
     pub fn remove(&mut self, start: u64) -> Option<(u64, u64, V)> {
+        self.remove_where(start, None)
+    }
+
+    /// Removes the entry `[start, end)` if there is exactly that one (a
+    /// munmap of a whole range: one descent instead of a look-up and a
+    /// removal). Otherwise changes nothing and returns the entry containing
+    /// `start`, if any (what a partial munmap needs next).
+    pub fn remove_exact(&mut self, start: u64, end: u64) -> Result<V, Option<(u64, u64, V)>>
+    where
+        V: Clone,
+    {
+        let mut miss = None;
+        match self.remove_where(start, Some((end, &mut miss))) {
+            Some(x) => Ok(x.2),
+            None => Err(miss.map(|(s, e, v)| (s, e, self.values[v as usize].clone().expect("live")))),
+        }
+    }
+
+    fn remove_where(&mut self, start: u64, end: Option<Exact<'_>>) -> Option<(u64, u64, V)> {
         if self.root == NONE {
             return None;
         }
         let root = self.root;
-        let (end, v) = self.remove_rec(root, start)?;
+        let (end, v) = self.remove_rec(root, start, end)?;
         self.len -= 1;
         // Shrink the root while it has a single child (or nothing).
         loop {
@@ -547,19 +577,29 @@ impl<V> RangeTree<V> {
         Some((start, end, self.take_value(v)))
     }
 
-    fn remove_rec(&mut self, t: Idx, start: u64) -> Option<(u64, Idx)> {
+    /// Removes the entry starting at `start` (ending at `end.0` if given;
+    /// else the entry containing `start` is recorded in `end.1`).
+    fn remove_rec(&mut self, t: Idx, start: u64, end: Option<Exact<'_>>) -> Option<(u64, Idx)> {
         let n = self.node(t);
         let i = n.last_le(start)?;
         if n.leaf {
-            if n.lo[i] != start {
-                return None;
+            match end {
+                Some((e, _)) if n.lo[i] == start && n.hi[i] == e => {}
+                Some((_, miss)) => {
+                    if start < n.hi[i] {
+                        *miss = Some((n.lo[i], n.hi[i], n.item[i]));
+                    }
+                    return None;
+                }
+                None if n.lo[i] != start => return None,
+                None => {}
             }
             let (end, v) = (n.hi[i], n.item[i]);
             self.nodes[t as usize].leaf_remove(i);
             return Some((end, v));
         }
         let child = n.item[i];
-        let r = self.remove_rec(child, start)?;
+        let r = self.remove_rec(child, start, end)?;
         if self.node(child).len() == 0 {
             self.free_node(child);
             let node = &mut self.nodes[t as usize];

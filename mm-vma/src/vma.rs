@@ -338,17 +338,45 @@ impl VmaTree {
     /// Unmapped parts of the range are fine (as in `munmap`).
     pub fn remove_range(&mut self, start: u64, len: u64, mut removed: impl FnMut(Vma)) -> Result<(), VmaError> {
         let end = check(start, len)?;
-        // Only a single VMA losing its middle adds a VMA.
-        let inside = self.find(start).is_some_and(|v| v.start < start && v.end > end);
-        if inside && self.count() >= self.limit {
-            return Err(VmaError::TooManyMappings { limit: self.limit });
+        // The common munmap: exactly one whole VMA (else the one containing
+        // the start, found by the same descent).
+        let first = match self.tree.remove_exact(start, end) {
+            Ok(d) => {
+                removed(d.vma(start, end));
+                return Ok(());
+            }
+            Err(first) => first.map(|(s, e, d)| d.vma(s, e)),
+        };
+        // One VMA losing its middle: it keeps the left part, the right part
+        // becomes a new VMA (the only case that adds one).
+        if let Some(v) = first.filter(|v| v.start < start && v.end > end) {
+            if self.count() >= self.limit {
+                return Err(VmaError::TooManyMappings { limit: self.limit });
+            }
+            self.tree.resize(v.start, v.start, start).expect("shrinking cannot overlap");
+            let right = Data { backing: v.backing.advanced(end - v.start), ..v.data() };
+            self.tree.insert(end, v.end, right).expect("the range was just freed");
+            removed(Vma { start, end, backing: v.backing.advanced(start - v.start), ..v });
+            return Ok(());
         }
-        self.split_at(start);
-        self.split_at(end);
-        let gone: Vec<Vma> = self.overlapping(start, end).collect();
-        for v in gone {
-            self.tree.remove(v.start);
-            removed(v);
+        // A VMA straddling the start keeps its left part.
+        if let Some(v) = first.filter(|v| v.start < start) {
+            self.tree.resize(v.start, v.start, start).expect("shrinking cannot overlap");
+            removed(Vma { start, backing: v.backing.advanced(start - v.start), ..v });
+        }
+        // From the right: one straddling the end keeps its right part, the
+        // ones inside go, until a VMA starting below `start` (the left part
+        // kept above, or one ending before the range).
+        while let Some(v) = self.prev(end - 1).filter(|v| v.start >= start) {
+            if v.end > end {
+                self.tree.resize(v.start, end, v.end).expect("shrinking cannot overlap");
+                let (_, _, d) = self.tree.find_mut(end).expect("just resized");
+                d.backing = v.backing.advanced(end - v.start);
+                removed(Vma { end, ..v });
+            } else {
+                self.tree.remove(v.start).expect("just found");
+                removed(v);
+            }
         }
         Ok(())
     }
