@@ -159,6 +159,9 @@ pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
     root: PhysAddr,
     /// `mem.linear_offset()`, read once.
     linear: Option<u64>,
+    /// Root entries borrowed from another hierarchy (a kernel half shared by
+    /// every address space): never freed or cleared by `destroy`.
+    borrowed: [u64; 8],
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTable<A, M, F> {
@@ -179,7 +182,37 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             return Err(PagingError::OutOfFrames(mm_types::FrameError::NotOwned(block)));
         }
         let linear = mem.linear_offset();
-        Ok(PageTable { arch, mem, frames, root: block.start_address(), linear })
+        Ok(PageTable { arch, mem, frames, root: block.start_address(), linear, borrowed: [0; 8] })
+    }
+
+    /// A new hierarchy whose root entries with an index in `shared` (such as
+    /// `256..512`) are copied from the root at `kernel_root`: the tables below them (the
+    /// kernel's half of every address space, on x86-64 the upper 256 entries)
+    /// are shared, not owned: [`destroy`](Self::destroy) leaves them alone.
+    /// Changes through this value must stay outside the shared entries.
+    ///
+    /// # Safety
+    ///
+    /// `kernel_root` is the root of a live hierarchy in `arch`'s format,
+    /// reachable through `mem`, whose shared entries stay valid (the tables
+    /// they point at are neither freed nor replaced) for as long as this
+    /// value may be walked or loaded into the MMU.
+    pub unsafe fn new_sharing(
+        arch: A,
+        mem: M,
+        frames: F,
+        kernel_root: PhysAddr,
+        shared: impl IntoIterator<Item = usize>,
+    ) -> Result<Self, PagingError> {
+        let mut pt = PageTable::new(arch, mem, frames)?;
+        let mut borrowed = [0u64; 8];
+        let (dst, src) = (pt.table(pt.root), pt.table(kernel_root));
+        for i in shared.into_iter().filter(|&i| i < ENTRIES) {
+            dst[i].store(src[i].load(Ordering::Relaxed), Ordering::Relaxed);
+            borrowed[i / 64] |= 1 << (i % 64);
+        }
+        pt.borrowed = borrowed;
+        Ok(pt)
     }
 
     /// Takes over an existing hierarchy (one built by the bootloader or by
@@ -194,7 +227,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// must have come from it.
     pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
         let linear = mem.linear_offset();
-        PageTable { arch, mem, frames, root, linear }
+        PageTable { arch, mem, frames, root, linear, borrowed: [0; 8] }
     }
 
     /// The root table's physical address (what CR3 holds).
@@ -1097,8 +1130,14 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     // ----- teardown -----
 
     /// Removes every mapping and swap entry (reporting each to `removed`) and
-    /// frees every table page, the root included.
+    /// frees every table page, the root included; root entries shared with
+    /// [`new_sharing`](Self::new_sharing) are only dropped.
     pub fn destroy(self, mut removed: impl FnMut(Unmapped)) {
+        for (i, slot) in self.table(self.root).iter().enumerate() {
+            if self.borrowed[i / 64] & (1 << (i % 64)) != 0 {
+                slot.store(0, Ordering::Relaxed);
+            }
+        }
         self.clear_table(self.root, self.arch.levels(), 0, &mut removed);
         self.free_table(self.root);
     }
@@ -1131,9 +1170,19 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
     }
 
-    /// Counts the table pages in the hierarchy (root included).
+    /// Counts the table pages the hierarchy owns (root included; tables
+    /// under shared root entries are not counted).
     pub fn table_pages(&self) -> u64 {
-        self.count_tables(self.root, self.arch.levels())
+        let level = self.arch.levels();
+        1 + self
+            .table(self.root)
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.borrowed[i / 64] & (1 << (i % 64)) == 0)
+            .map(|(_, s)| s.load(Ordering::Relaxed))
+            .filter(|&e| self.arch.is_present(e) && !self.arch.is_leaf(e, level))
+            .map(|e| self.count_tables(self.arch.table_phys(e), level - 1))
+            .sum::<u64>()
     }
 
     fn count_tables(&self, t: PhysAddr, level: u8) -> u64 {

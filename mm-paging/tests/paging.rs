@@ -443,3 +443,29 @@ fn sparse_unmap_visit_update_and_replace() {
     pt.unmap_present(va(base), 1 << 30, |_| panic!("nothing to remove")).unwrap().ignore();
     pt.destroy(|_| {});
 }
+
+/// A hierarchy sharing another's root entries sees its mappings, owns only
+/// its own tables, and leaves the shared ones alone when destroyed.
+#[test]
+fn shared_root_entries_are_borrowed_not_owned() {
+    let (ram, frames) = setup();
+    let mut kernel = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let kva = 0xffff_8000_0000_0000u64;
+    kernel.map(va(kva), pa(0x30_0000), PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
+    let kernel_tables = kernel.table_pages();
+    let free = frames.free_frames();
+    // SAFETY: `kernel` is a live hierarchy in the same RAM and outlives `user`.
+    let mut user =
+        unsafe { PageTable::new_sharing(X86_64::FOUR_LEVEL, ram.clone(), &frames, kernel.root(), 256..512) }.unwrap();
+    assert_eq!(user.translate(va(kva)).unwrap().frame, pa(0x30_0000));
+    user.map(va(0x4000_0000), pa(0x31_0000), PageSize::Size4KiB, MapFlags::READ).unwrap().ignore();
+    assert_eq!(user.table_pages(), 4, "root + 3 levels for the user page; the kernel's are not counted");
+    assert!(kernel.translate(va(0x4000_0000)).is_none());
+    let mut removed = 0;
+    user.destroy(|_| removed += 1);
+    assert_eq!(removed, 1, "only the user mapping");
+    assert_eq!(frames.free_frames(), free);
+    assert_eq!(kernel.table_pages(), kernel_tables);
+    assert_eq!(kernel.translate(va(kva)).unwrap().frame, pa(0x30_0000));
+    kernel.destroy(|_| {});
+}

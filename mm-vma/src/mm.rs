@@ -175,6 +175,8 @@ pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     pub(crate) frames: F,
     pub(crate) hooks: Hooks,
     zero: PhysAddr,
+    /// Root entries every address space shares with the kernel's tables.
+    pub(crate) kernel: Option<(PhysAddr, [u64; 8])>,
     rmap: spin::Mutex<BTreeMap<u64, PageInfo>>,
     next_id: AtomicU32,
     counters: Counters,
@@ -199,6 +201,42 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     /// The shared state for address spaces whose page tables and pages come
     /// from `frames`, reached through `mem`. Allocates the zero page.
     pub fn new(arch: A, mem: M, frames: F, hooks: Hooks) -> Result<Arc<Self>, crate::SpaceError> {
+        Self::build(arch, mem, frames, hooks, None)
+    }
+
+    /// Like [`new`](Self::new), for address spaces that run in a kernel:
+    /// each space's root table gets the root entries with an index in
+    /// `shared` from the kernel's root table at `kernel_root` (on x86-64,
+    /// entries 256-511 are the kernel half; a kernel that runs identity
+    /// mapped low also shares entry 0 and keeps user layouts above it).
+    ///
+    /// # Safety
+    ///
+    /// As [`PageTable::new_sharing`](mm_paging::PageTable::new_sharing):
+    /// `kernel_root` is a live root in `arch`'s format whose shared entries
+    /// stay valid while any address space of this `Mm` exists.
+    pub unsafe fn with_kernel_entries(
+        arch: A,
+        mem: M,
+        frames: F,
+        hooks: Hooks,
+        kernel_root: PhysAddr,
+        shared: impl IntoIterator<Item = usize>,
+    ) -> Result<Arc<Self>, crate::SpaceError> {
+        let mut bits = [0u64; 8];
+        for i in shared.into_iter().filter(|&i| i < 512) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Self::build(arch, mem, frames, hooks, Some((kernel_root, bits)))
+    }
+
+    fn build(
+        arch: A,
+        mem: M,
+        frames: F,
+        hooks: Hooks,
+        kernel: Option<(PhysAddr, [u64; 8])>,
+    ) -> Result<Arc<Self>, crate::SpaceError> {
         let zero = frames.allocate_frame(AllocFlags::ZERO).map_err(|_| crate::SpaceError::OutOfMemory)?;
         let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(zero), mm_types::Order::ZERO)
             .expect("an allocated frame is a valid block");
@@ -213,6 +251,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
             frames,
             hooks,
             zero,
+            kernel,
             rmap: spin::Mutex::new(BTreeMap::new()),
             next_id: AtomicU32::new(1),
             counters: Counters::default(),

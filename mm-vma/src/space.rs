@@ -383,7 +383,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> fmt::Debug 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
     /// An empty address space with its own (empty) page tables.
     pub fn new(mm: &Arc<Mm<A, M, F>>, layout: Layout) -> Result<Self, SpaceError> {
-        let pt = PageTable::new(mm.arch, mm.mem.clone(), mm.frames.clone()).map_err(|_| SpaceError::OutOfMemory)?;
+        let (arch, mem, frames) = (mm.arch, mm.mem.clone(), mm.frames.clone());
+        let pt = match &mm.kernel {
+            // SAFETY: `Mm::with_kernel_entries`'s contract: the kernel root stays valid while spaces exist.
+            Some((root, bits)) => unsafe {
+                let shared = (0..512).filter(|i| bits[i / 64] & (1 << (i % 64)) != 0);
+                PageTable::new_sharing(arch, mem, frames, *root, shared)
+            },
+            None => PageTable::new(arch, mem, frames),
+        }
+        .map_err(|_| SpaceError::OutOfMemory)?;
         Ok(AddressSpace {
             mm: mm.clone(),
             id: mm.new_id(),
@@ -1142,13 +1151,21 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     // ----- checks -----
 
+    fn user_start(&self) -> u64 {
+        self.layout.low & !(PAGE - 1)
+    }
+
+    fn user_len(&self) -> u64 {
+        self.layout.high.next_multiple_of(PAGE) - self.user_start()
+    }
+
     /// Counts present pages (zero page included) and swap entries by
     /// walking the page tables.
     pub(crate) fn census(&self) -> SpaceCounts {
         let zero = self.mm.zero_page();
         let mut c = SpaceCounts::default();
         self.page_table()
-            .for_each_entry(va(0), self.layout.high.next_multiple_of(PAGE), |e| match e {
+            .for_each_entry(va(self.user_start()), self.user_len(), |e| match e {
                 Entry::Page(m) if m.frame == zero => c.zero += 1,
                 Entry::Page(_) => c.resident += 1,
                 Entry::Swap { .. } => c.swapped += 1,
@@ -1164,7 +1181,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.vmas.check()?;
         let mut bad = None;
         self.page_table()
-            .for_each_entry(va(0), self.layout.high.next_multiple_of(PAGE), |e| {
+            .for_each_entry(va(self.user_start()), self.user_len(), |e| {
                 let a = match e {
                     Entry::Page(m) => m.va.as_u64(),
                     Entry::Swap { va, .. } => va.as_u64(),

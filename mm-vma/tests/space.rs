@@ -404,3 +404,39 @@ fn swap_out_and_in_with_sharing() {
     assert_eq!(w.swap.slots_used(), 0);
     assert_no_leak(&w, free);
 }
+
+/// Spaces made for a kernel share its root entries and leave them intact.
+#[test]
+fn spaces_share_the_kernel_half() {
+    use mm_paging::{MapFlags, PageTable, X86_64};
+    use mm_types::{PageSize, PhysAddr, VirtAddr};
+    let w = world();
+    let mut kernel = PageTable::new(X86_64::FOUR_LEVEL, w.ram.clone(), w.frames.clone()).unwrap();
+    let kva = VirtAddr::new(0xffff_8000_0010_0000).unwrap();
+    let frame = PhysAddr::new(0x20_0000).unwrap();
+    kernel.map(kva, frame, PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
+    let free = w.free_frames();
+    // SAFETY: `kernel` lives in the same simulated RAM and outlives the spaces.
+    let mm = unsafe {
+        mm_vma::Mm::with_kernel_entries(
+            X86_64::FOUR_LEVEL,
+            w.ram.clone(),
+            w.frames.clone(),
+            Default::default(),
+            kernel.root(),
+            256..512,
+        )
+    }
+    .unwrap();
+    let mut s = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    assert_eq!(s.page_table().translate(kva).unwrap().frame, frame);
+    let a = s.mmap(MapRequest::anonymous(2 * P, RW)).unwrap();
+    s.write_user(a, &[1]).unwrap();
+    let c = s.fork().unwrap();
+    assert_eq!(c.page_table().translate(kva).unwrap().frame, frame);
+    s.check().unwrap();
+    drop((s, c, mm));
+    assert_eq!(w.free_frames(), free, "the spaces' own tables and pages are back");
+    assert_eq!(kernel.translate(kva).unwrap().frame, frame);
+    kernel.destroy(|_| {});
+}

@@ -165,6 +165,8 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: heap: mm-slab kmalloc is the global allocator",
             "mm-kernel: slab: ok",
             "mm-kernel: vmalloc: ok",
+            "mm-kernel: user spaces: faults: zero page 1, demand zero 15, copy-on-write copied 3 reused 1, spurious 0, refused 0",
+            "mm-kernel: user spaces: ok",
             "(ours: true); text RX, rodata R, data RW+NX: true; direct map alias with huge page: true",
         ],
     ),

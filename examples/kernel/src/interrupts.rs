@@ -3,8 +3,11 @@
 //! runs on its own stack (IST 1 of a TSS), so it is reported even when the
 //! kernel stack is gone.
 //!
-//! There are no tasks yet, so a handler cannot kill the faulting task and
-//! go on: it prints a report and ends the run. A scenario that provokes a
+//! A page fault in the loaded user address space goes to mm-vma
+//! ([`crate::uspace::handle_fault`]); when it is resolved the stub restores
+//! the registers and retries the access. There are no tasks yet, so any
+//! other exception cannot kill a faulting task and go on: it prints a report
+//! and ends the run. A scenario that provokes a
 //! fault on purpose states what it expects ([`expect_fault`]); a matching
 //! fault ends the run with success, anything else with failure.
 
@@ -39,8 +42,11 @@ macro_rules! stubs {
             "mov rdi, rsp",
             "cld",
             "call exception_dispatch",
-            "2: hlt",
-            "jmp 2b",
+            // Resolved (a user page fault): restore and retry the access.
+            "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+            "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+            "add rsp, 16",
+            "iretq",
         );
         extern "C" {
             $(fn $name();)*
@@ -111,9 +117,18 @@ fn name(vector: u64) -> &'static str {
 }
 
 /// Called by the stubs with interrupts off, on the faulting stack (or IST 1).
+/// Returns only for a page fault in user memory that mm-vma resolved: the
+/// stub then retries the faulting instruction.
 #[no_mangle]
-extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
+extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     let cr2 = Cr2::read_raw();
+    if frame.vector == 14 {
+        match crate::uspace::handle_fault(cr2, frame.error_code) {
+            Some(Ok(_)) => return,
+            Some(Err(e)) => kprintln!("user {}", e),
+            None => {}
+        }
+    }
     kprintln!(
         "EXCEPTION {} (vector {}) at rip {:#x}, error code {:#x}, rsp {:#x}",
         name(frame.vector),

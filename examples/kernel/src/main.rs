@@ -17,6 +17,7 @@ mod interrupts;
 mod paging;
 mod pvh;
 mod serial;
+mod uspace;
 mod vmem;
 
 use mm_types::{AllocFlags, FrameError, FrameProvider, Order, PhysAddr, PhysRange, Zone, PAGE_SIZE};
@@ -298,7 +299,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     interrupts::init();
     let Some(buddy) = setup_memory(&info) else { finish(false) };
     let passed = match scenario {
-        "smoke" => buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & buddy_smoke(buddy),
+        "smoke" => {
+            buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
+        }
         "faults" => faults(words.next()),
         other => {
             kprintln!("unknown scenario {:?} (known: smoke, faults null|rodata|stack)", other);

@@ -1,0 +1,195 @@
+//! User address spaces (mm-vma) on the kernel's frames and page tables.
+//!
+//! Each space's root table shares the kernel's root entries 0 (the identity
+//! map of RAM this kernel runs in) and 256-511 (direct map, vmalloc), so the
+//! kernel keeps running after CR3 switches to a space; user mappings live
+//! above entry 0 (`LAYOUT`). There are no tasks yet: the smoke test touches
+//! user memory from the kernel, so the CPU's own page faults go through
+//! [`handle_fault`] into mm-vma's fault handler and the access is retried.
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, X86_64};
+use mm_types::DirectMap;
+use mm_vma::{
+    Access, AddressSpace, FaultError, FaultKind, Hooks, Layout, MapRequest, Mm, Protection, SpaceId, SpaceTlb,
+};
+
+use crate::frames::{self, Frames};
+use crate::kprintln;
+use crate::paging;
+
+/// What user address spaces share.
+pub type UserMm = Mm<X86_64, DirectMap, &'static Frames>;
+/// A user address space.
+pub type UserSpace = AddressSpace<X86_64, DirectMap, &'static Frames>;
+
+/// User memory: from root entry 1 (512 GiB) to the top of the lower half.
+pub const LAYOUT: Layout = Layout {
+    low: 1 << 39,
+    high: 0x7fff_ffff_f000,
+    mmap_base: 0x7f00_0000_0000,
+    brk_base: 0x1000_0000_0000,
+    ..Layout::X86_64
+};
+
+/// The space loaded in CR3, if any (the fault handler's).
+static CURRENT: spin::Mutex<Option<UserSpace>> = spin::Mutex::new(None);
+/// Its id (0: the kernel's tables), read by the TLB hook without the lock.
+static CURRENT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// TLB invalidation: only the loaded space's entries can be cached (one
+/// CPU, kernel entries are global and never change here).
+struct Tlb;
+
+impl SpaceTlb for Tlb {
+    fn flush(&self, space: SpaceId, batch: FlushBatch) {
+        if CURRENT_ID.load(Ordering::SeqCst) == space.0 {
+            // SAFETY: this kernel runs at CPL 0.
+            let mut tlb = unsafe { HardwareTlb::new() };
+            batch.finish(&mut tlb, &NoShootdown);
+        }
+    }
+}
+
+/// Loads `space` into CR3 and makes it current; returns the one it replaces.
+pub fn switch_to(space: UserSpace) -> Option<UserSpace> {
+    let mut cur = CURRENT.lock();
+    // SAFETY: CPL 0; the space shares the kernel's entries for everything the kernel touches.
+    unsafe { space.page_table().activate() };
+    CURRENT_ID.store(space.id().0, Ordering::SeqCst);
+    cur.replace(space)
+}
+
+/// Goes back to the kernel's own tables; returns the space that was loaded.
+pub fn switch_to_kernel() -> Option<UserSpace> {
+    let mut cur = CURRENT.lock();
+    let tables = paging::tables().expect("built at boot");
+    // SAFETY: CPL 0; these are the tables the kernel booted on.
+    unsafe { tables.lock().activate() };
+    CURRENT_ID.store(0, Ordering::SeqCst);
+    cur.take()
+}
+
+/// Called by the page-fault handler: resolves a fault at `addr` in the
+/// current space's user range. `None` if the address is not user memory or
+/// no space is loaded (the handler reports it as a kernel fault).
+pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<FaultKind, FaultError>> {
+    if !(LAYOUT.low..LAYOUT.high).contains(&addr) {
+        return None;
+    }
+    let access = if error_code & 16 != 0 {
+        Access::Execute
+    } else if error_code & 2 != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    // A fault while the space is locked would be a kernel bug: report it.
+    let mut cur = CURRENT.try_lock()?;
+    Some(cur.as_mut()?.fault(addr, access))
+}
+
+fn touch_read(addr: u64) -> u64 {
+    // SAFETY: `addr` is in the loaded space's user range, 8-aligned; a fault maps it (or ends the run).
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+fn touch_write(addr: u64, v: u64) {
+    // SAFETY: as in `touch_read`; the page is private to this space after the write fault.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
+/// A space, real page faults (zero page, demand zero, copy-on-write after a
+/// fork in parent and child, reuse after the child exits), and every frame
+/// back at the end.
+pub fn smoke(buddy: &'static Frames) -> bool {
+    // Frames in the per-CPU caches are free too.
+    let free = buddy.free_frames() + buddy.cached_frames();
+    let root = paging::tables().expect("built at boot").lock().root();
+    let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
+    // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their entries 0 and 256-511 never change.
+    let mm = unsafe {
+        UserMm::with_kernel_entries(
+            X86_64::current(),
+            frames::identity_map(),
+            buddy,
+            hooks,
+            root,
+            (0..1).chain(256..512),
+        )
+    };
+    let Ok(mm) = mm else {
+        kprintln!("user spaces: no memory for the zero page");
+        return false;
+    };
+    let Ok(mut parent) = AddressSpace::new(&mm, LAYOUT) else { return false };
+    const PAGES: u64 = 16;
+    let Ok(a) = parent.mmap(MapRequest::anonymous(PAGES * 4096, Protection::READ | Protection::WRITE)) else {
+        return false;
+    };
+    kprintln!("user spaces: {:?} mapped {} pages at {:#x}", parent.id(), PAGES, a);
+    switch_to(parent);
+    let page = |i: u64| a + i * 4096;
+    let mut ok = touch_read(page(0)) == 0;
+    for i in 0..PAGES {
+        touch_write(page(i), 0x1000 + i);
+    }
+    let child = CURRENT.lock().as_mut().expect("loaded").fork();
+    let Ok(child) = child else {
+        kprintln!("user spaces: fork failed");
+        return false;
+    };
+    touch_write(page(0), 0xaaaa); // parent: copy
+    let parent = switch_to(child).expect("the parent was loaded");
+    ok &= touch_read(page(0)) == 0x1000; // child: the old data, no fault
+    touch_write(page(1), 0xbbbb); // child: copy
+    let child = switch_to(parent).expect("the child was loaded");
+    ok &= touch_read(page(1)) == 0x1001;
+    let child_id = child.id();
+    drop(child); // not loaded: its tables can go
+    touch_write(page(2), 0xcccc); // parent, last user: reuse
+    ok &= touch_read(page(0)) == 0xaaaa && touch_read(page(2)) == 0xcccc;
+    ok &= (3..PAGES).all(|i| touch_read(page(i)) == 0x1000 + i);
+    let s = mm.fault_stats();
+    kprintln!(
+        "user spaces: faults: zero page {}, demand zero {}, copy-on-write copied {} reused {}, spurious {}, refused {}",
+        s.zero_page,
+        s.demand_zero,
+        s.cow_copied,
+        s.cow_reused,
+        s.spurious,
+        s.refused
+    );
+    // Zero page read, then its copy on the first write; 15 fresh pages; a
+    // copy in the parent and one in the child; the reuse after the child.
+    ok &= (s.zero_page, s.demand_zero, s.cow_copied, s.cow_reused, s.refused) == (1, 15, 3, 1, 0);
+    let Some(parent) = switch_to_kernel() else { return false };
+    ok &= parent.check().is_ok() && mm.check_rmap(&[&parent]).is_ok();
+    kprintln!(
+        "user spaces: fork child {:?} exited; parent {:?} resident {}",
+        child_id,
+        parent.id(),
+        parent.counts().resident
+    );
+    drop(parent);
+    drop(mm);
+    // VMAs, reverse-map entries and the shared state came from the heap.
+    let live: usize = crate::heap::heap().stats().map(|s| s.active_objects).sum();
+    let _ = crate::heap::heap().shrink();
+    let after = buddy.free_frames() + buddy.cached_frames();
+    let back = live == 0 && after == free;
+    kprintln!(
+        "user spaces: heap objects left {}; every page, page table and heap slab back: {} ({} free before, {} after)",
+        live,
+        back,
+        free,
+        after
+    );
+    ok &= back;
+    kprintln!("user spaces: {}", if ok { "ok" } else { "FAILED" });
+    ok
+}
