@@ -1,16 +1,25 @@
 //! Address spaces: a VMA tree, mmap/munmap/mprotect/brk, page faults, fork
 //! with copy-on-write, reverse mapping.
 //!
-//! **Status: in progress** (issue #7). What is here:
-//! - [`RangeTree`], a B+ tree of non-overlapping ranges with `O(log n)`
-//!   look-up of the range containing an address, in-order iteration, and a
-//!   gap index that finds the highest (or lowest) free range of a size and
-//!   alignment, as `get_unmapped_area` does, in `O(log n)`;
+//! - [`AddressSpace`]: VMAs plus the space's own mm-paging page tables,
+//!   with Linux's `mmap`/`munmap`/`mprotect`/`mremap`/`brk` semantics, stack
+//!   growth with a guard gap, page faults (zero page, demand zero,
+//!   copy-on-write, [`Pager`] objects, [`SwapIn`] entries, refusals with a
+//!   reason), `fork`, eviction for reclaim; TLB flushes gathered per
+//!   operation through a [`SpaceTlb`] hook, frames freed after the flush.
+//! - [`Mm`]: what spaces share: frames, physical memory, the zero page, the
+//!   reverse map from each frame to every `(space, page)` mapping it.
 //! - [`VmaTree`], the bookkeeping half of an address space: VMAs with
 //!   protection, flags and backing, insertion with merging, partial unmap
 //!   and protection changes with splits and merges, a map-count limit.
+//! - [`RangeTree`], the B+ tree under it: `O(log n)` look-up of the range
+//!   containing an address, in-order iteration, and a gap index that finds
+//!   the highest (or lowest) free range of a size and alignment, as
+//!   `get_unmapped_area` does, in `O(log n)`.
+//! - `sim` (feature `std`): a host simulation (RAM, frames, a swap device
+//!   with a swap cache, a pager, a counting TLB hook) for tests and models.
 //!
-//! Page tables, faults, fork and the reverse map come next.
+//! The invariants are in `MODEL.md`.
 //!
 //! The crate needs a heap (`alloc`): an address space's metadata grows with
 //! its mappings, as Linux's VMAs and maple-tree nodes come from slab caches.

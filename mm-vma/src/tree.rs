@@ -19,7 +19,7 @@
 use alloc::vec::Vec;
 
 /// Entries per leaf and children per inner node.
-pub const FANOUT: usize = 16;
+pub const FANOUT: usize = 32;
 /// A node with fewer entries than this after a removal is merged with a
 /// neighbour when the two fit in one node.
 const MIN_FILL: usize = FANOUT / 4;
@@ -76,12 +76,12 @@ impl Node {
     fn last_le(&self, key: u64) -> Option<usize> {
         // Branch-free binary search over all FANOUT slots (unused ones hold
         // u64::MAX): the count of starts `<= key`.
-        static_assertions::const_assert_eq!(FANOUT, 16);
+        static_assertions::const_assert_eq!(FANOUT, 32);
         let mut i = 0;
-        for step in [8, 4, 2, 1] {
+        for step in [16, 8, 4, 2, 1] {
             i += usize::from(self.lo[i + step - 1] <= key) * step;
         }
-        // The steps count up to 15; the last slot decides the 16th.
+        // The steps count up to 31; the last slot decides the 32nd.
         i += usize::from(self.lo[FANOUT - 1] <= key);
         i.min(self.len()).checked_sub(1)
     }
@@ -141,11 +141,14 @@ impl Node {
         self.lo.copy_within(i..n, i + 1);
         self.hi.copy_within(i..n, i + 1);
         self.item.copy_within(i..n, i + 1);
-        self.gap.copy_within(i..n, i + 1);
+        // Leaves keep their (unused) gap slots at zero: nothing to move.
+        if !self.leaf {
+            self.gap.copy_within(i..n, i + 1);
+            self.gap[i] = gap;
+        }
         self.lo[i] = lo;
         self.hi[i] = hi;
         self.item[i] = item;
-        self.gap[i] = gap;
         self.n += 1;
     }
 
@@ -154,7 +157,9 @@ impl Node {
         self.lo.copy_within(i + 1..n, i);
         self.hi.copy_within(i + 1..n, i);
         self.item.copy_within(i + 1..n, i);
-        self.gap.copy_within(i + 1..n, i);
+        if !self.leaf {
+            self.gap.copy_within(i + 1..n, i);
+        }
         self.lo[n - 1] = u64::MAX;
         self.n -= 1;
     }
