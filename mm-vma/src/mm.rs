@@ -177,7 +177,8 @@ pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     zero: PhysAddr,
     /// Root entries every address space shares with the kernel's tables.
     pub(crate) kernel: Option<(PhysAddr, [u64; 8])>,
-    rmap: spin::Mutex<BTreeMap<u64, PageInfo>>,
+    /// The reverse map (a loom-aware lock: `tests/loom_rmap.rs`).
+    rmap: mm_types::sync::Mutex<BTreeMap<u64, PageInfo>>,
     next_id: AtomicU32,
     counters: Counters,
 }
@@ -252,7 +253,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
             hooks,
             zero,
             kernel,
-            rmap: spin::Mutex::new(BTreeMap::new()),
+            rmap: mm_types::sync::Mutex::new(BTreeMap::new()),
             next_id: AtomicU32::new(1),
             counters: Counters::default(),
         }))
