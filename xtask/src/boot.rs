@@ -173,6 +173,15 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     ("faults null", 128, &["mm-kernel: page fault: address 0x0: page not present, read access, kernel mode"]),
     ("faults rodata", 128, &[": protection violation, write access, kernel mode"]),
     (
+        "faults user",
+        128,
+        &[
+            "mm-kernel: user segfault at 0x",
+            ": Write not allowed by Protection(READ)",
+            "mm-kernel: the fault was the one the scenario provoked",
+        ],
+    ),
+    (
         "faults stack",
         128,
         &[

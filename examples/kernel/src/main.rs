@@ -169,16 +169,18 @@ fn setup_memory(info: &pvh::BootInfo) -> Option<&'static frames::Frames> {
 }
 
 /// `faults null`: a null dereference; `faults rodata`: a write to
-/// read-only data. Each must end in the page-fault handler with the right
+/// read-only data; `faults user`: a write to a read-only user page (refused
+/// by mm-vma). Each must end in the page-fault handler with the right
 /// address and error code.
-fn faults(which: Option<&str>) -> bool {
+fn faults(which: Option<&str>, buddy: &'static frames::Frames) -> bool {
     static RODATA_TARGET: u64 = 0x5eed;
     let (addr, error_code, write) = match which {
         Some("null") => (0u64, 0u64, false),
         Some("rodata") => (&RODATA_TARGET as *const u64 as u64, 0b11, true),
         Some("stack") => return stack_overflow(),
+        Some("user") => return uspace::segfault(buddy),
         other => {
-            kprintln!("faults: unknown case {:?} (known: null, rodata, stack)", other);
+            kprintln!("faults: unknown case {:?} (known: null, rodata, stack, user)", other);
             return false;
         }
     };
@@ -302,9 +304,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         "smoke" => {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
         }
-        "faults" => faults(words.next()),
+        "faults" => faults(words.next(), buddy),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, faults null|rodata|stack)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, faults null|rodata|stack|user)", other);
             false
         }
     };

@@ -193,3 +193,32 @@ pub fn smoke(buddy: &'static Frames) -> bool {
     kprintln!("user spaces: {}", if ok { "ok" } else { "FAILED" });
     ok
 }
+
+/// `faults user`: a write to a read-only user page. mm-vma refuses the
+/// fault with its reason, and (with no task to kill yet) the handler ends
+/// the run as the expected fault.
+pub fn segfault(buddy: &'static Frames) -> bool {
+    let Some(root) = paging::tables().map(|t| t.lock().root()) else { return false };
+    let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
+    // SAFETY: as in `smoke`.
+    let mm = unsafe {
+        UserMm::with_kernel_entries(
+            X86_64::current(),
+            frames::identity_map(),
+            buddy,
+            hooks,
+            root,
+            (0..1).chain(256..512),
+        )
+    };
+    let Ok(mm) = mm else { return false };
+    let Ok(mut space) = AddressSpace::new(&mm, LAYOUT) else { return false };
+    let Ok(a) = space.mmap(MapRequest::anonymous(4096, Protection::READ)) else { return false };
+    kprintln!("faults: write to the read-only user page {:#x}, expecting a refused page fault", a);
+    switch_to(space);
+    // Write, page not present, supervisor mode.
+    crate::interrupts::expect_fault(14, a, 0b10);
+    touch_write(a, 1);
+    kprintln!("faults: the write did not fault");
+    false
+}
