@@ -1057,6 +1057,22 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         })
     }
 
+    /// Sets the accessed bit, and for a write the dirty bit, of the leaf
+    /// mapping `va`, as the MMU does on an access (for emulated accesses:
+    /// host simulations, kernel copies). Returns whether a leaf was there.
+    pub fn set_access_bits(&self, va: VirtAddr, write: bool) -> bool {
+        let page = VirtAddr::new_sign_extended(va.as_u64() & !0xfff, mode_of(self.arch.levels()));
+        let Ok(end) = self.check_range(page, 4096) else { return false };
+        let (a, d) = self.arch.access_bits();
+        let bits = if write { a | d } else { a };
+        let mut found = false;
+        self.visit(self.root, self.arch.levels(), va.as_u64() & !0xfff, end, &mut |_, _, slot| {
+            slot.fetch_or(bits, Ordering::Relaxed);
+            found = true;
+        });
+        found
+    }
+
     // ----- swap entries -----
 
     /// Puts a swap entry at the 4 KiB page `va` (swap-out): replaces a

@@ -408,6 +408,14 @@ fn sparse_unmap_visit_update_and_replace() {
     }
     let swap = SwapEntry::new(1, 77).unwrap();
     pt.set_swap(va(base + 7 * 4096), swap).unwrap().1.ignore();
+    // An emulated write sets accessed and dirty on its page only.
+    assert!(pt.set_access_bits(va(base + 2 * 4096 + 5), true));
+    assert!(!pt.set_access_bits(va(base + 4096), false), "nothing mapped there");
+    let mut bits = Vec::new();
+    pt.harvest(va(base), 16 * 4096, AccessBits::ACCESSED | AccessBits::DIRTY, |v, _, b| bits.push((v, b)))
+        .unwrap()
+        .ignore();
+    assert_eq!(bits, [(va(base + 2 * 4096), AccessBits::ACCESSED | AccessBits::DIRTY)]);
     // The strict unmap refuses the holes; the sparse one does not.
     assert!(matches!(pt.unmap_range(va(base), 16 * 4096, |_| {}), Err(PagingError::NotMapped { .. })));
     let mut seen = Vec::new();

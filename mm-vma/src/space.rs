@@ -992,9 +992,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     // ----- user memory access -----
 
     /// The physical address backing user address `addr` for `access`,
-    /// faulting the page in as the MMU would (an emulated access: kernels
-    /// use it for `copy_to_user`/`copy_from_user`, tests for "touching"
-    /// memory).
+    /// faulting the page in and setting its accessed (and, for a write,
+    /// dirty) bit as the MMU would (an emulated access: kernels use it for
+    /// `copy_to_user`/`copy_from_user`, tests for "touching" memory).
     pub fn resolve(&mut self, addr: u64, access: Access) -> Result<PhysAddr, FaultError> {
         let ok = |t: &mm_paging::Translation| {
             t.flags.contains(MapFlags::USER)
@@ -1005,11 +1005,15 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 }
         };
         let at = VirtAddr::new(addr).map_err(|_| FaultError::NoMapping { addr })?;
-        if let Some(t) = self.page_table().translate(at).filter(ok) {
-            return Ok(t.phys);
-        }
-        self.fault(addr, access)?;
-        let t = self.page_table().translate(at).filter(ok).expect("a resolved fault leaves the page accessible");
+        let t = match self.page_table().translate(at).filter(ok) {
+            Some(t) => t,
+            None => {
+                self.fault(addr, access)?;
+                self.page_table().translate(at).filter(ok).expect("a resolved fault leaves the page accessible")
+            }
+        };
+        // As the MMU would: reclaim harvests these.
+        self.page_table().set_access_bits(at, access == Access::Write);
         Ok(t.phys)
     }
 

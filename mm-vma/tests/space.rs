@@ -440,3 +440,41 @@ fn spaces_share_the_kernel_half() {
     assert_eq!(kernel.translate(kva).unwrap().frame, frame);
     kernel.destroy(|_| {});
 }
+
+/// MODEL 23: reclaim's side: accessed bits are harvested per page, and a
+/// pager's page is dropped from every mapper and faulted back from the pager.
+#[test]
+fn accessed_bits_and_dropping_pager_pages() {
+    let w = world();
+    let mut s = w.space();
+    let a = s.mmap(MapRequest::object(2 * P, R, 3, 0)).unwrap();
+    assert!(!s.test_and_clear_young(a), "nothing mapped yet");
+    let byte0 = read_byte(&mut s, a).unwrap();
+    // Emulated accesses set the accessed bit as the MMU does.
+    assert!(s.test_and_clear_young(a));
+    assert!(!s.test_and_clear_young(a), "cleared by the first harvest");
+    assert!(!s.test_and_clear_young(a + P), "the other page was never touched");
+    read_byte(&mut s, a + 5).unwrap();
+    assert!(s.test_and_clear_young(a), "set again by the next access");
+    let mut c = s.fork().unwrap();
+    let frame = s.resolve(a, Access::Read).unwrap();
+    assert_eq!(w.mm.mappings(frame).len(), 2);
+    for m in w.mm.mappings(frame) {
+        let space = if m.space == s.id() { &mut s } else { &mut c };
+        let gone = space.evict(m.va.as_u64(), None).unwrap();
+        assert_eq!(gone.frame, frame);
+    }
+    assert_eq!(w.mm.map_count(frame), 0);
+    assert_eq!(s.counts().resident, 0);
+    // Refaults come back to the pager's page.
+    assert_eq!(read_byte(&mut c, a).unwrap(), byte0);
+    assert_eq!(c.resolve(a, Access::Read).unwrap(), frame);
+    // The zero page and locked memory are not evictable.
+    let z = s.mmap(MapRequest::anonymous(P, RW)).unwrap();
+    read_byte(&mut s, z).unwrap();
+    assert_eq!(s.evict(z, None), Err(SpaceError::NotEvictable));
+    assert_eq!(s.evict(0x1234_5000, None), Err(SpaceError::NotEvictable));
+    s.check().unwrap();
+    c.check().unwrap();
+    w.mm.check_rmap(&[&s, &c]).unwrap();
+}
