@@ -1,12 +1,49 @@
-//! Page replacement policies, LRU lists, accessed-bit harvesting, shrinkers and OOM victim choice.
+//! Page replacement for kernels: replacement policies behind one trait, fed
+//! by software references or by hardware accessed bits harvested while
+//! scanning.
 //!
-//! **Status: not implemented yet.** This crate is a placeholder in the
-//! workspace layout; its design and scope are tracked in issue #8. It
-//! builds as `no_std` for the host and for `x86_64-unknown-none`, and
-//! depends only on [`mm_types`] (see the workspace `DESIGN` notes).
+//! **Status: in progress** (issue #8). What is here:
+//! - [`Policy`]: insert / access / remove / evict, with shadow entries for
+//!   refault detection kept by the integrator ([`Shadow`]) and a [`Scan`]
+//!   hook through which a policy tests and clears accessed bits and asks
+//!   whether a page may be evicted;
+//! - [`Clock`] (second chance) and [`S3Fifo`] (SOSP 2023);
+//! - [`eval`]: trace replay under demand paging (with every hit reported,
+//!   or only accessed bits seen while scanning) and Belady's MIN;
+//!   `examples/replay.rs` is the command-line tool around it.
+//!
+//! The two-list (active/inactive with refault distance) and multi-generation
+//! policies, the reclaim driver with watermarks and shrinkers, and OOM
+//! victim choice come next.
+//!
+//! ```
+//! use mm_reclaim::{Clock, NoBits, Policy};
+//!
+//! let mut clock = Clock::new(16);
+//! for page in 0..4 {
+//!     clock.insert(page, None);
+//! }
+//! clock.access(0); // page 0 gets a second chance
+//! assert_eq!(clock.evict(&mut NoBits).map(|(p, _)| p), Some(1));
+//! ```
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod clock;
+pub mod eval;
+pub mod list;
+pub mod policy;
+pub mod s3fifo;
+
+pub use clock::Clock;
 pub use mm_types;
+pub use policy::{NoBits, PageId, Policy, Scan, Shadow};
+pub use s3fifo::S3Fifo;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

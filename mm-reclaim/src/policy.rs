@@ -1,0 +1,80 @@
+//! The replacement-policy interface.
+
+/// A page as a policy knows it: a dense index the integrator assigns (for
+/// example a frame number minus the first frame of the zone). Policies size
+/// their per-page state for ids below the bound given at construction.
+pub type PageId = u32;
+
+/// What an evicted page leaves behind for refault detection (Linux's
+/// "shadow entry"): the integrator stores it with the page's identity (in
+/// the page cache slot or next to the swap entry) and hands it back to
+/// [`Policy::insert`] when the page is faulted in again. Only the policy
+/// that made it can read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shadow(pub u64);
+
+/// How a policy asks about pages while it scans for victims.
+pub trait Scan {
+    /// Tests and clears the hardware accessed bits of every mapping of
+    /// `page` (through the reverse map). Pages referenced only by software
+    /// are reported with [`Policy::access`] instead.
+    fn test_and_clear_referenced(&mut self, page: PageId) -> bool;
+
+    /// Whether `page` may be evicted now (not locked, pinned or under
+    /// writeback). A page that may not is kept and looked at again later.
+    fn is_evictable(&mut self, _page: PageId) -> bool {
+        true
+    }
+}
+
+/// A [`Scan`] with no hardware bits: policies see only [`Policy::access`]
+/// calls (a trace replay that reports every access, or file pages read
+/// through system calls).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoBits;
+
+impl Scan for NoBits {
+    fn test_and_clear_referenced(&mut self, _page: PageId) -> bool {
+        false
+    }
+}
+
+/// A page-replacement policy: bookkeeping in `O(1)` amortised per event,
+/// no allocation after construction.
+///
+/// The integrator calls [`insert`](Self::insert) when a page becomes
+/// resident, [`access`](Self::access) for references software sees,
+/// [`remove`](Self::remove) when a page goes away by other means, and
+/// [`evict`](Self::evict) when it needs a page back: the policy then picks
+/// a victim, forgets it, and returns it with its shadow.
+pub trait Policy {
+    /// A short name (`clock`, `s3fifo`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Pages tracked.
+    fn len(&self) -> usize;
+
+    /// Whether no page is tracked.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `page` became resident; `shadow` is what it left when it was last
+    /// evicted, if the integrator kept it.
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>);
+
+    /// A reference to a tracked `page` seen by software.
+    fn access(&mut self, page: PageId);
+
+    /// A tracked `page` went away without being chosen (freed, unmapped,
+    /// truncated).
+    fn remove(&mut self, page: PageId);
+
+    /// Picks a victim among the evictable tracked pages, stops tracking it,
+    /// and returns it with its shadow; `None` if every tracked page is
+    /// unevictable (or none is tracked).
+    fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)>;
+
+    /// Checks the policy's own invariants.
+    fn check(&self) -> Result<(), &'static str>;
+}
