@@ -32,9 +32,13 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+#[cfg(any(test, feature = "fuzzing"))]
+extern crate std;
 
 pub mod clock;
 pub mod eval;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_model;
 pub mod list;
 pub mod policy;
 pub mod s3fifo;

@@ -68,35 +68,50 @@ impl S3Fifo {
         self.freq[p as usize]
     }
 
-    /// One step of eviction from `S`: the tail is promoted or evicted.
-    fn evict_small(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        let p = self.lists.tail(S)?;
+    /// One step of eviction from `S`: the tail is promoted, evicted, or (if
+    /// unevictable) sent round again.
+    fn evict_small(&mut self, scan: &mut dyn Scan) -> Step {
+        let Some(p) = self.lists.tail(S) else { return Step::Stuck };
         if self.seen(p, scan) >= self.promote {
             self.freq[p as usize] = 0;
             self.lists.move_to_head(M, p);
-            return None;
+            return Step::Progress;
         }
         if !scan.is_evictable(p) {
             self.lists.move_to_head(S, p);
-            return None;
+            return Step::Stuck;
         }
         self.lists.unlink(p);
         self.small_evictions += 1;
-        Some((p, Shadow(FROM_SMALL | self.small_evictions)))
+        Step::Evicted(p, Shadow(FROM_SMALL | self.small_evictions))
     }
 
-    /// One step of eviction from `M`: the tail goes round or is evicted.
-    fn evict_main(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        let p = self.lists.tail(M)?;
+    /// One step of eviction from `M`: the tail goes round (spending one
+    /// unit of frequency), or is evicted.
+    fn evict_main(&mut self, scan: &mut dyn Scan) -> Step {
+        let Some(p) = self.lists.tail(M) else { return Step::Stuck };
         let f = self.seen(p, scan);
-        if f > 0 || !scan.is_evictable(p) {
-            self.freq[p as usize] = f.saturating_sub(1);
+        if f > 0 {
+            self.freq[p as usize] = f - 1;
             self.lists.move_to_head(M, p);
-            return None;
+            return Step::Progress;
+        }
+        if !scan.is_evictable(p) {
+            self.lists.move_to_head(M, p);
+            return Step::Stuck;
         }
         self.lists.unlink(p);
-        Some((p, Shadow(0)))
+        Step::Evicted(p, Shadow(0))
     }
+}
+
+/// What one eviction step did.
+enum Step {
+    Evicted(PageId, Shadow),
+    /// A promotion or a spent reference: the queues changed.
+    Progress,
+    /// An unevictable page went round unchanged.
+    Stuck,
 }
 
 impl Policy for S3Fifo {
@@ -125,29 +140,27 @@ impl Policy for S3Fifo {
     }
 
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        // Each step promotes, rotates or evicts one page. A page leaves S
-        // after one pass and goes round M at most 4 times before its
-        // frequency is spent, so these budgets are only exhausted when a
-        // queue holds nothing evictable; then the other one is tried.
-        let mut small_budget = 2 * self.lists.len(S) + 1;
-        let mut main_budget = 4 * (self.lists.len(S) + self.lists.len(M)) + 4;
-        while !self.is_empty() && (small_budget > 0 || main_budget > 0) {
+        // A queue is given up on once every page in it went round unchanged
+        // (all unevictable and unreferenced); any change resets that. Each
+        // page can make progress at most 4 times (a promotion, three spent
+        // references), so this ends.
+        let (mut stuck_small, mut stuck_main) = (0usize, 0usize);
+        loop {
+            let small_done = self.lists.len(S) == 0 || stuck_small >= self.lists.len(S);
+            let main_done = self.lists.len(M) == 0 || stuck_main >= self.lists.len(M);
+            if small_done && main_done {
+                return None;
+            }
             let prefer_small = self.lists.len(S) >= self.small_target || self.lists.len(M) == 0;
-            let use_small = self.lists.len(S) > 0 && small_budget > 0 && (prefer_small || main_budget == 0);
-            let got = if use_small {
-                small_budget -= 1;
-                self.evict_small(scan)
-            } else if self.lists.len(M) > 0 && main_budget > 0 {
-                main_budget -= 1;
-                self.evict_main(scan)
-            } else {
-                break;
-            };
-            if got.is_some() {
-                return got;
+            let use_small = !small_done && (prefer_small || main_done);
+            let step = if use_small { self.evict_small(scan) } else { self.evict_main(scan) };
+            match step {
+                Step::Evicted(p, shadow) => return Some((p, shadow)),
+                Step::Progress => (stuck_small, stuck_main) = (0, 0),
+                Step::Stuck if use_small => stuck_small += 1,
+                Step::Stuck => stuck_main += 1,
             }
         }
-        None
     }
 
     fn check(&self) -> Result<(), &'static str> {

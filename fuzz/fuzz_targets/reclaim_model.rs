@@ -1,0 +1,8 @@
+//! mm-reclaim's policies (CLOCK, S3-FIFO) under random inserts, software and
+//! hardware references, removals, evictions and locked pages, against a set
+//! model of the tracked pages (`mm_reclaim::fuzz_model`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    mm_reclaim::fuzz_model::run(data);
+});
