@@ -3,13 +3,14 @@
 //! `replay --policy NAME TRACE CAPACITY_PAGES [--bits]` replays a trace
 //! (little-endian `u64` page ids, plain or gzip) under demand paging with
 //! `CAPACITY_PAGES` frames and prints `misses=N accesses=N` as its last
-//! line. NAME is `clock`, `s3fifo`, `opt` (Belady's MIN), `default` (the
-//! crate's default policy) or `all` (a table of every policy and `opt`).
+//! line. NAME is `clock`, `s3fifo`, `s3fifo:SMALL,GHOST,PROMOTE` (sizes in
+//! percent of the capacity), `opt` (Belady's MIN), `default` (the crate's
+//! default policy) or `all` (a table of every policy and `opt`).
 //! `--bits` replays as a kernel sees accesses: each access sets the page's
 //! accessed bit, and policies learn of it only when they scan.
 //!
-//! `replay --grid DIR [--bits]` runs every `*.u64.gz` trace of DIR at 1 %, 5 %
-//! and 10 % of its footprint (the evaluation model of
+//! `replay --grid DIR [--bits] [--only NAME...]` runs every `*.u64.gz`
+//! trace of DIR at 1 %, 5 % and 10 % of its footprint (the evaluation model of
 //! `shared/reclaim-eval/README.md`) and prints a table of miss ratios with
 //! the mean of all cells.
 
@@ -42,22 +43,29 @@ fn load(path: &str) -> Vec<PageId> {
         .collect()
 }
 
-fn make(name: &str, ids: usize, capacity: usize) -> Option<Box<dyn Policy>> {
+fn make(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn Policy>> {
+    // `s3fifo:SMALL,GHOST,PROMOTE`: S3-FIFO with other sizes (percent of
+    // the capacity) and promotion threshold.
+    if let Some(params) = name.strip_prefix("s3fifo:") {
+        let v: Vec<usize> = params.split(',').map(|x| x.parse().expect("s3fifo:SMALL,GHOST,PROMOTE")).collect();
+        return Some(Box::new(S3Fifo::with_params(ids, capacity, v[0], v[1], v[2] as u8)));
+    }
     Some(match name {
         "clock" => Box::new(Clock::new(ids)),
-        "s3fifo" | "default" => Box::new(S3Fifo::new(ids, capacity)),
+        "s3fifo" => Box::new(S3Fifo::new(ids, capacity)),
+        "default" => Box::new(mm_reclaim::default_policy(ids, capacity, mode)),
         _ => return None,
     })
 }
 
-const POLICIES: &[&str] = &["clock", "s3fifo"];
+const POLICIES: &[&str] = &["clock", "s3fifo", "default"];
 
 fn run(name: &str, trace: &[PageId], ids: usize, capacity: usize, bits: bool) -> u64 {
     if name == "opt" {
         return belady(trace, ids, capacity);
     }
-    let mut p = make(name, ids, capacity).unwrap_or_else(|| panic!("unknown policy {name}"));
     let mode = if bits { Mode::AccessedBits } else { Mode::Callback };
+    let mut p = make(name, ids, capacity, mode).unwrap_or_else(|| panic!("unknown policy {name}"));
     let misses = replay(p.as_mut(), trace, ids, capacity, mode);
     p.check().expect("the policy's invariants hold");
     misses
@@ -79,6 +87,7 @@ fn main() {
                     let m = run(n, &trace, ids, capacity, bits);
                     println!("| {n} | {m} | {:.4} |", m as f64 / trace.len() as f64);
                 }
+                // The last line is always the default policy's.
                 let m = run("default", &trace, ids, capacity, bits);
                 println!("misses={m} accesses={}", trace.len());
             } else {
@@ -86,7 +95,8 @@ fn main() {
                 println!("misses={m} accesses={}", trace.len());
             }
         }
-        ["--grid", dir] => grid(dir, bits),
+        ["--grid", dir] => grid(dir, bits, POLICIES),
+        ["--grid", dir, "--only", names @ ..] => grid(dir, bits, names),
         _ => {
             eprintln!("usage: replay --policy NAME TRACE CAPACITY_PAGES [--bits] | replay --grid DIR [--bits]");
             std::process::exit(2);
@@ -94,14 +104,14 @@ fn main() {
     }
 }
 
-fn grid(dir: &str, bits: bool) {
+fn grid(dir: &str, bits: bool, policies: &[&str]) {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("trace directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".u64.gz"))
         .collect();
     names.sort();
-    let cols: Vec<&str> = std::iter::once("opt").chain(POLICIES.iter().copied()).collect();
+    let cols: Vec<&str> = std::iter::once("opt").chain(policies.iter().copied()).collect();
     println!("| trace | size | pages | {} |", cols.join(" | "));
     println!("|---|---|---|{}", "---|".repeat(cols.len()));
     let mut sums = vec![0f64; cols.len()];

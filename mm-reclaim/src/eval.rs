@@ -9,16 +9,7 @@ use alloc::vec::Vec;
 
 use crate::{NoBits, PageId, Policy, Scan, Shadow};
 
-/// How the policy learns of hits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Every hit is reported with [`Policy::access`].
-    Callback,
-    /// As a kernel sees them: a hit (and the access that faulted a page
-    /// in) sets the page's accessed bit, which the policy sees only when it
-    /// scans the page ([`Scan::test_and_clear_referenced`]).
-    AccessedBits,
-}
+pub use crate::policy::Mode;
 
 struct Bits(Vec<bool>);
 

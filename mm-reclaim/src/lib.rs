@@ -7,7 +7,8 @@
 //!   refault detection kept by the integrator ([`Shadow`]) and a [`Scan`]
 //!   hook through which a policy tests and clears accessed bits and asks
 //!   whether a page may be evicted;
-//! - [`Clock`] (second chance) and [`S3Fifo`] (SOSP 2023);
+//! - [`Clock`] (second chance) and [`S3Fifo`] (SOSP 2023), and
+//!   [`default_policy`], an S3-FIFO tuned for a long ghost history;
 //! - [`eval`]: trace replay under demand paging (with every hit reported,
 //!   or only accessed bits seen while scanning) and Belady's MIN;
 //!   `examples/replay.rs` is the command-line tool around it.
@@ -45,7 +46,23 @@ pub mod s3fifo;
 
 pub use clock::Clock;
 pub use mm_types;
-pub use policy::{NoBits, PageId, Policy, Scan, Shadow};
+pub use policy::{Mode, NoBits, PageId, Policy, Scan, Shadow};
+
+/// The crate's default policy for `capacity` frames and page ids below
+/// `ids`: S3-FIFO whose ghost window is three times the capacity (shadows
+/// live with the integrator, so a long history costs the policy nothing),
+/// promoting a page from the small queue after one reference when every
+/// reference is reported, after two when references are seen as accessed
+/// bits (the access that faulted the page in sets its bit, so the first
+/// one observed says nothing). See the README for how it was chosen and
+/// what it achieves.
+pub fn default_policy(ids: usize, capacity: usize, mode: Mode) -> S3Fifo {
+    let promote = match mode {
+        Mode::Callback => 1,
+        Mode::AccessedBits => 2,
+    };
+    S3Fifo::with_params(ids, capacity, 10, 300, promote)
+}
 pub use s3fifo::S3Fifo;
 
 #[cfg(doctest)]

@@ -78,3 +78,14 @@ pub trait Policy {
     /// Checks the policy's own invariants.
     fn check(&self) -> Result<(), &'static str>;
 }
+
+/// How a policy learns of references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every reference is reported with [`Policy::access`].
+    Callback,
+    /// As a kernel sees them: a reference (and the access that faulted a
+    /// page in) sets the page's accessed bit, which the policy sees only
+    /// when it scans the page ([`Scan::test_and_clear_referenced`]).
+    AccessedBits,
+}
