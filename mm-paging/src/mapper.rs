@@ -982,14 +982,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// (with its accessed and dirty bits) and the flush it needs. Fails with
     /// [`PagingError::NotMapped`] if `va` has no present 4 KiB mapping.
     pub fn replace(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<(Mapping, Flush), PagingError> {
-        self.check_range(va, 4096)?;
-        if frame.as_u64() % 4096 != 0 {
-            return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
-        }
-        if !flags.contains(MapFlags::READ) {
-            return Err(PagingError::InvalidFlags);
-        }
-        let slot = self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })?;
+        let slot = self.leaf_slot_for(va, frame, flags)?;
         let e = slot.load(Ordering::Relaxed);
         if !self.arch.is_present(e) {
             return Err(PagingError::NotMapped { addr: va });
@@ -1117,6 +1110,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// returns the entry. Fails with [`PagingError::NotMapped`] if `va`
     /// holds no swap entry.
     pub fn replace_swap(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<SwapEntry, PagingError> {
+        let slot = self.leaf_slot_for(va, frame, flags)?;
+        let e = slot.load(Ordering::Relaxed);
+        let swap = self.arch.swap_of(e).ok_or(PagingError::NotMapped { addr: va })?;
+        slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        Ok(swap)
+    }
+
+    /// The level-1 slot of `va` for a new 4 KiB leaf of `frame` with
+    /// `flags`, after checking all three.
+    fn leaf_slot_for(&self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<&AtomicU64, PagingError> {
         self.check_range(va, 4096)?;
         if frame.as_u64() % 4096 != 0 {
             return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
@@ -1124,11 +1127,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         if !flags.contains(MapFlags::READ) {
             return Err(PagingError::InvalidFlags);
         }
-        let slot = self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })?;
-        let e = slot.load(Ordering::Relaxed);
-        let swap = self.arch.swap_of(e).ok_or(PagingError::NotMapped { addr: va })?;
-        slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
-        Ok(swap)
+        self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })
     }
 
     fn level1_slot(&self, va: VirtAddr) -> Option<&AtomicU64> {

@@ -264,38 +264,31 @@ pub unsafe trait FrameProvider: Sync {
     }
 }
 
-// SAFETY: forwards to the referenced provider, which upholds the contract.
-unsafe impl<P: FrameProvider + ?Sized> FrameProvider for &P {
-    #[inline]
-    fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
-        (**self).allocate(order, flags)
-    }
-    #[inline]
-    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
-        (**self).free(block)
-    }
-    #[inline]
-    fn allocate_frame(&self, flags: AllocFlags) -> Result<PhysAddr, FrameError> {
-        (**self).allocate_frame(flags)
-    }
+/// Implements [`FrameProvider`] for a pointer type by forwarding to the
+/// provider it points at.
+macro_rules! forward_provider {
+    ($(#[$m:meta])* $ty:ty, $($bounds:tt)*) => {
+        $(#[$m])*
+        // SAFETY: forwards to the provider pointed at, which upholds the contract.
+        unsafe impl<P: FrameProvider + ?Sized $($bounds)*> FrameProvider for $ty {
+            #[inline]
+            fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+                (**self).allocate(order, flags)
+            }
+            #[inline]
+            fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
+                (**self).free(block)
+            }
+            #[inline]
+            fn allocate_frame(&self, flags: AllocFlags) -> Result<PhysAddr, FrameError> {
+                (**self).allocate_frame(flags)
+            }
+        }
+    };
 }
 
-// SAFETY: forwards to the shared provider, which upholds the contract.
-#[cfg(feature = "std")]
-unsafe impl<P: FrameProvider + ?Sized + Send> FrameProvider for std::sync::Arc<P> {
-    #[inline]
-    fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
-        (**self).allocate(order, flags)
-    }
-    #[inline]
-    fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
-        (**self).free(block)
-    }
-    #[inline]
-    fn allocate_frame(&self, flags: AllocFlags) -> Result<PhysAddr, FrameError> {
-        (**self).allocate_frame(flags)
-    }
-}
+forward_provider!(&P,);
+forward_provider!(#[cfg(feature = "std")] std::sync::Arc<P>, + Send);
 
 /// A block of frames owned by the holder: dropping it frees it.
 ///

@@ -93,6 +93,25 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<FaultKind, Faul
     Some(cur.as_mut()?.fault(addr, access))
 }
 
+/// The shared state for user spaces over the kernel's frames, with the
+/// kernel's root entries 0 and 256-511 in every space.
+fn new_mm(buddy: &'static Frames) -> Option<Arc<UserMm>> {
+    let root = paging::tables()?.lock().root();
+    let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
+    // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their entries 0 and 256-511 never change.
+    let mm = unsafe {
+        UserMm::with_kernel_entries(
+            X86_64::current(),
+            frames::identity_map(),
+            buddy,
+            hooks,
+            root,
+            (0..1).chain(256..512),
+        )
+    };
+    mm.ok()
+}
+
 fn touch_read(addr: u64) -> u64 {
     // SAFETY: `addr` is in the loaded space's user range, 8-aligned; a fault maps it (or ends the run).
     unsafe { core::ptr::read_volatile(addr as *const u64) }
@@ -109,20 +128,8 @@ fn touch_write(addr: u64, v: u64) {
 pub fn smoke(buddy: &'static Frames) -> bool {
     // Frames in the per-CPU caches are free too.
     let free = buddy.free_frames() + buddy.cached_frames();
-    let root = paging::tables().expect("built at boot").lock().root();
-    let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
-    // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their entries 0 and 256-511 never change.
-    let mm = unsafe {
-        UserMm::with_kernel_entries(
-            X86_64::current(),
-            frames::identity_map(),
-            buddy,
-            hooks,
-            root,
-            (0..1).chain(256..512),
-        )
-    };
-    let Ok(mm) = mm else {
+    let mm = new_mm(buddy);
+    let Some(mm) = mm else {
         kprintln!("user spaces: no memory for the zero page");
         return false;
     };
@@ -198,20 +205,7 @@ pub fn smoke(buddy: &'static Frames) -> bool {
 /// fault with its reason, and (with no task to kill yet) the handler ends
 /// the run as the expected fault.
 pub fn segfault(buddy: &'static Frames) -> bool {
-    let Some(root) = paging::tables().map(|t| t.lock().root()) else { return false };
-    let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
-    // SAFETY: as in `smoke`.
-    let mm = unsafe {
-        UserMm::with_kernel_entries(
-            X86_64::current(),
-            frames::identity_map(),
-            buddy,
-            hooks,
-            root,
-            (0..1).chain(256..512),
-        )
-    };
-    let Ok(mm) = mm else { return false };
+    let Some(mm) = new_mm(buddy) else { return false };
     let Ok(mut space) = AddressSpace::new(&mm, LAYOUT) else { return false };
     let Ok(a) = space.mmap(MapRequest::anonymous(4096, Protection::READ)) else { return false };
     kprintln!("faults: write to the read-only user page {:#x}, expecting a refused page fault", a);
