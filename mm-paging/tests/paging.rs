@@ -462,9 +462,10 @@ fn shared_root_entries_are_borrowed_not_owned() {
     kernel.map(va(kva), pa(0x30_0000), PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
     let kernel_tables = kernel.table_pages();
     let free = frames.free_frames();
+    let arch = X86_64::FOUR_LEVEL;
     // SAFETY: `kernel` is a live hierarchy in the same RAM and outlives `user`.
-    let mut user =
-        unsafe { PageTable::new_sharing(X86_64::FOUR_LEVEL, ram.clone(), &frames, kernel.root(), 256..512) }.unwrap();
+    let user = unsafe { PageTable::new_sharing(arch, ram.clone(), &frames, kernel.root(), 256..512) };
+    let mut user = user.unwrap();
     assert_eq!(user.translate(va(kva)).unwrap().frame, pa(0x30_0000));
     user.map(va(0x4000_0000), pa(0x31_0000), PageSize::Size4KiB, MapFlags::READ).unwrap().ignore();
     assert_eq!(user.table_pages(), 4, "root + 3 levels for the user page; the kernel's are not counted");
