@@ -53,12 +53,13 @@ fn make(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn P
     Some(match name {
         "clock" => Box::new(Clock::new(ids)),
         "s3fifo" => Box::new(S3Fifo::new(ids, capacity)),
+        "twolist" => Box::new(mm_reclaim::TwoList::new(ids)),
         "default" => Box::new(mm_reclaim::default_policy(ids, capacity, mode)),
         _ => return None,
     })
 }
 
-const POLICIES: &[&str] = &["clock", "s3fifo", "default"];
+const POLICIES: &[&str] = &["clock", "twolist", "s3fifo", "default"];
 
 fn run(name: &str, trace: &[PageId], ids: usize, capacity: usize, bits: bool) -> u64 {
     if name == "opt" {

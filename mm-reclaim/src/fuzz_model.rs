@@ -1,7 +1,8 @@
 //! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
 //!
 //! Random insert / access / hardware-reference / remove / evict / lock /
-//! unlock sequences against each policy, with a set model of the tracked
+//! unlock sequences against each policy (CLOCK, S3-FIFO, the default, the
+//! two lists), with a set model of the tracked
 //! pages: after every step the count matches and the policy's lists check
 //! themselves (MODEL 1); victims were tracked and evictable, and `None`
 //! comes only when nothing tracked is evictable (3); a refault with the
@@ -14,7 +15,7 @@ use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 
-use crate::{Clock, PageId, Policy, S3Fifo, Scan, Shadow};
+use crate::{Clock, PageId, Policy, S3Fifo, Scan, Shadow, TwoList};
 
 const IDS: u32 = 48;
 
@@ -98,6 +99,8 @@ pub fn run(data: &[u8]) {
     let capacity = data.first().map_or(8, |&b| 1 + usize::from(b) % 40);
     drive(&mut Clock::new(IDS as usize), &ops);
     drive(&mut S3Fifo::new(IDS as usize, capacity), &ops);
+    drive(&mut crate::default_policy(IDS as usize, capacity, crate::Mode::AccessedBits), &ops);
+    drive(&mut TwoList::new(IDS as usize), &ops);
 }
 
 #[cfg(test)]

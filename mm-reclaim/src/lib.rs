@@ -7,15 +7,15 @@
 //!   refault detection kept by the integrator ([`Shadow`]) and a [`Scan`]
 //!   hook through which a policy tests and clears accessed bits and asks
 //!   whether a page may be evicted;
-//! - [`Clock`] (second chance) and [`S3Fifo`] (SOSP 2023), and
+//! - [`Clock`] (second chance), [`TwoList`] (Linux's active/inactive lists
+//!   with refault distance), [`S3Fifo`] (SOSP 2023), and
 //!   [`default_policy`], an S3-FIFO tuned for a long ghost history;
 //! - [`eval`]: trace replay under demand paging (with every hit reported,
 //!   or only accessed bits seen while scanning) and Belady's MIN;
 //!   `examples/replay.rs` is the command-line tool around it.
 //!
-//! The two-list (active/inactive with refault distance) and multi-generation
-//! policies, the reclaim driver with watermarks and shrinkers, and OOM
-//! victim choice come next.
+//! The multi-generation policy, the reclaim driver with watermarks and
+//! shrinkers, and OOM victim choice come next.
 //!
 //! ```
 //! use mm_reclaim::{Clock, NoBits, Policy};
@@ -43,6 +43,7 @@ pub mod fuzz_model;
 pub mod list;
 pub mod policy;
 pub mod s3fifo;
+pub mod twolist;
 
 pub use clock::Clock;
 pub use mm_types;
@@ -64,6 +65,7 @@ pub fn default_policy(ids: usize, capacity: usize, mode: Mode) -> S3Fifo {
     S3Fifo::with_params(ids, capacity, 10, 300, promote)
 }
 pub use s3fifo::S3Fifo;
+pub use twolist::TwoList;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
