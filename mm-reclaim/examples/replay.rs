@@ -3,7 +3,8 @@
 //! `replay --policy NAME TRACE CAPACITY_PAGES [--bits]` replays a trace
 //! (little-endian `u64` page ids, plain or gzip) under demand paging with
 //! `CAPACITY_PAGES` frames and prints `misses=N accesses=N` as its last
-//! line. NAME is `clock`, `s3fifo`, `s3fifo:SMALL,GHOST,PROMOTE` (sizes in
+//! line. NAME is `clock`, `twolist`, `mglru`, `s3fifo`,
+//! `s3fifo:SMALL,GHOST,PROMOTE` (sizes in
 //! percent of the capacity), `opt` (Belady's MIN), `default` (the crate's
 //! default policy) or `all` (a table of every policy and `opt`).
 //! `--bits` replays as a kernel sees accesses: each access sets the page's
@@ -54,12 +55,13 @@ fn make(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn P
         "clock" => Box::new(Clock::new(ids)),
         "s3fifo" => Box::new(S3Fifo::new(ids, capacity)),
         "twolist" => Box::new(mm_reclaim::TwoList::new(ids)),
+        "mglru" => Box::new(mm_reclaim::MgLru::new(ids)),
         "default" => Box::new(mm_reclaim::default_policy(ids, capacity, mode)),
         _ => return None,
     })
 }
 
-const POLICIES: &[&str] = &["clock", "twolist", "s3fifo", "default"];
+const POLICIES: &[&str] = &["clock", "twolist", "mglru", "s3fifo", "default"];
 
 fn run(name: &str, trace: &[PageId], ids: usize, capacity: usize, bits: bool) -> u64 {
     if name == "opt" {

@@ -2,7 +2,7 @@
 //!
 //! Random insert / access / hardware-reference / remove / evict / lock /
 //! unlock sequences against each policy (CLOCK, S3-FIFO, the default, the
-//! two lists), with a set model of the tracked
+//! two lists, the generations), with a set model of the tracked
 //! pages: after every step the count matches and the policy's lists check
 //! themselves (MODEL 1); victims were tracked and evictable, and `None`
 //! comes only when nothing tracked is evictable (3); a refault with the
@@ -101,6 +101,7 @@ pub fn run(data: &[u8]) {
     drive(&mut S3Fifo::new(IDS as usize, capacity), &ops);
     drive(&mut crate::default_policy(IDS as usize, capacity, crate::Mode::AccessedBits), &ops);
     drive(&mut TwoList::new(IDS as usize), &ops);
+    drive(&mut crate::MgLru::new(IDS as usize), &ops);
 }
 
 #[cfg(test)]

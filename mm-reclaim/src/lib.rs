@@ -8,14 +8,15 @@
 //!   hook through which a policy tests and clears accessed bits and asks
 //!   whether a page may be evicted;
 //! - [`Clock`] (second chance), [`TwoList`] (Linux's active/inactive lists
-//!   with refault distance), [`S3Fifo`] (SOSP 2023), and
+//!   with refault distance), [`MgLru`] (generations aged by accessed bits),
+//!   [`S3Fifo`] (SOSP 2023), and
 //!   [`default_policy`], an S3-FIFO tuned for a long ghost history;
 //! - [`eval`]: trace replay under demand paging (with every hit reported,
 //!   or only accessed bits seen while scanning) and Belady's MIN;
 //!   `examples/replay.rs` is the command-line tool around it.
 //!
-//! The multi-generation policy, the reclaim driver with watermarks and
-//! shrinkers, and OOM victim choice come next.
+//! The reclaim driver with watermarks and shrinkers, and OOM victim choice
+//! come next.
 //!
 //! ```
 //! use mm_reclaim::{Clock, NoBits, Policy};
@@ -41,6 +42,7 @@ pub mod eval;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
 pub mod list;
+pub mod mglru;
 pub mod policy;
 pub mod s3fifo;
 pub mod twolist;
@@ -64,6 +66,7 @@ pub fn default_policy(ids: usize, capacity: usize, mode: Mode) -> S3Fifo {
     };
     S3Fifo::with_params(ids, capacity, 10, 300, promote)
 }
+pub use mglru::MgLru;
 pub use s3fifo::S3Fifo;
 pub use twolist::TwoList;
 
