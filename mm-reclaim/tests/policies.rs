@@ -100,6 +100,7 @@ fn mglru_reference_string() {
 
 /// A hot set survives a one-time scan under S3-FIFO, not under CLOCK.
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn scan_resistance() {
     let hot: Vec<PageId> = (0..5).collect();
     let mut trace = Vec::new();
@@ -156,7 +157,7 @@ fn bookkeeping_under_random_events() {
         let mut tracked = BTreeSet::new();
         let mut rng = mm_types::testkit::XorShift(0x5eed);
         let mut scan = Refuse { locked: (0..64).filter(|i| i % 5 == 0).collect(), hw: BTreeSet::new() };
-        for _ in 0..if cfg!(miri) { 500 } else { 20_000 } {
+        for _ in 0..if cfg!(miri) { 100 } else { 20_000 } {
             let page = (rng.next() % 64) as PageId;
             match rng.next() % 5 {
                 0 | 1 if !tracked.contains(&page) => {
@@ -215,6 +216,7 @@ fn replay_matches_the_reference_table() {
 /// leaves the small queue, then comes back through the ghost into the main
 /// queue and stays).
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn default_policy_resists_scans_in_both_modes() {
     use mm_reclaim::{default_policy, Mode};
     let hot = 0..5;
