@@ -65,7 +65,7 @@ impl Policy for MgLru {
 
     fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
         self.referenced[page as usize] = false;
-        let recent = shadow.is_some_and(|Shadow(seq)| self.max_seq - seq.min(self.max_seq) < GENS as u64);
+        let recent = shadow.is_some_and(|Shadow(seq)| self.max_seq.wrapping_sub(seq) < GENS as u64);
         let seq = if recent { self.max_seq } else { self.min_seq };
         self.gens.push_head(Self::list(seq), page);
     }

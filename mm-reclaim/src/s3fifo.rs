@@ -125,8 +125,9 @@ impl Policy for S3Fifo {
 
     fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
         self.freq[page as usize] = 0;
-        let ghost_hit = shadow
-            .is_some_and(|Shadow(s)| s & FROM_SMALL != 0 && self.small_evictions - (s & !FROM_SMALL) < self.ghost);
+        let ghost_hit = shadow.is_some_and(|Shadow(s)| {
+            s & FROM_SMALL != 0 && self.small_evictions.wrapping_sub(s & !FROM_SMALL) < self.ghost
+        });
         self.lists.push_head(if ghost_hit { M } else { S }, page);
     }
 

@@ -313,12 +313,22 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
 
     /// Drops a reference [`pin`](Self::pin) took; frees an anonymous frame
     /// nobody maps or holds any more. Returns whether it was freed.
+    ///
+    /// # Panics
+    ///
+    /// If `frame` holds no pin (an unpin without its pin is a caller bug
+    /// that would otherwise free a frame still in use).
     pub fn unpin(&self, frame: PhysAddr) -> bool {
         let mut rmap = self.rmap.lock();
         let p = rmap.get_mut(&frame.as_u64()).expect("unpin of a frame that is not pinned");
         assert!(p.pins > 0, "unpin of a frame that is not pinned");
         p.pins -= 1;
         self.maybe_free(&mut rmap, frame.as_u64())
+    }
+
+    /// Who owns a frame mapped in some space (`None` if untracked).
+    pub fn kind_of(&self, frame: PhysAddr) -> Option<PageKind> {
+        self.rmap.lock().get(&frame.as_u64()).map(|p| p.kind)
     }
 
     /// Whether writes through a private mapping of `frame` must copy it:

@@ -94,12 +94,18 @@ impl SimSwap {
     }
 
     /// Swaps the anonymous page in `frame` out, as reclaim would: pins it,
-    /// writes it to a new slot, replaces every mapping (all of whose spaces
-    /// must be in `spaces`) by the slot's entry, and unpins it, which frees
-    /// it. Refused (changing nothing) if a mapping is in a locked VMA.
+    /// replaces every mapping (all of whose spaces must be in `spaces`) by
+    /// its slot's entry (a new slot, or the one it still has in the swap
+    /// cache), writes it there, and unpins it, which frees it unless the
+    /// swap cache holds it. Refused (changing nothing) if a mapping is in a
+    /// locked VMA, or the frame is not a mapped anonymous page.
     pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapEntry, SpaceError> {
         let mm = self.mm();
         let maps = mm.mappings(frame);
+        if maps.is_empty() || mm.kind_of(frame) != Some(crate::PageKind::Anonymous) {
+            // Nothing maps it, or it is a pager's page: nothing to swap.
+            return Err(SpaceError::NotEvictable);
+        }
         for m in &maps {
             let s = spaces.iter().find(|s| s.id() == m.space).expect("every mapper is given");
             if !s.is_evictable(m.va.as_u64()) {

@@ -1116,7 +1116,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// Evicts the page at `addr` for reclaim: the mapping is removed (and
-    /// replaced by `swap`, for an anonymous page that was written to swap),
+    /// replaced by `swap`, for an anonymous page that was written to swap;
+    /// a pager's page is refused a swap entry),
     /// the TLB flushed, and the reverse-map record dropped. Returns the
     /// mapping that was removed (its dirty bit says whether a pager's page
     /// must be written back). Reclaim pins the frame ([`Mm::pin`]) before
@@ -1129,6 +1130,10 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         let t = self.page_table().translate(va(page)).ok_or(SpaceError::NotEvictable)?;
         if t.frame == self.mm.zero_page() {
+            return Err(SpaceError::NotEvictable);
+        }
+        // A pager's page is dropped (the pager has it), never swapped.
+        if swap.is_some() && self.mm.kind_of(t.frame) != Some(PageKind::Anonymous) {
             return Err(SpaceError::NotEvictable);
         }
         let gone = match swap {
