@@ -15,8 +15,10 @@
 //!   or only accessed bits seen while scanning) and Belady's MIN;
 //!   `examples/replay.rs` is the command-line tool around it.
 //!
-//! The reclaim driver with watermarks and shrinkers, and OOM victim choice
-//! come next.
+//! - [`oom`]: the OOM victim choice (Linux's badness: resident, swap and
+//!   page-table pages, shifted by a per-task adjustment).
+//!
+//! The reclaim driver with watermarks and shrinkers comes next.
 //!
 //! ```
 //! use mm_reclaim::{Clock, NoBits, Policy};
@@ -43,6 +45,7 @@ pub mod eval;
 pub mod fuzz_model;
 pub mod list;
 pub mod mglru;
+pub mod oom;
 pub mod policy;
 pub mod s3fifo;
 pub mod twolist;
@@ -67,6 +70,7 @@ pub fn default_policy(ids: usize, capacity: usize, mode: Mode) -> S3Fifo {
     S3Fifo::with_params(ids, capacity, 10, 300, promote)
 }
 pub use mglru::MgLru;
+pub use oom::{badness, choose_victim, OomError, TaskMemory};
 pub use s3fifo::S3Fifo;
 pub use twolist::TwoList;
 

@@ -242,3 +242,23 @@ fn default_policy_resists_scans_in_both_modes() {
     // CLOCK loses hot pages to the scan again and again.
     assert!(replay(&mut Clock::new(1100), &trace, 1100, 10, Mode::Callback) > 1000 + 15);
 }
+
+/// OOM choice: the biggest task by resident + swap + page tables; the
+/// adjustment shifts by thousandths of all memory; -1000 exempts; bad
+/// adjustments are refused.
+#[test]
+fn oom_victim_choice() {
+    use mm_reclaim::{badness, choose_victim, OomError, TaskMemory};
+    let t = |task: u32, resident, swapped, adjust| TaskMemory { task, resident, swapped, page_tables: 4, adjust };
+    let total = 10_000;
+    let tasks = [t(1, 1000, 0, 0), t(2, 600, 500, 0), t(3, 3000, 0, -1000), t(4, 100, 0, 0)];
+    // Task 2: 600 + 500 + 4 beats task 1's 1004; task 3 is exempt.
+    assert_eq!(choose_victim(tasks, total), Ok(Some((2, 1104))));
+    // +100 (a tenth of all memory: 1,000 points) makes task 4 the victim.
+    let tasks = [t(1, 1000, 0, 0), t(4, 100, 0, 100)];
+    assert_eq!(choose_victim(tasks, total), Ok(Some((4, 1104))));
+    // A large negative adjustment leaves a score of 1, never 0.
+    assert_eq!(badness(&t(5, 10, 0, -999), total), Ok(Some(1)));
+    assert_eq!(choose_victim([t(3, 3000, 0, -1000)], total), Ok(None));
+    assert_eq!(choose_victim([t(6, 1, 0, 1001)], total), Err(OomError::BadAdjustment(1001)));
+}
