@@ -15,10 +15,9 @@
 //! `shared/reclaim-eval/README.md`) and prints a table of miss ratios with
 //! the mean of all cells.
 
-use std::collections::HashMap;
 use std::io::Read;
 
-use mm_reclaim::eval::{belady, replay, Mode};
+use mm_reclaim::eval::{belady, dense_ids, replay, Mode};
 use mm_reclaim::{Clock, PageId, Policy, S3Fifo};
 
 /// Reads a trace and renames its page ids densely (0, 1, ... in order of
@@ -32,16 +31,7 @@ fn load(path: &str) -> Vec<PageId> {
     } else {
         raw
     };
-    assert!(bytes.len() % 8 == 0, "{path}: not a whole number of u64 ids");
-    let mut ids = HashMap::new();
-    bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let id = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            let n = ids.len() as PageId;
-            *ids.entry(id).or_insert(n)
-        })
-        .collect()
+    dense_ids(&bytes).unwrap_or_else(|| panic!("{path}: not a whole number of u64 ids"))
 }
 
 fn make(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn Policy>> {

@@ -3,13 +3,34 @@
 //! makes it resident, cold misses count, no warm-up), and Belady's MIN.
 //! `examples/replay.rs` is the command-line tool around it.
 
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::{NoBits, PageId, Policy, Scan, Shadow};
 
 pub use crate::policy::Mode;
+
+/// A trace in the shared format (little-endian `u64` page ids, already
+/// decompressed) with its ids renamed densely (0, 1, ... in order of first
+/// use), as the policies index pages; `None` if the length is not a whole
+/// number of ids.
+pub fn dense_ids(bytes: &[u8]) -> Option<Vec<PageId>> {
+    if bytes.len() % 8 != 0 {
+        return None;
+    }
+    let mut ids = BTreeMap::new();
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let id = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                let n = ids.len() as PageId;
+                *ids.entry(id).or_insert(n)
+            })
+            .collect(),
+    )
+}
 
 struct Bits(Vec<bool>);
 

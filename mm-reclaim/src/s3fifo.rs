@@ -29,7 +29,6 @@ const FROM_SMALL: u64 = 1 << 63;
 pub struct S3Fifo {
     lists: Lists<2>,
     freq: Vec<u8>,
-    capacity: usize,
     small_target: usize,
     ghost: u64,
     small_evictions: u64,
@@ -52,7 +51,6 @@ impl S3Fifo {
         S3Fifo {
             lists: Lists::new(ids),
             freq: vec![0; ids],
-            capacity,
             small_target: (capacity * small_pct / 100).max(1),
             ghost: (capacity * ghost_pct / 100).max(1) as u64,
             small_evictions: 0,
@@ -169,7 +167,6 @@ impl Policy for S3Fifo {
         if self.freq.iter().any(|&f| f > 3) {
             return Err("a frequency above 3");
         }
-        let _ = self.capacity;
         Ok(())
     }
 }

@@ -196,15 +196,8 @@ fn replay_matches_the_reference_table() {
     };
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
-    let mut ids = std::collections::HashMap::new();
-    let trace: Vec<PageId> = bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let n = ids.len() as PageId;
-            *ids.entry(u64::from_le_bytes(c.try_into().unwrap())).or_insert(n)
-        })
-        .collect();
-    let n = ids.len();
+    let trace = mm_reclaim::eval::dense_ids(&bytes).unwrap();
+    let n = trace.iter().max().map_or(0, |&m| m as usize + 1);
     assert_eq!((trace.len(), n), (9047, 1223));
     // 5 % of 1,223 pages: 61 frames. Table: opt 0.2894, clock 0.7722.
     assert_eq!(belady(&trace, n, 61), 2618);

@@ -131,6 +131,13 @@ struct PageInfo {
     maps: Vec<(SpaceId, u64)>,
 }
 
+impl PageInfo {
+    /// Whether a private write must copy the page (MODEL 17).
+    fn shared(&self) -> bool {
+        self.kind != PageKind::Anonymous || self.maps.len() + self.pins as usize > 1
+    }
+}
+
 /// Counters of what faults did, over every address space of an [`Mm`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultStats {
@@ -335,11 +342,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     /// the zero page, a pager's page, or an anonymous page with another
     /// mapping or reference.
     pub(crate) fn is_shared(&self, frame: PhysAddr) -> bool {
-        if frame == self.zero {
-            return true;
-        }
-        let rmap = self.rmap.lock();
-        rmap.get(&frame.as_u64()).is_none_or(|p| p.kind != PageKind::Anonymous || p.maps.len() + p.pins as usize > 1)
+        self.with_sharing(|shared| shared(frame))
     }
 
     /// Runs `f` with a predicate telling which frames are shared, under one
@@ -347,12 +350,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     pub(crate) fn with_sharing<R>(&self, f: impl FnOnce(&dyn Fn(PhysAddr) -> bool) -> R) -> R {
         let rmap = self.rmap.lock();
         let zero = self.zero;
-        f(&|frame| {
-            frame == zero
-                || rmap
-                    .get(&frame.as_u64())
-                    .is_none_or(|p| p.kind != PageKind::Anonymous || p.maps.len() + p.pins as usize > 1)
-        })
+        f(&|frame| frame == zero || rmap.get(&frame.as_u64()).is_none_or(PageInfo::shared))
     }
 
     /// Records that `space` maps `frame` at `va`.

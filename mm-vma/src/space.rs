@@ -1012,8 +1012,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 self.page_table().translate(at).filter(ok).expect("a resolved fault leaves the page accessible")
             }
         };
-        // As the MMU would: reclaim harvests these.
-        self.page_table().set_access_bits(at, access == Access::Write);
+        // As the MMU would (reclaim harvests these); a second walk only
+        // when a bit is still clear.
+        let write = access == Access::Write;
+        if !t.flags.contains(MapFlags::ACCESSED) || (write && !t.flags.contains(MapFlags::DIRTY)) {
+            self.page_table().set_access_bits(at, write);
+        }
         Ok(t.phys)
     }
 
