@@ -18,7 +18,7 @@
 use std::io::Read;
 
 use mm_reclaim::eval::{belady, dense_ids, replay, Mode};
-use mm_reclaim::{Clock, PageId, Policy, S3Fifo};
+use mm_reclaim::{PageId, Policy, S3Fifo};
 
 /// Reads a trace and renames its page ids densely (0, 1, ... in order of
 /// first use).
@@ -41,17 +41,10 @@ fn make(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn P
         let v: Vec<usize> = params.split(',').map(|x| x.parse().expect("s3fifo:SMALL,GHOST,PROMOTE")).collect();
         return Some(Box::new(S3Fifo::with_params(ids, capacity, v[0], v[1], v[2] as u8)));
     }
-    Some(match name {
-        "clock" => Box::new(Clock::new(ids)),
-        "s3fifo" => Box::new(S3Fifo::new(ids, capacity)),
-        "twolist" => Box::new(mm_reclaim::TwoList::new(ids)),
-        "mglru" => Box::new(mm_reclaim::MgLru::new(ids)),
-        "default" => Box::new(mm_reclaim::default_policy(ids, capacity, mode)),
-        _ => return None,
-    })
+    mm_reclaim::policy_by_name(name, ids, capacity, mode).map(|p| p as Box<dyn Policy>)
 }
 
-const POLICIES: &[&str] = &["clock", "twolist", "mglru", "s3fifo", "default"];
+const POLICIES: &[&str] = mm_reclaim::POLICY_NAMES;
 
 fn run(name: &str, trace: &[PageId], ids: usize, capacity: usize, bits: bool) -> u64 {
     if name == "opt" {

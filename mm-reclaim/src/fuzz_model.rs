@@ -6,7 +6,8 @@
 //! pages: after every step the count matches and the policy's lists check
 //! themselves (MODEL 1); victims were tracked and evictable, and `None`
 //! comes only when nothing tracked is evictable (3); a refault with the
-//! victim's shadow is accepted.
+//! victim's shadow is accepted. Then the reclaim driver over two of them,
+//! with an evictor that races removals and reuse against its batches.
 
 extern crate std;
 
@@ -93,6 +94,161 @@ fn drive(p: &mut dyn Policy, ops: &[Op]) {
     }
 }
 
+/// One step of the driver model; pages are taken modulo 48.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum DriverOp {
+    /// Make a page resident as anonymous (`false`) or file (`true`).
+    Insert(u8, bool),
+    /// A software reference.
+    Access(u8),
+    /// A hardware reference.
+    Touch(u8),
+    /// The page's owner frees it.
+    Remove(u8),
+    /// Lock or unlock a page.
+    Lock(u8),
+    /// Reclaim `target % 64` frames. Victim `i` of each batch is freed if
+    /// bit `i % 8` of `freed` is set, else kept (or failed if that bit of
+    /// `failed` is set); while the batch is out, victim `i` is removed if
+    /// bit `i % 8` of `race` is set, and then reinserted as anonymous if
+    /// that bit of `reuse` is set.
+    Reclaim {
+        /// Frames wanted (`% 64`).
+        target: u8,
+        /// Victims freed, by position in the batch.
+        freed: u8,
+        /// Victims failed (if not freed).
+        failed: u8,
+        /// Victims removed by their owner while isolated.
+        race: u8,
+        /// Removed victims reused as anonymous pages.
+        reuse: u8,
+        /// Anonymous pages cannot be evicted.
+        no_swap: bool,
+    },
+    /// Change swappiness (`% 201`).
+    Swappiness(u8),
+}
+
+struct DriverHw<'a, P: Policy> {
+    driver: &'a crate::driver::Reclaim<P>,
+    model: &'a std::cell::RefCell<BTreeMap<PageId, crate::driver::PageKind>>,
+    bits: BTreeSet<PageId>,
+    locked: &'a BTreeSet<PageId>,
+    op: (u8, u8, u8, u8, bool),
+    evicted: u64,
+}
+
+impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
+    fn test_and_clear_referenced(&mut self, page: PageId) -> bool {
+        self.bits.remove(&page)
+    }
+    fn is_evictable(&mut self, page: PageId) -> bool {
+        !self.locked.contains(&page)
+    }
+    fn can_evict(&self, kind: crate::driver::PageKind) -> bool {
+        !(self.op.4 && kind == crate::driver::PageKind::Anon)
+    }
+    fn evict(&mut self, batch: &[crate::driver::Victim], outcomes: &mut [crate::driver::Outcome]) {
+        use crate::driver::{Outcome, PageKind};
+        let (freed, failed, race, reuse, no_swap) = self.op;
+        let mut model = self.model.borrow_mut();
+        for (i, v) in batch.iter().enumerate() {
+            let bit = 1u8 << (i % 8);
+            assert_eq!(model.get(&v.page), Some(&v.kind), "victim {} not tracked as {:?}", v.page, v.kind);
+            assert!(!self.locked.contains(&v.page), "locked victim {}", v.page);
+            assert!(!(no_swap && v.kind == PageKind::Anon), "anonymous victim without swap");
+            if race & bit != 0 {
+                self.driver.remove(v.page).unwrap();
+                model.remove(&v.page);
+                if reuse & bit != 0 {
+                    self.driver.insert(v.page, PageKind::Anon, None).unwrap();
+                    model.insert(v.page, PageKind::Anon);
+                }
+            }
+            outcomes[i] = if freed & bit != 0 {
+                Outcome::Freed
+            } else if failed & bit != 0 {
+                Outcome::Failed
+            } else {
+                Outcome::Keep
+            };
+        }
+        for (v, o) in batch.iter().zip(outcomes.iter()) {
+            if *o == Outcome::Freed {
+                // Whatever owns the frame now, the evictor freed it.
+                model.remove(&v.page);
+                self.evicted += 1;
+            }
+        }
+    }
+}
+
+/// Drives the reclaim driver over two S3-FIFO lists against a map model
+/// of tracked pages and their kinds (MODEL 10-12): victims are tracked,
+/// unlocked and evictable by kind; pages removed or reused while isolated
+/// end up as the model says; progress counts exactly the frees.
+pub fn drive_driver(ops: &[DriverOp]) {
+    use crate::driver::{PageKind, Reclaim};
+    // Different policies per kind, through the run-time choice.
+    let r: Reclaim<std::boxed::Box<dyn Policy + Send>> = Reclaim::new(
+        std::boxed::Box::new(S3Fifo::new(IDS as usize, 16)),
+        std::boxed::Box::new(TwoList::new(IDS as usize)),
+        IDS as usize,
+    );
+    let model = std::cell::RefCell::new(BTreeMap::new());
+    let mut locked = BTreeSet::new();
+    let mut bits = BTreeSet::new();
+    for op in ops {
+        match *op {
+            DriverOp::Insert(x, file) => {
+                let page = u32::from(x) % IDS;
+                let kind = if file { PageKind::File } else { PageKind::Anon };
+                let res = r.insert(page, kind, None);
+                if model.borrow().contains_key(&page) {
+                    assert!(res.is_err());
+                } else {
+                    res.unwrap();
+                    model.borrow_mut().insert(page, kind);
+                }
+            }
+            DriverOp::Access(x) => r.access(u32::from(x) % IDS),
+            DriverOp::Touch(x) => {
+                bits.insert(u32::from(x) % IDS);
+            }
+            DriverOp::Remove(x) => {
+                let page = u32::from(x) % IDS;
+                assert_eq!(r.remove(page).is_ok(), model.borrow_mut().remove(&page).is_some());
+            }
+            DriverOp::Lock(x) => {
+                let page = u32::from(x) % IDS;
+                if !locked.remove(&page) {
+                    locked.insert(page);
+                }
+            }
+            DriverOp::Reclaim { target, freed, failed, race, reuse, no_swap } => {
+                let mut hw = DriverHw {
+                    driver: &r,
+                    model: &model,
+                    bits: core::mem::take(&mut bits),
+                    locked: &locked,
+                    op: (freed, failed, race, reuse, no_swap),
+                    evicted: 0,
+                };
+                let p = r.reclaim(u64::from(target % 64), &mut hw);
+                assert_eq!(p.evicted, hw.evicted);
+                assert_eq!(p.reclaimed(), p.evicted);
+                bits = hw.bits;
+            }
+            DriverOp::Swappiness(s) => r.set_swappiness(s % 201).unwrap(),
+        }
+        r.check().unwrap();
+        let m = model.borrow();
+        let anon = m.values().filter(|k| **k == PageKind::Anon).count();
+        assert_eq!((r.len(PageKind::Anon), r.len(PageKind::File)), (anon, m.len() - anon));
+    }
+}
+
 /// Runs one fuzz input against every policy.
 pub fn run(data: &[u8]) {
     let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 1000);
@@ -102,6 +258,7 @@ pub fn run(data: &[u8]) {
     drive(&mut crate::default_policy(IDS as usize, capacity, crate::Mode::AccessedBits), &ops);
     drive(&mut TwoList::new(IDS as usize), &ops);
     drive(&mut crate::MgLru::new(IDS as usize), &ops);
+    drive_driver(&mm_types::testkit::fuzzing::decode_ops::<DriverOp>(data, 1000));
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! by software references or by hardware accessed bits harvested while
 //! scanning.
 //!
-//! **Status: in progress** (issue #8). What is here:
+//! What is here:
 //! - [`Policy`]: insert / access / remove / evict, with shadow entries for
 //!   refault detection kept by the integrator ([`Shadow`]) and a [`Scan`]
 //!   hook through which a policy tests and clears accessed bits and asks
@@ -16,9 +16,10 @@
 //!   `examples/replay.rs` is the command-line tool around it.
 //!
 //! - [`oom`]: the OOM victim choice (Linux's badness: resident, swap and
-//!   page-table pages, shifted by a per-task adjustment).
-//!
-//! The reclaim driver with watermarks and shrinkers comes next.
+//!   page-table pages, shifted by a per-task adjustment);
+//! - [`driver`]: the reclaim driver: anonymous and file lists, background
+//!   reclaim between the watermarks, direct reclaim, priority passes in
+//!   batches, shrinkers, honest progress.
 //!
 //! ```
 //! use mm_reclaim::{Clock, NoBits, Policy};
@@ -36,10 +37,13 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+
+use alloc::boxed::Box;
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
 pub mod clock;
+pub mod driver;
 pub mod eval;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
@@ -69,6 +73,23 @@ pub fn default_policy(ids: usize, capacity: usize, mode: Mode) -> S3Fifo {
     };
     S3Fifo::with_params(ids, capacity, 10, 300, promote)
 }
+/// A policy by name, for a kernel that picks it at run time: `clock`,
+/// `twolist`, `mglru`, `s3fifo` or `default` (see [`default_policy`]), for
+/// page ids below `ids` and `capacity` frames.
+pub fn policy_by_name(name: &str, ids: usize, capacity: usize, mode: Mode) -> Option<Box<dyn Policy + Send>> {
+    Some(match name {
+        "clock" => Box::new(Clock::new(ids)),
+        "twolist" => Box::new(TwoList::new(ids)),
+        "mglru" => Box::new(MgLru::new(ids)),
+        "s3fifo" => Box::new(S3Fifo::new(ids, capacity)),
+        "default" => Box::new(default_policy(ids, capacity, mode)),
+        _ => return None,
+    })
+}
+
+/// The policy names [`policy_by_name`] knows.
+pub const POLICY_NAMES: &[&str] = &["clock", "twolist", "mglru", "s3fifo", "default"];
+
 pub use mglru::MgLru;
 pub use oom::{badness, choose_victim, OomError, TaskMemory};
 pub use s3fifo::S3Fifo;

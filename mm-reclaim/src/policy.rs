@@ -89,3 +89,27 @@ pub enum Mode {
     /// when it scans the page ([`Scan::test_and_clear_referenced`]).
     AccessedBits,
 }
+
+impl<P: Policy + ?Sized> Policy for alloc::boxed::Box<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
+        (**self).insert(page, shadow)
+    }
+    fn access(&mut self, page: PageId) {
+        (**self).access(page)
+    }
+    fn remove(&mut self, page: PageId) {
+        (**self).remove(page)
+    }
+    fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
+        (**self).evict(scan)
+    }
+    fn check(&self) -> Result<(), &'static str> {
+        (**self).check()
+    }
+}
