@@ -1,4 +1,4 @@
-//! mm-reclaim's policies (CLOCK, S3-FIFO) under random inserts, software and
+//! mm-reclaim's policies and reclaim driver under random inserts, software and
 //! hardware references, removals, evictions and locked pages, against a set
 //! model of the tracked pages (`mm_reclaim::fuzz_model`).
 #![no_main]

@@ -1,12 +1,794 @@
-//! Swap areas over backing stores: slot allocation, swap cache, swap-out and swap-in.
+//! Swap for `no_std` kernels: swap areas over any [`BackingStore`], slot
+//! allocation in per-CPU clusters, use counts shared by forked address
+//! spaces, a swap cache, checksummed reads and writes that never lose a
+//! page, readahead, and `swapoff`.
 //!
-//! **Status: not implemented yet.** This crate is a placeholder in the
-//! workspace layout; its design and scope are tracked in issue #9. It
-//! builds as `no_std` for the host and for `x86_64-unknown-none`, and
-//! depends only on [`mm_types`] (see the workspace `DESIGN` notes).
+//! The crate depends on mm-types only. It hands out [`SwapSlot`]s (area
+//! and offset); the integrator stores them in page tables (mm-paging's
+//! `SwapEntry` has the same two fields) and calls back here from its fault
+//! handler and its reclaim evictor. The reference kernel's wiring library
+//! implements mm-vma's `SwapIn` and mm-reclaim's `Evictor` over a [`Swap`].
+//!
+//! A page's life in swap (MODEL 1-6):
+//! 1. **Out.** [`Swap::swap_out`] allocates a slot with as many uses as the
+//!    page has mappers, writes the frame through the store with its
+//!    checksum, and returns the slot. If the write fails the slot is freed
+//!    (marked bad after [`BAD_AFTER`] failures) and the error returned: the
+//!    caller has not unmapped the page yet and keeps it resident.
+//! 2. **Shared.** Each page table naming the slot holds one use:
+//!    [`Swap::dup`] on fork, [`Swap::free`] on unmap or exit.
+//! 3. **In.** [`Swap::swap_in`] returns the frame holding the slot's page:
+//!    from the swap cache if it is there (no I/O), else read into a new
+//!    frame, checked against the checksum and added to the cache;
+//!    concurrent faults on one slot share one read. Readahead brings
+//!    neighbouring slots into the cache too.
+//! 4. **Cache.** A cached page stays until the last use of its slot goes
+//!    ([`Swap::free`] returns the frame then) or the integrator drops it
+//!    ([`Swap::uncache`]).
+//!
+//! ```
+//! use mm_swap::{Swap, SwapConfig};
+//! use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+//! use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
+//!
+//! let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).unwrap(), 1 << 20);
+//! let frames = RefFrameProvider::new(&mem);
+//! let swap = Swap::new(SwapConfig::default());
+//! let area = swap.add_area(Box::new(MemStore::new(1024)), 0).unwrap();
+//!
+//! // A page with known contents, swapped out by its single mapper.
+//! let frame = frames.allocate_frame(AllocFlags::empty()).unwrap();
+//! // SAFETY: the frame was just allocated: nobody else uses it.
+//! unsafe { mem.write_bytes(frame, &[0xab; 4096]) }.unwrap();
+//! // SAFETY: the frame holds the page and nothing writes it meanwhile.
+//! let slot = unsafe { swap.swap_out(0, frame, 1, &mem) }.unwrap();
+//! assert_eq!(slot.area(), area);
+//! let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO).unwrap();
+//! frames.free(block).unwrap();
+//!
+//! // The fault: read back into a new frame, checked.
+//! let (back, io) = swap.swap_in(slot, &frames, &mem).unwrap();
+//! assert!(io);
+//! let mut buf = [0u8; 4096];
+//! // SAFETY: the frame is in the swap cache and nobody writes it.
+//! unsafe { mem.read_bytes(back, &mut buf) }.unwrap();
+//! assert_eq!(buf, [0xab; 4096]);
+//! // The page table now maps the frame: the slot's last use goes and the
+//! // cache hands the frame over.
+//! assert_eq!(swap.free(slot).unwrap(), Some(back));
+//! assert_eq!(swap.used_slots(), 0);
+//! ```
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+#[cfg(any(test, feature = "std", feature = "fuzzing"))]
+extern crate std;
+
+mod area;
+pub mod checksum;
+#[cfg(all(unix, any(test, feature = "std")))]
+pub mod file;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_model;
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use mm_types::sync::atomic::{AtomicUsize, Ordering};
+use mm_types::sync::{spin_loop, Mutex};
+use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory, StoreError, SLOT_SIZE};
+
+use area::{Area, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
+pub use area::{BAD_AFTER, CLUSTER};
 pub use mm_types;
+
+/// Areas a [`Swap`] can hold (mm-paging's swap entries name 32 devices).
+pub const MAX_AREAS: usize = 32;
+
+/// A slot: which area, which offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SwapSlot {
+    area: u8,
+    offset: u64,
+}
+
+impl SwapSlot {
+    /// A slot of `area` at `offset` (not checked against any area).
+    pub const fn new(area: u8, offset: u64) -> SwapSlot {
+        SwapSlot { area, offset }
+    }
+
+    /// The area.
+    pub const fn area(self) -> u8 {
+        self.area
+    }
+
+    /// The offset in the area, in slots.
+    pub const fn offset(self) -> u64 {
+        self.offset
+    }
+}
+
+/// What went wrong, said precisely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapError {
+    /// No area has a free slot (or run of slots).
+    Full,
+    /// All [`MAX_AREAS`] areas are in use.
+    TooManyAreas,
+    /// No area with this number.
+    NoArea(u8),
+    /// The slot is past the end of its area.
+    OutOfRange(SwapSlot),
+    /// The slot is not allocated (a use was dropped twice, or never taken).
+    NotAllocated(SwapSlot),
+    /// The slot has never been written: there is nothing to read.
+    NotWritten(SwapSlot),
+    /// A use count would pass its limit (16,383).
+    CountOverflow(SwapSlot),
+    /// The store failed.
+    Store(StoreError),
+    /// The data read back does not match the checksum of what was
+    /// written: reported, never returned as the page.
+    Corrupt(SwapSlot),
+    /// No frame for a swap-in.
+    OutOfMemory,
+    /// A run length that is not a power of two up to [`CLUSTER`].
+    BadRun(usize),
+    /// `swapoff` could not empty the area: slots still in use.
+    InUse {
+        /// The area.
+        area: u8,
+        /// Slots still allocated.
+        slots: u64,
+    },
+}
+
+impl fmt::Display for SwapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwapError::Full => write!(f, "swap is full"),
+            SwapError::TooManyAreas => write!(f, "all {MAX_AREAS} swap areas are in use"),
+            SwapError::NoArea(a) => write!(f, "no swap area {a}"),
+            SwapError::OutOfRange(s) => write!(f, "slot {} is past the end of area {}", s.offset, s.area),
+            SwapError::NotAllocated(s) => write!(f, "slot {} of area {} is not allocated", s.offset, s.area),
+            SwapError::NotWritten(s) => write!(f, "slot {} of area {} was never written", s.offset, s.area),
+            SwapError::CountOverflow(s) => write!(f, "slot {} of area {} has too many users", s.offset, s.area),
+            SwapError::Store(e) => write!(f, "swap device: {e}"),
+            SwapError::Corrupt(s) => write!(f, "slot {} of area {} failed its checksum", s.offset, s.area),
+            SwapError::OutOfMemory => write!(f, "no frame to swap in"),
+            SwapError::BadRun(n) => write!(f, "a run of {n} slots is not a power of two up to {CLUSTER}"),
+            SwapError::InUse { area, slots } => write!(f, "area {area} still has {slots} slots in use"),
+        }
+    }
+}
+
+impl core::error::Error for SwapError {}
+
+/// Settings of a [`Swap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwapConfig {
+    /// CPUs (one current cluster per CPU and area).
+    pub cpus: usize,
+    /// Slots read ahead after a swap-in read: the following allocated,
+    /// uncached slots of the same area, up to this many (0: none; Linux's
+    /// default `page-cluster` 3 reads 8 pages in all).
+    pub readahead: u32,
+}
+
+impl Default for SwapConfig {
+    fn default() -> Self {
+        SwapConfig { cpus: 1, readahead: 7 }
+    }
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SwapStats {
+    /// Pages written out.
+    pub writes: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+    /// Pages read for faults.
+    pub reads: u64,
+    /// Pages read ahead.
+    pub readahead: u64,
+    /// Swap-ins served by the swap cache.
+    pub cache_hits: u64,
+    /// Reads that failed or did not match their checksum.
+    pub read_errors: u64,
+}
+
+/// The areas by number, and their numbers best first.
+struct Areas {
+    by_number: [Option<Arc<Area>>; MAX_AREAS],
+    /// Area numbers by priority (highest first), then number.
+    order: Vec<u8>,
+    /// How many at the front of `order` share the highest priority.
+    top: usize,
+}
+
+impl Areas {
+    fn reorder(&mut self) {
+        let mut order: Vec<u8> = (0..MAX_AREAS as u8).filter(|&i| self.by_number[i as usize].is_some()).collect();
+        let prio = |i: &u8| self.by_number[*i as usize].as_ref().map_or(0, |a| a.priority);
+        order.sort_by_key(|i| (core::cmp::Reverse(prio(i)), *i));
+        self.top = order.iter().take_while(|i| order.first().is_some_and(|f| prio(i) == prio(f))).count();
+        self.order = order;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cached {
+    /// A read is under way; faults on the slot wait for it.
+    Loading,
+    Ready(PhysAddr),
+}
+
+/// The swap areas, their slots and the swap cache; see the
+/// [crate documentation](crate).
+pub struct Swap {
+    config: SwapConfig,
+    areas: Mutex<Areas>,
+    rotor: AtomicUsize,
+    cache: Mutex<BTreeMap<SwapSlot, Cached>>,
+    /// Plain counters (statistics, not synchronisation: never modelled).
+    stats: [core::sync::atomic::AtomicU64; 6],
+}
+
+const ST_WRITES: usize = 0;
+const ST_WRITE_ERRORS: usize = 1;
+const ST_READS: usize = 2;
+const ST_READAHEAD: usize = 3;
+const ST_HITS: usize = 4;
+const ST_READ_ERRORS: usize = 5;
+
+impl Swap {
+    /// No areas yet.
+    pub fn new(config: SwapConfig) -> Swap {
+        Swap {
+            config,
+            areas: Mutex::new(Areas { by_number: [const { None }; MAX_AREAS], order: Vec::new(), top: 0 }),
+            rotor: AtomicUsize::new(0),
+            cache: Mutex::new(BTreeMap::new()),
+            stats: [const { core::sync::atomic::AtomicU64::new(0) }; 6],
+        }
+    }
+
+    fn bump(&self, i: usize, n: u64) {
+        self.stats[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds an area over `store` with `priority` (higher is used first;
+    /// areas of equal priority take turns). Returns its number.
+    pub fn add_area(&self, store: Box<dyn BackingStore + Send + Sync>, priority: i16) -> Result<u8, SwapError> {
+        let area = Arc::new(Area::new(store, priority, self.config.cpus));
+        let mut areas = self.areas.lock();
+        let i = areas.by_number.iter().position(Option::is_none).ok_or(SwapError::TooManyAreas)?;
+        areas.by_number[i] = Some(area);
+        areas.reorder();
+        Ok(i as u8)
+    }
+
+    fn area(&self, n: u8) -> Result<Arc<Area>, SwapError> {
+        self.areas.lock().by_number.get(n as usize).and_then(Clone::clone).ok_or(SwapError::NoArea(n))
+    }
+
+    fn area_of(&self, slot: SwapSlot) -> Result<Arc<Area>, SwapError> {
+        let a = self.area(slot.area)?;
+        if slot.offset >= a.slots {
+            return Err(SwapError::OutOfRange(slot));
+        }
+        Ok(a)
+    }
+
+    /// Areas to try, best first: by priority, equal ones rotated.
+    fn candidates(&self) -> Vec<(u8, Arc<Area>)> {
+        let areas = self.areas.lock();
+        let mut v: Vec<(u8, Arc<Area>)> =
+            areas.order.iter().filter_map(|&i| areas.by_number[i as usize].clone().map(|a| (i, a))).collect();
+        drop(areas);
+        let turn = self.rotor.fetch_add(1, Ordering::Relaxed);
+        v.sort_by_key(|(i, a)| (core::cmp::Reverse(a.priority), *i));
+        // Rotate each run of equal priority by `turn`.
+        let mut start = 0;
+        while start < v.len() {
+            let p = v[start].1.priority;
+            let end = start + v[start..].iter().take_while(|(_, a)| a.priority == p).count();
+            let len = end - start;
+            v[start..end].rotate_left(turn % len);
+            start = end;
+        }
+        v
+    }
+
+    /// Allocates one slot with one use, from the best area that has room,
+    /// in `cpu`'s current cluster of that area.
+    pub fn alloc(&self, cpu: usize) -> Result<SwapSlot, SwapError> {
+        self.alloc_run(cpu, 1)
+    }
+
+    /// Allocates `n` contiguous slots (a power of two up to [`CLUSTER`],
+    /// aligned to `n`) with one use each, for a multi-page folio; returns
+    /// the first. [`SwapError::Full`] if no area has such a run free.
+    pub fn alloc_run(&self, cpu: usize, n: usize) -> Result<SwapSlot, SwapError> {
+        if !n.is_power_of_two() || n > CLUSTER {
+            return Err(SwapError::BadRun(n));
+        }
+        // Fast path: one of the highest-priority areas (in turn), without
+        // building the whole list.
+        let first = {
+            let areas = self.areas.lock();
+            let k = match areas.top {
+                0 => return Err(SwapError::Full),
+                1 => 0,
+                top => self.rotor.fetch_add(1, Ordering::Relaxed) % top,
+            };
+            let i = areas.order[k];
+            areas.by_number[i as usize].clone().map(|a| (i, a))
+        };
+        if let Some((i, a)) = first {
+            if let Some(off) = a.alloc(cpu, n) {
+                return Ok(SwapSlot { area: i, offset: off });
+            }
+        }
+        for (i, a) in self.candidates() {
+            if let Some(off) = a.alloc(cpu, n) {
+                return Ok(SwapSlot { area: i, offset: off });
+            }
+        }
+        Err(SwapError::Full)
+    }
+
+    /// One more use of `slot` (a forked page table names it too).
+    pub fn dup(&self, slot: SwapSlot) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        a.with_slot(slot.offset, |m, _, _| {
+            let count = *m & COUNT_MASK;
+            if *m & BAD != 0 || count == 0 {
+                Err(SwapError::NotAllocated(slot))
+            } else if count == COUNT_MASK {
+                Err(SwapError::CountOverflow(slot))
+            } else {
+                *m += 1;
+                Ok(())
+            }
+        })
+    }
+
+    /// The uses of `slot` (0 if free).
+    pub fn count(&self, slot: SwapSlot) -> Result<u16, SwapError> {
+        let a = self.area_of(slot)?;
+        Ok(a.with_slot(slot.offset, |m, _, _| if *m & BAD != 0 { 0 } else { *m & COUNT_MASK }))
+    }
+
+    /// One use of `slot` less. When the last goes, the slot is freed; if
+    /// its page was in the swap cache, the cache lets it go and the frame
+    /// is returned for the caller to release (or keep, if a page table now
+    /// maps it).
+    pub fn free(&self, slot: SwapSlot) -> Result<Option<PhysAddr>, SwapError> {
+        let a = self.area_of(slot)?;
+        // The cache lock first: a swap-in racing the last free sees either
+        // the slot with its use or no slot at all.
+        let mut cache = self.cache.lock();
+        let m = a.with_slot(slot.offset, |m, _, _| *m);
+        if m & BAD != 0 || m & COUNT_MASK == 0 {
+            return Err(SwapError::NotAllocated(slot));
+        }
+        let after = a.put(slot.offset, false);
+        if after & COUNT_MASK == 0 && after & HAS_CACHE != 0 {
+            if let Some(Cached::Ready(f)) = cache.get(&slot).copied() {
+                cache.remove(&slot);
+                a.put(slot.offset, true);
+                return Ok(Some(f));
+            }
+            // A read is under way with no user left: the reader finds the
+            // slot unused when it finishes and drops its page.
+        }
+        Ok(None)
+    }
+
+    /// Writes a frame's page to `slot` (allocated) with its checksum.
+    /// On failure the slot's failure count goes up and the error is
+    /// returned; the page was not touched.
+    ///
+    /// # Safety
+    /// `frame` holds the page and nothing writes it during the call.
+    pub unsafe fn write<M: PhysMemory + ?Sized>(
+        &self,
+        slot: SwapSlot,
+        frame: PhysAddr,
+        mem: &M,
+    ) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::OutOfMemory)?;
+        // SAFETY: `translate` gave a pointer to SLOT_SIZE readable bytes
+        // of the frame, which nobody writes during the call (the caller's
+        // promise).
+        let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
+        let sum = checksum::page(page);
+        match a.store.write_slot(slot.offset, page) {
+            Ok(()) => {
+                a.with_slot(slot.offset, |_, s, fails| {
+                    *s = sum;
+                    *fails = 0;
+                });
+                self.bump(ST_WRITES, 1);
+                Ok(())
+            }
+            Err(e) => {
+                a.with_slot(slot.offset, |_, s, fails| {
+                    *fails = fails.saturating_add(1);
+                    *s = 0;
+                });
+                self.bump(ST_WRITE_ERRORS, 1);
+                Err(SwapError::Store(e))
+            }
+        }
+    }
+
+    /// Swap-out of a page with `users` mappers that still map it: a slot
+    /// with `users` uses, written from `frame`. On a failed write the slot
+    /// is freed (and marked bad after [`BAD_AFTER`] failures) and the error
+    /// returned: the caller keeps the page resident and dirty. On success
+    /// the caller replaces each mapping with the slot and frees the frame
+    /// (or keeps it in the cache with [`Swap::cache`]).
+    ///
+    /// # Safety
+    /// As [`Swap::write`]: nothing writes `frame` during the call (its
+    /// mappings are write-protected or their users stopped).
+    pub unsafe fn swap_out<M: PhysMemory + ?Sized>(
+        &self,
+        cpu: usize,
+        frame: PhysAddr,
+        users: u16,
+        mem: &M,
+    ) -> Result<SwapSlot, SwapError> {
+        let users = users.clamp(1, COUNT_MASK);
+        let slot = self.alloc(cpu)?;
+        for _ in 1..users {
+            self.dup(slot)?; // cannot fail: the slot is ours and users fit
+        }
+        // SAFETY: the caller's promise, passed on.
+        match unsafe { self.write(slot, frame, mem) } {
+            Ok(()) => Ok(slot),
+            Err(e) => {
+                for _ in 0..users {
+                    self.free(slot)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts `frame` in the swap cache as `slot`'s page (a page written out
+    /// but still resident): faults map it again without I/O. The slot must
+    /// be allocated.
+    pub fn cache(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        let mut cache = self.cache.lock();
+        a.with_slot(slot.offset, |m, _, _| {
+            if *m & BAD != 0 || *m & COUNT_MASK == 0 || *m & HAS_CACHE != 0 {
+                return Err(SwapError::NotAllocated(slot));
+            }
+            *m |= HAS_CACHE;
+            Ok(())
+        })?;
+        cache.insert(slot, Cached::Ready(frame));
+        Ok(())
+    }
+
+    /// The cached frame of `slot`, if any.
+    pub fn lookup(&self, slot: SwapSlot) -> Option<PhysAddr> {
+        match self.cache.lock().get(&slot) {
+            Some(Cached::Ready(f)) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Drops `slot`'s page from the cache (reclaim taking the frame back)
+    /// and returns its frame; the slot keeps its uses and data.
+    pub fn uncache(&self, slot: SwapSlot) -> Result<Option<PhysAddr>, SwapError> {
+        let a = self.area_of(slot)?;
+        let mut cache = self.cache.lock();
+        match cache.get(&slot).copied() {
+            Some(Cached::Ready(f)) => {
+                cache.remove(&slot);
+                a.put(slot.offset, true);
+                Ok(Some(f))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every cached page: (slot, frame).
+    pub fn cached(&self) -> Vec<(SwapSlot, PhysAddr)> {
+        self.cache
+            .lock()
+            .iter()
+            .filter_map(|(s, c)| match c {
+                Cached::Ready(f) => Some((*s, *f)),
+                Cached::Loading => None,
+            })
+            .collect()
+    }
+
+    /// The frame holding `slot`'s page, and whether it was read (`false`:
+    /// served by the cache). The page stays in the cache; the caller maps
+    /// it and drops its use of the slot with [`Swap::free`], which returns
+    /// the frame from the cache once no other user is left.
+    ///
+    /// A read allocates a frame from `frames`, reads the slot, checks it
+    /// against the checksum written with it ([`SwapError::Corrupt`]
+    /// otherwise; the slot keeps its data and users, and the frame is
+    /// freed), then reads ahead up to [`SwapConfig::readahead`] following
+    /// slots that are in use and not cached. Faults on one slot at once
+    /// share one read.
+    pub fn swap_in<F, M>(&self, slot: SwapSlot, frames: &F, mem: &M) -> Result<(PhysAddr, bool), SwapError>
+    where
+        F: FrameProvider + ?Sized,
+        M: PhysMemory + ?Sized,
+    {
+        let a = self.area_of(slot)?;
+        loop {
+            let mut cache = self.cache.lock();
+            match cache.get(&slot).copied() {
+                Some(Cached::Ready(f)) => {
+                    self.bump(ST_HITS, 1);
+                    return Ok((f, false));
+                }
+                Some(Cached::Loading) => {
+                    drop(cache);
+                    spin_loop();
+                    continue;
+                }
+                None => {
+                    a.with_slot(slot.offset, |m, _, _| {
+                        if *m & BAD != 0 || *m & COUNT_MASK == 0 {
+                            return Err(SwapError::NotAllocated(slot));
+                        }
+                        *m |= HAS_CACHE;
+                        Ok(())
+                    })?;
+                    cache.insert(slot, Cached::Loading);
+                    break;
+                }
+            }
+        }
+        let r = self.read_into(&a, slot, frames, mem);
+        let mut cache = self.cache.lock();
+        match r {
+            Ok(frame) => {
+                // Every user may have gone while it was read.
+                let users = a.with_slot(slot.offset, |m, _, _| *m & COUNT_MASK);
+                if users == 0 {
+                    cache.remove(&slot);
+                    a.put(slot.offset, true);
+                    drop(cache);
+                    free_frame(frames, frame);
+                    return Err(SwapError::NotAllocated(slot));
+                }
+                cache.insert(slot, Cached::Ready(frame));
+                drop(cache);
+                self.bump(ST_READS, 1);
+                self.readahead(&a, slot, frames, mem);
+                Ok((frame, true))
+            }
+            Err(e) => {
+                cache.remove(&slot);
+                a.put(slot.offset, true);
+                self.bump(ST_READ_ERRORS, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads `slot` into a new frame and checks it.
+    fn read_into<F, M>(&self, a: &Area, slot: SwapSlot, frames: &F, mem: &M) -> Result<PhysAddr, SwapError>
+    where
+        F: FrameProvider + ?Sized,
+        M: PhysMemory + ?Sized,
+    {
+        let want = a.with_slot(slot.offset, |_, s, _| *s);
+        if want == 0 {
+            return Err(SwapError::NotWritten(slot));
+        }
+        let frame = frames.allocate_frame(AllocFlags::MOVABLE).map_err(|_| SwapError::OutOfMemory)?;
+        let fail = |e| {
+            free_frame(frames, frame);
+            Err(e)
+        };
+        let p = match mem.translate(frame, SLOT_SIZE) {
+            Ok(p) => p,
+            Err(_) => return fail(SwapError::OutOfMemory),
+        };
+        // SAFETY: the frame was just allocated for this read: the pointer
+        // covers its SLOT_SIZE bytes and nothing else uses them.
+        let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
+        if let Err(e) = a.store.read_slot(slot.offset, page) {
+            return fail(SwapError::Store(e));
+        }
+        if checksum::page(page) != want {
+            return fail(SwapError::Corrupt(slot));
+        }
+        Ok(frame)
+    }
+
+    /// Reads the following in-use, uncached slots into the cache.
+    fn readahead<F, M>(&self, a: &Area, slot: SwapSlot, frames: &F, mem: &M)
+    where
+        F: FrameProvider + ?Sized,
+        M: PhysMemory + ?Sized,
+    {
+        for k in 1..=u64::from(self.config.readahead) {
+            let next = SwapSlot { area: slot.area, offset: slot.offset + k };
+            if next.offset >= a.slots {
+                break;
+            }
+            {
+                let mut cache = self.cache.lock();
+                let ok = a.with_slot(next.offset, |m, s, _| {
+                    let ok = *m & BAD == 0 && *m & COUNT_MASK != 0 && *m & HAS_CACHE == 0 && *s != 0;
+                    if ok {
+                        *m |= HAS_CACHE;
+                    }
+                    ok
+                });
+                if !ok {
+                    // Readahead stops at the first slot it cannot use.
+                    break;
+                }
+                cache.insert(next, Cached::Loading);
+            }
+            let r = self.read_into(a, next, frames, mem);
+            let mut cache = self.cache.lock();
+            let users = a.with_slot(next.offset, |m, _, _| *m & COUNT_MASK);
+            match r {
+                Ok(f) if users > 0 => {
+                    cache.insert(next, Cached::Ready(f));
+                    self.bump(ST_READAHEAD, 1);
+                }
+                other => {
+                    cache.remove(&next);
+                    a.put(next.offset, true);
+                    drop(cache);
+                    if let Ok(f) = other {
+                        free_frame(frames, f);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Removes area `n`: no new slots are allocated in it, then `unuse` is
+    /// called to bring every page of the area back in (walk the page
+    /// tables, swap in each entry of the area and free it; drop cached
+    /// pages with [`Swap::uncache`] or `free`). If slots are still in use
+    /// afterwards the area goes back to service and
+    /// [`SwapError::InUse`] is returned; else it is removed and its store
+    /// returned.
+    pub fn swapoff(
+        &self,
+        n: u8,
+        unuse: &mut dyn FnMut(&Swap, u8) -> Result<(), SwapError>,
+    ) -> Result<Box<dyn BackingStore + Send + Sync>, SwapError> {
+        let a = self.area(n)?;
+        a.state.store(DRAINING, Ordering::Release);
+        let r = unuse(self, n);
+        let left = a.used.load(Ordering::Acquire);
+        if let Err(e) = r {
+            a.state.store(ACTIVE, Ordering::Release);
+            return Err(e);
+        }
+        if left != 0 {
+            a.state.store(ACTIVE, Ordering::Release);
+            return Err(SwapError::InUse { area: n, slots: left });
+        }
+        let mut areas = self.areas.lock();
+        areas.by_number[n as usize] = None;
+        areas.reorder();
+        drop(areas);
+        match Arc::try_unwrap(a) {
+            Ok(area) => Ok(area.store),
+            // Another CPU still holds the area for a moment (a lookup that
+            // found no slot): it is removed; its store goes with the last
+            // reference.
+            Err(_) => Err(SwapError::NoArea(n)),
+        }
+    }
+
+    /// Slots in use, over all areas.
+    pub fn used_slots(&self) -> u64 {
+        self.areas.lock().by_number.iter().flatten().map(|a| a.used.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Slots in use in area `n`.
+    pub fn area_used(&self, n: u8) -> Result<u64, SwapError> {
+        Ok(self.area(n)?.used.load(Ordering::Relaxed))
+    }
+
+    /// Slots of area `n` marked bad (failed writes).
+    pub fn bad_slots(&self, n: u8) -> Result<u64, SwapError> {
+        let a = self.area(n)?;
+        let mut bad = 0;
+        for (c, cl) in a.clusters.iter().enumerate() {
+            let cl = cl.lock();
+            let valid = (a.slots - (c * CLUSTER) as u64).min(CLUSTER as u64) as usize;
+            bad += cl.map[..valid].iter().filter(|&&m| m == BAD).count() as u64;
+        }
+        Ok(bad)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SwapStats {
+        let g = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        SwapStats {
+            writes: g(ST_WRITES),
+            write_errors: g(ST_WRITE_ERRORS),
+            reads: g(ST_READS),
+            readahead: g(ST_READAHEAD),
+            cache_hits: g(ST_HITS),
+            read_errors: g(ST_READ_ERRORS),
+        }
+    }
+
+    /// Checks every area's bookkeeping and that the cache agrees with the
+    /// slot maps' cache marks.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let cache = self.cache.lock();
+        let areas: Vec<(u8, Arc<Area>)> = self
+            .areas
+            .lock()
+            .by_number
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.clone().map(|a| (i as u8, a)))
+            .collect();
+        let mut marked = 0;
+        for (i, a) in &areas {
+            a.check()?;
+            for c in 0..a.clusters.len() {
+                let cl = a.clusters[c].lock();
+                for off in 0..CLUSTER {
+                    if cl.map[off] != BAD && cl.map[off] & HAS_CACHE != 0 {
+                        marked += 1;
+                        let slot = SwapSlot { area: *i, offset: (c * CLUSTER + off) as u64 };
+                        if !cache.contains_key(&slot) {
+                            return Err("slot marked cached but not in the cache");
+                        }
+                    }
+                }
+            }
+        }
+        if marked != cache.len() {
+            return Err("cache entries without a cache mark");
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Swap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Swap").field("config", &self.config).field("used", &self.used_slots()).finish()
+    }
+}
+
+/// Gives a frame this crate allocated back (a read that failed, or one
+/// whose users went meanwhile).
+fn free_frame<F: FrameProvider + ?Sized>(frames: &F, frame: PhysAddr) {
+    let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
+        .expect("an order-0 block is always aligned");
+    // A provider refusing its own frame is a bug there; nothing to undo here.
+    let _ = frames.free(block);
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

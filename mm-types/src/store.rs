@@ -99,17 +99,27 @@ pub trait BackingStore {
     }
 }
 
-impl<S: BackingStore + ?Sized> BackingStore for &S {
-    fn slot_count(&self) -> u64 {
-        (**self).slot_count()
-    }
-    fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
-        (**self).read_slot(slot, buf)
-    }
-    fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
-        (**self).write_slot(slot, buf)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        (**self).flush()
-    }
+/// Forwards every method to the store pointed at.
+macro_rules! forward_store {
+    ($(#[$m:meta])* $ty:ty) => {
+        $(#[$m])*
+        impl<S: BackingStore + ?Sized> BackingStore for $ty {
+            fn slot_count(&self) -> u64 {
+                (**self).slot_count()
+            }
+            fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
+                (**self).read_slot(slot, buf)
+            }
+            fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
+                (**self).write_slot(slot, buf)
+            }
+            fn flush(&self) -> Result<(), StoreError> {
+                (**self).flush()
+            }
+        }
+    };
 }
+
+forward_store!(&S);
+// A store shared with whoever injects faults into it or watches it.
+forward_store!(#[cfg(feature = "std")] std::sync::Arc<S>);

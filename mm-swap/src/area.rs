@@ -1,0 +1,281 @@
+//! One swap area: a backing store, its slot map (use count, bad mark,
+//! swap-cache mark, checksum) in clusters of [`CLUSTER`] slots, and the
+//! per-CPU current clusters that allocation works in.
+//!
+//! Locks, always in this order: a CPU's current-cluster lock, a cluster's
+//! lock, the free/partial list lock. A CPU allocating in its own cluster
+//! takes only the first two (nobody else uses them unless the task
+//! migrated); the list lock is taken when a cluster changes hands.
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use mm_types::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use mm_types::sync::Mutex;
+use mm_types::BackingStore;
+
+/// Slots per cluster (Linux's `SWAPFILE_CLUSTER`): a CPU's consecutive
+/// swap-outs land in one cluster, so they are contiguous on the device.
+pub const CLUSTER: usize = 512;
+
+/// Use count bits of a slot-map entry.
+pub(crate) const COUNT_MASK: u16 = 0x3fff;
+/// The slot's page is in the swap cache (the slot stays allocated while it
+/// is, even with no page table naming it).
+pub(crate) const HAS_CACHE: u16 = 0x4000;
+/// The slot failed writes repeatedly and is never allocated again.
+pub(crate) const BAD: u16 = 0x8000;
+
+/// Failed writes after which a slot is marked bad.
+pub const BAD_AFTER: u8 = 3;
+
+// Which list a cluster was last put on (stale entries are skipped).
+const ON_NONE: u8 = 0;
+const ON_FREE: u8 = 1;
+const ON_PARTIAL: u8 = 2;
+
+pub(crate) struct Cluster {
+    /// The slot map: count | HAS_CACHE | BAD.
+    pub(crate) map: Box<[u16]>,
+    /// Checksums of written slots.
+    pub(crate) sums: Box<[u64]>,
+    /// Failed writes per slot.
+    pub(crate) fails: Box<[u8]>,
+    /// Allocated slots (count or cache non-zero) plus bad ones.
+    pub(crate) used: u16,
+    /// The CPU working in it, if any.
+    owner: Option<u16>,
+    /// The list it was last pushed on.
+    list: u8,
+    /// Where the owner's next search starts.
+    next: u16,
+}
+
+struct Lists {
+    free: Vec<u32>,
+    partial: Vec<u32>,
+}
+
+/// Area state.
+pub(crate) const ACTIVE: u8 = 0;
+/// Being emptied by `swapoff`: no allocation.
+pub(crate) const DRAINING: u8 = 1;
+
+pub(crate) struct Area {
+    pub(crate) store: Box<dyn BackingStore + Send + Sync>,
+    pub(crate) priority: i16,
+    pub(crate) slots: u64,
+    pub(crate) clusters: Box<[Mutex<Cluster>]>,
+    lists: Mutex<Lists>,
+    percpu: Box<[Mutex<Option<u32>>]>,
+    pub(crate) used: AtomicU64,
+    pub(crate) state: AtomicU8,
+}
+
+impl Area {
+    pub(crate) fn new(store: Box<dyn BackingStore + Send + Sync>, priority: i16, cpus: usize) -> Area {
+        let slots = store.slot_count();
+        let n = slots.div_ceil(CLUSTER as u64) as usize;
+        let clusters: Vec<Mutex<Cluster>> = (0..n)
+            .map(|c| {
+                let len = (slots - (c * CLUSTER) as u64).min(CLUSTER as u64) as usize;
+                let mut map = vec![0u16; CLUSTER].into_boxed_slice();
+                // Slots past the end of the device are permanently "bad".
+                for m in &mut map[len..] {
+                    *m = BAD;
+                }
+                Mutex::new(Cluster {
+                    map,
+                    sums: vec![0; CLUSTER].into_boxed_slice(),
+                    fails: vec![0; CLUSTER].into_boxed_slice(),
+                    used: (CLUSTER - len) as u16,
+                    owner: None,
+                    list: ON_FREE,
+                    next: 0,
+                })
+            })
+            .collect();
+        // Free clusters popped lowest first.
+        let mut free: Vec<u32> = (0..n as u32).rev().collect();
+        free.reserve(n);
+        Area {
+            store,
+            priority,
+            slots,
+            clusters: clusters.into_boxed_slice(),
+            lists: Mutex::new(Lists { free, partial: Vec::with_capacity(2 * n) }),
+            percpu: (0..cpus.max(1)).map(|_| Mutex::new(None)).collect(),
+            used: AtomicU64::new(0),
+            state: AtomicU8::new(ACTIVE),
+        }
+    }
+
+    /// Allocates `n` (a power of two up to [`CLUSTER`]) contiguous slots,
+    /// aligned to `n`, with use count 1 each; `None` if the area has no
+    /// such run (or is draining).
+    pub(crate) fn alloc(&self, cpu: usize, n: usize) -> Option<u64> {
+        if self.state.load(Ordering::Acquire) != ACTIVE {
+            return None;
+        }
+        let cpu = cpu % self.percpu.len();
+        let mut cur = self.percpu[cpu].lock();
+        // At most: the current cluster, then clusters from the lists until
+        // one has room (each popped cluster is tried once).
+        let mut tries = self.clusters.len() * 2 + 1;
+        loop {
+            if let Some(c) = *cur {
+                let mut cl = self.clusters[c as usize].lock();
+                if let Some(off) = find_run(&cl.map, cl.next as usize, n) {
+                    for m in &mut cl.map[off..off + n] {
+                        *m = 1;
+                    }
+                    cl.used += n as u16;
+                    cl.next = ((off + n) % CLUSTER) as u16;
+                    self.used.fetch_add(n as u64, Ordering::Relaxed);
+                    return Some(c as u64 * CLUSTER as u64 + off as u64);
+                }
+                // No room here: give the cluster up. It goes back on the
+                // partial list when a slot of it is freed.
+                cl.owner = None;
+                if n > 1 && cl.used < CLUSTER as u16 && cl.list == ON_NONE {
+                    // Room for single slots still: keep it findable.
+                    cl.list = ON_PARTIAL;
+                    drop(cl);
+                    self.lists.lock().partial.push(c);
+                }
+                *cur = None;
+            }
+            if tries == 0 {
+                return None;
+            }
+            tries -= 1;
+            match self.claim(cpu, n) {
+                Some(c) => *cur = Some(c),
+                None if n == 1 => return self.scan_any(),
+                None => return None,
+            }
+        }
+    }
+
+    /// The last resort for a single slot when no cluster is free or
+    /// partial: free slots in clusters other CPUs own (Linux falls back to
+    /// scanning the whole map the same way).
+    fn scan_any(&self) -> Option<u64> {
+        for (c, cl) in self.clusters.iter().enumerate() {
+            let mut cl = cl.lock();
+            if cl.used as usize == CLUSTER {
+                continue;
+            }
+            if let Some(off) = find_run(&cl.map, 0, 1) {
+                cl.map[off] = 1;
+                cl.used += 1;
+                self.used.fetch_add(1, Ordering::Relaxed);
+                return Some((c * CLUSTER + off) as u64);
+            }
+        }
+        None
+    }
+
+    /// Takes a cluster for `cpu`: a free one, else a partial one if single
+    /// slots are wanted.
+    fn claim(&self, cpu: usize, n: usize) -> Option<u32> {
+        loop {
+            let (c, from) = {
+                let mut l = self.lists.lock();
+                if let Some(c) = l.free.pop() {
+                    (c, ON_FREE)
+                } else if n == 1 {
+                    (l.partial.pop()?, ON_PARTIAL)
+                } else {
+                    // A run comes from the current cluster or a free one
+                    // (as Linux's large folios do).
+                    return None;
+                }
+            };
+            let mut cl = self.clusters[c as usize].lock();
+            // Stale entry: the cluster moved lists or is owned already.
+            if cl.list != from || cl.owner.is_some() {
+                continue;
+            }
+            cl.list = ON_NONE;
+            cl.owner = Some(cpu as u16);
+            cl.next = 0;
+            return Some(c);
+        }
+    }
+
+    /// Drops one use (`cache == false`) or the swap-cache mark (`true`)
+    /// of `slot`; frees it when neither is left. Returns the entry after.
+    pub(crate) fn put(&self, slot: u64, cache: bool) -> u16 {
+        let (c, off) = split(slot);
+        let mut cl = self.clusters[c].lock();
+        let m = cl.map[off];
+        let m = if cache { m & !HAS_CACHE } else { m - 1 };
+        cl.map[off] = m;
+        if m & (COUNT_MASK | HAS_CACHE) == 0 {
+            if cl.fails[off] >= BAD_AFTER {
+                cl.map[off] = BAD;
+            } else {
+                cl.map[off] = 0;
+                cl.used -= 1;
+            }
+            cl.sums[off] = 0;
+            self.used.fetch_sub(1, Ordering::Relaxed);
+            if cl.owner.is_none() {
+                let to = if cl.used == 0 { ON_FREE } else { ON_PARTIAL };
+                if cl.list != to {
+                    cl.list = to;
+                    drop(cl);
+                    let mut l = self.lists.lock();
+                    if to == ON_FREE {
+                        l.free.push(c as u32);
+                    } else {
+                        l.partial.push(c as u32);
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// Runs `f` on the slot-map entry, checksum and failure count of `slot`.
+    pub(crate) fn with_slot<R>(&self, slot: u64, f: impl FnOnce(&mut u16, &mut u64, &mut u8) -> R) -> R {
+        let (c, off) = split(slot);
+        let mut g = self.clusters[c].lock();
+        let cl = &mut *g;
+        f(&mut cl.map[off], &mut cl.sums[off], &mut cl.fails[off])
+    }
+
+    /// Checks the cluster bookkeeping: `used` matches the map, the area's
+    /// count matches the allocated slots.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        let mut allocated = 0u64;
+        for c in self.clusters.iter() {
+            let cl = c.lock();
+            let used = cl.map.iter().filter(|&&m| m != 0).count();
+            if used != cl.used as usize {
+                return Err("cluster used count differs from its map");
+            }
+            allocated += cl.map.iter().filter(|&&m| m & (COUNT_MASK | HAS_CACHE) != 0).count() as u64;
+        }
+        if allocated != self.used.load(Ordering::Relaxed) {
+            return Err("area used count differs from the slot map");
+        }
+        Ok(())
+    }
+}
+
+fn split(slot: u64) -> (usize, usize) {
+    ((slot / CLUSTER as u64) as usize, (slot % CLUSTER as u64) as usize)
+}
+
+/// The first aligned run of `n` free slots at or after `from` (wrapping).
+fn find_run(map: &[u16], from: usize, n: usize) -> Option<usize> {
+    if n == 1 {
+        let i = map[from..].iter().position(|&m| m == 0).map(|i| from + i);
+        return i.or_else(|| map[..from].iter().position(|&m| m == 0));
+    }
+    let start = from.next_multiple_of(n) % CLUSTER;
+    (0..CLUSTER / n).map(|k| (start + k * n) % CLUSTER).find(|&off| map[off..off + n].iter().all(|&m| m == 0))
+}

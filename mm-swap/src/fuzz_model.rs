@@ -1,0 +1,225 @@
+//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//!
+//! Random swap-out / fork-share / free / swap-in / uncache sequences with
+//! injected write failures, read failures and corruption, on two areas of
+//! different priority, against a model of every live slot's users, page
+//! contents, cache state and corruption: every swap-in returns the page
+//! that was written or an error (never other data), failed swap-outs leave
+//! nothing allocated, counts and cache marks agree (`Swap::check`), and
+//! every frame comes back at the end (MODEL 1-6).
+
+extern crate std;
+
+use std::vec::Vec;
+
+use arbitrary::Arbitrary;
+use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
+
+use crate::{Swap, SwapConfig, SwapError, SwapSlot};
+
+/// One step; `i` picks a live slot modulo their number.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Op {
+    /// Swap out a page filled with `fill`, mapped by `1 + users % 4`.
+    Out {
+        /// The page's byte.
+        fill: u8,
+        /// Mappers.
+        users: u8,
+        /// CPU (of 2).
+        cpu: bool,
+    },
+    /// A fork: one more user.
+    Dup(u8),
+    /// A page table drops the slot.
+    Free(u8),
+    /// A fault on the slot.
+    In(u8),
+    /// Reclaim drops the slot's cached page.
+    Uncache(u8),
+    /// The next write of area `a % 2` fails.
+    FailWrite(bool),
+    /// The next read of area `a % 2` fails.
+    FailRead(bool),
+    /// A bit of the slot's stored page flips.
+    Corrupt(u8, u16),
+}
+
+struct Live {
+    slot: SwapSlot,
+    users: u16,
+    fill: u8,
+    cached: Option<PhysAddr>,
+    /// Bits flipped in the stored page (flipping one twice restores it).
+    flipped: Vec<u16>,
+}
+
+impl Live {
+    fn corrupt(&self) -> bool {
+        !self.flipped.is_empty()
+    }
+}
+
+fn fill_page(mem: &SimPhysMemory, f: PhysAddr, fill: u8) {
+    let mut d = [fill; 4096];
+    d[0] = fill ^ 0x5a;
+    // SAFETY: the model owns the frame and nothing else touches it.
+    unsafe { mem.write_bytes(f, &d) }.expect("simulated RAM");
+}
+
+fn holds(mem: &SimPhysMemory, f: PhysAddr, fill: u8) -> bool {
+    let mut d = [0u8; 4096];
+    // SAFETY: the frame is in the swap cache; nothing writes it.
+    unsafe { mem.read_bytes(f, &mut d) }.expect("simulated RAM");
+    d[0] == fill ^ 0x5a && d[1..].iter().all(|&b| b == fill)
+}
+
+fn free_frame(frames: &RefFrameProvider, f: PhysAddr) {
+    let b = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).expect("block");
+    frames.free(b).expect("the model frees each frame once");
+}
+
+/// Runs one fuzz input.
+pub fn run(data: &[u8]) {
+    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 400);
+    let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("aligned"), 1 << 20);
+    let frames = RefFrameProvider::new(&mem);
+    let stores = [std::sync::Arc::new(MemStore::new(40)), std::sync::Arc::new(MemStore::new(600))];
+    let swap = Swap::new(SwapConfig { cpus: 2, readahead: u32::from(data.first().copied().unwrap_or(0) % 4) });
+    for (i, s) in stores.iter().enumerate() {
+        // Area 0 has the higher priority and fills first.
+        swap.add_area(std::boxed::Box::new(s.clone()), 1 - i as i16).expect("two areas fit");
+    }
+    let mut live: Vec<Live> = Vec::new();
+    let pick = |live: &Vec<Live>, i: u8| if live.is_empty() { None } else { Some(usize::from(i) % live.len()) };
+    for op in ops {
+        match op {
+            Op::Out { fill, users, cpu } => {
+                let users = 1 + u16::from(users % 4);
+                let f = frames.allocate_frame(AllocFlags::empty()).expect("1 MiB of frames");
+                fill_page(&mem, f, fill);
+                // SAFETY: the model owns the frame and does not write it.
+                match unsafe { swap.swap_out(usize::from(cpu), f, users, &mem) } {
+                    Ok(slot) => {
+                        assert!(live.iter().all(|l| l.slot != slot), "slot {slot:?} handed out twice");
+                        live.push(Live { slot, users, fill, cached: None, flipped: Vec::new() });
+                    }
+                    Err(SwapError::Store(_)) | Err(SwapError::Full) => {
+                        // Nothing allocated for it; the page is intact.
+                        assert!(holds(&mem, f, fill));
+                    }
+                    Err(e) => panic!("swap-out: {e}"),
+                }
+                free_frame(&frames, f);
+            }
+            Op::Dup(i) => {
+                if let Some(k) = pick(&live, i) {
+                    swap.dup(live[k].slot).expect("a live slot");
+                    live[k].users += 1;
+                }
+            }
+            Op::Free(i) => {
+                if let Some(k) = pick(&live, i) {
+                    let got = swap.free(live[k].slot).expect("a live slot");
+                    live[k].users -= 1;
+                    if live[k].users == 0 {
+                        assert_eq!(got, live[k].cached);
+                        if let Some(f) = got {
+                            free_frame(&frames, f);
+                        }
+                        live.swap_remove(k);
+                    } else {
+                        assert_eq!(got, None);
+                    }
+                }
+            }
+            Op::In(i) => {
+                if let Some(k) = pick(&live, i) {
+                    let l = &mut live[k];
+                    match swap.swap_in(l.slot, &frames, &mem) {
+                        Ok((f, io)) => {
+                            assert_eq!(io, l.cached.is_none());
+                            assert!(l.cached.is_none_or(|c| c == f));
+                            assert!(holds(&mem, f, l.fill), "slot {:?} came back with other data", l.slot);
+                            assert!(!l.corrupt() || !io, "a corrupted slot was read without error");
+                            l.cached = Some(f);
+                        }
+                        Err(SwapError::Corrupt(_)) => assert!(l.corrupt() && l.cached.is_none()),
+                        Err(SwapError::Store(_)) => assert!(l.cached.is_none()),
+                        Err(e) => panic!("swap-in: {e}"),
+                    }
+                    // Readahead may have cached neighbours: learn them.
+                    for l in live.iter_mut() {
+                        if l.cached.is_none() {
+                            if let Some(f) = swap.lookup(l.slot) {
+                                assert!(!l.corrupt(), "a corrupted slot was read ahead");
+                                assert!(holds(&mem, f, l.fill));
+                                l.cached = Some(f);
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Uncache(i) => {
+                if let Some(k) = pick(&live, i) {
+                    let got = swap.uncache(live[k].slot).expect("a live slot");
+                    assert_eq!(got, live[k].cached.take());
+                    if let Some(f) = got {
+                        free_frame(&frames, f);
+                    }
+                }
+            }
+            Op::FailWrite(a) => stores[usize::from(a)].fail_nth_write(1),
+            Op::FailRead(a) => stores[usize::from(a)].fail_nth_read(1),
+            Op::Corrupt(i, bit) => {
+                if let Some(k) = pick(&live, i) {
+                    let s = live[k].slot;
+                    let byte = bit % 4096;
+                    stores[usize::from(s.area())].corrupt_slot(s.offset(), usize::from(byte));
+                    let f = &mut live[k].flipped;
+                    match f.iter().position(|&b| b == byte) {
+                        Some(at) => {
+                            f.swap_remove(at);
+                        }
+                        None => f.push(byte),
+                    }
+                }
+            }
+        }
+        swap.check().expect("swap bookkeeping");
+        assert_eq!(swap.used_slots(), live.len() as u64);
+    }
+    for l in live {
+        for u in 0..l.users {
+            let got = swap.free(l.slot).expect("a live slot");
+            if u + 1 == l.users {
+                assert_eq!(got, l.cached);
+                if let Some(f) = got {
+                    free_frame(&frames, f);
+                }
+            }
+        }
+    }
+    assert_eq!(swap.used_slots(), 0);
+    assert_eq!(frames.allocated_blocks(), 0, "frames leaked");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
+
+    #[test]
+    fn generated_inputs() {
+        random_inputs(0x5a4e, if cfg!(miri) { 64 } else { 2048 }, if cfg!(miri) { 2 } else { 300 }, run);
+    }
+
+    /// Replays the checked-in cargo-fuzz corpus.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
+    fn corpus() {
+        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "swap_model", run);
+        assert!(n > 50, "the corpus holds {n} inputs");
+    }
+}

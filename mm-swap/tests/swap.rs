@@ -1,0 +1,365 @@
+//! Swap areas: use counts through sharing, cluster allocation patterns,
+//! priorities, the swap cache (one read for many faults), readahead,
+//! fault injection (failed writes, failed reads, corrupted data), swapoff.
+
+use std::sync::Arc;
+
+use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot, BAD_AFTER, CLUSTER};
+use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
+
+struct Env {
+    mem: SimPhysMemory,
+    frames: RefFrameProvider,
+}
+
+fn env() -> Env {
+    let mem = SimPhysMemory::new(PhysAddr::new(0x100_0000).unwrap(), 2 << 20);
+    let frames = RefFrameProvider::new(&mem);
+    Env { mem, frames }
+}
+
+impl Env {
+    fn page(&self, fill: u8) -> PhysAddr {
+        let f = self.frames.allocate_frame(AllocFlags::empty()).unwrap();
+        let mut data = [fill; 4096];
+        data[0] = fill.wrapping_mul(3);
+        data[4095] = !fill;
+        // SAFETY: the frame was just allocated: nobody else uses it.
+        unsafe { self.mem.write_bytes(f, &data) }.unwrap();
+        f
+    }
+
+    fn holds(&self, f: PhysAddr, fill: u8) -> bool {
+        let mut b = [0u8; 4096];
+        // SAFETY: test frames are only read here.
+        unsafe { self.mem.read_bytes(f, &mut b) }.unwrap();
+        b[0] == fill.wrapping_mul(3) && b[4095] == !fill && b[1..4095].iter().all(|&x| x == fill)
+    }
+
+    fn free(&self, f: PhysAddr) {
+        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).unwrap();
+        self.frames.free(block).unwrap();
+    }
+
+    /// Swaps out a fresh page of `fill` with `users` mappers; frees it.
+    fn out(&self, swap: &Swap, cpu: usize, fill: u8, users: u16) -> SwapSlot {
+        let f = self.page(fill);
+        // SAFETY: the test owns the frame and does not write it meanwhile.
+        let s = unsafe { swap.swap_out(cpu, f, users, &self.mem) }.unwrap();
+        self.free(f);
+        s
+    }
+}
+
+fn swap_with(slots: u64, cpus: usize, readahead: u32) -> (Swap, Arc<MemStore>) {
+    let store = Arc::new(MemStore::new(slots));
+    let swap = Swap::new(SwapConfig { cpus, readahead });
+    swap.add_area(Box::new(store.clone()), 0).unwrap();
+    (swap, store)
+}
+
+#[test]
+fn use_counts_follow_fork_like_sharing() {
+    let e = env();
+    let (swap, _) = swap_with(64, 1, 0);
+    // A page mapped by two spaces is swapped out with two uses; a fork of
+    // one of them adds a third.
+    let s = e.out(&swap, 0, 9, 2);
+    assert_eq!(swap.count(s), Ok(2));
+    swap.dup(s).unwrap();
+    assert_eq!(swap.count(s), Ok(3));
+    // The first fault reads it; each page table that maps the frame drops
+    // its use; the last one gets the frame from the cache.
+    let (f, io) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(f, 9));
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem).unwrap(), (f, false));
+    assert_eq!(swap.free(s), Ok(None));
+    assert_eq!(swap.free(s), Ok(None));
+    assert_eq!(swap.lookup(s), Some(f));
+    assert_eq!(swap.free(s), Ok(Some(f)));
+    assert_eq!(swap.free(s), Err(SwapError::NotAllocated(s)));
+    assert_eq!(swap.dup(s), Err(SwapError::NotAllocated(s)));
+    assert_eq!(swap.used_slots(), 0);
+    swap.check().unwrap();
+    e.free(f);
+    // Exit without a fault: uses simply go.
+    let s = e.out(&swap, 0, 1, 1);
+    assert_eq!(swap.free(s), Ok(None));
+    assert_eq!(swap.used_slots(), 0);
+    assert_eq!(e.frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn clusters_keep_a_cpus_writes_contiguous() {
+    let (swap, _) = swap_with(4 * CLUSTER as u64, 2, 0);
+    // Interleaved allocations of two CPUs: each CPU's run is contiguous,
+    // in its own cluster.
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..100 {
+        a.push(swap.alloc(0).unwrap().offset());
+        b.push(swap.alloc(1).unwrap().offset());
+    }
+    assert!(a.windows(2).all(|w| w[1] == w[0] + 1), "cpu 0: {a:?}");
+    assert!(b.windows(2).all(|w| w[1] == w[0] + 1), "cpu 1: {b:?}");
+    assert_ne!(a[0] / CLUSTER as u64, b[0] / CLUSTER as u64);
+    // A CPU that fills its cluster moves to a free one.
+    let mut last = 0;
+    for _ in 0..CLUSTER {
+        last = swap.alloc(0).unwrap().offset();
+    }
+    assert_ne!(last / CLUSTER as u64, a[0] / CLUSTER as u64);
+    // A folio's run: aligned, contiguous, from the current or a free
+    // cluster; bad lengths refused.
+    let run = swap.alloc_run(1, 16).unwrap();
+    assert_eq!(run.offset() % 16, 0);
+    for k in 0..16 {
+        assert_eq!(swap.count(SwapSlot::new(0, run.offset() + k)), Ok(1));
+    }
+    assert_eq!(swap.alloc_run(1, 3), Err(SwapError::BadRun(3)));
+    assert_eq!(swap.alloc_run(1, 1024), Err(SwapError::BadRun(1024)));
+    swap.check().unwrap();
+}
+
+#[test]
+fn freed_clusters_are_reused_and_full_is_reported() {
+    let (swap, _) = swap_with(2 * CLUSTER as u64 + 10, 1, 0);
+    let all: Vec<SwapSlot> = (0..2 * CLUSTER + 10).map(|_| swap.alloc(0).unwrap()).collect();
+    assert_eq!(swap.alloc(0), Err(SwapError::Full));
+    assert_eq!(swap.alloc_run(0, 2), Err(SwapError::Full));
+    // Free a few slots of the first cluster: they are found again (the
+    // cluster went on the partial list).
+    for s in &all[3..6] {
+        swap.free(*s).unwrap();
+    }
+    let mut again: Vec<u64> = (0..3).map(|_| swap.alloc(0).unwrap().offset()).collect();
+    again.sort();
+    assert_eq!(again, vec![3, 4, 5]);
+    assert_eq!(swap.alloc(0), Err(SwapError::Full));
+    // Free a whole cluster: a run fits again.
+    for s in &all[CLUSTER..2 * CLUSTER] {
+        swap.free(*s).unwrap();
+    }
+    let run = swap.alloc_run(0, CLUSTER).unwrap();
+    assert_eq!(run.offset(), CLUSTER as u64);
+    assert_eq!(swap.used_slots(), (2 * CLUSTER + 10) as u64);
+    swap.check().unwrap();
+}
+
+#[test]
+fn priorities_then_round_robin() {
+    let swap = Swap::new(SwapConfig { cpus: 1, readahead: 0 });
+    let slow = swap.add_area(Box::new(MemStore::new(600)), -1).unwrap();
+    let a = swap.add_area(Box::new(MemStore::new(600)), 5).unwrap();
+    let b = swap.add_area(Box::new(MemStore::new(600)), 5).unwrap();
+    let mut per = [0usize; 3];
+    for _ in 0..1000 {
+        per[swap.alloc(0).unwrap().area() as usize] += 1;
+    }
+    // The two fast areas share evenly; the slow one only when they fill.
+    assert_eq!(per[slow as usize], 0);
+    assert_eq!(per[a as usize], 500);
+    assert_eq!(per[b as usize], 500);
+    for _ in 0..300 {
+        swap.alloc(0).unwrap();
+    }
+    assert_eq!(swap.area_used(slow), Ok(100));
+    assert!(matches!(swap.area_used(9), Err(SwapError::NoArea(9))));
+}
+
+#[test]
+fn concurrent_faults_share_one_read() {
+    let e = Arc::new(env());
+    let (swap, store) = swap_with(64, 4, 0);
+    let swap = Arc::new(swap);
+    let s = e.out(&swap, 0, 77, 4);
+    let reads = store.reads();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (e, swap) = (e.clone(), swap.clone());
+            std::thread::spawn(move || swap.swap_in(s, &e.frames, &e.mem).unwrap())
+        })
+        .collect();
+    let got: Vec<(PhysAddr, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(store.reads() - reads, 1, "four faults, one read");
+    assert!(got.iter().all(|g| g.0 == got[0].0));
+    assert_eq!(got.iter().filter(|g| g.1).count(), 1);
+    assert!(e.holds(got[0].0, 77));
+    assert_eq!(swap.stats().cache_hits, 3);
+    for _ in 0..3 {
+        assert_eq!(swap.free(s), Ok(None));
+    }
+    let f = swap.free(s).unwrap().unwrap();
+    e.free(f);
+    swap.check().unwrap();
+}
+
+#[test]
+fn readahead_brings_neighbours_into_the_cache() {
+    let e = env();
+    let (swap, store) = swap_with(64, 1, 3);
+    let slots: Vec<SwapSlot> = (0..6).map(|i| e.out(&swap, 0, i as u8 + 1, 1)).collect();
+    let r0 = store.reads();
+    let (f, io) = swap.swap_in(slots[0], &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(f, 1));
+    assert_eq!(store.reads() - r0, 4, "one read and three ahead");
+    assert_eq!(swap.stats().readahead, 3);
+    for (i, s) in slots.iter().enumerate().skip(1).take(3) {
+        let (g, io) = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
+        assert!(!io && e.holds(g, i as u8 + 1));
+    }
+    assert_eq!(swap.lookup(slots[4]), None);
+    // A slot freed while its page sat in the cache hands the frame back.
+    for s in &slots {
+        if let Some(f) = swap.free(*s).unwrap() {
+            e.free(f);
+        }
+    }
+    assert_eq!(e.frames.allocated_blocks(), 0);
+    swap.check().unwrap();
+}
+
+#[test]
+fn failed_writes_keep_the_page_and_bad_slots_retire() {
+    let e = env();
+    let (swap, store) = swap_with(CLUSTER as u64, 1, 0);
+    let f = e.page(5);
+    store.fail_writes(true);
+    for i in 0..BAD_AFTER {
+        // SAFETY: the test owns the frame.
+        let r = unsafe { swap.swap_out(0, f, 1, &e.mem) };
+        assert!(matches!(r, Err(SwapError::Store(_))), "attempt {i}: {r:?}");
+        // The page is untouched and no slot stays allocated.
+        assert!(e.holds(f, 5));
+        assert_eq!(swap.used_slots(), 0);
+    }
+    assert_eq!(swap.stats().write_errors, u64::from(BAD_AFTER));
+    // Each attempt took the next slot of the cluster (the search moves on),
+    // so no slot failed three times yet: none is bad.
+    store.fail_writes(false);
+    let bad_before = swap.bad_slots(0).unwrap();
+    assert_eq!(bad_before, 0);
+    // SAFETY: as above.
+    let s = unsafe { swap.swap_out(0, f, 1, &e.mem) }.unwrap();
+    e.free(f);
+    let (g, _) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    assert!(e.holds(g, 5));
+    assert_eq!(swap.free(s), Ok(Some(g)));
+    e.free(g);
+    // Fill the area: every slot but the bad ones is handed out, never a
+    // bad one.
+    let mut n = 0;
+    while swap.alloc(0).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n + bad_before, CLUSTER as u64);
+    swap.check().unwrap();
+}
+
+#[test]
+fn a_slot_failing_repeatedly_is_marked_bad() {
+    let e = env();
+    let (swap, store) = swap_with(1, 1, 0);
+    let f = e.page(3);
+    store.fail_writes(true);
+    for _ in 0..BAD_AFTER {
+        // SAFETY: the test owns the frame.
+        assert!(unsafe { swap.swap_out(0, f, 1, &e.mem) }.is_err());
+    }
+    assert_eq!(swap.bad_slots(0), Ok(1));
+    store.fail_writes(false);
+    // SAFETY: as above.
+    assert_eq!(unsafe { swap.swap_out(0, f, 1, &e.mem) }, Err(SwapError::Full));
+    assert!(e.holds(f, 3));
+    e.free(f);
+}
+
+#[test]
+fn failed_and_corrupt_reads_are_reported_never_returned() {
+    let e = env();
+    let (swap, store) = swap_with(16, 1, 0);
+    let s = e.out(&swap, 0, 42, 1);
+    store.fail_nth_read(1);
+    assert!(matches!(swap.swap_in(s, &e.frames, &e.mem), Err(SwapError::Store(_))));
+    assert_eq!(swap.count(s), Ok(1), "the slot keeps its user and data");
+    assert_eq!(e.frames.allocated_blocks(), 0, "the frame of the failed read is back");
+    // Bit rot on the device: the checksum catches it.
+    store.corrupt_slot(s.offset(), 100);
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Err(SwapError::Corrupt(s)));
+    assert_eq!(swap.stats().read_errors, 2);
+    assert_eq!(e.frames.allocated_blocks(), 0);
+    swap.check().unwrap();
+    // Reading a slot that was allocated but never written is refused.
+    let raw = swap.alloc(0).unwrap();
+    assert_eq!(swap.swap_in(raw, &e.frames, &e.mem), Err(SwapError::NotWritten(raw)));
+    // Slots that do not exist.
+    assert_eq!(swap.count(SwapSlot::new(0, 16)), Err(SwapError::OutOfRange(SwapSlot::new(0, 16))));
+    assert_eq!(swap.free(SwapSlot::new(3, 0)), Err(SwapError::NoArea(3)));
+}
+
+#[test]
+fn swapoff_brings_every_page_back_first() {
+    let e = env();
+    let swap = Swap::new(SwapConfig { cpus: 1, readahead: 0 });
+    let a = swap.add_area(Box::new(MemStore::new(64)), 1).unwrap();
+    let b = swap.add_area(Box::new(MemStore::new(64)), 0).unwrap();
+    let slots: Vec<SwapSlot> = (0..10).map(|i| e.out(&swap, 0, i, 1)).collect();
+    assert!(slots.iter().all(|s| s.area() == a));
+    // An unuse that brings nothing in: refused, area still in service.
+    let r = swap.swapoff(a, &mut |_, _| Ok(()));
+    assert_eq!(r.err(), Some(SwapError::InUse { area: a, slots: 10 }));
+    assert_eq!(swap.alloc(0).map(|s| s.area()), Ok(a));
+    swap.free(SwapSlot::new(a, 10)).unwrap();
+    // A real unuse: every page read back (checked) and its slot freed;
+    // meanwhile new swap-outs go to the other area.
+    let mut back = Vec::new();
+    let store = swap
+        .swapoff(a, &mut |swap, area| {
+            let extra = e.out(swap, 0, 99, 1);
+            assert_eq!(extra.area(), b, "a draining area takes no new slots");
+            swap.free(extra)?;
+            for (i, s) in slots.iter().enumerate() {
+                assert_eq!(s.area(), area);
+                let (f, _) = swap.swap_in(*s, &e.frames, &e.mem)?;
+                assert!(e.holds(f, i as u8));
+                assert_eq!(swap.free(*s)?, Some(f));
+                back.push(f);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(store.slot_count(), 64);
+    assert_eq!(back.len(), 10);
+    assert_eq!(swap.count(slots[0]), Err(SwapError::NoArea(a)));
+    assert_eq!(swap.alloc(0).map(|s| s.area()), Ok(b));
+    for f in back {
+        e.free(f);
+    }
+}
+
+#[test]
+fn cached_pages_map_again_without_io() {
+    let e = env();
+    let (swap, store) = swap_with(16, 1, 0);
+    // Unmap-first eviction: the page is written while it sits in the
+    // cache; a fault before it is dropped maps it again without a read.
+    let f = e.page(8);
+    let s = swap.alloc(0).unwrap();
+    swap.cache(s, f).unwrap();
+    assert_eq!(swap.cache(s, f), Err(SwapError::NotAllocated(s)));
+    // SAFETY: the page is unmapped (only the cache holds it).
+    unsafe { swap.write(s, f, &e.mem) }.unwrap();
+    let reads = store.reads();
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Ok((f, false)));
+    assert_eq!(store.reads(), reads);
+    // Reclaim drops it from the cache; the slot keeps its data.
+    assert_eq!(swap.uncache(s), Ok(Some(f)));
+    assert_eq!(swap.cached(), vec![]);
+    e.free(f);
+    let (g, io) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(g, 8));
+    assert_eq!(swap.free(s), Ok(Some(g)));
+    e.free(g);
+    swap.check().unwrap();
+}
