@@ -26,6 +26,16 @@ impl Evictor for Freeing {
     }
 }
 
+/// The pages freed, checked to be distinct.
+fn freed_once(victims: &Mutex<Vec<Victim>>) -> Vec<PageId> {
+    let v: Vec<PageId> = victims.lock().unwrap().iter().map(|v| v.page).collect();
+    let mut sorted = v.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), v.len(), "a page evicted twice: {v:?}");
+    v
+}
+
 fn four_file_pages() -> Arc<Reclaim<Clock>> {
     let r = Arc::new(Reclaim::new(Clock::new(4), Clock::new(4), 4));
     for p in 0..4 {
@@ -51,11 +61,7 @@ fn remove_during_reclaim() {
         r.remove(1).unwrap();
         t.join().unwrap();
         r.check().unwrap();
-        let v: Vec<PageId> = victims.lock().unwrap().iter().map(|v| v.page).collect();
-        let mut sorted = v.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), v.len(), "a page evicted twice: {v:?}");
+        let v = freed_once(&victims);
         assert!(!v.contains(&1));
         assert_eq!(r.remove(1).err(), Some(mm_reclaim::driver::ReclaimError::NotTracked(1)));
         assert_eq!(r.len(PageKind::File), 3 - v.len());
@@ -74,11 +80,7 @@ fn two_reclaimers() {
         let mine = r.reclaim(1, &mut Freeing(victims.clone(), None)).evicted;
         let theirs = t.join().unwrap();
         r.check().unwrap();
-        let v: Vec<PageId> = victims.lock().unwrap().iter().map(|v| v.page).collect();
-        let mut sorted = v.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), v.len(), "a page evicted twice: {v:?}");
+        let v = freed_once(&victims);
         assert_eq!(mine + theirs, v.len() as u64);
         assert_eq!(r.len(PageKind::File) + v.len(), 4);
     });

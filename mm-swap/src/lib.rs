@@ -408,9 +408,9 @@ impl Swap {
     ) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
         let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::OutOfMemory)?;
-        // SAFETY: `translate` gave a pointer to SLOT_SIZE readable bytes
-        // of the frame, which nobody writes during the call (the caller's
-        // promise).
+        // The frame's SLOT_SIZE bytes, which nobody writes during the call
+        // (the caller's promise).
+        // SAFETY: `translate` checked the range; nobody writes it meanwhile.
         let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
         let sum = checksum::page(page);
         match a.store.write_slot(slot.offset, page) {
@@ -608,8 +608,7 @@ impl Swap {
             Ok(p) => p,
             Err(_) => return fail(SwapError::OutOfMemory),
         };
-        // SAFETY: the frame was just allocated for this read: the pointer
-        // covers its SLOT_SIZE bytes and nothing else uses them.
+        // SAFETY: a frame just allocated for this read; `translate` checked the range.
         let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
         if let Err(e) = a.store.read_slot(slot.offset, page) {
             return fail(SwapError::Store(e));
