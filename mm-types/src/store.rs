@@ -89,6 +89,14 @@ pub trait BackingStore {
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Says that slot `slot`'s contents are no longer needed (its swap slot
+    /// was freed), as a disk's TRIM does. A later read of the slot before a
+    /// new write may return anything. The default does nothing; a store
+    /// that keeps slots in memory drops them here.
+    fn discard(&self, slot: u64) {
+        let _ = slot;
+    }
+
     /// Checks a slot index, for implementations.
     fn check_slot(&self, op: StoreOp, slot: u64) -> Result<(), StoreError> {
         if slot < self.slot_count() {
@@ -115,6 +123,9 @@ macro_rules! forward_store {
             }
             fn flush(&self) -> Result<(), StoreError> {
                 (**self).flush()
+            }
+            fn discard(&self, slot: u64) {
+                (**self).discard(slot)
             }
         }
     };

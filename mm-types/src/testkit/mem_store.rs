@@ -27,6 +27,7 @@ pub struct MemStore {
     reads: AtomicU64,
     writes: AtomicU64,
     flushes: AtomicU64,
+    discards: AtomicU64,
     fail_read_at: AtomicU64,
     fail_write_at: AtomicU64,
     fail_all_writes: AtomicBool,
@@ -44,6 +45,7 @@ impl MemStore {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            discards: AtomicU64::new(0),
             fail_read_at: AtomicU64::new(NEVER),
             fail_write_at: AtomicU64::new(NEVER),
             fail_all_writes: AtomicBool::new(false),
@@ -92,6 +94,11 @@ impl MemStore {
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::SeqCst)
     }
+
+    /// Discards so far (the data stays: a real device may keep it too).
+    pub fn discards(&self) -> u64 {
+        self.discards.load(Ordering::SeqCst)
+    }
 }
 
 impl BackingStore for MemStore {
@@ -127,6 +134,10 @@ impl BackingStore for MemStore {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+
+    fn discard(&self, _slot: u64) {
+        self.discards.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
@@ -145,7 +156,8 @@ mod tests {
         assert_eq!(s.read_slot(4, &mut back), Err(StoreError::slot(StoreOp::Read, 4, StoreErrorKind::OutOfRange)));
         assert_eq!(s.write_slot(9, &page), Err(StoreError::slot(StoreOp::Write, 9, StoreErrorKind::OutOfRange)));
         s.flush().unwrap();
-        assert_eq!((s.reads(), s.writes(), s.flushes()), (2, 2, 1));
+        s.discard(3);
+        assert_eq!((s.reads(), s.writes(), s.flushes(), s.discards()), (2, 2, 1, 1));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`RefFrameProvider`]: a slow, obviously correct
 //!   [`FrameProvider`](crate::FrameProvider) with the same error reporting
 //!   the real allocators promise, and allocation-failure injection.
+//! - [`PageSample`]: zero, text-like and random page contents, the mix
+//!   compressed-swap figures are reported on.
 //! - [`HostCpus`]: a [`CpuLocal`](crate::CpuLocal) that gives each host
 //!   thread a CPU id.
 //! - `loom_model` (under `--cfg loom`): `spawn` and `model`, as every loom
@@ -38,11 +40,13 @@ pub mod fuzzing;
 #[cfg(loom)]
 pub mod loom_model;
 mod mem_store;
+mod pages;
 mod ref_frames;
 mod sim_memory;
 
 pub use cpus::HostCpus;
 pub use fuzzing::XorShift;
 pub use mem_store::MemStore;
+pub use pages::PageSample;
 pub use ref_frames::RefFrameProvider;
 pub use sim_memory::{SimPhysMemory, SimPhysMemoryBuilder};
