@@ -214,6 +214,9 @@ impl Area {
         let m = if cache { m & !HAS_CACHE } else { m - 1 };
         cl.map[off] = m;
         if m & (COUNT_MASK | HAS_CACHE) == 0 {
+            // The store may drop the data now, before the slot can be
+            // allocated and written again (hence under the cluster lock).
+            self.store.discard(slot);
             if cl.fails[off] >= BAD_AFTER {
                 cl.map[off] = BAD;
             } else {

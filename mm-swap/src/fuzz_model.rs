@@ -223,3 +223,107 @@ mod tests {
         assert!(n > 50, "the corpus holds {n} inputs");
     }
 }
+
+/// One step of the compressed-tier model; slots are taken modulo 12.
+#[cfg(feature = "zswap")]
+#[derive(Arbitrary, Debug, Clone)]
+pub enum ZOp {
+    /// Write a sample page (`kind % 3`: zero, text, random) to a slot.
+    Write {
+        /// The slot.
+        slot: u8,
+        /// The kind of page.
+        kind: u8,
+        /// Which page of that kind.
+        seed: u8,
+    },
+    /// Read a slot.
+    Read(u8),
+    /// The slot was freed.
+    Discard(u8),
+    /// A shrinker writes back up to `n % 4` pages.
+    WriteBack(u8),
+    /// The store below fails every write (`true`) or none (`false`).
+    FailBelow(bool),
+}
+
+/// Runs one input against the compressed tier alone: every read of a slot
+/// whose last write succeeded returns that page (pooled, written back or
+/// written through), the pool never holds more than its limit, its
+/// bookkeeping holds (`Compressed::check`), and every write that reached
+/// the store below is accounted for.
+#[cfg(feature = "zswap")]
+pub fn run_zswap(data: &[u8]) {
+    use crate::zswap::{Compressed, ZswapConfig};
+    use mm_types::testkit::PageSample;
+    use mm_types::{BackingStore, SLOT_SIZE};
+
+    const SLOTS: u64 = 12;
+    let limit = 1024 * (1 + usize::from(data.first().copied().unwrap_or(0) % 8));
+    let ops: Vec<ZOp> = mm_types::testkit::fuzzing::decode_ops(data.get(1..).unwrap_or(&[]), 200);
+    let z = Compressed::new(MemStore::new(SLOTS), ZswapConfig { pool_limit: limit, ..ZswapConfig::default() });
+    // What each slot must read back as, if known.
+    let mut model: [Option<(PageSample, u8)>; SLOTS as usize] = [None; SLOTS as usize];
+    let mut failing = false;
+    for op in ops {
+        match op {
+            ZOp::Write { slot, kind, seed } => {
+                let s = u64::from(slot) % SLOTS;
+                let k = PageSample::ALL[usize::from(kind % 3)];
+                let r = z.write_slot(s, &k.page(u64::from(seed)));
+                assert!(r.is_ok() || failing, "a write failed with a working store below: {r:?}");
+                model[s as usize] = r.is_ok().then_some((k, seed));
+            }
+            ZOp::Read(slot) => {
+                let s = u64::from(slot) % SLOTS;
+                let mut buf = [0u8; SLOT_SIZE];
+                let r = z.read_slot(s, &mut buf);
+                if let Some((k, seed)) = model[s as usize] {
+                    assert!(r.is_ok(), "reading slot {s}: {r:?}");
+                    assert!(buf == k.page(u64::from(seed)), "slot {s} read back other data");
+                }
+            }
+            ZOp::Discard(slot) => {
+                let s = u64::from(slot) % SLOTS;
+                z.discard(s);
+                assert!(!z.is_pooled(s));
+                model[s as usize] = None;
+            }
+            ZOp::WriteBack(n) => {
+                let before = z.stats();
+                let done = z.write_back(usize::from(n % 4));
+                let after = z.stats();
+                assert_eq!(after.written_back - before.written_back, done as u64);
+                if !failing {
+                    assert!(done == usize::from(n % 4) || after.pages == after.same_filled);
+                }
+            }
+            ZOp::FailBelow(on) => {
+                z.below().fail_writes(on);
+                failing = on;
+            }
+        }
+        z.check().expect("pool bookkeeping");
+        let s = z.stats();
+        assert!(s.pool_bytes <= limit as u64);
+        assert_eq!(z.below().writes(), s.incompressible + s.pool_full + s.written_back + s.writeback_errors);
+    }
+}
+
+#[cfg(all(test, feature = "zswap"))]
+mod zswap_tests {
+    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
+
+    #[test]
+    fn generated_inputs() {
+        random_inputs(0x25a9, if cfg!(miri) { 48 } else { 1024 }, if cfg!(miri) { 2 } else { 300 }, super::run_zswap);
+    }
+
+    /// Replays the checked-in cargo-fuzz corpus.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
+    fn corpus() {
+        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "zswap_model", super::run_zswap);
+        assert!(n > 20, "the corpus holds {n} inputs");
+    }
+}

@@ -73,6 +73,8 @@ pub mod checksum;
 pub mod file;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
+#[cfg(feature = "zswap")]
+pub mod zswap;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

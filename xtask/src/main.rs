@@ -171,7 +171,7 @@ fn loom_tests() -> bool {
         for n in names {
             any = true;
             ok &= run(cargo(None)
-                .args(["test", "--release", "-p", k, "--test", &n])
+                .args(["test", "--release", "--all-features", "-p", k, "--test", &n])
                 .env("RUSTFLAGS", "--cfg loom")
                 .env("CARGO_TARGET_DIR", r.join("target/loom")));
         }
