@@ -12,8 +12,18 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use mm_types::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use mm_types::sync::Mutex;
+use mm_types::sync::{Mutex, MutexGuard};
 use mm_types::BackingStore;
+
+/// What [`Area::put_uncached`] did.
+pub(crate) enum PutUse {
+    /// One use dropped (the slot freed if it was the last).
+    Done,
+    /// The slot's page is in the swap cache: nothing done.
+    Cached,
+    /// The slot is not allocated: nothing done.
+    NotAllocated,
+}
 
 /// Slots per cluster (Linux's `SWAPFILE_CLUSTER`): a CPU's consecutive
 /// swap-outs land in one cluster, so they are contiguous on the device.
@@ -115,6 +125,10 @@ impl Area {
     /// aligned to `n`, with use count 1 each; `None` if the area has no
     /// such run (or is draining).
     pub(crate) fn alloc(&self, cpu: usize, n: usize) -> Option<u64> {
+        if n == 1 {
+            let mut one = [0u64; 1];
+            return (self.alloc_batch(cpu, &mut one) == 1).then_some(one[0]);
+        }
         if self.state.load(Ordering::Acquire) != ACTIVE {
             return None;
         }
@@ -138,7 +152,7 @@ impl Area {
                 // No room here: give the cluster up. It goes back on the
                 // partial list when a slot of it is freed.
                 cl.owner = None;
-                if n > 1 && cl.used < CLUSTER as u16 && cl.list == ON_NONE {
+                if cl.used < CLUSTER as u16 && cl.list == ON_NONE {
                     // Room for single slots still: keep it findable.
                     cl.list = ON_PARTIAL;
                     drop(cl);
@@ -150,10 +164,71 @@ impl Area {
                 return None;
             }
             tries -= 1;
-            match self.claim(cpu, n) {
+            *cur = Some(self.claim(cpu, n)?);
+        }
+    }
+
+    /// Allocates up to `out.len()` single slots with use count 1 each, in
+    /// `cpu`'s current cluster (then in newly claimed ones), in ascending
+    /// order within a cluster; returns how many. Under one current-cluster
+    /// lock and one cluster lock per cluster: a per-CPU slot cache refills
+    /// itself with this.
+    pub(crate) fn alloc_batch(&self, cpu: usize, out: &mut [u64]) -> usize {
+        if self.state.load(Ordering::Acquire) != ACTIVE || out.is_empty() {
+            return 0;
+        }
+        let cpu = cpu % self.percpu.len();
+        let mut cur = self.percpu[cpu].lock();
+        let mut got = 0;
+        let mut tries = self.clusters.len() * 2 + 1;
+        loop {
+            if let Some(c) = *cur {
+                let mut g = self.clusters[c as usize].lock();
+                let cl = &mut *g;
+                let base = c as u64 * CLUSTER as u64;
+                let start = cl.next as usize;
+                let before = got;
+                let want = out.len();
+                // From `next` to the end, then from the start: ascending
+                // runs, each slot looked at once.
+                let full = cl.used as usize == CLUSTER;
+                let (n, mut last) =
+                    if full { (0, None) } else { take_free(&mut cl.map[start..], start, base, &mut out[got..want]) };
+                got += n;
+                if got < want && !full {
+                    let (n, l) = take_free(&mut cl.map[..start], 0, base, &mut out[got..want]);
+                    got += n;
+                    last = l.or(last);
+                }
+                if let Some(l) = last {
+                    cl.next = ((l + 1) % CLUSTER) as u16;
+                }
+                let taken = (got - before) as u16;
+                cl.used += taken;
+                self.used.fetch_add(u64::from(taken), Ordering::Relaxed);
+                if got == out.len() {
+                    return got;
+                }
+                // The cluster is full: give it up (a freed slot puts it
+                // back on the partial list).
+                cl.owner = None;
+                *cur = None;
+            }
+            if tries == 0 {
+                return got;
+            }
+            tries -= 1;
+            match self.claim(cpu, 1) {
                 Some(c) => *cur = Some(c),
-                None if n == 1 => return self.scan_any(),
-                None => return None,
+                None => {
+                    if got == 0 {
+                        if let Some(s) = self.scan_any() {
+                            out[0] = s;
+                            got = 1;
+                        }
+                    }
+                    return got;
+                }
             }
         }
     }
@@ -208,8 +283,29 @@ impl Area {
     /// Drops one use (`cache == false`) or the swap-cache mark (`true`)
     /// of `slot`; frees it when neither is left. Returns the entry after.
     pub(crate) fn put(&self, slot: u64, cache: bool) -> u16 {
+        let c = split(slot).0;
+        let cl = self.clusters[c].lock();
+        self.put_locked(cl, c, slot, cache)
+    }
+
+    /// Drops one use of `slot` if its page is not in the swap cache (the
+    /// caller need not take the swap-cache lock then).
+    pub(crate) fn put_uncached(&self, slot: u64) -> PutUse {
         let (c, off) = split(slot);
-        let mut cl = self.clusters[c].lock();
+        let cl = self.clusters[c].lock();
+        let m = cl.map[off];
+        if m & BAD != 0 || m & COUNT_MASK == 0 {
+            PutUse::NotAllocated
+        } else if m & HAS_CACHE != 0 {
+            PutUse::Cached
+        } else {
+            self.put_locked(cl, c, slot, false);
+            PutUse::Done
+        }
+    }
+
+    fn put_locked(&self, mut cl: MutexGuard<'_, Cluster>, c: usize, slot: u64, cache: bool) -> u16 {
+        let off = split(slot).1;
         let m = cl.map[off];
         let m = if cache { m & !HAS_CACHE } else { m - 1 };
         cl.map[off] = m;
@@ -267,6 +363,37 @@ impl Area {
         }
         Ok(())
     }
+}
+
+/// A run of free slot-map entries to compare with.
+static FREE: [u16; 64] = [0; 64];
+
+/// Marks free slots of `map` (which starts at cluster offset `from`)
+/// allocated, ascending, writing their slot numbers (`base` + offset) to
+/// `out` until it is full; returns how many, and the last offset taken.
+/// Works a run of free slots at a time (a fresh cluster is one run).
+fn take_free(map: &mut [u16], from: usize, base: u64, out: &mut [u64]) -> (usize, Option<usize>) {
+    let (mut got, mut i, mut last) = (0, 0, None);
+    while got < out.len() {
+        let Some(skip) = map[i..].iter().position(|&m| m == 0) else { break };
+        i += skip;
+        let room = (out.len() - got).min(map.len() - i);
+        // All free (a fresh cluster): one slice comparison.
+        let run = if room <= FREE.len() && map[i..i + room] == FREE[..room] {
+            room
+        } else {
+            map[i..i + room].iter().position(|&m| m != 0).unwrap_or(room)
+        };
+        map[i..i + run].fill(1);
+        let first = base + (from + i) as u64;
+        for (k, o) in out[got..got + run].iter_mut().enumerate() {
+            *o = first + k as u64;
+        }
+        got += run;
+        i += run;
+        last = Some(from + i - 1);
+    }
+    (got, last)
 }
 
 fn split(slot: u64) -> (usize, usize) {

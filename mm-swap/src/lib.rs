@@ -86,12 +86,16 @@ use mm_types::sync::atomic::{AtomicUsize, Ordering};
 use mm_types::sync::{spin_loop, Mutex};
 use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory, StoreError, SLOT_SIZE};
 
-use area::{Area, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
+use area::{Area, PutUse, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
 pub use area::{BAD_AFTER, CLUSTER};
 pub use mm_types;
 
 /// Areas a [`Swap`] can hold (mm-paging's swap entries name 32 devices).
 pub const MAX_AREAS: usize = 32;
+
+/// Slots a CPU's slot cache takes from an area at once (Linux's
+/// `SWAP_SLOTS_CACHE_SIZE` is 64 too).
+pub const SLOT_BATCH: usize = 64;
 
 /// A slot: which area, which offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -226,6 +230,34 @@ impl Areas {
     }
 }
 
+/// A CPU's slots allocated from one area and not handed out yet:
+/// `offsets[head..len]`, ascending within each cluster.
+struct SlotCache {
+    area: u8,
+    head: u8,
+    len: u8,
+    offsets: [u64; SLOT_BATCH],
+}
+
+impl SlotCache {
+    const EMPTY: SlotCache = SlotCache { area: 0, head: 0, len: 0, offsets: [0; SLOT_BATCH] };
+
+    #[inline]
+    fn pop(&mut self) -> Option<SwapSlot> {
+        if self.head < self.len {
+            let offset = self.offsets[self.head as usize];
+            self.head += 1;
+            Some(SwapSlot { area: self.area, offset })
+        } else {
+            None
+        }
+    }
+
+    fn left(&self) -> u64 {
+        u64::from(self.len - self.head)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Cached {
     /// A read is under way; faults on the slot wait for it.
@@ -239,6 +271,9 @@ pub struct Swap {
     config: SwapConfig,
     areas: Mutex<Areas>,
     rotor: AtomicUsize,
+    /// Per-CPU caches of allocated slots not handed out yet (Linux's
+    /// swap_slots cache): most allocations take one here.
+    slot_cache: Box<[Mutex<SlotCache>]>,
     cache: Mutex<BTreeMap<SwapSlot, Cached>>,
     /// Plain counters (statistics, not synchronisation: never modelled).
     stats: [core::sync::atomic::AtomicU64; 6],
@@ -258,6 +293,7 @@ impl Swap {
             config,
             areas: Mutex::new(Areas { by_number: [const { None }; MAX_AREAS], order: Vec::new(), top: 0 }),
             rotor: AtomicUsize::new(0),
+            slot_cache: (0..config.cpus.max(1)).map(|_| Mutex::new(SlotCache::EMPTY)).collect(),
             cache: Mutex::new(BTreeMap::new()),
             stats: [const { core::sync::atomic::AtomicU64::new(0) }; 6],
         }
@@ -312,8 +348,110 @@ impl Swap {
 
     /// Allocates one slot with one use, from the best area that has room,
     /// in `cpu`'s current cluster of that area.
+    ///
+    /// Single slots come from `cpu`'s slot cache, refilled with up to
+    /// [`SLOT_BATCH`] slots of one area at a time (so consecutive
+    /// allocations stay contiguous, and areas of equal priority take turns
+    /// by batch). When every area is full, slots cached by other CPUs are
+    /// taken before [`SwapError::Full`] is reported.
     pub fn alloc(&self, cpu: usize) -> Result<SwapSlot, SwapError> {
-        self.alloc_run(cpu, 1)
+        let n = self.slot_cache.len();
+        let cpu = if cpu < n { cpu } else { cpu % n };
+        if let Some(s) = self.slot_cache[cpu].lock().pop() {
+            return Ok(s);
+        }
+        self.alloc_slow(cpu)
+    }
+
+    /// [`alloc`](Self::alloc) with `cpu`'s slot cache empty: refill it, or
+    /// take another CPU's cached slot.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, cpu: usize) -> Result<SwapSlot, SwapError> {
+        {
+            let mut mine = self.slot_cache[cpu].lock();
+            // Another thread on this CPU may have refilled it meanwhile.
+            if let Some(s) = mine.pop() {
+                return Ok(s);
+            }
+            if self.refill(cpu, &mut mine) {
+                return Ok(mine.pop().expect("refilled"));
+            }
+        }
+        // Other CPUs' caches, one lock at a time (two CPUs doing this at
+        // once never hold each other's lock).
+        for other in self.slot_cache.iter() {
+            if let Some(s) = other.lock().pop() {
+                return Ok(s);
+            }
+        }
+        Err(SwapError::Full)
+    }
+
+    /// Fills `cache` (empty) from the best area with room; whether any slot
+    /// came.
+    fn refill(&self, cpu: usize, cache: &mut SlotCache) -> bool {
+        let mut fill = |i: u8, a: &Area| {
+            let n = a.alloc_batch(cpu, &mut cache.offsets);
+            (cache.area, cache.head, cache.len) = (i, 0, n as u8);
+            n > 0
+        };
+        if let Some((i, a)) = self.first_choice() {
+            if fill(i, &a) {
+                return true;
+            }
+        }
+        self.candidates().into_iter().any(|(i, a)| fill(i, &a))
+    }
+
+    /// One of the highest-priority areas (in turn), without building the
+    /// whole list; `None` if there are no areas.
+    fn first_choice(&self) -> Option<(u8, Arc<Area>)> {
+        let areas = self.areas.lock();
+        let k = match areas.top {
+            0 => return None,
+            1 => 0,
+            top => self.rotor.fetch_add(1, Ordering::Relaxed) % top,
+        };
+        let i = areas.order[k];
+        areas.by_number[i as usize].clone().map(|a| (i, a))
+    }
+
+    /// Returns the slots cached for allocation from the areas `drop` names
+    /// to those areas.
+    fn drain_slot_caches(&self, drop: impl Fn(u8) -> bool) {
+        for c in self.slot_cache.iter() {
+            let (area, gone) = {
+                let mut c = c.lock();
+                if !drop(c.area) || c.left() == 0 {
+                    continue;
+                }
+                let gone = c.offsets[c.head as usize..c.len as usize].to_vec();
+                c.head = c.len;
+                (c.area, gone)
+            };
+            if let Ok(a) = self.area(area) {
+                for off in gone {
+                    a.put(off, false);
+                }
+            }
+        }
+    }
+
+    /// Slots cached for allocation (allocated in their areas' maps but
+    /// not handed out), of area `n` or of all areas.
+    fn reserved(&self, n: Option<u8>) -> u64 {
+        self.slot_cache
+            .iter()
+            .map(|c| {
+                let c = c.lock();
+                if n.is_none_or(|n| c.area == n) {
+                    c.left()
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// Allocates `n` contiguous slots (a power of two up to [`CLUSTER`],
@@ -323,19 +461,10 @@ impl Swap {
         if !n.is_power_of_two() || n > CLUSTER {
             return Err(SwapError::BadRun(n));
         }
-        // Fast path: one of the highest-priority areas (in turn), without
-        // building the whole list.
-        let first = {
-            let areas = self.areas.lock();
-            let k = match areas.top {
-                0 => return Err(SwapError::Full),
-                1 => 0,
-                top => self.rotor.fetch_add(1, Ordering::Relaxed) % top,
-            };
-            let i = areas.order[k];
-            areas.by_number[i as usize].clone().map(|a| (i, a))
-        };
-        if let Some((i, a)) = first {
+        if n == 1 {
+            return self.alloc(cpu);
+        }
+        if let Some((i, a)) = self.first_choice() {
             if let Some(off) = a.alloc(cpu, n) {
                 return Ok(SwapSlot { area: i, offset: off });
             }
@@ -376,6 +505,13 @@ impl Swap {
     /// maps it).
     pub fn free(&self, slot: SwapSlot) -> Result<Option<PhysAddr>, SwapError> {
         let a = self.area_of(slot)?;
+        // A slot without a cached page needs only its cluster's lock: a
+        // swap-in marks the slot (under that lock too) before it reads.
+        match a.put_uncached(slot.offset) {
+            PutUse::Done => return Ok(None),
+            PutUse::NotAllocated => return Err(SwapError::NotAllocated(slot)),
+            PutUse::Cached => {}
+        }
         // The cache lock first: a swap-in racing the last free sees either
         // the slot with its use or no slot at all.
         let mut cache = self.cache.lock();
@@ -682,7 +818,10 @@ impl Swap {
     ) -> Result<Box<dyn BackingStore + Send + Sync>, SwapError> {
         let a = self.area(n)?;
         a.state.store(DRAINING, Ordering::Release);
+        self.drain_slot_caches(|area| area == n);
         let r = unuse(self, n);
+        // A refill that raced the state change may have cached some more.
+        self.drain_slot_caches(|area| area == n);
         let left = a.used.load(Ordering::Acquire);
         if let Err(e) = r {
             a.state.store(ACTIVE, Ordering::Release);
@@ -705,14 +844,23 @@ impl Swap {
         }
     }
 
-    /// Slots in use, over all areas.
+    /// Slots in use, over all areas (not counting slots the per-CPU slot
+    /// caches hold for allocation).
     pub fn used_slots(&self) -> u64 {
-        self.areas.lock().by_number.iter().flatten().map(|a| a.used.load(Ordering::Relaxed)).sum()
+        let used: u64 = self.areas.lock().by_number.iter().flatten().map(|a| a.used.load(Ordering::Relaxed)).sum();
+        used - self.reserved(None)
     }
 
-    /// Slots in use in area `n`.
+    /// Slots in use in area `n` (not counting cached ones).
     pub fn area_used(&self, n: u8) -> Result<u64, SwapError> {
-        Ok(self.area(n)?.used.load(Ordering::Relaxed))
+        Ok(self.area(n)?.used.load(Ordering::Relaxed) - self.reserved(Some(n)))
+    }
+
+    /// Gives every slot the per-CPU slot caches hold back to its area (so
+    /// that a higher-priority area added since is used at once, or before
+    /// taking stock).
+    pub fn drain_caches(&self) {
+        self.drain_slot_caches(|_| true);
     }
 
     /// Slots of area `n` marked bad (failed writes).

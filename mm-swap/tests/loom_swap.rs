@@ -1,5 +1,5 @@
 //! Loom models (MODEL 2, 4): per-CPU cluster allocation with a free and a
-//! migrated task racing it, and the swap-cache protocol: concurrent faults
+//! migrated task racing it, per-CPU slot caches taken from by another CPU, and the swap-cache protocol: concurrent faults
 //! on one slot share one read, and a last free racing a fault releases the
 //! frame exactly once.
 #![cfg(loom)]
@@ -48,6 +48,30 @@ fn one_cpu_two_threads() {
         let b = t.join().unwrap();
         assert_ne!(a, b);
         assert_eq!((a.offset().min(b.offset()), a.offset().max(b.offset())), (0, 1));
+        swap.check().unwrap();
+    });
+}
+
+/// CPU 0's slot cache holds the whole (3-slot) area after its first
+/// allocation; CPU 1 takes the rest from it while CPU 0 allocates and
+/// frees: every slot handed out once, `Full` only when none is left.
+#[test]
+fn slot_cache_taken_by_another_cpu() {
+    model(|| {
+        let swap = Arc::new(Swap::new(SwapConfig { cpus: 2, readahead: 0 }));
+        swap.add_area(Box::new(MemStore::new(3)), 0).unwrap();
+        let first = swap.alloc(0).unwrap();
+        let s2 = swap.clone();
+        let t = spawn(move || [s2.alloc(1), s2.alloc(1)]);
+        let mine = swap.alloc(0);
+        let theirs = t.join().unwrap();
+        let mut got: Vec<SwapSlot> = theirs.iter().chain([&mine]).filter_map(|r| r.ok()).collect();
+        assert_eq!(got.len(), 2, "two slots were left: {theirs:?} {mine:?}");
+        got.push(first);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 3, "a slot handed out twice");
+        assert_eq!(swap.used_slots(), 3);
         swap.check().unwrap();
     });
 }

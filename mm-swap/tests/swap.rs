@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot, BAD_AFTER, CLUSTER};
+use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot, BAD_AFTER, CLUSTER, SLOT_BATCH};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
 
@@ -148,6 +148,32 @@ fn freed_clusters_are_reused_and_full_is_reported() {
 }
 
 #[test]
+fn slot_caches_never_hide_free_slots() {
+    let (swap, _) = swap_with(100, 2, 0);
+    // CPU 0's first allocation caches a batch.
+    let first = swap.alloc(0).unwrap();
+    assert_eq!(swap.used_slots(), 1, "cached slots are not counted as used");
+    assert_eq!(swap.area_used(0), Ok(1));
+    // CPU 1 gets every other slot, the last ones from CPU 0's cache.
+    let mut theirs: Vec<u64> = (0..99).map(|_| swap.alloc(1).unwrap().offset()).collect();
+    assert_eq!(swap.alloc(1), Err(SwapError::Full));
+    assert_eq!(swap.alloc(0), Err(SwapError::Full));
+    theirs.push(first.offset());
+    theirs.sort();
+    assert_eq!(theirs, (0..100).collect::<Vec<u64>>());
+    swap.check().unwrap();
+    // Freed slots are found again; draining returns cached ones.
+    swap.free(SwapSlot::new(0, 7)).unwrap();
+    swap.free(SwapSlot::new(0, 8)).unwrap();
+    assert_eq!(swap.alloc(0).unwrap().offset(), 7);
+    assert_eq!(swap.used_slots(), 99);
+    swap.drain_caches();
+    assert_eq!(swap.used_slots(), 99);
+    assert_eq!(swap.alloc(1).unwrap().offset(), 8);
+    swap.check().unwrap();
+}
+
+#[test]
 fn priorities_then_round_robin() {
     let swap = Swap::new(SwapConfig { cpus: 1, readahead: 0 });
     let slow = swap.add_area(Box::new(MemStore::new(600)), -1).unwrap();
@@ -157,10 +183,11 @@ fn priorities_then_round_robin() {
     for _ in 0..1000 {
         per[swap.alloc(0).unwrap().area() as usize] += 1;
     }
-    // The two fast areas share evenly; the slow one only when they fill.
+    // The two fast areas take turns by slot-cache batch; the slow one is
+    // used only when they fill.
     assert_eq!(per[slow as usize], 0);
-    assert_eq!(per[a as usize], 500);
-    assert_eq!(per[b as usize], 500);
+    assert_eq!(per[a as usize] + per[b as usize], 1000);
+    assert!(per[a as usize].abs_diff(per[b as usize]) <= SLOT_BATCH, "{per:?}");
     for _ in 0..300 {
         swap.alloc(0).unwrap();
     }
