@@ -265,6 +265,43 @@ enum Cached {
     Ready(PhysAddr),
 }
 
+/// The swap cache: slot -> page, and frame -> slot for the pages that are
+/// there (reclaim finds a cached frame's slot through it, as Linux keeps
+/// the swap entry with a swap-cache folio).
+struct SwapCache {
+    by_slot: BTreeMap<SwapSlot, Cached>,
+    by_frame: BTreeMap<u64, SwapSlot>,
+}
+
+impl SwapCache {
+    fn get(&self, slot: &SwapSlot) -> Option<&Cached> {
+        self.by_slot.get(slot)
+    }
+
+    fn insert(&mut self, slot: SwapSlot, c: Cached) {
+        if let Some(Cached::Ready(old)) = self.by_slot.insert(slot, c) {
+            self.by_frame.remove(&old.as_u64());
+        }
+        if let Cached::Ready(f) = c {
+            self.by_frame.insert(f.as_u64(), slot);
+        }
+    }
+
+    fn remove(&mut self, slot: &SwapSlot) {
+        if let Some(Cached::Ready(f)) = self.by_slot.remove(slot) {
+            self.by_frame.remove(&f.as_u64());
+        }
+    }
+
+    fn contains_key(&self, slot: &SwapSlot) -> bool {
+        self.by_slot.contains_key(slot)
+    }
+
+    fn len(&self) -> usize {
+        self.by_slot.len()
+    }
+}
+
 /// The swap areas, their slots and the swap cache; see the
 /// [crate documentation](crate).
 pub struct Swap {
@@ -274,7 +311,7 @@ pub struct Swap {
     /// Per-CPU caches of allocated slots not handed out yet (Linux's
     /// swap_slots cache): most allocations take one here.
     slot_cache: Box<[Mutex<SlotCache>]>,
-    cache: Mutex<BTreeMap<SwapSlot, Cached>>,
+    cache: Mutex<SwapCache>,
     /// Plain counters (statistics, not synchronisation: never modelled).
     stats: [core::sync::atomic::AtomicU64; 6],
 }
@@ -294,7 +331,7 @@ impl Swap {
             areas: Mutex::new(Areas { by_number: [const { None }; MAX_AREAS], order: Vec::new(), top: 0 }),
             rotor: AtomicUsize::new(0),
             slot_cache: (0..config.cpus.max(1)).map(|_| Mutex::new(SlotCache::EMPTY)).collect(),
-            cache: Mutex::new(BTreeMap::new()),
+            cache: Mutex::new(SwapCache { by_slot: BTreeMap::new(), by_frame: BTreeMap::new() }),
             stats: [const { core::sync::atomic::AtomicU64::new(0) }; 6],
         }
     }
@@ -645,10 +682,18 @@ impl Swap {
         }
     }
 
+    /// The slot whose page `frame` holds in the swap cache, if any (reclaim
+    /// taking a cached page: a readahead page nobody mapped, or one whose
+    /// mappers have all dropped it).
+    pub fn cached_slot(&self, frame: PhysAddr) -> Option<SwapSlot> {
+        self.cache.lock().by_frame.get(&frame.as_u64()).copied()
+    }
+
     /// Every cached page: (slot, frame).
     pub fn cached(&self) -> Vec<(SwapSlot, PhysAddr)> {
         self.cache
             .lock()
+            .by_slot
             .iter()
             .filter_map(|(s, c)| match c {
                 Cached::Ready(f) => Some((*s, *f)),
@@ -844,6 +889,11 @@ impl Swap {
         }
     }
 
+    /// Slots of all areas (bad ones included).
+    pub fn capacity(&self) -> u64 {
+        self.areas.lock().by_number.iter().flatten().map(|a| a.slots).sum()
+    }
+
     /// Slots in use, over all areas (not counting slots the per-CPU slot
     /// caches hold for allocation).
     pub fn used_slots(&self) -> u64 {
@@ -918,6 +968,15 @@ impl Swap {
         }
         if marked != cache.len() {
             return Err("cache entries without a cache mark");
+        }
+        let ready = cache.by_slot.values().filter(|c| matches!(c, Cached::Ready(_))).count();
+        if ready != cache.by_frame.len()
+            || cache
+                .by_frame
+                .iter()
+                .any(|(f, s)| !matches!(cache.by_slot.get(s), Some(Cached::Ready(r)) if r.as_u64() == *f))
+        {
+            return Err("the frame index disagrees with the cache");
         }
         Ok(())
     }

@@ -380,13 +380,19 @@ fn cached_pages_map_again_without_io() {
     let reads = store.reads();
     assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Ok((f, false)));
     assert_eq!(store.reads(), reads);
-    // Reclaim drops it from the cache; the slot keeps its data.
+    // Reclaim finds the cached frame's slot and drops it from the cache;
+    // the slot keeps its data.
+    assert_eq!(swap.cached_slot(f), Some(s));
     assert_eq!(swap.uncache(s), Ok(Some(f)));
     assert_eq!(swap.cached(), vec![]);
+    assert_eq!(swap.cached_slot(f), None);
     e.free(f);
     let (g, io) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
     assert!(io && e.holds(g, 8));
+    assert_eq!(swap.cached_slot(g), Some(s));
+    assert_eq!(swap.capacity(), 16);
     assert_eq!(swap.free(s), Ok(Some(g)));
+    assert_eq!(swap.cached_slot(g), None);
     e.free(g);
     swap.check().unwrap();
 }
