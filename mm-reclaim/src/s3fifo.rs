@@ -143,8 +143,17 @@ impl Policy for S3Fifo {
         // (all unevictable and unreferenced); any change resets that. Each
         // page can make progress at most 4 times (a promotion, three spent
         // references), so this ends.
+        // References that never stay cleared (a page hammered by another
+        // CPU, a scanner that cannot clear them) would go round forever:
+        // the steps are capped as well (4 of progress and one stuck round
+        // per page), and `None` returned past them.
         let (mut stuck_small, mut stuck_main) = (0usize, 0usize);
+        let mut budget = 5 * self.len() + 1;
         loop {
+            if budget == 0 {
+                return None;
+            }
+            budget -= 1;
             let small_done = self.lists.len(S) == 0 || stuck_small >= self.lists.len(S);
             let main_done = self.lists.len(M) == 0 || stuck_main >= self.lists.len(M);
             if small_done && main_done {

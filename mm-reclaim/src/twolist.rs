@@ -93,8 +93,15 @@ impl Policy for TwoList {
         // is deactivated to give the scan something new. Each page can be
         // kept, activated and deactivated at most once per call (their bits
         // are consumed), so this ends.
+        // A cap on the steps as well, for references that never stay
+        // cleared (see S3Fifo::evict).
         let mut stuck = 0;
+        let mut budget = 16 * (self.lists.len(INACTIVE) + self.lists.len(ACTIVE)) + 16;
         loop {
+            if budget == 0 {
+                return None;
+            }
+            budget -= 1;
             let (inactive, active) = (self.lists.len(INACTIVE), self.lists.len(ACTIVE));
             if inactive < active || inactive == 0 || stuck >= inactive {
                 if active == 0 {

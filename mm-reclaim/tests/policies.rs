@@ -255,3 +255,29 @@ fn oom_victim_choice() {
     assert_eq!(choose_victim([t(3, 3000, 0, -1000)], total), Ok(None));
     assert_eq!(choose_victim([t(6, 1, 0, 1001)], total), Err(OomError::BadAdjustment(1001)));
 }
+
+/// A scanner whose references never stay cleared (every page hammered by
+/// another CPU): every policy still returns from `evict` after a bounded
+/// number of looks.
+#[test]
+fn evict_ends_when_every_page_stays_referenced() {
+    struct Hot(u64);
+    impl Scan for Hot {
+        fn test_and_clear_referenced(&mut self, _: PageId) -> bool {
+            self.0 += 1;
+            true
+        }
+    }
+    for name in mm_reclaim::POLICY_NAMES {
+        let mut p = mm_reclaim::policy_by_name(name, 200, 100, mm_reclaim::Mode::AccessedBits).unwrap();
+        for i in 0..100 {
+            p.insert(i, None);
+        }
+        let mut scan = Hot(0);
+        for _ in 0..10 {
+            let _ = p.evict(&mut scan);
+        }
+        assert!(scan.0 < 10 * 20 * 100, "{name}: {} looks for 10 evictions", scan.0);
+        p.check().unwrap();
+    }
+}
