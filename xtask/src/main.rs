@@ -30,7 +30,7 @@ const STEPS: &[(&str, &str)] = &[
 
 /// Library crates of the root workspace.
 pub const CRATES: &[&str] =
-    &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap"];
+    &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap", "mm-wiring"];
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()

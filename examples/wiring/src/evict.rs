@@ -1,0 +1,211 @@
+//! mm-reclaim's [`Evictor`] over mm-vma's reverse map and mm-swap.
+//!
+//! A victim is a frame ([`PageIds`] numbers them). The evictor finds
+//! its mappings in the [`Mm`]'s reverse map and reaches their address
+//! spaces through [`Spaces`], which may refuse a space that is busy (the
+//! one whose fault is allocating, when reclaim runs inside that fault):
+//! such a page is kept, as Linux skips pages whose locks it cannot take.
+//!
+//! An anonymous page is evicted in this order:
+//! 1. every mapping is checked evictable (not in a locked VMA, space free);
+//! 2. the frame is pinned, written to a new slot with one use per mapping
+//!    (write before unmap: the tasks are not running while reclaim runs);
+//! 3. each mapping is replaced by the slot's swap entry;
+//! 4. the pin is dropped, which frees the frame.
+//!
+//! A page already in the swap cache (faulted in, still named by other page
+//! tables) is not written again: its mappings take the slot it has (the
+//! page has been read-only in all of them since), and it leaves the cache.
+//! A cached page nobody maps (read ahead, or all mappers gone) is simply
+//! dropped from the cache.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use mm_paging::PagingArch;
+use mm_reclaim::driver::{Evictor, Outcome, PageKind, Victim};
+use mm_reclaim::{PageId, Shadow};
+use mm_swap::SwapError;
+use mm_types::{FrameProvider, PhysAddr, PhysMemory};
+use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};
+
+use crate::swapdev::{entry_of, SwapDevice};
+use crate::PageIds;
+
+/// Access to the address spaces mapping a page.
+pub trait Spaces<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+    /// Runs `f` on space `id` if it exists and is free to use now;
+    /// `None` otherwise (busy or gone).
+    fn with_space(&self, id: SpaceId, f: &mut dyn FnMut(&mut AddressSpace<A, M, F>)) -> Option<()>;
+}
+
+/// Counters of the evictor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictStats {
+    /// Anonymous pages written to swap and freed.
+    pub swapped_out: u64,
+    /// Swap-cache pages dropped (their data was in swap already).
+    pub uncached: u64,
+    /// Victims kept: mapped in a busy space, locked, or not ours to evict.
+    pub kept: u64,
+    /// Victims that could not be written (swap full, write error).
+    pub failed: u64,
+}
+
+/// The evictor; see the [module documentation](self).
+pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone, S> {
+    mm: &'a Arc<Mm<A, M, F>>,
+    device: &'a SwapDevice<A, M, F>,
+    spaces: &'a S,
+    ids: PageIds,
+    cpu: usize,
+    /// What it did so far.
+    pub stats: EvictStats,
+}
+
+impl<'a, A, M, F, S> MmEvictor<'a, A, M, F, S>
+where
+    A: PagingArch,
+    M: PhysMemory + Clone,
+    F: FrameProvider + Clone,
+    S: Spaces<A, M, F>,
+{
+    /// An evictor for pages of `ids` mapped in `spaces`, swapping
+    /// through `device` on `cpu`.
+    pub fn new(
+        mm: &'a Arc<Mm<A, M, F>>,
+        device: &'a SwapDevice<A, M, F>,
+        spaces: &'a S,
+        ids: PageIds,
+        cpu: usize,
+    ) -> Self {
+        MmEvictor { mm, device, spaces, ids, cpu, stats: EvictStats::default() }
+    }
+
+    /// Whether every mapping's space is free and maps the page evictably.
+    fn all_evictable(&self, maps: &[RmapEntry]) -> bool {
+        maps.iter().all(|m| {
+            let mut ok = false;
+            self.spaces.with_space(m.space, &mut |s| ok = s.is_evictable(m.va.as_u64()));
+            ok
+        })
+    }
+
+    fn evict_one(&mut self, frame: PhysAddr, shadow: Shadow) -> Outcome {
+        let maps = self.mm.mappings(frame);
+        if maps.is_empty() {
+            // Mapped by nobody: a swap-cache page (read ahead, or its
+            // mappers went), else a frame between allocation and mapping.
+            return if self.device.drop_cached(frame) {
+                self.stats.uncached += 1;
+                Outcome::Freed
+            } else {
+                self.stats.kept += 1;
+                Outcome::Keep
+            };
+        }
+        if self.mm.kind_of(frame) != Some(mm_vma::PageKind::Anonymous) || !self.all_evictable(&maps) {
+            self.stats.kept += 1;
+            return Outcome::Keep;
+        }
+        let swap = self.device.swap();
+        let cached = self.device.pinned_slot(frame);
+        let slot = match cached {
+            Some(slot) => {
+                // Its data is in the slot already: one more use per mapper.
+                for _ in &maps {
+                    if swap.dup(slot).is_err() {
+                        self.stats.failed += 1;
+                        return Outcome::Failed;
+                    }
+                }
+                slot
+            }
+            None => {
+                self.mm.pin(frame);
+                let users = u16::try_from(maps.len()).unwrap_or(u16::MAX);
+                // SAFETY: reclaim runs while no task runs, and the frame is
+                // mapped only in the spaces checked above, which nobody
+                // uses meanwhile: nothing writes it during the call.
+                match unsafe { swap.swap_out(self.cpu, frame, users, self.mm.mem()) } {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        self.mm.unpin(frame);
+                        self.stats.failed += 1;
+                        return if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep };
+                    }
+                }
+            }
+        };
+        let entry = entry_of(slot);
+        let mut left: Vec<RmapEntry> = Vec::new();
+        for m in &maps {
+            let mut done = false;
+            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va.as_u64(), Some(entry)).is_ok());
+            if !done {
+                left.push(*m);
+            }
+        }
+        for _ in &left {
+            // This mapping kept the page: its use of the slot goes.
+            let _ = swap.free(slot);
+        }
+        if !left.is_empty() {
+            // Some page tables name the slot, some the frame. A page that
+            // was just written stays in the swap cache (with the pin taken
+            // above) so that both see one page; a cached one stays cached.
+            if cached.is_none() && self.device.adopt(slot, frame).is_err() {
+                self.mm.unpin(frame);
+            }
+            self.stats.kept += 1;
+            return Outcome::Keep;
+        }
+        if cached.is_some() {
+            self.device.uncache(slot);
+            self.device.keep_shadow(slot, shadow);
+            self.stats.uncached += 1;
+        } else {
+            self.mm.unpin(frame);
+            self.stats.swapped_out += 1;
+            self.device.swapped_out(slot, shadow);
+        }
+        Outcome::Freed
+    }
+}
+
+impl<A, M, F, S> Evictor for MmEvictor<'_, A, M, F, S>
+where
+    A: PagingArch,
+    M: PhysMemory + Clone,
+    F: FrameProvider + Clone,
+    S: Spaces<A, M, F>,
+{
+    fn test_and_clear_referenced(&mut self, page: PageId) -> bool {
+        let frame = self.ids.frame(page);
+        let mut young = false;
+        for m in self.mm.mappings(frame) {
+            // A busy space's bits stay as they are: counting its pages as
+            // referenced would make them look hot forever; `is_evictable`
+            // keeps them instead.
+            self.spaces.with_space(m.space, &mut |s| young |= s.test_and_clear_young(m.va.as_u64()));
+        }
+        young
+    }
+
+    fn is_evictable(&mut self, page: PageId) -> bool {
+        let maps = self.mm.mappings(self.ids.frame(page));
+        self.all_evictable(&maps)
+    }
+
+    fn can_evict(&self, kind: PageKind) -> bool {
+        // Anonymous pages need a free slot; this kernel has no file pages
+        // of its own (a pager's pages are its own to drop).
+        kind == PageKind::Anon && self.device.swap().used_slots() < self.device.swap().capacity()
+    }
+
+    fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {
+        for (v, o) in batch.iter().zip(outcomes.iter_mut()) {
+            *o = self.evict_one(self.ids.frame(v.page), v.shadow);
+        }
+    }
+}

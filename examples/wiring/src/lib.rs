@@ -1,0 +1,397 @@
+//! How the reference kernel wires the mm-* crates together, written once
+//! and used by both the kernel (`examples/kernel`) and a host simulation
+//! ([`sim`], feature `std`) that runs the same scenarios under `cargo test`
+//! and miri.
+//!
+//! The crates stay independent (mm-swap, mm-reclaim and mm-vma know only
+//! mm-types and mm-paging); this crate is where they meet:
+//!
+//! - [`swapdev::SwapDevice`]: mm-swap behind mm-vma's `SwapIn` hook (swap-in
+//!   on fault, fork duplicating entries, unmap releasing them), keeping the
+//!   swap cache's frames pinned in the reverse map;
+//! - [`evict::MmEvictor`]: mm-reclaim's `Evictor` over mm-vma's reverse map
+//!   (accessed bits, unmap) and mm-swap (write out, drop cached pages);
+//! - [`tracked::TrackedFrames`]: the frame provider of user pages, which puts
+//!   them on mm-reclaim's lists and runs direct reclaim when allocation
+//!   fails;
+//! - [`Machine`]: all of it for a set of tasks (one address space each),
+//!   with background reclaim, the OOM choice and the figures scenarios
+//!   print;
+//! - [`scenario`]: the `pressure` and `oom` workloads and their checks,
+//!   over any way of touching a task's memory ([`scenario::Touch`]).
+//!
+//! Each piece of this list is small; the order of operations is what
+//! matters, and each module says it.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod evict;
+pub mod scenario;
+#[cfg(any(test, feature = "std"))]
+pub mod sim;
+pub mod swapdev;
+pub mod tracked;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use mm_paging::PagingArch;
+use mm_reclaim::driver::{Level, Progress, Reclaim};
+use mm_reclaim::{PageId, Policy};
+use mm_swap::Swap;
+use mm_types::{FrameProvider, PhysAddr, PhysMemory};
+use mm_vma::{AddressSpace, FaultError, Hooks, Layout, Mm, SpaceError, SpaceId, SwapIn};
+
+use evict::{EvictStats, MmEvictor, Spaces};
+use swapdev::SwapDevice;
+use tracked::{Tracked, TrackedFrames};
+
+/// Reclaim's page ids: frame `base + 4096 * id` for ids below `frames`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageIds {
+    /// The first frame.
+    pub base: PhysAddr,
+    /// How many frames.
+    pub frames: u32,
+}
+
+impl PageIds {
+    /// The id of `frame`, if it is in range.
+    pub fn id(&self, frame: PhysAddr) -> Option<PageId> {
+        let off = frame.as_u64().checked_sub(self.base.as_u64())? / 4096;
+        (off < u64::from(self.frames)).then_some(off as PageId)
+    }
+
+    /// The frame of `id`.
+    pub fn frame(&self, id: PageId) -> PhysAddr {
+        PhysAddr::new_truncate(self.base.as_u64() + u64::from(id) * 4096)
+    }
+}
+
+/// A task's space, locked while the task (or reclaim) uses it.
+pub type SharedSpace<A, M, F> = Arc<spin::Mutex<AddressSpace<A, M, F>>>;
+
+/// One address space per task, reachable by reclaim while its task is not
+/// using it.
+pub struct TaskTable<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+    spaces: spin::Mutex<Vec<TaskEntry<A, M, F>>>,
+}
+
+type TaskEntry<A, M, F> = (SpaceId, SharedSpace<A, M, F>);
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> TaskTable<A, M, F> {
+    fn new() -> Self {
+        TaskTable { spaces: spin::Mutex::new(Vec::new()) }
+    }
+
+    /// The space of task `id`.
+    pub fn get(&self, id: SpaceId) -> Option<SharedSpace<A, M, F>> {
+        self.spaces.lock().iter().find(|(i, _)| *i == id).map(|(_, s)| s.clone())
+    }
+
+    /// The tasks, oldest first.
+    pub fn ids(&self) -> Vec<SpaceId> {
+        self.spaces.lock().iter().map(|(i, _)| *i).collect()
+    }
+}
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Spaces<A, M, F> for TaskTable<A, M, F> {
+    fn with_space(&self, id: SpaceId, f: &mut dyn FnMut(&mut AddressSpace<A, M, F>)) -> Option<()> {
+        let s = self.get(id)?;
+        // A task using its space (a fault that is allocating) keeps it.
+        let mut g = s.try_lock()?;
+        f(&mut g);
+        Some(())
+    }
+}
+
+/// The frame provider of a [`Machine`]'s address spaces.
+pub type Frames<F0, P> = Tracked<F0, P>;
+/// A [`Machine`]'s `Mm`.
+pub type MachineMm<A, M, F0, P> = Mm<A, M, Frames<F0, P>>;
+/// A task's address space.
+pub type TaskSpace<A, M, F0, P> = AddressSpace<A, M, Frames<F0, P>>;
+
+/// Direct reclaim runs in a row that free nothing before a task's access
+/// is declared out of memory (the OOM killer's turn).
+pub const OOM_AFTER: u32 = 3;
+
+/// Why [`Machine::with_task`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskError {
+    /// No such task (it was killed).
+    Gone,
+    /// Reclaim could free nothing more.
+    OutOfMemory,
+    /// The access faulted for another reason.
+    Fault(FaultError),
+}
+
+/// What a scenario prints at its end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Page faults resolved, by kind.
+    pub faults: mm_vma::FaultStats,
+    /// Pages written to swap by reclaim.
+    pub swapped_out: u64,
+    /// Swap-cache pages reclaim dropped (their data was in swap already).
+    pub dropped_cached: u64,
+    /// Swap-ins served, and of those, reads from the device.
+    pub swapped_in: u64,
+    /// Swap-ins that needed a read.
+    pub swap_reads: u64,
+    /// Swap-ins served from the swap cache without I/O.
+    pub cache_hits: u64,
+    /// Reclaim passes (priority levels scanned).
+    pub reclaim_passes: u64,
+    /// Pages faulted back in after their eviction (refaults).
+    pub refaults: u64,
+    /// Direct reclaim runs in the allocation path.
+    pub direct_runs: u64,
+    /// Tasks the OOM killer ended.
+    pub oom_kills: u64,
+    /// Free frames of the allocator underneath.
+    pub free_frames: u64,
+}
+
+/// Every piece wired for a set of tasks; see the [crate documentation](crate).
+pub struct Machine<A, M, F0, P>
+where
+    A: PagingArch,
+    M: PhysMemory + Clone,
+    F0: FrameProvider + Send + Sync,
+    P: Policy + Send,
+{
+    /// The address spaces' shared state.
+    pub mm: Arc<MachineMm<A, M, F0, P>>,
+    /// The swap device (mm-swap behind mm-vma's hook).
+    pub device: Arc<SwapDevice<A, M, Frames<F0, P>>>,
+    /// The tracked frame provider.
+    pub frames: Frames<F0, P>,
+    /// The tasks.
+    pub tasks: Arc<TaskTable<A, M, Frames<F0, P>>>,
+    /// Reclaim's page ids.
+    pub ids: PageIds,
+    layout: Layout,
+    counters: Arc<Counters>,
+}
+
+/// Counters the machine and its direct reclaim share.
+#[derive(Default)]
+struct Counters {
+    evicted: spin::Mutex<EvictStats>,
+    passes: spin::Mutex<u64>,
+    kills: spin::Mutex<u64>,
+}
+
+impl Counters {
+    fn add(&self, e: &EvictStats, p: &Progress) {
+        let mut t = self.evicted.lock();
+        t.swapped_out += e.swapped_out;
+        t.uncached += e.uncached;
+        t.kept += e.kept;
+        t.failed += e.failed;
+        *self.passes.lock() += u64::from(p.passes);
+    }
+}
+
+impl<A, M, F0, P> Machine<A, M, F0, P>
+where
+    A: PagingArch + Send + Sync + 'static,
+    M: PhysMemory + Clone + Send + Sync + 'static,
+    F0: FrameProvider + Send + Sync + 'static,
+    P: Policy + Send + 'static,
+{
+    /// Wires `frames` (covering `ids`), `swap` and `reclaim` together.
+    /// `build_mm` makes the `Mm` from the hooks given (adding its own TLB
+    /// hook; a kernel shares its root entries there).
+    pub fn new(
+        frames: F0,
+        ids: PageIds,
+        swap: Arc<Swap>,
+        reclaim: Reclaim<P>,
+        layout: Layout,
+        build_mm: impl FnOnce(Frames<F0, P>, Hooks) -> Result<Arc<MachineMm<A, M, F0, P>>, SpaceError>,
+    ) -> Result<Self, SpaceError> {
+        let frames = Tracked(Arc::new(TrackedFrames::new(frames, Arc::new(reclaim), ids)));
+        let device = Arc::new(SwapDevice::new(swap));
+        let hooks = Hooks { swap: Some(device.clone() as Arc<dyn SwapIn>), ..Hooks::default() };
+        let mm = build_mm(frames.clone(), hooks)?;
+        device.attach(&mm);
+        let tasks = Arc::new(TaskTable::new());
+        let m = Machine { mm, device, frames, tasks, ids, layout, counters: Arc::new(Counters::default()) };
+        // Direct reclaim reaches the machine weakly: the frames are owned
+        // by the Mm it reclaims for.
+        let (mm, device, tasks) = (Arc::downgrade(&m.mm), Arc::downgrade(&m.device), Arc::downgrade(&m.tasks));
+        // A page read back from swap goes on reclaim's list with the shadow
+        // its eviction left: a refault.
+        let (frames, r) = (m.frames.clone(), m.frames.reclaim().clone());
+        m.device.set_refault(Box::new(move |frame, shadow| {
+            if let Some(id) = frames.ids().id(frame) {
+                if r.remove(id).is_ok() {
+                    let _ = r.insert(id, mm_reclaim::driver::PageKind::Anon, Some(shadow));
+                }
+            }
+        }));
+        let (reclaim, counters) = (m.frames.reclaim().clone(), m.counters.clone());
+        m.frames.set_direct_reclaim(Box::new(move || {
+            let (Some(mm), Some(device), Some(tasks)) = (mm.upgrade(), device.upgrade(), tasks.upgrade()) else {
+                return 0;
+            };
+            let mut ev = MmEvictor::new(&mm, &device, &*tasks, ids, 0);
+            let p = reclaim.direct(&mut ev);
+            counters.add(&ev.stats, &p);
+            p.reclaimed()
+        }));
+        Ok(m)
+    }
+
+    /// The reclaim driver.
+    pub fn reclaim(&self) -> &Arc<Reclaim<P>> {
+        self.frames.reclaim()
+    }
+
+    /// A new task with an empty address space.
+    pub fn spawn(&self) -> Result<SpaceId, SpaceError> {
+        let s = AddressSpace::new(&self.mm, self.layout)?;
+        let id = s.id();
+        self.tasks.spaces.lock().push((id, Arc::new(spin::Mutex::new(s))));
+        Ok(id)
+    }
+
+    /// Ends task `id`: its space goes, with every page and swap entry.
+    /// Whether it existed.
+    pub fn kill(&self, id: SpaceId) -> bool {
+        let s = {
+            let mut t = self.tasks.spaces.lock();
+            let Some(i) = t.iter().position(|(i, _)| *i == id) else { return false };
+            t.remove(i).1
+        };
+        drop(s);
+        true
+    }
+
+    fn run<
+        E: FnOnce(&Reclaim<P>, &mut MmEvictor<'_, A, M, Frames<F0, P>, TaskTable<A, M, Frames<F0, P>>>) -> Progress,
+    >(
+        &self,
+        f: E,
+    ) -> Progress {
+        let mut ev = MmEvictor::new(&self.mm, &self.device, &*self.tasks, self.ids, 0);
+        let p = f(self.reclaim(), &mut ev);
+        self.counters.add(&ev.stats, &p);
+        p
+    }
+
+    /// Direct reclaim with no address space in use (the path a fault
+    /// takes after it failed for lack of memory and let go of its space,
+    /// so that its own pages can go too); frames freed.
+    pub fn direct_reclaim(&self) -> u64 {
+        self.run(|r, ev| r.direct(ev)).reclaimed()
+    }
+
+    /// Runs `f` on task `id`'s space (a fault, a user access), retrying
+    /// after direct reclaim when it fails for lack of memory: the space is
+    /// let go of first, so reclaim may take its pages too (as Linux
+    /// retries a fault after dropping `mmap_lock`). Out of memory only
+    /// when [`OOM_AFTER`] reclaim runs in a row freed nothing.
+    pub fn with_task<T, G>(&self, id: SpaceId, mut f: G) -> Result<T, TaskError>
+    where
+        G: FnMut(&mut TaskSpace<A, M, F0, P>) -> Result<T, FaultError>,
+    {
+        let mut dry = 0;
+        loop {
+            let s = self.tasks.get(id).ok_or(TaskError::Gone)?;
+            let r = f(&mut s.lock());
+            drop(s);
+            match r {
+                Ok(v) => return Ok(v),
+                Err(FaultError::OutOfMemory) => {
+                    if self.direct_reclaim() == 0 {
+                        dry += 1;
+                        if dry == OOM_AFTER {
+                            return Err(TaskError::OutOfMemory);
+                        }
+                    } else {
+                        dry = 0;
+                    }
+                }
+                Err(e) => return Err(TaskError::Fault(e)),
+            }
+        }
+    }
+
+    /// Background reclaim (kswapd): nothing unless `level()` is below its
+    /// low watermark, then until it is back at high or nothing more can go.
+    pub fn background(&self, level: &mut dyn FnMut() -> Level) -> Progress {
+        self.run(|r, ev| r.background(level, ev))
+    }
+
+    /// Reclaims up to `target` pages now.
+    pub fn reclaim_now(&self, target: u64) -> Progress {
+        self.run(|r, ev| r.reclaim(target, ev))
+    }
+
+    /// The task the OOM killer picks among the live ones (the biggest by
+    /// resident and swapped pages), out of `total` frames of memory.
+    pub fn oom_victim(&self, total: u64) -> Option<SpaceId> {
+        let tasks: Vec<_> = self
+            .tasks
+            .spaces
+            .lock()
+            .iter()
+            .map(|(id, s)| {
+                let c = s.lock().counts();
+                mm_reclaim::oom::TaskMemory {
+                    task: *id,
+                    resident: c.resident,
+                    swapped: c.swapped,
+                    page_tables: 0,
+                    adjust: 0,
+                }
+            })
+            .collect();
+        mm_reclaim::oom::choose_victim(tasks, total).ok().flatten().map(|(id, _)| id)
+    }
+
+    /// Kills the OOM killer's pick; which task it was.
+    pub fn oom_kill(&self, total: u64) -> Option<SpaceId> {
+        let id = self.oom_victim(total)?;
+        self.kill(id);
+        *self.counters.kills.lock() += 1;
+        Some(id)
+    }
+
+    /// The figures so far; `free_frames` is the allocator's count.
+    pub fn figures(&self, free_frames: u64) -> Figures {
+        let swap = self.device.swap().stats();
+        let dev = self.device.stats();
+        let evicted = *self.counters.evicted.lock();
+        let tracked = self.frames.stats();
+        let rs = self.reclaim().stats();
+        Figures {
+            faults: self.mm.fault_stats(),
+            swapped_out: dev.swap_outs,
+            swapped_in: dev.swap_ins,
+            swap_reads: swap.reads,
+            cache_hits: swap.cache_hits,
+            reclaim_passes: *self.counters.passes.lock(),
+            refaults: rs.refaults.iter().sum(),
+            direct_runs: tracked.direct_runs,
+            oom_kills: *self.counters.kills.lock(),
+            free_frames,
+            dropped_cached: evicted.uncached,
+        }
+    }
+}
+
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,152 @@
+//! The host simulation: the same [`Machine`] on the host test kit's
+//! simulated RAM, frame provider and in-memory swap store, driven through
+//! mm-vma's `read_user`/`write_user` (which fault exactly as the kernel's
+//! page-fault handler does), so the scenarios run under `cargo test`,
+//! miri and fuzzing.
+
+use std::boxed::Box;
+use std::sync::Arc;
+use std::vec::Vec;
+
+use mm_paging::X86_64;
+use mm_reclaim::driver::{Level, Reclaim};
+use mm_reclaim::{Mode, S3Fifo};
+use mm_swap::zswap::{Compressed, ZswapConfig};
+use mm_swap::{Swap, SwapConfig};
+use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::PhysAddr;
+use mm_vma::{Layout, Mm, SpaceId};
+
+use crate::scenario::{anon_rw, Touch, TouchError};
+use crate::{Figures, Machine, PageIds, TaskError};
+
+/// The simulated machine.
+pub type SimMachine = Machine<X86_64, SimPhysMemory, RefFrameProvider, S3Fifo>;
+
+/// What the simulated machine has.
+#[derive(Clone, Copy, Debug)]
+pub struct SimConfig {
+    /// RAM in bytes.
+    pub ram: u64,
+    /// Swap slots (0: no swap).
+    pub swap_slots: u64,
+    /// A compressed tier of this many bytes in front of the swap store.
+    pub zswap: Option<usize>,
+}
+
+/// A simulated machine and the handles tests look at.
+pub struct Sim {
+    /// The machine.
+    pub machine: SimMachine,
+    /// Its RAM.
+    pub ram: SimPhysMemory,
+    /// The swap store (when there is swap).
+    pub store: Option<Arc<MemStore>>,
+    /// The compressed tier (when configured).
+    pub zswap: Option<Arc<Compressed<Arc<MemStore>>>>,
+    /// Frames in all.
+    pub total: u64,
+}
+
+impl Sim {
+    /// Builds the machine.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let base = PhysAddr::new(0x10_0000).expect("aligned");
+        let ram = SimPhysMemory::new(base, cfg.ram);
+        let frames = RefFrameProvider::new(&ram);
+        let total = frames.free_frames();
+        let ids = PageIds { base, frames: (cfg.ram / 4096) as u32 };
+        let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
+        let (mut store, mut zswap) = (None, None);
+        if cfg.swap_slots > 0 {
+            let s = Arc::new(MemStore::new(cfg.swap_slots));
+            store = Some(s.clone());
+            match cfg.zswap {
+                Some(pool) => {
+                    let z = Arc::new(Compressed::new(s, ZswapConfig { pool_limit: pool, ..ZswapConfig::default() }));
+                    zswap = Some(z.clone());
+                    swap.add_area(Box::new(z), 0).expect("one area");
+                }
+                None => {
+                    swap.add_area(Box::new(s), 0).expect("one area");
+                }
+            }
+        }
+        let n = ids.frames as usize;
+        let reclaim = Reclaim::new(
+            mm_reclaim::default_policy(n, n, Mode::AccessedBits),
+            mm_reclaim::default_policy(n, n, Mode::AccessedBits),
+            n,
+        );
+        let machine = Machine::new(frames, ids, swap, reclaim, Layout::X86_64, |f, hooks| {
+            Mm::new(X86_64::FOUR_LEVEL, ram.clone(), f, hooks)
+        })
+        .expect("room for the zero page");
+        // Weakly: the closure lives in the frames it looks at.
+        let inner = Arc::downgrade(&machine.frames.0);
+        machine
+            .frames
+            .set_below_min(Box::new(move || inner.upgrade().is_some_and(|f| f.inner().free_frames() < total / 64)));
+        Sim { machine, ram, store, zswap, total }
+    }
+
+    /// Free frames now.
+    pub fn free(&self) -> u64 {
+        self.machine.frames.inner().free_frames()
+    }
+
+    /// The watermarks: min 1/64 of RAM, low 1/32, high 1/16.
+    pub fn level(&self) -> Level {
+        let t = self.total;
+        Level { free: self.free(), min: t / 64, low: t / 32, high: t / 16 }
+    }
+
+    /// The figures now.
+    pub fn figures(&self) -> Figures {
+        self.machine.figures(self.free())
+    }
+
+    /// `n` new tasks.
+    pub fn spawn(&self, n: usize) -> Vec<SpaceId> {
+        (0..n).map(|_| self.machine.spawn().expect("room for a page-table root")).collect()
+    }
+}
+
+fn touch_error(e: TaskError) -> TouchError {
+    match e {
+        TaskError::OutOfMemory => TouchError::OutOfMemory,
+        TaskError::Gone => TouchError::Gone,
+        TaskError::Fault(_) => TouchError::Fault,
+    }
+}
+
+impl Touch for Sim {
+    fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError> {
+        self.machine.with_task(task, |s| s.write_user(addr, &value.to_le_bytes())).map_err(touch_error)
+    }
+
+    fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError> {
+        let mut b = [0u8; 8];
+        self.machine.with_task(task, |s| s.read_user(addr, &mut b)).map_err(touch_error)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn map(&mut self, task: SpaceId, len: u64) -> Result<u64, TouchError> {
+        let s = self.machine.tasks.get(task).ok_or(TouchError::Gone)?;
+        let r = s.lock().mmap(anon_rw(len));
+        r.map_err(|_| TouchError::Fault)
+    }
+
+    fn tick(&mut self) {
+        let total = self.total;
+        let frames = &self.machine.frames;
+        self.machine.background(&mut || {
+            let free = frames.inner().free_frames();
+            Level { free, min: total / 64, low: total / 32, high: total / 16 }
+        });
+    }
+
+    fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {
+        self.machine.oom_kill(self.total)
+    }
+}

@@ -1,0 +1,255 @@
+//! mm-swap as mm-vma's swap device: [`SwapDevice`] implements
+//! [`SwapIn`] over a [`Swap`], and gives the evictor what it needs to
+//! write pages out and drop swap-cache pages.
+//!
+//! The swap cache's frames are pinned in the [`Mm`] (so mappers copy on
+//! write while other page tables still name the slot) for as long as this
+//! device holds them. Frames readahead brought in are not pinned until a
+//! fault maps them; [`SwapDevice::drop_cached`] and the release paths
+//! tell the two apart.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+
+use mm_paging::{PagingArch, SwapEntry};
+use mm_reclaim::Shadow;
+use mm_swap::{Swap, SwapError, SwapSlot};
+use mm_types::{FrameProvider, PhysAddr, PhysMemory};
+use mm_vma::{HookError, Mm, SwapIn};
+
+use crate::tracked::free_frame;
+
+/// The slot a swap entry names (mm-swap's slots and mm-paging's entries
+/// have the same two fields).
+pub fn slot_of(entry: SwapEntry) -> SwapSlot {
+    SwapSlot::new(entry.device(), entry.slot())
+}
+
+/// The swap entry for a slot.
+pub fn entry_of(slot: SwapSlot) -> SwapEntry {
+    SwapEntry::new(slot.area(), slot.offset()).expect("mm-swap's areas and offsets fit a swap entry")
+}
+
+fn hook_error(e: SwapError) -> HookError {
+    match e {
+        SwapError::OutOfMemory => HookError::OutOfMemory,
+        // A read error, a checksum mismatch, a slot the page tables should
+        // not name: the fault fails (the task gets a bus error), the data
+        // is never guessed.
+        _ => HookError::Io,
+    }
+}
+
+/// Counters of the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Faults served (from the cache or by a read).
+    pub swap_ins: u64,
+    /// Faults that needed a read.
+    pub reads: u64,
+    /// Faults that failed (read error, corruption, no memory).
+    pub errors: u64,
+    /// Pages written out by the evictor.
+    pub swap_outs: u64,
+}
+
+/// mm-swap behind mm-vma's [`SwapIn`] hook; see the
+/// [module documentation](self).
+pub struct SwapDevice<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+    swap: Arc<Swap>,
+    mm: spin::Once<Weak<Mm<A, M, F>>>,
+    /// Cached frames this device holds a pin on, and their slots.
+    pinned: spin::Mutex<BTreeMap<u64, SwapSlot>>,
+    /// Slots whose swap-in is under way: their frame is in the cache,
+    /// unmapped and not pinned yet while readahead allocates (and may
+    /// reclaim), and must not be dropped meanwhile.
+    faulting: spin::Mutex<Vec<SwapSlot>>,
+    /// What reclaim's policy left for each evicted page, by slot.
+    shadows: spin::Mutex<BTreeMap<SwapSlot, Shadow>>,
+    refault: spin::Once<Refault>,
+    stats: spin::Mutex<DeviceStats>,
+}
+
+/// Called with a page read back from swap and its eviction's shadow.
+pub type Refault = Box<dyn Fn(PhysAddr, Shadow) + Send + Sync>;
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<A, M, F> {
+    /// A device over `swap`; [`attach`](Self::attach) it to its `Mm` once
+    /// that exists (the `Mm` takes the device among its hooks).
+    pub fn new(swap: Arc<Swap>) -> Self {
+        SwapDevice {
+            swap,
+            mm: spin::Once::new(),
+            pinned: spin::Mutex::new(BTreeMap::new()),
+            faulting: spin::Mutex::new(Vec::new()),
+            shadows: spin::Mutex::new(BTreeMap::new()),
+            refault: spin::Once::new(),
+            stats: spin::Mutex::new(DeviceStats::default()),
+        }
+    }
+
+    /// Connects the device to the `Mm` whose hooks hold it.
+    pub fn attach(&self, mm: &Arc<Mm<A, M, F>>) {
+        self.mm.call_once(|| Arc::downgrade(mm));
+    }
+
+    /// The swap areas.
+    pub fn swap(&self) -> &Arc<Swap> {
+        &self.swap
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DeviceStats {
+        *self.stats.lock()
+    }
+
+    /// Installs what a refault tells reclaim.
+    pub fn set_refault(&self, f: Refault) {
+        self.refault.call_once(|| f);
+    }
+
+    /// A page was written to `slot` and freed: count it, keep its shadow.
+    pub(crate) fn swapped_out(&self, slot: SwapSlot, shadow: Shadow) {
+        self.stats.lock().swap_outs += 1;
+        self.keep_shadow(slot, shadow);
+    }
+
+    pub(crate) fn keep_shadow(&self, slot: SwapSlot, shadow: Shadow) {
+        self.shadows.lock().insert(slot, shadow);
+    }
+
+    /// Shadows kept (one per slot whose page was evicted and not read back).
+    pub fn shadows(&self) -> usize {
+        self.shadows.lock().len()
+    }
+
+    /// Forgets the shadow of `slot` once no page table names it.
+    fn forget_if_free(&self, slot: SwapSlot) {
+        if self.swap.count(slot).map_or(true, |c| c == 0) {
+            self.shadows.lock().remove(&slot);
+        }
+    }
+
+    fn mm(&self) -> Arc<Mm<A, M, F>> {
+        self.mm.get().and_then(Weak::upgrade).expect("the device is attached to a live Mm")
+    }
+
+    /// The slot of `frame` if it is a swap-cache page this device pinned.
+    pub fn pinned_slot(&self, frame: PhysAddr) -> Option<SwapSlot> {
+        self.pinned.lock().get(&frame.as_u64()).copied()
+    }
+
+    /// Gives back a frame the swap cache let go of: unpinned if this
+    /// device pinned it (freed once nothing maps it), else (a readahead
+    /// page never mapped) freed.
+    fn let_go(&self, mm: &Mm<A, M, F>, frame: PhysAddr) {
+        if self.pinned.lock().remove(&frame.as_u64()).is_some() {
+            mm.unpin(frame);
+        } else {
+            free_frame(mm.frames(), frame);
+        }
+    }
+
+    /// Drops `frame` from the swap cache if it is there and nothing maps
+    /// it (reclaim taking a cached page back); whether it was freed.
+    pub fn drop_cached(&self, frame: PhysAddr) -> bool {
+        let mm = self.mm();
+        let Some(slot) = self.swap.cached_slot(frame) else { return false };
+        if mm.map_count(frame) != 0 || self.faulting.lock().contains(&slot) {
+            return false;
+        }
+        match self.swap.uncache(slot) {
+            Ok(Some(f)) => {
+                self.let_go(&mm, f);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps `frame` (which holds `slot`'s page and carries the caller's
+    /// pin, handed over to this device) in the swap cache.
+    pub(crate) fn adopt(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
+        self.swap.cache(slot, frame)?;
+        self.pinned.lock().insert(frame.as_u64(), slot);
+        Ok(())
+    }
+
+    /// Drops the swap-cache page of `slot`, all of whose mappers now hold
+    /// the slot instead (reclaim evicting a cached page).
+    pub(crate) fn uncache(&self, slot: SwapSlot) {
+        if let Ok(Some(f)) = self.swap.uncache(slot) {
+            self.let_go(&self.mm(), f);
+        }
+    }
+}
+
+impl<A, M, F> SwapIn for SwapDevice<A, M, F>
+where
+    A: PagingArch + Send + Sync,
+    M: PhysMemory + Clone + Send + Sync,
+    F: FrameProvider + Clone + Send + Sync,
+{
+    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError> {
+        let mm = self.mm();
+        let slot = slot_of(entry);
+        self.faulting.lock().push(slot);
+        let r = self.swap.swap_in(slot, mm.frames(), mm.mem());
+        if let Ok((frame, _)) = r {
+            if let alloc::collections::btree_map::Entry::Vacant(v) = self.pinned.lock().entry(frame.as_u64()) {
+                // A page read now, or read ahead earlier: the device's pin.
+                mm.pin(frame);
+                v.insert(slot);
+            }
+        }
+        let mut f = self.faulting.lock();
+        let i = f.iter().position(|s| *s == slot).expect("pushed above");
+        f.swap_remove(i);
+        drop(f);
+        let mut st = self.stats.lock();
+        let (frame, io) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                st.errors += 1;
+                return Err(hook_error(e));
+            }
+        };
+        st.swap_ins += 1;
+        st.reads += u64::from(io);
+        drop(st);
+        if io {
+            let shadow = self.shadows.lock().remove(&slot_of(entry));
+            if let (Some(sh), Some(f)) = (shadow, self.refault.get()) {
+                f(frame, sh);
+            }
+        }
+        Ok(frame)
+    }
+
+    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr) {
+        match self.swap.free(slot_of(entry)) {
+            // The last user: the cache lets its page go (the page just
+            // mapped, or the original if the fault copied it).
+            Ok(Some(f)) => self.let_go(&self.mm(), f),
+            Ok(None) => {}
+            Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
+        }
+        self.forget_if_free(slot_of(entry));
+        let _ = frame;
+    }
+
+    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError> {
+        self.swap.dup(slot_of(entry)).map_err(hook_error)
+    }
+
+    fn release(&self, entry: SwapEntry) {
+        match self.swap.free(slot_of(entry)) {
+            Ok(Some(f)) => self.let_go(&self.mm(), f),
+            Ok(None) => {}
+            Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
+        }
+        self.forget_if_free(slot_of(entry));
+    }
+}
