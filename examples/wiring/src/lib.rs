@@ -32,6 +32,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod evict;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_model;
 pub mod scenario;
 #[cfg(any(test, feature = "std"))]
 pub mod sim;
@@ -266,6 +268,14 @@ where
         Ok(id)
     }
 
+    /// A new task whose space is a copy-on-write fork of task `id`'s.
+    pub fn fork(&self, id: SpaceId) -> Result<SpaceId, TaskError> {
+        let child = self.with_task(id, |s| s.fork().map_err(|_| FaultError::OutOfMemory))?;
+        let cid = child.id();
+        self.tasks.spaces.lock().push((cid, Arc::new(spin::Mutex::new(child))));
+        Ok(cid)
+    }
+
     /// Ends task `id`: its space goes, with every page and swap entry.
     /// Whether it existed.
     pub fn kill(&self, id: SpaceId) -> bool {
@@ -326,6 +336,55 @@ where
                 Err(e) => return Err(TaskError::Fault(e)),
             }
         }
+    }
+
+    /// Takes swap area `area` out of service (mm-swap's `swapoff` with
+    /// this machine's `unuse`): every page of every task swapped to it is
+    /// faulted back in (reclaim may write other pages to other areas to
+    /// make room; the draining area takes none), and pages of the area left
+    /// in the swap cache by readahead are dropped. Fails, with the area
+    /// back in service, if memory runs out or slots are still in use.
+    pub fn swapoff(&self, area: u8) -> Result<(), mm_swap::SwapError> {
+        let swap = self.device.swap().clone();
+        let (low, high) = (self.layout.low & !4095, self.layout.high.next_multiple_of(4096));
+        swap.swapoff(area, &mut |swap, n| {
+            for id in self.tasks.ids() {
+                // The entries of the area in this space, then each faulted in
+                // (a fault may change the tables, so not while walking them).
+                let mut vas = Vec::new();
+                let space = self.tasks.get(id).ok_or(mm_swap::SwapError::NoArea(n))?;
+                space
+                    .lock()
+                    .page_table()
+                    .for_each_entry(mm_types::VirtAddr::new(low).expect("a user address"), high - low, |e| {
+                        if let mm_paging::Entry::Swap { va, entry } = e {
+                            if entry.device() == n {
+                                vas.push(va.as_u64());
+                            }
+                        }
+                    })
+                    .expect("the user range");
+                drop(space);
+                for va in vas {
+                    self.with_task(id, |s| s.fault(va, mm_vma::Access::Read).map(|_| ())).map_err(|e| match e {
+                        TaskError::OutOfMemory => mm_swap::SwapError::OutOfMemory,
+                        _ => mm_swap::SwapError::Store(mm_types::StoreError::slot(
+                            mm_types::StoreOp::Read,
+                            va,
+                            mm_types::StoreErrorKind::Io,
+                        )),
+                    })?;
+                }
+            }
+            // Read ahead and never mapped: nothing names these pages.
+            for (slot, frame) in swap.cached() {
+                if slot.area() == n {
+                    self.device.drop_cached(frame);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Background reclaim (kswapd): nothing unless `level()` is below its

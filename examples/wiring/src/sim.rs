@@ -30,6 +30,9 @@ pub struct SimConfig {
     pub ram: u64,
     /// Swap slots (0: no swap).
     pub swap_slots: u64,
+    /// A second, lower-priority swap area of this many slots (0: none);
+    /// area 1 if there is a first one.
+    pub second_area: u64,
     /// A compressed tier of this many bytes in front of the swap store.
     pub zswap: Option<usize>,
 }
@@ -71,6 +74,9 @@ impl Sim {
                     swap.add_area(Box::new(s), 0).expect("one area");
                 }
             }
+        }
+        if cfg.second_area > 0 {
+            swap.add_area(Box::new(MemStore::new(cfg.second_area)), -1).expect("two areas");
         }
         let n = ids.frames as usize;
         let reclaim = Reclaim::new(
