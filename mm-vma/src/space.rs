@@ -1230,16 +1230,25 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 }
 
+/// Pages and swap entries a dying space releases at a time.
+const RELEASE_CHUNK: usize = 128;
+
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Drop for AddressSpace<A, M, F> {
     /// Tears the space down: every page and swap entry is released and the
     /// page tables freed. The space must not be active on any CPU.
     fn drop(&mut self) {
         if let Some(pt) = self.pt.take() {
-            let mut removed = Vec::new();
-            pt.destroy(|u| removed.push(u));
-            for u in removed {
+            // Released in chunks as the tables are walked, not gathered
+            // whole: a big space's list would need one large allocation
+            // just when memory is short (a kernel killing a task for
+            // memory). Nothing is cached in any TLB for a space that is
+            // not active, so nothing waits for a flush.
+            pt.destroy(|u| {
                 self.note_unmapped(u);
-            }
+                if self.gather.released.len() >= RELEASE_CHUNK {
+                    self.finish();
+                }
+            });
         }
         self.finish();
     }
