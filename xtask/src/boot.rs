@@ -170,6 +170,16 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "(ours: true); text RX, rodata R, data RW+NX: true; direct map alias with huge page: true",
         ],
     ),
+    (
+        "pressure",
+        64,
+        &[
+            "mm-kernel: pressure: 4 tasks writing ",
+            "corrupt 0 errors 0",
+            "mm-kernel: pressure: swapped out ",
+            "mm-kernel: pressure: data intact: true",
+        ],
+    ),
     ("faults null", 128, &["mm-kernel: page fault: address 0x0: page not present, read access, kernel mode"]),
     ("faults rodata", 128, &[": protection violation, write access, kernel mode"]),
     (

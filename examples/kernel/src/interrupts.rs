@@ -126,7 +126,11 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
         match crate::uspace::handle_fault(cr2, frame.error_code) {
             Some(Ok(_)) => return,
             Some(Err(e)) => kprintln!("user {}", e),
-            None => {}
+            None => match crate::tasks::handle_fault(cr2, frame.error_code) {
+                Some(Ok(())) => return,
+                Some(Err(e)) => kprintln!("task {}", e),
+                None => {}
+            },
         }
     }
     kprintln!(

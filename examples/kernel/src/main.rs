@@ -17,6 +17,7 @@ mod interrupts;
 mod paging;
 mod pvh;
 mod serial;
+mod tasks;
 mod uspace;
 mod vmem;
 
@@ -299,14 +300,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let scenario = words.next().unwrap_or("smoke");
     kprintln!("command line: {:?}; scenario {}", info.cmdline, label);
     interrupts::init();
+    // Read before the kernel's own tables unmap page 0, where the map lies.
+    let ram_end = ram_end(&info);
     let Some(buddy) = setup_memory(&info) else { finish(false) };
     let passed = match scenario {
         "smoke" => {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
         }
         "faults" => faults(words.next(), buddy),
+        "pressure" => tasks::pressure(buddy, ram_end),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, faults null|rodata|stack|user)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, pressure, faults null|rodata|stack|user)", other);
             false
         }
     };
@@ -314,6 +318,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
 }
 
 static SCENARIO: spin::Once<&'static str> = spin::Once::new();
+
+/// The end of RAM below 4 GiB, per the memory map.
+fn ram_end(info: &pvh::BootInfo) -> u64 {
+    info.memmap
+        .iter()
+        .filter(|e| e.kind == 1)
+        .filter_map(|e| e.range())
+        .map(|r| (r.start().as_u64() + r.len()).min(4 << 30))
+        .max()
+        .unwrap_or(0)
+}
 
 /// Ends the run: prints the scenario's verdict and leaves QEMU with the
 /// agreed status.

@@ -43,7 +43,13 @@ static CURRENT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// TLB invalidation: only the loaded space's entries can be cached (one
 /// CPU, kernel entries are global and never change here).
-struct Tlb;
+pub struct Tlb;
+
+/// Records which space's tables were loaded into CR3 by someone else (the
+/// task switcher in `tasks.rs`), for [`Tlb`].
+pub fn set_loaded(id: u32) {
+    CURRENT_ID.store(id, Ordering::SeqCst);
+}
 
 impl SpaceTlb for Tlb {
     fn flush(&self, space: SpaceId, batch: FlushBatch) {

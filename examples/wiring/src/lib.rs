@@ -191,6 +191,7 @@ struct Counters {
     evicted: spin::Mutex<EvictStats>,
     passes: spin::Mutex<u64>,
     kills: spin::Mutex<u64>,
+    direct_runs: spin::Mutex<u64>,
 }
 
 impl Counters {
@@ -229,9 +230,6 @@ where
         device.attach(&mm);
         let tasks = Arc::new(TaskTable::new());
         let m = Machine { mm, device, frames, tasks, ids, layout, counters: Arc::new(Counters::default()) };
-        // Direct reclaim reaches the machine weakly: the frames are owned
-        // by the Mm it reclaims for.
-        let (mm, device, tasks) = (Arc::downgrade(&m.mm), Arc::downgrade(&m.device), Arc::downgrade(&m.tasks));
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.
         let (frames, r) = (m.frames.clone(), m.frames.reclaim().clone());
@@ -241,16 +239,6 @@ where
                     let _ = r.insert(id, mm_reclaim::driver::PageKind::Anon, Some(shadow));
                 }
             }
-        }));
-        let (reclaim, counters) = (m.frames.reclaim().clone(), m.counters.clone());
-        m.frames.set_direct_reclaim(Box::new(move || {
-            let (Some(mm), Some(device), Some(tasks)) = (mm.upgrade(), device.upgrade(), tasks.upgrade()) else {
-                return 0;
-            };
-            let mut ev = MmEvictor::new(&mm, &device, &*tasks, ids, 0);
-            let p = reclaim.direct(&mut ev);
-            counters.add(&ev.stats, &p);
-            p.reclaimed()
         }));
         Ok(m)
     }
@@ -262,7 +250,17 @@ where
 
     /// A new task with an empty address space.
     pub fn spawn(&self) -> Result<SpaceId, SpaceError> {
-        let s = AddressSpace::new(&self.mm, self.layout)?;
+        let mut dry = 0;
+        let s = loop {
+            match AddressSpace::new(&self.mm, self.layout) {
+                Err(SpaceError::OutOfMemory) if dry < OOM_AFTER => {
+                    if self.direct_reclaim() == 0 {
+                        dry += 1;
+                    }
+                }
+                r => break r?,
+            }
+        };
         let id = s.id();
         self.tasks.spaces.lock().push((id, Arc::new(spin::Mutex::new(s))));
         Ok(id)
@@ -304,6 +302,7 @@ where
     /// takes after it failed for lack of memory and let go of its space,
     /// so that its own pages can go too); frames freed.
     pub fn direct_reclaim(&self) -> u64 {
+        *self.counters.direct_runs.lock() += 1;
         self.run(|r, ev| r.direct(ev)).reclaimed()
     }
 
@@ -433,7 +432,6 @@ where
         let swap = self.device.swap().stats();
         let dev = self.device.stats();
         let evicted = *self.counters.evicted.lock();
-        let tracked = self.frames.stats();
         let rs = self.reclaim().stats();
         Figures {
             faults: self.mm.fault_stats(),
@@ -443,7 +441,7 @@ where
             cache_hits: swap.cache_hits,
             reclaim_passes: *self.counters.passes.lock(),
             refaults: rs.refaults.iter().sum(),
-            direct_runs: tracked.direct_runs,
+            direct_runs: *self.counters.direct_runs.lock(),
             oom_kills: *self.counters.kills.lock(),
             free_frames,
             dropped_cached: evicted.uncached,

@@ -90,9 +90,9 @@ impl Sim {
         .expect("room for the zero page");
         // Weakly: the closure lives in the frames it looks at.
         let inner = Arc::downgrade(&machine.frames.0);
-        machine
-            .frames
-            .set_below_min(Box::new(move || inner.upgrade().is_some_and(|f| f.inner().free_frames() < total / 64)));
+        machine.frames.set_below_min(Box::new(move || {
+            inner.upgrade().is_some_and(|f| f.inner().free_frames() < min_free(total))
+        }));
         Sim { machine, ram, store, zswap, total }
     }
 
@@ -101,10 +101,10 @@ impl Sim {
         self.machine.frames.inner().free_frames()
     }
 
-    /// The watermarks: min 1/64 of RAM, low 1/32, high 1/16.
+    /// The watermarks: min 1/64 of RAM (at least 8 frames), low twice
+    /// that, high four times.
     pub fn level(&self) -> Level {
-        let t = self.total;
-        Level { free: self.free(), min: t / 64, low: t / 32, high: t / 16 }
+        level(self.free(), self.total)
     }
 
     /// The figures now.
@@ -116,6 +116,17 @@ impl Sim {
     pub fn spawn(&self, n: usize) -> Vec<SpaceId> {
         (0..n).map(|_| self.machine.spawn().expect("room for a page-table root")).collect()
     }
+}
+
+/// Frames kept for page tables and the kernel: movable allocations fail
+/// below this.
+fn min_free(total: u64) -> u64 {
+    (total / 64).max(8)
+}
+
+fn level(free: u64, total: u64) -> Level {
+    let min = min_free(total);
+    Level { free, min, low: 2 * min, high: 4 * min }
 }
 
 fn touch_error(e: TaskError) -> TouchError {
@@ -146,10 +157,7 @@ impl Touch for Sim {
     fn tick(&mut self) {
         let total = self.total;
         let frames = &self.machine.frames;
-        self.machine.background(&mut || {
-            let free = frames.inner().free_frames();
-            Level { free, min: total / 64, low: total / 32, high: total / 16 }
-        });
+        self.machine.background(&mut || level(frames.inner().free_frames(), total));
     }
 
     fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {

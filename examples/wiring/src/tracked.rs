@@ -1,7 +1,10 @@
 //! The frame provider user pages come from: [`TrackedFrames`] wraps the
-//! kernel's allocator, puts every movable base page it hands out on
-//! mm-reclaim's lists (and takes it off when freed), and runs direct
-//! reclaim when an allocation fails.
+//! kernel's allocator and puts every movable base page it hands out on
+//! mm-reclaim's lists (and takes it off when freed). It never reclaims
+//! itself: an allocation that fails makes the fault fail, and the fault's
+//! caller lets go of the address space, reclaims and retries
+//! ([`Machine::with_task`](crate::Machine::with_task)), so that reclaim can
+//! take pages of every space, the faulting one included.
 //!
 //! mm-vma allocates user pages (and mm-swap its swap-in frames) with
 //! [`AllocFlags::MOVABLE`]; page tables and the zero page come without it
@@ -9,7 +12,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_reclaim::driver::{PageKind, Reclaim};
 use mm_reclaim::Policy;
@@ -17,23 +20,14 @@ use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order, PhysAdd
 
 use crate::PageIds;
 
-/// Direct reclaim: frees some frames now, returns how many.
-pub type DirectReclaim = Box<dyn Fn() -> u64 + Send + Sync>;
 /// Whether free memory is below the min watermark.
 pub type BelowMin = Box<dyn Fn() -> bool + Send + Sync>;
-
-/// Allocations that failed and were retried after this many direct
-/// reclaim runs at most.
-pub const DIRECT_TRIES: u32 = 4;
 
 /// Counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackedStats {
-    /// Direct reclaim runs.
-    pub direct_runs: u64,
-    /// Frames they freed.
-    pub direct_freed: u64,
-    /// Allocations that failed even after direct reclaim.
+    /// Movable allocations that failed (each makes a fault retry after
+    /// reclaim).
     pub failures: u64,
 }
 
@@ -42,39 +36,21 @@ pub struct TrackedFrames<F0, P> {
     inner: F0,
     reclaim: Arc<Reclaim<P>>,
     ids: PageIds,
-    direct: spin::Once<DirectReclaim>,
     below_min: spin::Once<BelowMin>,
-    in_reclaim: AtomicBool,
-    direct_runs: AtomicU64,
-    direct_freed: AtomicU64,
     failures: AtomicU64,
 }
 
 impl<F0: FrameProvider, P: Policy + Send> TrackedFrames<F0, P> {
     /// Frames of `inner` (those `ids` covers are tracked), tracked by `reclaim`.
     pub fn new(inner: F0, reclaim: Arc<Reclaim<P>>, ids: PageIds) -> Self {
-        TrackedFrames {
-            inner,
-            reclaim,
-            ids,
-            direct: spin::Once::new(),
-            below_min: spin::Once::new(),
-            in_reclaim: AtomicBool::new(false),
-            direct_runs: AtomicU64::new(0),
-            direct_freed: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-        }
+        TrackedFrames { inner, reclaim, ids, below_min: spin::Once::new(), failures: AtomicU64::new(0) }
     }
 
-    /// Installs direct reclaim (once the address spaces it evicts from
-    /// exist).
-    pub fn set_direct_reclaim(&self, f: DirectReclaim) {
-        self.direct.call_once(|| f);
-    }
-
-    /// Installs the min-watermark test: below it, a movable allocation
-    /// runs direct reclaim first (as Linux's allocator slow path does),
-    /// instead of eating the last frames page tables and the kernel need.
+    /// Installs the min-watermark test for an allocator that has none
+    /// (mm-buddy has its own): below it, movable allocations fail, leaving
+    /// the last frames to page tables and the kernel. The fault that asked
+    /// lets go of its space, reclaims and retries
+    /// ([`Machine::with_task`](crate::Machine::with_task)).
     pub fn set_below_min(&self, f: BelowMin) {
         self.below_min.call_once(|| f);
     }
@@ -96,25 +72,7 @@ impl<F0: FrameProvider, P: Policy + Send> TrackedFrames<F0, P> {
 
     /// The counters.
     pub fn stats(&self) -> TrackedStats {
-        TrackedStats {
-            direct_runs: self.direct_runs.load(Ordering::Relaxed),
-            direct_freed: self.direct_freed.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Runs direct reclaim unless it is running already (an allocation
-    /// inside reclaim must not recurse); frames freed.
-    fn direct_reclaim(&self) -> u64 {
-        let Some(f) = self.direct.get() else { return 0 };
-        if self.in_reclaim.swap(true, Ordering::Acquire) {
-            return 0;
-        }
-        let freed = f();
-        self.in_reclaim.store(false, Ordering::Release);
-        self.direct_runs.fetch_add(1, Ordering::Relaxed);
-        self.direct_freed.fetch_add(freed, Ordering::Relaxed);
-        freed
+        TrackedStats { failures: self.failures.load(Ordering::Relaxed) }
     }
 }
 
@@ -125,21 +83,12 @@ unsafe impl<F0: FrameProvider, P: Policy + Send> FrameProvider for TrackedFrames
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
         let movable = flags.contains(AllocFlags::MOVABLE) && !flags.contains(AllocFlags::ATOMIC);
         if movable && self.below_min.get().is_some_and(|f| f()) {
-            self.direct_reclaim();
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(FrameError::OutOfMemory { order });
         }
-        let mut tries = 0;
-        let block = loop {
-            match self.inner.allocate(order, flags) {
-                Ok(b) => break b,
-                Err(e) => {
-                    if flags.contains(AllocFlags::ATOMIC) || tries == DIRECT_TRIES || self.direct_reclaim() == 0 {
-                        self.failures.fetch_add(1, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                    tries += 1;
-                }
-            }
-        };
+        let block = self.inner.allocate(order, flags).inspect_err(|_| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
         if flags.contains(AllocFlags::MOVABLE) && order == Order::ZERO {
             if let Some(id) = self.ids.id(block.start_address()) {
                 let r = self.reclaim.insert(id, PageKind::Anon, None);

@@ -11,9 +11,10 @@ fn small() -> bool {
 /// Tasks touching three times RAM: every page comes back intact, pages
 /// really went to swap and back, and reclaim did the work. One task alone
 /// too: its faults must be able to reclaim its own pages (the fault lets
-/// go of its space and retries), and a page being swapped in must survive
-/// the reclaim its readahead triggers (a bug the first run of this test
-/// found: 84 of 768 pages came back wrong).
+/// go of its space, reclaims and retries). The first run of this test
+/// found that reclaim run inside a fault could drop the page being swapped
+/// in (84 of 768 pages came back wrong); reclaim now runs with no space in
+/// use, and a swap-in in flight is protected from reclaim in any case.
 #[test]
 fn pressure_keeps_every_page() {
     // 1 MiB of RAM (256 frames), 3 MiB of task memory.
