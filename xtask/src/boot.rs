@@ -180,6 +180,15 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: pressure: data intact: true",
         ],
     ),
+    (
+        "oom",
+        64,
+        &[
+            "mm-kernel: oom: killed task ",
+            "corrupt 0 errors 0; killed [1]",
+            "mm-kernel: oom: the biggest task was killed and the others finished intact: true",
+        ],
+    ),
     ("faults null", 128, &["mm-kernel: page fault: address 0x0: page not present, read access, kernel mode"]),
     ("faults rodata", 128, &[": protection violation, write access, kernel mode"]),
     (

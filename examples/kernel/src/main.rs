@@ -309,8 +309,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         }
         "faults" => faults(words.next(), buddy),
         "pressure" => tasks::pressure(buddy, ram_end),
+        "oom" => tasks::oom(buddy, ram_end),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, pressure, faults null|rodata|stack|user)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, pressure, oom, faults null|rodata|stack|user)", other);
             false
         }
     };

@@ -75,12 +75,15 @@ fn level(buddy: &Frames) -> Level {
 }
 
 /// Builds the machine over `buddy` for RAM below `ram_end`, with a
-/// compressed swap area of `slots` slots and a pool of `pool` bytes.
+/// compressed swap area of `slots` slots and a pool of `pool` bytes (no
+/// swap if `slots` is 0).
 fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Option<&'static KMachine> {
     let ids = PageIds { base: PhysAddr::ZERO, frames: (ram_end / 4096) as u32 };
     let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
-    let tier = Compressed::new(NoDisk(slots), ZswapConfig { pool_limit: pool, ..ZswapConfig::default() });
-    swap.add_area(Box::new(tier), 0).ok()?;
+    if slots > 0 {
+        let tier = Compressed::new(NoDisk(slots), ZswapConfig { pool_limit: pool, ..ZswapConfig::default() });
+        swap.add_area(Box::new(tier), 0).ok()?;
+    }
     let n = ids.frames as usize;
     let capacity = buddy.free_frames() as usize;
     let reclaim = Reclaim::new(
@@ -113,7 +116,7 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
         l.free < l.low
     }));
     let l = level(buddy);
-    kprintln!("pressure: watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
+    kprintln!("tasks: watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
     Some(MACHINE.call_once(|| m))
 }
 
@@ -177,15 +180,41 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
     }
 }
 
+/// Frames above the low watermark a task's access wants free: a page and
+/// the page tables above it.
+const MARGIN: u64 = 8;
+
 /// The kernel's way of touching task memory: CR3 switched to the task and
-/// a plain access, which faults into [`handle_fault`].
+/// a plain access, which faults into [`handle_fault`]. Before it, memory is
+/// reclaimed if it is short; when reclaim can free nothing, the access
+/// reports out of memory and the scenario calls the OOM killer (a fault
+/// handler cannot end the kernel-mode code it interrupted).
 struct KernelTouch {
     m: &'static KMachine,
     buddy: &'static Frames,
 }
 
+impl KernelTouch {
+    fn ensure_memory(&self) -> Result<(), TouchError> {
+        let mut dry = 0;
+        loop {
+            let l = level(self.buddy);
+            if l.free >= l.low + MARGIN {
+                return Ok(());
+            }
+            if self.m.direct_reclaim() == 0 {
+                dry += 1;
+                if dry == OOM_AFTER {
+                    return Err(TouchError::OutOfMemory);
+                }
+            }
+        }
+    }
+}
+
 impl Touch for KernelTouch {
     fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError> {
+        self.ensure_memory()?;
         load(self.m, task)?;
         // SAFETY: `addr` is 8-aligned in the loaded task's mapped user range; a fault maps it (or ends the run).
         unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
@@ -193,6 +222,7 @@ impl Touch for KernelTouch {
     }
 
     fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError> {
+        self.ensure_memory()?;
         load(self.m, task)?;
         // SAFETY: as in `write`.
         Ok(unsafe { core::ptr::read_volatile(addr as *const u64) })
@@ -210,7 +240,13 @@ impl Touch for KernelTouch {
     }
 
     fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {
-        None
+        let victim = self.m.oom_victim(self.buddy.free_frames())?;
+        if LOADED.load(Ordering::SeqCst) == victim.0 {
+            unload();
+        }
+        self.m.kill(victim);
+        kprintln!("oom: killed task {} (the biggest)", victim.0);
+        Some(victim)
     }
 }
 
@@ -257,5 +293,44 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         m.kill(id);
     }
     kprintln!("pressure: data intact: {}", ok);
+    ok
+}
+
+/// `oom`: no swap; three tasks, the middle one wanting twice the RAM. The
+/// OOM killer must pick it, and the other two finish with their data.
+pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
+    let ram = buddy.free_frames();
+    let Some(m) = machine(buddy, ram_end, 0, 0) else {
+        kprintln!("oom: cannot set up the machine");
+        return false;
+    };
+    let tasks: Vec<SpaceId> = (0..3).filter_map(|_| m.spawn().ok()).collect();
+    let [a, b, c] = tasks[..] else { return false };
+    kprintln!("oom: 3 tasks, no swap; task {} wants {} pages of {} free", b.0, 2 * ram, ram);
+    let mut t = KernelTouch { m, buddy };
+    let out = scenario::oom(&mut t, &[a, b, c], ram);
+    unload();
+    let f = m.figures(buddy.free_frames());
+    kprintln!(
+        "oom: written {} verified {} corrupt {} errors {}; killed {:?}",
+        out.written,
+        out.verified,
+        out.corrupt,
+        out.errors,
+        out.killed
+    );
+    kprintln!(
+        "oom: faults: demand zero {}, refused {}; reclaim passes {}, direct reclaim runs {}, free frames {}",
+        f.faults.demand_zero,
+        f.faults.refused,
+        f.reclaim_passes,
+        f.direct_runs,
+        f.free_frames
+    );
+    let ok = out.killed == [1] && out.corrupt == 0 && out.errors == 0 && out.verified == 2 * (ram / 8);
+    for id in m.tasks.ids() {
+        m.kill(id);
+    }
+    kprintln!("oom: the biggest task was killed and the others finished intact: {}", ok);
     ok
 }
