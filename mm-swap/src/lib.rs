@@ -7,7 +7,8 @@
 //! and offset); the integrator stores them in page tables (mm-paging's
 //! `SwapEntry` has the same two fields) and calls back here from its fault
 //! handler and its reclaim evictor. The reference kernel's wiring library
-//! implements mm-vma's `SwapIn` and mm-reclaim's `Evictor` over a [`Swap`].
+//! (`examples/wiring`) implements mm-vma's `SwapIn` and mm-reclaim's
+//! `Evictor` over a [`Swap`].
 //!
 //! A page's life in swap (MODEL 1-6):
 //! 1. **Out.** [`Swap::swap_out`] allocates a slot with as many uses as the

@@ -63,19 +63,21 @@ impl Env {
 #[test]
 fn mix_through_a_small_pool() {
     // A pool of 8 KiB holds a few text pages; zero pages cost nothing.
+    // (LZ4 interpreted by miri is slow: fewer pages there.)
+    let n = if cfg!(miri) { 15 } else { 60 };
     let e = env(256, 8 << 10);
-    let slots: Vec<SwapSlot> = (0..60).map(|i| e.out(i).unwrap()).collect();
+    let slots: Vec<SwapSlot> = (0..n).map(|i| e.out(i).unwrap()).collect();
     let s = e.z.stats();
-    assert_eq!(s.incompressible, 20, "every random page went to disk");
+    assert_eq!(s.incompressible, n / 3, "every random page went to disk");
     assert!(s.written_back > 0, "the pool overflowed and wrote back");
     assert!(s.pool_bytes <= 8 << 10);
-    assert_eq!(s.same_filled, 20, "zero pages stay pooled: they cost nothing");
+    assert_eq!(s.same_filled, n / 3, "zero pages stay pooled: they cost nothing");
     assert_eq!(e.z.below().writes(), s.incompressible + s.written_back);
     e.z.check().unwrap();
     for (i, &slot) in slots.iter().enumerate() {
         e.back(slot, i as u64).unwrap();
     }
-    assert!(e.z.stats().loads > 20, "pooled pages read from memory");
+    assert!(e.z.stats().loads > n / 3, "pooled pages read from memory");
     // Every slot freed: the pool is empty.
     assert_eq!((e.z.stats().pages, e.z.stats().pool_bytes), (0, 0));
     assert_eq!(e.swap.used_slots(), 0);

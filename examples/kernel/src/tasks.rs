@@ -26,7 +26,7 @@ use mm_reclaim::{Mode, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};
-use mm_vma::{Access, FaultError, Hooks, SpaceId};
+use mm_vma::{FaultError, Hooks, SpaceId};
 use mm_wiring::scenario::{self, Touch, TouchError};
 use mm_wiring::{Machine, PageIds, OOM_AFTER};
 
@@ -154,13 +154,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         return None;
     }
     let m = MACHINE.get()?;
-    let access = if error_code & 16 != 0 {
-        Access::Execute
-    } else if error_code & 2 != 0 {
-        Access::Write
-    } else {
-        Access::Read
-    };
+    let access = uspace::access_of(error_code);
     let mut dry = 0;
     loop {
         let s = m.tasks.get(SpaceId(id))?;

@@ -87,16 +87,20 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<FaultKind, Faul
     if !(LAYOUT.low..LAYOUT.high).contains(&addr) {
         return None;
     }
-    let access = if error_code & 16 != 0 {
+    // A fault while the space is locked would be a kernel bug: report it.
+    let mut cur = CURRENT.try_lock()?;
+    Some(cur.as_mut()?.fault(addr, access_of(error_code)))
+}
+
+/// The access a page fault's error code describes.
+pub fn access_of(error_code: u64) -> Access {
+    if error_code & 16 != 0 {
         Access::Execute
     } else if error_code & 2 != 0 {
         Access::Write
     } else {
         Access::Read
-    };
-    // A fault while the space is locked would be a kernel bug: report it.
-    let mut cur = CURRENT.try_lock()?;
-    Some(cur.as_mut()?.fault(addr, access))
+    }
 }
 
 /// The shared state for user spaces over the kernel's frames, with the
