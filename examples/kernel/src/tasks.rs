@@ -39,6 +39,8 @@ use crate::uspace::{self, LAYOUT};
 pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, S3Fifo>;
 
 static MACHINE: spin::Once<KMachine> = spin::Once::new();
+/// The compressed swap tier (kept here to print its figures).
+static TIER: spin::Once<Compressed<NoDisk>> = spin::Once::new();
 /// The task loaded in CR3 (0: none).
 static LOADED: AtomicU32 = AtomicU32::new(0);
 
@@ -81,7 +83,8 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     let ids = PageIds { base: PhysAddr::ZERO, frames: (ram_end / 4096) as u32 };
     let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
     if slots > 0 {
-        let tier = Compressed::new(NoDisk(slots), ZswapConfig { pool_limit: pool, ..ZswapConfig::default() });
+        let tier = TIER
+            .call_once(|| Compressed::new(NoDisk(slots), ZswapConfig { pool_limit: pool, ..ZswapConfig::default() }));
         swap.add_area(Box::new(tier), 0).ok()?;
     }
     let n = ids.frames as usize;
@@ -281,6 +284,17 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         f.direct_runs,
         f.free_frames
     );
+    if let Some(z) = TIER.get() {
+        let zs = z.stats();
+        kprintln!(
+            "pressure: compressed swap now: {} pages ({} same-filled) in {} bytes of pool; {} stored in all, {} refused (pool full)",
+            zs.pages,
+            zs.same_filled,
+            zs.pool_bytes,
+            zs.stored,
+            zs.pool_full
+        );
+    }
     let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == 3 * ram / 4 * 4;
     let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
     for id in tasks {
