@@ -177,6 +177,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: pressure: 4 tasks writing ",
             "corrupt 0 errors 0",
             "mm-kernel: pressure: swapped out ",
+            " pages swapped out and ",
             "mm-kernel: pressure: data intact: true",
         ],
     ),

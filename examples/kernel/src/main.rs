@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod boot;
+mod clock;
 mod frames;
 mod heap;
 mod interrupts;
@@ -300,6 +301,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let scenario = words.next().unwrap_or("smoke");
     kprintln!("command line: {:?}; scenario {}", info.cmdline, label);
     interrupts::init();
+    kprintln!("clock: TSC at {} ticks per ms (calibrated against the PIT)", clock::init());
     // Read before the kernel's own tables unmap page 0, where the map lies.
     let ram_end = ram_end(&info);
     let Some(buddy) = setup_memory(&info) else { finish(false) };

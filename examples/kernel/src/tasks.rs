@@ -258,7 +258,9 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let tasks: Vec<SpaceId> = (0..4).filter_map(|_| m.spawn().ok()).collect();
     kprintln!("pressure: {} tasks writing {} pages ({} frames free)", tasks.len(), 3 * ram, ram);
     let mut t = KernelTouch { m, buddy };
+    let start = crate::clock::now_ms();
     let out = scenario::pressure(&mut t, &tasks, ram);
+    let ms = (crate::clock::now_ms() - start).max(1);
     unload();
     let f = m.figures(buddy.free_frames());
     kprintln!(
@@ -283,6 +285,12 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         f.refaults,
         f.direct_runs,
         f.free_frames
+    );
+    kprintln!(
+        "pressure: {} ms; {} pages swapped out and {} in per second",
+        ms,
+        f.swapped_out * 1000 / ms,
+        f.faults.swap_in * 1000 / ms
     );
     if let Some(z) = TIER.get() {
         let zs = z.stats();
