@@ -39,15 +39,41 @@ pub struct Boot {
     pub lines: Vec<String>,
 }
 
+/// Size of the swap disk image: four times the largest RAM a scenario gets
+/// would be 512 MiB; 256 MiB of 4 KiB slots covers `pressure` (three times
+/// 64 MiB) with room to spare. The image is sparse.
+const SWAP_DISK_BYTES: u64 = 256 << 20;
+
+/// The swap disk image (`target/swap.img`), created empty if missing.
+fn swap_disk() -> Option<PathBuf> {
+    let dir = root().join("target");
+    let path = dir.join("swap.img");
+    let made = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path))
+        .and_then(|f| f.set_len(SWAP_DISK_BYTES));
+    match made {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!("xtask: cannot create the swap disk image {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Boots `kernel` with `-append scenario`, echoing serial output if `echo`.
 pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Option<Boot> {
     if !setup::ensure_qemu() {
         return None;
     }
+    let disk = swap_disk()?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-cpu", "qemu64", "-m", memory, "-accel", "tcg", "-smp", "1"])
         .args(["-display", "none", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        // The swap disk: a raw image on a virtio-blk PCI device.
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=swap", disk.display()))
+        .args(["-device", "virtio-blk-pci,drive=swap"])
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", scenario])
@@ -174,6 +200,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
         "pressure",
         64,
         &[
+            "mm-kernel: disk: virtio-blk at ",
             "mm-kernel: pressure: 4 tasks writing ",
             "corrupt 0 errors 0",
             "mm-kernel: pressure: swapped out ",

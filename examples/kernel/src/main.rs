@@ -12,6 +12,7 @@
 
 mod boot;
 mod clock;
+mod disk;
 mod frames;
 mod heap;
 mod interrupts;

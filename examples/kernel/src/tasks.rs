@@ -8,10 +8,10 @@
 //! faults: the scenario code writes task memory with CR3 switched to the
 //! task, exactly as the host simulation does it through `write_user`.
 //!
-//! Swap is an area of compressed memory (mm-swap's `zswap` tier over a
-//! store with no device behind it, as Linux's zram does) until the
-//! virtio-blk disk is wired in: pages that do not compress cannot be
-//! swapped yet.
+//! Swap goes to the virtio-blk disk (`disk.rs`) when QEMU has one (the
+//! xtask always attaches it); without one, to compressed memory (mm-swap's
+//! `zswap` tier over a store with no device behind it, as Linux's zram
+//! does).
 
 extern crate alloc;
 
@@ -39,8 +39,11 @@ use crate::uspace::{self, LAYOUT};
 pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, S3Fifo>;
 
 static MACHINE: spin::Once<KMachine> = spin::Once::new();
-/// The compressed swap tier (kept here to print its figures).
+/// The compressed swap tier when there is no disk (kept here to print its
+/// figures).
 static TIER: spin::Once<Compressed<NoDisk>> = spin::Once::new();
+/// The swap disk.
+static DISK: spin::Once<crate::disk::VirtioDisk> = spin::Once::new();
 /// The task loaded in CR3 (0: none).
 static LOADED: AtomicU32 = AtomicU32::new(0);
 
@@ -83,9 +86,18 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     let ids = PageIds { base: PhysAddr::ZERO, frames: (ram_end / 4096) as u32 };
     let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
     if slots > 0 {
-        let tier = TIER
-            .call_once(|| Compressed::new(NoDisk(slots), ZswapConfig { pool_limit: pool, ..ZswapConfig::default() }));
-        swap.add_area(Box::new(tier), 0).ok()?;
+        match crate::disk::VirtioDisk::probe(buddy) {
+            Some(disk) => {
+                let disk = DISK.call_once(|| disk);
+                swap.add_area(Box::new(disk), 0).ok()?;
+            }
+            None => {
+                kprintln!("tasks: no swap disk; swapping to compressed memory");
+                let config = ZswapConfig { pool_limit: pool, ..ZswapConfig::default() };
+                let tier = TIER.call_once(|| Compressed::new(NoDisk(slots), config));
+                swap.add_area(Box::new(tier), 0).ok()?;
+            }
+        }
     }
     let n = ids.frames as usize;
     let capacity = buddy.free_frames() as usize;
