@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm_paging::X86_64;
-use mm_reclaim::driver::{Level, Reclaim};
+use mm_reclaim::driver::{Level, Reclaim, Shrinker, Shrunk};
 use mm_reclaim::{Mode, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
@@ -79,6 +79,16 @@ fn level(buddy: &Frames) -> Level {
     l
 }
 
+/// The watermarks background reclaim works to. User pages stop at the
+/// zones' low watermark (below it is the kernel's), so background reclaim
+/// wakes above that: below the high watermark, and frees up to twice the
+/// low-to-high gap above high.
+fn kswapd_level(buddy: &Frames) -> Level {
+    let l = level(buddy);
+    let gap = l.high - l.low;
+    Level { free: l.free, min: l.low, low: l.high, high: l.high + 2 * gap }
+}
+
 /// Builds the machine over `buddy` for RAM below `ram_end`, with a
 /// compressed swap area of `slots` slots and a pool of `pool` bytes (no
 /// swap if `slots` is 0).
@@ -130,9 +140,40 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
         let l = level(buddy);
         l.free < l.low
     }));
+    m.reclaim().register_shrinker(Arc::new(HeapShrinker));
     let l = level(buddy);
     kprintln!("tasks: watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
     Some(MACHINE.call_once(|| m))
+}
+
+/// The kernel heap (mm-slab's kmalloc) as a reclaim shrinker: its empty
+/// slabs are objects to scan; a scan hands every empty slab back to
+/// mm-buddy.
+struct HeapShrinker;
+
+fn heap_pages() -> u64 {
+    crate::heap::heap().stats().map(|c| c.pages() as u64).sum()
+}
+
+impl Shrinker for HeapShrinker {
+    fn name(&self) -> &'static str {
+        "kmalloc"
+    }
+
+    fn count(&self) -> u64 {
+        crate::heap::heap().stats().map(|c| c.empty_slabs as u64).sum()
+    }
+
+    fn scan(&self, _nr: u64) -> Shrunk {
+        let before = heap_pages();
+        let slabs = crate::heap::heap().shrink().unwrap_or(0) as u64;
+        Shrunk { objects: slabs, frames: before.saturating_sub(heap_pages()) }
+    }
+
+    fn seeks(&self) -> u32 {
+        // Empty slabs cost nothing to recreate but the allocation.
+        1
+    }
 }
 
 /// Loads task `id`'s page tables (if it is not loaded already).
@@ -245,7 +286,7 @@ impl Touch for KernelTouch {
 
     fn tick(&mut self) {
         let buddy = self.buddy;
-        self.m.background(&mut || level(buddy));
+        self.m.background(&mut || kswapd_level(buddy));
     }
 
     fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {
@@ -257,6 +298,36 @@ impl Touch for KernelTouch {
         kprintln!("oom: killed task {} (the biggest)", victim.0);
         Some(victim)
     }
+}
+
+/// Prints a scenario's figures: faults by kind, swap traffic, reclaim, OOM
+/// kills, free memory per zone.
+fn report(label: &str, m: &KMachine, buddy: &Frames) {
+    let f = m.figures(buddy.free_frames());
+    let r = m.reclaim().stats();
+    kprintln!(
+        "{}: faults: demand zero {}, copy-on-write {}, swap-in {} ({} read, {} from the swap cache), refused {}",
+        label,
+        f.faults.demand_zero,
+        f.faults.cow_copied + f.faults.cow_reused,
+        f.faults.swap_in,
+        f.swap_reads,
+        f.cache_hits,
+        f.faults.refused
+    );
+    kprintln!(
+        "{}: swapped out {}; reclaim passes {}, refaults {}, direct runs {}, background runs {}, heap shrunk {} frames",
+        label,
+        f.swapped_out,
+        f.reclaim_passes,
+        f.refaults,
+        f.direct_runs,
+        r.background_runs,
+        r.shrunk_frames
+    );
+    let dma = buddy.watermark_state(Zone::Dma).free;
+    let dma32 = buddy.watermark_state(Zone::Dma32).free;
+    kprintln!("{}: OOM kills {}; free frames: DMA {}, DMA32 {}", label, f.oom_kills, dma, dma32);
 }
 
 /// `pressure`: four tasks write three times the RAM the allocator has in
@@ -274,7 +345,6 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let out = scenario::pressure(&mut t, &tasks, ram);
     let ms = (crate::clock::now_ms() - start).max(1);
     unload();
-    let f = m.figures(buddy.free_frames());
     kprintln!(
         "pressure: written {} verified {} corrupt {} errors {}",
         out.written,
@@ -282,22 +352,8 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         out.corrupt,
         out.errors
     );
-    kprintln!(
-        "pressure: faults: demand zero {}, swap-in {} ({} read, {} from the swap cache), refused {}",
-        f.faults.demand_zero,
-        f.faults.swap_in,
-        f.swap_reads,
-        f.cache_hits,
-        f.faults.refused
-    );
-    kprintln!(
-        "pressure: swapped out {}, reclaim passes {}, refaults {}, direct reclaim runs {}, free frames {}",
-        f.swapped_out,
-        f.reclaim_passes,
-        f.refaults,
-        f.direct_runs,
-        f.free_frames
-    );
+    report("pressure", m, buddy);
+    let f = m.figures(buddy.free_frames());
     kprintln!(
         "pressure: {} ms; {} pages swapped out and {} in per second",
         ms,
@@ -338,7 +394,6 @@ pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
     let mut t = KernelTouch { m, buddy };
     let out = scenario::oom(&mut t, &[a, b, c], ram);
     unload();
-    let f = m.figures(buddy.free_frames());
     kprintln!(
         "oom: written {} verified {} corrupt {} errors {}; killed {:?}",
         out.written,
@@ -347,14 +402,7 @@ pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
         out.errors,
         out.killed
     );
-    kprintln!(
-        "oom: faults: demand zero {}, refused {}; reclaim passes {}, direct reclaim runs {}, free frames {}",
-        f.faults.demand_zero,
-        f.faults.refused,
-        f.reclaim_passes,
-        f.direct_runs,
-        f.free_frames
-    );
+    report("oom", m, buddy);
     let ok = out.killed == [1] && out.corrupt == 0 && out.errors == 0 && out.verified == 2 * (ram / 8);
     for id in m.tasks.ids() {
         m.kill(id);
