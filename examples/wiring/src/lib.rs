@@ -12,8 +12,8 @@
 //! - [`evict::MmEvictor`]: mm-reclaim's `Evictor` over mm-vma's reverse map
 //!   (accessed bits, unmap) and mm-swap (write out, drop cached pages);
 //! - [`tracked::TrackedFrames`]: the frame provider of user pages, which puts
-//!   them on mm-reclaim's lists and runs direct reclaim when allocation
-//!   fails;
+//!   them on mm-reclaim's lists (it never reclaims itself: a fault that
+//!   finds no memory fails, and [`Machine::with_task`] reclaims and retries);
 //! - [`Machine`]: all of it for a set of tasks (one address space each),
 //!   with background reclaim, the OOM choice and the figures scenarios
 //!   print;
@@ -182,10 +182,10 @@ where
     /// Reclaim's page ids.
     pub ids: PageIds,
     layout: Layout,
-    counters: Arc<Counters>,
+    counters: Counters,
 }
 
-/// Counters the machine and its direct reclaim share.
+/// The machine's counters.
 #[derive(Default)]
 struct Counters {
     evicted: spin::Mutex<EvictStats>,
@@ -229,7 +229,7 @@ where
         let mm = build_mm(frames.clone(), hooks)?;
         device.attach(&mm);
         let tasks = Arc::new(TaskTable::new());
-        let m = Machine { mm, device, frames, tasks, ids, layout, counters: Arc::new(Counters::default()) };
+        let m = Machine { mm, device, frames, tasks, ids, layout, counters: Counters::default() };
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.
         let (frames, r) = (m.frames.clone(), m.frames.reclaim().clone());
