@@ -47,8 +47,7 @@ fn order_for(pages: usize) -> Option<Order> {
     Order::new(pages.next_power_of_two().trailing_zeros() as u8)
 }
 
-// SAFETY: DMA blocks are fresh zeroed frames from mm-buddy, owned by the driver until freed; RAM is identity mapped
-// (virtual == physical), so the device and the CPU see the same memory; MMIO is mapped uncached by ioremap.
+// SAFETY: DMA blocks are fresh zeroed frames from mm-buddy, owned by the driver until freed; RAM is identity mapped (virtual == physical), so the device and the CPU see the same memory; MMIO is mapped uncached by ioremap.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (virtio_drivers::PhysAddr, NonNull<u8>) {
         let Some(frames) = FRAMES.get() else { return (0, NonNull::dangling()) };

@@ -124,9 +124,7 @@ where
             None => {
                 self.mm.pin(frame);
                 let users = u16::try_from(maps.len()).unwrap_or(u16::MAX);
-                // SAFETY: reclaim runs while no task runs, and the frame is
-                // mapped only in the spaces checked above, which nobody
-                // uses meanwhile: nothing writes it during the call.
+                // SAFETY: reclaim runs while no task runs; the frame is mapped only in the spaces checked above, unused meanwhile: nothing writes it.
                 match unsafe { swap.swap_out(self.cpu, frame, users, self.mm.mem()) } {
                     Ok(slot) => slot,
                     Err(e) => {
