@@ -2,8 +2,8 @@
 //!
 //! A victim is a frame ([`PageIds`] numbers them). The evictor finds
 //! its mappings in the [`Mm`]'s reverse map and reaches their address
-//! spaces through [`Spaces`], which may refuse a space that is busy (the
-//! one whose fault is allocating, when reclaim runs inside that fault):
+//! spaces through [`Spaces`], which may refuse a space that is busy (in use
+//! by its task on another CPU; reclaim never runs inside a fault here):
 //! such a page is kept, as Linux skips pages whose locks it cannot take.
 //!
 //! An anonymous page is evicted in this order:
