@@ -116,7 +116,7 @@ fn forked_pages_swap_once_for_both() {
 /// area goes, and every page still reads right.
 #[test]
 fn swapoff_moves_every_page() {
-    let ram: u64 = if small() { 256 << 10 } else { 512 << 10 };
+    let ram: u64 = if small() { 128 << 10 } else { 512 << 10 };
     let frames = ram / 4096;
     let mut sim = Sim::new(SimConfig { ram, swap_slots: 4 * frames, second_area: 4 * frames, zswap: None });
     let tasks = sim.spawn(2);
