@@ -55,9 +55,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let (f, _) = swap.swap_in(slot, &frames, &mem).unwrap();
             let f = swap.uncache(slot).unwrap().unwrap_or(f);
-            frames
-                .free(mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).unwrap())
-                .unwrap();
+            frames.free_frame(f).unwrap();
         })
     });
     g.finish();

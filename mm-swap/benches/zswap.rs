@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, PageSample, RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, BackingStore, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory};
+use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory};
 
 const SLOTS: u64 = 16 * 1024;
 const PAGES: u64 = 3000;
@@ -118,7 +118,7 @@ fn bench(c: &mut Criterion) {
             let slot = slots[i % 30];
             let (f, _) = swap.swap_in(slot, &frames, &mem).unwrap();
             let f = swap.uncache(slot).unwrap().unwrap_or(f);
-            frames.free(FrameBlock::new(FrameNumber::containing(f), Order::ZERO).unwrap()).unwrap();
+            frames.free_frame(f).unwrap();
             i = i.wrapping_add(1);
         })
     });

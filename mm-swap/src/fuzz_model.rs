@@ -75,11 +75,6 @@ fn holds(mem: &SimPhysMemory, f: PhysAddr, fill: u8) -> bool {
     d[0] == fill ^ 0x5a && d[1..].iter().all(|&b| b == fill)
 }
 
-fn free_frame(frames: &RefFrameProvider, f: PhysAddr) {
-    let b = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).expect("block");
-    frames.free(b).expect("the model frees each frame once");
-}
-
 /// Runs one fuzz input.
 pub fn run(data: &[u8]) {
     let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 400);
@@ -111,7 +106,7 @@ pub fn run(data: &[u8]) {
                     }
                     Err(e) => panic!("swap-out: {e}"),
                 }
-                free_frame(&frames, f);
+                frames.free_frame(f).expect("the model frees each frame once");
             }
             Op::Dup(i) => {
                 if let Some(k) = pick(&live, i) {
@@ -126,7 +121,7 @@ pub fn run(data: &[u8]) {
                     if live[k].users == 0 {
                         assert_eq!(got, live[k].cached);
                         if let Some(f) = got {
-                            free_frame(&frames, f);
+                            frames.free_frame(f).expect("the model frees each frame once");
                         }
                         live.swap_remove(k);
                     } else {
@@ -166,7 +161,7 @@ pub fn run(data: &[u8]) {
                     let got = swap.uncache(live[k].slot).expect("a live slot");
                     assert_eq!(got, live[k].cached.take());
                     if let Some(f) = got {
-                        free_frame(&frames, f);
+                        frames.free_frame(f).expect("the model frees each frame once");
                     }
                 }
             }
@@ -196,7 +191,7 @@ pub fn run(data: &[u8]) {
             if u + 1 == l.users {
                 assert_eq!(got, l.cached);
                 if let Some(f) = got {
-                    free_frame(&frames, f);
+                    frames.free_frame(f).expect("the model frees each frame once");
                 }
             }
         }

@@ -44,8 +44,7 @@
 //! // SAFETY: the frame holds the page and nothing writes it meanwhile.
 //! let slot = unsafe { swap.swap_out(0, frame, 1, &mem) }.unwrap();
 //! assert_eq!(slot.area(), area);
-//! let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO).unwrap();
-//! frames.free(block).unwrap();
+//! frames.free_frame(frame).unwrap();
 //!
 //! // The fault: read back into a new frame, checked.
 //! let (back, io) = swap.swap_in(slot, &frames, &mem).unwrap();
@@ -755,7 +754,8 @@ impl Swap {
                     cache.remove(&slot);
                     a.put(slot.offset, true);
                     drop(cache);
-                    free_frame(frames, frame);
+                    // A provider refusing its own frame is a bug there; nothing to undo here.
+                    let _ = frames.free_frame(frame);
                     return Err(SwapError::NotAllocated(slot));
                 }
                 cache.insert(slot, Cached::Ready(frame));
@@ -785,7 +785,7 @@ impl Swap {
         }
         let frame = frames.allocate_frame(AllocFlags::MOVABLE).map_err(|_| SwapError::OutOfMemory)?;
         let fail = |e| {
-            free_frame(frames, frame);
+            let _ = frames.free_frame(frame);
             Err(e)
         };
         let p = match mem.translate(frame, SLOT_SIZE) {
@@ -842,7 +842,7 @@ impl Swap {
                     a.put(next.offset, true);
                     drop(cache);
                     if let Ok(f) = other {
-                        free_frame(frames, f);
+                        let _ = frames.free_frame(f);
                     }
                     break;
                 }
@@ -987,15 +987,6 @@ impl fmt::Debug for Swap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Swap").field("config", &self.config).field("used", &self.used_slots()).finish()
     }
-}
-
-/// Gives a frame this crate allocated back (a read that failed, or one
-/// whose users went meanwhile).
-fn free_frame<F: FrameProvider + ?Sized>(frames: &F, frame: PhysAddr) {
-    let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
-        .expect("an order-0 block is always aligned");
-    // A provider refusing its own frame is a bug there; nothing to undo here.
-    let _ = frames.free(block);
 }
 
 #[cfg(doctest)]

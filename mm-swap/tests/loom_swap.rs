@@ -95,9 +95,7 @@ fn world(users: u16) -> (Arc<World>, SwapSlot) {
     unsafe { mem.write_bytes(f, &[0x33; 4096]) }.unwrap();
     // SAFETY: nothing writes the frame meanwhile.
     let slot = unsafe { swap.swap_out(0, f, users, &mem) }.unwrap();
-    frames
-        .free(mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).unwrap())
-        .unwrap();
+    frames.free_frame(f).unwrap();
     (Arc::new(World { mem, frames, store, swap }), slot)
 }
 

@@ -38,8 +38,7 @@ impl Env {
     }
 
     fn free(&self, f: PhysAddr) {
-        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(f), mm_types::Order::ZERO).unwrap();
-        self.frames.free(block).unwrap();
+        self.frames.free_frame(f).unwrap();
     }
 
     /// Swaps out a fresh page of `fill` with `users` mappers; frees it.

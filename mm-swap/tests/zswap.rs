@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot};
 use mm_types::testkit::{MemStore, PageSample, RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, SLOT_SIZE};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SLOT_SIZE};
 
 struct Env {
     mem: SimPhysMemory,
@@ -44,7 +44,7 @@ impl Env {
     }
 
     fn release(&self, f: PhysAddr) {
-        self.frames.free(FrameBlock::new(FrameNumber::containing(f), Order::ZERO).unwrap()).unwrap();
+        self.frames.free_frame(f).unwrap();
     }
 
     /// Swaps `slot` in, checks it holds page `i`, drops the slot.

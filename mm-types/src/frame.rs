@@ -254,6 +254,14 @@ pub unsafe trait FrameProvider: Sync {
         self.allocate(Order::ZERO, flags).map(FrameBlock::start_address)
     }
 
+    /// Returns one 4 KiB frame [`allocate_frame`](Self::allocate_frame)
+    /// handed out.
+    fn free_frame(&self, frame: PhysAddr) -> Result<(), FrameError> {
+        let block =
+            FrameBlock::new(crate::FrameNumber::containing(frame), Order::ZERO).expect("an order-0 block is aligned");
+        self.free(block)
+    }
+
     /// Allocates a block that frees itself when dropped.
     fn allocate_owned(&self, order: Order, flags: AllocFlags) -> Result<OwnedFrames<'_, Self>, FrameError>
     where

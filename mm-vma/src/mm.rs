@@ -407,9 +407,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     }
 
     pub(crate) fn free_frame(&self, frame: PhysAddr) {
-        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
-            .expect("a frame is a valid block");
-        self.frames.free(block).expect("the provider takes back the frames it gave");
+        self.frames.free_frame(frame).expect("the provider takes back the frames it gave");
     }
 
     /// Number of frames in the reverse map (mapped or pinned).

@@ -28,7 +28,7 @@ use mm_swap::{Swap, SwapConfig};
 use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};
 use mm_vma::{FaultError, Hooks, SpaceId};
 use mm_wiring::scenario::{self, Touch, TouchError};
-use mm_wiring::{Machine, PageIds, OOM_AFTER};
+use mm_wiring::{Machine, PageIds};
 
 use crate::frames::{self, Frames};
 use crate::kprintln;
@@ -218,11 +218,8 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         let r = s.try_lock()?.fault(addr, access);
         match r {
             Err(FaultError::OutOfMemory) => {
-                if m.direct_reclaim() == 0 {
-                    dry += 1;
-                    if dry == OOM_AFTER {
-                        return Some(r.map(|_| ()));
-                    }
+                if !m.reclaim_for_retry(&mut dry) {
+                    return Some(r.map(|_| ()));
                 }
             }
             other => return Some(other.map(|_| ())),
@@ -252,11 +249,8 @@ impl KernelTouch {
             if l.free >= l.low + MARGIN {
                 return Ok(());
             }
-            if self.m.direct_reclaim() == 0 {
-                dry += 1;
-                if dry == OOM_AFTER {
-                    return Err(TouchError::OutOfMemory);
-                }
+            if !self.m.reclaim_for_retry(&mut dry) {
+                return Err(TouchError::OutOfMemory);
             }
         }
     }

@@ -253,11 +253,7 @@ where
         let mut dry = 0;
         let s = loop {
             match AddressSpace::new(&self.mm, self.layout) {
-                Err(SpaceError::OutOfMemory) if dry < OOM_AFTER => {
-                    if self.direct_reclaim() == 0 {
-                        dry += 1;
-                    }
-                }
+                Err(SpaceError::OutOfMemory) if self.reclaim_for_retry(&mut dry) => {}
                 r => break r?,
             }
         };
@@ -306,6 +302,18 @@ where
         self.run(|r, ev| r.direct(ev)).reclaimed()
     }
 
+    /// Direct reclaim for an allocation that failed; whether to retry it.
+    /// `dry` counts the runs in a row that freed nothing: after
+    /// [`OOM_AFTER`] of them, memory is out (the OOM killer's turn).
+    pub fn reclaim_for_retry(&self, dry: &mut u32) -> bool {
+        if self.direct_reclaim() == 0 {
+            *dry += 1;
+        } else {
+            *dry = 0;
+        }
+        *dry < OOM_AFTER
+    }
+
     /// Runs `f` on task `id`'s space (a fault, a user access), retrying
     /// after direct reclaim when it fails for lack of memory: the space is
     /// let go of first, so reclaim may take its pages too (as Linux
@@ -323,13 +331,8 @@ where
             match r {
                 Ok(v) => return Ok(v),
                 Err(FaultError::OutOfMemory) => {
-                    if self.direct_reclaim() == 0 {
-                        dry += 1;
-                        if dry == OOM_AFTER {
-                            return Err(TaskError::OutOfMemory);
-                        }
-                    } else {
-                        dry = 0;
+                    if !self.reclaim_for_retry(&mut dry) {
+                        return Err(TaskError::OutOfMemory);
                     }
                 }
                 Err(e) => return Err(TaskError::Fault(e)),

@@ -19,8 +19,6 @@ use mm_swap::{Swap, SwapError, SwapSlot};
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 use mm_vma::{HookError, Mm, SwapIn};
 
-use crate::tracked::free_frame;
-
 /// The slot a swap entry names (mm-swap's slots and mm-paging's entries
 /// have the same two fields).
 pub fn slot_of(entry: SwapEntry) -> SwapSlot {
@@ -148,7 +146,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
         if self.pinned.lock().remove(&frame.as_u64()).is_some() {
             mm.unpin(frame);
         } else {
-            free_frame(mm.frames(), frame);
+            // A provider refusing its own frame is a bug there; nothing to undo.
+            let _ = mm.frames().free_frame(frame);
         }
     }
 

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_reclaim::driver::{PageKind, Reclaim};
 use mm_reclaim::Policy;
-use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order, PhysAddr};
+use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order};
 
 use crate::PageIds;
 
@@ -131,12 +131,4 @@ unsafe impl<F0: FrameProvider + Send + Sync, P: Policy + Send> FrameProvider for
     fn free(&self, block: FrameBlock) -> Result<(), FrameError> {
         self.0.free(block)
     }
-}
-
-/// Gives one frame back to `frames`.
-pub fn free_frame<F: FrameProvider + ?Sized>(frames: &F, frame: PhysAddr) {
-    let block = FrameBlock::new(mm_types::FrameNumber::containing(frame), Order::ZERO)
-        .expect("an order-0 block is always aligned");
-    // A provider refusing its own frame is a bug there; nothing to undo here.
-    let _ = frames.free(block);
 }
