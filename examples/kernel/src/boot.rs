@@ -113,6 +113,7 @@ boot_pd:
 boot_stack:
     .skip 64 * 1024
 boot_stack_top:
+    .text
     "#,
     options(att_syntax)
 );

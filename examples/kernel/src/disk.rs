@@ -6,16 +6,22 @@
 //! mm-vmalloc's `ioremap` (2 MiB pages), as are the BARs the firmware
 //! assigned. DMA buffers come from mm-buddy, and RAM is identity mapped, so
 //! a buffer's physical address is its virtual one; so are the frames swap
-//! writes from and reads into.
+//! writes from and reads into. The driver's small request buffers live on
+//! the calling thread's vmalloc'ed stack: they are translated through the
+//! kernel page table, or bounced when they straddle two pages that are not
+//! physically adjacent.
 
 extern crate alloc;
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 
 use mm_types::{
     AllocFlags, BackingStore, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, StoreError, StoreErrorKind,
-    StoreOp, SLOT_SIZE,
+    StoreOp, VirtAddr, SLOT_SIZE,
 };
+use mm_vmalloc::KernelMapper;
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Cam, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
@@ -24,6 +30,7 @@ use virtio_drivers::{BufferDirection, Hal};
 
 use crate::frames::Frames;
 use crate::kprintln;
+use crate::paging;
 
 /// q35's PCIe ECAM window (MMCONFIG), 256 MiB for buses 0-255.
 const ECAM: u64 = 0xb000_0000;
@@ -76,14 +83,47 @@ unsafe impl Hal for KernelHal {
         ioremap(paddr, size as u64).expect("room in the vmalloc window for a BAR")
     }
 
-    unsafe fn share(buffer: NonNull<[u8]>, _dir: BufferDirection) -> virtio_drivers::PhysAddr {
+    unsafe fn share(buffer: NonNull<[u8]>, dir: BufferDirection) -> virtio_drivers::PhysAddr {
         let va = buffer.as_ptr() as *mut u8 as u64;
-        assert!(va + buffer.len() as u64 <= IDENTITY_LIMIT, "a DMA buffer outside the identity map: {va:#x}");
-        va
+        let len = buffer.len() as u64;
+        if va + len <= IDENTITY_LIMIT {
+            return va;
+        }
+        // The driver's request header and status byte live on the calling
+        // thread's stack, which is vmalloc'ed: translate through the kernel
+        // page table when the buffer's bytes are physically contiguous.
+        let phys = |a: u64| Some(paging::tables()?.translate(VirtAddr::new(a).ok()?)?.phys.as_u64());
+        if let (Some(first), Some(last)) = (phys(va), phys(va + len.max(1) - 1)) {
+            if last.wrapping_sub(first) == len.max(1) - 1 {
+                return first;
+            }
+        }
+        // Otherwise through a bounce buffer on the heap (identity mapped).
+        let mut bounce = alloc::vec![0u8; buffer.len()].into_boxed_slice();
+        if dir != BufferDirection::DeviceToDriver {
+            // SAFETY: the driver hands over a buffer valid for reads of its length for the request's life.
+            bounce.copy_from_slice(unsafe { buffer.as_ref() });
+        }
+        let pa = bounce.as_ptr() as u64;
+        BOUNCED.lock().push(bounce);
+        pa
     }
 
-    unsafe fn unshare(_paddr: virtio_drivers::PhysAddr, _buffer: NonNull<[u8]>, _dir: BufferDirection) {}
+    unsafe fn unshare(paddr: virtio_drivers::PhysAddr, mut buffer: NonNull<[u8]>, dir: BufferDirection) {
+        let bounce = {
+            let mut b = BOUNCED.lock();
+            let Some(i) = b.iter().position(|x| x.as_ptr() as u64 == paddr) else { return };
+            b.swap_remove(i)
+        };
+        if dir != BufferDirection::DriverToDevice {
+            // SAFETY: the buffer `share` bounced, valid for writes of its length until the request ends (now).
+            unsafe { buffer.as_mut() }.copy_from_slice(&bounce);
+        }
+    }
 }
+
+/// Buffers `share` copied because they were not physically contiguous.
+static BOUNCED: spin::Mutex<Vec<Box<[u8]>>> = spin::Mutex::new(Vec::new());
 
 /// The swap disk as a backing store of 4 KiB slots.
 pub struct VirtioDisk {

@@ -46,3 +46,8 @@ pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames,
     let report = unsafe { frames.add_boot_memory(&usable[..n], reserved)? };
     Ok((frames, report))
 }
+
+/// The allocator, once built.
+pub fn get() -> Option<&'static Frames> {
+    FRAMES.get()
+}

@@ -4,14 +4,11 @@
 //! kernel stack is gone.
 //!
 //! A page fault in the loaded user address space goes to mm-vma
-//! ([`crate::uspace::handle_fault`]); when it is resolved the stub restores
-//! the registers and retries the access. There are no tasks yet, so any
-//! other exception cannot kill a faulting task and go on: it prints a report
-//! and ends the run. A scenario that provokes a
-//! fault on purpose states what it expects ([`expect_fault`]); a matching
-//! fault ends the run with success, anything else with failure.
-
-use core::sync::atomic::{AtomicU64, Ordering};
+//! ([`crate::tasks::handle_fault`], or [`crate::uspace::handle_fault`] in
+//! the smoke test); when it is resolved the stub restores the registers and
+//! retries the access. Any other exception is reported; it ends the thread
+//! it happened in (and the thread's task), or the run if it happened outside
+//! a thread.
 
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -22,10 +19,14 @@ use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 use crate::kprintln;
+use crate::sched::Exit;
 
 macro_rules! stubs {
     ($($name:ident: $vector:literal, $errcode:literal;)*) => {
         core::arch::global_asm!(
+            // Whatever section the module's previous assembly left open
+            // (boot.rs ends in .bss), the stubs are code.
+            ".pushsection .text",
             $(
                 concat!(".global ", stringify!($name)),
                 concat!(stringify!($name), ":"),
@@ -47,6 +48,7 @@ macro_rules! stubs {
             "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
             "add rsp, 16",
             "iretq",
+            ".popsection",
         );
         extern "C" {
             $(fn $name();)*
@@ -91,19 +93,6 @@ pub struct ExceptionFrame {
     ss: u64,
 }
 
-const NO_EXPECTATION: u64 = u64::MAX;
-static EXPECT_VECTOR: AtomicU64 = AtomicU64::new(NO_EXPECTATION);
-static EXPECT_ADDR: AtomicU64 = AtomicU64::new(0);
-static EXPECT_ERROR: AtomicU64 = AtomicU64::new(0);
-
-/// Declares that the next exception is intended: its vector, and for page
-/// faults the faulting address and the exact error code.
-pub fn expect_fault(vector: u8, addr: u64, error_bits: u64) {
-    EXPECT_ADDR.store(addr, Ordering::SeqCst);
-    EXPECT_ERROR.store(error_bits, Ordering::SeqCst);
-    EXPECT_VECTOR.store(vector as u64, Ordering::SeqCst);
-}
-
 fn name(vector: u64) -> &'static str {
     match vector {
         0 => "divide error",
@@ -119,6 +108,13 @@ fn name(vector: u64) -> &'static str {
 /// Called by the stubs with interrupts off, on the faulting stack (or IST 1).
 /// Returns only for a page fault in user memory that mm-vma resolved: the
 /// stub then retries the faulting instruction.
+///
+/// Any other exception is reported. In a thread, the thread ends with its
+/// task (as Linux's oops ends the current task) and the scheduler goes on;
+/// outside a thread, the run ends. A double fault is survived only as a
+/// thread's stack overflow: the CPU could not push a page fault's frame
+/// below the stack, so nothing was left half done, and the handler switches
+/// away from its own stack for good.
 #[no_mangle]
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     let cr2 = Cr2::read_raw();
@@ -161,21 +157,19 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     if frame.vector == 14 || frame.vector == 8 {
         crate::vmem::explain(cr2);
     }
-    let expected = EXPECT_VECTOR.load(Ordering::SeqCst);
-    // A double fault's error code is always zero; the address is that of the
-    // page fault the CPU could not deliver.
-    let matches = expected == frame.vector
-        && match frame.vector {
-            14 => cr2 == EXPECT_ADDR.load(Ordering::SeqCst) && frame.error_code == EXPECT_ERROR.load(Ordering::SeqCst),
-            8 => cr2 == EXPECT_ADDR.load(Ordering::SeqCst),
-            _ => true,
+    if let Some(t) = crate::sched::current() {
+        let why = match frame.vector {
+            8 if crate::sched::in_guard(cr2) => Some(Exit::StackOverflow { addr: cr2 }),
+            8 => None,
+            v => Some(Exit::Fault { vector: v as u8, addr: if v == 14 { cr2 } else { 0 } }),
         };
-    if matches {
-        kprintln!("the fault was the one the scenario provoked");
-        crate::finish(true)
-    }
-    if expected != NO_EXPECTATION {
-        kprintln!("unexpected fault (the scenario expected vector {})", expected);
+        if let Some(why) = why {
+            kprintln!("thread {} ends with its task: {}; the kernel goes on", t.name, why);
+            if let Some(id) = t.space {
+                crate::tasks::end_task(id);
+            }
+            crate::sched::exit(why)
+        }
     }
     crate::finish(false)
 }

@@ -18,6 +18,7 @@ mod heap;
 mod interrupts;
 mod paging;
 mod pvh;
+mod sched;
 mod serial;
 mod tasks;
 mod uspace;
@@ -171,58 +172,6 @@ fn setup_memory(info: &pvh::BootInfo) -> Option<&'static frames::Frames> {
     Some(buddy)
 }
 
-/// `faults null`: a null dereference; `faults rodata`: a write to
-/// read-only data; `faults user`: a write to a read-only user page (refused
-/// by mm-vma). Each must end in the page-fault handler with the right
-/// address and error code.
-fn faults(which: Option<&str>, buddy: &'static frames::Frames) -> bool {
-    static RODATA_TARGET: u64 = 0x5eed;
-    let (addr, error_code, write) = match which {
-        Some("null") => (0u64, 0u64, false),
-        Some("rodata") => (&RODATA_TARGET as *const u64 as u64, 0b11, true),
-        Some("stack") => return stack_overflow(),
-        Some("user") => return uspace::segfault(buddy),
-        other => {
-            kprintln!("faults: unknown case {:?} (known: null, rodata, stack, user)", other);
-            return false;
-        }
-    };
-    kprintln!("faults: {} access to {:#x}, expecting a page fault", if write { "write" } else { "read" }, addr);
-    interrupts::expect_fault(14, addr, error_code);
-    // The access is done in assembly, so the compiler never sees a null or read-only access.
-    // SAFETY: the access is meant to fault, and the page-fault handler ends the run without returning here.
-    unsafe {
-        if write {
-            core::arch::asm!("mov qword ptr [{0}], 1", in(reg) addr, options(nostack));
-        } else {
-            core::arch::asm!("mov {1}, qword ptr [{0}]", in(reg) addr, out(reg) _, options(nostack, readonly));
-        }
-    }
-    kprintln!("faults: the access did not fault");
-    false
-}
-
-/// `faults stack`: runs on a vmalloc'ed kernel stack and pushes until it
-/// overflows. The push below the stack hits unmapped memory; the CPU cannot
-/// push the page fault's frame there either, so it raises a double fault,
-/// which runs on its own stack and names the area that overflowed.
-fn stack_overflow() -> bool {
-    let Some(vm) = vmem::vm() else { return false };
-    let (bottom, top) = match vmem::alloc_stack(vm) {
-        Ok(s) => s,
-        Err(e) => {
-            kprintln!("faults: no kernel stack: {}", e);
-            return false;
-        }
-    };
-    kprintln!("faults: pushing on the vmalloc'ed stack [{:#x}-{:#x}) until it overflows", bottom, top);
-    interrupts::expect_fault(8, bottom - 8, 0);
-    // SAFETY: the pushes stay inside the fresh stack until the one below it faults; the double-fault handler ends the run without returning here.
-    unsafe {
-        core::arch::asm!("mov rsp, {0}", "2:", "push rax", "jmp 2b", in(reg) top, options(noreturn));
-    }
-}
-
 /// Exercises mm-buddy: every zone, orders 0-10, zeroing, a contiguous run,
 /// a double free, and full coalescing at the end.
 fn buddy_smoke(buddy: &frames::Frames) -> bool {
@@ -310,11 +259,11 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         "smoke" => {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
         }
-        "faults" => faults(words.next(), buddy),
+        "faults" => tasks::faults(buddy, ram_end, words.next()),
         "pressure" => tasks::pressure(buddy, ram_end),
         "oom" => tasks::oom(buddy, ram_end),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, pressure, oom, faults null|rodata|stack|user)", other);
+            kprintln!("unknown scenario {:?} (known: smoke, pressure, oom, faults [null|rodata|stack|user])", other);
             false
         }
     };
@@ -350,5 +299,17 @@ pub fn finish(passed: bool) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     kprintln!("PANIC: {}", info);
+    // Most panics under memory pressure are a failed allocation: say how
+    // much memory was left.
+    if let Some(b) = frames::get() {
+        let (dma, dma32) = (b.watermark_state(Zone::Dma), b.watermark_state(Zone::Dma32));
+        kprintln!(
+            "free frames at the panic: DMA {} (min {}), DMA32 {} (min {})",
+            dma.free,
+            dma.watermarks.min,
+            dma32.free,
+            dma32.watermarks.min
+        );
+    }
     finish(false)
 }

@@ -13,6 +13,7 @@ use mm_types::{DirectMap, PageSize, PhysAddr, PhysRange, VirtAddr};
 use mm_vmalloc::SharedPageTable;
 
 use crate::frames::Frames;
+use crate::vmem::{VMALLOC_SIZE, VMALLOC_START};
 
 /// Where the direct map of physical memory starts.
 pub const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
@@ -78,6 +79,17 @@ pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) ->
     identity(&mut pt, range(after, ram_end), data)?;
     let direct = VirtAddr::new(DIRECT_MAP).expect("canonical");
     pt.map_range(direct, PhysAddr::ZERO, ram_end, data, HugePages::all())?.ignore();
+    // Task spaces copy the kernel's root entries when they are created, so
+    // the vmalloc window's root entries must exist before any space does,
+    // or later vmalloc mappings (thread stacks) would be missing from it.
+    // Mapping a 1 GiB page and unmapping it with its tables kept leaves a
+    // table under each (as Linux preallocates its vmalloc top-level entries).
+    // The tables are not loaded yet: nothing to flush.
+    for start in (VMALLOC_START..VMALLOC_START + VMALLOC_SIZE).step_by(1 << 39) {
+        let va = VirtAddr::new(start).expect("canonical");
+        pt.map(va, PhysAddr::ZERO, PageSize::Size1GiB, data)?.ignore();
+        pt.unmap_range_keep_tables(va, 1 << 30, |_| {})?.ignore();
+    }
 
     let mut pages = [0u64; 3];
     for start in [0, DIRECT_MAP] {

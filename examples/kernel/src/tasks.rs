@@ -4,9 +4,14 @@
 //! reclaim), swap goes through mm-swap, and the CPU's page faults in a
 //! task's range go to mm-vma's fault handler ([`handle_fault`]).
 //!
-//! The `pressure` scenario runs mm-wiring's workload here with real page
-//! faults: the scenario code writes task memory with CR3 switched to the
-//! task, exactly as the host simulation does it through `write_user`.
+//! Each task runs mm-wiring's workload (`scenario::Worker`) in a kernel
+//! thread of the scheduler (`sched.rs`), yielding between turns; the
+//! scheduler loads the task's page tables into CR3 before it runs. The
+//! thread writes task memory with plain loads and stores, which fault into
+//! mm-vma exactly where the host simulation calls `write_user`. Background
+//! reclaim is a thread too (`kswapd`); direct reclaim and the OOM killer run
+//! in the fault handler, which ends the faulting thread when its own task is
+//! the victim.
 //!
 //! Swap goes to the virtio-blk disk (`disk.rs`) when QEMU has one (the
 //! xtask always attaches it); without one, to compressed memory (mm-swap's
@@ -25,20 +30,23 @@ use mm_reclaim::driver::{Level, Reclaim, Shrinker, Shrunk};
 use mm_reclaim::{Mode, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
-use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};
-use mm_vma::{FaultError, Hooks, SpaceId};
-use mm_wiring::scenario::{self, Touch, TouchError};
+use mm_types::{BackingStore, DirectMap, PhysAddr, Protection, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};
+use mm_vma::{FaultError, Hooks, MapRequest, SpaceId};
+use mm_wiring::scenario::{self, Outcome, Step, Touch, TouchError, Worker};
 use mm_wiring::{Machine, PageIds};
 
 use crate::frames::{self, Frames};
 use crate::kprintln;
 use crate::paging;
+use crate::sched::{self, Ended, Exit};
 use crate::uspace::{self, LAYOUT};
 
 /// The kernel's machine.
 pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, S3Fifo>;
 
 static MACHINE: spin::Once<KMachine> = spin::Once::new();
+/// The frames under it.
+static BUDDY: spin::Once<&'static Frames> = spin::Once::new();
 /// The compressed swap tier when there is no disk (kept here to print its
 /// figures).
 static TIER: spin::Once<Compressed<NoDisk>> = spin::Once::new();
@@ -66,21 +74,27 @@ impl BackingStore for NoDisk {
     }
 }
 
-/// Free memory against the watermarks, over the zones.
+/// Free memory against the watermarks in the zone the kernel heap and page
+/// tables come from: DMA32, all RAM below 4 GiB but the first 16 MiB.
+/// Movable user pages fall back to the DMA zone only when DMA32 is empty,
+/// which the limit below keeps from happening; a sum over the zones would
+/// count the DMA zone's frames, which are too scattered for the heap's
+/// slabs, and let user pages starve the heap.
 fn level(buddy: &Frames) -> Level {
-    let mut l = Level::default();
-    for z in Zone::ALL {
-        let s = buddy.watermark_state(z);
-        l.free += s.free;
-        l.min += s.watermarks.min;
-        l.low += s.watermarks.low;
-        l.high += s.watermarks.high;
-    }
-    l
+    let s = buddy.watermark_state(Zone::Dma32);
+    let w = s.watermarks;
+    Level { free: s.free, min: w.min, low: w.low, high: w.high }
+}
+
+/// Whether that zone has fewer than `margin` frames above its low
+/// watermark.
+fn short(buddy: &Frames, margin: u64) -> bool {
+    let l = level(buddy);
+    l.free < l.low + margin
 }
 
 /// The watermarks background reclaim works to. User pages stop at the
-/// zones' low watermark (below it is the kernel's), so background reclaim
+/// zone's low watermark (below it is the kernel's), so background reclaim
 /// wakes above that: below the high watermark, and frees up to twice the
 /// low-to-high gap above high.
 fn kswapd_level(buddy: &Frames) -> Level {
@@ -136,13 +150,11 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     // kernel heap (page tables, the reverse map, the swap cache and the
     // compressed pool grow during faults and reclaim). A fault that finds
     // no page fails, and `handle_fault` reclaims and retries.
-    m.frames.set_below_min(Box::new(move || {
-        let l = level(buddy);
-        l.free < l.low
-    }));
+    m.frames.set_below_min(Box::new(move || short(buddy, 0)));
     m.reclaim().register_shrinker(Arc::new(HeapShrinker));
     let l = level(buddy);
-    kprintln!("tasks: watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
+    kprintln!("tasks: DMA32 watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
+    BUDDY.call_once(|| buddy);
     Some(MACHINE.call_once(|| m))
 }
 
@@ -202,8 +214,10 @@ fn unload() {
 
 /// Called by the page-fault handler for addresses in the loaded task's
 /// user range: mm-vma's fault handler, retried after direct reclaim (with
-/// the space let go) when it runs out of memory. `None` if no task is
-/// loaded or the address is not user memory.
+/// the space let go) when it runs out of memory. When reclaim frees
+/// nothing, the OOM killer ends the biggest task; if that is the faulting
+/// thread's own, the thread ends here ([`sched::exit`]). `None` if no task
+/// is loaded or the address is not user memory.
 pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>> {
     let id = LOADED.load(Ordering::SeqCst);
     if id == 0 || !(LAYOUT.low..LAYOUT.high).contains(&addr) {
@@ -213,17 +227,51 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
     let access = uspace::access_of(error_code);
     let mut dry = 0;
     loop {
-        let s = m.tasks.get(SpaceId(id))?;
-        // A fault while the space is in use would be a kernel bug.
-        let r = s.try_lock()?.fault(addr, access);
-        match r {
-            Err(FaultError::OutOfMemory) => {
-                if !m.reclaim_for_retry(&mut dry) {
-                    return Some(r.map(|_| ()));
-                }
-            }
-            other => return Some(other.map(|_| ())),
+        // A fault while the space is in use would be a kernel bug. The
+        // space is let go before reclaim, so reclaim can take its pages.
+        let r = m.tasks.get(SpaceId(id))?.try_lock()?.fault(addr, access);
+        if r != Err(FaultError::OutOfMemory) {
+            return Some(r.map(|_| ()));
         }
+        if m.reclaim_for_retry(&mut dry) {
+            continue;
+        }
+        if sched::current().is_none() {
+            return Some(r.map(|_| ()));
+        }
+        match oom_kill(m) {
+            Some(victim) if victim.0 == id => sched::exit(Exit::OomKilled),
+            Some(_) => dry = 0,
+            None => return Some(r.map(|_| ())),
+        }
+    }
+}
+
+/// The OOM killer: ends the biggest task (its memory goes back at once, and
+/// its waiting threads never run again). Returns the victim.
+fn oom_kill(m: &KMachine) -> Option<SpaceId> {
+    // The victim's tables may be the loaded ones: leave them first, and
+    // come back if the victim was another task.
+    let loaded = LOADED.load(Ordering::SeqCst);
+    unload();
+    let victim = m.oom_kill(BUDDY.get()?.free_frames());
+    if loaded != 0 && victim.is_none_or(|v| v.0 != loaded) {
+        let _ = load(m, SpaceId(loaded));
+    }
+    let victim = victim?;
+    sched::kill_space(victim);
+    kprintln!("oom: killed task {} (the biggest)", victim.0);
+    Some(victim)
+}
+
+/// Frees task `id`'s address space, leaving its tables first if they are
+/// loaded. Used when a task dies.
+pub fn end_task(id: SpaceId) {
+    if LOADED.load(Ordering::SeqCst) == id.0 {
+        unload();
+    }
+    if let Some(m) = MACHINE.get() {
+        m.kill(id);
     }
 }
 
@@ -231,42 +279,35 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
 /// the page tables above it.
 const MARGIN: u64 = 8;
 
-/// The kernel's way of touching task memory: CR3 switched to the task and
-/// a plain access, which faults into [`handle_fault`]. Before it, memory is
-/// reclaimed if it is short; when reclaim can free nothing, the access
-/// reports out of memory and the scenario calls the OOM killer (a fault
-/// handler cannot end the kernel-mode code it interrupted).
+/// The kernel's way of touching task memory, from the task's own thread
+/// (its tables in CR3): a plain access, which faults into [`handle_fault`].
+/// Before it, memory is reclaimed if it is short.
 struct KernelTouch {
     m: &'static KMachine,
     buddy: &'static Frames,
 }
 
 impl KernelTouch {
-    fn ensure_memory(&self) -> Result<(), TouchError> {
+    /// Direct reclaim ahead of an access while free memory is within
+    /// [`MARGIN`] of the low watermark. When reclaim frees nothing the
+    /// access goes ahead; its fault decides whether the OOM killer runs.
+    fn reclaim_ahead(&self) {
         let mut dry = 0;
-        loop {
-            let l = level(self.buddy);
-            if l.free >= l.low + MARGIN {
-                return Ok(());
-            }
-            if !self.m.reclaim_for_retry(&mut dry) {
-                return Err(TouchError::OutOfMemory);
-            }
-        }
+        while short(self.buddy, MARGIN) && self.m.reclaim_for_retry(&mut dry) {}
     }
 }
 
 impl Touch for KernelTouch {
     fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError> {
-        self.ensure_memory()?;
+        self.reclaim_ahead();
         load(self.m, task)?;
-        // SAFETY: `addr` is 8-aligned in the loaded task's mapped user range; a fault maps it (or ends the run).
+        // SAFETY: `addr` is 8-aligned in the loaded task's mapped user range; a fault maps it (or ends the thread).
         unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
         Ok(())
     }
 
     fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError> {
-        self.ensure_memory()?;
+        self.reclaim_ahead();
         load(self.m, task)?;
         // SAFETY: as in `write`.
         Ok(unsafe { core::ptr::read_volatile(addr as *const u64) })
@@ -278,20 +319,84 @@ impl Touch for KernelTouch {
         r.map_err(|_| TouchError::Fault)
     }
 
-    fn tick(&mut self) {
-        let buddy = self.buddy;
-        self.m.background(&mut || kswapd_level(buddy));
-    }
+    /// Nothing: background reclaim is the `kswapd` thread.
+    fn tick(&mut self) {}
 
+    /// Never called: no access here reports out of memory, because the
+    /// fault handler runs the OOM killer itself.
     fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {
-        let victim = self.m.oom_victim(self.buddy.free_frames())?;
-        if LOADED.load(Ordering::SeqCst) == victim.0 {
-            unload();
-        }
-        self.m.kill(victim);
-        kprintln!("oom: killed task {} (the biggest)", victim.0);
-        Some(victim)
+        None
     }
+}
+
+/// Loads a thread's space before it runs. Threads without one (kernel
+/// threads) run on whatever tables are loaded, whose kernel half is the
+/// same in all (Linux's lazy TLB mode).
+fn activate(space: Option<SpaceId>) -> bool {
+    let Some(m) = MACHINE.get() else { return space.is_none() };
+    space.is_none_or(|id| load(m, id).is_ok())
+}
+
+/// Runs one thread per worker, plus `kswapd` and any threads already
+/// spawned, until every thread has ended. Workers check their pages once
+/// every live worker has written all of its own. Returns the workers'
+/// outcome (killed ones by number) and how every thread ended.
+fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker>) -> (Outcome, Vec<Ended>) {
+    let board = Arc::new(spin::Mutex::new(workers));
+    let n = board.lock().len();
+    for i in 0..n {
+        let id = board.lock()[i].id;
+        let mine = board.clone();
+        let body = move || {
+            let mut t = KernelTouch { m, buddy };
+            loop {
+                // The board's lock is never held across an access: a
+                // thread may end in any fault, leaving its entry as it was
+                // after its last turn (but its task gone).
+                let writing = |w: &Worker| w.step() == Step::Writing && !w.killed && m.tasks.get(w.id).is_some();
+                let verify = !mine.lock().iter().any(writing);
+                let mut w = mine.lock()[i];
+                w.killed |= w.turn(&mut t, verify).is_err();
+                mine.lock()[i] = w;
+                if w.killed || w.step() == Step::Done {
+                    return;
+                }
+                sched::yield_now();
+            }
+        };
+        if let Err(e) = sched::spawn("task", Some(id), body) {
+            kprintln!("tasks: no thread for task {}: {}", id.0, e);
+            board.lock()[i].killed = true;
+        }
+    }
+    let kswapd = move || {
+        while sched::others() > 0 {
+            m.background(&mut || kswapd_level(buddy));
+            sched::yield_now();
+        }
+    };
+    if let Err(e) = sched::spawn("kswapd", None, kswapd) {
+        kprintln!("tasks: no kswapd thread: {}", e);
+    }
+    let ended = sched::run(activate);
+    unload();
+    let mut out = Outcome::default();
+    for w in board.lock().iter_mut() {
+        w.killed |= ended.iter().any(|e| e.space == Some(w.id) && e.exit != Exit::Done);
+        out.add(w);
+    }
+    (out, ended)
+}
+
+/// Maps a [`Worker`] of `pages` pages in a new task per entry.
+fn workers(m: &'static KMachine, buddy: &'static Frames, pages: &[u64]) -> Option<Vec<Worker>> {
+    let mut t = KernelTouch { m, buddy };
+    let mut ws = Vec::new();
+    for (i, &n) in pages.iter().enumerate() {
+        let id = m.spawn().ok()?;
+        ws.push(Worker::new(&mut t, i, id, n).ok()?);
+    }
+    Some(ws)
 }
 
 /// Prints a scenario's figures: faults by kind, swap traffic, reclaim, OOM
@@ -324,27 +429,31 @@ fn report(label: &str, m: &KMachine, buddy: &Frames) {
     kprintln!("{}: OOM kills {}; free frames: DMA {}, DMA32 {}", label, f.oom_kills, dma, dma32);
 }
 
-/// `pressure`: four tasks write three times the RAM the allocator has in
-/// per-page patterns, then every page is checked.
+/// `pressure`: four tasks, each a thread, write three times the RAM the
+/// allocator has in per-page patterns, then every page is checked.
 pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let ram = buddy.free_frames();
     let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else {
         kprintln!("pressure: cannot set up the machine");
         return false;
     };
-    let tasks: Vec<SpaceId> = (0..4).filter_map(|_| m.spawn().ok()).collect();
-    kprintln!("pressure: {} tasks writing {} pages ({} frames free)", tasks.len(), 3 * ram, ram);
-    let mut t = KernelTouch { m, buddy };
+    let pages = scenario::pressure_pages(4, ram);
+    let Some(ws) = workers(m, buddy, &pages) else {
+        kprintln!("pressure: cannot create the tasks");
+        return false;
+    };
+    kprintln!("pressure: {} tasks writing {} pages ({} frames free)", ws.len(), pages.iter().sum::<u64>(), ram);
+    let tasks: Vec<SpaceId> = ws.iter().map(|w| w.id).collect();
     let start = crate::clock::now_ms();
-    let out = scenario::pressure(&mut t, &tasks, ram);
+    let (out, ended) = run_workers(m, buddy, ws);
     let ms = (crate::clock::now_ms() - start).max(1);
-    unload();
     kprintln!(
-        "pressure: written {} verified {} corrupt {} errors {}",
+        "pressure: written {} verified {} corrupt {} errors {}; {} threads ended",
         out.written,
         out.verified,
         out.corrupt,
-        out.errors
+        out.errors,
+        ended.len()
     );
     report("pressure", m, buddy);
     let f = m.figures(buddy.free_frames());
@@ -365,7 +474,9 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
             zs.pool_full
         );
     }
-    let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == 3 * ram / 4 * 4;
+    let total: u64 = pages.iter().sum();
+    let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
+    let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
     let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
     for id in tasks {
         m.kill(id);
@@ -375,19 +486,18 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
 }
 
 /// `oom`: no swap; three tasks, the middle one wanting twice the RAM. The
-/// OOM killer must pick it, and the other two finish with their data.
+/// OOM killer (in the fault handler) must pick it, and the other two
+/// finish with their data.
 pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
     let ram = buddy.free_frames();
     let Some(m) = machine(buddy, ram_end, 0, 0) else {
         kprintln!("oom: cannot set up the machine");
         return false;
     };
-    let tasks: Vec<SpaceId> = (0..3).filter_map(|_| m.spawn().ok()).collect();
-    let [a, b, c] = tasks[..] else { return false };
-    kprintln!("oom: 3 tasks, no swap; task {} wants {} pages of {} free", b.0, 2 * ram, ram);
-    let mut t = KernelTouch { m, buddy };
-    let out = scenario::oom(&mut t, &[a, b, c], ram);
-    unload();
+    let pages = scenario::oom_pages(ram);
+    let Some(ws) = workers(m, buddy, &pages) else { return false };
+    kprintln!("oom: 3 tasks, no swap; task {} wants {} pages of {} free", ws[1].id.0, pages[1], ram);
+    let (out, _) = run_workers(m, buddy, ws);
     kprintln!(
         "oom: written {} verified {} corrupt {} errors {}; killed {:?}",
         out.written,
@@ -397,10 +507,87 @@ pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
         out.killed
     );
     report("oom", m, buddy);
-    let ok = out.killed == [1] && out.corrupt == 0 && out.errors == 0 && out.verified == 2 * (ram / 8);
+    let ok = out.killed == [1] && out.corrupt == 0 && out.errors == 0 && out.verified == pages[0] + pages[2];
     for id in m.tasks.ids() {
         m.kill(id);
     }
     kprintln!("oom: the biggest task was killed and the others finished intact: {}", ok);
+    ok
+}
+
+static RODATA_TARGET: u64 = 0x5eed;
+
+/// The bad accesses of `faults`, by name.
+pub const FAULT_CASES: [&str; 4] = ["null", "rodata", "stack", "user"];
+
+/// Does the bad access `case` (in assembly, so the compiler never sees
+/// it): a read of address 0, a write to read-only kernel data, pushes until
+/// the stack overflows, or a write to the read-only user page at `user`.
+fn bad_access(case: &str, user: u64) {
+    kprintln!("faults: thread {} does its bad access", case);
+    // SAFETY: every access below faults; the fault handler ends this thread without returning here.
+    unsafe {
+        match case {
+            "null" => core::arch::asm!("mov {0}, qword ptr [0]", out(reg) _, options(nostack, readonly)),
+            "rodata" => {
+                core::arch::asm!("mov qword ptr [{0}], 1", in(reg) &RODATA_TARGET as *const u64, options(nostack))
+            }
+            "stack" => core::arch::asm!("2:", "push rax", "jmp 2b", options(noreturn)),
+            _ => core::arch::asm!("mov qword ptr [{0}], 1", in(reg) user, options(nostack)),
+        }
+    }
+}
+
+/// `faults [case]`: a thread per bad access (each case, or the one named),
+/// each in its own task, beside a task that writes and checks 64 pages.
+/// Every bad access must be reported and end its thread and task only: the
+/// good task finishes intact, and the kernel goes on to the end.
+pub fn faults(buddy: &'static Frames, ram_end: u64, which: Option<&str>) -> bool {
+    let cases: Vec<&'static str> = match which {
+        None => FAULT_CASES.to_vec(),
+        Some(w) => match FAULT_CASES.iter().find(|c| **c == w) {
+            Some(c) => alloc::vec![*c],
+            None => {
+                kprintln!("faults: unknown case {:?} (known: {:?})", w, FAULT_CASES);
+                return false;
+            }
+        },
+    };
+    let Some(m) = machine(buddy, ram_end, 0, 0) else { return false };
+    let Some(ws) = workers(m, buddy, &[64]) else { return false };
+    let mut expected = Vec::new();
+    for &case in &cases {
+        let Ok(id) = m.spawn() else { return false };
+        let Some(s) = m.tasks.get(id) else { return false };
+        let Ok(user) = s.lock().mmap(MapRequest::anonymous(4096, Protection::READ)) else { return false };
+        let addr = match case {
+            "null" => 0,
+            "rodata" => &RODATA_TARGET as *const u64 as u64,
+            _ => user,
+        };
+        if sched::spawn(case, Some(id), move || bad_access(case, user)).is_err() {
+            return false;
+        }
+        expected.push((case, id, addr));
+    }
+    let (out, ended) = run_workers(m, buddy, ws);
+    let mut ok = out.verified == 64 && out.corrupt == 0 && out.errors == 0 && out.killed.is_empty();
+    kprintln!("faults: the good task verified {} of 64 pages, corrupt {}", out.verified, out.corrupt);
+    for (case, id, addr) in expected {
+        let exit = ended.iter().find(|e| e.space == Some(id)).map_or(Exit::Done, |e| e.exit);
+        let right = match (case, exit) {
+            ("stack", Exit::StackOverflow { .. }) => true,
+            (_, Exit::Fault { vector: 14, addr: a }) => a == addr,
+            _ => false,
+        };
+        let gone = m.tasks.get(id).is_none();
+        kprintln!("faults: {}: {}; as expected: {}; its task is gone: {}", case, exit, right, gone);
+        ok &= right && gone;
+    }
+    ok &= ended.iter().any(|e| e.name == "kswapd" && e.exit == Exit::Done);
+    for id in m.tasks.ids() {
+        m.kill(id);
+    }
+    kprintln!("faults: {} contained; the kernel went on: {}", cases.len(), ok);
     ok
 }

@@ -3,9 +3,10 @@
 //! Each space's root table shares the kernel's root entries 0 (the identity
 //! map of RAM this kernel runs in) and 256-511 (direct map, vmalloc), so the
 //! kernel keeps running after CR3 switches to a space; user mappings live
-//! above entry 0 (`LAYOUT`). There are no tasks yet: the smoke test touches
-//! user memory from the kernel, so the CPU's own page faults go through
-//! [`handle_fault`] into mm-vma's fault handler and the access is retried.
+//! above entry 0 (`LAYOUT`). The smoke test touches a space's memory from
+//! the kernel, so the CPU's own page faults go through [`handle_fault`]
+//! into mm-vma's fault handler and the access is retried. (The tasks of the
+//! other scenarios run on mm-wiring's `Machine`, in `tasks.rs`.)
 
 extern crate alloc;
 
@@ -209,20 +210,4 @@ pub fn smoke(buddy: &'static Frames) -> bool {
     ok &= back;
     kprintln!("user spaces: {}", if ok { "ok" } else { "FAILED" });
     ok
-}
-
-/// `faults user`: a write to a read-only user page. mm-vma refuses the
-/// fault with its reason, and (with no task to kill yet) the handler ends
-/// the run as the expected fault.
-pub fn segfault(buddy: &'static Frames) -> bool {
-    let Some(mm) = new_mm(buddy) else { return false };
-    let Ok(mut space) = AddressSpace::new(&mm, LAYOUT) else { return false };
-    let Ok(a) = space.mmap(MapRequest::anonymous(4096, Protection::READ)) else { return false };
-    kprintln!("faults: write to the read-only user page {:#x}, expecting a refused page fault", a);
-    switch_to(space);
-    // Write, page not present, supervisor mode.
-    crate::interrupts::expect_fault(14, a, 0b10);
-    touch_write(a, 1);
-    kprintln!("faults: the write did not fault");
-    false
 }

@@ -15,7 +15,7 @@ pub const VMALLOC_START: u64 = 0xffff_c900_0000_0000;
 /// Its size: 1 TiB.
 pub const VMALLOC_SIZE: u64 = 1 << 40;
 /// Kernel stack size.
-pub const STACK_SIZE: u64 = 16 << 10;
+pub const STACK_SIZE: u64 = 64 << 10;
 
 /// The kernel's vmalloc.
 pub type Vm = Vmalloc<&'static KernelPt, &'static Frames, DirectMap>;

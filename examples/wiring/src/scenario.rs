@@ -52,21 +52,6 @@ pub fn pattern(task: usize, page: u64) -> u64 {
     ((task as u64 + 1) << 48) ^ page.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
-/// One task of a scenario.
-#[derive(Clone, Copy, Debug)]
-pub struct Task {
-    /// Its space.
-    pub id: SpaceId,
-    /// Its region.
-    pub base: u64,
-    /// Pages in it.
-    pub pages: u64,
-    /// Pages written so far.
-    pub written: u64,
-    /// Killed by the OOM killer.
-    pub killed: bool,
-}
-
 /// What a scenario saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -82,57 +67,170 @@ pub struct Outcome {
     pub killed: Vec<usize>,
 }
 
-/// Pages a task writes per turn before the next task runs.
+impl Outcome {
+    /// Adds one worker's counts (and its number to `killed` if it was
+    /// killed).
+    pub fn add(&mut self, w: &Worker) {
+        self.written += w.written;
+        self.verified += w.verified;
+        self.corrupt += w.corrupt;
+        self.errors += w.errors;
+        if w.killed {
+            self.killed.push(w.number);
+        }
+    }
+}
+
+/// Pages a task writes (or checks) per turn before the next task runs.
 pub const TURN: u64 = 16;
 
+/// Where a worker stands after a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Pages are left to write.
+    Writing,
+    /// Every page is written; it checks them once every worker is here
+    /// (`verify` in [`Worker::turn`]), so that the others' writes push its
+    /// pages out first.
+    Written,
+    /// Pages are left to check.
+    Verifying,
+    /// Every page is checked.
+    Done,
+}
+
+/// One task's program, run a turn at a time: write a per-page pattern to
+/// `pages` pages of its own anonymous memory, then read every page back.
+/// The host simulation runs workers round robin ([`run`]); the reference
+/// kernel runs each in its own thread, yielding between turns.
+#[derive(Clone, Copy, Debug)]
+pub struct Worker {
+    /// Its number in the scenario (which selects its patterns).
+    pub number: usize,
+    /// Its space.
+    pub id: SpaceId,
+    /// Its region.
+    pub base: u64,
+    /// Pages in it.
+    pub pages: u64,
+    /// Pages written so far.
+    pub written: u64,
+    /// Pages checked so far.
+    pub checked: u64,
+    /// Pages read back right.
+    pub verified: u64,
+    /// Pages read back wrong.
+    pub corrupt: u64,
+    /// Accesses that failed other than by a kill.
+    pub errors: u64,
+    /// Ended by the OOM killer (or gone).
+    pub killed: bool,
+}
+
+impl Worker {
+    /// Maps the worker's `pages` pages in `id`.
+    pub fn new(t: &mut dyn Touch, number: usize, id: SpaceId, pages: u64) -> Result<Worker, TouchError> {
+        let base = t.map(id, pages * 4096)?;
+        Ok(Worker {
+            number,
+            id,
+            base,
+            pages,
+            written: 0,
+            checked: 0,
+            verified: 0,
+            corrupt: 0,
+            errors: 0,
+            killed: false,
+        })
+    }
+
+    /// Where the worker stands.
+    pub fn step(&self) -> Step {
+        if self.written < self.pages {
+            Step::Writing
+        } else if self.checked == 0 && self.pages > 0 {
+            Step::Written
+        } else if self.checked < self.pages {
+            Step::Verifying
+        } else {
+            Step::Done
+        }
+    }
+
+    /// One turn: up to [`TURN`] pages written, or checked if `verify` (every
+    /// worker has written everything). Each page gets its pattern in its
+    /// first and last 8 bytes. An error leaves the page to the next turn;
+    /// [`TouchError::Fault`] is also counted in `errors`.
+    pub fn turn(&mut self, t: &mut dyn Touch, verify: bool) -> Result<Step, TouchError> {
+        for _ in 0..TURN {
+            match self.step() {
+                Step::Writing => {
+                    let (a, v) = (self.base + self.written * 4096, pattern(self.number, self.written));
+                    self.counted(t.write(self.id, a, v).and_then(|_| t.write(self.id, a + 4088, !v)))?;
+                    self.written += 1;
+                }
+                Step::Written | Step::Verifying if verify => {
+                    let (a, v) = (self.base + self.checked * 4096, pattern(self.number, self.checked));
+                    let x = self.counted(t.read(self.id, a))?;
+                    let y = self.counted(t.read(self.id, a + 4088))?;
+                    if x == v && y == !v {
+                        self.verified += 1;
+                    } else {
+                        self.corrupt += 1;
+                    }
+                    self.checked += 1;
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok(self.step())
+    }
+
+    fn counted<T>(&mut self, r: Result<T, TouchError>) -> Result<T, TouchError> {
+        if let Err(TouchError::Fault) = r {
+            self.errors += 1;
+        }
+        r
+    }
+}
+
 /// Runs `tasks` (spaces already created) writing `pages[i]` pages each,
-/// [`TURN`] pages a turn, then verifies every page of every task still
-/// alive. Each page gets its pattern in its first and last 8 bytes.
+/// round robin a [`Worker::turn`] at a time with [`Touch::tick`] between
+/// turns, then checks every page of every task still alive. When memory
+/// runs out, [`Touch::oom`] picks a task to end.
 pub fn run(t: &mut dyn Touch, tasks: &[SpaceId], pages: &[u64]) -> Outcome {
     let mut out = Outcome::default();
-    let mut ts: Vec<Task> = Vec::new();
-    for (&id, &n) in tasks.iter().zip(pages) {
-        match t.map(id, n * 4096) {
-            Ok(base) => ts.push(Task { id, base, pages: n, written: 0, killed: false }),
+    let mut ws: Vec<Worker> = Vec::new();
+    for (i, (&id, &n)) in tasks.iter().zip(pages).enumerate() {
+        match Worker::new(t, i, id, n) {
+            Ok(w) => ws.push(w),
             Err(_) => out.errors += 1,
         }
     }
-    // Write, turn by turn.
     loop {
+        let verify = ws.iter().all(|w| w.killed || w.step() != Step::Writing);
         let mut busy = false;
-        for i in 0..ts.len() {
-            let mut k = 0;
-            while k < TURN && !ts[i].killed && ts[i].written < ts[i].pages {
-                let (id, p) = (ts[i].id, ts[i].written);
-                let a = ts[i].base + p * 4096;
-                let v = pattern(i, p);
-                match t.write(id, a, v).and_then(|_| t.write(id, a + 4088, !v)) {
-                    Ok(()) => {
-                        ts[i].written += 1;
-                        out.written += 1;
-                        k += 1;
-                    }
-                    Err(TouchError::OutOfMemory) => {
-                        let victim = t.oom(id);
-                        match victim.and_then(|v| ts.iter().position(|x| x.id == v)) {
-                            Some(j) => {
-                                ts[j].killed = true;
-                                out.killed.push(j);
-                            }
-                            // Nothing to kill: the scenario cannot go on.
-                            None => {
-                                out.errors += 1;
-                                return out;
-                            }
+        for i in 0..ws.len() {
+            if ws[i].killed || ws[i].step() == Step::Done {
+                continue;
+            }
+            busy = true;
+            match ws[i].turn(t, verify) {
+                Ok(_) => {}
+                Err(TouchError::OutOfMemory) => {
+                    let victim = t.oom(ws[i].id);
+                    match victim.and_then(|v| ws.iter().position(|x| x.id == v)) {
+                        Some(j) => ws[j].killed = true,
+                        // Nothing to kill: the scenario cannot go on.
+                        None => {
+                            out.errors += 1;
+                            busy = false;
+                            break;
                         }
                     }
-                    Err(TouchError::Gone) => ts[i].killed = true,
-                    Err(TouchError::Fault) => {
-                        out.errors += 1;
-                        ts[i].killed = true;
-                    }
                 }
-                busy = true;
+                Err(TouchError::Gone | TouchError::Fault) => ws[i].killed = true,
             }
             t.tick();
         }
@@ -140,33 +238,31 @@ pub fn run(t: &mut dyn Touch, tasks: &[SpaceId], pages: &[u64]) -> Outcome {
             break;
         }
     }
-    // Verify every page of every live task.
-    for (i, task) in ts.iter().enumerate().filter(|(_, x)| !x.killed) {
-        for p in 0..task.written {
-            let a = task.base + p * 4096;
-            let v = pattern(i, p);
-            match (t.read(task.id, a), t.read(task.id, a + 4088)) {
-                (Ok(x), Ok(y)) if x == v && y == !v => out.verified += 1,
-                (Ok(_), Ok(_)) => out.corrupt += 1,
-                _ => out.errors += 1,
-            }
-        }
-        t.tick();
+    for w in &ws {
+        out.add(w);
     }
     out
+}
+
+/// Pages per task in [`pressure`]: three times `ram_frames` between them.
+pub fn pressure_pages(tasks: usize, ram_frames: u64) -> Vec<u64> {
+    alloc::vec![3 * ram_frames / tasks.max(1) as u64; tasks]
 }
 
 /// `pressure`: the tasks write three times `ram_frames` pages between
 /// them, then check every page.
 pub fn pressure(t: &mut dyn Touch, tasks: &[SpaceId], ram_frames: u64) -> Outcome {
-    let per = 3 * ram_frames / tasks.len().max(1) as u64;
-    run(t, tasks, &alloc::vec![per; tasks.len()])
+    run(t, tasks, &pressure_pages(tasks.len(), ram_frames))
 }
 
-/// `oom`: three tasks; the middle one wants twice `ram_frames` pages, the
-/// others an eighth of RAM each. Without swap the OOM killer must pick the
-/// middle one (task number 1).
+/// Pages per task in [`oom`]: the middle one wants twice `ram_frames`
+/// pages, the others an eighth of RAM each.
+pub fn oom_pages(ram_frames: u64) -> [u64; 3] {
+    [ram_frames / 8, 2 * ram_frames, ram_frames / 8]
+}
+
+/// `oom`: three tasks sized by [`oom_pages`]. Without swap the OOM killer
+/// must pick the middle one (task number 1).
 pub fn oom(t: &mut dyn Touch, tasks: &[SpaceId; 3], ram_frames: u64) -> Outcome {
-    let small = ram_frames / 8;
-    run(t, tasks, &[small, 2 * ram_frames, small])
+    run(t, tasks, &oom_pages(ram_frames))
 }

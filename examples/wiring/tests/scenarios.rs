@@ -144,3 +144,34 @@ fn swapoff_moves_every_page() {
     }
     swap.check().unwrap();
 }
+
+/// A worker's turns: it writes [`scenario::TURN`] pages a turn, waits in
+/// `Written` (checking nothing) until told every worker has written, then
+/// checks a turn's worth of pages at a time and finds them intact.
+#[test]
+fn worker_checks_only_after_every_worker_wrote() {
+    use scenario::{Step, Worker, TURN};
+    let mut sim = Sim::new(SimConfig { ram: 256 << 10, swap_slots: 256, second_area: 0, zswap: None });
+    let tasks = sim.spawn(1);
+    let mut w = Worker::new(&mut sim, 0, tasks[0], 2 * TURN + 1).unwrap();
+    assert_eq!(w.step(), Step::Writing);
+    assert_eq!(w.turn(&mut sim, true), Ok(Step::Writing));
+    assert_eq!(w.written, TURN);
+    w.turn(&mut sim, false).unwrap();
+    assert_eq!(w.turn(&mut sim, false), Ok(Step::Written));
+    assert_eq!(w.written, 2 * TURN + 1);
+    // Not told to check yet: nothing happens, however often it runs.
+    assert_eq!(w.turn(&mut sim, false), Ok(Step::Written));
+    assert_eq!(w.checked, 0);
+    assert_eq!(w.turn(&mut sim, true), Ok(Step::Verifying));
+    assert_eq!(w.checked, TURN);
+    w.turn(&mut sim, true).unwrap();
+    assert_eq!(w.turn(&mut sim, true), Ok(Step::Done));
+    assert_eq!((w.verified, w.corrupt, w.errors), (2 * TURN + 1, 0, 0));
+    // A page overwritten behind its back is caught.
+    let mut v = Worker::new(&mut sim, 0, tasks[0], 1).unwrap();
+    v.turn(&mut sim, false).unwrap();
+    sim.write(tasks[0], v.base + 4088, 7).unwrap();
+    assert_eq!(v.turn(&mut sim, true), Ok(Step::Done));
+    assert_eq!((v.verified, v.corrupt), (0, 1));
+}
