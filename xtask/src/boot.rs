@@ -208,6 +208,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "corrupt 0 errors 0",
             "mm-kernel: pressure: swapped out ",
             " pages swapped out and ",
+            "the parent's are unchanged: 512; intact: true",
             "mm-kernel: pressure: data intact: true",
         ],
     ),

@@ -23,7 +23,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mm_paging::X86_64;
 use mm_reclaim::driver::{Level, Reclaim, Shrinker, Shrunk};
@@ -443,7 +443,7 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         return false;
     };
     kprintln!("pressure: {} tasks writing {} pages ({} frames free)", ws.len(), pages.iter().sum::<u64>(), ram);
-    let tasks: Vec<SpaceId> = ws.iter().map(|w| w.id).collect();
+    let first = ws[0];
     let start = crate::clock::now_ms();
     let (out, ended) = run_workers(m, buddy, ws);
     let ms = (crate::clock::now_ms() - start).max(1);
@@ -477,11 +477,80 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let total: u64 = pages.iter().sum();
     let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
     let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
-    let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
-    for id in tasks {
+    let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0;
+    let ok = fork_check(m, buddy, &first) && ok && m.device.swap().check().is_ok();
+    for id in m.tasks.ids() {
         m.kill(id);
     }
     kprintln!("pressure: data intact: {}", ok);
+    ok
+}
+
+/// Pages [`fork_check`] covers.
+const FORK_PAGES: u64 = 512;
+
+/// After `pressure`'s workload, its first task forks. The child's thread
+/// must see the parent's pages (most of them in swap, their slots now
+/// shared) and overwrite them, which copy-on-write gives it copies of, and
+/// read its own values back; then the parent's thread must find its pages
+/// unchanged.
+fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> bool {
+    type Value = fn(usize, u64) -> u64;
+    let before = m.figures(0).faults;
+    let Ok(child) = m.fork(parent.id) else {
+        kprintln!("pressure: fork failed");
+        return false;
+    };
+    let n = parent.pages.min(FORK_PAGES);
+    let (base, number) = (parent.base, parent.number);
+    let theirs: Value = |i, p| !scenario::pattern(i, p);
+    // Each pass runs in a thread of its task: it reads the first word of
+    // each of the `n` pages, counts those equal to `want`, and writes
+    // `write` over it when given.
+    let passes: [(SpaceId, Value, Option<Value>); 3] =
+        [(child, scenario::pattern, Some(theirs)), (child, theirs, None), (parent.id, scenario::pattern, None)];
+    let mut seen = [0u64; 3];
+    for (i, (task, want, write)) in passes.into_iter().enumerate() {
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = count.clone();
+        let body = move || {
+            let mut t = KernelTouch { m, buddy };
+            for p in 0..n {
+                let a = base + p * 4096;
+                if t.read(task, a) == Ok(want(number, p)) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(w) = write {
+                    let _ = t.write(task, a, w(number, p));
+                }
+                if p % scenario::TURN == 0 {
+                    sched::yield_now();
+                }
+            }
+        };
+        if sched::spawn("fork", Some(task), body).is_err() {
+            return false;
+        }
+        let ended = sched::run(activate);
+        seen[i] = count.load(Ordering::Relaxed);
+        if ended.iter().any(|e| e.exit != Exit::Done) {
+            kprintln!("pressure: fork: a thread ended badly: {:?}", ended);
+            return false;
+        }
+    }
+    unload();
+    let after = m.figures(0).faults;
+    let cow = (after.cow_copied + after.cow_reused) - (before.cow_copied + before.cow_reused);
+    let ok = seen == [n; 3] && cow > 0;
+    kprintln!(
+        "pressure: fork: the child saw {} of the parent's {} pages, wrote its own over them ({} copy-on-write faults) and read back {}; the parent's are unchanged: {}; intact: {}",
+        seen[0],
+        n,
+        cow,
+        seen[1],
+        seen[2],
+        ok
+    );
     ok
 }
 
