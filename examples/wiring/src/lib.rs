@@ -18,7 +18,9 @@
 //!   with background reclaim, the OOM choice and the figures scenarios
 //!   print;
 //! - [`scenario`]: the `pressure` and `oom` workloads and their checks,
-//!   over any way of touching a task's memory ([`scenario::Touch`]).
+//!   over any way of touching a task's memory ([`scenario::Touch`]); a
+//!   task's program is a [`scenario::Worker`], run a turn at a time (round
+//!   robin on the host, in a kernel thread per task in the kernel).
 //!
 //! Each piece of this list is small; the order of operations is what
 //! matters, and each module says it.

@@ -9,6 +9,11 @@
 //! - [`oom`]: the same without swap, with one task far bigger than RAM:
 //!   when memory runs out the OOM killer must pick that task, and the
 //!   others must finish with their data intact.
+//!
+//! A task's program is a [`Worker`], run a [`Worker::turn`] at a time:
+//! [`run`] drives the workers round robin (the host simulation), and the
+//! reference kernel runs each in a thread of its own that yields between
+//! turns.
 
 use alloc::vec::Vec;
 
