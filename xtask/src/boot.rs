@@ -222,6 +222,16 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
         ],
     ),
     (
+        "user",
+        64,
+        &[
+            "mm-kernel: user: 3 ring 3 tasks writing ",
+            "page fault: address 0x100000: protection violation, read access, user mode",
+            "mm-kernel: user: the kernel reader: page fault at 0x100000; its task is gone: true",
+            "mm-kernel: user: every ring 3 task found its pages intact and the bad one was contained: true",
+        ],
+    ),
+    (
         "faults",
         128,
         &[

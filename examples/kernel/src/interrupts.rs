@@ -16,7 +16,7 @@ use x86_64::registers::control::Cr2;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::structures::tss::TaskStateSegment;
-use x86_64::VirtAddr;
+use x86_64::{PrivilegeLevel, VirtAddr};
 
 use crate::kprintln;
 use crate::sched::Exit;
@@ -63,6 +63,7 @@ stubs! {
     double_fault_stub: 8, 1;
     general_protection_stub: 13, 1;
     page_fault_stub: 14, 1;
+    syscall_stub: 128, 0;
 }
 
 /// What the entry stubs leave on the stack, lowest address first.
@@ -117,6 +118,9 @@ fn name(vector: u64) -> &'static str {
 /// away from its own stack for good.
 #[no_mangle]
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
+    if frame.vector == SYSCALL_VECTOR {
+        return syscall(frame);
+    }
     let cr2 = Cr2::read_raw();
     if frame.vector == 14 {
         match crate::uspace::handle_fault(cr2, frame.error_code) {
@@ -174,6 +178,28 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     crate::finish(false)
 }
 
+/// The system-call vector (`int 0x80`), open to ring 3.
+const SYSCALL_VECTOR: u64 = 0x80;
+
+/// A system call from ring 3 (see `user.rs`): `rax` is the call, `rdi` its
+/// argument; every register is restored on the way back.
+fn syscall(frame: &ExceptionFrame) {
+    match frame.rax {
+        crate::user::SYS_YIELD => crate::sched::yield_now(),
+        crate::user::SYS_EXIT => crate::sched::exit(Exit::Exited { status: frame.rdi }),
+        other => {
+            kprintln!("system call {} unknown (rip {:#x})", other, frame.rip);
+            if let Some(t) = crate::sched::current() {
+                if let Some(id) = t.space {
+                    crate::tasks::end_task(id);
+                }
+                crate::sched::exit(Exit::Fault { vector: SYSCALL_VECTOR as u8, addr: 0 })
+            }
+            crate::finish(false)
+        }
+    }
+}
+
 const IST_STACK_SIZE: usize = 16 * 1024;
 
 /// Memory only the CPU uses (through the TSS), never read by Rust code.
@@ -186,27 +212,50 @@ struct Tables {
     gdt: GlobalDescriptorTable,
     code: SegmentSelector,
     data: SegmentSelector,
+    user_code: SegmentSelector,
+    user_data: SegmentSelector,
     tss: SegmentSelector,
 }
 
-static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+/// The TSS: IST 1 for double faults, and RSP0, the stack the CPU takes on
+/// entry from ring 3 ([`set_kernel_stack`]). Only this CPU reads it.
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+
+/// Sets the stack the CPU switches to when ring 3 traps into the kernel:
+/// the top of the running thread's kernel stack (the scheduler calls this
+/// on every switch).
+pub fn set_kernel_stack(top: u64) {
+    let tss = &raw mut TSS;
+    // SAFETY: one CPU; the TSS is read by the CPU only on a privilege change, which cannot happen while this store runs (kernel code, interrupts off).
+    unsafe { (*tss).privilege_stack_table[0] = VirtAddr::new(top) };
+}
+
+/// The ring 3 code and data selectors (RPL 3).
+pub fn user_selectors() -> (u64, u64) {
+    let t = GDT.get().expect("interrupts::init ran at boot");
+    (t.user_code.0 as u64, t.user_data.0 as u64)
+}
+
 static GDT: spin::Once<Tables> = spin::Once::new();
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
 /// Loads a GDT with a TSS (IST 1 = the double-fault stack) and the IDT.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        let top = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + IST_STACK_SIZE as u64;
-        tss.interrupt_stack_table[0] = top;
-        tss
-    });
+    let top = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + IST_STACK_SIZE as u64;
+    let tss = &raw mut TSS;
+    // SAFETY: boot, one CPU: nothing else uses the TSS yet; the descriptor below records only its address.
+    let tss: &'static TaskStateSegment = unsafe {
+        (*tss).interrupt_stack_table[0] = top;
+        &*tss
+    };
     let t = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
+        let user_data = gdt.append(Descriptor::user_data_segment());
+        let user_code = gdt.append(Descriptor::user_code_segment());
         let tss = gdt.append(Descriptor::tss_segment(tss));
-        Tables { gdt, code, data, tss }
+        Tables { gdt, code, data, user_code, user_data, tss }
     });
     t.gdt.load();
     // SAFETY: the selectors index the GDT just loaded (flat 64-bit kernel code and data), and the TSS is static.
@@ -229,6 +278,8 @@ pub fn init() {
             idt.page_fault.set_handler_addr(addr(page_fault_stub));
             // IST index 0 is IST 1: the stack set in the TSS above.
             idt.double_fault.set_handler_addr(addr(double_fault_stub)).set_stack_index(0);
+            // The only gate ring 3 may use.
+            idt[SYSCALL_VECTOR as u8].set_handler_addr(addr(syscall_stub)).set_privilege_level(PrivilegeLevel::Ring3);
         }
         idt
     });

@@ -21,6 +21,7 @@ mod pvh;
 mod sched;
 mod serial;
 mod tasks;
+mod user;
 mod uspace;
 mod vmem;
 
@@ -262,8 +263,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         "faults" => tasks::faults(buddy, ram_end, words.next()),
         "pressure" => tasks::pressure(buddy, ram_end),
         "oom" => tasks::oom(buddy, ram_end),
+        "user" => tasks::user(buddy, ram_end),
         other => {
-            kprintln!("unknown scenario {:?} (known: smoke, pressure, oom, faults [null|rodata|stack|user])", other);
+            kprintln!(
+                "unknown scenario {:?} (known: smoke, pressure, oom, user, faults [null|rodata|stack|user])",
+                other
+            );
             false
         }
     };

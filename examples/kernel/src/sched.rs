@@ -79,6 +79,11 @@ pub enum Exit {
     },
     /// The OOM killer picked its task.
     OomKilled,
+    /// Its user program exited (system call `exit`) with this status.
+    Exited {
+        /// The status.
+        status: u64,
+    },
 }
 
 impl core::fmt::Display for Exit {
@@ -89,6 +94,7 @@ impl core::fmt::Display for Exit {
             Exit::Fault { vector, .. } => write!(f, "exception {vector}"),
             Exit::StackOverflow { addr } => write!(f, "stack overflow at {addr:#x}"),
             Exit::OomKilled => f.write_str("killed by the OOM killer"),
+            Exit::Exited { status } => write!(f, "exited with status {status}"),
         }
     }
 }
@@ -256,6 +262,8 @@ pub fn run(mut activate: impl FnMut(Option<SpaceId>) -> bool) -> Vec<Ended> {
         let (save, load) = {
             let mut s = SCHED.lock();
             s.current = Some(i);
+            // Traps from ring 3 land at the top of the thread's stack.
+            crate::interrupts::set_kernel_stack(s.threads[i].stack.1);
             let load = s.threads[i].rsp;
             (&raw mut s.sched_rsp, load)
         };

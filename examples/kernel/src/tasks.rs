@@ -39,6 +39,7 @@ use crate::frames::{self, Frames};
 use crate::kprintln;
 use crate::paging;
 use crate::sched::{self, Ended, Exit};
+use crate::user::{self, Program};
 use crate::uspace::{self, LAYOUT};
 
 /// The kernel's machine.
@@ -369,6 +370,20 @@ fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker
             board.lock()[i].killed = true;
         }
     }
+    spawn_kswapd(m, buddy);
+    let ended = sched::run(activate);
+    unload();
+    let mut out = Outcome::default();
+    for w in board.lock().iter_mut() {
+        w.killed |= ended.iter().any(|e| e.space == Some(w.id) && e.exit != Exit::Done);
+        out.add(w);
+    }
+    (out, ended)
+}
+
+/// Starts the background reclaim thread: each turn it reclaims if the
+/// zone is below its high watermark; it ends when every other thread has.
+fn spawn_kswapd(m: &'static KMachine, buddy: &'static Frames) {
     let kswapd = move || {
         while sched::others() > 0 {
             m.background(&mut || kswapd_level(buddy));
@@ -378,14 +393,6 @@ fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker
     if let Err(e) = sched::spawn("kswapd", None, kswapd) {
         kprintln!("tasks: no kswapd thread: {}", e);
     }
-    let ended = sched::run(activate);
-    unload();
-    let mut out = Outcome::default();
-    for w in board.lock().iter_mut() {
-        w.killed |= ended.iter().any(|e| e.space == Some(w.id) && e.exit != Exit::Done);
-        out.add(w);
-    }
-    (out, ended)
 }
 
 /// Maps a [`Worker`] of `pages` pages in a new task per entry.
@@ -658,5 +665,72 @@ pub fn faults(buddy: &'static Frames, ram_end: u64, which: Option<&str>) -> bool
         m.kill(id);
     }
     kprintln!("faults: {} contained; the kernel went on: {}", cases.len(), ok);
+    ok
+}
+
+/// Starts a ring 3 thread in a new task running `program` with `args`
+/// (`args[0]`, if 0, is replaced by a fresh region of `pages` pages).
+/// Returns the task and the region.
+fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> Option<(SpaceId, u64)> {
+    let id = m.spawn().ok()?;
+    let base = m.tasks.get(id)?.lock().mmap(scenario::anon_rw(pages.max(1) * 4096)).ok()?;
+    let at = user::load(m, id, program)?;
+    let name = match program {
+        Program::PatternWriter => "writer",
+        Program::KernelReader => "reader",
+    };
+    // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the thread's stack holds nothing but this closure's frames.
+    let body = move || unsafe { user::enter(at, [base, pages, seed]) };
+    sched::spawn(name, Some(id), body).ok()?;
+    Some((id, base))
+}
+
+/// `user`: three tasks run a ring 3 program that writes twice the RAM
+/// between them in per-page patterns (mm-wiring's `scenario::pattern`),
+/// yielding with a system call every 16 pages, then checks its pages and
+/// exits with the number found intact. Their page faults come from user
+/// mode: demand zero, swap-in. A fourth task's program reads kernel memory
+/// and must be ended by its page fault. Afterwards the kernel reads a
+/// sample of every task's pages itself.
+pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
+    let ram = buddy.free_frames();
+    let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else { return false };
+    let per = 2 * ram / 3;
+    let mut writers = Vec::new();
+    for i in 0..3 {
+        let Some((id, base)) = spawn_user(m, Program::PatternWriter, per, (i as u64 + 1) << 48) else {
+            kprintln!("user: cannot start task {}", i);
+            return false;
+        };
+        writers.push((i, id, base));
+    }
+    let Some((reader, _)) = spawn_user(m, Program::KernelReader, 0, 0) else { return false };
+    kprintln!("user: 3 ring 3 tasks writing {} pages each ({} frames free), and one reading kernel memory", per, ram);
+    spawn_kswapd(m, buddy);
+    let start = crate::clock::now_ms();
+    let ended = sched::run(activate);
+    let ms = (crate::clock::now_ms() - start).max(1);
+    let exit = |id: SpaceId| ended.iter().find(|e| e.space == Some(id)).map_or(Exit::Done, |e| e.exit);
+    let mut ok = true;
+    let mut t = KernelTouch { m, buddy };
+    for &(i, id, base) in &writers {
+        let e = exit(id);
+        let sample: Vec<u64> = (0..per).step_by(61).collect();
+        let right = sample.iter().filter(|&&p| t.read(id, base + p * 4096) == Ok(scenario::pattern(i, p))).count();
+        kprintln!("user: task {}: {}; the kernel checked {} of a sample of {} pages", id.0, e, right, sample.len());
+        ok &= e == Exit::Exited { status: per } && right == sample.len();
+    }
+    unload();
+    let e = exit(reader);
+    kprintln!("user: the kernel reader: {}; its task is gone: {}", e, m.tasks.get(reader).is_none());
+    ok &= e == (Exit::Fault { vector: 14, addr: 0x10_0000 }) && m.tasks.get(reader).is_none();
+    report("user", m, buddy);
+    let f = m.figures(buddy.free_frames());
+    kprintln!("user: {} ms; swapped out {}, swapped in {}", ms, f.swapped_out, f.faults.swap_in);
+    ok &= f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
+    for id in m.tasks.ids() {
+        m.kill(id);
+    }
+    kprintln!("user: every ring 3 task found its pages intact and the bad one was contained: {}", ok);
     ok
 }
