@@ -3,8 +3,12 @@
 //! through the isa-debug-exit device with status 33 on success.
 //!
 //! Boot flow: `boot.rs` (32-bit entry, identity map, long mode) ->
-//! [`kernel_main`] -> memory map from `pvh.rs` -> reservation of the kernel
-//! image and boot data with `mm-types` ranges -> the scenario.
+//! [`kernel_main`] -> GDT, TSS and IDT (`interrupts.rs`) -> memory map from
+//! `pvh.rs` -> mm-buddy over RAM minus the kernel image and boot data
+//! (`frames.rs`) -> the kernel's mm-paging tables in CR3 (`paging.rs`) ->
+//! mm-slab as the global allocator (`heap.rs`) -> mm-vmalloc (`vmem.rs`) ->
+//! the scenario: `smoke` here, or tasks in threads of the scheduler
+//! (`sched.rs`, `tasks.rs`, `user.rs`).
 
 #![no_std]
 #![no_main]
