@@ -6,7 +6,7 @@
 //! switch to the thread.
 //!
 //! A thread runs until it calls [`yield_now`] (back to the scheduler, which
-//! runs the next thread) or ends: by returning, or by [`exit`] from a fault
+//! runs the next thread), [`sleep`] (not run again until [`wake`]), or ends: by returning, or by [`exit`] from a fault
 //! handler when it faulted in a way that cannot be resolved (a bad access,
 //! a stack overflow, the OOM killer). The scheduler then frees its stack:
 //! the kernel goes on. A thread ended while it waits ([`kill_space`]) is
@@ -129,6 +129,8 @@ struct Thread {
     stack: (u64, u64),
     body: Box<dyn FnMut() + Send>,
     exit: Option<Exit>,
+    /// Waits for [`wake`]; not run until then.
+    asleep: bool,
 }
 
 struct Sched {
@@ -164,7 +166,7 @@ pub fn spawn(
         // SAFETY: the 64 bytes below `top` are inside the stack just allocated, mapped read-write and used by nothing else.
         unsafe { core::ptr::write_volatile((rsp + 8 * i as u64) as *mut u64, *w) };
     }
-    let t = Thread { name, space, rsp, stack: (bottom, top), body: Box::new(body), exit: None };
+    let t = Thread { name, space, rsp, stack: (bottom, top), body: Box::new(body), exit: None, asleep: false };
     SCHED.lock().threads.push(Box::new(t));
     Ok(())
 }
@@ -205,6 +207,28 @@ pub fn yield_now() {
     };
     // SAFETY: `save` points into this thread's boxed entry, which stays put while the thread lives; `load` is the scheduler's stack as `run` left it in its own switch. One CPU: nothing else runs until the scheduler switches back.
     unsafe { switch_stack(save, load) };
+}
+
+/// Gives up the CPU until [`wake`] names the running thread (or until no
+/// other thread can run).
+pub fn sleep() {
+    {
+        let mut s = SCHED.lock();
+        let Some(i) = s.current else { return };
+        s.threads[i].asleep = true;
+    }
+    yield_now();
+}
+
+/// Makes the sleeping threads called `name` runnable; whether there was
+/// one.
+pub fn wake(name: &str) -> bool {
+    let mut woke = false;
+    for t in SCHED.lock().threads.iter_mut().filter(|t| t.asleep && t.name == name) {
+        t.asleep = false;
+        woke = true;
+    }
+    woke
 }
 
 /// Ends the running thread with `why` and switches to the scheduler, which
@@ -251,7 +275,14 @@ pub fn run(mut activate: impl FnMut(Option<SpaceId>) -> bool) -> Vec<Ended> {
             if s.threads.is_empty() {
                 return ended;
             }
-            let i = s.next % s.threads.len();
+            // The next thread that is not asleep; if all are, they are
+            // all woken (nothing else could wake them).
+            let n = s.threads.len();
+            let awake = (0..n).map(|k| (s.next + k) % n).find(|&i| !s.threads[i].asleep);
+            let i = awake.unwrap_or_else(|| {
+                s.threads.iter_mut().for_each(|t| t.asleep = false);
+                s.next % n
+            });
             s.next = i + 1;
             (i, s.threads[i].space)
         };
