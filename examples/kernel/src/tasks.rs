@@ -96,15 +96,16 @@ fn short(buddy: &Frames, margin: u64) -> bool {
 
 /// The watermarks background reclaim works to. User pages stop at the
 /// zone's low watermark (below it is the kernel's), so background reclaim
-/// wakes above that: below the high watermark, and frees up to four times
-/// the low-to-high gap above high. (With twice the gap, `pressure` at
-/// 64 MiB needed 1,323 direct reclaim runs: four tasks' turns, swap-ins
-/// with readahead, use more than that between two kswapd runs; with four
-/// times, 4.)
+/// wakes above that: below the high watermark, and frees up to three times
+/// the low-to-high gap above high. (Measured in `pressure` at 64 MiB: with
+/// twice the gap, 1,323 direct reclaim runs, because four tasks' turns and
+/// their swap-ins with readahead use more than that between two kswapd
+/// runs; with three times, 4 runs and 17.7 s; with four times, 4 runs but
+/// 22.7 s.)
 fn kswapd_level(buddy: &Frames) -> Level {
     let l = level(buddy);
     let gap = l.high - l.low;
-    Level { free: l.free, min: l.low, low: l.high, high: l.high + 4 * gap }
+    Level { free: l.free, min: l.low, low: l.high, high: l.high + 3 * gap }
 }
 
 /// Builds the machine over `buddy` for RAM below `ram_end`, with a
