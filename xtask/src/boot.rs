@@ -228,7 +228,8 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: user: 3 ring 3 tasks writing ",
             "page fault: address 0x100000: protection violation, read access, user mode",
             "mm-kernel: user: the kernel reader: page fault at 0x100000; its task is gone: true",
-            "mm-kernel: user: every ring 3 task found its pages intact and the bad one was contained: true",
+            "mm-kernel: user: the halter: general protection fault (vector 13); its task is gone: true",
+            "mm-kernel: user: every ring 3 task found its pages intact and the bad ones were contained: true",
         ],
     ),
     (

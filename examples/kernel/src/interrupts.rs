@@ -1,4 +1,5 @@
-//! Exceptions on stable Rust: `global_asm!` entry stubs save the registers
+//! Exceptions on stable Rust (every one a program can raise; none comes
+//! from outside, as no interrupt is enabled): `global_asm!` entry stubs save the registers
 //! and call [`exception_dispatch`] with a pointer to them; the double fault
 //! runs on its own stack (IST 1 of a TSS), so it is reported even when the
 //! kernel stack is gone.
@@ -58,11 +59,19 @@ macro_rules! stubs {
 
 stubs! {
     divide_error_stub: 0, 0;
+    debug_stub: 1, 0;
     breakpoint_stub: 3, 0;
     invalid_opcode_stub: 6, 0;
+    device_not_available_stub: 7, 0;
     double_fault_stub: 8, 1;
+    invalid_tss_stub: 10, 1;
+    segment_not_present_stub: 11, 1;
+    stack_segment_stub: 12, 1;
     general_protection_stub: 13, 1;
     page_fault_stub: 14, 1;
+    x87_stub: 16, 0;
+    alignment_check_stub: 17, 1;
+    simd_stub: 19, 0;
     syscall_stub: 128, 0;
 }
 
@@ -94,14 +103,23 @@ pub struct ExceptionFrame {
     ss: u64,
 }
 
-fn name(vector: u64) -> &'static str {
+/// The exception's name.
+pub fn name(vector: u64) -> &'static str {
     match vector {
         0 => "divide error",
+        1 => "debug exception",
         3 => "breakpoint",
         6 => "invalid opcode",
+        7 => "device not available",
         8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack-segment fault",
         13 => "general protection fault",
         14 => "page fault",
+        16 => "x87 floating-point error",
+        17 => "alignment check",
+        19 => "SIMD floating-point exception",
         _ => "exception",
     }
 }
@@ -272,10 +290,18 @@ pub fn init() {
         // SAFETY: each address is an entry stub above: it saves the registers and calls a dispatcher that never returns.
         unsafe {
             idt.divide_error.set_handler_addr(addr(divide_error_stub));
+            idt.debug.set_handler_addr(addr(debug_stub));
             idt.breakpoint.set_handler_addr(addr(breakpoint_stub));
             idt.invalid_opcode.set_handler_addr(addr(invalid_opcode_stub));
+            idt.device_not_available.set_handler_addr(addr(device_not_available_stub));
+            idt.invalid_tss.set_handler_addr(addr(invalid_tss_stub));
+            idt.segment_not_present.set_handler_addr(addr(segment_not_present_stub));
+            idt.stack_segment_fault.set_handler_addr(addr(stack_segment_stub));
             idt.general_protection_fault.set_handler_addr(addr(general_protection_stub));
             idt.page_fault.set_handler_addr(addr(page_fault_stub));
+            idt.x87_floating_point.set_handler_addr(addr(x87_stub));
+            idt.alignment_check.set_handler_addr(addr(alignment_check_stub));
+            idt.simd_floating_point.set_handler_addr(addr(simd_stub));
             // IST index 0 is IST 1: the stack set in the TSS above.
             idt.double_fault.set_handler_addr(addr(double_fault_stub)).set_stack_index(0);
             // The only gate ring 3 may use.

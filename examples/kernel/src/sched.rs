@@ -91,7 +91,7 @@ impl core::fmt::Display for Exit {
         match *self {
             Exit::Done => f.write_str("done"),
             Exit::Fault { vector: 14, addr } => write!(f, "page fault at {addr:#x}"),
-            Exit::Fault { vector, .. } => write!(f, "exception {vector}"),
+            Exit::Fault { vector, .. } => write!(f, "{} (vector {vector})", crate::interrupts::name(vector as u64)),
             Exit::StackOverflow { addr } => write!(f, "stack overflow at {addr:#x}"),
             Exit::OomKilled => f.write_str("killed by the OOM killer"),
             Exit::Exited { status } => write!(f, "exited with status {status}"),

@@ -701,6 +701,7 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
     let name = match program {
         Program::PatternWriter => "writer",
         Program::KernelReader => "reader",
+        Program::Halter => "halter",
     };
     // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the thread's stack holds nothing but this closure's frames.
     let body = move || unsafe { user::enter(at, [base, pages, seed]) };
@@ -713,8 +714,10 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
 /// yielding with a system call every 16 pages, then checks its pages and
 /// exits with the number found intact. Their page faults come from user
 /// mode: demand zero, swap-in. A fourth task's program reads kernel memory
-/// and must be ended by its page fault. Afterwards the kernel reads a
-/// sample of every task's pages itself.
+/// and must be ended by its page fault; a fifth's halts the CPU with a
+/// non-canonical stack pointer and must be ended by the general protection
+/// fault. Afterwards the kernel reads a sample of every task's pages
+/// itself.
 pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     let ram = buddy.free_frames();
     let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else { return false };
@@ -728,7 +731,12 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
         writers.push((i, id, base));
     }
     let Some((reader, _)) = spawn_user(m, Program::KernelReader, 0, 0) else { return false };
-    kprintln!("user: 3 ring 3 tasks writing {} pages each ({} frames free), and one reading kernel memory", per, ram);
+    let Some((halter, _)) = spawn_user(m, Program::Halter, 0, 0) else { return false };
+    kprintln!(
+        "user: 3 ring 3 tasks writing {} pages each ({} frames free); one reading kernel memory, one halting the CPU",
+        per,
+        ram
+    );
     spawn_kswapd(m, buddy);
     let start = crate::clock::now_ms();
     let ended = sched::run(activate);
@@ -744,9 +752,14 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
         ok &= e == Exit::Exited { status: per } && right == sample.len();
     }
     unload();
-    let e = exit(reader);
-    kprintln!("user: the kernel reader: {}; its task is gone: {}", e, m.tasks.get(reader).is_none());
-    ok &= e == (Exit::Fault { vector: 14, addr: 0x10_0000 }) && m.tasks.get(reader).is_none();
+    for (what, id, want) in [
+        ("the kernel reader", reader, Exit::Fault { vector: 14, addr: 0x10_0000 }),
+        ("the halter", halter, Exit::Fault { vector: 13, addr: 0 }),
+    ] {
+        let (e, gone) = (exit(id), m.tasks.get(id).is_none());
+        kprintln!("user: {}: {}; its task is gone: {}", what, e, gone);
+        ok &= e == want && gone;
+    }
     report("user", m, buddy);
     let f = m.figures(buddy.free_frames());
     kprintln!("user: {} ms; swapped out {}, swapped in {}", ms, f.swapped_out, f.faults.swap_in);
@@ -754,6 +767,6 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     for id in m.tasks.ids() {
         m.kill(id);
     }
-    kprintln!("user: every ring 3 task found its pages intact and the bad one was contained: {}", ok);
+    kprintln!("user: every ring 3 task found its pages intact and the bad ones were contained: {}", ok);
     ok
 }

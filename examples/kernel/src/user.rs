@@ -90,6 +90,16 @@ core::arch::global_asm!(
     "int 0x80",
     "ud2",
     "kernel_reader_end:",
+    // A privileged instruction in a program whose stack pointer is not
+    // even canonical: the CPU raises a general protection fault (the
+    // handler runs on the kernel stack from the TSS, whatever rsp was).
+    ".global halter_start",
+    ".global halter_end",
+    "halter_start:",
+    "movabs rsp, 0x8000000000000000",
+    "hlt",
+    "ud2",
+    "halter_end:",
     ".popsection",
 );
 
@@ -98,6 +108,8 @@ extern "C" {
     static pattern_writer_end: u8;
     static kernel_reader_start: u8;
     static kernel_reader_end: u8;
+    static halter_start: u8;
+    static halter_end: u8;
 }
 
 /// The user programs.
@@ -108,6 +120,9 @@ pub enum Program {
     PatternWriter,
     /// Reads kernel memory: must be killed by the page fault.
     KernelReader,
+    /// Spoils its stack pointer and halts the CPU: must be killed by the
+    /// general protection fault.
+    Halter,
 }
 
 impl Program {
@@ -118,6 +133,7 @@ impl Program {
             let (s, e) = match self {
                 Program::PatternWriter => (&raw const pattern_writer_start, &raw const pattern_writer_end),
                 Program::KernelReader => (&raw const kernel_reader_start, &raw const kernel_reader_end),
+                Program::Halter => (&raw const halter_start, &raw const halter_end),
             };
             core::slice::from_raw_parts(s, e as usize - s as usize)
         }
