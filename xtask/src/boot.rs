@@ -229,6 +229,8 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "page fault: address 0x100000: protection violation, read access, user mode",
             "mm-kernel: user: the kernel reader: page fault at 0x100000; its task is gone: true",
             "mm-kernel: user: the halter: general protection fault (vector 13); its task is gone: true",
+            "mm-kernel: user: the spinner: killed; its task is gone: true",
+            "mm-kernel: user: the timer preempted ring 3 ",
             "mm-kernel: user: every ring 3 task found its pages intact and the bad ones were contained: true",
         ],
     ),

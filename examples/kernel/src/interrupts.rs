@@ -72,6 +72,7 @@ stubs! {
     x87_stub: 16, 0;
     alignment_check_stub: 17, 1;
     simd_stub: 19, 0;
+    timer_stub: 32, 0;
     syscall_stub: 128, 0;
 }
 
@@ -138,6 +139,9 @@ pub fn name(vector: u64) -> &'static str {
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     if frame.vector == SYSCALL_VECTOR {
         return syscall(frame);
+    }
+    if frame.vector == crate::clock::TIMER_VECTOR as u64 {
+        return timer(frame);
     }
     let cr2 = Cr2::read_raw();
     if frame.vector == 14 {
@@ -215,6 +219,25 @@ fn syscall(frame: &ExceptionFrame) {
             }
             crate::finish(false)
         }
+    }
+}
+
+/// Times the timer took the CPU from a ring 3 thread.
+static PREEMPTIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Times the timer preempted ring 3.
+pub fn preemptions() -> u64 {
+    PREEMPTIONS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The timer interrupt. It can only come from ring 3 (the kernel runs with
+/// interrupts off): when the thread has had its time slice, it yields, and
+/// returns to user mode on its next turn.
+fn timer(frame: &ExceptionFrame) {
+    crate::clock::end_of_interrupt();
+    if frame.cs & 3 == 3 && crate::sched::slice_used() {
+        PREEMPTIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        crate::sched::yield_now();
     }
 }
 
@@ -304,6 +327,7 @@ pub fn init() {
             idt.simd_floating_point.set_handler_addr(addr(simd_stub));
             // IST index 0 is IST 1: the stack set in the TSS above.
             idt.double_fault.set_handler_addr(addr(double_fault_stub)).set_stack_index(0);
+            idt[crate::clock::TIMER_VECTOR].set_handler_addr(addr(timer_stub));
             // The only gate ring 3 may use.
             idt[SYSCALL_VECTOR as u8].set_handler_addr(addr(syscall_stub)).set_privilege_level(PrivilegeLevel::Ring3);
         }

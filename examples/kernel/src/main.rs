@@ -257,6 +257,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     kprintln!("command line: {:?}; scenario {}", info.cmdline, label);
     interrupts::init();
     kprintln!("clock: TSC at {} ticks per ms (calibrated against the PIT)", clock::init());
+    clock::start_timer();
     // Read before the kernel's own tables unmap page 0, where the map lies.
     let ram_end = ram_end(&info);
     let Some(buddy) = setup_memory(&info) else { finish(false) };

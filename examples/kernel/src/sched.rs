@@ -13,8 +13,10 @@
 //! never resumed. Either way, what its stack frames owned is not dropped;
 //! what the thread's closure owns is.
 //!
-//! One CPU and no interrupts, so nothing runs between a switch's halves:
-//! the table lock is never held across a switch.
+//! One CPU, and the kernel runs with interrupts off (only ring 3 is
+//! interrupted, by the timer, which preempts it through [`yield_now`]), so
+//! nothing runs between a switch's halves: the table lock is never held
+//! across a switch.
 
 extern crate alloc;
 
@@ -79,6 +81,8 @@ pub enum Exit {
     },
     /// The OOM killer picked its task.
     OomKilled,
+    /// Another thread ended it (the task was killed).
+    Killed,
     /// Its user program exited (system call `exit`) with this status.
     Exited {
         /// The status.
@@ -94,6 +98,7 @@ impl core::fmt::Display for Exit {
             Exit::Fault { vector, .. } => write!(f, "{} (vector {vector})", crate::interrupts::name(vector as u64)),
             Exit::StackOverflow { addr } => write!(f, "stack overflow at {addr:#x}"),
             Exit::OomKilled => f.write_str("killed by the OOM killer"),
+            Exit::Killed => f.write_str("killed"),
             Exit::Exited { status } => write!(f, "exited with status {status}"),
         }
     }
@@ -142,10 +147,12 @@ struct Sched {
     next: usize,
     /// The scheduler's own saved stack pointer while a thread runs.
     sched_rsp: u64,
+    /// When the running thread got the CPU (ms).
+    slice_start: u64,
 }
 
 static SCHED: spin::Mutex<Sched> =
-    spin::Mutex::new(Sched { threads: Vec::new(), current: None, next: 0, sched_rsp: 0 });
+    spin::Mutex::new(Sched { threads: Vec::new(), current: None, next: 0, sched_rsp: 0, slice_start: 0 });
 
 /// Creates a thread running `body` on a fresh vmalloc'ed stack, in the
 /// address space `space` (the kernel's tables if `None`). It first runs
@@ -209,6 +216,15 @@ pub fn yield_now() {
     unsafe { switch_stack(save, load) };
 }
 
+/// A thread's time slice: the timer preempts a ring 3 thread that has run
+/// this long.
+pub const SLICE_MS: u64 = 10;
+
+/// Whether the running thread has had its time slice.
+pub fn slice_used() -> bool {
+    crate::clock::now_ms() >= SCHED.lock().slice_start + SLICE_MS
+}
+
 /// Gives up the CPU until [`wake`] names the running thread (or until no
 /// other thread can run).
 pub fn sleep() {
@@ -252,14 +268,19 @@ pub fn exit(why: Exit) -> ! {
 /// Ends every waiting thread of task `space` (its task was killed): they
 /// are never resumed. The running thread is left to the caller, which
 /// calls [`exit`].
-pub fn kill_space(space: SpaceId) {
+pub fn kill_space(space: SpaceId, why: Exit) {
     let mut s = SCHED.lock();
     let cur = s.current;
     for (i, t) in s.threads.iter_mut().enumerate() {
         if Some(i) != cur && t.space == Some(space) && t.exit.is_none() {
-            t.exit = Some(Exit::OomKilled);
+            t.exit = Some(why);
         }
     }
+}
+
+/// Threads called `name` that have not ended.
+pub fn alive(name: &str) -> usize {
+    SCHED.lock().threads.iter().filter(|t| t.name == name && t.exit.is_none()).count()
 }
 
 /// Runs the threads round robin until every one has ended; `activate`
@@ -295,6 +316,7 @@ pub fn run(mut activate: impl FnMut(Option<SpaceId>) -> bool) -> Vec<Ended> {
             s.current = Some(i);
             // Traps from ring 3 land at the top of the thread's stack.
             crate::interrupts::set_kernel_stack(s.threads[i].stack.1);
+            s.slice_start = crate::clock::now_ms();
             let load = s.threads[i].rsp;
             (&raw mut s.sched_rsp, load)
         };

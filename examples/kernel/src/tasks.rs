@@ -280,7 +280,7 @@ fn oom_kill(m: &KMachine) -> Option<SpaceId> {
         let _ = load(m, SpaceId(loaded));
     }
     let victim = victim?;
-    sched::kill_space(victim);
+    sched::kill_space(victim, Exit::OomKilled);
     kprintln!("oom: killed task {} (the biggest)", victim.0);
     Some(victim)
 }
@@ -702,6 +702,7 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
         Program::PatternWriter => "writer",
         Program::KernelReader => "reader",
         Program::Halter => "halter",
+        Program::Spinner => "spinner",
     };
     // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the thread's stack holds nothing but this closure's frames.
     let body = move || unsafe { user::enter(at, [base, pages, seed]) };
@@ -716,8 +717,9 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
 /// mode: demand zero, swap-in. A fourth task's program reads kernel memory
 /// and must be ended by its page fault; a fifth's halts the CPU with a
 /// non-canonical stack pointer and must be ended by the general protection
-/// fault. Afterwards the kernel reads a sample of every task's pages
-/// itself.
+/// fault; a sixth's spins without a system call, so only the timer lets
+/// the others run, and it is killed when they are done. Afterwards the
+/// kernel reads a sample of every task's pages itself.
 pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     let ram = buddy.free_frames();
     let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else { return false };
@@ -732,11 +734,25 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     }
     let Some((reader, _)) = spawn_user(m, Program::KernelReader, 0, 0) else { return false };
     let Some((halter, _)) = spawn_user(m, Program::Halter, 0, 0) else { return false };
+    let Some((spinner, _)) = spawn_user(m, Program::Spinner, 0, 0) else { return false };
     kprintln!(
-        "user: 3 ring 3 tasks writing {} pages each ({} frames free); one reading kernel memory, one halting the CPU",
+        "user: 3 ring 3 tasks writing {} pages each ({} frames free); one reading kernel memory, one halting the CPU, one spinning without system calls",
         per,
         ram
     );
+    // The spinner never gives up the CPU: only the timer lets the others
+    // run. When the writers are done, this thread ends it.
+    let reaper = move || {
+        while sched::alive("writer") > 0 {
+            sched::yield_now();
+        }
+        end_task(spinner);
+        sched::kill_space(spinner, Exit::Killed);
+    };
+    if sched::spawn("reaper", None, reaper).is_err() {
+        return false;
+    }
+    let preempted = crate::interrupts::preemptions();
     spawn_kswapd(m, buddy);
     let start = crate::clock::now_ms();
     let ended = sched::run(activate);
@@ -752,9 +768,13 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
         ok &= e == Exit::Exited { status: per } && right == sample.len();
     }
     unload();
+    let preempted = crate::interrupts::preemptions() - preempted;
+    kprintln!("user: the timer preempted ring 3 {} times", preempted);
+    ok &= preempted > 0;
     for (what, id, want) in [
         ("the kernel reader", reader, Exit::Fault { vector: 14, addr: 0x10_0000 }),
         ("the halter", halter, Exit::Fault { vector: 13, addr: 0 }),
+        ("the spinner", spinner, Exit::Killed),
     ] {
         let (e, gone) = (exit(id), m.tasks.get(id).is_none());
         kprintln!("user: {}: {}; its task is gone: {}", what, e, gone);

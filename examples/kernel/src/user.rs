@@ -7,7 +7,9 @@
 //! registers only; the user stack is there because `iretq` needs one.
 //!
 //! System calls: `rax` = 0 yields the CPU, `rax` = 1 exits with status
-//! `rdi`. Every register but `rax` survives a call.
+//! `rdi`. Every register but `rax` survives a call. Ring 3 runs with
+//! interrupts on, and the timer preempts a program that has had its time
+//! slice.
 
 use mm_types::Protection;
 use mm_vma::{MapRequest, SpaceId};
@@ -100,6 +102,13 @@ core::arch::global_asm!(
     "hlt",
     "ud2",
     "halter_end:",
+    // Spins for ever, never calling the kernel.
+    ".global spinner_start",
+    ".global spinner_end",
+    "spinner_start:",
+    "2:",
+    "jmp 2b",
+    "spinner_end:",
     ".popsection",
 );
 
@@ -110,6 +119,8 @@ extern "C" {
     static kernel_reader_end: u8;
     static halter_start: u8;
     static halter_end: u8;
+    static spinner_start: u8;
+    static spinner_end: u8;
 }
 
 /// The user programs.
@@ -123,6 +134,8 @@ pub enum Program {
     /// Spoils its stack pointer and halts the CPU: must be killed by the
     /// general protection fault.
     Halter,
+    /// Loops without a system call: only the timer takes the CPU from it.
+    Spinner,
 }
 
 impl Program {
@@ -134,6 +147,7 @@ impl Program {
                 Program::PatternWriter => (&raw const pattern_writer_start, &raw const pattern_writer_end),
                 Program::KernelReader => (&raw const kernel_reader_start, &raw const kernel_reader_end),
                 Program::Halter => (&raw const halter_start, &raw const halter_end),
+                Program::Spinner => (&raw const spinner_start, &raw const spinner_end),
             };
             core::slice::from_raw_parts(s, e as usize - s as usize)
         }
@@ -162,7 +176,7 @@ pub fn load(m: &KMachine, id: SpaceId, program: Program) -> Option<Loaded> {
 }
 
 /// Drops to ring 3 at `at.entry` with `args` in `rdi`, `rsi` and `rdx` and
-/// every other register zero, interrupts off. The caller's kernel frames
+/// every other register zero, interrupts on (the timer preempts ring 3). The caller's kernel frames
 /// are given up: system calls and faults from user mode start again at the
 /// top of the thread's kernel stack (the TSS's RSP0, set by the scheduler).
 ///
@@ -172,7 +186,7 @@ pub fn load(m: &KMachine, id: SpaceId, program: Program) -> Option<Loaded> {
 /// it by [`load`]; the thread's kernel stack must hold nothing still needed.
 pub unsafe fn enter(at: Loaded, args: [u64; 3]) -> ! {
     let (code, data) = crate::interrupts::user_selectors();
-    // SAFETY: an `iretq` frame for ring 3 (user data and code selectors from the GDT, RFLAGS with only the reserved bit); the caller guarantees the mappings.
+    // SAFETY: an `iretq` frame for ring 3 (user data and code selectors from the GDT, RFLAGS with IF and the reserved bit); the caller guarantees the mappings.
     unsafe {
         core::arch::asm!(
             "push r11",
@@ -195,7 +209,7 @@ pub unsafe fn enter(at: Loaded, args: [u64; 3]) -> ! {
             "iretq",
             in("r11") data,
             in("r10") at.stack_top,
-            in("r9") 0x2u64,
+            in("r9") 0x202u64,
             in("r8") code,
             in("rcx") at.entry,
             in("rdi") args[0],
