@@ -1,8 +1,9 @@
-//! Exceptions on stable Rust (every one a program can raise; none comes
-//! from outside, as no interrupt is enabled): `global_asm!` entry stubs save the registers
-//! and call [`exception_dispatch`] with a pointer to them; the double fault
-//! runs on its own stack (IST 1 of a TSS), so it is reported even when the
-//! kernel stack is gone.
+//! Exceptions on stable Rust (every one a program can raise), the timer
+//! interrupt and the system-call gate: `global_asm!` entry stubs save the
+//! registers and call [`exception_dispatch`] with a pointer to them; the
+//! double fault runs on its own stack (IST 1 of a TSS), so it is reported
+//! even when the kernel stack is gone. The kernel runs with interrupts
+//! off, so the timer arrives only in ring 3.
 //!
 //! A page fault in the loaded user address space goes to mm-vma
 //! ([`crate::tasks::handle_fault`], or [`crate::uspace::handle_fault`] in

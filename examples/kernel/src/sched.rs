@@ -1,22 +1,25 @@
-//! A cooperative scheduler: kernel threads, each on its own vmalloc'ed
-//! stack (with the unmapped page below it as a guard), switched by
-//! [`switch_stack`] and run round robin by [`run`] on the boot stack, as
-//! xv6's scheduler does. A thread that belongs to a task names the task's
-//! space; [`run`] loads that space's page tables into CR3 before every
-//! switch to the thread.
+//! The scheduler: kernel threads, each on its own vmalloc'ed stack (with
+//! the unmapped page below it as a guard), switched by [`switch_stack`]
+//! and run round robin by [`run`] on the boot stack, as xv6's scheduler
+//! does. A thread that belongs to a task names the task's space; [`run`]
+//! loads that space's page tables into CR3 before every switch to the
+//! thread.
 //!
-//! A thread runs until it calls [`yield_now`] (back to the scheduler, which
-//! runs the next thread), [`sleep`] (not run again until [`wake`]), or ends: by returning, or by [`exit`] from a fault
-//! handler when it faulted in a way that cannot be resolved (a bad access,
-//! a stack overflow, the OOM killer). The scheduler then frees its stack:
-//! the kernel goes on. A thread ended while it waits ([`kill_space`]) is
-//! never resumed. Either way, what its stack frames owned is not dropped;
-//! what the thread's closure owns is.
+//! In the kernel, threads are cooperative: a thread runs until it calls
+//! [`yield_now`] (back to the scheduler, which runs the next thread) or
+//! [`sleep`] (not run again until [`wake`]), or ends: by returning, or by
+//! [`exit`] from a fault handler when it faulted in a way that cannot be
+//! resolved (a bad access, a stack overflow, the OOM killer). The
+//! scheduler then frees its stack: the kernel goes on. A thread ended while
+//! it waits ([`kill_space`]) is never resumed. Either way, what its stack
+//! frames owned is not dropped; what the thread's closure owns is.
+//!
+//! In ring 3, threads are preempted: the timer interrupt calls
+//! [`yield_now`] for a thread that has had its [`SLICE_MS`].
 //!
 //! One CPU, and the kernel runs with interrupts off (only ring 3 is
-//! interrupted, by the timer, which preempts it through [`yield_now`]), so
-//! nothing runs between a switch's halves: the table lock is never held
-//! across a switch.
+//! interrupted), so nothing runs between a switch's halves: the table lock
+//! is never held across a switch.
 
 extern crate alloc;
 
