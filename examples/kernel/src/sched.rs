@@ -281,6 +281,12 @@ pub fn kill_space(space: SpaceId, why: Exit) {
     }
 }
 
+/// How the thread of task `space` ended, if one did (the first, in
+/// [`run`]'s report).
+pub fn exit_of(ended: &[Ended], space: SpaceId) -> Option<Exit> {
+    ended.iter().find(|e| e.space == Some(space)).map(|e| e.exit)
+}
+
 /// Threads called `name` that have not ended.
 pub fn alive(name: &str) -> usize {
     SCHED.lock().threads.iter().filter(|t| t.name == name && t.exit.is_none()).count()

@@ -46,8 +46,6 @@ use crate::uspace::{self, LAYOUT};
 pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, S3Fifo>;
 
 static MACHINE: spin::Once<KMachine> = spin::Once::new();
-/// The frames under it.
-static BUDDY: spin::Once<&'static Frames> = spin::Once::new();
 /// The compressed swap tier when there is no disk (kept here to print its
 /// figures).
 static TIER: spin::Once<Compressed<NoDisk>> = spin::Once::new();
@@ -101,7 +99,7 @@ fn short(buddy: &Frames, margin: u64) -> bool {
 /// twice the gap, 1,323 direct reclaim runs, because four tasks' turns and
 /// their swap-ins with readahead use more than that between two kswapd
 /// runs; with three times, 4 runs and 17.7 s; with four times, 4 runs but
-/// 22.7 s.)
+/// 22.7 s. Since only the fault path wakes kswapd: 0 runs, 13.1 s.)
 fn kswapd_level(buddy: &Frames) -> Level {
     let l = level(buddy);
     let gap = l.high - l.low;
@@ -159,7 +157,6 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     m.reclaim().register_shrinker(Arc::new(HeapShrinker));
     let l = level(buddy);
     kprintln!("tasks: DMA32 watermarks min {} low {} high {} (frames)", l.min, l.low, l.high);
-    BUDDY.call_once(|| buddy);
     Some(MACHINE.call_once(|| m))
 }
 
@@ -241,10 +238,8 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
     if id == 0 || !(LAYOUT.low..LAYOUT.high).contains(&addr) {
         return None;
     }
-    let m = MACHINE.get()?;
-    if let Some(b) = BUDDY.get() {
-        wake_kswapd(b);
-    }
+    let (m, buddy) = (MACHINE.get()?, frames::get()?);
+    wake_kswapd(buddy);
     let access = uspace::access_of(error_code);
     let mut dry = 0;
     loop {
@@ -260,7 +255,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         if sched::current().is_none() {
             return Some(r.map(|_| ()));
         }
-        match oom_kill(m) {
+        match oom_kill(m, buddy) {
             Some(victim) if victim.0 == id => sched::exit(Exit::OomKilled),
             Some(_) => dry = 0,
             None => return Some(r.map(|_| ())),
@@ -270,12 +265,12 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
 
 /// The OOM killer: ends the biggest task (its memory goes back at once, and
 /// its waiting threads never run again). Returns the victim.
-fn oom_kill(m: &KMachine) -> Option<SpaceId> {
+fn oom_kill(m: &KMachine, buddy: &Frames) -> Option<SpaceId> {
     // The victim's tables may be the loaded ones: leave them first, and
     // come back if the victim was another task.
     let loaded = LOADED.load(Ordering::SeqCst);
     unload();
-    let victim = m.oom_kill(BUDDY.get()?.free_frames());
+    let victim = m.oom_kill(buddy.free_frames());
     if loaded != 0 && victim.is_none_or(|v| v.0 != loaded) {
         let _ = load(m, SpaceId(loaded));
     }
@@ -313,7 +308,6 @@ impl KernelTouch {
     /// [`MARGIN`] of the low watermark. When reclaim frees nothing the
     /// access goes ahead; its fault decides whether the OOM killer runs.
     fn reclaim_ahead(&self) {
-        wake_kswapd(self.buddy);
         let mut dry = 0;
         while short(self.buddy, MARGIN) && self.m.reclaim_for_retry(&mut dry) {}
     }
@@ -375,8 +369,7 @@ fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker
                 // The board's lock is never held across an access: a
                 // thread may end in any fault, leaving its entry as it was
                 // after its last turn (but its task gone).
-                let writing = |w: &Worker| w.step() == Step::Writing && !w.killed && m.tasks.get(w.id).is_some();
-                let verify = !mine.lock().iter().any(writing);
+                let verify = !mine.lock().iter().any(|w| w.still_writing() && m.tasks.get(w.id).is_some());
                 let mut w = mine.lock()[i];
                 w.killed |= w.turn(&mut t, verify).is_err();
                 mine.lock()[i] = w;
@@ -396,7 +389,7 @@ fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker
     unload();
     let mut out = Outcome::default();
     for w in board.lock().iter_mut() {
-        w.killed |= ended.iter().any(|e| e.space == Some(w.id) && e.exit != Exit::Done);
+        w.killed |= sched::exit_of(&ended, w.id).is_some_and(|e| e != Exit::Done);
         out.add(w);
     }
     (out, ended)
@@ -414,6 +407,13 @@ fn spawn_kswapd(m: &'static KMachine, buddy: &'static Frames) {
     };
     if let Err(e) = sched::spawn("kswapd", None, kswapd) {
         kprintln!("tasks: no kswapd thread: {}", e);
+    }
+}
+
+/// Ends every task left at the end of a scenario.
+fn kill_all(m: &KMachine) {
+    for id in m.tasks.ids() {
+        m.kill(id);
     }
 }
 
@@ -509,9 +509,7 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
     let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0;
     let ok = fork_check(m, buddy, &first) && ok && m.device.swap().check().is_ok();
-    for id in m.tasks.ids() {
-        m.kill(id);
-    }
+    kill_all(m);
     kprintln!("pressure: data intact: {}", ok);
     ok
 }
@@ -607,9 +605,7 @@ pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
     );
     report("oom", m, buddy);
     let ok = out.killed == [1] && out.corrupt == 0 && out.errors == 0 && out.verified == pages[0] + pages[2];
-    for id in m.tasks.ids() {
-        m.kill(id);
-    }
+    kill_all(m);
     kprintln!("oom: the biggest task was killed and the others finished intact: {}", ok);
     ok
 }
@@ -673,7 +669,7 @@ pub fn faults(buddy: &'static Frames, ram_end: u64, which: Option<&str>) -> bool
     let mut ok = out.verified == 64 && out.corrupt == 0 && out.errors == 0 && out.killed.is_empty();
     kprintln!("faults: the good task verified {} of 64 pages, corrupt {}", out.verified, out.corrupt);
     for (case, id, addr) in expected {
-        let exit = ended.iter().find(|e| e.space == Some(id)).map_or(Exit::Done, |e| e.exit);
+        let exit = sched::exit_of(&ended, id).unwrap_or(Exit::Done);
         let right = match (case, exit) {
             ("stack", Exit::StackOverflow { .. }) => true,
             (_, Exit::Fault { vector: 14, addr: a }) => a == addr,
@@ -684,16 +680,14 @@ pub fn faults(buddy: &'static Frames, ram_end: u64, which: Option<&str>) -> bool
         ok &= right && gone;
     }
     ok &= ended.iter().any(|e| e.name == "kswapd" && e.exit == Exit::Done);
-    for id in m.tasks.ids() {
-        m.kill(id);
-    }
+    kill_all(m);
     kprintln!("faults: {} contained; the kernel went on: {}", cases.len(), ok);
     ok
 }
 
-/// Starts a ring 3 thread in a new task running `program` with `args`
-/// (`args[0]`, if 0, is replaced by a fresh region of `pages` pages).
-/// Returns the task and the region.
+/// Starts a ring 3 thread in a new task running `program` over a fresh
+/// region of `pages` pages (at least one): its arguments are the region's
+/// address, `pages` and `seed`. Returns the task and the region.
 fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> Option<(SpaceId, u64)> {
     let id = m.spawn().ok()?;
     let base = m.tasks.get(id)?.lock().mmap(scenario::anon_rw(pages.max(1) * 4096)).ok()?;
@@ -757,7 +751,7 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     let start = crate::clock::now_ms();
     let ended = sched::run(activate);
     let ms = (crate::clock::now_ms() - start).max(1);
-    let exit = |id: SpaceId| ended.iter().find(|e| e.space == Some(id)).map_or(Exit::Done, |e| e.exit);
+    let exit = |id: SpaceId| sched::exit_of(&ended, id).unwrap_or(Exit::Done);
     let mut ok = true;
     let mut t = KernelTouch { m, buddy };
     for &(i, id, base) in &writers {
@@ -784,9 +778,7 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
     let f = m.figures(buddy.free_frames());
     kprintln!("user: {} ms; swapped out {}, swapped in {}", ms, f.swapped_out, f.faults.swap_in);
     ok &= f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
-    for id in m.tasks.ids() {
-        m.kill(id);
-    }
+    kill_all(m);
     kprintln!("user: every ring 3 task found its pages intact and the bad ones were contained: {}", ok);
     ok
 }

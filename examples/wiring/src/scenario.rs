@@ -163,6 +163,12 @@ impl Worker {
         }
     }
 
+    /// Whether it still has pages to write (and was not killed): no worker
+    /// checks its pages while one is.
+    pub fn still_writing(&self) -> bool {
+        !self.killed && self.step() == Step::Writing
+    }
+
     /// One turn: up to [`TURN`] pages written, or checked if `verify` (every
     /// worker has written everything). Each page gets its pattern in its
     /// first and last 8 bytes. An error leaves the page to the next turn;
@@ -214,7 +220,7 @@ pub fn run(t: &mut dyn Touch, tasks: &[SpaceId], pages: &[u64]) -> Outcome {
         }
     }
     loop {
-        let verify = ws.iter().all(|w| w.killed || w.step() != Step::Writing);
+        let verify = !ws.iter().any(Worker::still_writing);
         let mut busy = false;
         for i in 0..ws.len() {
             if ws[i].killed || ws[i].step() == Step::Done {
