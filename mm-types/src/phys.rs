@@ -22,6 +22,20 @@ pub enum PhysAccessError {
         /// Length asked for.
         len: usize,
     },
+    /// A frame operation ([`PhysMemory::copy_frame`]) was given an address
+    /// that is not 4 KiB aligned.
+    MisalignedFrame {
+        /// The address that is not the start of a frame.
+        addr: PhysAddr,
+    },
+    /// A frame copy whose source and destination are the same frame (or,
+    /// through a faulty accessor, overlap): nothing was copied.
+    OverlappingFrames {
+        /// The source asked for.
+        src: PhysAddr,
+        /// The destination asked for.
+        dst: PhysAddr,
+    },
 }
 
 impl fmt::Display for PhysAccessError {
@@ -29,6 +43,12 @@ impl fmt::Display for PhysAccessError {
         match self {
             PhysAccessError::Unbacked { addr, len } => {
                 write!(f, "physical range {addr:#x}+{len:#x} is not backed by reachable memory")
+            }
+            PhysAccessError::MisalignedFrame { addr } => {
+                write!(f, "physical address {addr:#x} is not the start of a 4 KiB frame")
+            }
+            PhysAccessError::OverlappingFrames { src, dst } => {
+                write!(f, "cannot copy frame {src:#x} onto {dst:#x}: source and destination overlap")
             }
         }
     }
@@ -110,17 +130,34 @@ pub unsafe trait PhysMemory: Sync {
 
     /// Copies one 4 KiB frame to another.
     ///
+    /// Both addresses must start a frame
+    /// ([`MisalignedFrame`](PhysAccessError::MisalignedFrame) otherwise) and
+    /// name different frames
+    /// ([`OverlappingFrames`](PhysAccessError::OverlappingFrames) otherwise);
+    /// a refused copy writes nothing.
+    ///
     /// # Safety
     ///
     /// The caller owns `dst`, and nobody writes `src` meanwhile.
     unsafe fn copy_frame(&self, src: PhysAddr, dst: PhysAddr) -> Result<(), PhysAccessError> {
+        for addr in [src, dst] {
+            if addr.as_u64() % PAGE_SIZE as u64 != 0 {
+                return Err(PhysAccessError::MisalignedFrame { addr });
+            }
+        }
+        if src == dst {
+            return Err(PhysAccessError::OverlappingFrames { src, dst });
+        }
         let s = self.translate(src, PAGE_SIZE)?;
         let d = self.translate(dst, PAGE_SIZE)?;
-        if src == dst {
-            return Ok(());
+        // Distinct aligned frames never overlap under trait contract 2; the
+        // pointers are checked too, so a faulty accessor is refused rather
+        // than handed to `copy_nonoverlapping`.
+        if (s.as_ptr() as usize).abs_diff(d.as_ptr() as usize) < PAGE_SIZE {
+            return Err(PhysAccessError::OverlappingFrames { src, dst });
         }
-        // Both are valid for a frame; distinct aligned frames do not overlap (trait contract 2).
-        // SAFETY: the caller owns `dst`.
+        // SAFETY: `translate` made both pointers valid for a frame; they are at least a frame apart (checked above), so
+        // the ranges are disjoint; the caller owns `dst` and nobody writes `src`.
         unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), d.as_ptr(), PAGE_SIZE) };
         Ok(())
     }
