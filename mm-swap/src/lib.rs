@@ -145,6 +145,9 @@ pub enum SwapError {
     Corrupt(SwapSlot),
     /// No frame for a swap-in.
     OutOfMemory,
+    /// A frame the physical memory accessor cannot reach (a set-up error
+    /// of the caller's, never a lack of memory).
+    Unreachable(PhysAddr),
     /// A run length that is not a power of two up to [`CLUSTER`].
     BadRun(usize),
     /// `swapoff` could not empty the area: slots still in use.
@@ -169,6 +172,9 @@ impl fmt::Display for SwapError {
             SwapError::Store(e) => write!(f, "swap device: {e}"),
             SwapError::Corrupt(s) => write!(f, "slot {} of area {} failed its checksum", s.offset, s.area),
             SwapError::OutOfMemory => write!(f, "no frame to swap in"),
+            SwapError::Unreachable(a) => {
+                write!(f, "frame {:#x} is not reachable through the memory accessor", a.as_u64())
+            }
             SwapError::BadRun(n) => write!(f, "a run of {n} slots is not a power of two up to {CLUSTER}"),
             SwapError::InUse { area, slots } => write!(f, "area {area} still has {slots} slots in use"),
         }
@@ -582,7 +588,7 @@ impl Swap {
         mem: &M,
     ) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
-        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::OutOfMemory)?;
+        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
         // The frame's SLOT_SIZE bytes, which nobody writes during the call
         // (the caller's promise).
         // SAFETY: `translate` checked the range; nobody writes it meanwhile.
@@ -702,6 +708,49 @@ impl Swap {
             .collect()
     }
 
+    /// Reads `slot`'s page as last written into `buf`, checked against its
+    /// checksum, without touching the swap cache: the page a swap-in would
+    /// read if the slot were not cached (for checks and debugging tools;
+    /// faults use [`Swap::swap_in`]).
+    pub fn read_slot(&self, slot: SwapSlot, buf: &mut [u8; SLOT_SIZE]) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        let want = a.with_slot(slot.offset, |m, s, _| (*m & COUNT_MASK != 0).then_some(*s));
+        match want {
+            None => Err(SwapError::NotAllocated(slot)),
+            Some(0) => Err(SwapError::NotWritten(slot)),
+            Some(want) => {
+                a.store.read_slot(slot.offset, buf).map_err(SwapError::Store)?;
+                if checksum::page(buf) == want {
+                    Ok(())
+                } else {
+                    Err(SwapError::Corrupt(slot))
+                }
+            }
+        }
+    }
+
+    /// Whether the cached page of `slot` is what was last written to the
+    /// slot (by checksum, no I/O): `Ok(None)` if the slot has no page in
+    /// the cache. A caller that tracks dirty pages checks with it that every
+    /// page it holds clean really is (a debug verification: a clean cached
+    /// page that differs from its slot is a write the slot lost).
+    ///
+    /// # Safety
+    /// Nothing writes the cached frame during the call.
+    pub unsafe fn cached_matches<M: PhysMemory + ?Sized>(
+        &self,
+        slot: SwapSlot,
+        mem: &M,
+    ) -> Result<Option<bool>, SwapError> {
+        let a = self.area_of(slot)?;
+        let Some(frame) = self.lookup(slot) else { return Ok(None) };
+        let want = a.with_slot(slot.offset, |_, s, _| *s);
+        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
+        // SAFETY: `translate` checked the range; nobody writes it meanwhile (the caller's promise).
+        let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
+        Ok(Some(want != 0 && checksum::page(page) == want))
+    }
+
     /// The frame holding `slot`'s page, and whether it was read (`false`:
     /// served by the cache). The page stays in the cache; the caller maps
     /// it and drops its use of the slot with [`Swap::free`], which returns
@@ -790,7 +839,7 @@ impl Swap {
         };
         let p = match mem.translate(frame, SLOT_SIZE) {
             Ok(p) => p,
-            Err(_) => return fail(SwapError::OutOfMemory),
+            Err(_) => return fail(SwapError::Unreachable(frame)),
         };
         // SAFETY: a frame just allocated for this read; `translate` checked the range.
         let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };

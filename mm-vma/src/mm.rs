@@ -129,6 +129,16 @@ struct PageInfo {
     pins: u32,
     /// (space, virtual page) of each mapping.
     maps: Vec<(SpaceId, u64)>,
+    /// A mapping that was removed had its dirty bit set (MODEL 24): the
+    /// page may differ from any copy made before (a swap slot, a file
+    /// block) until the holder of that copy writes it again.
+    dirty: bool,
+}
+
+impl PageInfo {
+    fn new(kind: PageKind) -> Self {
+        PageInfo { kind, pins: 0, maps: Vec::new(), dirty: false }
+    }
 }
 
 impl PageInfo {
@@ -314,8 +324,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     /// A frame not tracked yet (just read from swap) is tracked from now on.
     pub fn pin(&self, frame: PhysAddr) {
         let mut rmap = self.rmap.lock();
-        rmap.entry(frame.as_u64()).or_insert(PageInfo { kind: PageKind::Anonymous, pins: 0, maps: Vec::new() }).pins +=
-            1;
+        rmap.entry(frame.as_u64()).or_insert_with(|| PageInfo::new(PageKind::Anonymous)).pins += 1;
     }
 
     /// Drops a reference [`pin`](Self::pin) took; frees an anonymous frame
@@ -359,13 +368,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
             return;
         }
         let mut rmap = self.rmap.lock();
-        rmap.entry(frame.as_u64()).or_insert(PageInfo { kind, pins: 0, maps: Vec::new() }).maps.push((space, va));
+        rmap.entry(frame.as_u64()).or_insert_with(|| PageInfo::new(kind)).maps.push((space, va));
     }
 
-    /// Records that `space` no longer maps `frame` at `va`; frees the frame
-    /// if that was the last use of an anonymous page. Returns whether the
-    /// frame was freed.
-    pub(crate) fn remove_map(&self, frame: PhysAddr, space: SpaceId, va: u64) -> bool {
+    /// Records that `space` no longer maps `frame` at `va`, and whether
+    /// that mapping's dirty bit was set (it moves to the page, MODEL 24);
+    /// frees the frame if that was the last use of an anonymous page.
+    /// Returns whether the frame was freed.
+    pub(crate) fn remove_map(&self, frame: PhysAddr, space: SpaceId, va: u64, dirty: bool) -> bool {
         if frame == self.zero {
             return false;
         }
@@ -373,7 +383,31 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
         let p = rmap.get_mut(&frame.as_u64()).expect("an unmapped page was in the reverse map");
         let i = p.maps.iter().position(|&m| m == (space, va)).expect("the mapping was in the reverse map");
         p.maps.swap_remove(i);
+        p.dirty |= dirty;
         self.maybe_free(&mut rmap, frame.as_u64())
+    }
+
+    /// Whether a mapping of `frame` removed since the last
+    /// [`take_dirty`](Self::take_dirty) had its dirty bit set (MODEL 24).
+    /// The dirty bits of the mappings still present are not included: they
+    /// are in their page tables until the mappings go. `false` for a frame
+    /// that is not tracked.
+    pub fn is_dirty(&self, frame: PhysAddr) -> bool {
+        self.rmap.lock().get(&frame.as_u64()).is_some_and(|p| p.dirty)
+    }
+
+    /// Clears the page's dirty record and returns what it was: the holder
+    /// of a copy of the page (the swap cache's slot) calls it right before
+    /// it writes the page to that copy, and [`set_dirty`](Self::set_dirty)
+    /// if the write fails.
+    pub fn take_dirty(&self, frame: PhysAddr) -> bool {
+        self.rmap.lock().get_mut(&frame.as_u64()).is_some_and(|p| core::mem::take(&mut p.dirty))
+    }
+
+    /// Marks a tracked `frame` dirty (a write of it to its copy failed, so
+    /// the copy is still stale). Returns whether the frame is tracked.
+    pub fn set_dirty(&self, frame: PhysAddr) -> bool {
+        self.rmap.lock().get_mut(&frame.as_u64()).map(|p| p.dirty = true).is_some()
     }
 
     /// Moves the record of `space`'s mapping of `frame` from `from` to `to`

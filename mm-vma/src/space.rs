@@ -475,8 +475,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         for u in core::mem::take(&mut self.gather.released) {
             match u {
-                Unmapped::Page { va, frame, .. } => {
-                    self.mm.remove_map(frame, self.id, va.as_u64());
+                Unmapped::Page { va, frame, flags, .. } => {
+                    self.mm.remove_map(frame, self.id, va.as_u64(), flags.contains(MapFlags::DIRTY));
                 }
                 Unmapped::Swap { entry, .. } => {
                     if let Some(s) = &self.mm.hooks.swap {
@@ -769,9 +769,24 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             self.vmas.remove_range(to, new_len, |_| {}).expect("removing a whole new VMA adds none");
             return Err(SpaceError::OutOfMemory);
         }
-        let flush = self.pt().unmap_present(va(old), len, |_| {}).expect("4 KiB pages");
+        // The old mappings' dirty bits as they were removed (a write since
+        // the walk above set one the copies lack) move to their pages.
+        let mut dirtied = Vec::new();
+        let flush = self
+            .pt()
+            .unmap_present(va(old), len, |u| {
+                if let Unmapped::Page { frame, flags, .. } = u {
+                    if flags.contains(MapFlags::DIRTY) {
+                        dirtied.push(frame);
+                    }
+                }
+            })
+            .expect("4 KiB pages");
         if !entries.is_empty() {
             self.gather.batch.add(flush);
+        }
+        for frame in dirtied {
+            self.mm.set_dirty(frame);
         }
         for e in &entries {
             if let Entry::Page(m) = *e {

@@ -14,10 +14,15 @@
 //! 4. the pin is dropped, which frees the frame.
 //!
 //! A page already in the swap cache (faulted in, still named by other page
-//! tables) is not written again: its mappings take the slot it has (the
-//! page has been read-only in all of them since), and it leaves the cache.
-//! A cached page nobody maps (read ahead, or all mappers gone) is simply
-//! dropped from the cache.
+//! tables) takes the slot it has: its mappings are replaced by the slot's
+//! entry, and it leaves the cache. Its slot is trusted only if no mapper
+//! wrote the page since it was last written there: a shared mapping maps
+//! the cached frame writable, so the dirty bits of the mappings just
+//! removed (and of earlier ones, which mm-vma moved to the page when they
+//! went) are checked with [`Mm::take_dirty`], and a dirty page is written
+//! to its slot again first (mm-vma MODEL 24). A cached page nobody maps
+//! (read ahead, or all mappers gone) is dropped from the cache the same
+//! way, written first if it is dirty.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -148,10 +153,17 @@ where
             // This mapping kept the page: its use of the slot goes.
             let _ = swap.free(slot);
         }
+        if cached.is_none() {
+            // The page was written after every write its mappers made (no
+            // task ran since): the dirty bits the unmapping moved to the
+            // page are in the slot already.
+            self.mm.take_dirty(frame);
+        }
         if !left.is_empty() {
             // Some page tables name the slot, some the frame. A page that
             // was just written stays in the swap cache (with the pin taken
-            // above) so that both see one page; a cached one stays cached.
+            // above) so that both see one page; a cached one stays cached
+            // (dirty if a mapping just removed was).
             if cached.is_none() && self.device.adopt(slot, frame).is_err() {
                 self.mm.unpin(frame);
             }
@@ -159,6 +171,14 @@ where
             return Outcome::Keep;
         }
         if cached.is_some() {
+            // Every mapper names the slot now; its data is the page's only
+            // if nobody wrote the page since it was written there.
+            if let Err(e) = self.device.clean(slot, frame) {
+                // The page stays in the cache, where faults find it: it is
+                // the authoritative copy until a write succeeds.
+                self.stats.failed += 1;
+                return if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep };
+            }
             self.device.uncache(slot);
             self.device.keep_shadow(slot, shadow);
             self.stats.uncached += 1;

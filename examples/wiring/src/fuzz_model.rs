@@ -2,11 +2,15 @@
 //! host simulation under random task creation, mappings, writes, reads,
 //! forks, kills and reclaim, against a model of every task's pages.
 //!
-//! Every read must return the last value the task (or, before a fork, its
-//! parent) wrote to that page, or 0 if none was written; after every step
-//! the swap areas, the reclaim lists, every address space and the reverse
-//! map check themselves; at the end every task goes and every frame and
-//! slot must come back.
+//! Regions are private or shared anonymous memory. Every read must return
+//! the last value written to that page through any mapping of it (the task
+//! itself, its parent before a fork, or any task sharing the region), or 0
+//! if none was written. After every step the contents **every** task would
+//! read from every page of every region are compared with the model without
+//! faulting ([`Sim::peek`]: the frame, the swap cache or the slot), the swap
+//! areas, the reclaim lists, every address space and the reverse map check
+//! themselves, and every clean swap-cache page must match its slot; at the
+//! end every task goes and every frame and slot must come back.
 
 extern crate std;
 
@@ -14,9 +18,9 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
-use mm_vma::SpaceId;
+use mm_vma::{FaultError, SpaceError, SpaceId};
 
-use crate::scenario::Touch;
+use crate::scenario::{anon_rw, Touch};
 use crate::sim::{Sim, SimConfig};
 
 /// One step; task and region indices are taken modulo what exists.
@@ -24,12 +28,16 @@ use crate::sim::{Sim, SimConfig};
 pub enum Op {
     /// A new task (at most 4).
     Spawn,
-    /// Map `1 + pages % 32` pages in a task.
+    /// Map `1 + pages % 32` pages in a task, or `1 + pages % 8` shared
+    /// ones (populated at once; they stay shared with the children of later
+    /// forks).
     Map {
         /// The task.
         task: u8,
         /// Pages.
         pages: u8,
+        /// `MAP_SHARED`.
+        shared: bool,
     },
     /// Write `value` to a page of a region.
     Write {
@@ -74,11 +82,15 @@ pub enum Op {
     Tick,
 }
 
-#[derive(Clone)]
+/// A region of a task: its pages' values live in `objects[obj]`, which
+/// the tasks sharing the region (a shared mapping inherited by fork) have
+/// in common.
+#[derive(Clone, Copy)]
 struct Region {
     base: u64,
     pages: u64,
-    values: BTreeMap<u64, u64>,
+    obj: usize,
+    shared: bool,
 }
 
 #[derive(Clone)]
@@ -87,7 +99,17 @@ struct Task {
     regions: Vec<Region>,
 }
 
-fn check(sim: &Sim) {
+fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>]) {
+    for (t, task) in tasks.iter().enumerate() {
+        for (r, reg) in task.regions.iter().enumerate() {
+            for p in 0..reg.pages {
+                let got = sim.peek(task.id, reg.base + p * 4096).expect("every page readable").unwrap_or(0);
+                let want = objects[reg.obj].get(&p).copied().unwrap_or(0);
+                assert_eq!(got, want, "task {t} region {r} page {p} (shared: {}), seen without a fault", reg.shared);
+            }
+        }
+    }
+    sim.machine.check_clean_cache().expect("clean swap-cache pages match their slots");
     sim.machine.device.swap().check().expect("swap bookkeeping");
     sim.machine.reclaim().check().expect("reclaim lists");
     let ids = sim.machine.tasks.ids();
@@ -107,6 +129,7 @@ pub fn run(data: &[u8]) {
     // is never right here.
     let mut sim = Sim::new(SimConfig { ram: 192 << 10, swap_slots: 2048, second_area: 0, zswap: None });
     let mut tasks: Vec<Task> = Vec::new();
+    let mut objects: Vec<BTreeMap<u64, u64>> = Vec::new();
     let pick = |n: usize, i: u8| (n > 0).then(|| usize::from(i) % n);
     for op in ops {
         match op {
@@ -114,22 +137,41 @@ pub fn run(data: &[u8]) {
                 tasks.push(Task { id: sim.machine.spawn().expect("room for a root"), regions: Vec::new() });
             }
             Op::Spawn => {}
-            Op::Map { task, pages } => {
+            Op::Map { task, pages, shared } => {
                 if let Some(t) = pick(tasks.len(), task) {
                     if tasks[t].regions.len() < 4 {
-                        let pages = 1 + u64::from(pages % 32);
-                        let base = sim.map(tasks[t].id, pages * 4096).expect("room for a mapping");
-                        tasks[t].regions.push(Region { base, pages, values: BTreeMap::new() });
+                        // Shared regions are populated whole at mmap: smaller.
+                        let pages = 1 + u64::from(pages % if shared { 8 } else { 32 });
+                        let mut req = anon_rw(pages * 4096);
+                        if shared {
+                            req = req.shared();
+                        }
+                        // A shared mapping is populated at once: reclaim
+                        // makes room as a fault would.
+                        let mut dry = 0;
+                        let base = loop {
+                            let space = sim.machine.tasks.get(tasks[t].id).expect("a live task");
+                            let r = space.lock().mmap(req);
+                            match r {
+                                Err(SpaceError::OutOfMemory | SpaceError::Fault(FaultError::OutOfMemory))
+                                    if sim.machine.reclaim_for_retry(&mut dry) => {}
+                                r => break r,
+                            }
+                        };
+                        // Out of memory with reclaim tried: refused, nothing changed.
+                        let Ok(base) = base else { continue };
+                        objects.push(BTreeMap::new());
+                        tasks[t].regions.push(Region { base, pages, obj: objects.len() - 1, shared });
                     }
                 }
             }
             Op::Write { task, region, page, value } => {
                 let Some(t) = pick(tasks.len(), task) else { continue };
                 let Some(r) = pick(tasks[t].regions.len(), region) else { continue };
-                let (id, reg) = (tasks[t].id, &tasks[t].regions[r]);
+                let (id, reg) = (tasks[t].id, tasks[t].regions[r]);
                 let p = u64::from(page) % reg.pages;
                 sim.write(id, reg.base + p * 4096, value).expect("a write with swap to spare");
-                tasks[t].regions[r].values.insert(p, value);
+                objects[reg.obj].insert(p, value);
             }
             Op::Read { task, region, page } => {
                 let Some(t) = pick(tasks.len(), task) else { continue };
@@ -137,23 +179,22 @@ pub fn run(data: &[u8]) {
                 let reg = &tasks[t].regions[r];
                 let p = u64::from(page) % reg.pages;
                 let got = sim.read(tasks[t].id, reg.base + p * 4096).expect("a read with swap to spare");
-                let want = reg.values.get(&p).copied().unwrap_or(0);
+                let want = objects[reg.obj].get(&p).copied().unwrap_or(0);
                 assert_eq!(got, want, "task {t} region {r} page {p}");
             }
             Op::Sweep { task, region, write, seed } => {
                 let Some(t) = pick(tasks.len(), task) else { continue };
                 let Some(r) = pick(tasks[t].regions.len(), region) else { continue };
-                let id = tasks[t].id;
-                let reg = &mut tasks[t].regions[r];
+                let (id, reg) = (tasks[t].id, tasks[t].regions[r]);
                 for p in 0..reg.pages {
                     let a = reg.base + p * 4096;
                     if write {
                         let v = crate::scenario::pattern(usize::from(seed), p);
                         sim.write(id, a, v).expect("a write with swap to spare");
-                        reg.values.insert(p, v);
+                        objects[reg.obj].insert(p, v);
                     } else {
                         let got = sim.read(id, a).expect("a read with swap to spare");
-                        assert_eq!(got, reg.values.get(&p).copied().unwrap_or(0), "task {t} region {r} page {p}");
+                        assert_eq!(got, objects[reg.obj].get(&p).copied().unwrap_or(0), "task {t} region {r} page {p}");
                     }
                 }
             }
@@ -163,8 +204,13 @@ pub fn run(data: &[u8]) {
                     continue;
                 }
                 let id = sim.machine.fork(tasks[t].id).expect("room to fork");
-                let child = Task { id, regions: tasks[t].regions.clone() };
-                tasks.push(child);
+                let mut regions = tasks[t].regions.clone();
+                for reg in regions.iter_mut().filter(|r| !r.shared) {
+                    // A private region: the child's copy goes its own way.
+                    objects.push(objects[reg.obj].clone());
+                    reg.obj = objects.len() - 1;
+                }
+                tasks.push(Task { id, regions });
             }
             Op::Kill(task) => {
                 let Some(t) = pick(tasks.len(), task) else { continue };
@@ -176,7 +222,7 @@ pub fn run(data: &[u8]) {
             }
             Op::Tick => sim.tick(),
         }
-        check(&sim);
+        check(&sim, &tasks, &objects);
     }
     for t in tasks {
         assert!(sim.machine.kill(t.id));

@@ -250,6 +250,21 @@ where
         self.frames.reclaim()
     }
 
+    /// Checks that every clean swap-cache page matches its slot
+    /// ([`SwapDevice::check_clean_cache`]), looking up the dirty bits of
+    /// the present mappings in the tasks' page tables. For models and
+    /// tests: no task may be in use meanwhile.
+    pub fn check_clean_cache(&self) -> Result<(), &'static str> {
+        self.device.check_clean_cache(&mut |frame| {
+            self.mm.mappings(frame).iter().any(|m| {
+                self.tasks.get(m.space).is_some_and(|s| {
+                    let g = s.lock();
+                    g.page_table().translate(m.va).is_some_and(|t| t.flags.contains(mm_paging::MapFlags::DIRTY))
+                })
+            })
+        })
+    }
+
     /// A new task with an empty address space.
     pub fn spawn(&self) -> Result<SpaceId, SpaceError> {
         let mut dry = 0;

@@ -8,13 +8,13 @@ use std::boxed::Box;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use mm_paging::X86_64;
+use mm_paging::{Lookup, X86_64};
 use mm_reclaim::driver::{Level, Reclaim};
 use mm_reclaim::{Mode, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::PhysAddr;
+use mm_types::{PhysAddr, PhysMemory};
 use mm_vma::{Layout, Mm, SpaceId};
 
 use crate::scenario::{anon_rw, Touch, TouchError};
@@ -116,6 +116,52 @@ impl Sim {
     pub fn spawn(&self, n: usize) -> Vec<SpaceId> {
         (0..n).map(|_| self.machine.spawn().expect("room for a page-table root")).collect()
     }
+
+    /// The 8 bytes task `task` would read at `addr`, found without a
+    /// fault and without changing anything: in the frame its page table
+    /// maps, else in the swap cache, else in the swap slot (read and
+    /// checked against its checksum). `Ok(None)`: nothing mapped or swapped
+    /// there (the page reads as zero once faulted). Models compare every
+    /// mapper's view after every step with it.
+    pub fn peek(&self, task: SpaceId, addr: u64) -> Result<Option<u64>, PeekError> {
+        let s = self.machine.tasks.get(task).ok_or(PeekError::Gone)?;
+        let at = mm_types::VirtAddr::new(addr).map_err(|_| PeekError::NotUser)?;
+        let lookup = s.lock().page_table().lookup(at).map_err(|_| PeekError::NotUser)?;
+        let off = (addr % 4096) as usize;
+        let frame = match lookup {
+            Lookup::Unmapped => return Ok(None),
+            Lookup::Mapped(t) => t.frame,
+            Lookup::Swapped(entry) => {
+                let swap = self.machine.device.swap();
+                let slot = crate::swapdev::slot_of(entry);
+                match swap.lookup(slot) {
+                    Some(f) => f,
+                    None => {
+                        let mut page = [0u8; 4096];
+                        swap.read_slot(slot, &mut page).map_err(PeekError::Swap)?;
+                        let b: [u8; 8] = page[off..off + 8].try_into().expect("8 bytes");
+                        return Ok(Some(u64::from_le_bytes(b)));
+                    }
+                }
+            }
+        };
+        let mut b = [0u8; 8];
+        // SAFETY: a frame of the simulated RAM; nothing runs concurrently with the model that would write it.
+        unsafe { self.ram.read_bytes(PhysAddr::new_truncate(frame.as_u64() + off as u64), &mut b) }
+            .map_err(|_| PeekError::NotUser)?;
+        Ok(Some(u64::from_le_bytes(b)))
+    }
+}
+
+/// Why [`Sim::peek`] found no page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeekError {
+    /// No such task.
+    Gone,
+    /// Not a user address of the simulated RAM.
+    NotUser,
+    /// The slot could not be read back.
+    Swap(mm_swap::SwapError),
 }
 
 /// Frames kept for page tables and the kernel: movable allocations fail

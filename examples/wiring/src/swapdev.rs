@@ -51,6 +51,9 @@ pub struct DeviceStats {
     pub errors: u64,
     /// Pages written out by the evictor.
     pub swap_outs: u64,
+    /// Swap-cache pages written to their slot again because a mapper had
+    /// written them since (dirty shared pages).
+    pub rewrites: u64,
 }
 
 /// mm-swap behind mm-vma's [`SwapIn`] hook; see the
@@ -152,11 +155,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     }
 
     /// Drops `frame` from the swap cache if it is there and nothing maps
-    /// it (reclaim taking a cached page back); whether it was freed.
+    /// it (reclaim taking a cached page back), written to its slot first if
+    /// a mapper wrote it since it was last written there; whether it was
+    /// freed.
     pub fn drop_cached(&self, frame: PhysAddr) -> bool {
         let mm = self.mm();
         let Some(slot) = self.swap.cached_slot(frame) else { return false };
         if mm.map_count(frame) != 0 || self.faulting.lock().contains(&slot) {
+            return false;
+        }
+        if self.clean(slot, frame).is_err() {
             return false;
         }
         match self.swap.uncache(slot) {
@@ -166,6 +174,52 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
             }
             _ => false,
         }
+    }
+
+    /// Makes `slot` hold the page of its cached `frame`, which nothing
+    /// maps: if the page is dirty (a mapping removed since the last write
+    /// had its dirty bit set, mm-vma MODEL 24) it is written to the slot
+    /// again. On a failed write the page stays dirty, and the caller must
+    /// keep it in the cache: it is the only good copy.
+    pub(crate) fn clean(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
+        let mm = self.mm();
+        if !mm.take_dirty(frame) {
+            return Ok(());
+        }
+        // SAFETY: nothing maps the frame (the caller's promise) and reclaim runs while no task runs: nobody writes it.
+        match unsafe { self.swap.write(slot, frame, mm.mem()) } {
+            Ok(()) => {
+                self.stats.lock().rewrites += 1;
+                Ok(())
+            }
+            Err(e) => {
+                mm.set_dirty(frame);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks that every swap-cache page that nobody wrote since it was
+    /// last written to its slot (not dirty, and no mapping of it with its
+    /// dirty bit set) matches the slot's checksum: a clean page that
+    /// differs is a write the slot lost. `dirty_mapping(frame)` tells
+    /// whether a present mapping of `frame` has its dirty bit set (the
+    /// caller has the page tables). A debug verification: it reads every
+    /// cached page.
+    pub fn check_clean_cache(&self, dirty_mapping: &mut dyn FnMut(PhysAddr) -> bool) -> Result<(), &'static str> {
+        let mm = self.mm();
+        for (slot, frame) in self.swap.cached() {
+            if mm.is_dirty(frame) || dirty_mapping(frame) {
+                continue;
+            }
+            // SAFETY: no task runs while the checker does (its caller's setting: a host model or a stopped kernel); a clean cached page is written by nobody.
+            match unsafe { self.swap.cached_matches(slot, mm.mem()) } {
+                Ok(Some(false)) => return Err("a clean swap-cache page differs from its slot"),
+                Ok(_) => {}
+                Err(_) => return Err("a cached slot that mm-swap cannot check"),
+            }
+        }
+        Ok(())
     }
 
     /// Keeps `frame` (which holds `slot`'s page and carries the caller's
