@@ -393,6 +393,12 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     fn check_free(&self, block: FrameBlock) -> Result<(&Region<'a>, u64, u8), FrameError> {
         let f = block.start().as_u64();
         let order = block.order().as_u8();
+        if order > self.config.max_order {
+            // No block of that order was ever handed out, and its state byte
+            // would not be representable (it could read as another state).
+            let max = Order::new(self.config.max_order).expect("at most MAX_ORDER_LIMIT");
+            return Err(FrameError::OrderTooLarge { order: block.order(), max });
+        }
         let r = self.regions.find(f).ok_or(FrameError::NotOwned(block))?;
         let transient = state::cached(order);
         match r.swap_state(f, state::allocated(order), transient) {

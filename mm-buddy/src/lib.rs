@@ -30,9 +30,10 @@
 //! - Statistics: free blocks per order and zone (`/proc/buddyinfo`),
 //!   watermark state, per-CPU cache sizes, a fragmentation index.
 //! - Checked frees: a block the allocator does not own, a misaligned block,
-//!   a wrong order or a double free is returned as a [`FrameError`] and
-//!   leaves the allocator unchanged. The check costs one region look-up and
-//!   one compare-and-swap of the head frame's byte per free.
+//!   a wrong order (or one above `max_order`) or a double free is returned
+//!   as a [`FrameError`] and leaves the allocator unchanged. The check costs
+//!   one region look-up and one compare-and-swap of the head frame's byte
+//!   per free.
 //!
 //! # Example
 //!

@@ -12,8 +12,15 @@
 //! | `0b100m_oooo`-ish: `0x80 \| mobility << 5 \| order` | head of a free block on the buddy list of that mobility |
 //! | `0x40 \| order` | head of an allocated block |
 //! | `0x60 \| order` | head of a block held in a per-CPU list |
+//!
+//! The order takes the low five bits, so the encoding is unambiguous only
+//! for orders up to [`MAX_ORDER_LIMIT`] (20): `0x40 | 32` would read as
+//! "cached, order 0". Every constructor debug-asserts it, and the checked free
+//! refuses an order above `max_order` before it builds a byte from it.
 
 #![deny(unsafe_code)]
+
+use crate::zone::MAX_ORDER_LIMIT;
 
 /// A tail frame (not the head of a block).
 pub(crate) const TAIL: u8 = 0;
@@ -33,14 +40,17 @@ pub(crate) enum FrameState {
 }
 
 pub(crate) const fn free(order: u8, mobility: usize) -> u8 {
+    debug_assert!(order <= MAX_ORDER_LIMIT, "order does not fit the state byte");
     FREE | ((mobility as u8) << 5) | order
 }
 
 pub(crate) const fn allocated(order: u8) -> u8 {
+    debug_assert!(order <= MAX_ORDER_LIMIT, "order does not fit the state byte");
     ALLOCATED | order
 }
 
 pub(crate) const fn cached(order: u8) -> u8 {
+    debug_assert!(order <= MAX_ORDER_LIMIT, "order does not fit the state byte");
     CACHED | order
 }
 
@@ -76,5 +86,15 @@ mod tests {
             assert_eq!(head_order(cached(order)), order);
         }
         assert_eq!(decode(TAIL), FrameState::Tail);
+    }
+
+    #[test]
+    fn every_state_up_to_the_order_limit_has_its_own_byte() {
+        let mut seen = std::collections::BTreeSet::from([TAIL]);
+        for order in 0..=MAX_ORDER_LIMIT {
+            for b in [allocated(order), cached(order), free(order, 0), free(order, 1), free(order, 2)] {
+                assert!(seen.insert(b), "byte {b:#x} (order {order}) is shared by two states");
+            }
+        }
     }
 }

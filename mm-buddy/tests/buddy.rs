@@ -189,6 +189,51 @@ fn every_bad_free_is_reported_and_changes_nothing() {
     assert_eq!(b.allocate(o(0), bad), Err(FrameError::InvalidFlags(bad)));
 }
 
+/// MODEL 6: an order above `max_order` is refused before the head byte is
+/// read. (Orders of 32 and more used to build the byte of another state:
+/// "allocated, order 32" is the byte of "cached, order 0", so a per-CPU
+/// cached frame passed the check and went to the buddy lists as a 2^32-frame
+/// block.)
+#[test]
+fn free_with_an_order_above_max_order_is_refused() {
+    // 1 MiB straddling frame 2^32 (16 TiB), so that frame can head an
+    // order-32 block; the region's metadata lies below it.
+    let base = (1u64 << 44) - (64 << 10);
+    let mem = SimPhysMemory::new(pa(base), 1 << 20);
+    let b = buddy_over(&mem, exact());
+    let target = FrameNumber::new(1 << 32).unwrap();
+    let mut held = Vec::new();
+    let x = loop {
+        let x = b.allocate(o(0), AllocFlags::empty()).unwrap();
+        if x.start() == target {
+            break x;
+        }
+        held.push(x);
+    };
+    let max = o(b.config().max_order);
+    // Allocated at order 0, named as order 32.
+    let as_32 = FrameBlock::new(target, o(32)).unwrap();
+    assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
+    // Cached on the per-CPU list at order 0, named as order 32.
+    b.free(x).unwrap();
+    let before = (b.free_frames(), b.cached_frames());
+    assert!(before.1 > 0, "the frame sits in the per-CPU cache");
+    assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
+    for order in [11, 20, 21, 31] {
+        let blk = FrameBlock::new(target, o(order)).unwrap();
+        assert_eq!(b.free(blk), Err(FrameError::OrderTooLarge { order: o(order), max }), "order {order}");
+    }
+    assert_eq!((b.free_frames(), b.cached_frames()), before, "a refused free changes nothing");
+    b.verify().unwrap();
+    assert_eq!(b.free(x), Err(FrameError::DoubleFree(x)));
+    for h in held {
+        b.free(h).unwrap();
+    }
+    b.drain_all();
+    assert_eq!(b.free_frames(), b.managed_frames());
+    b.verify().unwrap();
+}
+
 #[test]
 fn setup_errors() {
     let mem = SimPhysMemory::builder(pa(16 << 20), 4 << 20).hole(pa(18 << 20), 1 << 20).build();
