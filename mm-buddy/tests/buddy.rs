@@ -404,7 +404,7 @@ fn contiguous_and_in_range_allocations() {
 fn mobility_grouping_keeps_unmovable_blocks_together() {
     // Long churn of movable and unmovable allocations; unmovable ones should
     // stay in few pageblocks with grouping, and spread without it.
-    fn unmovable_pageblocks(grouping: bool) -> usize {
+    fn unmovable_pageblocks(grouping: bool) -> (usize, u64) {
         let mem = SimPhysMemory::new(pa(16 << 20), 64 << 20);
         let cfg = BuddyConfig { mobility_grouping: grouping, ..exact() };
         let b = buddy_over(&mem, cfg);
@@ -429,11 +429,90 @@ fn mobility_grouping_keeps_unmovable_blocks_together() {
         }
         b.verify().unwrap();
         let blocks: BTreeSet<u64> = unmovable.iter().map(|x| x.start().as_u64() >> 9).collect();
-        blocks.len()
+        (blocks.len(), b.zone_stats(Zone::Dma32).claimed_pageblocks)
     }
-    let grouped = unmovable_pageblocks(true);
-    let mixed = unmovable_pageblocks(false);
+    let (grouped, claims) = unmovable_pageblocks(true);
+    let (mixed, no_claims) = unmovable_pageblocks(false);
     assert!(grouped * 2 < mixed, "grouping should halve the pageblocks unmovable memory pins: {grouped} vs {mixed}");
+    // Every pageblock starts movable: unmovable memory gets pageblocks of its
+    // own only by claiming them. Without grouping nothing is stolen or
+    // claimed. (`pageblock_claims_follow_the_rule` checks the rule itself.)
+    assert!(claims > 0, "grouping kept unmovable memory together without claiming a pageblock");
+    assert_eq!(no_claims, 0);
+}
+
+/// MODEL 11, step by step: a fallback steal claims the pageblocks of a
+/// block at least a pageblock large, claims the pageblock of a smaller block
+/// only when at least half of it is free, and never claims for a small
+/// (below half a pageblock) movable request. `claimed_pageblocks` counts
+/// each claim.
+#[test]
+fn pageblock_claims_follow_the_rule() {
+    let claimed = |b: &Buddy| b.zone_stats(Zone::Dma32).claimed_pageblocks;
+    let start = |x: FrameBlock| x.start().as_u64();
+    let unmovable = AllocFlags::empty();
+
+    // Whole pageblocks: the first unmovable request steals a movable
+    // order-10 block, two 2 MiB pageblocks, and claims both.
+    let mem = SimPhysMemory::new(pa(16 << 20), 8 << 20);
+    let b = buddy_over(&mem, exact());
+    assert_eq!(claimed(&b), 0, "every pageblock starts movable");
+    let x = b.allocate(o(0), unmovable).unwrap();
+    assert_eq!(claimed(&b), 2);
+    b.free(x).unwrap();
+    b.verify().unwrap();
+
+    // Pageblocks of 16 frames (max_order 4), per-CPU batches of one block,
+    // so every request takes exactly the block the rule predicts. Frames
+    // 4096.. at 16 MiB: frame 4096 holds the metadata, so pageblock A
+    // (4096..4112) has 15 frames: 4097 (order 0), 4098 (1), 4100 (2),
+    // 4104 (3); B, C and D are whole order-4 blocks.
+    let cfg = BuddyConfig { max_order: 4, pcp_batch: 1, pcp_high: 2, ..exact() };
+    let mem = SimPhysMemory::new(pa(16 << 20), 64 << 12);
+    let b = buddy_over(&mem, cfg);
+    let mut whole: Vec<u64> = (0..3).map(|_| start(b.allocate(o(4), AllocFlags::MOVABLE).unwrap())).collect();
+    whole.sort();
+    assert_eq!(whole, [4112, 4128, 4144]);
+    let eight = b.allocate(o(3), AllocFlags::MOVABLE).unwrap();
+    assert_eq!(start(eight), 4104);
+    assert_eq!(claimed(&b), 0, "movable requests found movable blocks");
+
+    // A has 7 of 15 frames free: the unmovable request steals its largest
+    // block (4100, order 2) but A stays movable.
+    let u1 = b.allocate(o(0), unmovable).unwrap();
+    assert_eq!(start(u1), 4100);
+    assert_eq!(claimed(&b), 0, "less than half free: not claimed");
+    b.verify().unwrap();
+
+    // With the order-3 block back, 14 of 15 are free: the next steal
+    // (4104, order 3) claims A.
+    b.free(eight).unwrap();
+    b.drain_all();
+    let u2 = b.allocate(o(0), unmovable).unwrap();
+    assert_eq!(start(u2), 4104);
+    assert_eq!(claimed(&b), 1, "at least half free: claimed");
+    b.verify().unwrap();
+
+    // A's free blocks are now unmovable; take its order-2 block so the
+    // largest left is order 1. A movable order-0 request must steal one,
+    // and a movable steal below half a pageblock never claims, although 9
+    // of 15 frames are free.
+    let u3 = b.allocate(o(2), unmovable).unwrap();
+    assert_eq!(start(u3), 4108);
+    let m = b.allocate(o(0), AllocFlags::MOVABLE).unwrap();
+    assert!((4096..4112).contains(&start(m)));
+    assert_eq!(claimed(&b), 1, "small movable steal: not claimed");
+    // A reclaimable request of the same size does claim (8 of 15 free).
+    let r = b.allocate(o(0), AllocFlags::RECLAIMABLE).unwrap();
+    assert!((4096..4112).contains(&start(r)));
+    assert_eq!(claimed(&b), 2, "small non-movable steal of a half-free pageblock: claimed");
+    b.verify().unwrap();
+
+    for x in [u1, u2, u3, m, r] {
+        b.free(x).unwrap();
+    }
+    b.drain_all();
+    b.verify().unwrap();
 }
 
 #[test]
