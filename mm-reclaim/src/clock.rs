@@ -7,7 +7,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::list::Lists;
-use crate::{PageId, Policy, Scan, Shadow};
+use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
 /// See the [module documentation](self).
 #[derive(Clone, Debug)]
@@ -33,32 +33,40 @@ impl Policy for Clock {
         self.ring.len(0)
     }
 
-    fn insert(&mut self, page: PageId, _shadow: Option<Shadow>) {
+    fn insert(&mut self, page: PageId, _shadow: Option<Shadow>) -> Result<(), PolicyError> {
+        self.ring.can_insert(page)?;
         self.referenced[page as usize] = false;
         self.ring.push_head(0, page);
+        Ok(())
     }
 
     fn access(&mut self, page: PageId) {
-        self.referenced[page as usize] = true;
+        if let Some(r) = self.referenced.get_mut(page as usize) {
+            *r = true;
+        }
     }
 
-    fn remove(&mut self, page: PageId) {
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError> {
+        self.ring.can_remove(page)?;
         self.ring.unlink(page);
+        Ok(())
     }
 
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        // Every page is passed at most twice (once to clear its bit) before
-        // an unreferenced evictable one turns up, unless none is evictable.
-        let mut budget = 2 * self.len() + 1;
-        while let Some(p) = self.ring.tail(0) {
-            if budget == 0 {
-                return None;
-            }
-            budget -= 1;
-            let hw = scan.test_and_clear_referenced(p);
-            let r = &mut self.referenced[p as usize];
-            if *r || hw || !scan.is_evictable(p) {
-                *r = false;
+        // The first revolution (each page passes the hand once) honours
+        // references and clears them: the second chance. The second one
+        // takes the first evictable page. When accessed bits stay cleared
+        // once tested that is CLOCK exactly (no page is referenced any more
+        // by then); when they do not (a page hammered by another CPU), the
+        // hand still stops, and `None` means nothing is evictable.
+        let n = self.len();
+        for look in 0..2 * n {
+            let p = self.ring.tail(0).expect("pages are only taken off by returning");
+            let referenced = look < n && {
+                let hw = scan.test_and_clear_referenced(p);
+                core::mem::take(&mut self.referenced[p as usize]) || hw
+            };
+            if referenced || !scan.is_evictable(p) {
                 self.ring.move_to_head(0, p);
                 continue;
             }

@@ -58,7 +58,7 @@ use alloc::vec::Vec;
 
 use mm_types::sync::Mutex;
 
-use crate::{PageId, Policy, Scan, Shadow};
+use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
 /// Victims isolated per lock hold (Linux's `SWAP_CLUSTER_MAX`); also the
 /// target of one direct reclaim.
@@ -216,6 +216,18 @@ pub enum ReclaimError {
     NoShrinker,
 }
 
+impl From<PolicyError> for ReclaimError {
+    /// A policy refusing what the driver's own state allowed: the policy
+    /// was given pages behind the driver's back, or is sized for fewer ids.
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::OutOfRange(p) => ReclaimError::OutOfRange(p),
+            PolicyError::AlreadyTracked(p) => ReclaimError::AlreadyTracked(p),
+            PolicyError::NotTracked(p) => ReclaimError::NotTracked(p),
+        }
+    }
+}
+
 impl core::fmt::Display for ReclaimError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -257,18 +269,19 @@ impl Progress {
     /// after a reclaim down to priority 0 means reclaim cannot help: the
     /// caller's next step is the OOM killer ([`crate::oom`]).
     pub fn reclaimed(&self) -> u64 {
-        self.evicted + self.shrunk_frames
+        // Saturating: a shrinker may report any number of frames.
+        self.evicted.saturating_add(self.shrunk_frames)
     }
 
     fn add(&mut self, o: &Progress) {
-        self.scanned += o.scanned;
-        self.evicted += o.evicted;
-        self.kept += o.kept;
-        self.failed += o.failed;
-        self.unevictable += o.unevictable;
-        self.shrunk_objects += o.shrunk_objects;
-        self.shrunk_frames += o.shrunk_frames;
-        self.passes += o.passes;
+        self.scanned = self.scanned.saturating_add(o.scanned);
+        self.evicted = self.evicted.saturating_add(o.evicted);
+        self.kept = self.kept.saturating_add(o.kept);
+        self.failed = self.failed.saturating_add(o.failed);
+        self.unevictable = self.unevictable.saturating_add(o.unevictable);
+        self.shrunk_objects = self.shrunk_objects.saturating_add(o.shrunk_objects);
+        self.shrunk_frames = self.shrunk_frames.saturating_add(o.shrunk_frames);
+        self.passes = self.passes.saturating_add(o.passes);
         self.priority = self.priority.min(o.priority);
     }
 }
@@ -421,10 +434,6 @@ impl<P: Policy> Reclaim<P> {
     pub fn insert(&self, page: PageId, kind: PageKind, shadow: Option<Shadow>) -> Result<(), ReclaimError> {
         let mut g = self.inner.lock();
         let s = *g.state.get(page as usize).ok_or(ReclaimError::OutOfRange(page))?;
-        if shadow.is_some() {
-            g.stats.refaults[kind as usize] += 1;
-            g.note_cost(kind, 1);
-        }
         if s & ISOLATED != 0 {
             if s & GONE == 0 {
                 return Err(ReclaimError::AlreadyTracked(page));
@@ -433,13 +442,16 @@ impl<P: Policy> Reclaim<P> {
             // goes on its list when the batch comes back (unless that
             // eviction freed it after all).
             g.state[page as usize] = ISOLATED | kind_bits(kind);
-            return Ok(());
-        }
-        if s != UNTRACKED {
+        } else if s != UNTRACKED {
             return Err(ReclaimError::AlreadyTracked(page));
+        } else {
+            g.lists[kind as usize].insert(page, shadow)?;
+            g.state[page as usize] = ON_LIST | kind_bits(kind);
         }
-        g.lists[kind as usize].insert(page, shadow);
-        g.state[page as usize] = ON_LIST | kind_bits(kind);
+        if shadow.is_some() {
+            g.stats.refaults[kind as usize] += 1;
+            g.note_cost(kind, 1);
+        }
         Ok(())
     }
 
@@ -465,7 +477,7 @@ impl<P: Policy> Reclaim<P> {
         let s = *g.state.get(page as usize).ok_or(ReclaimError::OutOfRange(page))?;
         if s & ON_LIST != 0 {
             let kind = if s & FILE != 0 { 1 } else { 0 };
-            g.lists[kind].remove(page);
+            g.lists[kind].remove(page)?;
             g.state[page as usize] = UNTRACKED;
             Ok(())
         } else if s & ISOLATED != 0 && s & GONE == 0 {
@@ -515,14 +527,14 @@ impl<P: Policy> Reclaim<P> {
     pub fn reclaim<E: Evictor + ?Sized>(&self, target: u64, ev: &mut E) -> Progress {
         let mut total = Progress { priority: START_PRIORITY, ..Progress::default() };
         for priority in (0..=START_PRIORITY).rev() {
-            let pass = self.pass(priority, target - total.reclaimed(), ev);
+            let pass = self.pass(priority, target.saturating_sub(total.reclaimed()), ev);
             total.add(&pass);
             if total.reclaimed() >= target {
                 break;
             }
         }
         let mut g = self.inner.lock();
-        g.stats.shrunk_frames += total.shrunk_frames;
+        g.stats.shrunk_frames = g.stats.shrunk_frames.saturating_add(total.shrunk_frames);
         if total.reclaimed() == 0 {
             g.stats.no_progress += 1;
         }
@@ -640,11 +652,16 @@ impl<P: Policy> Reclaim<P> {
                     // quick refault activates the page, as Linux puts
                     // pages it could not reclaim on the active list.
                     let shadow = if now_kind == v.kind { Some(v.shadow) } else { None };
-                    g.lists[now_kind as usize].insert(v.page, shadow);
-                    if s & REFERENCED != 0 {
-                        g.lists[now_kind as usize].access(v.page);
+                    if g.lists[now_kind as usize].insert(v.page, shadow).is_ok() {
+                        if s & REFERENCED != 0 {
+                            g.lists[now_kind as usize].access(v.page);
+                        }
+                        g.state[v.page as usize] = ON_LIST | kind_bits(now_kind);
+                    } else {
+                        // Only a page reused as the other kind, beyond that
+                        // policy's ids, gets here: it cannot be tracked.
+                        g.state[v.page as usize] = UNTRACKED;
                     }
-                    g.state[v.page as usize] = ON_LIST | kind_bits(now_kind);
                 }
             }
         }
@@ -663,15 +680,18 @@ impl<P: Policy> Reclaim<P> {
             i += 1;
             let freeable = s.count();
             let seeks = u64::from(s.seeks().max(1));
-            let mut todo = ((freeable >> priority) * 4 / seeks).min(freeable);
+            // Saturating: a shrinker may report any count (u64::MAX from a
+            // broken or racing counter); the loop below still ends when a
+            // chunk frees nothing.
+            let mut todo = ((freeable >> priority).saturating_mul(4) / seeks).min(freeable);
             if priority == 0 {
                 todo = freeable;
             }
             while todo > 0 {
                 let nr = todo.min(SHRINK_BATCH);
                 let r = s.scan(nr);
-                p.shrunk_objects += r.objects;
-                p.shrunk_frames += r.frames;
+                p.shrunk_objects = p.shrunk_objects.saturating_add(r.objects);
+                p.shrunk_frames = p.shrunk_frames.saturating_add(r.frames);
                 if r.objects == 0 {
                     break;
                 }

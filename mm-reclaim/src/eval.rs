@@ -68,7 +68,7 @@ pub fn replay(policy: &mut dyn Policy, trace: &[PageId], ids: usize, capacity: u
             shadows[victim as usize] = Some(shadow);
         }
         resident[i] = true;
-        policy.insert(p, shadows[i].take());
+        policy.insert(p, shadows[i].take()).expect("a page missing from the cache is not tracked");
         if bits {
             hw.0[i] = true;
         }

@@ -6,7 +6,8 @@
 //! pages: after every step the count matches and the policy's lists check
 //! themselves (MODEL 1); victims were tracked and evictable, and `None`
 //! comes only when nothing tracked is evictable (3); a refault with the
-//! victim's shadow is accepted. Then the reclaim driver over two of them,
+//! victim's shadow is accepted; a double insert and a removal of a page not
+//! tracked are refused with their errors and change nothing (1). Then the reclaim driver over two of them,
 //! with an evictor that races removals and reuse against its batches.
 
 extern crate std;
@@ -16,7 +17,7 @@ use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 
-use crate::{Clock, PageId, Policy, S3Fifo, Scan, Shadow, TwoList};
+use crate::{Clock, PageId, Policy, PolicyError, S3Fifo, Scan, Shadow, TwoList};
 
 const IDS: u32 = 48;
 
@@ -60,7 +61,10 @@ fn drive(p: &mut dyn Policy, ops: &[Op]) {
             Op::Insert(x) => {
                 let page = u32::from(x) % IDS;
                 if tracked.insert(page) {
-                    p.insert(page, shadows.remove(&page));
+                    p.insert(page, shadows.remove(&page)).unwrap();
+                } else {
+                    // Refused, the lists untouched (checked below).
+                    assert_eq!(p.insert(page, None), Err(PolicyError::AlreadyTracked(page)), "{}", p.name());
                 }
             }
             Op::Access(x) if tracked.contains(&(u32::from(x) % IDS)) => p.access(u32::from(x) % IDS),
@@ -69,8 +73,11 @@ fn drive(p: &mut dyn Policy, ops: &[Op]) {
             }
             Op::Remove(x) => {
                 let page = u32::from(x) % IDS;
+                let res = p.remove(page);
                 if tracked.remove(&page) {
-                    p.remove(page);
+                    res.unwrap();
+                } else {
+                    assert_eq!(res, Err(PolicyError::NotTracked(page)), "{}", p.name());
                 }
             }
             Op::Evict => match p.evict(&mut hw) {

@@ -26,7 +26,7 @@
 //!
 //! let mut clock = Clock::new(16);
 //! for page in 0..4 {
-//!     clock.insert(page, None);
+//!     clock.insert(page, None).unwrap();
 //! }
 //! clock.access(0); // page 0 gets a second chance
 //! assert_eq!(clock.evict(&mut NoBits).map(|(p, _)| p), Some(1));
@@ -56,7 +56,7 @@ pub mod twolist;
 
 pub use clock::Clock;
 pub use mm_types;
-pub use policy::{Mode, NoBits, PageId, Policy, Scan, Shadow};
+pub use policy::{Mode, NoBits, PageId, Policy, PolicyError, Scan, Shadow};
 
 /// The crate's default policy for `capacity` frames and page ids below
 /// `ids`: S3-FIFO whose ghost window is three times the capacity (shadows

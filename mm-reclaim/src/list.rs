@@ -5,7 +5,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::PageId;
+use crate::{PageId, PolicyError};
 
 const NIL: u32 = u32::MAX;
 /// The tag of a page on no list.
@@ -60,11 +60,33 @@ impl<const N: usize> Lists<N> {
         (self.tail[l] != NIL).then_some(self.tail[l])
     }
 
+    /// Whether `page` may be put on a list: within the ids and on none.
+    pub fn can_insert(&self, page: PageId) -> Result<(), PolicyError> {
+        match self.tag.get(page as usize) {
+            None => Err(PolicyError::OutOfRange(page)),
+            Some(&NONE) => Ok(()),
+            Some(_) => Err(PolicyError::AlreadyTracked(page)),
+        }
+    }
+
+    /// Whether `page` may be taken off its list: within the ids and on one.
+    pub fn can_remove(&self, page: PageId) -> Result<(), PolicyError> {
+        match self.tag.get(page as usize) {
+            None => Err(PolicyError::OutOfRange(page)),
+            Some(&NONE) => Err(PolicyError::NotTracked(page)),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Puts `page` (on no list) at the head of list `l`.
+    ///
+    /// # Panics
+    /// If `page` is already on a list (linking it twice would corrupt both
+    /// lists; [`can_insert`](Self::can_insert) says beforehand).
     #[inline]
     pub fn push_head(&mut self, l: usize, page: PageId) {
         let p = page as usize;
-        debug_assert_eq!(self.tag[p], NONE, "page {page} is already listed");
+        assert_eq!(self.tag[p], NONE, "page {page} is already listed");
         self.tag[p] = l as u8;
         self.prev[p] = NIL;
         self.next[p] = self.head[l];
@@ -77,12 +99,16 @@ impl<const N: usize> Lists<N> {
         self.len[l] += 1;
     }
 
-    /// Takes `page` off its list (it must be on one).
+    /// Takes `page` off its list.
+    ///
+    /// # Panics
+    /// If `page` is on no list ([`can_remove`](Self::can_remove) says
+    /// beforehand).
     #[inline]
     pub fn unlink(&mut self, page: PageId) {
         let p = page as usize;
         let l = self.tag[p] as usize;
-        debug_assert!(l < N, "page {page} is not listed");
+        assert!(l < N, "page {page} is not listed");
         let (prev, next) = (self.prev[p], self.next[p]);
         if prev != NIL {
             self.next[prev as usize] = next;
@@ -103,6 +129,15 @@ impl<const N: usize> Lists<N> {
     pub fn move_to_head(&mut self, l: usize, page: PageId) {
         self.unlink(page);
         self.push_head(l, page);
+    }
+
+    /// Moves every page of list `from` to the head of list `to`, oldest
+    /// first: `from`'s newest page ends at `to`'s head, as if each page had
+    /// been moved to `to`'s head instead of `from`'s. `O(len(from))`.
+    pub fn move_all_to_head(&mut self, from: usize, to: usize) {
+        while let Some(p) = self.tail(from) {
+            self.move_to_head(to, p);
+        }
     }
 
     /// Walks list `l` from head to tail (for checks).
@@ -144,5 +179,44 @@ impl<const N: usize> Lists<N> {
             return Err("a page is tagged but on no list");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "page 1 is already listed")]
+    fn linking_a_listed_page_panics() {
+        let mut l = Lists::<2>::new(4);
+        l.push_head(0, 1);
+        l.push_head(1, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "page 2 is not listed")]
+    fn unlinking_an_unlisted_page_panics() {
+        let mut l = Lists::<2>::new(4);
+        l.unlink(2);
+    }
+
+    #[test]
+    fn move_all_keeps_the_order() {
+        let mut l = Lists::<2>::new(8);
+        for p in [1, 2, 3] {
+            l.push_head(0, p);
+        }
+        for p in [5, 6] {
+            l.push_head(1, p);
+        }
+        l.move_all_to_head(1, 0);
+        assert_eq!(l.iter(0).collect::<Vec<_>>(), [6, 5, 3, 2, 1]);
+        assert_eq!(
+            (l.len(1), l.can_insert(5), l.can_remove(7)),
+            (0, Err(PolicyError::AlreadyTracked(5)), Err(PolicyError::NotTracked(7)))
+        );
+        assert_eq!(l.can_insert(8), Err(PolicyError::OutOfRange(8)));
+        l.check().unwrap();
     }
 }

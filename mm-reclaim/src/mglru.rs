@@ -17,7 +17,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::list::Lists;
-use crate::{PageId, Policy, Scan, Shadow};
+use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
 /// Generations kept at once.
 pub const GENS: usize = 4;
@@ -63,35 +63,47 @@ impl Policy for MgLru {
         (0..GENS).map(|g| self.gens.len(g)).sum()
     }
 
-    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) -> Result<(), PolicyError> {
+        self.gens.can_insert(page)?;
         self.referenced[page as usize] = false;
         let recent = shadow.is_some_and(|Shadow(seq)| self.max_seq.wrapping_sub(seq) < GENS as u64);
         let seq = if recent { self.max_seq } else { self.min_seq };
         self.gens.push_head(Self::list(seq), page);
+        Ok(())
     }
 
     fn access(&mut self, page: PageId) {
-        self.referenced[page as usize] = true;
+        if let Some(r) = self.referenced.get_mut(page as usize) {
+            *r = true;
+        }
     }
 
-    fn remove(&mut self, page: PageId) {
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError> {
+        self.gens.can_remove(page)?;
         self.gens.unlink(page);
         self.settle();
+        Ok(())
     }
 
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        // Each page is promoted at most once per call (its bits are
-        // consumed); unevictable pages are promoted too, so after one pass
-        // over everything only evictable unreferenced pages stay old.
-        let mut budget = 2 * self.len() + 2;
-        while budget > 0 && !self.is_empty() {
-            budget -= 1;
+        // Pages moved to the youngest generation go behind every page not
+        // yet looked at, so the first `len` looks see each page once: they
+        // honour references (and consume them). Unevictable pages move up
+        // too, so the next `len` looks find any evictable page, judged on
+        // evictability alone: when accessed bits stay cleared once tested
+        // nothing is referenced by then anyway; when they do not (a page
+        // hammered by another CPU), this still ends with a victim if there
+        // is one.
+        let n = self.len();
+        for look in 0..2 * n {
             self.settle();
             let old = Self::list(self.min_seq);
-            let Some(p) = self.gens.tail(old) else { continue };
-            let hw = scan.test_and_clear_referenced(p);
-            let r = core::mem::take(&mut self.referenced[p as usize]);
-            if hw || r || !scan.is_evictable(p) {
+            let p = self.gens.tail(old).expect("the oldest generation of a non-empty window has pages");
+            let referenced = look < n && {
+                let hw = scan.test_and_clear_referenced(p);
+                core::mem::take(&mut self.referenced[p as usize]) || hw
+            };
+            if referenced || !scan.is_evictable(p) {
                 if self.max_seq == self.min_seq + 1 && self.gens.len(old) == 1 {
                     // Promoting the last old page would leave one generation.
                     self.max_seq += 1;

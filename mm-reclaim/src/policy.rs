@@ -39,6 +39,30 @@ impl Scan for NoBits {
     }
 }
 
+/// An [`insert`](Policy::insert) or [`remove`](Policy::remove) that breaks
+/// the policy's contract, refused with the policy's lists left as they were
+/// (in release builds too: a double insert would otherwise link a page
+/// twice and corrupt the lists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// A page id at or above the bound the policy was made for.
+    OutOfRange(PageId),
+    /// [`Policy::insert`] of a page the policy already tracks.
+    AlreadyTracked(PageId),
+    /// [`Policy::remove`] of a page the policy does not track.
+    NotTracked(PageId),
+}
+
+impl core::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PolicyError::OutOfRange(p) => write!(f, "page {p} is beyond the policy's page ids"),
+            PolicyError::AlreadyTracked(p) => write!(f, "page {p} is already tracked by the policy"),
+            PolicyError::NotTracked(p) => write!(f, "page {p} is not tracked by the policy"),
+        }
+    }
+}
+
 /// A page-replacement policy: bookkeeping in `O(1)` amortised per event,
 /// no allocation after construction.
 ///
@@ -61,18 +85,33 @@ pub trait Policy {
 
     /// `page` became resident; `shadow` is what it left when it was last
     /// evicted, if the integrator kept it.
-    fn insert(&mut self, page: PageId, shadow: Option<Shadow>);
+    ///
+    /// # Errors
+    /// [`PolicyError::AlreadyTracked`] if `page` is tracked,
+    /// [`PolicyError::OutOfRange`] if it is beyond the policy's ids; the
+    /// policy is unchanged.
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) -> Result<(), PolicyError>;
 
-    /// A reference to a tracked `page` seen by software.
+    /// A reference to a tracked `page` seen by software. A reference to a
+    /// page not tracked (or beyond the policy's ids) is ignored, or at most
+    /// remembered until the page is inserted, which resets it.
     fn access(&mut self, page: PageId);
 
     /// A tracked `page` went away without being chosen (freed, unmapped,
     /// truncated).
-    fn remove(&mut self, page: PageId);
+    ///
+    /// # Errors
+    /// [`PolicyError::NotTracked`] if `page` is not tracked,
+    /// [`PolicyError::OutOfRange`] if it is beyond the policy's ids; the
+    /// policy is unchanged.
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError>;
 
     /// Picks a victim among the evictable tracked pages, stops tracking it,
-    /// and returns it with its shadow; `None` if every tracked page is
-    /// unevictable (or none is tracked).
+    /// and returns it with its shadow; `None` only if no tracked page is
+    /// evictable (or none is tracked). The work is linear in the pages
+    /// tracked, whatever `scan` answers: references a page keeps getting
+    /// while the policy scans (a page hammered by another CPU) save it only
+    /// a bounded number of times per call (MODEL 3).
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)>;
 
     /// Checks the policy's own invariants.
@@ -97,13 +136,13 @@ impl<P: Policy + ?Sized> Policy for alloc::boxed::Box<P> {
     fn len(&self) -> usize {
         (**self).len()
     }
-    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) -> Result<(), PolicyError> {
         (**self).insert(page, shadow)
     }
     fn access(&mut self, page: PageId) {
         (**self).access(page)
     }
-    fn remove(&mut self, page: PageId) {
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError> {
         (**self).remove(page)
     }
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {

@@ -17,17 +17,23 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::list::Lists;
-use crate::{PageId, Policy, Scan, Shadow};
+use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
 const S: usize = 0;
 const M: usize = 1;
+/// Pages of `S`, then of `M`, found unevictable during one
+/// [`evict`](Policy::evict) call: set aside so that the call does not look
+/// at them again, and put back at the head of their queue when it returns
+/// (where going round would have left them).
+const HELD_S: usize = 2;
+const HELD_M: usize = 3;
 /// Shadow flag: evicted from `S` (only those are ghosts).
 const FROM_SMALL: u64 = 1 << 63;
 
 /// See the [module documentation](self).
 #[derive(Clone, Debug)]
 pub struct S3Fifo {
-    lists: Lists<2>,
+    lists: Lists<4>,
     freq: Vec<u8>,
     small_target: usize,
     ghost: u64,
@@ -51,8 +57,8 @@ impl S3Fifo {
         S3Fifo {
             lists: Lists::new(ids),
             freq: vec![0; ids],
-            small_target: (capacity * small_pct / 100).max(1),
-            ghost: (capacity * ghost_pct / 100).max(1) as u64,
+            small_target: (capacity.saturating_mul(small_pct) / 100).max(1),
+            ghost: (capacity.saturating_mul(ghost_pct) / 100).max(1) as u64,
             small_evictions: 0,
             promote: promote.max(1),
         }
@@ -66,50 +72,54 @@ impl S3Fifo {
         self.freq[p as usize]
     }
 
-    /// One step of eviction from `S`: the tail is promoted, evicted, or (if
-    /// unevictable) sent round again.
-    fn evict_small(&mut self, scan: &mut dyn Scan) -> Step {
-        let Some(p) = self.lists.tail(S) else { return Step::Stuck };
-        if self.seen(p, scan) >= self.promote {
-            self.freq[p as usize] = 0;
-            self.lists.move_to_head(M, p);
-            return Step::Progress;
+    /// The eviction loop; pages it holds are put back by the caller.
+    fn find_victim(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
+        // Every step takes a page off `S` or `M` for good (promoted from
+        // `S`, held, evicted) or spends one of `M`'s references, and the
+        // references spent are capped: at most `len(S) + 4 * len` steps.
+        // The cap, three per page (the most a page holds), is never reached
+        // while accessed bits stay cleared once tested; it only matters
+        // when they do not (a page hammered by another CPU, a scanner that
+        // cannot clear them), and then the pages past it are judged on
+        // evictability alone, so `None` still means nothing is evictable.
+        let mut spend = 3 * self.len();
+        loop {
+            // `S` counts its held pages towards its share: they are in it.
+            let small = self.lists.len(S) + self.lists.len(HELD_S);
+            let use_small = self.lists.len(S) > 0 && (small >= self.small_target || self.lists.len(M) == 0);
+            if use_small {
+                let p = self.lists.tail(S).expect("not empty");
+                if self.seen(p, scan) >= self.promote {
+                    self.freq[p as usize] = 0;
+                    self.lists.move_to_head(M, p);
+                } else if !scan.is_evictable(p) {
+                    self.lists.move_to_head(HELD_S, p);
+                } else {
+                    self.lists.unlink(p);
+                    self.small_evictions += 1;
+                    return Some((p, Shadow(FROM_SMALL | self.small_evictions)));
+                }
+                continue;
+            }
+            // `S` has nothing left to look at or is below its share.
+            let p = self.lists.tail(M)?;
+            if spend > 0 {
+                let f = self.seen(p, scan);
+                if f > 0 {
+                    spend -= 1;
+                    self.freq[p as usize] = f - 1;
+                    self.lists.move_to_head(M, p);
+                    continue;
+                }
+            }
+            if !scan.is_evictable(p) {
+                self.lists.move_to_head(HELD_M, p);
+                continue;
+            }
+            self.lists.unlink(p);
+            return Some((p, Shadow(0)));
         }
-        if !scan.is_evictable(p) {
-            self.lists.move_to_head(S, p);
-            return Step::Stuck;
-        }
-        self.lists.unlink(p);
-        self.small_evictions += 1;
-        Step::Evicted(p, Shadow(FROM_SMALL | self.small_evictions))
     }
-
-    /// One step of eviction from `M`: the tail goes round (spending one
-    /// unit of frequency), or is evicted.
-    fn evict_main(&mut self, scan: &mut dyn Scan) -> Step {
-        let Some(p) = self.lists.tail(M) else { return Step::Stuck };
-        let f = self.seen(p, scan);
-        if f > 0 {
-            self.freq[p as usize] = f - 1;
-            self.lists.move_to_head(M, p);
-            return Step::Progress;
-        }
-        if !scan.is_evictable(p) {
-            self.lists.move_to_head(M, p);
-            return Step::Stuck;
-        }
-        self.lists.unlink(p);
-        Step::Evicted(p, Shadow(0))
-    }
-}
-
-/// What one eviction step did.
-enum Step {
-    Evicted(PageId, Shadow),
-    /// A promotion or a spent reference: the queues changed.
-    Progress,
-    /// An unevictable page went round unchanged.
-    Stuck,
 }
 
 impl Policy for S3Fifo {
@@ -118,61 +128,48 @@ impl Policy for S3Fifo {
     }
 
     fn len(&self) -> usize {
-        self.lists.len(S) + self.lists.len(M)
+        // The held lists are empty outside `evict`.
+        (0..4).map(|l| self.lists.len(l)).sum()
     }
 
-    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) -> Result<(), PolicyError> {
+        self.lists.can_insert(page)?;
         self.freq[page as usize] = 0;
         let ghost_hit = shadow.is_some_and(|Shadow(s)| {
             s & FROM_SMALL != 0 && self.small_evictions.wrapping_sub(s & !FROM_SMALL) < self.ghost
         });
         self.lists.push_head(if ghost_hit { M } else { S }, page);
+        Ok(())
     }
 
     fn access(&mut self, page: PageId) {
-        let f = &mut self.freq[page as usize];
-        *f = (*f + 1).min(3);
+        if let Some(f) = self.freq.get_mut(page as usize) {
+            *f = (*f + 1).min(3);
+        }
     }
 
-    fn remove(&mut self, page: PageId) {
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError> {
+        self.lists.can_remove(page)?;
         self.lists.unlink(page);
+        Ok(())
     }
 
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        // A queue is given up on once every page in it went round unchanged
-        // (all unevictable and unreferenced); any change resets that. Each
-        // page can make progress at most 4 times (a promotion, three spent
-        // references), so this ends.
-        // References that never stay cleared (a page hammered by another
-        // CPU, a scanner that cannot clear them) would go round forever:
-        // the steps are capped as well (4 of progress and one stuck round
-        // per page), and `None` returned past them.
-        let (mut stuck_small, mut stuck_main) = (0usize, 0usize);
-        let mut budget = 5 * self.len() + 1;
-        loop {
-            if budget == 0 {
-                return None;
-            }
-            budget -= 1;
-            let small_done = self.lists.len(S) == 0 || stuck_small >= self.lists.len(S);
-            let main_done = self.lists.len(M) == 0 || stuck_main >= self.lists.len(M);
-            if small_done && main_done {
-                return None;
-            }
-            let prefer_small = self.lists.len(S) >= self.small_target || self.lists.len(M) == 0;
-            let use_small = !small_done && (prefer_small || main_done);
-            let step = if use_small { self.evict_small(scan) } else { self.evict_main(scan) };
-            match step {
-                Step::Evicted(p, shadow) => return Some((p, shadow)),
-                Step::Progress => (stuck_small, stuck_main) = (0, 0),
-                Step::Stuck if use_small => stuck_small += 1,
-                Step::Stuck => stuck_main += 1,
-            }
-        }
+        // Pages found unevictable are held aside for the rest of the call,
+        // so no page is looked at again unless it spent a reference: a
+        // queue is given up on only once every page in it was held, and
+        // work in one queue never makes the other be looked at afresh.
+        let victim = self.find_victim(scan);
+        self.lists.move_all_to_head(HELD_S, S);
+        self.lists.move_all_to_head(HELD_M, M);
+        victim
     }
 
     fn check(&self) -> Result<(), &'static str> {
         self.lists.check()?;
+        if self.lists.len(HELD_S) + self.lists.len(HELD_M) != 0 {
+            return Err("pages still held after an eviction");
+        }
         if self.freq.iter().any(|&f| f > 3) {
             return Err("a frequency above 3");
         }

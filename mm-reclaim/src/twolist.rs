@@ -18,15 +18,20 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::list::Lists;
-use crate::{PageId, Policy, Scan, Shadow};
+use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
 const INACTIVE: usize = 0;
 const ACTIVE: usize = 1;
+/// Inactive pages found unevictable during one [`evict`](Policy::evict)
+/// call: set aside so that the call does not look at them again, and put
+/// back at the inactive head (where going round would have left them) when
+/// it returns.
+const HELD: usize = 2;
 
 /// See the [module documentation](self).
 #[derive(Clone, Debug)]
 pub struct TwoList {
-    lists: Lists<2>,
+    lists: Lists<3>,
     referenced: Vec<bool>,
     age: u64,
 }
@@ -41,6 +46,43 @@ impl TwoList {
         self.referenced[p as usize] = false;
         self.lists.move_to_head(ACTIVE, p);
         self.age += 1;
+    }
+
+    /// The eviction loop; pages it holds are put back by the caller.
+    fn find_victim(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
+        let mut chances = 2 * self.len();
+        loop {
+            let (looking, active) = (self.lists.len(INACTIVE), self.lists.len(ACTIVE));
+            let inactive = looking + self.lists.len(HELD);
+            if inactive < active || looking == 0 {
+                if active == 0 {
+                    return None;
+                }
+                self.deactivate_one(scan);
+                continue;
+            }
+            let p = self.lists.tail(INACTIVE).expect("not empty");
+            if chances > 0 {
+                let hw = scan.test_and_clear_referenced(p);
+                if hw {
+                    chances -= 1;
+                    if self.referenced[p as usize] {
+                        self.activate(p);
+                    } else {
+                        self.referenced[p as usize] = true;
+                        self.lists.move_to_head(INACTIVE, p);
+                    }
+                    continue;
+                }
+            }
+            if !scan.is_evictable(p) {
+                self.lists.move_to_head(HELD, p);
+                continue;
+            }
+            self.lists.unlink(p);
+            self.age += 1;
+            return Some((p, Shadow(self.age)));
+        }
     }
 
     /// Moves one page from the active tail to the inactive head.
@@ -61,10 +103,12 @@ impl Policy for TwoList {
     }
 
     fn len(&self) -> usize {
-        self.lists.len(INACTIVE) + self.lists.len(ACTIVE)
+        // The held list is empty outside `evict`.
+        self.lists.len(INACTIVE) + self.lists.len(ACTIVE) + self.lists.len(HELD)
     }
 
-    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) {
+    fn insert(&mut self, page: PageId, shadow: Option<Shadow>) -> Result<(), PolicyError> {
+        self.lists.can_insert(page)?;
         self.referenced[page as usize] = false;
         self.lists.push_head(INACTIVE, page);
         if let Some(Shadow(at)) = shadow {
@@ -72,10 +116,11 @@ impl Policy for TwoList {
                 self.activate(page);
             }
         }
+        Ok(())
     }
 
     fn access(&mut self, page: PageId) {
-        let r = &mut self.referenced[page as usize];
+        let Some(r) = self.referenced.get_mut(page as usize) else { return };
         if self.lists.tag(page) as usize == INACTIVE && *r {
             self.activate(page);
         } else {
@@ -83,56 +128,34 @@ impl Policy for TwoList {
         }
     }
 
-    fn remove(&mut self, page: PageId) {
+    fn remove(&mut self, page: PageId) -> Result<(), PolicyError> {
+        self.lists.can_remove(page)?;
         self.lists.unlink(page);
+        Ok(())
     }
 
     fn evict(&mut self, scan: &mut dyn Scan) -> Option<(PageId, Shadow)> {
-        // `stuck` counts unevictable, unreferenced inactive pages sent round
-        // since the last change; after a whole list of them the active tail
-        // is deactivated to give the scan something new. Each page can be
-        // kept, activated and deactivated at most once per call (their bits
-        // are consumed), so this ends.
-        // A cap on the steps as well, for references that never stay
-        // cleared (see S3Fifo::evict).
-        let mut stuck = 0;
-        let mut budget = 16 * (self.lists.len(INACTIVE) + self.lists.len(ACTIVE)) + 16;
-        loop {
-            if budget == 0 {
-                return None;
-            }
-            budget -= 1;
-            let (inactive, active) = (self.lists.len(INACTIVE), self.lists.len(ACTIVE));
-            if inactive < active || inactive == 0 || stuck >= inactive {
-                if active == 0 {
-                    return None;
-                }
-                self.deactivate_one(scan);
-                stuck = 0;
-                continue;
-            }
-            let p = self.lists.tail(INACTIVE).expect("not empty");
-            let hw = scan.test_and_clear_referenced(p);
-            let flagged = self.referenced[p as usize];
-            if hw && flagged {
-                self.activate(p);
-                stuck = 0;
-            } else if hw {
-                self.referenced[p as usize] = true;
-                self.lists.move_to_head(INACTIVE, p);
-                stuck = 0;
-            } else if !scan.is_evictable(p) {
-                self.lists.move_to_head(INACTIVE, p);
-                stuck += 1;
-            } else {
-                self.lists.unlink(p);
-                self.age += 1;
-                return Some((p, Shadow(self.age)));
-            }
-        }
+        // Unevictable, unreferenced inactive pages are held aside for the
+        // rest of the call; once every inactive page is held, the active
+        // tail is deactivated to give the scan something new (the held
+        // pages count towards the inactive list's length, as they are on
+        // it). No page is looked at twice unless a reference kept it, and
+        // references are honoured at most twice per page tracked: when
+        // accessed bits stay cleared once tested a page is kept or
+        // activated at most once per call, so the cap is never reached; when
+        // they do not (a page hammered by another CPU), pages past it are
+        // judged on evictability alone. So the work is linear, and `None`
+        // means nothing is evictable.
+        let victim = self.find_victim(scan);
+        self.lists.move_all_to_head(HELD, INACTIVE);
+        victim
     }
 
     fn check(&self) -> Result<(), &'static str> {
-        self.lists.check()
+        self.lists.check()?;
+        if self.lists.len(HELD) != 0 {
+            return Err("pages still held after an eviction");
+        }
+        Ok(())
     }
 }

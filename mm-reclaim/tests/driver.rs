@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mm_reclaim::driver::{
-    Evictor, Level, Outcome, PageKind, Progress, Reclaim, ReclaimError, Shrinker, Shrunk, Victim, BATCH,
+    Evictor, Level, Outcome, PageKind, Progress, Reclaim, ReclaimError, Shrinker, Shrunk, Victim, BATCH, SHRINK_BATCH,
 };
 use mm_reclaim::{choose_victim, Clock, PageId, Policy, S3Fifo, TaskMemory, TwoList};
 
@@ -197,6 +197,76 @@ fn shrinkers_are_called_in_proportion_to_their_size() {
     let p = r.reclaim(1, &mut host);
     assert_eq!(small.scanned.load(Ordering::Relaxed), before);
     assert!(p.shrunk_frames >= 4 && p.reclaimed() == p.evicted + p.shrunk_frames);
+}
+
+/// A shrinker that claims `count` objects and, on each of its first
+/// `calls` scans, frees what it is asked and says `frames` frames came
+/// back; nothing after that.
+struct Liar {
+    count: u64,
+    frames: u64,
+    calls: u64,
+    scans: AtomicU64,
+}
+
+impl Shrinker for Liar {
+    fn name(&self) -> &'static str {
+        "liar"
+    }
+    fn count(&self) -> u64 {
+        self.count
+    }
+    fn scan(&self, nr: u64) -> Shrunk {
+        if self.scans.fetch_add(1, Ordering::Relaxed) < self.calls {
+            Shrunk { objects: nr, frames: self.frames }
+        } else {
+            Shrunk::default()
+        }
+    }
+}
+
+/// Huge counts and frame reports from shrinkers saturate instead of
+/// overflowing (a count of `u64::MAX` used to overflow the pressure at
+/// priority 1, two reports of `u64::MAX` frames the progress).
+#[test]
+fn shrinkers_reporting_huge_numbers_saturate() {
+    // Nothing on the lists, a shrinker whose count is u64::MAX but that
+    // frees nothing: every pass down to priority 0 asks it once.
+    let r = clocks(8);
+    let broken = Arc::new(Liar { count: u64::MAX, frames: 0, calls: 0, scans: AtomicU64::new(0) });
+    r.register_shrinker(broken.clone());
+    let p = r.reclaim(32, &mut Host::default());
+    assert_eq!((p.reclaimed(), p.priority, p.passes), (0, 0, 13));
+    assert_eq!(broken.scans.load(Ordering::Relaxed), 13);
+    assert_eq!(r.stats().no_progress, 1);
+    // Two shrinkers each reporting u64::MAX frames, with pages evicted too.
+    let r = clocks(64);
+    fill(&r, 0..64, PageKind::File);
+    for _ in 0..2 {
+        r.register_shrinker(Arc::new(Liar { count: u64::MAX, frames: u64::MAX, calls: 1, scans: AtomicU64::new(0) }));
+    }
+    let p = r.reclaim(u64::MAX, &mut Host::default());
+    assert_eq!((p.shrunk_frames, p.reclaimed()), (u64::MAX, u64::MAX));
+    assert_eq!(p.shrunk_objects, 2 * SHRINK_BATCH);
+    assert_eq!(p.passes, 1, "the target is met after the first pass");
+    r.register_shrinker(Arc::new(Liar { count: 1, frames: u64::MAX, calls: 1, scans: AtomicU64::new(0) }));
+    let p = r.reclaim(u64::MAX, &mut Host::default());
+    assert_eq!(p.reclaimed(), u64::MAX);
+    assert_eq!(r.stats().shrunk_frames, u64::MAX);
+    r.check().unwrap();
+}
+
+/// A policy refusing an insert or removal the driver's own state allowed
+/// (here: a policy sized for fewer ids than the driver) is reported as the
+/// specific error, and nothing is counted.
+#[test]
+fn policy_refusals_reach_the_caller() {
+    let r = Reclaim::new(Clock::new(4), Clock::new(4), 8);
+    assert_eq!(r.insert(6, PageKind::File, Some(mm_reclaim::Shadow(1))), Err(ReclaimError::OutOfRange(6)));
+    assert_eq!(r.stats().refaults, [0, 0]);
+    assert_eq!(r.remove(6), Err(ReclaimError::NotTracked(6)));
+    r.insert(2, PageKind::Anon, None).unwrap();
+    r.check().unwrap();
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn victims(policy: &mut dyn Policy, trace: &[PageId], capacity: usize) -> Vec<Pa
             out.push(v);
         }
         resident.insert(p);
-        policy.insert(p, None);
+        policy.insert(p, None).unwrap();
         policy.check().unwrap();
     }
     out
@@ -59,16 +59,16 @@ fn s3fifo_reference_string() {
 fn twolist_reference_string() {
     let mut p = TwoList::new(8);
     for page in [1, 2, 3] {
-        p.insert(page, None);
+        p.insert(page, None).unwrap();
     }
     p.access(1);
     p.access(1); // active: 1; inactive: 3 2
     let (v, s2) = p.evict(&mut NoBits).unwrap();
     assert_eq!(v, 2);
-    p.insert(4, None); // inactive: 4 3
+    p.insert(4, None).unwrap(); // inactive: 4 3
     assert_eq!(p.evict(&mut NoBits).unwrap().0, 3);
-    p.insert(2, Some(s2)); // one eviction since 2 left, active list of 1: activated
-                           // inactive: 4; active: 2 1. 1 is deactivated, then 4 goes.
+    p.insert(2, Some(s2)).unwrap(); // one eviction since 2 left, active list of 1: activated
+                                    // inactive: 4; active: 2 1. 1 is deactivated, then 4 goes.
     assert_eq!(p.evict(&mut NoBits).unwrap().0, 4);
     assert_eq!(p.evict(&mut NoBits).unwrap().0, 1);
     p.check().unwrap();
@@ -81,7 +81,7 @@ fn twolist_reference_string() {
 fn mglru_reference_string() {
     let mut p = mm_reclaim::MgLru::new(8);
     for page in [1, 2, 3] {
-        p.insert(page, None); // generation 0 (of 0..=1)
+        p.insert(page, None).unwrap(); // generation 0 (of 0..=1)
     }
     p.access(1);
     // The oldest tail, 1, is referenced: to generation 1; then 2 goes.
@@ -92,8 +92,8 @@ fn mglru_reference_string() {
     assert_eq!(v, 1);
     // A refault within the window goes to the youngest generation, a new
     // page to the oldest, which is evicted first.
-    p.insert(1, Some(shadow));
-    p.insert(4, None);
+    p.insert(1, Some(shadow)).unwrap();
+    p.insert(4, None).unwrap();
     assert_eq!(p.evict(&mut NoBits).unwrap().0, 4);
     p.check().unwrap();
 }
@@ -161,14 +161,14 @@ fn bookkeeping_under_random_events() {
             let page = (rng.next() % 64) as PageId;
             match rng.next() % 5 {
                 0 | 1 if !tracked.contains(&page) => {
-                    p.insert(page, None);
+                    p.insert(page, None).unwrap();
                     tracked.insert(page);
                 }
                 0 => p.access(page),
                 1 => {
                     scan.hw.insert(page);
                 }
-                2 if tracked.remove(&page) => p.remove(page),
+                2 if tracked.remove(&page) => p.remove(page).unwrap(),
                 _ => match p.evict(&mut scan) {
                     Some((v, _)) => {
                         assert!(tracked.remove(&v), "{}: victim {v} was not tracked", p.name());
@@ -271,7 +271,7 @@ fn evict_ends_when_every_page_stays_referenced() {
     for name in mm_reclaim::POLICY_NAMES {
         let mut p = mm_reclaim::policy_by_name(name, 200, 100, mm_reclaim::Mode::AccessedBits).unwrap();
         for i in 0..100 {
-            p.insert(i, None);
+            p.insert(i, None).unwrap();
         }
         let mut scan = Hot(0);
         for _ in 0..10 {
@@ -280,4 +280,34 @@ fn evict_ends_when_every_page_stays_referenced() {
         assert!(scan.0 < 10 * 20 * 100, "{name}: {} looks for 10 evictions", scan.0);
         p.check().unwrap();
     }
+}
+
+/// A double insert, a removal of a page not tracked and ids beyond the
+/// bound are refused with their errors by every policy, in release builds
+/// too, and leave the lists intact (MODEL 1); references to such pages are
+/// ignored.
+#[test]
+fn insert_and_remove_contract_errors() {
+    use mm_reclaim::PolicyError;
+    for name in mm_reclaim::POLICY_NAMES {
+        let mut p = mm_reclaim::policy_by_name(name, 16, 8, mm_reclaim::Mode::AccessedBits).unwrap();
+        p.insert(3, None).unwrap();
+        p.insert(4, None).unwrap();
+        assert_eq!(p.insert(3, None), Err(PolicyError::AlreadyTracked(3)), "{name}");
+        assert_eq!(p.insert(3, Some(mm_reclaim::Shadow(1))), Err(PolicyError::AlreadyTracked(3)), "{name}");
+        assert_eq!(p.remove(5), Err(PolicyError::NotTracked(5)), "{name}");
+        assert_eq!(p.insert(16, None), Err(PolicyError::OutOfRange(16)), "{name}");
+        assert_eq!(p.remove(u32::MAX), Err(PolicyError::OutOfRange(u32::MAX)), "{name}");
+        p.access(16);
+        p.access(u32::MAX);
+        assert_eq!(p.len(), 2, "{name}");
+        p.check().unwrap();
+        p.remove(3).unwrap();
+        assert_eq!(p.remove(3), Err(PolicyError::NotTracked(3)), "{name}");
+        p.check().unwrap();
+        assert_eq!(p.evict(&mut NoBits).map(|v| v.0), Some(4), "{name}");
+        assert_eq!(p.evict(&mut NoBits), None, "{name}");
+        p.check().unwrap();
+    }
+    assert_eq!(mm_reclaim::PolicyError::NotTracked(2).to_string(), "page 2 is not tracked by the policy");
 }
