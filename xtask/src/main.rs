@@ -5,6 +5,8 @@
 //! - `cargo xtask test [STEP...]`: the whole check suite, or the named steps
 //!   (see `STEPS`). Installs what it needs on a fresh machine (rustup targets
 //!   and components, QEMU through apt-get) and says so.
+//! - `cargo xtask fuzz [MINUTES] [TARGET...]`: runs the cargo-fuzz targets
+//!   in turn and tabulates runs and crashes (see `fuzz.rs`).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::process::{exit, Command};
 use std::time::{Duration, Instant};
 
 mod boot;
+mod fuzz;
 mod ir;
 mod setup;
 
@@ -215,6 +218,7 @@ fn round(d: Duration) -> Duration {
 fn usage() -> ! {
     eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
+    eprintln!("  cargo xtask fuzz [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table");
     eprintln!(
         "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging, slab, vmalloc)\n\nsteps:"
     );
@@ -232,6 +236,7 @@ fn main() {
             exit(if boot::run_interactive(scenario) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
+        Some("fuzz") => exit(if fuzz::fuzz(&args[1..]) { 0 } else { 1 }),
         Some("ir") => exit(if ir::ir(args.get(1).map_or("buddy", String::as_str)) { 0 } else { 1 }),
         _ => usage(),
     }
