@@ -30,8 +30,14 @@ pub enum HookError {
     Unavailable,
     /// No memory for the page.
     OutOfMemory,
-    /// The backing store failed or returned data that did not verify.
+    /// The backing store failed to read the page.
     Io,
+    /// The page read back did not verify (a checksum mismatch): the data
+    /// is never guessed.
+    Corrupt,
+    /// The entry names a slot or page the device does not hold (a page
+    /// table and the device disagree: a bug, not a lack of memory).
+    BadEntry,
 }
 
 impl fmt::Display for HookError {
@@ -40,6 +46,8 @@ impl fmt::Display for HookError {
             HookError::Unavailable => "no pager or swap device installed",
             HookError::OutOfMemory => "out of memory",
             HookError::Io => "I/O error",
+            HookError::Corrupt => "the page read back failed its checksum",
+            HookError::BadEntry => "the device does not hold the page the entry names",
         })
     }
 }

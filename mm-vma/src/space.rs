@@ -228,6 +228,15 @@ pub enum FaultError {
     OutOfMemory,
     /// The pager or swap device failed (`SIGBUS`).
     Hook(HookError),
+    /// A page-table update failed for a reason other than memory: the
+    /// tables and the VMAs disagree (a bug, reported as itself so that it
+    /// never reaches the out-of-memory path).
+    Paging(PagingError),
+    /// A frame the physical memory accessor cannot reach (a set-up error).
+    Unreachable {
+        /// The frame.
+        frame: u64,
+    },
 }
 
 impl FaultError {
@@ -259,6 +268,10 @@ impl fmt::Display for FaultError {
             }
             FaultError::OutOfMemory => f.write_str("out of memory"),
             FaultError::Hook(e) => write!(f, "bus error: {e}"),
+            FaultError::Paging(e) => write!(f, "page-table update failed: {e}"),
+            FaultError::Unreachable { frame } => {
+                write!(f, "frame {frame:#x} is not reachable through the memory accessor")
+            }
         }
     }
 }
@@ -308,8 +321,29 @@ impl fmt::Display for SpaceError {
 
 impl core::error::Error for SpaceError {}
 
-fn oom(_: PagingError) -> FaultError {
-    FaultError::OutOfMemory
+/// A page-table failure as a fault error: out of memory only when a table
+/// page could not be allocated.
+fn paging(e: PagingError) -> FaultError {
+    match e {
+        PagingError::OutOfFrames(_) => FaultError::OutOfMemory,
+        e => FaultError::Paging(e),
+    }
+}
+
+/// A fault error as a space error: out of memory stays out of memory.
+fn space(e: FaultError) -> SpaceError {
+    match e {
+        FaultError::OutOfMemory => SpaceError::OutOfMemory,
+        e => SpaceError::Fault(e),
+    }
+}
+
+/// A hook failure as a fault error: out of memory stays out of memory.
+fn hook(e: HookError) -> FaultError {
+    match e {
+        HookError::OutOfMemory => FaultError::OutOfMemory,
+        e => FaultError::Hook(e),
+    }
 }
 
 fn page_up(len: u64) -> Result<u64, SpaceError> {
@@ -392,7 +426,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             },
             None => PageTable::new(arch, mem, frames),
         }
-        .map_err(|_| SpaceError::OutOfMemory)?;
+        .map_err(|e| space(paging(e)))?;
         Ok(AddressSpace {
             mm: mm.clone(),
             id: mm.new_id(),
@@ -746,7 +780,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.vmas.insert(moved)?;
         let mut entries = Vec::new();
         self.page_table().for_each_entry(va(old), len, |e| entries.push(e)).expect("checked range");
-        let mut failed = false;
+        let mut failed = None;
         for e in &entries {
             let r = match *e {
                 Entry::Page(m) => {
@@ -758,16 +792,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     self.pt().set_swap(at, entry).map(|(_, f)| f.ignore())
                 }
             };
-            if r.is_err() {
-                failed = true;
+            if let Err(e) = r {
+                failed = Some(e);
                 break;
             }
         }
-        if failed {
+        if let Some(e) = failed {
             // Undo: the copies go (their pages still belong to `old`).
             self.pt().unmap_present(va(to), new_len, |_| {}).expect("4 KiB pages").ignore();
             self.vmas.remove_range(to, new_len, |_| {}).expect("removing a whole new VMA adds none");
-            return Err(SpaceError::OutOfMemory);
+            return Err(space(paging(e)));
         }
         // The old mappings' dirty bits as they were removed (a write since
         // the walk above set one the copies lack) move to their pages.
@@ -901,7 +935,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         };
         if r.is_err() {
             self.mm.free_frame(frame);
-            return Err(FaultError::OutOfMemory);
+            return Err(FaultError::Unreachable { frame: frame.as_u64() });
         }
         Ok(frame)
     }
@@ -913,7 +947,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 self.note_mapped(frame, kind, page);
                 Ok(())
             }
-            Err(e) => Err(oom(e)),
+            Err(e) => Err(paging(e)),
         }
     }
 
@@ -953,10 +987,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     fn swap_in(&mut self, page: u64, entry: SwapEntry, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
         let swap = self.mm.hooks.swap.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
-        let frame = swap.swap_in(entry).map_err(|e| match e {
-            HookError::OutOfMemory => FaultError::OutOfMemory,
-            e => FaultError::Hook(e),
-        })?;
+        let frame = swap.swap_in(entry).map_err(hook)?;
         // Private pages start read-only: whether the frame is still shared
         // is known once the device has dropped the entry's reference.
         let mut flags = page_flags(v);
@@ -983,10 +1014,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         offset: u64,
     ) -> Result<FaultKind, FaultError> {
         let pager = self.mm.hooks.pager.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
-        let frame = pager.page(object, offset).map_err(|e| match e {
-            HookError::OutOfMemory => FaultError::OutOfMemory,
-            e => FaultError::Hook(e),
-        })?;
+        let frame = pager.page(object, offset).map_err(hook)?;
         let flags = page_flags(v);
         self.mm.count(FaultCount::Pager);
         if v.flags.contains(VmaFlags::SHARED) {
@@ -1044,7 +1072,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let n = ((PAGE - a % PAGE) as usize).min(data.len() - done);
             let phys = self.resolve(a, Access::Write)?;
             // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable private page is ours alone (copy-on-write ran), a shared mapping's page is written by its sharers as user memory is.
-            unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) }.map_err(|_| FaultError::OutOfMemory)?;
+            unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) }
+                .map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
             done += n;
         }
         Ok(())
@@ -1058,7 +1087,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let n = ((PAGE - a % PAGE) as usize).min(buf.len() - done);
             let phys = self.resolve(a, Access::Read)?;
             // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other spaces is read-only in all of them (copy-on-write) or written by sharers as user memory is.
-            unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) }.map_err(|_| FaultError::OutOfMemory)?;
+            unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) }
+                .map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
             done += n;
         }
         Ok(())
@@ -1087,16 +1117,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                         if private {
                             flags -= MapFlags::WRITE;
                         }
-                        child
-                            .map_new(m.va.as_u64(), m.frame, flags, PageKind::Anonymous)
-                            .map_err(|_| SpaceError::OutOfMemory)?;
+                        child.map_new(m.va.as_u64(), m.frame, flags, PageKind::Anonymous).map_err(space)?;
                     }
                     Entry::Swap { va: at, entry } => {
                         let swap = self.mm.hooks.swap.clone().expect("swap entries come from a swap device");
-                        swap.duplicate(entry).map_err(|_| SpaceError::OutOfMemory)?;
-                        if child.pt().set_swap(at, entry).is_err() {
+                        swap.duplicate(entry).map_err(|e| space(hook(e)))?;
+                        if let Err(e) = child.pt().set_swap(at, entry) {
                             swap.release(entry);
-                            return Err(SpaceError::OutOfMemory);
+                            return Err(space(paging(e)));
                         }
                         child.counts.swapped += 1;
                     }
@@ -1157,7 +1185,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         let gone = match swap {
             Some(entry) => {
-                let (gone, f) = self.pt().set_swap(va(page), entry).map_err(|_| SpaceError::OutOfMemory)?;
+                let (gone, f) = self.pt().set_swap(va(page), entry).map_err(|e| space(paging(e)))?;
                 self.gather.batch.add(f);
                 self.counts.swapped += 1;
                 gone.expect("the page was present")

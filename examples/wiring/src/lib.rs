@@ -138,6 +138,35 @@ pub enum TaskError {
     Fault(FaultError),
 }
 
+/// Why [`Machine::swapoff`] failed (the area is back in service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapoffError {
+    /// mm-swap's refusal: no such area, memory ran out while pages came
+    /// back, or slots are still in use.
+    Swap(mm_swap::SwapError),
+    /// A page of the area could not be faulted back into `task` at `addr`
+    /// (its slot failed to read or verify).
+    Fault {
+        /// The task.
+        task: SpaceId,
+        /// The user address.
+        addr: u64,
+        /// What the fault said.
+        error: FaultError,
+    },
+}
+
+impl core::fmt::Display for SwapoffError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SwapoffError::Swap(e) => write!(f, "swapoff: {e}"),
+            SwapoffError::Fault { task, addr, error } => {
+                write!(f, "swapoff: task {} could not fault {addr:#x} back in: {error}", task.0)
+            }
+        }
+    }
+}
+
 /// What a scenario prints at its end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Figures {
@@ -281,7 +310,15 @@ where
 
     /// A new task whose space is a copy-on-write fork of task `id`'s.
     pub fn fork(&self, id: SpaceId) -> Result<SpaceId, TaskError> {
-        let child = self.with_task(id, |s| s.fork().map_err(|_| FaultError::OutOfMemory))?;
+        // Fork fails only for memory (retried after reclaim) or with a
+        // fault error of its own (a swap entry it could not duplicate).
+        let child = self.with_task(id, |s| {
+            s.fork().map_err(|e| match e {
+                SpaceError::Fault(e) => e,
+                SpaceError::OutOfMemory => FaultError::OutOfMemory,
+                e => unreachable!("fork of a live space refused: {e}"),
+            })
+        })?;
         let cid = child.id();
         self.tasks.spaces.lock().push((cid, Arc::new(spin::Mutex::new(child))));
         Ok(cid)
@@ -362,16 +399,20 @@ where
     /// faulted back in (reclaim may write other pages to other areas to
     /// make room; the draining area takes none), and pages of the area left
     /// in the swap cache by readahead are dropped. Fails, with the area
-    /// back in service, if memory runs out or slots are still in use.
-    pub fn swapoff(&self, area: u8) -> Result<(), mm_swap::SwapError> {
+    /// back in service, if memory runs out, a page cannot be read back
+    /// ([`SwapoffError::Fault`] names the task and address), or slots are
+    /// still in use.
+    pub fn swapoff(&self, area: u8) -> Result<(), SwapoffError> {
         let swap = self.device.swap().clone();
         let (low, high) = (self.layout.low & !4095, self.layout.high.next_multiple_of(4096));
-        swap.swapoff(area, &mut |swap, n| {
+        let mut failed = None;
+        let r = swap.swapoff(area, &mut |swap, n| {
             for id in self.tasks.ids() {
                 // The entries of the area in this space, then each faulted in
                 // (a fault may change the tables, so not while walking them).
                 let mut vas = Vec::new();
-                let space = self.tasks.get(id).ok_or(mm_swap::SwapError::NoArea(n))?;
+                // A task that exited meanwhile has no entries left.
+                let Some(space) = self.tasks.get(id) else { continue };
                 space
                     .lock()
                     .page_table()
@@ -385,14 +426,15 @@ where
                     .expect("the user range");
                 drop(space);
                 for va in vas {
-                    self.with_task(id, |s| s.fault(va, mm_vma::Access::Read).map(|_| ())).map_err(|e| match e {
-                        TaskError::OutOfMemory => mm_swap::SwapError::OutOfMemory,
-                        _ => mm_swap::SwapError::Store(mm_types::StoreError::slot(
-                            mm_types::StoreOp::Read,
-                            va,
-                            mm_types::StoreErrorKind::Io,
-                        )),
-                    })?;
+                    match self.with_task(id, |s| s.fault(va, mm_vma::Access::Read).map(|_| ())) {
+                        Ok(()) | Err(TaskError::Gone) => {}
+                        Err(TaskError::OutOfMemory) => return Err(mm_swap::SwapError::OutOfMemory),
+                        Err(TaskError::Fault(e)) => {
+                            // Said precisely below; mm-swap only needs to stop.
+                            failed = Some(SwapoffError::Fault { task: id, addr: va, error: e });
+                            return Err(mm_swap::SwapError::InUse { area: n, slots: 0 });
+                        }
+                    }
                 }
             }
             // Read ahead and never mapped: nothing names these pages.
@@ -402,8 +444,12 @@ where
                 }
             }
             Ok(())
-        })?;
-        Ok(())
+        });
+        match (r, failed) {
+            (Ok(_), _) => Ok(()),
+            (Err(_), Some(f)) => Err(f),
+            (Err(e), None) => Err(SwapoffError::Swap(e)),
+        }
     }
 
     /// Background reclaim (kswapd): nothing unless `level()` is below its

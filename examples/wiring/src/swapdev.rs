@@ -30,13 +30,16 @@ pub fn entry_of(slot: SwapSlot) -> SwapEntry {
     SwapEntry::new(slot.area(), slot.offset()).expect("mm-swap's areas and offsets fit a swap entry")
 }
 
+/// What a failed swap-in tells the fault: the fault fails (the task gets
+/// a bus error) and the data is never guessed, but a read error, a
+/// checksum mismatch and a slot the page tables should not name stay
+/// apart, and only a lack of frames is out of memory.
 fn hook_error(e: SwapError) -> HookError {
     match e {
         SwapError::OutOfMemory => HookError::OutOfMemory,
-        // A read error, a checksum mismatch, a slot the page tables should
-        // not name: the fault fails (the task gets a bus error), the data
-        // is never guessed.
-        _ => HookError::Io,
+        SwapError::Store(_) => HookError::Io,
+        SwapError::Corrupt(_) => HookError::Corrupt,
+        _ => HookError::BadEntry,
     }
 }
 
