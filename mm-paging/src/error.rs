@@ -46,6 +46,13 @@ pub enum PagingError {
     EmptyRange,
     /// Page-table pages could not be allocated.
     OutOfFrames(FrameError),
+    /// Part of the range lies under a root entry borrowed from another
+    /// hierarchy ([`PageTable::new_sharing`](crate::PageTable::new_sharing):
+    /// the kernel half), which this one may read but never change.
+    KernelRange {
+        /// First address of the range under a borrowed root entry.
+        addr: VirtAddr,
+    },
 }
 
 impl From<AddrError> for PagingError {
@@ -74,6 +81,9 @@ impl fmt::Display for PagingError {
             PagingError::InvalidFlags => f.write_str("mappings must be readable"),
             PagingError::EmptyRange => f.write_str("empty range"),
             PagingError::OutOfFrames(e) => write!(f, "no frame for a page table: {e}"),
+            PagingError::KernelRange { addr } => {
+                write!(f, "{addr:#x} lies under a root entry shared from another page table (the kernel's); it cannot be changed here")
+            }
         }
     }
 }

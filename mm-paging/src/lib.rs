@@ -22,6 +22,9 @@
 //! - A refused operation (bad address, misalignment, overlap, unmapped page,
 //!   no memory for tables) changes nothing: each operation plans, allocates
 //!   every table page it needs, then applies.
+//! - A hierarchy sharing the kernel's root entries
+//!   ([`PageTable::new_sharing`]) reads through them but refuses to change
+//!   anything below them ([`PagingError::KernelRange`]).
 //!
 //! # Example
 //!

@@ -189,7 +189,17 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// `256..512`) are copied from the root at `kernel_root`: the tables below them (the
     /// kernel's half of every address space, on x86-64 the upper 256 entries)
     /// are shared, not owned: [`destroy`](Self::destroy) leaves them alone.
-    /// Changes through this value must stay outside the shared entries.
+    ///
+    /// This value reads through the shared entries ([`translate`](Self::translate),
+    /// [`lookup`](Self::lookup), [`for_each_mapping`](Self::for_each_mapping),
+    /// [`for_each_entry`](Self::for_each_entry)) but never changes anything
+    /// below them: every operation that changes entries (maps, unmaps,
+    /// [`protect_range`](Self::protect_range), [`update_flags`](Self::update_flags),
+    /// [`harvest`](Self::harvest), [`split`](Self::split), [`replace`](Self::replace),
+    /// swap entries) refuses a range reaching a shared entry with
+    /// [`PagingError::KernelRange`], changing nothing, and
+    /// [`set_access_bits`](Self::set_access_bits) returns `false` there. So
+    /// no table page of the kernel's is ever freed through this value.
     ///
     /// # Safety
     ///
@@ -291,6 +301,29 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let last = va.checked_add(len - 1).ok_or(mm_types::AddrError::Overflow)?;
         self.arch.check_va(last)?;
         Ok(va.as_u64() as u128 + len as u128)
+    }
+
+    /// Whether root entry `idx` was borrowed from another hierarchy by
+    /// [`new_sharing`](Self::new_sharing).
+    #[inline]
+    fn is_borrowed(&self, idx: usize) -> bool {
+        self.borrowed[idx / 64] & (1 << (idx % 64)) != 0
+    }
+
+    /// [`check_range`](Self::check_range) for an operation that changes
+    /// entries: also refuses a range that reaches a borrowed root entry
+    /// (the tables below it are another hierarchy's), naming the first
+    /// address of the range under one.
+    fn check_owned_range(&self, va: VirtAddr, len: u64) -> Result<u128, PagingError> {
+        let end = self.check_range(va, len)?;
+        if self.borrowed != [0; 8] {
+            let level = self.arch.levels();
+            if let Some(slot) = slots(va.as_u64(), end, level).find(|s| self.is_borrowed(s.idx)) {
+                let addr = VirtAddr::new(slot.v).expect("inside a checked range");
+                return Err(PagingError::KernelRange { addr });
+            }
+        }
+        Ok(end)
     }
 
     // ----- preallocation -----
@@ -435,7 +468,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         flags: MapFlags,
         huge: HugePages,
     ) -> Result<Flush, PagingError> {
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
         if phys.as_u64() % 4096 != 0 {
             return Err(PagingError::Misaligned { value: phys.as_u64(), align: 4096 });
         }
@@ -459,7 +492,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// frame address that is not 4 KiB aligned, leaving everything unchanged.
     pub fn map_frames(&mut self, va: VirtAddr, frames: &[PhysAddr], flags: MapFlags) -> Result<Flush, PagingError> {
         let len = (frames.len() as u64).checked_mul(4096).ok_or(mm_types::AddrError::Overflow)?;
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
         if let Some(f) = frames.iter().find(|f| f.as_u64() % 4096 != 0) {
             return Err(PagingError::Misaligned { value: f.as_u64(), align: 4096 });
         }
@@ -634,7 +667,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         walk: Walk,
         mut removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
         let levels = self.arch.levels();
         let root = self.root;
         self.planned(|pt, apply, needed, pre| {
@@ -756,7 +789,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// protection applies when the page comes back). Fails with
     /// [`PagingError::NotMapped`] if a page is neither mapped nor swapped.
     pub fn protect_range(&mut self, va: VirtAddr, len: u64, flags: MapFlags) -> Result<Flush, PagingError> {
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
         if !flags.contains(MapFlags::READ) {
             return Err(PagingError::InvalidFlags);
         }
@@ -811,6 +844,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             _ => return Err(PagingError::NotMapped { addr: va }),
         };
         let (page, size) = (t.page, t.size);
+        self.check_owned_range(page, size.bytes())?;
         let levels = self.arch.levels();
         let root = self.root;
         let target = size.level();
@@ -930,6 +964,15 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// meanwhile). Pages that hold nothing are skipped. Returns the flush
     /// covering the leaves whose flags changed.
     ///
+    /// All or nothing: `f` is first asked about every leaf, and if any
+    /// answer lacks [`MapFlags::READ`] the call fails with
+    /// [`PagingError::InvalidFlags`] before any leaf changes. Only then is
+    /// `f` asked again, leaf by leaf, and its answers applied; so `f` is
+    /// called twice per leaf and must give the same answer both times (a
+    /// function of the [`Mapping`]). Should the second answer lack `READ`
+    /// anyway, that leaf keeps its flags and the rest still apply (with
+    /// their flush).
+    ///
     /// This is `mprotect` and fork's write-protection on a demand-paged
     /// range, where the new flags may differ page by page.
     pub fn update_flags(
@@ -938,27 +981,38 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         mut f: impl FnMut(Mapping) -> MapFlags,
     ) -> Result<Flush, PagingError> {
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
+        let levels = self.arch.levels();
+        let mapping = |pt: &Self, level: u8, v: u64, e: u64| Mapping {
+            va: VirtAddr::new(v).expect("canonical"),
+            frame: pt.arch.leaf_phys(e, level),
+            size: page_size(level),
+            flags: pt.arch.leaf_flags(e, level),
+        };
+        // Plan: every answer must be expressible before anything changes.
+        let mut bad = false;
+        self.visit(self.root, levels, va.as_u64(), end, &mut |level, v, slot| {
+            if !bad && !f(mapping(self, level, v, slot.load(Ordering::Relaxed))).contains(MapFlags::READ) {
+                bad = true;
+            }
+        });
+        if bad {
+            return Err(PagingError::InvalidFlags);
+        }
+        // Apply.
         let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
         let mut first = u64::MAX;
         let mut last = 0u64;
-        let mut bad = false;
-        self.visit(self.root, self.arch.levels(), va.as_u64(), end, &mut |level, v, slot| {
+        self.visit(self.root, levels, va.as_u64(), end, &mut |level, v, slot| {
             let mut e = slot.load(Ordering::Relaxed);
-            let frame = self.arch.leaf_phys(e, level);
-            let old = self.arch.leaf_flags(e, level);
-            let new =
-                f(Mapping { va: VirtAddr::new(v).expect("canonical"), frame, size: page_size(level), flags: old });
-            if !new.contains(MapFlags::READ) {
-                bad = true;
-                return;
-            }
-            if (new - keep) == (old - keep) {
+            let m = mapping(self, level, v, e);
+            let new = f(m);
+            if !new.contains(MapFlags::READ) || (new - keep) == (m.flags - keep) {
                 return;
             }
             loop {
                 let cur = self.arch.leaf_flags(e, level);
-                let value = self.arch.leaf(frame, (cur & keep) | (new - keep), level);
+                let value = self.arch.leaf(m.frame, (cur & keep) | (new - keep), level);
                 match slot.compare_exchange_weak(e, value, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => break,
                     Err(now) => e = now,
@@ -967,9 +1021,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             first = first.min(v);
             last = last.max(v + level_span(level));
         });
-        if bad {
-            return Err(PagingError::InvalidFlags);
-        }
         Ok(if first == u64::MAX {
             Flush::NONE
         } else {
@@ -1025,7 +1076,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         clear: AccessBits,
         mut f: impl FnMut(VirtAddr, PageSize, AccessBits),
     ) -> Result<Flush, PagingError> {
-        let end = self.check_range(va, len)?;
+        let end = self.check_owned_range(va, len)?;
         let (a, d) = self.arch.access_bits();
         let mask = if clear.contains(AccessBits::ACCESSED) { a } else { 0 }
             | if clear.contains(AccessBits::DIRTY) { d } else { 0 };
@@ -1052,10 +1103,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 
     /// Sets the accessed bit, and for a write the dirty bit, of the leaf
     /// mapping `va`, as the MMU does on an access (for emulated accesses:
-    /// host simulations, kernel copies). Returns whether a leaf was there.
+    /// host simulations, kernel copies). Returns whether a leaf was there
+    /// (`false` under a root entry borrowed with
+    /// [`new_sharing`](Self::new_sharing), which this value never changes).
     pub fn set_access_bits(&self, va: VirtAddr, write: bool) -> bool {
         let page = VirtAddr::new_sign_extended(va.as_u64() & !0xfff, mode_of(self.arch.levels()));
-        let Ok(end) = self.check_range(page, 4096) else { return false };
+        let Ok(end) = self.check_owned_range(page, 4096) else { return false };
         let (a, d) = self.arch.access_bits();
         let bits = if write { a | d } else { a };
         let mut found = false;
@@ -1074,7 +1127,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// splitting a huge page as needed. Fails with
     /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
     pub fn set_swap(&mut self, va: VirtAddr, swap: SwapEntry) -> Result<(Option<Mapping>, Flush), PagingError> {
-        self.check_range(va, 4096)?;
+        self.check_owned_range(va, 4096)?;
         let levels = self.arch.levels();
         let root = self.root;
         let new = self.arch.swap_entry(swap);
@@ -1120,7 +1173,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// The level-1 slot of `va` for a new 4 KiB leaf of `frame` with
     /// `flags`, after checking all three.
     fn leaf_slot_for(&self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<&AtomicU64, PagingError> {
-        self.check_range(va, 4096)?;
+        self.check_owned_range(va, 4096)?;
         if frame.as_u64() % 4096 != 0 {
             return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
         }
@@ -1149,7 +1202,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// [`new_sharing`](Self::new_sharing) are only dropped.
     pub fn destroy(self, mut removed: impl FnMut(Unmapped)) {
         for (i, slot) in self.table(self.root).iter().enumerate() {
-            if self.borrowed[i / 64] & (1 << (i % 64)) != 0 {
+            if self.is_borrowed(i) {
                 slot.store(0, Ordering::Relaxed);
             }
         }
@@ -1193,7 +1246,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             .table(self.root)
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.borrowed[i / 64] & (1 << (i % 64)) == 0)
+            .filter(|&(i, _)| !self.is_borrowed(i))
             .map(|(_, s)| s.load(Ordering::Relaxed))
             .filter(|&e| self.arch.is_present(e) && !self.arch.is_leaf(e, level))
             .map(|e| self.count_tables(self.arch.table_phys(e), level - 1))

@@ -478,3 +478,125 @@ fn shared_root_entries_are_borrowed_not_owned() {
     assert_eq!(kernel.translate(va(kva)).unwrap().frame, pa(0x30_0000));
     kernel.destroy(|_| {});
 }
+
+/// MODEL 9: a hierarchy made with `new_sharing` refuses every change that
+/// reaches a borrowed root entry (`KernelRange`, naming the first address
+/// under one), changes nothing (neither its own tables nor the kernel's),
+/// and never frees a kernel table page, at teardown included.
+#[test]
+fn shared_root_entries_cannot_be_changed() {
+    let (ram, frames) = setup();
+    let mut kernel = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let f = MapFlags::KERNEL_DATA;
+    // A 4 KiB and a 2 MiB page in the upper half, and a 4 KiB page under
+    // root entry 1 (as a kernel's identity map below 1 TiB might).
+    let (k4, k2m, low) = (0xffff_8000_0000_0000u64, 0xffff_8000_0020_0000u64, 0x80_0000_0000u64);
+    kernel.map(va(k4), pa(0x30_0000), PageSize::Size4KiB, f).unwrap().ignore();
+    kernel.map(va(k2m), pa(0x40_0000), PageSize::Size2MiB, f).unwrap().ignore();
+    kernel.map(va(low), pa(0x31_0000), PageSize::Size4KiB, f).unwrap().ignore();
+    let kernel_before = (snapshot(&kernel), kernel.table_pages());
+    let arch = X86_64::FOUR_LEVEL;
+    // SAFETY: `kernel` is a live hierarchy in the same RAM and outlives `user`.
+    let user = unsafe { PageTable::new_sharing(arch, ram.clone(), &frames, kernel.root(), (1..2).chain(256..512)) };
+    let mut user = user.unwrap();
+    let free = frames.free_frames();
+    let user_before = snapshot(&user);
+    assert_eq!(user_before.len(), 3, "the user sees the kernel's mappings");
+    fn refused<T>(addr: u64) -> Result<T, PagingError> {
+        Err(PagingError::KernelRange { addr: va(addr) })
+    }
+    let swap = SwapEntry::new(1, 5).unwrap();
+    // Every changing operation, on a kernel page, on an empty borrowed entry
+    // (index 300) and on a range that starts in the user's entry 0 and ends
+    // in the borrowed entry 1.
+    let empty = 0xffff_9600_0000_0000u64;
+    let straddle = low - 0x1000;
+    assert_eq!(user.map(va(k4 + 0x1000), pa(0x50_0000), PageSize::Size4KiB, f), refused(k4 + 0x1000));
+    assert_eq!(user.map(va(empty), pa(0x50_0000), PageSize::Size4KiB, f), refused(empty));
+    assert_eq!(user.map_range(va(straddle), pa(0x50_0000), 0x2000, f, HugePages::all()), refused(low));
+    assert_eq!(user.map_frames(va(straddle), &[pa(0x50_0000), pa(0x51_0000)], f), refused(low));
+    assert_eq!(user.unmap_range(va(k4), 0x1000, |_| panic!("removed a kernel page")), refused(k4));
+    assert_eq!(user.unmap_range(va(straddle), 0x2000, |_| panic!("removed a kernel page")), refused(low));
+    assert_eq!(user.unmap_present(va(k4), 1 << 30, |_| panic!("removed a kernel page")), refused(k4));
+    assert_eq!(user.unmap_range_keep_tables(va(low), 0x1000, |_| panic!("removed a kernel page")), refused(low));
+    assert_eq!(user.protect_range(va(k4), 0x1000, MapFlags::READ), refused(k4));
+    assert_eq!(user.update_flags(va(k4), 4 << 20, |_| panic!("asked about a kernel page")), refused(k4));
+    assert_eq!(
+        user.harvest(va(k4), 0x1000, AccessBits::all(), |_, _, _| panic!("harvested a kernel page")),
+        refused(k4)
+    );
+    assert_eq!(user.split(va(k2m + 0x1000)), refused(k2m));
+    assert_eq!(user.set_swap(va(k4), swap), refused(k4));
+    assert_eq!(user.set_swap(va(empty), swap), refused(empty));
+    assert_eq!(user.replace(va(k4), pa(0x50_0000), f), refused(k4));
+    assert_eq!(user.replace_swap(va(low), pa(0x50_0000), f), refused(low));
+    assert!(!user.set_access_bits(va(k4), true), "no access bits set in the kernel's leaves");
+    let e = PagingError::KernelRange { addr: va(k4) };
+    assert!(e.to_string().contains("0xffff800000000000") && e.to_string().contains("kernel"), "{e}");
+    // Nothing changed anywhere, and no table page came or went.
+    assert_eq!(snapshot(&user), user_before);
+    assert_eq!((snapshot(&kernel), kernel.table_pages()), kernel_before);
+    assert_eq!(user.table_pages(), 1);
+    assert_eq!(frames.free_frames(), free);
+    // The user's own entry 0 still works, right up to the borrowed entry.
+    user.map(va(straddle), pa(0x50_0000), PageSize::Size4KiB, f).unwrap().ignore();
+    user.unmap_range(va(straddle), 0x1000, |_| {}).unwrap().ignore();
+    assert_eq!(frames.free_frames(), free, "the user's emptied tables are freed");
+    // Teardown frees the user's root only; the kernel's tables stay.
+    user.destroy(|u| panic!("destroy reported {u:?}, a kernel mapping"));
+    assert_eq!(frames.free_frames(), free + 1);
+    assert_eq!((snapshot(&kernel), kernel.table_pages()), kernel_before);
+    kernel.destroy(|_| {});
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+/// MODEL 2: `update_flags` refusing one leaf changes no other leaf (the
+/// closure is asked about every leaf first).
+#[test]
+fn update_flags_is_all_or_nothing() {
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let rw = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
+    let base = 0x4000_0000u64;
+    // Eight 4 KiB pages, then a 2 MiB page.
+    pt.map_range(va(base), pa(0x10_0000), 8 * 4096, rw, HugePages::empty()).unwrap().ignore();
+    pt.map(va(base + (2 << 20)), pa(0x20_0000), PageSize::Size2MiB, rw).unwrap().ignore();
+    let before = snapshot(&pt);
+    let len = 4 << 20;
+    // Write-protect everything, but page 5's answer cannot be expressed;
+    // so can't the huge page's, the last leaf.
+    for bad in [base + 5 * 4096, base + (2 << 20)] {
+        let r = pt.update_flags(va(base), len, |m| {
+            if m.va.as_u64() == bad {
+                MapFlags::WRITE
+            } else {
+                m.flags - MapFlags::WRITE
+            }
+        });
+        assert_eq!(r, Err(PagingError::InvalidFlags));
+        assert_eq!(snapshot(&pt), before, "a refused update changed a leaf (bad leaf {bad:#x})");
+    }
+    // Accepted: every leaf changes, the flush covers them all.
+    let flush = pt.update_flags(va(base), len, |m| m.flags - MapFlags::WRITE).unwrap();
+    assert_eq!(flush.pages(), 1024, "from the first page to the end of the huge page");
+    assert!(snapshot(&pt).values().all(|x| !x.2.contains(MapFlags::WRITE)));
+    // A closure that breaks its contract (answers READ when checked, not
+    // when applied) leaves that leaf alone, and the others' flush is kept.
+    let mut calls = 0;
+    let flush = pt
+        .update_flags(va(base), 8 * 4096, |m| {
+            calls += 1;
+            if calls > 8 && m.va.as_u64() == base + 7 * 4096 {
+                MapFlags::WRITE
+            } else {
+                m.flags | MapFlags::WRITE
+            }
+        })
+        .unwrap();
+    assert_eq!(calls, 16, "asked twice per leaf");
+    assert_eq!(flush.pages(), 7);
+    assert!(!pt.translate(va(base + 7 * 4096)).unwrap().flags.contains(MapFlags::WRITE));
+    assert!(pt.translate(va(base + 6 * 4096)).unwrap().flags.contains(MapFlags::WRITE));
+    pt.destroy(|_| {});
+    assert_eq!(frames.allocated_blocks(), 0);
+}
