@@ -54,7 +54,7 @@ pub mod space;
 pub mod tree;
 pub mod vma;
 
-pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, RmapEntry, SpaceId, SpaceTlb, SwapIn};
+pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapIn};
 pub use mm_paging::SwapEntry;
 pub use mm_types;
 pub use mm_types::Protection;

@@ -121,6 +121,27 @@ impl fmt::Debug for Hooks {
     }
 }
 
+/// Why [`Mm::pin`] refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// The shared zero page is never pinned (nor freed).
+    ZeroPage,
+    /// The reverse map does not know the frame: nothing maps it, so its
+    /// owner is unknown ([`Mm::pin_new`] says who owns it).
+    Untracked(PhysAddr),
+}
+
+impl fmt::Display for PinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinError::ZeroPage => f.write_str("the zero page cannot be pinned"),
+            PinError::Untracked(a) => write!(f, "frame {:#x} is not in the reverse map", a.as_u64()),
+        }
+    }
+}
+
+impl core::error::Error for PinError {}
+
 /// Who owns a tracked frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageKind {
@@ -326,13 +347,34 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
         self.rmap.lock().get(&frame.as_u64()).map_or(0, |p| p.maps.len())
     }
 
-    /// Takes a reference on an anonymous `frame` that keeps it allocated
-    /// and makes every mapping of it copy on write (the swap cache holding a
-    /// page that swap slots still name; reclaim while it writes a page out).
-    /// A frame not tracked yet (just read from swap) is tracked from now on.
-    pub fn pin(&self, frame: PhysAddr) {
+    /// Takes a reference on a tracked `frame` (one some space maps, or
+    /// pinned already) that keeps it allocated and makes every private
+    /// mapping of it copy on write (reclaim while it writes a page out; the
+    /// swap cache holding a page that swap slots still name). Refuses the
+    /// zero page and a frame the reverse map does not know, whose owner it
+    /// cannot tell: [`pin_new`](Self::pin_new) tracks such a frame.
+    pub fn pin(&self, frame: PhysAddr) -> Result<(), PinError> {
+        if frame == self.zero {
+            return Err(PinError::ZeroPage);
+        }
         let mut rmap = self.rmap.lock();
-        rmap.entry(frame.as_u64()).or_insert_with(|| PageInfo::new(PageKind::Anonymous)).pins += 1;
+        let p = rmap.get_mut(&frame.as_u64()).ok_or(PinError::Untracked(frame))?;
+        p.pins += 1;
+        Ok(())
+    }
+
+    /// Like [`pin`](Self::pin), and tracks a frame the reverse map does not
+    /// know yet as `kind` (a page just read from swap is
+    /// [`PageKind::Anonymous`]: freed when its last pin and mapping go; a
+    /// pager's page is never freed here). A tracked frame keeps its kind.
+    /// Refuses the zero page.
+    pub fn pin_new(&self, frame: PhysAddr, kind: PageKind) -> Result<(), PinError> {
+        if frame == self.zero {
+            return Err(PinError::ZeroPage);
+        }
+        let mut rmap = self.rmap.lock();
+        rmap.entry(frame.as_u64()).or_insert_with(|| PageInfo::new(kind)).pins += 1;
+        Ok(())
     }
 
     /// Drops a reference [`pin`](Self::pin) took; frees an anonymous frame

@@ -112,7 +112,7 @@ impl SimSwap {
                 return Err(SpaceError::NotEvictable);
             }
         }
-        mm.pin(frame);
+        mm.pin(frame).expect("a mapped frame is tracked");
         // A page still in the swap cache keeps its slot (other page tables
         // name it): its new mappers join them, so all see one page.
         let cached = self.slots.lock().unwrap().iter().find(|(_, s)| s.cached == Some(frame)).map(|(&k, _)| k);
@@ -156,7 +156,7 @@ impl SwapIn for SimSwap {
         // SAFETY: the frame was just allocated: nobody else reads or writes it.
         unsafe { mm.mem().write_bytes(frame, &slot.data) }.expect("simulated RAM");
         self.reads.fetch_add(1, Ordering::Relaxed);
-        mm.pin(frame);
+        mm.pin_new(frame, crate::PageKind::Anonymous).expect("a frame just allocated is not the zero page");
         slot.cached = Some(frame);
         Ok(frame)
     }

@@ -61,6 +61,36 @@ impl Layout {
     };
 }
 
+impl Layout {
+    /// Checks the layout against a paging mode and the root entries
+    /// borrowed from the kernel (bit `i` of `shared`: entry `i`).
+    fn validate<A: PagingArch>(&self, arch: &A, shared: Option<&[u64; 8]>) -> Result<(), SpaceError> {
+        let bad = |reason| Err(SpaceError::BadLayout { reason });
+        if self.low % PAGE != 0 || self.high % PAGE != 0 {
+            return bad("the user range is not page aligned");
+        }
+        if self.low == 0 || self.low >= self.high {
+            return bad("the user range is empty or starts at page 0");
+        }
+        let top = self.high - 1;
+        if top >> 63 != 0 || VirtAddr::new(top).map_or(true, |a| arch.check_va(a).is_err()) {
+            return bad("the user range leaves the lower half of the paging mode's canonical addresses");
+        }
+        if !(self.low..=self.high).contains(&self.mmap_base) || !(self.low..=self.high).contains(&self.brk_base) {
+            return bad("mmap_base or brk_base lies outside the user range");
+        }
+        if let Some(bits) = shared {
+            // Each root entry covers 2^(12 + 9 * levels - 9) bytes.
+            let shift = 12 + 9 * (u32::from(arch.levels()) - 1);
+            let (first, last) = ((self.low >> shift) as usize, (top >> shift) as usize);
+            if (first..=last.min(511)).any(|i| bits[i / 64] & (1 << (i % 64)) != 0) {
+                return bad("the user range overlaps a root entry shared with the kernel");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout::X86_64
@@ -297,6 +327,11 @@ pub enum SpaceError {
     /// A frame from the provider is not reachable through the physical
     /// memory accessor (a set-up error).
     Unreachable,
+    /// The [`Layout`] given to [`AddressSpace::new`] cannot be used.
+    BadLayout {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl From<VmaError> for SpaceError {
@@ -315,6 +350,7 @@ impl fmt::Display for SpaceError {
             SpaceError::Fault(e) => e.fmt(f),
             SpaceError::NotEvictable => f.write_str("the page is locked or not evictable"),
             SpaceError::Unreachable => f.write_str("a frame is not reachable through the memory accessor"),
+            SpaceError::BadLayout { reason } => write!(f, "bad address-space layout: {reason}"),
         }
     }
 }
@@ -416,7 +452,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> fmt::Debug 
 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
     /// An empty address space with its own (empty) page tables.
+    ///
+    /// Refuses a layout ([`SpaceError::BadLayout`]) whose user range is
+    /// empty, not page aligned, not canonical lower-half addresses of the
+    /// `Mm`'s paging mode, or overlapping a root entry borrowed from the
+    /// kernel ([`Mm::with_kernel_entries`]): no operation of the space can
+    /// then reach an address it cannot map or a table it does not own.
     pub fn new(mm: &Arc<Mm<A, M, F>>, layout: Layout) -> Result<Self, SpaceError> {
+        layout.validate(&mm.arch, mm.kernel.as_ref().map(|k| &k.1))?;
         let (arch, mem, frames) = (mm.arch, mm.mem.clone(), mm.frames.clone());
         let pt = match &mm.kernel {
             // SAFETY: `Mm::with_kernel_entries`'s contract: the kernel root stays valid while spaces exist.
@@ -728,10 +771,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             }
             self.munmap(to, new_len)?;
             let moved = old_len.min(new_len);
+            // The source's tail goes once the move succeeded: a failed move
+            // leaves the source whole.
+            self.move_pages(&v, old, moved, to, new_len)?;
             if new_len < old_len {
                 self.munmap(old + new_len, old_len - new_len)?;
             }
-            self.move_pages(&v, old, moved, to, new_len)?;
             return Ok(to);
         }
         if new_len <= old_len {
@@ -864,7 +909,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         let v = match self.vmas.find(addr) {
             Some(v) => v,
-            None => self.grow_stack(addr)?,
+            None => self.grow_stack(addr, access)?,
         };
         if !allows(v.prot, access) {
             return Err(FaultError::Protection { addr, access, prot: v.prot });
@@ -872,12 +917,17 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.fault_page(addr & !(PAGE - 1), access == Access::Write, &v)
     }
 
-    fn grow_stack(&mut self, addr: u64) -> Result<Vma, FaultError> {
+    /// Grows the stack above `addr` down to it for `access`; a refused
+    /// fault leaves the stack as it was.
+    fn grow_stack(&mut self, addr: u64, access: Access) -> Result<Vma, FaultError> {
         let stack = self
             .vmas
             .find_from(addr)
             .filter(|n| n.flags.contains(VmaFlags::GROWS_DOWN))
             .ok_or(FaultError::NoMapping { addr })?;
+        if !allows(stack.prot, access) {
+            return Err(FaultError::Protection { addr, access, prot: stack.prot });
+        }
         let page = addr & !(PAGE - 1);
         if stack.end - page > self.layout.stack_limit {
             return Err(FaultError::StackLimit { addr, limit: self.layout.stack_limit });

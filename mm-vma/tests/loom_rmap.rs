@@ -33,7 +33,7 @@ fn last_reference_frees_the_shared_page_once() {
         let free = w.free_frames();
         let (mut p, c, a) = shared_page(&w);
         let frame = p.resolve(a, Access::Read).unwrap();
-        w.mm.pin(frame);
+        w.mm.pin(frame).unwrap();
         let mm = w.mm.clone();
         let t1 = spawn(move || {
             p.write_user(a, &[8]).unwrap();

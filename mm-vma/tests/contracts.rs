@@ -1,0 +1,154 @@
+//! Contracts a kernel relies on, each once broken: refused operations
+//! change nothing, the kernel's borrowed tables stay out of reach, pins
+//! never free a frame someone else owns, and failures keep their names.
+
+use std::sync::Arc;
+
+use mm_paging::{MapFlags, PageTable, X86_64};
+use mm_types::{PageSize, PhysAddr, VirtAddr};
+use mm_vma::sim::SimWorld;
+use mm_vma::{
+    Access, AddressSpace, FaultError, Hooks, Layout, MapRequest, Mm, PageKind, PinError, Placement, Protection, Remap,
+    SpaceError,
+};
+
+const P: u64 = 4096;
+const RW: Protection = Protection::READ.union(Protection::WRITE);
+
+fn world() -> SimWorld {
+    SimWorld::new(if cfg!(miri) { 1 << 20 } else { 4 << 20 })
+}
+
+/// A layout past the canonical lower half, or an empty or misaligned one,
+/// is refused when the space is made (it used to panic in the fault path).
+#[test]
+fn layouts_outside_the_canonical_lower_half_are_refused() {
+    let w = world();
+    for (layout, what) in [
+        (Layout { high: 1 << 48, ..Layout::X86_64 }, "past 4-level canonical"),
+        (Layout { high: 0xffff_8000_0000_1000, ..Layout::X86_64 }, "upper half"),
+        (Layout { low: 0x2000, high: 0x2000, ..Layout::X86_64 }, "empty"),
+        (Layout { low: 0x1001, ..Layout::X86_64 }, "misaligned"),
+        (Layout { low: 0, ..Layout::X86_64 }, "page 0"),
+        (Layout { brk_base: 1 << 47, ..Layout::X86_64 }, "brk outside"),
+    ] {
+        let r = AddressSpace::new(&w.mm, layout);
+        assert!(matches!(r, Err(SpaceError::BadLayout { .. })), "{what}: {:?}", r.map(|_| ()));
+    }
+    assert!(AddressSpace::new(&w.mm, Layout::X86_64).is_ok());
+    assert_eq!(w.mm.tracked_frames(), 0);
+}
+
+/// A user range that overlaps a root entry borrowed from the kernel is
+/// refused; one above it cannot reach the kernel's entry with MAP_FIXED.
+#[test]
+fn borrowed_kernel_entries_are_out_of_reach() {
+    let w = world();
+    // The "kernel": its own table with a page in root entry 0.
+    let mut kernel = PageTable::new(X86_64::FOUR_LEVEL, w.ram.clone(), w.frames.clone()).unwrap();
+    let kpage = VirtAddr::new(0x20_0000).unwrap();
+    let kframe = PhysAddr::new(0x10_0000).unwrap();
+    kernel.map(kpage, kframe, PageSize::Size4KiB, MapFlags::READ | MapFlags::WRITE).unwrap().ignore();
+    // SAFETY: `kernel` outlives every space of `mm` (dropped at the end of the test, after them).
+    let mm = unsafe {
+        Mm::with_kernel_entries(
+            X86_64::FOUR_LEVEL,
+            w.ram.clone(),
+            w.frames.clone(),
+            Hooks::default(),
+            kernel.root(),
+            [0],
+        )
+    }
+    .unwrap();
+    // The default layout starts at 64 KiB: inside entry 0.
+    let r = AddressSpace::new(&mm, Layout::X86_64);
+    assert!(matches!(r, Err(SpaceError::BadLayout { .. })), "{:?}", r.map(|_| ()));
+    let layout = Layout { low: 1 << 39, ..Layout::X86_64 };
+    let mut s = AddressSpace::new(&mm, layout).unwrap();
+    let fixed = MapRequest::anonymous(P, RW).at(Placement::Fixed(0x20_0000));
+    assert_eq!(s.mmap(fixed), Err(SpaceError::OutOfRange));
+    assert_eq!(s.munmap(0x20_0000, P), Err(SpaceError::OutOfRange));
+    let a = s.mmap(MapRequest::anonymous(P, RW)).unwrap();
+    s.write_user(a, &[1]).unwrap();
+    drop(s);
+    // The kernel's page is still mapped.
+    assert_eq!(kernel.translate(kpage).map(|t| t.frame), Some(kframe));
+    drop(mm);
+    drop(kernel);
+}
+
+/// A fault the stack's rights refuse leaves the stack as it was.
+#[test]
+fn refused_fault_does_not_grow_the_stack() {
+    let w = world();
+    let mut s = w.space();
+    let top = 0x7000_0000_0000;
+    let start = s.map_stack(top, 2 * P).unwrap();
+    let r = s.fault(start - P, Access::Execute);
+    assert!(matches!(r, Err(FaultError::Protection { .. })), "{r:?}");
+    assert_eq!(s.vmas().find(start).unwrap().start, start, "the stack did not grow");
+    assert!(s.vmas().find(start - P).is_none());
+    s.write_user(start - P, &[1]).unwrap();
+    assert_eq!(s.vmas().find(start - P).unwrap().start, start - P);
+}
+
+/// A fixed-target mremap that fails for lack of a table page leaves the
+/// source whole, shrinking or not.
+#[test]
+fn failed_fixed_mremap_keeps_the_source() {
+    for (old_len, new_len) in [(4 * P, 2 * P), (2 * P, 2 * P)] {
+        let w = world();
+        let mut s = w.space();
+        let a = s.mmap(MapRequest::anonymous(old_len, RW)).unwrap();
+        for i in 0..old_len / P {
+            s.write_user(a + i * P, &[i as u8 + 1]).unwrap();
+        }
+        // Far away: the move needs new table pages; the first one fails.
+        let to = 0x1000_0000_0000;
+        w.frames.fail_nth_allocation(1);
+        assert_eq!(s.mremap(a, old_len, new_len, Remap::Fixed(to)), Err(SpaceError::OutOfMemory));
+        for i in 0..old_len / P {
+            let mut b = [0];
+            s.read_user(a + i * P, &mut b).unwrap();
+            assert_eq!(b[0], i as u8 + 1, "page {i} of {old_len:#x} -> {new_len:#x}");
+        }
+        assert_eq!(s.vmas().find(a).unwrap().end, a + old_len);
+        s.check().unwrap();
+        // And it works once memory is there.
+        assert_eq!(s.mremap(a, old_len, new_len, Remap::Fixed(to)), Ok(to));
+        let mut b = [0];
+        s.read_user(to + P, &mut b).unwrap();
+        assert_eq!(b[0], 2);
+        assert!(s.vmas().find(a + new_len).is_none(), "the tail went once the move succeeded");
+    }
+}
+
+/// Pins: the zero page and frames nobody maps are refused by `pin`; a
+/// pager's page tracked by `pin_new` is never freed by its unpin.
+#[test]
+fn pins_never_free_what_they_do_not_own() {
+    let w = world();
+    let mut s = w.space();
+    let a = s.mmap(MapRequest::anonymous(2 * P, RW)).unwrap();
+    let zero = s.resolve(a, Access::Read).unwrap();
+    assert_eq!(zero, w.mm.zero_page());
+    assert_eq!(w.mm.pin(zero), Err(PinError::ZeroPage));
+    assert_eq!(w.mm.pin_new(zero, PageKind::Anonymous), Err(PinError::ZeroPage));
+    let free = w.free_frames();
+    let stranger = PhysAddr::new(0x30_0000).unwrap();
+    assert_eq!(w.mm.pin(stranger), Err(PinError::Untracked(stranger)));
+    w.mm.pin_new(stranger, PageKind::Pager).unwrap();
+    assert!(!w.mm.unpin(stranger), "a pager's page is not freed");
+    assert_eq!(w.free_frames(), free);
+    // A mapped anonymous page: pinned, unmapped, freed by the last unpin.
+    s.write_user(a + P, &[1]).unwrap();
+    let f = s.resolve(a + P, Access::Read).unwrap();
+    w.mm.pin(f).unwrap();
+    s.munmap(a + P, P).unwrap();
+    assert_eq!(w.free_frames(), free - 1);
+    assert!(w.mm.unpin(f));
+    assert_eq!(w.free_frames(), free);
+    drop(s);
+    let _ = Arc::strong_count(&w.mm);
+}
