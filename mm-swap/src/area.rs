@@ -21,8 +21,11 @@ pub(crate) enum PutUse {
     Done,
     /// The slot's page is in the swap cache: nothing done.
     Cached,
-    /// The slot is not allocated: nothing done.
+    /// The slot is not allocated (free, or held by a per-CPU slot cache):
+    /// nothing done.
     NotAllocated,
+    /// The slot is marked bad: nothing done.
+    Bad,
 }
 
 /// Slots per cluster (Linux's `SWAPFILE_CLUSTER`): a CPU's consecutive
@@ -34,8 +37,38 @@ pub(crate) const COUNT_MASK: u16 = 0x3fff;
 /// The slot's page is in the swap cache (the slot stays allocated while it
 /// is, even with no page table naming it).
 pub(crate) const HAS_CACHE: u16 = 0x4000;
-/// The slot failed writes repeatedly and is never allocated again.
+/// The slot failed writes repeatedly and is never allocated again (also
+/// the mark of the slots past the end of the device in its last cluster).
+/// A bad slot's entry is exactly `BAD`.
 pub(crate) const BAD: u16 = 0x8000;
+/// A slot a per-CPU slot cache holds: taken from the free slots but not
+/// handed out yet. It has no use count and no cache mark; its `BAD` bit
+/// makes every path that looks for an allocated slot (`free`, `dup`,
+/// `count`, `cache`, `write`, swap-in, readahead) refuse it, and it is
+/// neither free (no allocation takes it) nor bad (not counted as such).
+pub(crate) const RESERVED: u16 = BAD | HAS_CACHE;
+
+/// Whether a slot-map entry is a bad slot.
+pub(crate) const fn is_bad(m: u16) -> bool {
+    m == BAD
+}
+
+/// Whether a slot-map entry has uses (page tables naming the slot).
+pub(crate) const fn in_use(m: u16) -> bool {
+    m & BAD == 0 && m & COUNT_MASK != 0
+}
+
+/// Whether a slot-map entry is allocated (MODEL 1: a use count or a
+/// swap-cache mark).
+pub(crate) const fn allocated(m: u16) -> bool {
+    m & BAD == 0 && m & (COUNT_MASK | HAS_CACHE) != 0
+}
+
+/// The most slots an area can have: clusters are numbered with `u32` in
+/// the free and partial lists and the per-CPU current clusters, and their
+/// count must fit one too. 2^41 - 512 slots of 4 KiB (8 PiB); mm-paging's
+/// swap entries address 2^50.
+pub const MAX_SLOTS: u64 = u32::MAX as u64 * CLUSTER as u64;
 
 /// Failed writes after which a slot is marked bad.
 pub const BAD_AFTER: u8 = 3;
@@ -52,7 +85,8 @@ pub(crate) struct Cluster {
     pub(crate) sums: Box<[u64]>,
     /// Failed writes per slot.
     pub(crate) fails: Box<[u8]>,
-    /// Allocated slots (count or cache non-zero) plus bad ones.
+    /// Slots not free: allocated ones (count or cache non-zero), ones a
+    /// per-CPU slot cache holds, and bad ones.
     pub(crate) used: u16,
     /// The CPU working in it, if any.
     owner: Option<u16>,
@@ -84,8 +118,10 @@ pub(crate) struct Area {
 }
 
 impl Area {
-    pub(crate) fn new(store: Box<dyn BackingStore + Send + Sync>, priority: i16, cpus: usize) -> Area {
-        let slots = store.slot_count();
+    /// An area of `slots` (at most [`MAX_SLOTS`], as the store reported)
+    /// over `store`.
+    pub(crate) fn new(store: Box<dyn BackingStore + Send + Sync>, slots: u64, priority: i16, cpus: usize) -> Area {
+        debug_assert!(slots <= MAX_SLOTS, "the caller checks the size");
         let n = slots.div_ceil(CLUSTER as u64) as usize;
         let clusters: Vec<Mutex<Cluster>> = (0..n)
             .map(|c| {
@@ -127,7 +163,7 @@ impl Area {
     pub(crate) fn alloc(&self, cpu: usize, n: usize) -> Option<u64> {
         if n == 1 {
             let mut one = [0u64; 1];
-            return (self.alloc_batch(cpu, &mut one) == 1).then_some(one[0]);
+            return (self.alloc_batch(cpu, &mut one) == 1 && self.hand_out(one[0])).then_some(one[0]);
         }
         if self.state.load(Ordering::Acquire) != ACTIVE {
             return None;
@@ -168,11 +204,13 @@ impl Area {
         }
     }
 
-    /// Allocates up to `out.len()` single slots with use count 1 each, in
-    /// `cpu`'s current cluster (then in newly claimed ones), in ascending
-    /// order within a cluster; returns how many. Under one current-cluster
-    /// lock and one cluster lock per cluster: a per-CPU slot cache refills
-    /// itself with this.
+    /// Reserves up to `out.len()` single slots for a per-CPU slot cache
+    /// (marked [`RESERVED`]: not free, not allocated, not counted in
+    /// `used` until [`hand_out`](Self::hand_out)), in `cpu`'s current
+    /// cluster (then in newly claimed ones), in ascending order within a
+    /// cluster; returns how many. Under one current-cluster lock and one
+    /// cluster lock per cluster: a per-CPU slot cache refills itself with
+    /// this.
     pub(crate) fn alloc_batch(&self, cpu: usize, out: &mut [u64]) -> usize {
         if self.state.load(Ordering::Acquire) != ACTIVE || out.is_empty() {
             return 0;
@@ -203,9 +241,7 @@ impl Area {
                 if let Some(l) = last {
                     cl.next = ((l + 1) % CLUSTER) as u16;
                 }
-                let taken = (got - before) as u16;
-                cl.used += taken;
-                self.used.fetch_add(u64::from(taken), Ordering::Relaxed);
+                cl.used += (got - before) as u16;
                 if got == out.len() {
                     return got;
                 }
@@ -243,9 +279,8 @@ impl Area {
                 continue;
             }
             if let Some(off) = find_run(&cl.map, 0, 1) {
-                cl.map[off] = 1;
+                cl.map[off] = RESERVED;
                 cl.used += 1;
-                self.used.fetch_add(1, Ordering::Relaxed);
                 return Some((c * CLUSTER + off) as u64);
             }
         }
@@ -288,13 +323,42 @@ impl Area {
         self.put_locked(cl, c, slot, cache)
     }
 
+    /// Hands out a slot a per-CPU slot cache reserved: one use, counted
+    /// in `used`. `false` (nothing done) if the slot is not reserved.
+    pub(crate) fn hand_out(&self, slot: u64) -> bool {
+        let (c, off) = split(slot);
+        let mut cl = self.clusters[c].lock();
+        if cl.map[off] != RESERVED {
+            return false;
+        }
+        cl.map[off] = 1;
+        self.used.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Gives a slot a per-CPU slot cache reserved back to the free slots
+    /// (a drained cache). `false` (nothing done) if it is not reserved.
+    pub(crate) fn unreserve(&self, slot: u64) -> bool {
+        let (c, off) = split(slot);
+        let mut cl = self.clusters[c].lock();
+        if cl.map[off] != RESERVED {
+            return false;
+        }
+        cl.map[off] = 0;
+        cl.used -= 1;
+        self.relist(cl, c);
+        true
+    }
+
     /// Drops one use of `slot` if its page is not in the swap cache (the
     /// caller need not take the swap-cache lock then).
     pub(crate) fn put_uncached(&self, slot: u64) -> PutUse {
         let (c, off) = split(slot);
         let cl = self.clusters[c].lock();
         let m = cl.map[off];
-        if m & BAD != 0 || m & COUNT_MASK == 0 {
+        if is_bad(m) {
+            PutUse::Bad
+        } else if !in_use(m) {
             PutUse::NotAllocated
         } else if m & HAS_CACHE != 0 {
             PutUse::Cached
@@ -321,21 +385,27 @@ impl Area {
             }
             cl.sums[off] = 0;
             self.used.fetch_sub(1, Ordering::Relaxed);
-            if cl.owner.is_none() {
-                let to = if cl.used == 0 { ON_FREE } else { ON_PARTIAL };
-                if cl.list != to {
-                    cl.list = to;
-                    drop(cl);
-                    let mut l = self.lists.lock();
-                    if to == ON_FREE {
-                        l.free.push(c as u32);
-                    } else {
-                        l.partial.push(c as u32);
-                    }
+            self.relist(cl, c);
+        }
+        m
+    }
+
+    /// After a slot of cluster `c` became free: an unowned cluster goes on
+    /// the free list (empty) or the partial list.
+    fn relist(&self, mut cl: MutexGuard<'_, Cluster>, c: usize) {
+        if cl.owner.is_none() {
+            let to = if cl.used == 0 { ON_FREE } else { ON_PARTIAL };
+            if cl.list != to {
+                cl.list = to;
+                drop(cl);
+                let mut l = self.lists.lock();
+                if to == ON_FREE {
+                    l.free.push(c as u32);
+                } else {
+                    l.partial.push(c as u32);
                 }
             }
         }
-        m
     }
 
     /// Runs `f` on the slot-map entry, checksum and failure count of `slot`.
@@ -347,18 +417,22 @@ impl Area {
     }
 
     /// Checks the cluster bookkeeping: `used` matches the map, the area's
-    /// count matches the allocated slots.
+    /// count matches the allocated slots (not the reserved ones), and every
+    /// entry is a valid one.
     pub(crate) fn check(&self) -> Result<(), &'static str> {
-        let mut allocated = 0u64;
+        let mut taken = 0u64;
         for c in self.clusters.iter() {
             let cl = c.lock();
             let used = cl.map.iter().filter(|&&m| m != 0).count();
             if used != cl.used as usize {
                 return Err("cluster used count differs from its map");
             }
-            allocated += cl.map.iter().filter(|&&m| m & (COUNT_MASK | HAS_CACHE) != 0).count() as u64;
+            if cl.map.iter().any(|&m| m & BAD != 0 && m != BAD && m != RESERVED) {
+                return Err("a slot-map entry is both bad and in use");
+            }
+            taken += cl.map.iter().filter(|&&m| allocated(m)).count() as u64;
         }
-        if allocated != self.used.load(Ordering::Relaxed) {
+        if taken != self.used.load(Ordering::Relaxed) {
             return Err("area used count differs from the slot map");
         }
         Ok(())
@@ -369,7 +443,7 @@ impl Area {
 static FREE: [u16; 64] = [0; 64];
 
 /// Marks free slots of `map` (which starts at cluster offset `from`)
-/// allocated, ascending, writing their slot numbers (`base` + offset) to
+/// [`RESERVED`], ascending, writing their slot numbers (`base` + offset) to
 /// `out` until it is full; returns how many, and the last offset taken.
 /// Works a run of free slots at a time (a fresh cluster is one run).
 fn take_free(map: &mut [u16], from: usize, base: u64, out: &mut [u64]) -> (usize, Option<usize>) {
@@ -384,7 +458,7 @@ fn take_free(map: &mut [u16], from: usize, base: u64, out: &mut [u64]) -> (usize
         } else {
             map[i..i + room].iter().position(|&m| m != 0).unwrap_or(room)
         };
-        map[i..i + run].fill(1);
+        map[i..i + run].fill(RESERVED);
         let first = base + (from + i) as u64;
         for (k, o) in out[got..got + run].iter_mut().enumerate() {
             *o = first + k as u64;

@@ -19,9 +19,19 @@ pub struct FileStore {
 
 impl FileStore {
     /// Creates (or truncates) `path` to `slots` slots.
+    ///
+    /// An error of kind [`io::ErrorKind::InvalidInput`] (the file is not
+    /// touched) if `slots` pages do not fit a file length: more than
+    /// `i64::MAX` bytes, the largest offset a Unix file has.
     pub fn create(path: &Path, slots: u64) -> io::Result<FileStore> {
+        let len = slots.checked_mul(SLOT_SIZE as u64).filter(|&l| l <= i64::MAX as u64).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                std::format!("{slots} slots of {SLOT_SIZE} bytes do not fit a file (at most {} slots)", max_slots()),
+            )
+        })?;
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        file.set_len(slots * SLOT_SIZE as u64)?;
+        file.set_len(len)?;
         Ok(FileStore { file, slots })
     }
 
@@ -31,6 +41,11 @@ impl FileStore {
         let slots = file.metadata()?.len() / SLOT_SIZE as u64;
         Ok(FileStore { file, slots })
     }
+}
+
+/// The most slots a file can hold: `i64::MAX` bytes.
+const fn max_slots() -> u64 {
+    i64::MAX as u64 / SLOT_SIZE as u64
 }
 
 fn io_error(op: StoreOp, slot: Option<u64>, e: &io::Error) -> StoreError {

@@ -267,7 +267,10 @@ pub fn run_zswap(data: &[u8]) {
                 let k = PageSample::ALL[usize::from(kind % 3)];
                 let r = z.write_slot(s, &k.page(u64::from(seed)));
                 assert!(r.is_ok() || failing, "a write failed with a working store below: {r:?}");
-                model[s as usize] = r.is_ok().then_some((k, seed));
+                // A failed write leaves the slot reading its last good one.
+                if r.is_ok() {
+                    model[s as usize] = Some((k, seed));
+                }
             }
             ZOp::Read(slot) => {
                 let s = u64::from(slot) % SLOTS;

@@ -84,10 +84,10 @@ use core::fmt;
 
 use mm_types::sync::atomic::{AtomicUsize, Ordering};
 use mm_types::sync::{spin_loop, Mutex};
-use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory, StoreError, SLOT_SIZE};
+use mm_types::{AllocFlags, BackingStore, FrameError, FrameProvider, PhysAddr, PhysMemory, StoreError, SLOT_SIZE};
 
-use area::{Area, PutUse, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
-pub use area::{BAD_AFTER, CLUSTER};
+use area::{allocated, in_use, is_bad, Area, PutUse, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
+pub use area::{BAD_AFTER, CLUSTER, MAX_SLOTS};
 pub use mm_types;
 
 /// Areas a [`Swap`] can hold (mm-paging's swap entries name 32 devices).
@@ -132,8 +132,29 @@ pub enum SwapError {
     NoArea(u8),
     /// The slot is past the end of its area.
     OutOfRange(SwapSlot),
-    /// The slot is not allocated (a use was dropped twice, or never taken).
+    /// The slot is not allocated (a use was dropped twice, or never taken:
+    /// a slot waiting in a per-CPU slot cache is not handed out yet).
     NotAllocated(SwapSlot),
+    /// The slot is marked bad (its writes failed [`BAD_AFTER`] times): it
+    /// has no uses and is never allocated again.
+    Bad(SwapSlot),
+    /// [`Swap::cache`] of a slot whose page is in the swap cache already.
+    AlreadyCached(SwapSlot),
+    /// [`Swap::cache`] of a frame the swap cache holds for another slot
+    /// (one frame cannot be two pages).
+    FrameCached {
+        /// The frame.
+        frame: PhysAddr,
+        /// The slot it is cached for.
+        slot: SwapSlot,
+    },
+    /// A store with more slots than an area can address ([`MAX_SLOTS`]).
+    TooLarge {
+        /// The slots the store claims.
+        slots: u64,
+        /// The most an area can have ([`MAX_SLOTS`]).
+        max: u64,
+    },
     /// The slot has never been written: there is nothing to read.
     NotWritten(SwapSlot),
     /// A use count would pass its limit (16,383).
@@ -143,8 +164,12 @@ pub enum SwapError {
     /// The data read back does not match the checksum of what was
     /// written: reported, never returned as the page.
     Corrupt(SwapSlot),
-    /// No frame for a swap-in.
+    /// No frame for a swap-in: the frame provider is out of memory (or
+    /// out of the zones a swap-in may use).
     OutOfMemory,
+    /// The frame provider refused a swap-in's frame for another reason
+    /// than a lack of memory (a bug or set-up error there).
+    Frames(FrameError),
     /// A frame the physical memory accessor cannot reach (a set-up error
     /// of the caller's, never a lack of memory).
     Unreachable(PhysAddr),
@@ -167,11 +192,26 @@ impl fmt::Display for SwapError {
             SwapError::NoArea(a) => write!(f, "no swap area {a}"),
             SwapError::OutOfRange(s) => write!(f, "slot {} is past the end of area {}", s.offset, s.area),
             SwapError::NotAllocated(s) => write!(f, "slot {} of area {} is not allocated", s.offset, s.area),
+            SwapError::Bad(s) => write!(f, "slot {} of area {} is marked bad (failed writes)", s.offset, s.area),
+            SwapError::AlreadyCached(s) => {
+                write!(f, "slot {} of area {} already has a page in the swap cache", s.offset, s.area)
+            }
+            SwapError::FrameCached { frame, slot } => write!(
+                f,
+                "frame {:#x} is in the swap cache already, for slot {} of area {}",
+                frame.as_u64(),
+                slot.offset,
+                slot.area
+            ),
+            SwapError::TooLarge { slots, max } => {
+                write!(f, "a store of {slots} slots is larger than a swap area can be ({max} slots)")
+            }
             SwapError::NotWritten(s) => write!(f, "slot {} of area {} was never written", s.offset, s.area),
             SwapError::CountOverflow(s) => write!(f, "slot {} of area {} has too many users", s.offset, s.area),
             SwapError::Store(e) => write!(f, "swap device: {e}"),
             SwapError::Corrupt(s) => write!(f, "slot {} of area {} failed its checksum", s.offset, s.area),
             SwapError::OutOfMemory => write!(f, "no frame to swap in"),
+            SwapError::Frames(e) => write!(f, "the frame provider refused a frame to swap in: {e}"),
             SwapError::Unreachable(a) => {
                 write!(f, "frame {:#x} is not reachable through the memory accessor", a.as_u64())
             }
@@ -236,31 +276,38 @@ impl Areas {
     }
 }
 
-/// A CPU's slots allocated from one area and not handed out yet:
-/// `offsets[head..len]`, ascending within each cluster.
+/// A CPU's slots reserved in one area and not handed out yet:
+/// `offsets[head..len]`, ascending within each cluster. They are marked
+/// reserved in the area's slot map (neither free nor allocated) until
+/// [`take`](Self::take) hands one out.
 struct SlotCache {
     area: u8,
+    /// The area, while the cache holds (or last held) slots of it.
+    from: Option<Arc<Area>>,
     head: u8,
     len: u8,
     offsets: [u64; SLOT_BATCH],
 }
 
 impl SlotCache {
-    const EMPTY: SlotCache = SlotCache { area: 0, head: 0, len: 0, offsets: [0; SLOT_BATCH] };
+    const EMPTY: SlotCache = SlotCache { area: 0, from: None, head: 0, len: 0, offsets: [0; SLOT_BATCH] };
 
+    /// Hands out the next cached slot: marked allocated with one use in its
+    /// area's map (under this cache's lock, so a drain never misses it).
     #[inline]
-    fn pop(&mut self) -> Option<SwapSlot> {
-        if self.head < self.len {
+    fn take(&mut self) -> Option<SwapSlot> {
+        while self.head < self.len {
             let offset = self.offsets[self.head as usize];
             self.head += 1;
-            Some(SwapSlot { area: self.area, offset })
-        } else {
-            None
+            let from = self.from.as_ref()?;
+            if from.hand_out(offset) {
+                return Some(SwapSlot { area: self.area, offset });
+            }
+            // Cannot happen: only this cache's lock holder changes a slot it
+            // reserved. Skip it rather than hand out a slot twice.
+            debug_assert!(false, "a slot-cache slot was not reserved");
         }
-    }
-
-    fn left(&self) -> u64 {
-        u64::from(self.len - self.head)
+        None
     }
 }
 
@@ -348,8 +395,18 @@ impl Swap {
 
     /// Adds an area over `store` with `priority` (higher is used first;
     /// areas of equal priority take turns). Returns its number.
+    ///
+    /// [`SwapError::TooLarge`] if the store claims more than [`MAX_SLOTS`]
+    /// slots (nothing allocated); the slot map takes 11 bytes a slot.
     pub fn add_area(&self, store: Box<dyn BackingStore + Send + Sync>, priority: i16) -> Result<u8, SwapError> {
-        let area = Arc::new(Area::new(store, priority, self.config.cpus));
+        let slots = store.slot_count();
+        if slots > MAX_SLOTS {
+            return Err(SwapError::TooLarge { slots, max: MAX_SLOTS });
+        }
+        if self.areas.lock().by_number.iter().all(Option::is_some) {
+            return Err(SwapError::TooManyAreas);
+        }
+        let area = Arc::new(Area::new(store, slots, priority, self.config.cpus));
         let mut areas = self.areas.lock();
         let i = areas.by_number.iter().position(Option::is_none).ok_or(SwapError::TooManyAreas)?;
         areas.by_number[i] = Some(area);
@@ -400,7 +457,7 @@ impl Swap {
     pub fn alloc(&self, cpu: usize) -> Result<SwapSlot, SwapError> {
         let n = self.slot_cache.len();
         let cpu = if cpu < n { cpu } else { cpu % n };
-        if let Some(s) = self.slot_cache[cpu].lock().pop() {
+        if let Some(s) = self.slot_cache[cpu].lock().take() {
             return Ok(s);
         }
         self.alloc_slow(cpu)
@@ -414,17 +471,19 @@ impl Swap {
         {
             let mut mine = self.slot_cache[cpu].lock();
             // Another thread on this CPU may have refilled it meanwhile.
-            if let Some(s) = mine.pop() {
+            if let Some(s) = mine.take() {
                 return Ok(s);
             }
             if self.refill(cpu, &mut mine) {
-                return Ok(mine.pop().expect("refilled"));
+                if let Some(s) = mine.take() {
+                    return Ok(s);
+                }
             }
         }
         // Other CPUs' caches, one lock at a time (two CPUs doing this at
         // once never hold each other's lock).
         for other in self.slot_cache.iter() {
-            if let Some(s) = other.lock().pop() {
+            if let Some(s) = other.lock().take() {
                 return Ok(s);
             }
         }
@@ -434,17 +493,18 @@ impl Swap {
     /// Fills `cache` (empty) from the best area with room; whether any slot
     /// came.
     fn refill(&self, cpu: usize, cache: &mut SlotCache) -> bool {
-        let mut fill = |i: u8, a: &Area| {
+        let mut fill = |i: u8, a: Arc<Area>| {
             let n = a.alloc_batch(cpu, &mut cache.offsets);
             (cache.area, cache.head, cache.len) = (i, 0, n as u8);
+            cache.from = (n > 0).then_some(a);
             n > 0
         };
         if let Some((i, a)) = self.first_choice() {
-            if fill(i, &a) {
+            if fill(i, a) {
                 return true;
             }
         }
-        self.candidates().into_iter().any(|(i, a)| fill(i, &a))
+        self.candidates().into_iter().any(|(i, a)| fill(i, a))
     }
 
     /// One of the highest-priority areas (in turn), without building the
@@ -461,40 +521,25 @@ impl Swap {
     }
 
     /// Returns the slots cached for allocation from the areas `drop` names
-    /// to those areas.
+    /// to those areas' free slots (and lets go of those areas).
     fn drain_slot_caches(&self, drop: impl Fn(u8) -> bool) {
         for c in self.slot_cache.iter() {
-            let (area, gone) = {
+            let (from, gone) = {
                 let mut c = c.lock();
-                if !drop(c.area) || c.left() == 0 {
+                if !drop(c.area) {
                     continue;
                 }
                 let gone = c.offsets[c.head as usize..c.len as usize].to_vec();
                 c.head = c.len;
-                (c.area, gone)
+                (c.from.take(), gone)
             };
-            if let Ok(a) = self.area(area) {
+            if let Some(a) = from {
                 for off in gone {
-                    a.put(off, false);
+                    let back = a.unreserve(off);
+                    debug_assert!(back, "a slot-cache slot was not reserved");
                 }
             }
         }
-    }
-
-    /// Slots cached for allocation (allocated in their areas' maps but
-    /// not handed out), of area `n` or of all areas.
-    fn reserved(&self, n: Option<u8>) -> u64 {
-        self.slot_cache
-            .iter()
-            .map(|c| {
-                let c = c.lock();
-                if n.is_none_or(|n| c.area == n) {
-                    c.left()
-                } else {
-                    0
-                }
-            })
-            .sum()
     }
 
     /// Allocates `n` contiguous slots (a power of two up to [`CLUSTER`],
@@ -521,11 +566,15 @@ impl Swap {
     }
 
     /// One more use of `slot` (a forked page table names it too).
+    /// [`SwapError::NotAllocated`] if it has no use (free, or not handed
+    /// out yet), [`SwapError::Bad`] if it is bad.
     pub fn dup(&self, slot: SwapSlot) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
         a.with_slot(slot.offset, |m, _, _| {
             let count = *m & COUNT_MASK;
-            if *m & BAD != 0 || count == 0 {
+            if is_bad(*m) {
+                Err(SwapError::Bad(slot))
+            } else if !in_use(*m) {
                 Err(SwapError::NotAllocated(slot))
             } else if count == COUNT_MASK {
                 Err(SwapError::CountOverflow(slot))
@@ -536,16 +585,28 @@ impl Swap {
         })
     }
 
-    /// The uses of `slot` (0 if free).
+    /// The uses of `slot` (0 if free, or waiting in a per-CPU slot cache);
+    /// [`SwapError::Bad`] if it is bad.
     pub fn count(&self, slot: SwapSlot) -> Result<u16, SwapError> {
         let a = self.area_of(slot)?;
-        Ok(a.with_slot(slot.offset, |m, _, _| if *m & BAD != 0 { 0 } else { *m & COUNT_MASK }))
+        a.with_slot(slot.offset, |m, _, _| {
+            if is_bad(*m) {
+                Err(SwapError::Bad(slot))
+            } else if in_use(*m) {
+                Ok(*m & COUNT_MASK)
+            } else {
+                Ok(0)
+            }
+        })
     }
 
     /// One use of `slot` less. When the last goes, the slot is freed; if
     /// its page was in the swap cache, the cache lets it go and the frame
     /// is returned for the caller to release (or keep, if a page table now
     /// maps it).
+    ///
+    /// [`SwapError::NotAllocated`] if the slot has no use (a double free,
+    /// or a slot never handed out), [`SwapError::Bad`] if it is bad.
     pub fn free(&self, slot: SwapSlot) -> Result<Option<PhysAddr>, SwapError> {
         let a = self.area_of(slot)?;
         // A slot without a cached page needs only its cluster's lock: a
@@ -553,13 +614,17 @@ impl Swap {
         match a.put_uncached(slot.offset) {
             PutUse::Done => return Ok(None),
             PutUse::NotAllocated => return Err(SwapError::NotAllocated(slot)),
+            PutUse::Bad => return Err(SwapError::Bad(slot)),
             PutUse::Cached => {}
         }
         // The cache lock first: a swap-in racing the last free sees either
         // the slot with its use or no slot at all.
         let mut cache = self.cache.lock();
         let m = a.with_slot(slot.offset, |m, _, _| *m);
-        if m & BAD != 0 || m & COUNT_MASK == 0 {
+        if is_bad(m) {
+            return Err(SwapError::Bad(slot));
+        }
+        if !in_use(m) {
             return Err(SwapError::NotAllocated(slot));
         }
         let after = a.put(slot.offset, false);
@@ -579,6 +644,10 @@ impl Swap {
     /// On failure the slot's failure count goes up and the error is
     /// returned; the page was not touched.
     ///
+    /// [`SwapError::NotAllocated`] if the slot has neither a use nor a
+    /// page in the swap cache (free, or not handed out yet),
+    /// [`SwapError::Bad`] if it is bad: nothing is written then.
+    ///
     /// # Safety
     /// `frame` holds the page and nothing writes it during the call.
     pub unsafe fn write<M: PhysMemory + ?Sized>(
@@ -588,6 +657,16 @@ impl Swap {
         mem: &M,
     ) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
+        let usable = |m: u16| {
+            if is_bad(m) {
+                Err(SwapError::Bad(slot))
+            } else if !allocated(m) {
+                Err(SwapError::NotAllocated(slot))
+            } else {
+                Ok(())
+            }
+        };
+        a.with_slot(slot.offset, |m, _, _| usable(*m))?;
         let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
         // The frame's SLOT_SIZE bytes, which nobody writes during the call
         // (the caller's promise).
@@ -596,10 +675,14 @@ impl Swap {
         let sum = checksum::page(page);
         match a.store.write_slot(slot.offset, page) {
             Ok(()) => {
-                a.with_slot(slot.offset, |_, s, fails| {
+                // A slot freed during the write (a caller's bug) must not
+                // keep a checksum: its next owner would read this page.
+                a.with_slot(slot.offset, |m, s, fails| {
+                    usable(*m)?;
                     *s = sum;
                     *fails = 0;
-                });
+                    Ok(())
+                })?;
                 self.bump(ST_WRITES, 1);
                 Ok(())
             }
@@ -650,13 +733,27 @@ impl Swap {
 
     /// Puts `frame` in the swap cache as `slot`'s page (a page written out
     /// but still resident): faults map it again without I/O. The slot must
-    /// be allocated.
+    /// have a use ([`SwapError::NotAllocated`], [`SwapError::Bad`]) and no
+    /// page in the cache yet ([`SwapError::AlreadyCached`]); the frame must
+    /// not be cached for another slot ([`SwapError::FrameCached`]: a frame
+    /// is one page, and [`Swap::free`] would hand it back twice).
     pub fn cache(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
         let mut cache = self.cache.lock();
+        match cache.by_frame.get(&frame.as_u64()) {
+            // The same page again: the slot check below says so.
+            Some(&other) if other != slot => return Err(SwapError::FrameCached { frame, slot: other }),
+            _ => {}
+        }
         a.with_slot(slot.offset, |m, _, _| {
-            if *m & BAD != 0 || *m & COUNT_MASK == 0 || *m & HAS_CACHE != 0 {
+            if is_bad(*m) {
+                return Err(SwapError::Bad(slot));
+            }
+            if !in_use(*m) {
                 return Err(SwapError::NotAllocated(slot));
+            }
+            if *m & HAS_CACHE != 0 {
+                return Err(SwapError::AlreadyCached(slot));
             }
             *m |= HAS_CACHE;
             Ok(())
@@ -782,7 +879,10 @@ impl Swap {
                 }
                 None => {
                     a.with_slot(slot.offset, |m, _, _| {
-                        if *m & BAD != 0 || *m & COUNT_MASK == 0 {
+                        if is_bad(*m) {
+                            return Err(SwapError::Bad(slot));
+                        }
+                        if !in_use(*m) {
                             return Err(SwapError::NotAllocated(slot));
                         }
                         *m |= HAS_CACHE;
@@ -832,7 +932,10 @@ impl Swap {
         if want == 0 {
             return Err(SwapError::NotWritten(slot));
         }
-        let frame = frames.allocate_frame(AllocFlags::MOVABLE).map_err(|_| SwapError::OutOfMemory)?;
+        let frame = frames.allocate_frame(AllocFlags::MOVABLE).map_err(|e| match e {
+            FrameError::OutOfMemory { .. } | FrameError::ZoneExhausted { .. } => SwapError::OutOfMemory,
+            other => SwapError::Frames(other),
+        })?;
         let fail = |e| {
             let _ = frames.free_frame(frame);
             Err(e)
@@ -947,13 +1050,12 @@ impl Swap {
     /// Slots in use, over all areas (not counting slots the per-CPU slot
     /// caches hold for allocation).
     pub fn used_slots(&self) -> u64 {
-        let used: u64 = self.areas.lock().by_number.iter().flatten().map(|a| a.used.load(Ordering::Relaxed)).sum();
-        used - self.reserved(None)
+        self.areas.lock().by_number.iter().flatten().map(|a| a.used.load(Ordering::Relaxed)).sum()
     }
 
-    /// Slots in use in area `n` (not counting cached ones).
+    /// Slots in use in area `n` (not counting ones slot caches hold).
     pub fn area_used(&self, n: u8) -> Result<u64, SwapError> {
-        Ok(self.area(n)?.used.load(Ordering::Relaxed) - self.reserved(Some(n)))
+        Ok(self.area(n)?.used.load(Ordering::Relaxed))
     }
 
     /// Gives every slot the per-CPU slot caches hold back to its area (so
@@ -970,7 +1072,7 @@ impl Swap {
         for (c, cl) in a.clusters.iter().enumerate() {
             let cl = cl.lock();
             let valid = (a.slots - (c * CLUSTER) as u64).min(CLUSTER as u64) as usize;
-            bad += cl.map[..valid].iter().filter(|&&m| m == BAD).count() as u64;
+            bad += cl.map[..valid].iter().filter(|&&m| is_bad(m)).count() as u64;
         }
         Ok(bad)
     }
@@ -1006,7 +1108,7 @@ impl Swap {
             for c in 0..a.clusters.len() {
                 let cl = a.clusters[c].lock();
                 for off in 0..CLUSTER {
-                    if cl.map[off] != BAD && cl.map[off] & HAS_CACHE != 0 {
+                    if allocated(cl.map[off]) && cl.map[off] & HAS_CACHE != 0 {
                         marked += 1;
                         let slot = SwapSlot { area: *i, offset: (c * CLUSTER + off) as u64 };
                         if !cache.contains_key(&slot) {
@@ -1019,7 +1121,19 @@ impl Swap {
         if marked != cache.len() {
             return Err("cache entries without a cache mark");
         }
-        let ready = cache.by_slot.values().filter(|c| matches!(c, Cached::Ready(_))).count();
+        let mut frames: Vec<u64> = cache
+            .by_slot
+            .values()
+            .filter_map(|c| match c {
+                Cached::Ready(f) => Some(f.as_u64()),
+                Cached::Loading => None,
+            })
+            .collect();
+        let ready = frames.len();
+        frames.sort_unstable();
+        if frames.windows(2).any(|w| w[0] == w[1]) {
+            return Err("one frame is cached for two slots");
+        }
         if ready != cache.by_frame.len()
             || cache
                 .by_frame

@@ -14,7 +14,10 @@
 //!   A page that does not fit makes room by writing the oldest compressed
 //!   pages back to the store below (decompressed, at their own slot). If that
 //!   fails the new page is written through instead, and nothing pooled is
-//!   dropped: a write-back that failed keeps its page in the pool.
+//!   dropped: a write-back that failed keeps its page in the pool;
+//! - a slot reads back its last successful write: a rewrite drops the
+//!   slot's old pooled page only once the new page is stored, so a failed
+//!   write through leaves the old page readable (MODEL 7).
 //!
 //! Reads come from the pool when the slot is there, else from the store
 //! below. [`BackingStore::discard`] (called by [`Swap`](crate::Swap) when a
@@ -147,6 +150,11 @@ struct Entry {
     /// Insertion order (the oldest is written back first).
     seq: u64,
     data: Data,
+    /// The slot's new page is being written through to the store below:
+    /// this (its last successful write) stays readable until that write
+    /// succeeds, and is out of the write-back order meanwhile (writing it
+    /// back would overwrite the new page below).
+    pinned: bool,
 }
 
 struct Pool {
@@ -165,7 +173,7 @@ impl Pool {
         self.bytes -= e.data.cost();
         if matches!(e.data, Data::Same(_)) {
             self.same -= 1;
-        } else {
+        } else if !e.pinned {
             self.order.remove(&e.seq);
         }
         Some(e)
@@ -181,7 +189,41 @@ impl Pool {
         } else {
             self.order.insert(seq, slot);
         }
-        self.entries.insert(slot, Entry { seq, data });
+        self.entries.insert(slot, Entry { seq, data, pinned: false });
+    }
+
+    /// Puts `e`, just removed, back as `slot`'s page, pinned (out of the
+    /// write-back order) while its overwrite goes to the store below.
+    /// Returns its sequence number.
+    fn put_back_pinned(&mut self, slot: u64, e: Entry) -> u64 {
+        let seq = e.seq;
+        self.bytes += e.data.cost();
+        if matches!(e.data, Data::Same(_)) {
+            self.same += 1;
+        }
+        self.entries.insert(slot, Entry { pinned: true, ..e });
+        seq
+    }
+
+    /// The overwrite of `slot` failed: its pinned page `seq` (if still
+    /// there) is its page again, back in the write-back order.
+    fn unpin(&mut self, slot: u64, seq: u64) {
+        if let Some(e) = self.entries.get_mut(&slot) {
+            if e.seq == seq && e.pinned {
+                e.pinned = false;
+                if !matches!(e.data, Data::Same(_)) {
+                    self.order.insert(seq, slot);
+                }
+            }
+        }
+    }
+
+    /// The overwrite of `slot` succeeded: its pinned page `seq` (if still
+    /// there) goes.
+    fn drop_pinned(&mut self, slot: u64, seq: u64) {
+        if self.entries.get(&slot).is_some_and(|e| e.seq == seq && e.pinned) {
+            self.remove(slot);
+        }
     }
 }
 
@@ -296,16 +338,18 @@ impl<S: BackingStore> Compressed<S> {
         (n <= self.config.max_stored).then(|| Data::Lz4(Box::from(&out[..n])))
     }
 
-    /// Checks the pool's bookkeeping: order and entries agree, the byte
-    /// and same-filled counts match, and the limit holds.
+    /// Checks the pool's bookkeeping: order and entries agree (pages
+    /// pinned while their slot is written through are out of the order),
+    /// the byte and same-filled counts match, and the limit holds.
     pub fn check(&self) -> Result<(), &'static str> {
         let p = self.pool.lock();
-        if p.order.len() as u64 + p.same != p.entries.len() as u64 {
+        let pinned = p.entries.values().filter(|e| e.pinned && !matches!(e.data, Data::Same(_))).count() as u64;
+        if p.order.len() as u64 + p.same + pinned != p.entries.len() as u64 {
             return Err("order and compressed entries differ in size");
         }
         for (seq, slot) in &p.order {
-            if p.entries.get(slot).map(|e| e.seq) != Some(*seq) {
-                return Err("an order entry names no pooled page");
+            if p.entries.get(slot).map(|e| (e.seq, e.pinned)) != Some((*seq, false)) {
+                return Err("an order entry names no pooled page, or a pinned one");
             }
         }
         let bytes: usize = p.entries.values().map(|e| e.data.cost()).sum();
@@ -343,29 +387,52 @@ impl<S: BackingStore> BackingStore for Compressed<S> {
         self.below.read_slot(slot, buf)
     }
 
+    /// Pools the page, or writes it through to the store below (MODEL 7).
+    /// The slot's old pooled page, if any, goes only once the new page is
+    /// stored: if the write through fails, the slot still reads back its
+    /// last successful write.
     fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Write, slot)?;
         let data = self.shrink(buf);
         let mut pool = self.pool.lock();
-        // The slot's old page goes whatever happens next.
-        pool.remove(slot);
-        let Some(data) = data else {
-            drop(pool);
-            self.bump(ST_INCOMPRESSIBLE);
-            return self.below.write_slot(slot, buf);
+        // Out of the pool while room is made (its bytes do not count, and
+        // it is not written back: the new page replaces it).
+        let old = pool.remove(slot);
+        let through = match data {
+            None => ST_INCOMPRESSIBLE,
+            Some(data) => {
+                let need = data.cost();
+                let mut room = true;
+                while pool.bytes + need > self.config.pool_limit {
+                    if self.write_back_oldest(&mut pool).is_err() {
+                        room = false;
+                        break;
+                    }
+                }
+                if room {
+                    pool.insert(slot, data);
+                    drop(pool);
+                    self.bump(ST_STORED);
+                    return Ok(());
+                }
+                ST_POOL_FULL
+            }
         };
-        let need = data.cost();
-        while pool.bytes + need > self.config.pool_limit {
-            if self.write_back_oldest(&mut pool).is_err() {
-                drop(pool);
-                self.bump(ST_POOL_FULL);
-                return self.below.write_slot(slot, buf);
+        // Written through: the old page stays readable (pinned) until the
+        // store below has the new one. It takes no more room than before.
+        let pinned = old.map(|e| pool.put_back_pinned(slot, e));
+        drop(pool);
+        self.bump(through);
+        let r = self.below.write_slot(slot, buf);
+        if let Some(seq) = pinned {
+            let mut pool = self.pool.lock();
+            if r.is_ok() {
+                pool.drop_pinned(slot, seq);
+            } else {
+                pool.unpin(slot, seq);
             }
         }
-        pool.insert(slot, data);
-        drop(pool);
-        self.bump(ST_STORED);
-        Ok(())
+        r
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -263,9 +263,19 @@ fn failed_writes_keep_the_page_and_bad_slots_retire() {
     assert_eq!(swap.stats().write_errors, u64::from(BAD_AFTER));
     // Each attempt took the next slot of the cluster (the search moves on),
     // so no slot failed three times yet: none is bad.
+    assert_eq!(swap.bad_slots(0), Ok(0));
+    // One slot whose writes fail three times (a caller retrying it) is
+    // retired when it is freed.
+    let retired = swap.alloc(0).unwrap();
+    for _ in 0..BAD_AFTER {
+        // SAFETY: as above.
+        assert!(matches!(unsafe { swap.write(retired, f, &e.mem) }, Err(SwapError::Store(_))));
+    }
     store.fail_writes(false);
+    assert_eq!(swap.free(retired), Ok(None));
     let bad_before = swap.bad_slots(0).unwrap();
-    assert_eq!(bad_before, 0);
+    assert_eq!(bad_before, 1);
+    assert_eq!(swap.count(retired), Err(SwapError::Bad(retired)));
     // SAFETY: as above.
     let s = unsafe { swap.swap_out(0, f, 1, &e.mem) }.unwrap();
     e.free(f);
@@ -273,13 +283,18 @@ fn failed_writes_keep_the_page_and_bad_slots_retire() {
     assert!(e.holds(g, 5));
     assert_eq!(swap.free(s), Ok(Some(g)));
     e.free(g);
-    // Fill the area: every slot but the bad ones is handed out, never a
-    // bad one.
+    // Fill the area (the slot caches drained first, so that the retired
+    // slot's neighbours come back through the search): every slot but the
+    // bad one is handed out, never the bad one.
+    swap.drain_caches();
     let mut n = 0;
-    while swap.alloc(0).is_ok() {
+    while let Ok(t) = swap.alloc(0) {
+        assert_ne!(t, retired, "a bad slot was handed out");
+        assert_eq!(swap.count(t), Ok(1));
         n += 1;
     }
     assert_eq!(n + bad_before, CLUSTER as u64);
+    assert_eq!(swap.bad_slots(0), Ok(bad_before));
     swap.check().unwrap();
 }
 
@@ -373,7 +388,7 @@ fn cached_pages_map_again_without_io() {
     let f = e.page(8);
     let s = swap.alloc(0).unwrap();
     swap.cache(s, f).unwrap();
-    assert_eq!(swap.cache(s, f), Err(SwapError::NotAllocated(s)));
+    assert_eq!(swap.cache(s, f), Err(SwapError::AlreadyCached(s)));
     // SAFETY: the page is unmapped (only the cache holds it).
     unsafe { swap.write(s, f, &e.mem) }.unwrap();
     let reads = store.reads();
