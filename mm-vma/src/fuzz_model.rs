@@ -132,6 +132,21 @@ pub enum Op {
         /// Page.
         page: u8,
     },
+    /// Drop the swap cache's pages that nobody maps (their slots must then
+    /// hold their last writes).
+    DropCache,
+    /// Every mapped page of a space: swap it out (`0`), read it (`1`), or
+    /// write `value` plus its index to it (else): sweeps that make
+    /// sequences over the same pages (fork, swap-out, swap-in, write,
+    /// swap-out again) likely.
+    Sweep {
+        /// Which space.
+        space: u8,
+        /// What to do.
+        what: u8,
+        /// Value base for writes.
+        value: u32,
+    },
 }
 
 /// Where a page's data is.
@@ -391,6 +406,22 @@ impl Harness {
                 let idx = u64::from(page) % PAGES;
                 self.check_read(s, idx);
             }
+            Op::Sweep { space, what, value } => {
+                let s = self.pick(space);
+                let pages: Vec<u64> = self.model.spaces[s].keys().copied().collect();
+                for idx in pages {
+                    let page = u8::try_from(idx).expect("PAGES fits a byte");
+                    let op = match what % 3 {
+                        0 => Op::SwapOut { space, page },
+                        1 => Op::Read { space, page },
+                        _ => Op::Write { space, page, value: value.wrapping_add(idx as u32) },
+                    };
+                    self.step(&op);
+                }
+            }
+            Op::DropCache => {
+                self.world.swap.drop_cached();
+            }
             Op::SwapOut { space, page } => {
                 let s = self.pick(space);
                 let idx = u64::from(page) % PAGES;
@@ -468,7 +499,34 @@ impl Harness {
         }
     }
 
+    /// The value at [`SLOT`] of page `idx` of space `s` as the space would
+    /// read it, found without a fault: in the frame mapped, or the swap
+    /// entry's cached frame or slot. `None`: nothing there yet.
+    fn peek(&self, s: usize, idx: u64) -> Option<u32> {
+        let va = mm_types::VirtAddr::new(addr(idx)).expect("va");
+        let mut b = [0u8; 4];
+        match self.spaces[s].page_table().lookup(va).expect("a user address") {
+            mm_paging::Lookup::Unmapped => return None,
+            mm_paging::Lookup::Mapped(t) => {
+                let at = PhysAddr::new(t.frame.as_u64() + SLOT).expect("valid");
+                // SAFETY: simulated RAM; nothing runs concurrently with the model.
+                unsafe { mm_types::PhysMemory::read_bytes(&self.world.ram, at, &mut b) }.expect("simulated RAM");
+            }
+            mm_paging::Lookup::Swapped(entry) => self.world.swap.peek(entry, SLOT as usize, &mut b),
+        }
+        Some(u32::from_le_bytes(b))
+    }
+
     fn check(&self) {
+        // What every space would read from every page, without a fault.
+        for s in 0..self.spaces.len() {
+            for (&idx, p) in &self.model.spaces[s] {
+                match self.peek(s, idx) {
+                    Some(v) => assert_eq!(v, self.model.value(p), "space {s} page {idx}: {p:?}, seen without a fault"),
+                    None => assert!(!matches!(p.data, Data::Cell(_)), "space {s} page {idx}: written, now nowhere"),
+                }
+            }
+        }
         for (s, space) in self.spaces.iter().enumerate() {
             space.check().unwrap();
             for idx in 0..PAGES {

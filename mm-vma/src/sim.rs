@@ -71,6 +71,10 @@ pub struct SimSwap {
     pub fail_reads: AtomicBool,
     /// Pages read from the store (cache misses).
     pub reads: AtomicU64,
+    /// Swap-outs of a cached page whose slot was trusted (the page clean).
+    pub trusted: AtomicU64,
+    /// Swap-outs of a cached page written again (the page dirty).
+    pub rewrites: AtomicU64,
 }
 
 impl SimSwap {
@@ -81,6 +85,8 @@ impl SimSwap {
             next: AtomicU64::new(0),
             fail_reads: AtomicBool::new(false),
             reads: AtomicU64::new(0),
+            trusted: AtomicU64::new(0),
+            rewrites: AtomicU64::new(0),
         }
     }
 
@@ -96,8 +102,9 @@ impl SimSwap {
     /// Swaps the anonymous page in `frame` out, as reclaim would: pins it,
     /// replaces every mapping (all of whose spaces must be in `spaces`) by
     /// its slot's entry (a new slot, or the one it still has in the swap
-    /// cache), writes it there, and unpins it, which frees it unless the
-    /// swap cache holds it. Refused (changing nothing) if a mapping is in a
+    /// cache), writes it there (a cached page only if it is dirty, mm-vma
+    /// MODEL 24: its slot is trusted otherwise), and unpins it, which frees
+    /// it unless the swap cache holds it. Refused (changing nothing) if a mapping is in a
     /// locked VMA, or the frame is not a mapped anonymous page.
     pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapEntry, SpaceError> {
         let mm = self.mm();
@@ -133,11 +140,66 @@ impl SimSwap {
             let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
             s.evict(m.va.as_u64(), Some(entry)).expect("checked evictable");
         }
-        // Written after every mapping is gone: no write can be missed.
-        let data = read_page(mm.mem(), frame);
-        self.slots.lock().unwrap().get_mut(&slot).expect("just added").data = data;
+        // Written after every mapping is gone (no write can be missed), and
+        // for a cached page only if a mapping just removed, or an earlier
+        // one, had its dirty bit set.
+        let dirty = mm.take_dirty(frame);
+        if cached.is_none() || dirty {
+            let data = read_page(mm.mem(), frame);
+            self.slots.lock().unwrap().get_mut(&slot).expect("just added").data = data;
+            if cached.is_some() {
+                self.rewrites.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.trusted.fetch_add(1, Ordering::Relaxed);
+        }
         mm.unpin(frame);
         Ok(entry)
+    }
+}
+
+impl SimSwap {
+    /// Drops from the swap cache every page nobody maps (reclaim taking
+    /// cached pages back), writing a dirty one to its slot first (mm-vma
+    /// MODEL 24); how many were dropped.
+    pub fn drop_cached(&self) -> usize {
+        let mm = self.mm();
+        let mut dropped = Vec::new();
+        {
+            let mut slots = self.slots.lock().unwrap();
+            for slot in slots.values_mut() {
+                let Some(f) = slot.cached else { continue };
+                if mm.map_count(f) != 0 {
+                    continue;
+                }
+                if mm.take_dirty(f) {
+                    slot.data = read_page(mm.mem(), f);
+                    self.rewrites.fetch_add(1, Ordering::Relaxed);
+                }
+                slot.cached = None;
+                dropped.push(f);
+            }
+        }
+        for &f in &dropped {
+            mm.unpin(f);
+        }
+        dropped.len()
+    }
+
+    /// Copies bytes of the page `entry` names, from offset `at`, into
+    /// `buf`: from its cached frame if it has one, else from the slot (what
+    /// a fault would map; for models that check without faulting).
+    pub fn peek(&self, entry: SwapEntry, at: usize, buf: &mut [u8]) {
+        let slots = self.slots.lock().unwrap();
+        let slot = slots.get(&entry.slot()).expect("a live slot");
+        match slot.cached {
+            Some(f) => {
+                let mm = self.mm();
+                let page = read_page(mm.mem(), f);
+                buf.copy_from_slice(&page[at..at + buf.len()]);
+            }
+            None => buf.copy_from_slice(&slot.data[at..at + buf.len()]),
+        }
     }
 }
 
