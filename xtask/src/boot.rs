@@ -132,8 +132,59 @@ pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Optio
     Some(Boot { status, lines })
 }
 
+/// What each scenario of the reference kernel shows (`cargo xtask run
+/// --list`), and the words it takes after its name.
+pub const SCENARIO_DOCS: &[(&str, &[&str], &str)] = &[
+    ("smoke", &[], "every crate once: buddy, the slab heap, vmalloc, a user space with faults, fork and copy-on-write"),
+    (
+        "pressure",
+        &[],
+        "four tasks write three times the RAM: reclaim, swap to a virtio-blk disk, fork after, every page checked",
+    ),
+    ("oom", &[], "no swap; a task wanting twice the RAM is killed by the OOM killer, the others finish intact"),
+    ("user", &[], "ring 3 programs under swap, preempted by the timer; bad user programs are contained"),
+    (
+        "faults",
+        &["null", "rodata", "stack", "user"],
+        "bad kernel-mode accesses end only their thread and task (or one case)",
+    ),
+];
+
+/// Checks a scenario command line against [`SCENARIO_DOCS`]; the reason
+/// it is unknown otherwise.
+pub fn check_scenario(scenario: &str) -> Result<(), String> {
+    let mut words = scenario.split_whitespace();
+    let name = words.next().unwrap_or("");
+    let Some((_, args, _)) = SCENARIO_DOCS.iter().find(|s| s.0 == name) else {
+        return Err(format!("unknown scenario {name:?}"));
+    };
+    let rest: Vec<&str> = words.collect();
+    match rest.as_slice() {
+        [] => Ok(()),
+        [a] if args.contains(a) => Ok(()),
+        _ => Err(format!(
+            "scenario {name:?} does not take {:?} (it takes: {})",
+            rest.join(" "),
+            if args.is_empty() { "nothing".into() } else { args.join(", ") }
+        )),
+    }
+}
+
+/// Prints every scenario with what it shows.
+pub fn list_scenarios() {
+    for (name, args, what) in SCENARIO_DOCS {
+        let name = if args.is_empty() { (*name).to_string() } else { format!("{name} [{}]", args.join("|")) };
+        println!("{name:<36} {what}");
+    }
+}
+
 /// `cargo xtask run`: build, boot, show the output.
 pub fn run_interactive(scenario: &str) -> bool {
+    if let Err(why) = check_scenario(scenario) {
+        eprintln!("xtask: {why}; the scenarios are:");
+        list_scenarios();
+        return false;
+    }
     let Some(kernel) = build_kernel() else { return false };
     // The RAM the boot test gives the scenario (by its first word), else 128 MiB.
     let first = scenario.split_whitespace().next().unwrap_or("");
@@ -256,6 +307,9 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
 
 /// The boot step of `cargo xtask test`.
 pub fn boot_test() -> bool {
+    for (scenario, ..) in SCENARIOS {
+        assert!(check_scenario(scenario).is_ok(), "the boot test's scenario {scenario:?} is in SCENARIO_DOCS");
+    }
     let Some(kernel) = build_kernel() else { return false };
     let mut ok = true;
     for &(scenario, ram_mib, required) in SCENARIOS {

@@ -1,7 +1,9 @@
 //! Project automation.
 //!
 //! - `cargo xtask run [SCENARIO]`: builds the reference kernel and boots it in
-//!   QEMU, showing its serial output (default scenario: `smoke`).
+//!   QEMU, showing its serial output (default scenario: `smoke`); an unknown
+//!   scenario is refused before anything is built, and `run --list` prints
+//!   each scenario with what it shows.
 //! - `cargo xtask test [STEP...]`: the whole check suite, or the named steps
 //!   (see `STEPS`). Installs what it needs on a fresh machine (rustup targets
 //!   and components, QEMU through apt-get) and says so.
@@ -216,7 +218,7 @@ fn round(d: Duration) -> Duration {
 }
 
 fn usage() -> ! {
-    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke)");
+    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
     eprintln!("  cargo xtask fuzz [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table");
     eprintln!(
@@ -231,9 +233,10 @@ fn usage() -> ! {
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("run") if args.get(1).map(String::as_str) == Some("--list") => boot::list_scenarios(),
         Some("run") => {
-            let scenario = args.get(1).map(String::as_str).unwrap_or("smoke");
-            exit(if boot::run_interactive(scenario) { 0 } else { 1 })
+            let scenario = if args.len() > 1 { args[1..].join(" ") } else { "smoke".to_string() };
+            exit(if boot::run_interactive(&scenario) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
         Some("fuzz") => exit(if fuzz::fuzz(&args[1..]) { 0 } else { 1 }),
