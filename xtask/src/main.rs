@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 mod boot;
 mod fuzz;
 mod ir;
+mod miri;
 mod setup;
 
 /// The steps of `cargo xtask test`, in the order they run.
@@ -25,6 +26,7 @@ const STEPS: &[(&str, &str)] = &[
     ("fmt", "rustfmt --check over every workspace"),
     ("clippy", "clippy -D warnings over the crates, the kernel and xtask"),
     ("test", "host unit, integration and doc tests, including fuzz corpus replay"),
+    ("alone", "each library crate's `cargo test` inside its folder with default features (fuzz models: in `test`)"),
     ("nostd", "every library crate builds for x86_64-unknown-none"),
     ("doc", "rustdoc with warnings denied"),
     ("boot", "boot the reference kernel in QEMU and check its status and serial output"),
@@ -36,6 +38,15 @@ const STEPS: &[(&str, &str)] = &[
 /// Library crates of the root workspace.
 pub const CRATES: &[&str] =
     &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap", "mm-wiring"];
+
+/// The folder of a library crate of the root workspace.
+pub fn crate_dir(k: &str) -> &str {
+    if k == "mm-wiring" {
+        "examples/wiring"
+    } else {
+        k
+    }
+}
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -111,6 +122,13 @@ fn step(name: &str) -> bool {
                 ]))
         }
         "test" => run(cargo(None).args(["test", "--workspace", "--all-features"])),
+        "alone" => CRATES.iter().all(|k| {
+            // As a user of one crate runs it: inside its folder, default
+            // features. The fuzz models' corpus replays and generated
+            // inputs ran in `test` already (the same code: features do not
+            // change them), so they are skipped here.
+            run(cargo(None).current_dir(r.join(crate_dir(k))).args(["test", "--", "--skip", "fuzz_model"]))
+        }),
         "nostd" => {
             setup::ensure_target(None, boot::KERNEL_TARGET) && {
                 let mut c = cargo(None);
@@ -132,26 +150,7 @@ fn step(name: &str) -> bool {
         "boot" => boot::boot_test(),
         "loom" => loom_tests(),
         "fuzz" => run(cargo(None).args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])),
-        "miri" => {
-            setup::ensure_nightly()
-                && setup::ensure_component(Some("nightly"), "miri")
-                && setup::ensure_component(Some("nightly"), "rust-src")
-                && run(cargo(Some("nightly")).args(["miri", "setup"]))
-                && {
-                    let mut c = cargo(Some("nightly"));
-                    c.args(["miri", "test", "--all-features"]);
-                    for k in CRATES {
-                        c.args(["-p", k]);
-                    }
-                    c.env("CARGO_TARGET_DIR", r.join("target/miri"));
-                    // Page-table walks and free-list links turn physical
-                    // addresses into pointers through a direct-map offset
-                    // (integer to pointer, with the buffer's provenance
-                    // exposed by the test kit): say so instead of warning.
-                    c.env("MIRIFLAGS", "-Zmiri-permissive-provenance");
-                    run(&mut c)
-                }
-        }
+        "miri" => miri::miri(),
         other => {
             eprintln!("xtask: unknown step `{other}`");
             false
