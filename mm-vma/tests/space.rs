@@ -349,6 +349,18 @@ fn pager_backed_mappings() {
     let frame = w.pager.frame(7, 4 * P).unwrap();
     assert_eq!(s.resolve(shared, Access::Read).unwrap(), frame, "shared: the pager's own page");
     assert_eq!(w.mm.map_count(frame), 1);
+    // The write is in the object's page itself, seen by another space's
+    // shared mapping; the private copy keeps its own write.
+    let mut b = [0u8; 1];
+    // SAFETY: simulated RAM; nothing else runs.
+    unsafe { mm_types::PhysMemory::read_bytes(&w.ram, mm_types::PhysAddr::new(frame.as_u64() + 9).unwrap(), &mut b) }
+        .unwrap();
+    assert_eq!(b[0], 0xdd, "the object's page holds the shared write");
+    let mut other = w.space();
+    let o = other.mmap(MapRequest::object(P, R, 7, 4 * P).shared()).unwrap();
+    assert_eq!(read_byte(&mut other, o + 9).unwrap(), 0xdd, "another sharer sees it");
+    assert_eq!(read_byte(&mut s, a + P + 9).unwrap(), 0xee, "the private copy is its own");
+    drop(other);
     // Adjacent mappings of contiguous object offsets merge.
     let b = s.mmap(MapRequest::object(P, R, 9, 0).at(Placement::Fixed(0x2000_0000))).unwrap();
     s.mmap(MapRequest::object(P, R, 9, P).at(Placement::Fixed(b + P))).unwrap();
