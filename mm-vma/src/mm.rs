@@ -38,6 +38,9 @@ pub enum HookError {
     /// The entry names a slot or page the device does not hold (a page
     /// table and the device disagree: a bug, not a lack of memory).
     BadEntry,
+    /// The device refused for a reason of its own that is neither memory
+    /// nor the entry (a use-count limit, a frame it cannot reach).
+    Refused,
 }
 
 impl fmt::Display for HookError {
@@ -48,6 +51,7 @@ impl fmt::Display for HookError {
             HookError::Io => "I/O error",
             HookError::Corrupt => "the page read back failed its checksum",
             HookError::BadEntry => "the device does not hold the page the entry names",
+            HookError::Refused => "the device refused",
         })
     }
 }

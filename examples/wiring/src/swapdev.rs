@@ -39,7 +39,12 @@ fn hook_error(e: SwapError) -> HookError {
         SwapError::OutOfMemory => HookError::OutOfMemory,
         SwapError::Store(_) => HookError::Io,
         SwapError::Corrupt(_) => HookError::Corrupt,
-        _ => HookError::BadEntry,
+        SwapError::NoArea(_)
+        | SwapError::OutOfRange(_)
+        | SwapError::NotAllocated(_)
+        | SwapError::NotWritten(_)
+        | SwapError::Bad(_) => HookError::BadEntry,
+        _ => HookError::Refused,
     }
 }
 
