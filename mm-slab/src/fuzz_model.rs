@@ -52,7 +52,9 @@ pub enum Op {
         /// Which one.
         pick: u16,
     },
-    /// Free a pointer 8 bytes into a live allocation.
+    /// Free a pointer into a live allocation, not at its start: 8 bytes
+    /// in, or 4 in an 8-byte kmalloc-8 object (there, 8 bytes in is the
+    /// next object's start, not an interior pointer).
     Interior {
         /// Which one.
         pick: u16,
@@ -189,8 +191,11 @@ pub fn run(data: &[u8]) {
             Op::Interior { pick: p } => {
                 if let Some(id) = pick(&live, p) {
                     let l = &live[&id];
-                    // SAFETY: 8 bytes in is still inside slab or frame memory.
-                    let inner = unsafe { NonNull::new_unchecked(l.ptr.as_ptr().add(8)) };
+                    // Inside the object the allocator handed out (its class
+                    // size, or the frame block), never past its end.
+                    let offset = if heap.usable_size(l.layout) > 8 { 8 } else { 4 };
+                    // SAFETY: `offset` is inside the object, so inside slab or frame memory.
+                    let inner = unsafe { NonNull::new_unchecked(l.ptr.as_ptr().add(offset)) };
                     // SAFETY: the free must be refused; nothing is released.
                     let r = unsafe { heap.free(inner, l.layout) };
                     assert!(r.is_err(), "interior free accepted");
