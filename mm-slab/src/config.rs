@@ -12,8 +12,11 @@ bitflags::bitflags! {
     pub struct CacheFlags: u32 {
         /// Freelist links are stored XOR-ed with a per-cache secret and the
         /// link's own address (byte-swapped), and every link is checked to
-        /// stay inside its slab when followed. Costs a few instructions on
-        /// the fast path; on by default.
+        /// be an object start of its own slab before it is followed (a bad
+        /// one is reported as [`CorruptionKind::FreePointer`](crate::CorruptionKind::FreePointer)
+        /// and its freelist dropped); interior-pointer frees are refused on
+        /// the fast path too. Costs a few instructions on the fast path; on
+        /// by default. See the README for what it cannot catch.
         const HARDENED_FREELIST = 1 << 0;
         /// Free objects are filled with a poison pattern, checked when the
         /// object is handed out again: a write after free is reported.
@@ -125,14 +128,47 @@ pub struct Geometry {
 impl Geometry {
     /// Computes the layout: the smallest order (up to `max_order`) that
     /// wastes at most 1/16 of the slab, or else the order that wastes least.
+    ///
+    /// # Errors
+    ///
+    /// - [`SlabError::InvalidLayout`]: `size` is 0, or `align` is not a
+    ///   power of two or is above the page size.
+    /// - [`SlabError::InvalidConfig`]: `max_order` is above
+    ///   [`MAX_SLAB_ORDER`].
+    /// - [`SlabError::ObjectTooLarge`]: one object (with its red zone and
+    ///   alignment) does not fit a slab of `max_order` beside the header;
+    ///   any `size` up to `usize::MAX` is reported this way, never by an
+    ///   arithmetic overflow.
+    ///
+    /// ```
+    /// use mm_slab::{CacheFlags, Geometry, SlabError};
+    ///
+    /// let g = Geometry::new(96, 8, CacheFlags::HARDENED_FREELIST, 3)?;
+    /// assert_eq!((g.stride, g.order), (96, 0));
+    /// let max = Geometry::max_object_size(8, CacheFlags::RED_ZONE, 3);
+    /// assert_eq!(
+    ///     Geometry::new(usize::MAX, 8, CacheFlags::RED_ZONE, 3),
+    ///     Err(SlabError::ObjectTooLarge { size: usize::MAX, max })
+    /// );
+    /// # Ok::<(), SlabError>(())
+    /// ```
     pub fn new(size: usize, align: usize, flags: CacheFlags, max_order: u8) -> Result<Geometry, SlabError> {
-        let bad = SlabError::InvalidLayout { size, align };
-        if size == 0 || !align.is_power_of_two() || align > PAGE_SIZE || max_order > MAX_SLAB_ORDER {
-            return Err(bad);
+        if size == 0 || !align.is_power_of_two() || align > PAGE_SIZE {
+            return Err(SlabError::InvalidLayout { size, align });
+        }
+        if max_order > MAX_SLAB_ORDER {
+            return Err(SlabError::InvalidConfig("max_order is above MAX_SLAB_ORDER"));
+        }
+        let max = Self::max_object_size(align, flags, max_order);
+        let too_large = SlabError::ObjectTooLarge { size, max };
+        // Checked before any arithmetic on `size`: from here on
+        // `size <= max < 64 KiB`, so nothing below can overflow.
+        if size > max {
+            return Err(too_large);
         }
         let align = align.max(8);
         let red_zone = if flags.contains(CacheFlags::RED_ZONE) { 8 } else { 0 };
-        let stride = (size.max(8) + red_zone).checked_next_multiple_of(align).ok_or(bad)?;
+        let stride = (size.max(8) + red_zone).next_multiple_of(align);
         let mut best: Option<(usize, Geometry)> = None;
         for order in 0..=max_order {
             let bytes = PAGE_SIZE << order;
@@ -146,7 +182,26 @@ impl Geometry {
                 best = Some((waste, geo));
             }
         }
-        best.map(|(_, g)| g).ok_or(bad)
+        // Unreachable for `size <= max` (one object fits at `max_order`),
+        // kept as an error rather than a panic.
+        best.map(|(_, g)| g).ok_or(too_large)
+    }
+
+    /// The largest object size a cache with this alignment, these flags and
+    /// slab orders up to `max_order` can hold: one object, its red zone and
+    /// (with [`CacheFlags::CHECK_FREE`]) one bitmap word beside the header
+    /// in a slab of `max_order`. `max_order` is capped at
+    /// [`MAX_SLAB_ORDER`]; an `align` that is not a power of two is
+    /// treated as 8.
+    pub const fn max_object_size(align: usize, flags: CacheFlags, max_order: u8) -> usize {
+        let order = if max_order > MAX_SLAB_ORDER { MAX_SLAB_ORDER } else { max_order };
+        let align = if align.is_power_of_two() && align > 8 { align } else { 8 };
+        let bitmap = if flags.contains(CacheFlags::CHECK_FREE) { 8 } else { 0 };
+        let red_zone = if flags.contains(CacheFlags::RED_ZONE) { 8 } else { 0 };
+        let room = (PAGE_SIZE << order) - HEADER_BYTES - bitmap;
+        // `align <= PAGE_SIZE` for every layout `new` accepts, so the
+        // rounded room still holds the red zone.
+        (room & !(align - 1)).saturating_sub(red_zone)
     }
 
     fn fit(
@@ -217,6 +272,34 @@ mod tests {
         assert_eq!(Geometry::new(0, 8, CacheFlags::empty(), 3), Err(SlabError::InvalidLayout { size: 0, align: 8 }));
         assert!(Geometry::new(8, 3, CacheFlags::empty(), 3).is_err());
         assert!(Geometry::new(8, 8192, CacheFlags::empty(), 3).is_err());
-        assert!(Geometry::new(1 << 20, 8, CacheFlags::empty(), 3).is_err());
+        assert!(matches!(Geometry::new(1 << 20, 8, CacheFlags::empty(), 3), Err(SlabError::ObjectTooLarge { .. })));
+    }
+
+    #[test]
+    fn the_largest_object_fits_and_one_more_byte_does_not() {
+        for flags in [CacheFlags::empty(), CacheFlags::RED_ZONE, CacheFlags::CHECK_FREE, CacheFlags::DEBUG] {
+            for align in [8, 64, 512, PAGE_SIZE] {
+                for order in 0..=MAX_SLAB_ORDER {
+                    let max = Geometry::max_object_size(align, flags, order);
+                    if max == 0 {
+                        // A page-aligned object leaves no room for the
+                        // header in a single page.
+                        assert_eq!((align, order), (PAGE_SIZE, 0));
+                        assert_eq!(
+                            Geometry::new(1, align, flags, order),
+                            Err(SlabError::ObjectTooLarge { size: 1, max })
+                        );
+                        continue;
+                    }
+                    let g = Geometry::new(max, align, flags, order).unwrap();
+                    assert_eq!((g.objects, g.order), (1, order), "{flags:?} align {align} order {order}");
+                    assert!(g.objects_bytes() <= g.bitmap_offset);
+                    assert_eq!(
+                        Geometry::new(max + 1, align, flags, order),
+                        Err(SlabError::ObjectTooLarge { size: max + 1, max })
+                    );
+                }
+            }
+        }
     }
 }

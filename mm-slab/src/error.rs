@@ -13,7 +13,8 @@ pub enum SlabError {
     /// The frame provider could not supply a slab (or a large allocation).
     OutOfMemory(FrameError),
     /// A size of zero where objects are needed, an alignment that is not a
-    /// power of two, or an object too large for any slab order allowed.
+    /// power of two or is above the page size, or (for a large kmalloc
+    /// request) a size no frame block order covers.
     InvalidLayout {
         /// Requested size in bytes.
         size: usize,
@@ -22,6 +23,16 @@ pub enum SlabError {
     },
     /// A cache configuration that cannot work (the message says why).
     InvalidConfig(&'static str),
+    /// An object too large for a slab of the largest order the cache may
+    /// use (its `max_order`): even one object, with its red zone and
+    /// alignment, does not fit beside the slab header.
+    ObjectTooLarge {
+        /// Requested object size in bytes.
+        size: usize,
+        /// The largest object size those options allow
+        /// ([`Geometry::max_object_size`](crate::Geometry::max_object_size)).
+        max: usize,
+    },
     /// The physical memory accessor maps a naturally aligned slab at a
     /// virtual address that is not aligned to the slab size; slabs need
     /// alignment-preserving direct maps (all linear ones are).
@@ -128,6 +139,9 @@ impl fmt::Display for SlabError {
             SlabError::OutOfMemory(e) => write!(f, "no memory for a slab: {e}"),
             SlabError::InvalidLayout { size, align } => write!(f, "invalid object layout: size {size}, align {align}"),
             SlabError::InvalidConfig(why) => write!(f, "invalid cache configuration: {why}"),
+            SlabError::ObjectTooLarge { size, max } => {
+                write!(f, "objects of {size} bytes do not fit a slab (at most {max} bytes with these options)")
+            }
             SlabError::MappingNotAligned { phys, virt } => {
                 write!(f, "slab at {phys:?} is mapped at {virt:#x}, not aligned to the slab size")
             }

@@ -69,7 +69,8 @@
 //!
 //! # Features
 //!
-//! - `fuzzing`: the model-based fuzz body ([`fuzz_model`]).
+//! - `fuzzing`: the model-based fuzz body (the `fuzz_model` module, also
+//!   compiled for this crate's own tests).
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]

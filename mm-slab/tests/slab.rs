@@ -335,7 +335,7 @@ fn bad_configurations_and_out_of_memory() {
     let new = |c| Cache::<_, _, _>::new(&frames, mem.clone(), SingleCpu, c);
     assert_eq!(new(CacheConfig::new("zero", 0)).unwrap_err(), SlabError::InvalidLayout { size: 0, align: 8 });
     assert!(matches!(new(CacheConfig { align: 24, ..CacheConfig::new("x", 8) }), Err(SlabError::InvalidLayout { .. })));
-    assert!(matches!(new(CacheConfig::new("huge", 1 << 20)), Err(SlabError::InvalidLayout { .. })));
+    assert!(matches!(new(CacheConfig::new("huge", 1 << 20)), Err(SlabError::ObjectTooLarge { .. })));
     assert!(matches!(
         new(CacheConfig { frame_flags: mm_types::AllocFlags::ZERO, ..CacheConfig::new("z", 8) }),
         Err(SlabError::InvalidConfig(_))
