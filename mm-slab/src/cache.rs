@@ -80,16 +80,22 @@ unsafe impl Send for Node {}
 pub(crate) struct CacheCore<const N: usize> {
     /// `!(slab bytes - 1)`: masks an object address to its slab start.
     slab_mask: usize,
-    /// `geo.objects_bytes()`, precomputed for the fast path.
-    objects_bytes: usize,
     pub geo: Geometry,
     pub name: &'static str,
     pub flags: CacheFlags,
     keys: Keys,
-    /// `ceil(2^64 / stride)`: `offset` (below 2^32) is a multiple of the
-    /// stride exactly when `offset * stride_magic < stride_magic` (Lemire,
-    /// Kaser and Kurz, "Faster remainder by direct computation", 2019).
-    stride_magic: u64,
+    /// Multiplicative inverse (mod 2^64) of the stride's odd factor, and
+    /// the stride's power-of-two exponent: for any offset,
+    /// `(offset * stride_inverse).rotate_right(stride_shift)` is
+    /// `offset / stride` when the stride divides the offset, and above every
+    /// possible quotient when it does not (Granlund and Montgomery,
+    /// "Division by invariant integers using multiplication", 1994, section
+    /// 9). One comparison with the object count then checks both that an
+    /// offset is a multiple of the stride and that it lies inside the
+    /// objects area, for any 64-bit offset, with no division.
+    stride_inverse: u64,
+    /// See `stride_inverse`.
+    stride_shift: u32,
     debug: bool,
     hardened: bool,
     min_empty: usize,
@@ -104,6 +110,19 @@ pub(crate) struct CacheCore<const N: usize> {
 /// configuration still get different keys (and refuse each other's
 /// objects). A plain core atomic: it is not part of any protocol.
 static CACHE_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The inverse of the odd number `odd` modulo 2^64, by Newton's iteration:
+/// `odd * odd == 1 (mod 8)`, and each step doubles the bits that are right
+/// (3, 6, 12, 24, 48, 96).
+const fn odd_inverse(odd: u64) -> u64 {
+    let mut x = odd;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
 
 /// splitmix64: spreads a seed into an unrelated-looking key.
 fn mix(mut z: u64) -> u64 {
@@ -134,12 +153,12 @@ impl<const N: usize> CacheCore<N> {
         let keys = Keys { link: if hardened { mix(base) as usize } else { 0 }, magic: mix(base ^ 0x5a5a) | 1 };
         Ok(CacheCore {
             slab_mask: !(geo.slab_bytes() - 1),
-            objects_bytes: geo.objects_bytes(),
             geo,
             name: config.name,
             flags: config.flags,
             keys,
-            stride_magic: u64::MAX / geo.stride as u64 + 1,
+            stride_inverse: odd_inverse(geo.stride as u64 >> geo.stride.trailing_zeros()),
+            stride_shift: geo.stride.trailing_zeros(),
             debug: config.flags.is_debug(),
             hardened,
             min_empty: config.min_empty_slabs,
@@ -187,9 +206,13 @@ impl<const N: usize> CacheCore<N> {
             return None;
         }
         let obj = cpu.slab.with_addr(head);
-        // SAFETY: `head` is a free object of the CPU's current slab (only frees of objects of that slab push here, MODEL.md 3), and the CPU lock gives us the list.
+        // SAFETY: `head` is the start of a free object of the CPU's current slab: frees push only object starts of that slab (MODEL.md 3; checked on the fast path when hardened), and a decoded link becomes the head only after the check below. The CPU lock gives us the list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
-        if self.hardened && next != 0 && next.wrapping_sub(cpu.slab.addr()) >= self.objects_bytes {
+        // MODEL.md 6: trust a link only if it is an object start of this
+        // slab. A range check alone lets a flipped low bit (a stale
+        // `refcount++` on a freed object) through, and the next pop would
+        // read, and hand out, the middle of an object.
+        if self.hardened && next != 0 && !self.is_object_offset(next.wrapping_sub(cpu.slab.addr())) {
             return Some(Err(self.cut_cpu_freelist(cpu, head, next)));
         }
         cpu.freelist = next;
@@ -197,8 +220,10 @@ impl<const N: usize> CacheCore<N> {
         Some(Ok(unsafe { NonNull::new_unchecked(obj) }))
     }
 
-    /// A CPU freelist link points outside its slab: drop the rest of the
-    /// list (those objects leak, nothing is handed out twice) and report.
+    /// A CPU freelist link is not an object start of its slab: drop the
+    /// rest of the list (those objects and the one holding the bad link
+    /// leak; nothing is handed out twice or off an object start) and
+    /// report.
     #[cold]
     fn cut_cpu_freelist(&self, cpu: &mut CpuSlab, object: usize, decoded: usize) -> SlabError {
         cpu.freelist = 0;
@@ -658,10 +683,21 @@ impl<const N: usize> CacheCore<N> {
         self.release(env, release)
     }
 
+    /// Index of the object starting at `offset` from a slab start, or
+    /// `None` if no object starts there (not a multiple of the stride, or
+    /// past the objects area; an `offset` computed with `wrapping_sub` from
+    /// an address below the slab is one of those). A multiplication, a
+    /// rotation and one comparison: see `stride_inverse`.
+    #[inline(always)]
+    fn object_index(&self, offset: usize) -> Option<usize> {
+        let quotient = (offset as u64).wrapping_mul(self.stride_inverse).rotate_right(self.stride_shift);
+        (quotient < self.geo.objects as u64).then_some(quotient as usize)
+    }
+
     /// Whether `offset` from a slab start is the start of an object.
     #[inline(always)]
     fn is_object_offset(&self, offset: usize) -> bool {
-        offset < self.objects_bytes && (offset as u64).wrapping_mul(self.stride_magic) < self.stride_magic
+        self.object_index(offset).is_some()
     }
 
     /// Index of the object at `offset` from the slab start.
@@ -673,7 +709,7 @@ impl<const N: usize> CacheCore<N> {
     /// `addr` is an object start there.
     fn index_in(&self, base: *mut u8, addr: usize) -> Option<usize> {
         let offset = addr.wrapping_sub(base.addr());
-        self.is_object_offset(offset).then(|| offset / self.geo.stride)
+        self.object_index(offset)
     }
 
     // ----- flush, shrink, destroy ------------------------------------------
@@ -936,6 +972,31 @@ impl<const N: usize> CacheCore<N> {
             cpu_free_objects: cpu_free,
             slabs_grown: node.grown,
             slabs_released: node.released,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_index_agrees_with_division_on_every_offset() {
+        // MODEL.md 2 and 6: the one-comparison check is exactly "a multiple
+        // of the stride inside the objects area", for every offset a
+        // `wrapping_sub` can produce.
+        let strides = [8, 24, 56, 64, 72, 96, 100, 128, 192, 200, 520, 600, 1400, 2900, 4032, 8192];
+        for (i, &size) in strides.iter().enumerate() {
+            for flags in [CacheFlags::empty(), CacheFlags::DEBUG] {
+                let config = CacheConfig { flags, max_order: 4, ..CacheConfig::new("index", size) };
+                let core = CacheCore::<1>::new(&config, i as u64).unwrap();
+                let (stride, objects) = (core.geo.stride, core.geo.objects);
+                let naive = |o: usize| (o % stride == 0 && o / stride < objects).then(|| o / stride);
+                let edges = (0..64).flat_map(|k| [1usize << k, (1usize << k).wrapping_neg(), usize::MAX >> k]);
+                for offset in (0..core.geo.slab_bytes() + 2 * stride).chain(edges) {
+                    assert_eq!(core.object_index(offset), naive(offset), "stride {stride}, offset {offset:#x}");
+                }
+            }
         }
     }
 }

@@ -66,14 +66,22 @@ pub(crate) fn slab_base(obj: usize, geo: &Geometry) -> usize {
     obj & !(geo.slab_bytes() - 1)
 }
 
-/// Reads the freelist link stored in the free object `obj`.
+/// Reads the freelist link stored in the free object `obj`. The value
+/// returned is untrusted: it is whatever the object's first word decodes
+/// to, and a use after free may have changed that word. Callers check it
+/// is an object start of the same slab (`CacheCore::is_object_offset`)
+/// before passing it here again (MODEL.md 6).
 ///
 /// # Safety
 ///
-/// `obj` is a free object of a live slab (its first 8 bytes are a link).
+/// `obj` is the start of a free object of a live slab (its first 8 bytes
+/// are a link): a freelist head, or a link that passed the object-start
+/// check. Never a decoded link that has not been checked, which may point
+/// anywhere, including into the middle of an object.
 #[inline(always)]
 pub(crate) unsafe fn read_link(obj: *mut u8, key: usize) -> usize {
-    // SAFETY: per the contract, `obj` is 8-byte aligned (strides are multiples of 8 from an aligned slab start) and readable.
+    debug_assert!(obj.addr() % core::mem::align_of::<usize>() == 0, "read_link of a non-object {obj:p}");
+    // SAFETY: per the contract, `obj` is an object start, so 8-byte aligned (strides are multiples of 8 from a slab start aligned to the slab size), and its first word is inside the slab.
     unsafe { obj.cast::<usize>().read() ^ key ^ obj.addr().swap_bytes() }
 }
 
@@ -81,10 +89,11 @@ pub(crate) unsafe fn read_link(obj: *mut u8, key: usize) -> usize {
 ///
 /// # Safety
 ///
-/// `obj` is an object of a live slab that nobody else uses (it is being
-/// freed, or is free and owned by the caller's lock).
+/// `obj` is the start of an object of a live slab that nobody else uses
+/// (it is being freed, or is free and owned by the caller's lock).
 #[inline(always)]
 pub(crate) unsafe fn write_link(obj: *mut u8, next: usize, key: usize) {
+    debug_assert!(obj.addr() % core::mem::align_of::<usize>() == 0, "write_link to a non-object {obj:p}");
     // SAFETY: as for `read_link`, and the object is ours to write.
     unsafe { obj.cast::<usize>().write(next ^ key ^ obj.addr().swap_bytes()) }
 }
