@@ -260,6 +260,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: pressure: swapped out ",
             " pages swapped out and ",
             "the parent's are unchanged: 512; intact: true",
+            "mm-kernel: pressure: clean swap-cache pages match their slots: true",
             "mm-kernel: pressure: data intact: true",
         ],
     ),

@@ -509,6 +509,11 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
     let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0;
     let ok = fork_check(m, buddy, &first) && ok && m.device.swap().check().is_ok();
+    // Every swap-cache page no mapper wrote since its last write must
+    // match its slot (a debug verification of the page-dirty tracking).
+    let clean = m.check_clean_cache();
+    kprintln!("pressure: clean swap-cache pages match their slots: {}", clean.is_ok());
+    let ok = ok && clean.is_ok();
     kill_all(m);
     kprintln!("pressure: data intact: {}", ok);
     ok
