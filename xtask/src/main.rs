@@ -19,6 +19,7 @@ mod boot;
 mod fuzz;
 mod ir;
 mod miri;
+mod package;
 mod setup;
 
 /// The steps of `cargo xtask test`, in the order they run.
@@ -29,6 +30,7 @@ const STEPS: &[(&str, &str)] = &[
     ("alone", "each library crate's `cargo test` inside its folder with default features (fuzz models: in `test`)"),
     ("nostd", "every library crate builds for x86_64-unknown-none"),
     ("doc", "rustdoc with warnings denied"),
+    ("package", "cargo package, then the unpacked crates' tests as their users build them; workspace README; MSRV"),
     ("boot", "boot the reference kernel in QEMU and check its status and serial output"),
     ("loom", "loom model tests (tests/loom_*.rs, RUSTFLAGS=--cfg loom)"),
     ("fuzz", "the cargo-fuzz targets compile"),
@@ -151,6 +153,7 @@ fn step(name: &str) -> bool {
         "loom" => loom_tests(),
         "fuzz" => run(cargo(None).args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])),
         "miri" => miri::miri(),
+        "package" => package::package(),
         other => {
             eprintln!("xtask: unknown step `{other}`");
             false
