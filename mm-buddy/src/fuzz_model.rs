@@ -165,9 +165,10 @@ impl Harness {
     }
 
     fn pick(&self, pick: u16, blocks_only: bool) -> Option<u64> {
-        let keys: Vec<u64> =
-            self.live.iter().filter(|(_, l)| !blocks_only || l.order.is_some()).map(|(k, _)| *k).collect();
-        (!keys.is_empty()).then(|| keys[pick as usize % keys.len()])
+        // Two passes over the model rather than a list of keys per step.
+        let keys = || self.live.iter().filter(|(_, l)| !blocks_only || l.order.is_some()).map(|(k, _)| *k);
+        let n = if blocks_only { keys().count() } else { self.live.len() };
+        (n != 0).then(|| keys().nth(pick as usize % n).expect("n keys"))
     }
 
     fn step(&mut self, op: &Op) {

@@ -9,7 +9,6 @@
 
 extern crate std;
 
-use std::collections::BTreeSet;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
@@ -115,26 +114,45 @@ fn check(op: &Op) {
             let f = |n: u64| FrameNumber::new(n).expect("small");
             let ra = FrameRange::new(f(a as u64), a_len as u64).expect("small");
             let rb = FrameRange::new(f(b as u64), b_len as u64).expect("small");
-            let set = |r: &FrameRange| -> BTreeSet<u64> { r.iter_step(1).map(FrameNumber::as_u64).collect() };
-            let (sa, sb) = (set(&ra), set(&rb));
-            let inter: BTreeSet<u64> = sa.intersection(&sb).copied().collect();
-            assert_eq!(set(&ra.intersection(&rb)), inter);
-            assert_eq!(ra.overlaps(&rb), !inter.is_empty());
+            // The sets by definition, and every frame in either (each once):
+            // a range's result equals a set iff each frame it yields is in
+            // the set, none twice (ascending), and it yields as many as the
+            // set has in that universe.
+            let (a, a_end, b, b_end) = (a as u64, a as u64 + a_len as u64, b as u64, b as u64 + b_len as u64);
+            let in_a = |v: u64| (a..a_end).contains(&v);
+            let in_b = |v: u64| (b..b_end).contains(&v);
+            let universe = || (a..a_end).chain((b..b_end).filter(|&v| !in_a(v)));
+            let count = |want: &dyn Fn(u64) -> bool| universe().filter(|&v| want(v)).count();
+            let yields = |r: &FrameRange, want: &dyn Fn(u64) -> bool| -> usize {
+                let mut n = 0;
+                let mut last = None;
+                for v in r.iter_step(1).map(FrameNumber::as_u64) {
+                    assert!(want(v), "{v} is not in the set");
+                    assert!(last.is_none_or(|l| l < v), "{v} yielded twice or out of order");
+                    last = Some(v);
+                    n += 1;
+                }
+                n
+            };
+            let both = |v: u64| in_a(v) && in_b(v);
+            let inter = count(&both);
+            assert_eq!(yields(&ra.intersection(&rb), &both), inter);
+            assert_eq!(ra.overlaps(&rb), inter != 0);
             let (lo, hi) = ra.subtract(&rb);
-            let diff: BTreeSet<u64> = sa.difference(&sb).copied().collect();
-            let got: BTreeSet<u64> = set(&lo).union(&set(&hi)).copied().collect();
-            assert_eq!(got, diff);
+            let a_not_b = |v: u64| in_a(v) && !in_b(v);
             assert!(lo.last().is_none_or(|l| hi.is_empty() || l < hi.start()));
-            let (x, y) = ra.split_at(f(b as u64));
-            assert!(set(&x).iter().all(|&v| v < b as u64) && set(&y).iter().all(|&v| v >= b as u64));
+            assert_eq!(yields(&lo, &a_not_b) + yields(&hi, &a_not_b), count(&a_not_b));
+            let (x, y) = ra.split_at(f(b));
+            yields(&x, &|v| v < b);
+            yields(&y, &|v| v >= b);
             assert_eq!(x.len() + y.len(), ra.len());
-            for v in [a as u64, b as u64, a as u64 + a_len as u64] {
-                assert_eq!(ra.contains(f(v)), sa.contains(&v));
+            for v in [a, b, a_end] {
+                assert_eq!(ra.contains(f(v)), in_a(v));
             }
             assert_eq!(
                 ra.contains_range(&rb),
-                rb.is_empty() && rb.start() >= ra.start() && rb.start().as_u64() <= a as u64 + a_len as u64
-                    || !rb.is_empty() && sb.is_subset(&sa)
+                rb.is_empty() && rb.start() >= ra.start() && rb.start().as_u64() <= a_end
+                    || !rb.is_empty() && (b..b_end).all(in_a)
             );
         }
     }

@@ -4,7 +4,8 @@
 //! sequences, with injected frame-allocation failures, run against a model
 //! that keeps the window's live and lazily freed ranges in ordered maps and
 //! computes where each allocation must land (MODEL.md 6, 7). After every
-//! step: the returned addresses and errors match the model; the index checks
+//! step the returned addresses and errors match the model; every fourth
+//! step and at the end the whole state is checked: the index checks
 //! itself (MODEL 10); every live area's pages are mapped and its guard page
 //! is not (MODEL 2, 3); each area still holds the tag written into it (no two
 //! areas share a frame); the statistics agree. At the end every frame is
@@ -109,47 +110,49 @@ struct Harness<'a> {
 }
 
 impl Harness<'_> {
-    /// The free ranges of the model in address order (`lazy`: counting the
-    /// lazily freed ranges as used).
-    fn gaps(&self, lazy: bool) -> Vec<(u64, u64)> {
-        let lazy_ranges = self.lazy.iter().filter(|_| lazy).map(|(s, l)| (*s, *l));
-        let mut used: Vec<(u64, u64)> = self.live.iter().map(|(s, a)| (*s, a.total)).chain(lazy_ranges).collect();
-        used.sort();
-        let mut gaps = Vec::new();
+    /// Calls `f(start, len)` for each gap of the window, in address order,
+    /// counting lazily freed ranges as used when `lazy`, until `f` returns
+    /// a value. Merges the two ordered maps without allocating.
+    fn find_gap<T>(&self, lazy: bool, mut f: impl FnMut(u64, u64) -> Option<T>) -> Option<T> {
+        let mut live = self.live.iter().map(|(s, a)| (*s, a.total)).peekable();
+        let mut lazy_ranges = self.lazy.iter().filter(|_| lazy).map(|(s, l)| (*s, *l)).peekable();
         let mut at = BASE;
-        for (s, l) in used {
+        loop {
+            let next = match (live.peek(), lazy_ranges.peek()) {
+                (Some(a), Some(b)) if a.0 <= b.0 => live.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => lazy_ranges.next(),
+                (Some(_), None) => live.next(),
+                (None, None) => None,
+            };
+            let Some((s, l)) = next else { break };
             assert!(s >= at, "model ranges overlap");
             if s > at {
-                gaps.push((at, s - at));
+                if let Some(t) = f(at, s - at) {
+                    return Some(t);
+                }
             }
             at = s + l;
         }
         if at < BASE + WINDOW {
-            gaps.push((at, BASE + WINDOW - at));
-        }
-        gaps
-    }
-
-    /// Where the index puts `total` bytes aligned to `align` (MODEL 7).
-    fn predict_once(&self, total: u64, align: u64, lazy: bool) -> Option<u64> {
-        let gaps = self.gaps(lazy);
-        let need = total + align - PAGE;
-        if let Some(&(s, _)) = gaps.iter().find(|(_, l)| *l >= need) {
-            return Some(s.next_multiple_of(align));
-        }
-        if align > PAGE {
-            for (s, l) in gaps {
-                let a = s.next_multiple_of(align);
-                if a + total <= s + l {
-                    return Some(a);
-                }
-            }
+            return f(at, BASE + WINDOW - at);
         }
         None
     }
 
-    /// The same, with the purge the allocator runs when space runs out:
-    /// the address, and whether a purge comes first.
+    fn predict_once(&self, total: u64, align: u64, lazy: bool) -> Option<u64> {
+        let need = total + align - PAGE;
+        if let Some(s) = self.find_gap(lazy, |s, l| (l >= need).then_some(s)) {
+            return Some(s.next_multiple_of(align));
+        }
+        if align > PAGE {
+            return self.find_gap(lazy, |s, l| {
+                let a = s.next_multiple_of(align);
+                (a + total <= s + l).then_some(a)
+            });
+        }
+        None
+    }
+
     fn predict(&self, total: u64, align: u64) -> (Option<u64>, bool) {
         if let Some(a) = self.predict_once(total, align, true) {
             return (Some(a), false);
@@ -397,10 +400,15 @@ pub fn run(data: &[u8]) {
         lazy: BTreeMap::new(),
         next_tag: 1,
     };
-    for op in &ops {
+    for (i, op) in ops.iter().enumerate() {
         h.step(op);
-        h.check();
+        // Every step's results are checked in `step`; the whole state every
+        // fourth step and at the end (a corruption persists until then).
+        if i % 4 == 3 {
+            h.check();
+        }
     }
+    h.check();
     frames.fail_nth_allocation(u64::MAX);
     // Tear down: every area freed, one purge, then only the page tables and
     // the index hold frames.

@@ -13,8 +13,11 @@ use crate::{FrameRange, PhysAccessError, PhysAddr, PhysMemory, PhysRange, PAGE_S
 /// Simulated RAM covering `[base, base + size)` minus holes. Cloning gives
 /// another handle to the same memory.
 ///
-/// The buffer is allocated zeroed and lazily by the host, so a gigabyte of
-/// simulated RAM costs only the pages actually touched.
+/// The buffer is allocated zeroed and lazily by the host (on Linux an
+/// anonymous mapping of its own, so neither the allocator nor the kernel
+/// zeroes more than the pages actually touched): a gigabyte of simulated
+/// RAM, or a fresh simulated RAM for every fuzz input, costs only the pages
+/// used.
 #[derive(Clone)]
 pub struct SimPhysMemory {
     inner: Arc<Inner>,
@@ -24,8 +27,65 @@ struct Inner {
     base: u64,
     size: u64,
     buf: NonNull<u8>,
-    layout: Layout,
+    host: HostBuf,
     holes: Vec<PhysRange>,
+}
+
+/// How the buffer was obtained, to give it back the same way.
+enum HostBuf {
+    /// From the global allocator with this layout.
+    Heap(Layout),
+    /// An anonymous mapping starting at `.0` of `.1` bytes (holding `buf`).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    Mapped(*mut u8, usize),
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+mod host {
+    use core::ffi::{c_int, c_long, c_void};
+
+    extern "C" {
+        pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: c_long) -> *mut c_void;
+        pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    }
+
+    pub const PROT_READ_WRITE: c_int = 0x1 | 0x2;
+    /// `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE` as x86, Arm and RISC-V
+    /// number them; other architectures use the allocator.
+    pub const FLAGS: c_int = 0x02 | 0x20 | 0x4000;
+    pub const FAILED: *mut c_void = !0usize as *mut c_void;
+
+    /// Whether the constants above hold for this target.
+    pub const SUPPORTED: bool = cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    ));
+}
+
+impl HostBuf {
+    /// A zeroed buffer of `layout`: mapped where possible (only touched
+    /// pages cost anything), else from the global allocator.
+    fn zeroed(layout: Layout) -> (NonNull<u8>, HostBuf) {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if host::SUPPORTED {
+            let len = layout.size() + layout.align();
+            // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no existing memory.
+            let p = unsafe { host::mmap(core::ptr::null_mut(), len, host::PROT_READ_WRITE, host::FLAGS, -1, 0) };
+            if p != host::FAILED {
+                let p = p.cast::<u8>();
+                let skew = p.align_offset(layout.align());
+                // SAFETY: `skew < align`, so `p + skew` and the `layout.size()` bytes after it lie inside the `len`-byte mapping.
+                let buf = unsafe { NonNull::new_unchecked(p.add(skew)) };
+                return (buf, HostBuf::Mapped(p, len));
+            }
+        }
+        // SAFETY: the caller passes a layout of non-zero size.
+        let p = unsafe { alloc::alloc_zeroed(layout) };
+        (NonNull::new(p).unwrap_or_else(|| alloc::handle_alloc_error(layout)), HostBuf::Heap(layout))
+    }
 }
 
 // SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`) and only ever handed out as raw pointers; who writes through them is governed by `PhysMemory`'s contract, as with real RAM shared by CPUs.
@@ -35,8 +95,16 @@ unsafe impl Sync for Inner {}
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // SAFETY: `buf` was allocated in `build` with exactly `layout`.
-        unsafe { alloc::dealloc(self.buf.as_ptr(), self.layout) };
+        match self.host {
+            HostBuf::Heap(layout) if layout.size() == 0 => {}
+            // SAFETY: `buf` was allocated in `build` with exactly `layout`.
+            HostBuf::Heap(layout) => unsafe { alloc::dealloc(self.buf.as_ptr(), layout) },
+            #[cfg(all(target_os = "linux", not(miri)))]
+            // SAFETY: `(p, len)` is the mapping made in `build`, unmapped only here.
+            HostBuf::Mapped(p, len) => unsafe {
+                host::munmap(p.cast(), len);
+            },
+        }
     }
 }
 
@@ -74,15 +142,13 @@ impl SimPhysMemoryBuilder {
         let base = self.base.as_u64();
         let align = if base == 0 { SIM_ALIGN } else { SIM_ALIGN.min(1 << base.trailing_zeros()) };
         let layout = Layout::from_size_align(self.size as usize, align as usize).expect("size fits the host");
-        let buf = if self.size == 0 {
-            NonNull::dangling()
+        let (buf, host) = if self.size == 0 {
+            (NonNull::dangling(), HostBuf::Heap(Layout::new::<()>()))
         } else {
-            // SAFETY: the layout has a non-zero size.
-            NonNull::new(unsafe { alloc::alloc_zeroed(layout) }).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+            HostBuf::zeroed(layout)
         };
-        let layout = if self.size == 0 { Layout::new::<()>() } else { layout };
         SimPhysMemory {
-            inner: Arc::new(Inner { base: self.base.as_u64(), size: self.size, buf, layout, holes: self.holes }),
+            inner: Arc::new(Inner { base: self.base.as_u64(), size: self.size, buf, host, holes: self.holes }),
         }
     }
 }
