@@ -40,41 +40,18 @@ enum HostBuf {
     Mapped(*mut u8, usize),
 }
 
-#[cfg(all(target_os = "linux", not(miri)))]
-mod host {
-    use core::ffi::{c_int, c_long, c_void};
-
-    extern "C" {
-        pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: c_long) -> *mut c_void;
-        pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
-    }
-
-    pub const PROT_READ_WRITE: c_int = 0x1 | 0x2;
-    /// `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE` as x86, Arm and RISC-V
-    /// number them; other architectures use the allocator.
-    pub const FLAGS: c_int = 0x02 | 0x20 | 0x4000;
-    pub const FAILED: *mut c_void = !0usize as *mut c_void;
-
-    /// Whether the constants above hold for this target.
-    pub const SUPPORTED: bool = cfg!(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    ));
-}
-
 impl HostBuf {
     /// A zeroed buffer of `layout`: mapped where possible (only touched
     /// pages cost anything), else from the global allocator.
     fn zeroed(layout: Layout) -> (NonNull<u8>, HostBuf) {
         #[cfg(all(target_os = "linux", not(miri)))]
-        if host::SUPPORTED {
+        {
             let len = layout.size() + layout.align();
+            let (prot, flags) =
+                (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE);
             // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no existing memory.
-            let p = unsafe { host::mmap(core::ptr::null_mut(), len, host::PROT_READ_WRITE, host::FLAGS, -1, 0) };
-            if p != host::FAILED {
+            let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, -1, 0) };
+            if p != libc::MAP_FAILED {
                 let p = p.cast::<u8>();
                 let skew = p.align_offset(layout.align());
                 // SAFETY: `skew < align`, so `p + skew` and the `layout.size()` bytes after it lie inside the `len`-byte mapping.
@@ -102,7 +79,7 @@ impl Drop for Inner {
             #[cfg(all(target_os = "linux", not(miri)))]
             // SAFETY: `(p, len)` is the mapping made in `build`, unmapped only here.
             HostBuf::Mapped(p, len) => unsafe {
-                host::munmap(p.cast(), len);
+                libc::munmap(p.cast(), len);
             },
         }
     }
