@@ -1122,8 +1122,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let n = ((PAGE - a % PAGE) as usize).min(data.len() - done);
             let phys = self.resolve(a, Access::Write)?;
             // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable private page is ours alone (copy-on-write ran), a shared mapping's page is written by its sharers as user memory is.
-            unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) }
-                .map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
+            let r = unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) };
+            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
             done += n;
         }
         Ok(())
@@ -1137,8 +1137,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let n = ((PAGE - a % PAGE) as usize).min(buf.len() - done);
             let phys = self.resolve(a, Access::Read)?;
             // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other spaces is read-only in all of them (copy-on-write) or written by sharers as user memory is.
-            unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) }
-                .map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
+            let r = unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) };
+            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
             done += n;
         }
         Ok(())
