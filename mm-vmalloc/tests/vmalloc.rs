@@ -29,22 +29,32 @@ fn kernel<'a, F: FrameProvider>(ram: &'a SimPhysMemory, frames: &'a F) -> Kernel
     SharedPageTable::new(table, RecordingTlb::default(), NoShootdown)
 }
 
-/// Writes `bytes` at virtual address `at` through the kernel page table.
+/// Writes `bytes` at virtual address `at` through the kernel page table,
+/// one translation per page touched.
 fn write_virt(k: &impl KernelMapper, ram: &SimPhysMemory, at: u64, bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        let t = k.translate(va(at + i as u64)).expect("mapped");
+    let mut done = 0;
+    while done < bytes.len() {
+        let addr = at + done as u64;
+        let n = ((PAGE - addr % PAGE) as usize).min(bytes.len() - done);
+        let t = k.translate(va(addr)).expect("mapped");
         // SAFETY: the page belongs to a live area of the test; nothing else touches it meanwhile.
-        unsafe { ram.write_bytes(t.phys, std::slice::from_ref(b)).unwrap() };
+        unsafe { ram.write_bytes(t.phys, &bytes[done..done + n]).unwrap() };
+        done += n;
     }
 }
 
-/// Reads `len` bytes at virtual address `at` through the kernel page table.
+/// Reads `len` bytes at virtual address `at` through the kernel page table,
+/// one translation per page touched.
 fn read_virt(k: &impl KernelMapper, ram: &SimPhysMemory, at: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0; len];
-    for (i, b) in out.iter_mut().enumerate() {
-        let t = k.translate(va(at + i as u64)).expect("mapped");
+    let mut done = 0;
+    while done < len {
+        let addr = at + done as u64;
+        let n = ((PAGE - addr % PAGE) as usize).min(len - done);
+        let t = k.translate(va(addr)).expect("mapped");
         // SAFETY: as in `write_virt`.
-        unsafe { ram.read_bytes(t.phys, std::slice::from_mut(b)).unwrap() };
+        unsafe { ram.read_bytes(t.phys, &mut out[done..done + n]).unwrap() };
+        done += n;
     }
     out
 }
@@ -291,7 +301,7 @@ fn a_failure_midway_gives_everything_back() {
 #[test]
 fn huge_areas_use_2mib_pages_and_fall_back_to_frames() {
     // MODEL.md 9.
-    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 32 << 20);
+    let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 8 << 20);
     let frames = RefFrameProvider::new(&ram);
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();

@@ -2,7 +2,7 @@
 
 extern crate std;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::vec::Vec;
 
@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// A [`FrameProvider`] over the RAM of a [`SimPhysMemory`], built for
-/// clarity: free frames in a `BTreeSet`, first-fit search, every free
+/// clarity: free frames in a bitmap, first-fit search, every free
 /// checked against the record of allocated blocks.
 ///
 /// It can be told to fail the Nth allocation from now
@@ -27,7 +27,7 @@ pub struct RefFrameProvider {
 #[derive(Debug)]
 struct State {
     managed: Vec<FrameRange>,
-    free: BTreeSet<u64>,
+    free: FreeMap,
     allocated: BTreeMap<u64, Order>,
     allocations: u64,
     fail_at: u64,
@@ -37,7 +37,13 @@ impl RefFrameProvider {
     /// Manages all RAM of `mem` (holes excluded), up to order 10 blocks.
     pub fn new(mem: &SimPhysMemory) -> Self {
         let managed = mem.frame_ranges();
-        let free = managed.iter().flat_map(|r| r.iter_step(1).map(FrameNumber::as_u64)).collect();
+        let span = mem.span().frames_inward();
+        let first = span.start().as_u64();
+        let mut free = FreeMap::new(first, first + span.len());
+        for r in &managed {
+            let start = r.start().as_u64();
+            free.set(start..start + r.len(), true);
+        }
         RefFrameProvider {
             mem: mem.clone(),
             max_order: Order::new(10).expect("valid order"),
@@ -59,7 +65,7 @@ impl RefFrameProvider {
 
     /// Number of free frames.
     pub fn free_frames(&self) -> u64 {
-        self.lock().free.len() as u64
+        self.lock().free.count
     }
 
     /// Number of blocks handed out and not yet freed.
@@ -75,9 +81,95 @@ impl RefFrameProvider {
 impl State {
     fn find(&self, order: Order, limit: Option<u64>) -> Option<u64> {
         let n = order.frames();
-        self.free.iter().copied().filter(|f| f % n == 0).find(|&f| {
-            limit.is_none_or(|l| (f + n) << crate::PAGE_SHIFT <= l) && self.free.range(f..f + n).count() as u64 == n
-        })
+        let end = limit.map_or(self.free.end, |l| (l >> crate::PAGE_SHIFT).min(self.free.end));
+        let mut f = self.free.start.next_multiple_of(n);
+        while f + n <= end {
+            if self.free.all_set(f, n) {
+                return Some(f);
+            }
+            // On to the next free frame, and up to the block alignment.
+            f = self.free.next_free(f + 1)?.next_multiple_of(n);
+        }
+        None
+    }
+}
+
+/// One bit per frame of `[start, end)`, set when the frame is free, and
+/// the number of bits set.
+#[derive(Debug)]
+struct FreeMap {
+    start: u64,
+    end: u64,
+    words: Vec<u64>,
+    count: u64,
+}
+
+impl FreeMap {
+    fn new(start: u64, end: u64) -> Self {
+        FreeMap { start, end, words: std::vec![0; (end - start).div_ceil(64) as usize], count: 0 }
+    }
+
+    fn bit(&self, f: u64) -> (usize, u64) {
+        let i = f - self.start;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn contains(&self, f: u64) -> bool {
+        (self.start..self.end).contains(&f) && {
+            let (w, m) = self.bit(f);
+            self.words[w] & m != 0
+        }
+    }
+
+    /// The first free frame at or after `f`.
+    fn next_free(&self, f: u64) -> Option<u64> {
+        if f >= self.end {
+            return None;
+        }
+        let (mut w, m) = self.bit(f);
+        // The bits of `f`'s word from `f` on, then whole words.
+        let mut bits = self.words[w] & !(m - 1);
+        while bits == 0 {
+            w += 1;
+            bits = *self.words.get(w)?;
+        }
+        let found = self.start + w as u64 * 64 + u64::from(bits.trailing_zeros());
+        (found < self.end).then_some(found)
+    }
+
+    /// Whether the `n` frames from `f` are all free (`f` inside the map).
+    fn all_set(&self, f: u64, n: u64) -> bool {
+        let mut g = f;
+        while g < f + n {
+            let (w, m) = self.bit(g);
+            let bits = (f + n - g).min(64 - (g - self.start) % 64);
+            let mask = if bits == 64 { u64::MAX } else { ((1u64 << bits) - 1) * m };
+            if self.words[w] & mask != mask {
+                return false;
+            }
+            g += bits;
+        }
+        true
+    }
+
+    /// Marks the frames of `range` free or taken; they must all change.
+    fn set(&mut self, range: core::ops::Range<u64>, free: bool) {
+        let mut f = range.start;
+        while f < range.end {
+            let (w, m) = self.bit(f);
+            let bits = (range.end - f).min(64 - (f - self.start) % 64);
+            let mask = if bits == 64 { u64::MAX } else { ((1u64 << bits) - 1) * m };
+            let already = if free { self.words[w] & mask } else { !self.words[w] & mask };
+            debug_assert_eq!(already, 0, "frames from {f} already in that state");
+            if free {
+                self.words[w] |= mask;
+                self.count += u64::from(mask.count_ones());
+            } else {
+                self.words[w] &= !mask;
+                self.count -= u64::from(mask.count_ones());
+            }
+            f += bits;
+        }
     }
 }
 
@@ -104,9 +196,7 @@ unsafe impl FrameProvider for RefFrameProvider {
             }
             return Err(FrameError::OutOfMemory { order });
         };
-        for f in start..start + order.frames() {
-            s.free.remove(&f);
-        }
+        s.free.set(start..start + order.frames(), false);
         s.allocated.insert(start, order);
         drop(s);
         let block = FrameBlock::new(FrameNumber::new(start).expect("managed frame"), order).expect("aligned");
@@ -127,11 +217,11 @@ unsafe impl FrameProvider for RefFrameProvider {
         match s.allocated.get(&start).copied() {
             Some(order) if order == block.order() => {
                 s.allocated.remove(&start);
-                s.free.extend(start..start + order.frames());
+                s.free.set(start..start + order.frames(), true);
                 Ok(())
             }
             Some(order) => Err(FrameError::WrongOrder { block, allocated: order }),
-            None if s.free.contains(&start) => Err(FrameError::DoubleFree(block)),
+            None if s.free.contains(start) => Err(FrameError::DoubleFree(block)),
             None => Err(FrameError::Misaligned(block)),
         }
     }
@@ -197,5 +287,39 @@ mod tests {
         let kept = p.allocate_owned(o(0), AllocFlags::empty()).unwrap().into_raw();
         assert_eq!(p.free_frames(), before + 1);
         p.free(kept).unwrap();
+    }
+
+    #[test]
+    fn blocks_are_aligned_disjoint_and_avoid_holes() {
+        // 300 frames from frame 7 with a hole of 70 frames: words of the
+        // bitmap are crossed at odd places.
+        let base = PhysAddr::new(7 * 4096).unwrap();
+        let mem = SimPhysMemory::builder(base, 300 * 4096).hole(PhysAddr::new(100 * 4096).unwrap(), 70 * 4096).build();
+        let p = RefFrameProvider::new(&mem);
+        let total = p.free_frames();
+        assert_eq!(total, 230);
+        let mut taken = std::collections::BTreeSet::new();
+        let mut blocks = Vec::new();
+        for i in 0.. {
+            let order = o([0, 3, 1, 5, 0, 2][i % 6]);
+            let Ok(b) = p.allocate(order, AllocFlags::empty()).or_else(|_| p.allocate(o(0), AllocFlags::empty()))
+            else {
+                break;
+            };
+            let s = b.start().as_u64();
+            assert_eq!(s % b.order().frames(), 0, "{b:?} aligned");
+            for f in s..s + b.order().frames() {
+                assert!(!(100..170).contains(&f) && (7..307).contains(&f), "{f} is RAM");
+                assert!(taken.insert(f), "frame {f} handed out twice");
+            }
+            assert_eq!(p.free_frames(), total - taken.len() as u64);
+            blocks.push(b);
+        }
+        assert_eq!((p.free_frames(), taken.len() as u64), (0, total), "every frame handed out");
+        for b in blocks {
+            p.free(b).unwrap();
+        }
+        assert_eq!(p.free_frames(), total);
+        assert_eq!(p.allocate(o(5), AllocFlags::empty()).unwrap().start().as_u64(), 32, "first fit again");
     }
 }
