@@ -11,7 +11,9 @@ pub fn page(p: &[u8; SLOT_SIZE]) -> u64 {
     /// The little-endian word at `o` of a 32-byte chunk. Constant offsets
     /// into an array: no bounds checks left once inlined, and few steps
     /// for an interpreter such as miri (this runs for every page written
-    /// to or read from swap).
+    /// to or read from swap). The chunk is copied out first: under miri a
+    /// reference into the page, when the page is simulated RAM, costs far
+    /// more than the copy.
     #[inline(always)]
     fn word(c: &[u8; 32], o: usize) -> u64 {
         u64::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3], c[o + 4], c[o + 5], c[o + 6], c[o + 7]])
@@ -19,8 +21,8 @@ pub fn page(p: &[u8; SLOT_SIZE]) -> u64 {
     let mut a = [0u64; 4];
     let mut b = [0u64; 4];
     for chunk in p.chunks_exact(32) {
-        let c: &[u8; 32] = chunk.try_into().expect("32 bytes");
-        let w = [word(c, 0), word(c, 8), word(c, 16), word(c, 24)];
+        let c: [u8; 32] = chunk.try_into().expect("32 bytes");
+        let w = [word(&c, 0), word(&c, 8), word(&c, 16), word(&c, 24)];
         a[0] = a[0].wrapping_add(w[0]);
         a[1] = a[1].wrapping_add(w[1]);
         a[2] = a[2].wrapping_add(w[2]);
