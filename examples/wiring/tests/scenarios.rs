@@ -17,8 +17,8 @@ fn small() -> bool {
 /// use, and a swap-in in flight is protected from reclaim in any case.
 #[test]
 fn pressure_keeps_every_page() {
-    // 1 MiB of RAM (256 frames), 3 MiB of task memory.
-    let ram = if small() { 256 << 10 } else { 1 << 20 };
+    // 1 MiB of RAM (256 frames), 3 MiB of task memory; under miri 128 KiB.
+    let ram = if small() { 128 << 10 } else { 1 << 20 };
     let counts: &[usize] = if small() { &[1] } else { &[1, 2, 3, 4] };
     for &n in counts {
         let mut sim = Sim::new(SimConfig { ram, swap_slots: 4096, second_area: 0, zswap: None });
@@ -116,7 +116,7 @@ fn forked_pages_swap_once_for_both() {
 /// area goes, and every page still reads right.
 #[test]
 fn swapoff_moves_every_page() {
-    let ram: u64 = if small() { 128 << 10 } else { 512 << 10 };
+    let ram: u64 = if small() { 96 << 10 } else { 512 << 10 };
     let frames = ram / 4096;
     let mut sim = Sim::new(SimConfig { ram, swap_slots: 4 * frames, second_area: 4 * frames, zswap: None });
     let tasks = sim.spawn(2);
