@@ -29,33 +29,37 @@ fn kernel<'a, F: FrameProvider>(ram: &'a SimPhysMemory, frames: &'a F) -> Kernel
     SharedPageTable::new(table, RecordingTlb::default(), NoShootdown)
 }
 
+/// Calls `f(phys, range)` for each piece of `[at, at + len)` that lies in
+/// one page: the piece's physical address and its offsets in the buffer.
+fn for_each_piece(k: &impl KernelMapper, at: u64, len: usize, mut f: impl FnMut(PhysAddr, core::ops::Range<usize>)) {
+    let mut done = 0;
+    while done < len {
+        let addr = at + done as u64;
+        let n = ((PAGE - addr % PAGE) as usize).min(len - done);
+        f(k.translate(va(addr)).expect("mapped").phys, done..done + n);
+        done += n;
+    }
+}
+
 /// Writes `bytes` at virtual address `at` through the kernel page table,
 /// one translation per page touched.
 fn write_virt(k: &impl KernelMapper, ram: &SimPhysMemory, at: u64, bytes: &[u8]) {
-    let mut done = 0;
-    while done < bytes.len() {
-        let addr = at + done as u64;
-        let n = ((PAGE - addr % PAGE) as usize).min(bytes.len() - done);
-        let t = k.translate(va(addr)).expect("mapped");
-        // SAFETY: the page belongs to a live area of the test; nothing else touches it meanwhile.
-        unsafe { ram.write_bytes(t.phys, &bytes[done..done + n]).unwrap() };
-        done += n;
-    }
+    for_each_piece(k, at, bytes.len(), |phys, r| {
+        // SAFETY: the piece lies in one page of a live area of the test, and
+        // nothing else touches that page meanwhile.
+        unsafe { ram.write_bytes(phys, &bytes[r]).unwrap() };
+    });
 }
 
 /// Reads `len` bytes at virtual address `at` through the kernel page table,
 /// one translation per page touched.
 fn read_virt(k: &impl KernelMapper, ram: &SimPhysMemory, at: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0; len];
-    let mut done = 0;
-    while done < len {
-        let addr = at + done as u64;
-        let n = ((PAGE - addr % PAGE) as usize).min(len - done);
-        let t = k.translate(va(addr)).expect("mapped");
-        // SAFETY: as in `write_virt`.
-        unsafe { ram.read_bytes(t.phys, &mut out[done..done + n]).unwrap() };
-        done += n;
-    }
+    for_each_piece(k, at, len, |phys, r| {
+        // SAFETY: the piece lies in one page of a live area of the test, and
+        // nobody writes that page meanwhile.
+        unsafe { ram.read_bytes(phys, &mut out[r]).unwrap() };
+    });
     out
 }
 

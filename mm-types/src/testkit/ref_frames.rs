@@ -137,17 +137,23 @@ impl FreeMap {
         (found < self.end).then_some(found)
     }
 
+    /// The word holding frame `f` and the mask of the frames from `f`
+    /// below `end` that lie in that word.
+    fn word_mask(&self, f: u64, end: u64) -> (usize, u64) {
+        let (w, m) = self.bit(f);
+        let bits = (end - f).min(64 - (f - self.start) % 64);
+        (w, if bits == 64 { u64::MAX } else { ((1u64 << bits) - 1) * m })
+    }
+
     /// Whether the `n` frames from `f` are all free (`f` inside the map).
     fn all_set(&self, f: u64, n: u64) -> bool {
         let mut g = f;
         while g < f + n {
-            let (w, m) = self.bit(g);
-            let bits = (f + n - g).min(64 - (g - self.start) % 64);
-            let mask = if bits == 64 { u64::MAX } else { ((1u64 << bits) - 1) * m };
+            let (w, mask) = self.word_mask(g, f + n);
             if self.words[w] & mask != mask {
                 return false;
             }
-            g += bits;
+            g += u64::from(mask.count_ones());
         }
         true
     }
@@ -156,19 +162,18 @@ impl FreeMap {
     fn set(&mut self, range: core::ops::Range<u64>, free: bool) {
         let mut f = range.start;
         while f < range.end {
-            let (w, m) = self.bit(f);
-            let bits = (range.end - f).min(64 - (f - self.start) % 64);
-            let mask = if bits == 64 { u64::MAX } else { ((1u64 << bits) - 1) * m };
+            let (w, mask) = self.word_mask(f, range.end);
             let already = if free { self.words[w] & mask } else { !self.words[w] & mask };
             debug_assert_eq!(already, 0, "frames from {f} already in that state");
+            let n = u64::from(mask.count_ones());
             if free {
                 self.words[w] |= mask;
-                self.count += u64::from(mask.count_ones());
+                self.count += n;
             } else {
                 self.words[w] &= !mask;
-                self.count -= u64::from(mask.count_ones());
+                self.count -= n;
             }
-            f += bits;
+            f += n;
         }
     }
 }
