@@ -7,9 +7,11 @@
 //! itself, its parent before a fork, or any task sharing the region), or 0
 //! if none was written. After every step the contents **every** task would
 //! read from every page of every region are compared with the model without
-//! faulting ([`Sim::peek`]: the frame, the swap cache or the slot), the swap
-//! areas, the reclaim lists, every address space and the reverse map check
-//! themselves, and every clean swap-cache page must match its slot; at the
+//! faulting ([`Sim::peek_pages`]: the frame, the swap cache or the slot's
+//! stored bytes) and every clean swap-cache page must match its slot. Every
+//! eighth step and at the end, the swapped pages are read whole and checked
+//! against their checksums, and the swap areas, the reclaim
+//! lists, every address space and the reverse map check themselves. At the
 //! end every task goes and every frame and slot must come back.
 
 extern crate std;
@@ -101,11 +103,12 @@ struct Task {
 
 /// The contents every task would read, and (when `whole`) every
 /// structure's own check.
-fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>], whole: bool) {
+fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>], whole: bool, seen: &mut Vec<Option<u64>>) {
     for (t, task) in tasks.iter().enumerate() {
         for (r, reg) in task.regions.iter().enumerate() {
-            for p in 0..reg.pages {
-                let got = sim.peek(task.id, reg.base + p * 4096).expect("every page readable").unwrap_or(0);
+            sim.peek_pages(task.id, reg.base, reg.pages, !whole, seen).expect("every page readable");
+            for (p, got) in (0..).zip(seen.iter()) {
+                let got = got.unwrap_or(0);
                 let want = objects[reg.obj].get(&p).copied().unwrap_or(0);
                 assert_eq!(got, want, "task {t} region {r} page {p} (shared: {}), seen without a fault", reg.shared);
             }
@@ -136,6 +139,7 @@ pub fn run(data: &[u8]) {
     let mut sim = Sim::new(SimConfig { ram: 192 << 10, swap_slots: 1024, second_area: 0, zswap: None });
     let mut tasks: Vec<Task> = Vec::new();
     let mut objects: Vec<BTreeMap<u64, u64>> = Vec::new();
+    let mut seen = Vec::new();
     let pick = |n: usize, i: u8| (n > 0).then(|| usize::from(i) % n);
     for op in ops {
         match op {
@@ -230,16 +234,13 @@ pub fn run(data: &[u8]) {
         }
         step += 1;
         // Contents after every step; the structures' whole-state checks
-        // (walks of every slot, list and page table) every fourth step and
-        // at the end, where a broken structure still shows. Under miri
-        // everything every eighth step: a budget an interpreter can afford.
-        let last = step == n;
-        if cfg!(miri) {
-            if step % 8 == 0 || last {
-                check(&sim, &tasks, &objects, true);
-            }
-        } else {
-            check(&sim, &tasks, &objects, step % 4 == 0 || last);
+        // (walks of every slot, list and page table, and every swapped
+        // page read whole) every eighth step and at the end, where a
+        // broken structure still shows. Under miri only those: a budget an
+        // interpreter can afford.
+        let whole = step % 8 == 0 || step == n;
+        if whole || !cfg!(miri) {
+            check(&sim, &tasks, &objects, whole, &mut seen);
         }
     }
     for t in tasks {

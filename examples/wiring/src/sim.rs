@@ -8,7 +8,7 @@ use std::boxed::Box;
 use std::sync::Arc;
 use std::vec::Vec;
 
-use mm_paging::{Lookup, X86_64};
+use mm_paging::{Entry, Lookup, X86_64};
 use mm_reclaim::driver::{Level, Reclaim};
 use mm_reclaim::{Mode, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
@@ -49,6 +49,9 @@ pub struct Sim {
     pub zswap: Option<Arc<Compressed<Arc<MemStore>>>>,
     /// Frames in all.
     pub total: u64,
+    /// The area number of `store` when it is an area itself (no
+    /// compressed tier in front): [`Sim::peek_pages`] can read it directly.
+    plain_area: Option<u8>,
 }
 
 impl Sim {
@@ -60,7 +63,7 @@ impl Sim {
         let total = frames.free_frames();
         let ids = PageIds { base, frames: (cfg.ram / 4096) as u32 };
         let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
-        let (mut store, mut zswap) = (None, None);
+        let (mut store, mut zswap, mut plain_area) = (None, None, None);
         if cfg.swap_slots > 0 {
             let s = Arc::new(MemStore::new(cfg.swap_slots));
             store = Some(s.clone());
@@ -71,7 +74,7 @@ impl Sim {
                     swap.add_area(Box::new(z), 0).expect("one area");
                 }
                 None => {
-                    swap.add_area(Box::new(s), 0).expect("one area");
+                    plain_area = Some(swap.add_area(Box::new(s), 0).expect("one area"));
                 }
             }
         }
@@ -93,7 +96,7 @@ impl Sim {
         machine.frames.set_below_min(Box::new(move || {
             inner.upgrade().is_some_and(|f| f.inner().free_frames() < min_free(total))
         }));
-        Sim { machine, ram, store, zswap, total }
+        Sim { machine, ram, store, zswap, total, plain_area }
     }
 
     /// Free frames now.
@@ -127,30 +130,98 @@ impl Sim {
         let s = self.machine.tasks.get(task).ok_or(PeekError::Gone)?;
         let at = mm_types::VirtAddr::new(addr).map_err(|_| PeekError::NotUser)?;
         let lookup = s.lock().page_table().lookup(at).map_err(|_| PeekError::NotUser)?;
-        let off = (addr % 4096) as usize;
-        let frame = match lookup {
+        let found = match lookup {
             Lookup::Unmapped => return Ok(None),
-            Lookup::Mapped(t) => t.frame,
-            Lookup::Swapped(entry) => {
+            Lookup::Mapped(t) => Found::Frame(t.phys.as_u64().wrapping_sub(addr)),
+            Lookup::Swapped(entry) => Found::Slot(entry),
+        };
+        self.value_at(found, addr, false).map(Some)
+    }
+
+    /// What `pages` pages from `base` of `task` hold, as [`Sim::peek`]
+    /// would see each one's first 8 bytes, into `out` (cleared first; one
+    /// entry a page), with one walk of the page table. For a model that
+    /// checks after every step, `stored` reads a page in a slot of the
+    /// plain swap store (no compressed tier in front) as its 8 bytes there,
+    /// without reading the whole slot and checking its checksum: every
+    /// swap-in still checks it, and so does a model's whole-state check
+    /// with `stored` false.
+    pub fn peek_pages(
+        &self,
+        task: SpaceId,
+        base: u64,
+        pages: u64,
+        stored: bool,
+        out: &mut Vec<Option<u64>>,
+    ) -> Result<(), PeekError> {
+        out.clear();
+        out.resize(usize::try_from(pages).map_err(|_| PeekError::NotUser)?, None);
+        let s = self.machine.tasks.get(task).ok_or(PeekError::Gone)?;
+        let at = mm_types::VirtAddr::new(base).map_err(|_| PeekError::NotUser)?;
+        let len = pages.checked_mul(4096).ok_or(PeekError::NotUser)?;
+        let mut failed = None;
+        let space = s.lock();
+        space
+            .page_table()
+            .for_each_entry(at, len, |e| {
+                let (start, end, found) = match e {
+                    Entry::Page(m) => {
+                        let start = m.va.as_u64();
+                        (start, start + m.size.bytes(), Found::Frame(m.frame.as_u64().wrapping_sub(start)))
+                    }
+                    Entry::Swap { va, entry } => (va.as_u64(), va.as_u64() + 4096, Found::Slot(entry)),
+                };
+                let first = start.max(base);
+                let last = end.min(base + len);
+                for addr in (first..last).step_by(4096) {
+                    let slot = &mut out[((addr - base) / 4096) as usize];
+                    match self.value_at(found, addr, stored) {
+                        Ok(v) => *slot = Some(v),
+                        Err(err) => failed = failed.or(Some(err)),
+                    }
+                }
+            })
+            .map_err(|_| PeekError::NotUser)?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The 8 bytes at `addr` in what a page-table entry holds: its frame,
+    /// else the page in the swap cache, else the slot.
+    fn value_at(&self, found: Found, addr: u64, stored: bool) -> Result<u64, PeekError> {
+        let phys = match found {
+            Found::Frame(delta) => addr.wrapping_add(delta),
+            Found::Slot(entry) => {
                 let swap = self.machine.device.swap();
                 let slot = crate::swapdev::slot_of(entry);
+                let off = (addr % 4096) as usize;
                 match swap.lookup(slot) {
-                    Some(f) => f,
+                    Some(f) => f.as_u64() + off as u64,
                     None => {
+                        if let (true, Some(store)) = (stored && self.plain_area == Some(slot.area()), &self.store) {
+                            return Ok(store.peek_word(slot.offset(), off));
+                        }
                         let mut page = [0u8; 4096];
                         swap.read_slot(slot, &mut page).map_err(PeekError::Swap)?;
                         let b: [u8; 8] = page[off..off + 8].try_into().expect("8 bytes");
-                        return Ok(Some(u64::from_le_bytes(b)));
+                        return Ok(u64::from_le_bytes(b));
                     }
                 }
             }
         };
         let mut b = [0u8; 8];
-        // SAFETY: a frame of the simulated RAM; nothing runs concurrently with the model that would write it.
-        unsafe { self.ram.read_bytes(PhysAddr::new_truncate(frame.as_u64() + off as u64), &mut b) }
-            .map_err(|_| PeekError::NotUser)?;
-        Ok(Some(u64::from_le_bytes(b)))
+        // SAFETY: an address of the simulated RAM; nothing runs concurrently with the model that would write it.
+        unsafe { self.ram.read_bytes(PhysAddr::new_truncate(phys), &mut b) }.map_err(|_| PeekError::NotUser)?;
+        Ok(u64::from_le_bytes(b))
     }
+}
+
+/// Where a page-table entry's page is: a frame (as the difference between
+/// physical and virtual addresses, which holds across a huge page), or a
+/// swap entry.
+#[derive(Clone, Copy)]
+enum Found {
+    Frame(u64),
+    Slot(mm_paging::SwapEntry),
 }
 
 /// Why [`Sim::peek`] found no page.

@@ -82,6 +82,24 @@ impl MemStore {
         data.entry(slot).or_insert_with(|| Box::new([0; SLOT_SIZE]))[byte] ^= 1;
     }
 
+    /// The little-endian word at byte `offset` of `slot` as stored now,
+    /// without counting a read or injecting a fault (an unwritten slot
+    /// reads as zero): a model's cheap look at a swapped page between the
+    /// full, counted reads.
+    ///
+    /// # Panics
+    ///
+    /// If the slot is out of range or the word does not fit in the slot.
+    pub fn peek_word(&self, slot: u64, offset: usize) -> u64 {
+        assert!(slot < self.slots && offset <= SLOT_SIZE - 8, "peeking outside the store");
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        data.get(&slot).map_or(0, |page| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&page[offset..offset + 8]);
+            u64::from_le_bytes(w)
+        })
+    }
+
     /// Reads attempted so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
@@ -195,5 +213,19 @@ mod tests {
         let mut out = [0u8; SLOT_SIZE];
         s.read_slot(0, &mut out).unwrap();
         assert_eq!(out[100], 1);
+    }
+
+    #[test]
+    fn peek_word_sees_the_stored_bytes_and_counts_nothing() {
+        let s = MemStore::new(2);
+        let mut page = [0u8; SLOT_SIZE];
+        page[8..16].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        s.write_slot(1, &page).unwrap();
+        s.fail_nth_read(1);
+        assert_eq!(s.peek_word(1, 8), 0x1122_3344_5566_7788);
+        assert_eq!(s.peek_word(1, 9), 0x0011_2233_4455_6677);
+        assert_eq!(s.peek_word(0, 0), 0, "an unwritten slot reads as zero");
+        assert_eq!(s.reads(), 0);
+        assert!(s.read_slot(1, &mut page).is_err(), "the armed fault is still the next read");
     }
 }
