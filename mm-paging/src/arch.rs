@@ -9,7 +9,7 @@
 use mm_types::{AddrError, PhysAddr, VirtAddr};
 
 use crate::flags::MapFlags;
-use crate::swap::SwapEntry;
+use mm_types::SwapSlot;
 
 /// Entries per table.
 pub const ENTRIES: usize = 512;
@@ -68,8 +68,8 @@ pub trait PagingArch: Copy {
     fn access_bits(&self) -> (u64, u64);
 
     /// A non-present entry holding `swap`.
-    fn swap_entry(&self, swap: SwapEntry) -> u64;
+    fn swap_entry(&self, swap: SwapSlot) -> u64;
 
     /// The swap entry held by a non-present entry, if any.
-    fn swap_of(&self, entry: u64) -> Option<SwapEntry>;
+    fn swap_of(&self, entry: u64) -> Option<SwapSlot>;
 }

@@ -17,7 +17,9 @@ use arbitrary::Arbitrary;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{Order, PageSize, PhysAddr, VirtAddr};
 
-use crate::{HugePages, Lookup, MapFlags, PageTable, PagingError, SwapEntry, Unmapped, X86_64};
+use mm_types::SwapSlot;
+
+use crate::{HugePages, Lookup, MapFlags, PageTable, PagingError, Unmapped, X86_64};
 
 /// One step; page numbers are inside an 8 MiB window.
 #[derive(Arbitrary, Debug, Clone)]
@@ -98,7 +100,7 @@ const PHYS_BASE: u64 = 0x1_0000_0000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Page(u64, MapFlags),
-    Swap(SwapEntry),
+    Swap(SwapSlot),
 }
 
 fn rights(r: u8) -> MapFlags {
@@ -208,7 +210,7 @@ impl Harness<'_> {
                                 .push(((va.as_u64() - base) / 4096 + i, Slot::Page(frame.as_u64() + i * 4096, flags)));
                         }
                     }
-                    Unmapped::Swap { va, entry } => {
+                    Unmapped::Swap { va, slot: entry } => {
                         removed.push(((va.as_u64() - base) / 4096, Slot::Swap(entry)));
                     }
                 });
@@ -268,7 +270,7 @@ impl Harness<'_> {
             }
             Op::SetSwap { page, slot } => {
                 let p = page as u64 % WINDOW_PAGES;
-                let entry = SwapEntry::new((slot % 4) as u8, slot as u64).expect("small");
+                let entry = SwapSlot::new((slot % 4) as u8, slot as u64).expect("small");
                 let res = self.pt.set_swap(self.va(p), entry);
                 match (self.model.get(&p).copied(), res) {
                     (Some(Slot::Swap(_)), r) => assert_eq!(r, Err(PagingError::AlreadyMapped { addr: self.va(p) })),

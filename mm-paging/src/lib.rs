@@ -68,7 +68,6 @@ mod arch;
 mod error;
 mod flags;
 mod mapper;
-mod swap;
 mod table;
 mod tlb;
 mod x86;
@@ -80,7 +79,6 @@ pub use arch::{level_index, level_span, PagingArch, ENTRIES};
 pub use error::PagingError;
 pub use flags::{AccessBits, HugePages, MapFlags};
 pub use mapper::{Entry, Lookup, Mapping, PageTable, Translation, Unmapped};
-pub use swap::SwapEntry;
 #[cfg(all(target_arch = "x86_64", target_os = "none"))]
 pub use tlb::HardwareTlb;
 pub use tlb::{heapless_pages, Flush, FlushBatch, NoShootdown, RecordingTlb, Shootdown, TlbFlush, BATCH_PAGES};

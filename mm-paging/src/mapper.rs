@@ -16,9 +16,9 @@ use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PageSi
 use crate::arch::{level_index, level_span, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::flags::{AccessBits, HugePages, MapFlags};
-use crate::swap::SwapEntry;
 use crate::table::{entries, entries_linear};
 use crate::tlb::Flush;
+use mm_types::SwapSlot;
 
 /// A present mapping, as [`PageTable::translate`] finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub enum Lookup {
     /// A present mapping.
     Mapped(Translation),
     /// A swap entry (not present).
-    Swapped(SwapEntry),
+    Swapped(SwapSlot),
     /// Nothing.
     Unmapped,
 }
@@ -64,8 +64,8 @@ pub enum Unmapped {
     Swap {
         /// Virtual address.
         va: VirtAddr,
-        /// The entry.
-        entry: SwapEntry,
+        /// The slot.
+        slot: SwapSlot,
     },
 }
 
@@ -78,8 +78,8 @@ pub enum Entry {
     Swap {
         /// Virtual address.
         va: VirtAddr,
-        /// The entry.
-        entry: SwapEntry,
+        /// The slot.
+        slot: SwapSlot,
     },
 }
 
@@ -709,7 +709,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             if let Some(swap) = self.arch.swap_of(e) {
                 if apply {
                     self.store(node, idx, 0);
-                    removed(Unmapped::Swap { va: addr, entry: swap });
+                    removed(Unmapped::Swap { va: addr, slot: swap });
                 }
             } else if !self.arch.is_present(e) {
                 return Err(PagingError::NotMapped { addr });
@@ -769,7 +769,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let e = s.swap(0, Ordering::Relaxed);
             let va = VirtAddr::new_sign_extended(base.as_u64() + i as u64 * 4096, mm_types::PagingMode::FiveLevel);
             removed(match self.arch.swap_of(e) {
-                Some(entry) => Unmapped::Swap { va, entry },
+                Some(slot) => Unmapped::Swap { va, slot },
                 None => Unmapped::Page {
                     va,
                     frame: self.arch.leaf_phys(e, 1),
@@ -927,8 +927,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         Ok(())
     }
 
-    /// Calls `f(level, page start, entry)` for every present leaf overlapping
-    /// the range.
     /// Calls `f` for each present leaf and each swap entry in
     /// `[va, va + len)`, in address order (fork copies both).
     pub fn for_each_entry(&self, va: VirtAddr, len: u64, mut f: impl FnMut(Entry)) -> Result<(), PagingError> {
@@ -952,8 +950,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 } else {
                     self.visit_entries(self.arch.table_phys(e), level - 1, v, slot_end, f);
                 }
-            } else if let Some(entry) = self.arch.swap_of(e) {
-                f(Entry::Swap { va: VirtAddr::new(v).expect("canonical"), entry });
+            } else if let Some(slot) = self.arch.swap_of(e) {
+                f(Entry::Swap { va: VirtAddr::new(v).expect("canonical"), slot });
             }
         }
     }
@@ -1126,7 +1124,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// free or keep the frame) or fills an empty slot, creating tables and
     /// splitting a huge page as needed. Fails with
     /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
-    pub fn set_swap(&mut self, va: VirtAddr, swap: SwapEntry) -> Result<(Option<Mapping>, Flush), PagingError> {
+    pub fn set_swap(&mut self, va: VirtAddr, swap: SwapSlot) -> Result<(Option<Mapping>, Flush), PagingError> {
         self.check_owned_range(va, 4096)?;
         let levels = self.arch.levels();
         let root = self.root;
@@ -1160,9 +1158,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     }
 
     /// Replaces the swap entry at `va` by a mapping of `frame` (swap-in) and
-    /// returns the entry. Fails with [`PagingError::NotMapped`] if `va`
+    /// returns its slot. Fails with [`PagingError::NotMapped`] if `va`
     /// holds no swap entry.
-    pub fn replace_swap(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<SwapEntry, PagingError> {
+    pub fn replace_swap(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<SwapSlot, PagingError> {
         let slot = self.leaf_slot_for(va, frame, flags)?;
         let e = slot.load(Ordering::Relaxed);
         let swap = self.arch.swap_of(e).ok_or(PagingError::NotMapped { addr: va })?;
@@ -1220,7 +1218,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let v = base.wrapping_add(i as u64 * span);
             let va = VirtAddr::new_sign_extended(v, mode_of(self.arch.levels()));
             if let Some(swap) = self.arch.swap_of(e) {
-                removed(Unmapped::Swap { va, entry: swap });
+                removed(Unmapped::Swap { va, slot: swap });
             } else if !self.arch.is_present(e) {
                 continue;
             } else if self.arch.is_leaf(e, level) {

@@ -7,7 +7,7 @@ use x86_64::structures::paging::PageTableFlags;
 
 use crate::arch::PagingArch;
 use crate::flags::MapFlags;
-use crate::swap::SwapEntry;
+use mm_types::SwapSlot;
 
 bitflags! {
     /// The bits of an x86-64 page-table entry.
@@ -40,8 +40,8 @@ bitflags! {
 
 /// Physical address bits of an entry (4 KiB-aligned, up to 52 bits).
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-const SWAP_DEVICE_SHIFT: u32 = 1;
-const SWAP_SLOT_SHIFT: u32 = 12;
+const SWAP_AREA_SHIFT: u32 = 1;
+const SWAP_OFFSET_SHIFT: u32 = 12;
 
 /// The x86-64 paging format in a given mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,15 +153,15 @@ impl PagingArch for X86_64 {
         (EntryBits::ACCESSED.bits(), EntryBits::DIRTY.bits())
     }
 
-    fn swap_entry(&self, swap: SwapEntry) -> u64 {
-        EntryBits::SWAP.bits() | (swap.device() as u64) << SWAP_DEVICE_SHIFT | swap.slot() << SWAP_SLOT_SHIFT
+    fn swap_entry(&self, swap: SwapSlot) -> u64 {
+        EntryBits::SWAP.bits() | (swap.area() as u64) << SWAP_AREA_SHIFT | swap.offset() << SWAP_OFFSET_SHIFT
     }
 
-    fn swap_of(&self, entry: u64) -> Option<SwapEntry> {
+    fn swap_of(&self, entry: u64) -> Option<SwapSlot> {
         if entry & EntryBits::PRESENT.bits() != 0 || entry & EntryBits::SWAP.bits() == 0 {
             return None;
         }
-        SwapEntry::new(((entry >> SWAP_DEVICE_SHIFT) & 0xff) as u8, entry >> SWAP_SLOT_SHIFT)
+        SwapSlot::new(((entry >> SWAP_AREA_SHIFT) & 0xff) as u8, entry >> SWAP_OFFSET_SHIFT)
     }
 }
 
@@ -225,7 +225,7 @@ mod tests {
         assert_ne!(e & EntryBits::NO_EXECUTE.bits(), 0);
         let t = a.table(pa);
         assert!(!a.is_leaf(t, 2) && a.table_phys(t) == pa);
-        let s = SwapEntry::new(31, (1 << 50) - 1).unwrap();
+        let s = SwapSlot::new(31, (1 << 50) - 1).unwrap();
         let se = a.swap_entry(s);
         assert!(!a.is_present(se));
         assert_eq!(a.swap_of(se), Some(s));

@@ -2,8 +2,9 @@
 //! addresses, leaves marked by R/W/X bits, physical page number at bit 10)
 //! runs through the same `PageTable` code as x86-64.
 
-use mm_paging::{HugePages, MapFlags, PageTable, PagingArch, PagingError, SwapEntry};
+use mm_paging::{HugePages, MapFlags, PageTable, PagingArch, PagingError};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::SwapSlot;
 use mm_types::{AddrError, Order, PageSize, PagingMode, PhysAddr, VirtAddr};
 
 #[derive(Clone, Copy)]
@@ -71,11 +72,11 @@ impl PagingArch for Sv39 {
     fn access_bits(&self) -> (u64, u64) {
         (A, D)
     }
-    fn swap_entry(&self, s: SwapEntry) -> u64 {
-        SWAP | (s.device() as u64) << 9 | s.slot() << 14
+    fn swap_entry(&self, s: SwapSlot) -> u64 {
+        SWAP | (s.area() as u64) << 9 | s.offset() << 14
     }
-    fn swap_of(&self, e: u64) -> Option<SwapEntry> {
-        (e & V == 0 && e & SWAP != 0).then(|| SwapEntry::new(((e >> 9) & 31) as u8, e >> 14)).flatten()
+    fn swap_of(&self, e: u64) -> Option<SwapSlot> {
+        (e & V == 0 && e & SWAP != 0).then(|| SwapSlot::new(((e >> 9) & 31) as u8, e >> 14)).flatten()
     }
 }
 

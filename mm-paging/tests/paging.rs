@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use mm_paging::{
-    AccessBits, FlushBatch, HugePages, Lookup, MapFlags, NoShootdown, PageTable, PagingError, RecordingTlb, SwapEntry,
-    Unmapped, X86_64,
+    AccessBits, FlushBatch, HugePages, Lookup, MapFlags, NoShootdown, PageTable, PagingError, RecordingTlb, Unmapped,
+    X86_64,
 };
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::SwapSlot;
 use mm_types::{AddrError, FrameError, Order, PageSize, PagingMode, PhysAddr, VirtAddr};
 
 type Pt<'f> = PageTable<X86_64, SimPhysMemory, &'f RefFrameProvider>;
@@ -258,7 +259,7 @@ fn swap_entries() {
     let mut pt = PageTable::new(X86_64::FIVE_LEVEL, ram.clone(), &frames).unwrap();
     let f = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
     pt.map_range(va(0x40_0000), pa(0x9000_0000), 2 << 20, f, HugePages::all()).unwrap().ignore();
-    let s = SwapEntry::new(3, 12345).unwrap();
+    let s = SwapSlot::new(3, 12345).unwrap();
     // Swap out one page of a 2 MiB mapping: split, replace, report the frame.
     let (old, flush) = pt.set_swap(va(0x40_1000), s).unwrap();
     let old = old.unwrap();
@@ -280,13 +281,13 @@ fn swap_entries() {
     assert_eq!(pt.translate(va(0x40_1000)).unwrap().phys.as_u64(), 0x7000);
     assert_eq!(pt.replace_swap(va(0x40_1000), pa(0x7000), f), Err(PagingError::NotMapped { addr: va(0x40_1000) }));
     // A swap entry in an empty area creates tables; unmap reports it.
-    let t = SwapEntry::new(0, 7).unwrap();
+    let t = SwapSlot::new(0, 7).unwrap();
     assert_eq!(pt.set_swap(va(0x7000_0000), t).unwrap().0, None);
     let mut reported = Vec::new();
     pt.unmap_range(va(0x7000_0000), 0x1000, |u| reported.push(u)).unwrap().ignore();
-    assert_eq!(reported, [Unmapped::Swap { va: va(0x7000_0000), entry: t }]);
+    assert_eq!(reported, [Unmapped::Swap { va: va(0x7000_0000), slot: t }]);
     assert_eq!(pt.lookup(va(0x7000_0000)).unwrap(), Lookup::Unmapped);
-    assert_eq!(SwapEntry::new(32, 0), None);
+    assert_eq!(SwapSlot::new(32, 0), None);
 }
 
 #[test]
@@ -406,7 +407,7 @@ fn sparse_unmap_visit_update_and_replace() {
     for i in [0u64, 2, 5] {
         pt.map(va(base + i * 4096), pa(0x10_0000 + i * 4096), PageSize::Size4KiB, rw).unwrap().ignore();
     }
-    let swap = SwapEntry::new(1, 77).unwrap();
+    let swap = SwapSlot::new(1, 77).unwrap();
     pt.set_swap(va(base + 7 * 4096), swap).unwrap().1.ignore();
     // An emulated write sets accessed and dirty on its page only.
     assert!(pt.set_access_bits(va(base + 2 * 4096 + 5), true));
@@ -421,7 +422,7 @@ fn sparse_unmap_visit_update_and_replace() {
     let mut seen = Vec::new();
     pt.for_each_entry(va(base), 16 * 4096, |e| seen.push(e)).unwrap();
     assert_eq!(seen.len(), 4);
-    assert!(matches!(seen[3], mm_paging::Entry::Swap { entry, .. } if entry == swap));
+    assert!(matches!(seen[3], mm_paging::Entry::Swap { slot, .. } if slot == swap));
     // Write-protect every even page; only changed leaves are flushed.
     let flush = pt
         .update_flags(va(base), 16 * 4096, |m| {
@@ -445,7 +446,7 @@ fn sparse_unmap_visit_update_and_replace() {
     let mut removed = Vec::new();
     pt.unmap_present(va(base), 16 * 4096, |u| removed.push(u)).unwrap().ignore();
     assert_eq!(removed.len(), 4);
-    assert!(removed.iter().any(|u| matches!(u, Unmapped::Swap { entry, .. } if *entry == swap)));
+    assert!(removed.iter().any(|u| matches!(u, Unmapped::Swap { slot, .. } if *slot == swap)));
     assert_eq!(pt.table_pages(), empty_tables, "emptied tables are freed");
     // Nothing left: a second sparse unmap is a no-op, not an error.
     pt.unmap_present(va(base), 1 << 30, |_| panic!("nothing to remove")).unwrap().ignore();
@@ -505,7 +506,7 @@ fn shared_root_entries_cannot_be_changed() {
     fn refused<T>(addr: u64) -> Result<T, PagingError> {
         Err(PagingError::KernelRange { addr: va(addr) })
     }
-    let swap = SwapEntry::new(1, 5).unwrap();
+    let swap = SwapSlot::new(1, 5).unwrap();
     // Every changing operation, on a kernel page, on an empty borrowed entry
     // (index 300) and on a range that starts in the user's entry 0 and ends
     // in the borrowed entry 1.

@@ -17,7 +17,9 @@ use arbitrary::Arbitrary;
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
 
-use crate::{Swap, SwapConfig, SwapError, SwapSlot};
+use mm_types::SwapSlot;
+
+use crate::{Swap, SwapConfig, SwapError};
 
 /// One step; `i` picks a live slot modulo their number.
 #[derive(Arbitrary, Debug, Clone)]

@@ -4,10 +4,10 @@
 //! page, readahead, and `swapoff`.
 //!
 //! The crate depends on mm-types only. It hands out [`SwapSlot`]s (area
-//! and offset); the integrator stores them in page tables (mm-paging's
-//! `SwapEntry` has the same two fields) and calls back here from its fault
+//! and offset, mm-types' one name for a swapped page, which mm-paging stores
+//! in page tables) and the integrator calls back here from its fault
 //! handler and its reclaim evictor. The reference kernel's wiring library
-//! (`examples/wiring`) implements mm-vma's `SwapIn` and mm-reclaim's
+//! (`examples/wiring`) implements mm-vma's `SwapSlots` and mm-reclaim's
 //! `Evictor` over a [`Swap`].
 //!
 //! A page's life in swap (MODEL 1-6):
@@ -84,42 +84,29 @@ use core::fmt;
 
 use mm_types::sync::atomic::{AtomicUsize, Ordering};
 use mm_types::sync::{spin_loop, Mutex};
-use mm_types::{AllocFlags, BackingStore, FrameError, FrameProvider, PhysAddr, PhysMemory, StoreError, SLOT_SIZE};
+use mm_types::{
+    AllocFlags, BackingStore, FrameError, FrameProvider, PhysAddr, PhysMemory, StoreError, SwapSlot, SLOT_SIZE,
+};
 
 use area::{allocated, in_use, is_bad, Area, PutUse, ACTIVE, BAD, COUNT_MASK, DRAINING, HAS_CACHE};
 pub use area::{BAD_AFTER, CLUSTER, MAX_SLOTS};
 pub use mm_types;
 
-/// Areas a [`Swap`] can hold (mm-paging's swap entries name 32 devices).
-pub const MAX_AREAS: usize = 32;
+/// Areas a [`Swap`] can hold: as many as a [`SwapSlot`] can name.
+pub const MAX_AREAS: usize = SwapSlot::MAX_AREAS as usize;
+
+// Every slot a `Swap` hands out is a valid `SwapSlot`.
+const _: () = assert!(MAX_SLOTS < SwapSlot::OFFSET_LIMIT);
+
+/// The slot at `offset` of area `area`; both in range by construction
+/// (areas are numbered below [`MAX_AREAS`], offsets below [`MAX_SLOTS`]).
+fn slot_at(area: u8, offset: u64) -> SwapSlot {
+    SwapSlot::new(area, offset).expect("a Swap's areas and offsets fit a SwapSlot")
+}
 
 /// Slots a CPU's slot cache takes from an area at once (Linux's
 /// `SWAP_SLOTS_CACHE_SIZE` is 64 too).
 pub const SLOT_BATCH: usize = 64;
-
-/// A slot: which area, which offset in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SwapSlot {
-    area: u8,
-    offset: u64,
-}
-
-impl SwapSlot {
-    /// A slot of `area` at `offset` (not checked against any area).
-    pub const fn new(area: u8, offset: u64) -> SwapSlot {
-        SwapSlot { area, offset }
-    }
-
-    /// The area.
-    pub const fn area(self) -> u8 {
-        self.area
-    }
-
-    /// The offset in the area, in slots.
-    pub const fn offset(self) -> u64 {
-        self.offset
-    }
-}
 
 /// What went wrong, said precisely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,26 +177,26 @@ impl fmt::Display for SwapError {
             SwapError::Full => write!(f, "swap is full"),
             SwapError::TooManyAreas => write!(f, "all {MAX_AREAS} swap areas are in use"),
             SwapError::NoArea(a) => write!(f, "no swap area {a}"),
-            SwapError::OutOfRange(s) => write!(f, "slot {} is past the end of area {}", s.offset, s.area),
-            SwapError::NotAllocated(s) => write!(f, "slot {} of area {} is not allocated", s.offset, s.area),
-            SwapError::Bad(s) => write!(f, "slot {} of area {} is marked bad (failed writes)", s.offset, s.area),
+            SwapError::OutOfRange(s) => write!(f, "slot {} is past the end of area {}", s.offset(), s.area()),
+            SwapError::NotAllocated(s) => write!(f, "slot {} of area {} is not allocated", s.offset(), s.area()),
+            SwapError::Bad(s) => write!(f, "slot {} of area {} is marked bad (failed writes)", s.offset(), s.area()),
             SwapError::AlreadyCached(s) => {
-                write!(f, "slot {} of area {} already has a page in the swap cache", s.offset, s.area)
+                write!(f, "slot {} of area {} already has a page in the swap cache", s.offset(), s.area())
             }
             SwapError::FrameCached { frame, slot } => write!(
                 f,
                 "frame {:#x} is in the swap cache already, for slot {} of area {}",
                 frame.as_u64(),
-                slot.offset,
-                slot.area
+                slot.offset(),
+                slot.area()
             ),
             SwapError::TooLarge { slots, max } => {
                 write!(f, "a store of {slots} slots is larger than a swap area can be ({max} slots)")
             }
-            SwapError::NotWritten(s) => write!(f, "slot {} of area {} was never written", s.offset, s.area),
-            SwapError::CountOverflow(s) => write!(f, "slot {} of area {} has too many users", s.offset, s.area),
+            SwapError::NotWritten(s) => write!(f, "slot {} of area {} was never written", s.offset(), s.area()),
+            SwapError::CountOverflow(s) => write!(f, "slot {} of area {} has too many users", s.offset(), s.area()),
             SwapError::Store(e) => write!(f, "swap device: {e}"),
-            SwapError::Corrupt(s) => write!(f, "slot {} of area {} failed its checksum", s.offset, s.area),
+            SwapError::Corrupt(s) => write!(f, "slot {} of area {} failed its checksum", s.offset(), s.area()),
             SwapError::OutOfMemory => write!(f, "no frame to swap in"),
             SwapError::Frames(e) => write!(f, "the frame provider refused a frame to swap in: {e}"),
             SwapError::Unreachable(a) => {
@@ -301,7 +288,7 @@ impl SlotCache {
             self.head += 1;
             let from = self.from.as_ref()?;
             if from.hand_out(offset) {
-                return Some(SwapSlot { area: self.area, offset });
+                return Some(slot_at(self.area, offset));
             }
             // Cannot happen: only this cache's lock holder changes a slot it
             // reserved. Skip it rather than hand out a slot twice.
@@ -419,8 +406,8 @@ impl Swap {
     }
 
     fn area_of(&self, slot: SwapSlot) -> Result<Arc<Area>, SwapError> {
-        let a = self.area(slot.area)?;
-        if slot.offset >= a.slots {
+        let a = self.area(slot.area())?;
+        if slot.offset() >= a.slots {
             return Err(SwapError::OutOfRange(slot));
         }
         Ok(a)
@@ -554,12 +541,12 @@ impl Swap {
         }
         if let Some((i, a)) = self.first_choice() {
             if let Some(off) = a.alloc(cpu, n) {
-                return Ok(SwapSlot { area: i, offset: off });
+                return Ok(slot_at(i, off));
             }
         }
         for (i, a) in self.candidates() {
             if let Some(off) = a.alloc(cpu, n) {
-                return Ok(SwapSlot { area: i, offset: off });
+                return Ok(slot_at(i, off));
             }
         }
         Err(SwapError::Full)
@@ -570,7 +557,7 @@ impl Swap {
     /// out yet), [`SwapError::Bad`] if it is bad.
     pub fn dup(&self, slot: SwapSlot) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
-        a.with_slot(slot.offset, |m, _, _| {
+        a.with_slot(slot.offset(), |m, _, _| {
             let count = *m & COUNT_MASK;
             if is_bad(*m) {
                 Err(SwapError::Bad(slot))
@@ -589,7 +576,7 @@ impl Swap {
     /// [`SwapError::Bad`] if it is bad.
     pub fn count(&self, slot: SwapSlot) -> Result<u16, SwapError> {
         let a = self.area_of(slot)?;
-        a.with_slot(slot.offset, |m, _, _| {
+        a.with_slot(slot.offset(), |m, _, _| {
             if is_bad(*m) {
                 Err(SwapError::Bad(slot))
             } else if in_use(*m) {
@@ -611,7 +598,7 @@ impl Swap {
         let a = self.area_of(slot)?;
         // A slot without a cached page needs only its cluster's lock: a
         // swap-in marks the slot (under that lock too) before it reads.
-        match a.put_uncached(slot.offset) {
+        match a.put_uncached(slot.offset()) {
             PutUse::Done => return Ok(None),
             PutUse::NotAllocated => return Err(SwapError::NotAllocated(slot)),
             PutUse::Bad => return Err(SwapError::Bad(slot)),
@@ -620,18 +607,18 @@ impl Swap {
         // The cache lock first: a swap-in racing the last free sees either
         // the slot with its use or no slot at all.
         let mut cache = self.cache.lock();
-        let m = a.with_slot(slot.offset, |m, _, _| *m);
+        let m = a.with_slot(slot.offset(), |m, _, _| *m);
         if is_bad(m) {
             return Err(SwapError::Bad(slot));
         }
         if !in_use(m) {
             return Err(SwapError::NotAllocated(slot));
         }
-        let after = a.put(slot.offset, false);
+        let after = a.put(slot.offset(), false);
         if after & COUNT_MASK == 0 && after & HAS_CACHE != 0 {
             if let Some(Cached::Ready(f)) = cache.get(&slot).copied() {
                 cache.remove(&slot);
-                a.put(slot.offset, true);
+                a.put(slot.offset(), true);
                 return Ok(Some(f));
             }
             // A read is under way with no user left: the reader finds the
@@ -666,18 +653,18 @@ impl Swap {
                 Ok(())
             }
         };
-        a.with_slot(slot.offset, |m, _, _| usable(*m))?;
+        a.with_slot(slot.offset(), |m, _, _| usable(*m))?;
         let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
         // The frame's SLOT_SIZE bytes, which nobody writes during the call
         // (the caller's promise).
         // SAFETY: `translate` checked the range; nobody writes it meanwhile.
         let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
         let sum = checksum::page(page);
-        match a.store.write_slot(slot.offset, page) {
+        match a.store.write_slot(slot.offset(), page) {
             Ok(()) => {
                 // A slot freed during the write (a caller's bug) must not
                 // keep a checksum: its next owner would read this page.
-                a.with_slot(slot.offset, |m, s, fails| {
+                a.with_slot(slot.offset(), |m, s, fails| {
                     usable(*m)?;
                     *s = sum;
                     *fails = 0;
@@ -687,7 +674,7 @@ impl Swap {
                 Ok(())
             }
             Err(e) => {
-                a.with_slot(slot.offset, |_, s, fails| {
+                a.with_slot(slot.offset(), |_, s, fails| {
                     *fails = fails.saturating_add(1);
                     *s = 0;
                 });
@@ -745,7 +732,7 @@ impl Swap {
             Some(&other) if other != slot => return Err(SwapError::FrameCached { frame, slot: other }),
             _ => {}
         }
-        a.with_slot(slot.offset, |m, _, _| {
+        a.with_slot(slot.offset(), |m, _, _| {
             if is_bad(*m) {
                 return Err(SwapError::Bad(slot));
             }
@@ -778,7 +765,7 @@ impl Swap {
         match cache.get(&slot).copied() {
             Some(Cached::Ready(f)) => {
                 cache.remove(&slot);
-                a.put(slot.offset, true);
+                a.put(slot.offset(), true);
                 Ok(Some(f))
             }
             _ => Ok(None),
@@ -811,12 +798,12 @@ impl Swap {
     /// faults use [`Swap::swap_in`]).
     pub fn read_slot(&self, slot: SwapSlot, buf: &mut [u8; SLOT_SIZE]) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
-        let want = a.with_slot(slot.offset, |m, s, _| (*m & COUNT_MASK != 0).then_some(*s));
+        let want = a.with_slot(slot.offset(), |m, s, _| (*m & COUNT_MASK != 0).then_some(*s));
         match want {
             None => Err(SwapError::NotAllocated(slot)),
             Some(0) => Err(SwapError::NotWritten(slot)),
             Some(want) => {
-                a.store.read_slot(slot.offset, buf).map_err(SwapError::Store)?;
+                a.store.read_slot(slot.offset(), buf).map_err(SwapError::Store)?;
                 if checksum::page(buf) == want {
                     Ok(())
                 } else {
@@ -841,7 +828,7 @@ impl Swap {
     ) -> Result<Option<bool>, SwapError> {
         let a = self.area_of(slot)?;
         let Some(frame) = self.lookup(slot) else { return Ok(None) };
-        let want = a.with_slot(slot.offset, |_, s, _| *s);
+        let want = a.with_slot(slot.offset(), |_, s, _| *s);
         let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
         // SAFETY: `translate` checked the range; nobody writes it meanwhile (the caller's promise).
         let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
@@ -878,7 +865,7 @@ impl Swap {
                     continue;
                 }
                 None => {
-                    a.with_slot(slot.offset, |m, _, _| {
+                    a.with_slot(slot.offset(), |m, _, _| {
                         if is_bad(*m) {
                             return Err(SwapError::Bad(slot));
                         }
@@ -898,10 +885,10 @@ impl Swap {
         match r {
             Ok(frame) => {
                 // Every user may have gone while it was read.
-                let users = a.with_slot(slot.offset, |m, _, _| *m & COUNT_MASK);
+                let users = a.with_slot(slot.offset(), |m, _, _| *m & COUNT_MASK);
                 if users == 0 {
                     cache.remove(&slot);
-                    a.put(slot.offset, true);
+                    a.put(slot.offset(), true);
                     drop(cache);
                     // A provider refusing its own frame is a bug there; nothing to undo here.
                     let _ = frames.free_frame(frame);
@@ -915,7 +902,7 @@ impl Swap {
             }
             Err(e) => {
                 cache.remove(&slot);
-                a.put(slot.offset, true);
+                a.put(slot.offset(), true);
                 self.bump(ST_READ_ERRORS, 1);
                 Err(e)
             }
@@ -928,7 +915,7 @@ impl Swap {
         F: FrameProvider + ?Sized,
         M: PhysMemory + ?Sized,
     {
-        let want = a.with_slot(slot.offset, |_, s, _| *s);
+        let want = a.with_slot(slot.offset(), |_, s, _| *s);
         if want == 0 {
             return Err(SwapError::NotWritten(slot));
         }
@@ -946,7 +933,7 @@ impl Swap {
         };
         // SAFETY: a frame just allocated for this read; `translate` checked the range.
         let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
-        if let Err(e) = a.store.read_slot(slot.offset, page) {
+        if let Err(e) = a.store.read_slot(slot.offset(), page) {
             return fail(SwapError::Store(e));
         }
         if checksum::page(page) != want {
@@ -962,13 +949,13 @@ impl Swap {
         M: PhysMemory + ?Sized,
     {
         for k in 1..=u64::from(self.config.readahead) {
-            let next = SwapSlot { area: slot.area, offset: slot.offset + k };
-            if next.offset >= a.slots {
+            let next = slot_at(slot.area(), slot.offset() + k);
+            if next.offset() >= a.slots {
                 break;
             }
             {
                 let mut cache = self.cache.lock();
-                let ok = a.with_slot(next.offset, |m, s, _| {
+                let ok = a.with_slot(next.offset(), |m, s, _| {
                     let ok = *m & BAD == 0 && *m & COUNT_MASK != 0 && *m & HAS_CACHE == 0 && *s != 0;
                     if ok {
                         *m |= HAS_CACHE;
@@ -983,7 +970,7 @@ impl Swap {
             }
             let r = self.read_into(a, next, frames, mem);
             let mut cache = self.cache.lock();
-            let users = a.with_slot(next.offset, |m, _, _| *m & COUNT_MASK);
+            let users = a.with_slot(next.offset(), |m, _, _| *m & COUNT_MASK);
             match r {
                 Ok(f) if users > 0 => {
                     cache.insert(next, Cached::Ready(f));
@@ -991,7 +978,7 @@ impl Swap {
                 }
                 other => {
                     cache.remove(&next);
-                    a.put(next.offset, true);
+                    a.put(next.offset(), true);
                     drop(cache);
                     if let Ok(f) = other {
                         let _ = frames.free_frame(f);
@@ -1110,7 +1097,7 @@ impl Swap {
                 for off in 0..CLUSTER {
                     if allocated(cl.map[off]) && cl.map[off] & HAS_CACHE != 0 {
                         marked += 1;
-                        let slot = SwapSlot { area: *i, offset: (c * CLUSTER + off) as u64 };
+                        let slot = slot_at(*i, (c * CLUSTER + off) as u64);
                         if !cache.contains_key(&slot) {
                             return Err("slot marked cached but not in the cache");
                         }

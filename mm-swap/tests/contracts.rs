@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot, BAD_AFTER, MAX_SLOTS};
+use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, MAX_SLOTS};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::SwapSlot;
 use mm_types::{
     AllocFlags, BackingStore, FrameBlock, FrameError, FrameProvider, Order, PhysAddr, PhysMemory, StoreError, SLOT_SIZE,
 };
@@ -65,7 +66,7 @@ fn slots_waiting_in_a_slot_cache_are_not_allocated() {
     let e = env();
     let (swap, _) = swap_with(4, 2);
     let first = swap.alloc(0).unwrap();
-    let waiting = SwapSlot::new(0, first.offset() + 1);
+    let waiting = SwapSlot::new(0, first.offset() + 1).unwrap();
     assert_eq!(swap.free(waiting), Err(SwapError::NotAllocated(waiting)));
     assert_eq!(swap.dup(waiting), Err(SwapError::NotAllocated(waiting)));
     assert_eq!(swap.count(waiting), Ok(0));

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapSlot};
+use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::SwapSlot;
 use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory};
 
 /// Two CPUs allocate two slots each (CPU 1's second request finds its

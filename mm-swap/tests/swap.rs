@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapError, SwapSlot, BAD_AFTER, CLUSTER, SLOT_BATCH};
+use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, CLUSTER, SLOT_BATCH};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::SwapSlot;
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
 
 struct Env {
@@ -114,7 +115,7 @@ fn clusters_keep_a_cpus_writes_contiguous() {
     let run = swap.alloc_run(1, 16).unwrap();
     assert_eq!(run.offset() % 16, 0);
     for k in 0..16 {
-        assert_eq!(swap.count(SwapSlot::new(0, run.offset() + k)), Ok(1));
+        assert_eq!(swap.count(SwapSlot::new(0, run.offset() + k).unwrap()), Ok(1));
     }
     assert_eq!(swap.alloc_run(1, 3), Err(SwapError::BadRun(3)));
     assert_eq!(swap.alloc_run(1, 1024), Err(SwapError::BadRun(1024)));
@@ -162,8 +163,8 @@ fn slot_caches_never_hide_free_slots() {
     assert_eq!(theirs, (0..100).collect::<Vec<u64>>());
     swap.check().unwrap();
     // Freed slots are found again; draining returns cached ones.
-    swap.free(SwapSlot::new(0, 7)).unwrap();
-    swap.free(SwapSlot::new(0, 8)).unwrap();
+    swap.free(SwapSlot::new(0, 7).unwrap()).unwrap();
+    swap.free(SwapSlot::new(0, 8).unwrap()).unwrap();
     assert_eq!(swap.alloc(0).unwrap().offset(), 7);
     assert_eq!(swap.used_slots(), 99);
     swap.drain_caches();
@@ -335,8 +336,8 @@ fn failed_and_corrupt_reads_are_reported_never_returned() {
     let raw = swap.alloc(0).unwrap();
     assert_eq!(swap.swap_in(raw, &e.frames, &e.mem), Err(SwapError::NotWritten(raw)));
     // Slots that do not exist.
-    assert_eq!(swap.count(SwapSlot::new(0, 16)), Err(SwapError::OutOfRange(SwapSlot::new(0, 16))));
-    assert_eq!(swap.free(SwapSlot::new(3, 0)), Err(SwapError::NoArea(3)));
+    assert_eq!(swap.count(SwapSlot::new(0, 16).unwrap()), Err(SwapError::OutOfRange(SwapSlot::new(0, 16).unwrap())));
+    assert_eq!(swap.free(SwapSlot::new(3, 0).unwrap()), Err(SwapError::NoArea(3)));
 }
 
 #[test]
@@ -351,7 +352,7 @@ fn swapoff_brings_every_page_back_first() {
     let r = swap.swapoff(a, &mut |_, _| Ok(()));
     assert_eq!(r.err(), Some(SwapError::InUse { area: a, slots: 10 }));
     assert_eq!(swap.alloc(0).map(|s| s.area()), Ok(a));
-    swap.free(SwapSlot::new(a, 10)).unwrap();
+    swap.free(SwapSlot::new(a, 10).unwrap()).unwrap();
     // A real unuse: every page read back (checked) and its slot freed;
     // meanwhile new swap-outs go to the other area.
     let mut back = Vec::new();

@@ -68,6 +68,7 @@ pub mod phys;
 pub mod range;
 pub mod state;
 pub mod store;
+pub mod swap;
 pub mod sync;
 
 #[cfg(feature = "std")]
@@ -88,6 +89,7 @@ pub use phys::{DirectMap, PhysAccessError, PhysMemory};
 pub use range::{AddrRange, FrameRange, PageRange, PhysRange, VirtRange};
 pub use state::{PageFlags, Protection};
 pub use store::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
+pub use swap::SwapSlot;
 
 #[cfg(feature = "std")]
 pub use testkit::SimPhysMemory;

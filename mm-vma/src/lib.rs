@@ -4,7 +4,7 @@
 //! - [`AddressSpace`]: VMAs plus the space's own mm-paging page tables,
 //!   with Linux's `mmap`/`munmap`/`mprotect`/`mremap`/`brk` semantics, stack
 //!   growth with a guard gap, page faults (zero page, demand zero,
-//!   copy-on-write, [`Pager`] objects, [`SwapIn`] entries, refusals with a
+//!   copy-on-write, [`Pager`] objects, [`SwapSlots`] entries, refusals with a
 //!   reason), `fork`, eviction for reclaim; TLB flushes gathered per
 //!   operation through a [`SpaceTlb`] hook, frames freed after the flush.
 //! - [`Mm`]: what spaces share: frames, physical memory, the zero page, the
@@ -54,8 +54,7 @@ pub mod space;
 pub mod tree;
 pub mod vma;
 
-pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapIn};
-pub use mm_paging::SwapEntry;
+pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
 pub use mm_types;
 pub use mm_types::Protection;
 pub use space::{

@@ -16,8 +16,8 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use mm_paging::{FlushBatch, PagingArch, SwapEntry};
-use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, VirtAddr};
+use mm_paging::{FlushBatch, PagingArch};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot, VirtAddr};
 
 /// Names an address space in the reverse map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,28 +70,29 @@ pub trait Pager: Send + Sync {
     fn page(&self, object: u32, offset: u64) -> Result<PhysAddr, HookError>;
 }
 
-/// The swap device side of faults, fork and unmap (mm-swap implements it).
+/// The swap slots page tables hold: the swap device side of faults, fork
+/// and unmap (mm-swap implements it).
 ///
-/// Every page-table entry holding a swap entry owns one reference on its
-/// slot. A fault brings the page in with [`swap_in`](Self::swap_in), maps
-/// it, then reports it with [`swapped_in`](Self::swapped_in), which drops the
+/// Every page-table entry holding a swap slot owns one reference on it. A
+/// fault brings the page in with [`swap_in`](Self::swap_in), maps it, then
+/// reports it with [`swapped_in`](Self::swapped_in), which drops the
 /// entry's reference. While the swap device holds its pin on the frame (the
 /// page is in its swap cache, named by slots other page tables still hold),
 /// private mappings map it read-only and copy on write; once the pin is
 /// dropped, the last mapper writes to it in place.
-pub trait SwapIn: Send + Sync {
-    /// The frame holding the page of `entry`, read in if needed, with a
+pub trait SwapSlots: Send + Sync {
+    /// The frame holding the page of `slot`, read in if needed, with a
     /// reference taken by [`Mm::pin`] that the device keeps while the page
-    /// stays in its cache. Does not consume the entry.
-    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError>;
-    /// The page table that held `entry` now maps `frame` instead: the slot
+    /// stays in its cache. Does not drop the entry's reference.
+    fn swap_in(&self, slot: SwapSlot) -> Result<PhysAddr, HookError>;
+    /// The page table that held `slot` now maps `frame` instead: the slot
     /// loses this user (and the device may drop the page from its cache,
     /// unpinning it, when the slot has no users left).
-    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr);
-    /// A second page table now holds `entry` (fork): one more user.
-    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError>;
-    /// A page table dropped `entry` (unmap, exit): one user less.
-    fn release(&self, entry: SwapEntry);
+    fn swapped_in(&self, slot: SwapSlot, frame: PhysAddr);
+    /// A second page table now holds `slot` (fork): one more user.
+    fn duplicate(&self, slot: SwapSlot) -> Result<(), HookError>;
+    /// A page table dropped `slot` (unmap, exit): one user less.
+    fn release(&self, slot: SwapSlot);
 }
 
 /// Invalidates TLB entries of one address space (the kernel knows where it
@@ -110,7 +111,7 @@ pub struct Hooks {
     /// Pager for object-backed VMAs.
     pub pager: Option<Arc<dyn Pager>>,
     /// Swap device.
-    pub swap: Option<Arc<dyn SwapIn>>,
+    pub swap: Option<Arc<dyn SwapSlots>>,
     /// TLB invalidation.
     pub tlb: Option<Arc<dyn SpaceTlb>>,
 }
@@ -540,7 +541,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
             FaultCount::CowCopied => &c.cow_copied,
             FaultCount::CowReused => &c.cow_reused,
             FaultCount::Pager => &c.pager,
-            FaultCount::SwapIn => &c.swap_in,
+            FaultCount::SwapSlots => &c.swap_in,
             FaultCount::StackGrowth => &c.stack_growth,
             FaultCount::Spurious => &c.spurious,
             FaultCount::Refused => &c.refused,
@@ -581,7 +582,7 @@ pub(crate) enum FaultCount {
     CowCopied,
     CowReused,
     Pager,
-    SwapIn,
+    SwapSlots,
     StackGrowth,
     Spurious,
     Refused,

@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::vec::Vec;
 
-use mm_paging::{FlushBatch, SwapEntry, X86_64};
+use mm_paging::{FlushBatch, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory};
+use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, SwapSlot};
 
-use crate::mm::{HookError, Hooks, Mm, Pager, SpaceId, SpaceTlb, SwapIn};
+use crate::mm::{HookError, Hooks, Mm, Pager, SpaceId, SpaceTlb, SwapSlots};
 use crate::space::{AddressSpace, Layout, SpaceError};
 
 /// The frame provider of the simulation.
@@ -106,7 +106,7 @@ impl SimSwap {
     /// MODEL 24: its slot is trusted otherwise), and unpins it, which frees
     /// it unless the swap cache holds it. Refused (changing nothing) if a mapping is in a
     /// locked VMA, or the frame is not a mapped anonymous page.
-    pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapEntry, SpaceError> {
+    pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapSlot, SpaceError> {
         let mm = self.mm();
         let maps = mm.mappings(frame);
         if maps.is_empty() || mm.kind_of(frame) != Some(crate::PageKind::Anonymous) {
@@ -135,7 +135,7 @@ impl SimSwap {
                 slot
             }
         };
-        let entry = SwapEntry::new(1, slot).expect("slot in range");
+        let entry = SwapSlot::new(1, slot).expect("slot in range");
         for m in &maps {
             let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
             s.evict(m.va.as_u64(), Some(entry)).expect("checked evictable");
@@ -189,9 +189,9 @@ impl SimSwap {
     /// Copies bytes of the page `entry` names, from offset `at`, into
     /// `buf`: from its cached frame if it has one, else from the slot (what
     /// a fault would map; for models that check without faulting).
-    pub fn peek(&self, entry: SwapEntry, at: usize, buf: &mut [u8]) {
+    pub fn peek(&self, entry: SwapSlot, at: usize, buf: &mut [u8]) {
         let slots = self.slots.lock().unwrap();
-        let slot = slots.get(&entry.slot()).expect("a live slot");
+        let slot = slots.get(&entry.offset()).expect("a live slot");
         match slot.cached {
             Some(f) => {
                 let mm = self.mm();
@@ -203,14 +203,14 @@ impl SimSwap {
     }
 }
 
-impl SwapIn for SimSwap {
-    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError> {
+impl SwapSlots for SimSwap {
+    fn swap_in(&self, entry: SwapSlot) -> Result<PhysAddr, HookError> {
         if self.fail_reads.load(Ordering::Relaxed) {
             return Err(HookError::Io);
         }
         let mm = self.mm();
         let mut slots = self.slots.lock().unwrap();
-        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        let slot = slots.get_mut(&entry.offset()).expect("a live slot");
         if let Some(f) = slot.cached {
             return Ok(f);
         }
@@ -223,29 +223,29 @@ impl SwapIn for SimSwap {
         Ok(frame)
     }
 
-    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr) {
+    fn swapped_in(&self, entry: SwapSlot, frame: PhysAddr) {
         let mut slots = self.slots.lock().unwrap();
-        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        let slot = slots.get_mut(&entry.offset()).expect("a live slot");
         assert_eq!(slot.cached, Some(frame));
         slot.users -= 1;
         if slot.users == 0 {
-            slots.remove(&entry.slot());
+            slots.remove(&entry.offset());
             drop(slots);
             self.mm().unpin(frame);
         }
     }
 
-    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError> {
-        self.slots.lock().unwrap().get_mut(&entry.slot()).expect("a live slot").users += 1;
+    fn duplicate(&self, entry: SwapSlot) -> Result<(), HookError> {
+        self.slots.lock().unwrap().get_mut(&entry.offset()).expect("a live slot").users += 1;
         Ok(())
     }
 
-    fn release(&self, entry: SwapEntry) {
+    fn release(&self, entry: SwapSlot) {
         let mut slots = self.slots.lock().unwrap();
-        let slot = slots.get_mut(&entry.slot()).expect("a live slot");
+        let slot = slots.get_mut(&entry.offset()).expect("a live slot");
         slot.users -= 1;
         if slot.users == 0 {
-            let cached = slots.remove(&entry.slot()).expect("present").cached;
+            let cached = slots.remove(&entry.offset()).expect("present").cached;
             drop(slots);
             if let Some(f) = cached {
                 self.mm().unpin(f);
@@ -355,7 +355,7 @@ impl SimWorld {
         let tlb = Arc::new(CountingTlb::default());
         let hooks = Hooks {
             pager: Some(pager.clone() as Arc<dyn Pager>),
-            swap: Some(swap.clone() as Arc<dyn SwapIn>),
+            swap: Some(swap.clone() as Arc<dyn SwapSlots>),
             tlb: Some(tlb.clone() as Arc<dyn SpaceTlb>),
         };
         let mm = Mm::new(X86_64::FOUR_LEVEL, ram.clone(), frames.clone(), hooks).expect("room for the zero page");

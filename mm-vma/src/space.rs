@@ -12,10 +12,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use mm_paging::{
-    AccessBits, Entry, FlushBatch, Lookup, MapFlags, PageTable, PagingArch, PagingError, SwapEntry, Unmapped,
-};
-use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, Protection, VirtAddr};
+use mm_paging::{AccessBits, Entry, FlushBatch, Lookup, MapFlags, PageTable, PagingArch, PagingError, Unmapped};
+use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr};
 
 use crate::mm::{FaultCount, HookError, Mm, PageKind, SpaceId};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
@@ -216,7 +214,7 @@ pub enum FaultKind {
     /// the access a write).
     Pager,
     /// The page came back from swap.
-    SwapIn,
+    SwapSlots,
     /// Nothing to do: the page was already accessible (a stale TLB entry).
     Spurious,
 }
@@ -555,7 +553,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 Unmapped::Page { va, frame, flags, .. } => {
                     self.mm.remove_map(frame, self.id, va.as_u64(), flags.contains(MapFlags::DIRTY));
                 }
-                Unmapped::Swap { entry, .. } => {
+                Unmapped::Swap { slot: entry, .. } => {
                     if let Some(s) = &self.mm.hooks.swap {
                         s.release(entry);
                     }
@@ -832,7 +830,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     let at = va(to + (m.va.as_u64() - old));
                     self.pt().map(at, m.frame, PageSize::Size4KiB, m.flags).map(|f| f.ignore())
                 }
-                Entry::Swap { va: from, entry } => {
+                Entry::Swap { va: from, slot: entry } => {
                     let at = va(to + (from.as_u64() - old));
                     self.pt().set_swap(at, entry).map(|(_, f)| f.ignore())
                 }
@@ -1035,7 +1033,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         Ok(FaultKind::CowCopied)
     }
 
-    fn swap_in(&mut self, page: u64, entry: SwapEntry, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+    fn swap_in(&mut self, page: u64, entry: SwapSlot, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
         let swap = self.mm.hooks.swap.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
         let frame = swap.swap_in(entry).map_err(hook)?;
         // Private pages start read-only: whether the frame is still shared
@@ -1048,11 +1046,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.counts.swapped -= 1;
         self.note_mapped(frame, PageKind::Anonymous, page);
         swap.swapped_in(entry, frame);
-        self.mm.count(FaultCount::SwapIn);
+        self.mm.count(FaultCount::SwapSlots);
         if write && !flags.contains(MapFlags::WRITE) {
             self.copy_on_write(page, frame, v)?;
         }
-        Ok(FaultKind::SwapIn)
+        Ok(FaultKind::SwapSlots)
     }
 
     fn pager_fault(
@@ -1169,7 +1167,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                         }
                         child.map_new(m.va.as_u64(), m.frame, flags, PageKind::Anonymous).map_err(space)?;
                     }
-                    Entry::Swap { va: at, entry } => {
+                    Entry::Swap { va: at, slot: entry } => {
                         let swap = self.mm.hooks.swap.clone().expect("swap entries come from a swap device");
                         swap.duplicate(entry).map_err(|e| space(hook(e)))?;
                         if let Err(e) = child.pt().set_swap(at, entry) {
@@ -1220,7 +1218,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// must be written back). Reclaim pins the frame ([`Mm::pin`]) before
     /// unmapping it from its users, so it is not freed until reclaim is done
     /// with it.
-    pub fn evict(&mut self, addr: u64, swap: Option<SwapEntry>) -> Result<mm_paging::Mapping, SpaceError> {
+    pub fn evict(&mut self, addr: u64, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
         let page = addr & !(PAGE - 1);
         if !self.is_evictable(page) {
             return Err(SpaceError::NotEvictable);

@@ -472,7 +472,7 @@ fn accessed_bits_and_dropping_pager_pages() {
     let frame = s.resolve(a, Access::Read).unwrap();
     assert_eq!(w.mm.mappings(frame).len(), 2);
     assert_eq!(w.mm.kind_of(frame), Some(mm_vma::PageKind::Pager));
-    let entry = mm_vma::SwapEntry::new(1, 999).unwrap();
+    let entry = mm_types::SwapSlot::new(1, 999).unwrap();
     assert_eq!(s.evict(a, Some(entry)), Err(SpaceError::NotEvictable), "a pager's page is not swapped");
     for m in w.mm.mappings(frame) {
         let space = if m.space == s.id() { &mut s } else { &mut c };

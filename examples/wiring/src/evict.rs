@@ -34,7 +34,7 @@ use mm_swap::SwapError;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};
 
-use crate::swapdev::{entry_of, SwapDevice};
+use crate::swapdev::SwapDevice;
 use crate::PageIds;
 
 /// Access to the address spaces mapping a page.
@@ -140,11 +140,10 @@ where
                 }
             }
         };
-        let entry = entry_of(slot);
         let mut left: Vec<RmapEntry> = Vec::new();
         for m in &maps {
             let mut done = false;
-            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va.as_u64(), Some(entry)).is_ok());
+            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va.as_u64(), Some(slot)).is_ok());
             if !done {
                 left.push(*m);
             }

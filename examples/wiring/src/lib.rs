@@ -6,7 +6,7 @@
 //! The crates stay independent (mm-swap, mm-reclaim and mm-vma know only
 //! mm-types and mm-paging); this crate is where they meet:
 //!
-//! - [`swapdev::SwapDevice`]: mm-swap behind mm-vma's `SwapIn` hook (swap-in
+//! - [`swapdev::SwapDevice`]: mm-swap behind mm-vma's `SwapSlots` hook (swap-in
 //!   on fault, fork duplicating entries, unmap releasing them), keeping the
 //!   swap cache's frames pinned in the reverse map;
 //! - [`evict::MmEvictor`]: mm-reclaim's `Evictor` over mm-vma's reverse map
@@ -51,7 +51,7 @@ use mm_reclaim::driver::{Level, Progress, Reclaim};
 use mm_reclaim::{PageId, Policy};
 use mm_swap::Swap;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
-use mm_vma::{AddressSpace, FaultError, Hooks, Layout, Mm, SpaceError, SpaceId, SwapIn};
+use mm_vma::{AddressSpace, FaultError, Hooks, Layout, Mm, SpaceError, SpaceId, SwapSlots};
 
 use evict::{EvictStats, MmEvictor, Spaces};
 use swapdev::SwapDevice;
@@ -256,7 +256,7 @@ where
     ) -> Result<Self, SpaceError> {
         let frames = Tracked(Arc::new(TrackedFrames::new(frames, Arc::new(reclaim), ids)));
         let device = Arc::new(SwapDevice::new(swap));
-        let hooks = Hooks { swap: Some(device.clone() as Arc<dyn SwapIn>), ..Hooks::default() };
+        let hooks = Hooks { swap: Some(device.clone() as Arc<dyn SwapSlots>), ..Hooks::default() };
         let mm = build_mm(frames.clone(), hooks)?;
         device.attach(&mm);
         let tasks = Arc::new(TaskTable::new());
@@ -417,8 +417,8 @@ where
                     .lock()
                     .page_table()
                     .for_each_entry(mm_types::VirtAddr::new(low).expect("a user address"), high - low, |e| {
-                        if let mm_paging::Entry::Swap { va, entry } = e {
-                            if entry.device() == n {
+                        if let mm_paging::Entry::Swap { va, slot } = e {
+                            if slot.area() == n {
                                 vas.push(va.as_u64());
                             }
                         }

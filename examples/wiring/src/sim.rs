@@ -133,7 +133,7 @@ impl Sim {
         let found = match lookup {
             Lookup::Unmapped => return Ok(None),
             Lookup::Mapped(t) => Found::Frame(t.phys.as_u64().wrapping_sub(addr)),
-            Lookup::Swapped(entry) => Found::Slot(entry),
+            Lookup::Swapped(slot) => Found::Slot(slot),
         };
         self.value_at(found, addr, false).map(Some)
     }
@@ -169,7 +169,7 @@ impl Sim {
                         let start = m.va.as_u64();
                         (start, start + m.size.bytes(), Found::Frame(m.frame.as_u64().wrapping_sub(start)))
                     }
-                    Entry::Swap { va, entry } => (va.as_u64(), va.as_u64() + 4096, Found::Slot(entry)),
+                    Entry::Swap { va, slot } => (va.as_u64(), va.as_u64() + 4096, Found::Slot(slot)),
                 };
                 let first = start.max(base);
                 let last = end.min(base + len);
@@ -190,9 +190,8 @@ impl Sim {
     fn value_at(&self, found: Found, addr: u64, stored: bool) -> Result<u64, PeekError> {
         let phys = match found {
             Found::Frame(delta) => addr.wrapping_add(delta),
-            Found::Slot(entry) => {
+            Found::Slot(slot) => {
                 let swap = self.machine.device.swap();
-                let slot = crate::swapdev::slot_of(entry);
                 let off = (addr % 4096) as usize;
                 match swap.lookup(slot) {
                     Some(f) => f.as_u64() + off as u64,
@@ -221,7 +220,7 @@ impl Sim {
 #[derive(Clone, Copy)]
 enum Found {
     Frame(u64),
-    Slot(mm_paging::SwapEntry),
+    Slot(mm_types::SwapSlot),
 }
 
 /// Why [`Sim::peek`] found no page.

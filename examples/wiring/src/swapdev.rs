@@ -1,5 +1,5 @@
 //! mm-swap as mm-vma's swap device: [`SwapDevice`] implements
-//! [`SwapIn`] over a [`Swap`], and gives the evictor what it needs to
+//! [`SwapSlots`] over a [`Swap`], and gives the evictor what it needs to
 //! write pages out and drop swap-cache pages.
 //!
 //! The swap cache's frames are pinned in the [`Mm`] (so mappers copy on
@@ -13,22 +13,11 @@ use alloc::collections::BTreeMap;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
-use mm_paging::{PagingArch, SwapEntry};
+use mm_paging::PagingArch;
 use mm_reclaim::Shadow;
-use mm_swap::{Swap, SwapError, SwapSlot};
-use mm_types::{FrameProvider, PhysAddr, PhysMemory};
-use mm_vma::{HookError, Mm, SwapIn};
-
-/// The slot a swap entry names (mm-swap's slots and mm-paging's entries
-/// have the same two fields).
-pub fn slot_of(entry: SwapEntry) -> SwapSlot {
-    SwapSlot::new(entry.device(), entry.slot())
-}
-
-/// The swap entry for a slot.
-pub fn entry_of(slot: SwapSlot) -> SwapEntry {
-    SwapEntry::new(slot.area(), slot.offset()).expect("mm-swap's areas and offsets fit a swap entry")
-}
+use mm_swap::{Swap, SwapError};
+use mm_types::{FrameProvider, PhysAddr, PhysMemory, SwapSlot};
+use mm_vma::{HookError, Mm, SwapSlots};
 
 /// What a failed swap-in tells the fault: the fault fails (the task gets
 /// a bus error) and the data is never guessed, but a read error, a
@@ -64,7 +53,7 @@ pub struct DeviceStats {
     pub rewrites: u64,
 }
 
-/// mm-swap behind mm-vma's [`SwapIn`] hook; see the
+/// mm-swap behind mm-vma's [`SwapSlots`] hook; see the
 /// [module documentation](self).
 pub struct SwapDevice<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     swap: Arc<Swap>,
@@ -247,15 +236,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     }
 }
 
-impl<A, M, F> SwapIn for SwapDevice<A, M, F>
+impl<A, M, F> SwapSlots for SwapDevice<A, M, F>
 where
     A: PagingArch + Send + Sync,
     M: PhysMemory + Clone + Send + Sync,
     F: FrameProvider + Clone + Send + Sync,
 {
-    fn swap_in(&self, entry: SwapEntry) -> Result<PhysAddr, HookError> {
+    fn swap_in(&self, slot: SwapSlot) -> Result<PhysAddr, HookError> {
         let mm = self.mm();
-        let slot = slot_of(entry);
         self.faulting.lock().push(slot);
         let r = self.swap.swap_in(slot, mm.frames(), mm.mem());
         if let Ok((frame, _)) = r {
@@ -281,7 +269,7 @@ where
         st.reads += u64::from(io);
         drop(st);
         if io {
-            let shadow = self.shadows.lock().remove(&slot_of(entry));
+            let shadow = self.shadows.lock().remove(&slot);
             if let (Some(sh), Some(f)) = (shadow, self.refault.get()) {
                 f(frame, sh);
             }
@@ -289,28 +277,28 @@ where
         Ok(frame)
     }
 
-    fn swapped_in(&self, entry: SwapEntry, frame: PhysAddr) {
-        match self.swap.free(slot_of(entry)) {
+    fn swapped_in(&self, slot: SwapSlot, frame: PhysAddr) {
+        match self.swap.free(slot) {
             // The last user: the cache lets its page go (the page just
             // mapped, or the original if the fault copied it).
             Ok(Some(f)) => self.let_go(&self.mm(), f),
             Ok(None) => {}
             Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
         }
-        self.forget_if_free(slot_of(entry));
+        self.forget_if_free(slot);
         let _ = frame;
     }
 
-    fn duplicate(&self, entry: SwapEntry) -> Result<(), HookError> {
-        self.swap.dup(slot_of(entry)).map_err(hook_error)
+    fn duplicate(&self, slot: SwapSlot) -> Result<(), HookError> {
+        self.swap.dup(slot).map_err(hook_error)
     }
 
-    fn release(&self, entry: SwapEntry) {
-        match self.swap.free(slot_of(entry)) {
+    fn release(&self, slot: SwapSlot) {
+        match self.swap.free(slot) {
             Ok(Some(f)) => self.let_go(&self.mm(), f),
             Ok(None) => {}
             Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
         }
-        self.forget_if_free(slot_of(entry));
+        self.forget_if_free(slot);
     }
 }

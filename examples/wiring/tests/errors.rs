@@ -18,7 +18,7 @@ fn swapped_page() -> (Sim, mm_vma::SpaceId, u64, u64) {
     let s = sim.machine.tasks.get(t).unwrap();
     let lookup = s.lock().page_table().lookup(mm_types::VirtAddr::new(base).unwrap()).unwrap();
     let mm_paging::Lookup::Swapped(entry) = lookup else { panic!("the page was swapped out: {lookup:?}") };
-    (sim, t, base, entry.slot())
+    (sim, t, base, entry.offset())
 }
 
 fn read(sim: &Sim, t: mm_vma::SpaceId, a: u64) -> Result<(), TaskError> {
