@@ -24,7 +24,8 @@
 //!
 //! ```
 //! use core::cell::Cell;
-//! use mm_reclaim::driver::{Evictor, Level, Outcome, PageKind, Reclaim, Victim};
+//! use mm_reclaim::driver::{Evictor, Level, Outcome, Reclaim, Victim};
+//! use mm_reclaim::mm_types::PageKind;
 //! use mm_reclaim::Clock;
 //!
 //! // Frees every victim; the frames land in a counter standing in for the
@@ -57,6 +58,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use mm_types::sync::Mutex;
+use mm_types::PageKind;
 
 use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
@@ -71,24 +73,8 @@ pub const START_PRIORITY: u8 = 12;
 /// Objects a shrinker is asked to scan per call (Linux's `SHRINK_BATCH`).
 pub const SHRINK_BATCH: u64 = 128;
 
-/// Anonymous or file-backed: the two kinds are listed apart because
-/// evicting them costs differently (a swap write and read against a
-/// re-read or nothing at all).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PageKind {
-    /// Anonymous memory: evicting it needs swap space.
-    Anon = 0,
-    /// File-backed (page cache, pager) memory: clean pages are dropped.
-    File = 1,
-}
-
-impl PageKind {
-    const ALL: [PageKind; 2] = [PageKind::Anon, PageKind::File];
-
-    fn from_index(i: usize) -> PageKind {
-        PageKind::ALL[i]
-    }
-}
+/// The two kinds, in list order (`kind as usize` indexes per-kind arrays).
+const KINDS: [PageKind; 2] = [PageKind::Anon, PageKind::File];
 
 /// A zone's free frames against its watermarks (the integrator fills it
 /// from its frame allocator: mm-buddy's `watermark_state` has these four
@@ -599,7 +585,7 @@ impl<P: Policy> Reclaim<P> {
                         took += 1;
                         match g.lists[k].evict(&mut scan) {
                             Some((page, shadow)) => {
-                                let kind = PageKind::from_index(k);
+                                let kind = KINDS[k];
                                 g.state[page as usize] = ISOLATED | kind_bits(kind);
                                 batch[n] = Victim { page, kind, shadow };
                                 n += 1;

@@ -139,7 +139,7 @@ pub enum DriverOp {
 
 struct DriverHw<'a, P: Policy> {
     driver: &'a crate::driver::Reclaim<P>,
-    model: &'a std::cell::RefCell<BTreeMap<PageId, crate::driver::PageKind>>,
+    model: &'a std::cell::RefCell<BTreeMap<PageId, mm_types::PageKind>>,
     bits: BTreeSet<PageId>,
     locked: &'a BTreeSet<PageId>,
     op: (u8, u8, u8, u8, bool),
@@ -153,11 +153,12 @@ impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
     fn is_evictable(&mut self, page: PageId) -> bool {
         !self.locked.contains(&page)
     }
-    fn can_evict(&self, kind: crate::driver::PageKind) -> bool {
-        !(self.op.4 && kind == crate::driver::PageKind::Anon)
+    fn can_evict(&self, kind: mm_types::PageKind) -> bool {
+        !(self.op.4 && kind == mm_types::PageKind::Anon)
     }
     fn evict(&mut self, batch: &[crate::driver::Victim], outcomes: &mut [crate::driver::Outcome]) {
-        use crate::driver::{Outcome, PageKind};
+        use crate::driver::Outcome;
+        use mm_types::PageKind;
         let (freed, failed, race, reuse, no_swap) = self.op;
         let mut model = self.model.borrow_mut();
         for (i, v) in batch.iter().enumerate() {
@@ -196,7 +197,8 @@ impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
 /// unlocked and evictable by kind; pages removed or reused while isolated
 /// end up as the model says; progress counts exactly the frees.
 pub fn drive_driver(ops: &[DriverOp]) {
-    use crate::driver::{PageKind, Reclaim};
+    use crate::driver::Reclaim;
+    use mm_types::PageKind;
     // Different policies per kind, through the run-time choice.
     let r: Reclaim<std::boxed::Box<dyn Policy + Send>> = Reclaim::new(
         std::boxed::Box::new(S3Fifo::new(IDS as usize, 16)),

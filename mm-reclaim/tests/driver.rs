@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mm_reclaim::driver::{
-    Evictor, Level, Outcome, PageKind, Progress, Reclaim, ReclaimError, Shrinker, Shrunk, Victim, BATCH, SHRINK_BATCH,
+    Evictor, Level, Outcome, Progress, Reclaim, ReclaimError, Shrinker, Shrunk, Victim, BATCH, SHRINK_BATCH,
 };
 use mm_reclaim::{choose_victim, Clock, PageId, Policy, S3Fifo, TaskMemory, TwoList};
+use mm_types::PageKind;
 
 /// A host stand-in for the integrator: a free-frame counter, locked pages,
 /// accessed bits, and what to answer per victim.

@@ -5,9 +5,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use mm_reclaim::driver::{Evictor, Outcome, PageKind, Reclaim, Victim};
+use mm_reclaim::driver::{Evictor, Outcome, Reclaim, Victim};
 use mm_reclaim::{Clock, PageId};
 use mm_types::testkit::loom_model::{model, spawn};
+use mm_types::PageKind;
 
 /// Frees every victim but `keep` (in use: kept) and records the freed.
 struct Freeing(Arc<Mutex<Vec<Victim>>>, Option<PageId>);

@@ -87,7 +87,7 @@ pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_SHIFT,
 pub use percpu::CpuLocal;
 pub use phys::{DirectMap, PhysAccessError, PhysMemory};
 pub use range::{AddrRange, FrameRange, PageRange, PhysRange, VirtRange};
-pub use state::{PageFlags, Protection};
+pub use state::{PageFlags, PageKind, Protection};
 pub use store::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
 pub use swap::SwapSlot;
 

@@ -1,7 +1,21 @@
-//! Flag sets shared between crates: per-frame state that reclaim and swap
-//! agree on, and mapping protection.
+//! Page state shared between crates: per-frame flags that reclaim and swap
+//! agree on, which kind of memory a page is, and mapping protection.
 
 use bitflags::bitflags;
+
+/// Anonymous or file-backed: who keeps a page's contents when it leaves
+/// memory, so whether evicting it takes swap space. The address spaces
+/// track it per frame (an anonymous frame is freed when unused, a pager
+/// keeps its own) and reclaim lists the two kinds apart (a swap write and
+/// read against a re-read, or nothing at all for a clean page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageKind {
+    /// Anonymous memory: evicting it needs swap space.
+    Anon = 0,
+    /// A pager's page (a file's, or any object's, page cache): the pager
+    /// owns it, and a clean one is dropped rather than written.
+    File = 1,
+}
 
 bitflags! {
     /// State of one page frame, as reclaim, swap and the fault handler see it

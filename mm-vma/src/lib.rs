@@ -54,7 +54,7 @@ pub mod space;
 pub mod tree;
 pub mod vma;
 
-pub use mm::{FaultStats, HookError, Hooks, Mm, PageKind, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
+pub use mm::{FaultStats, HookError, Hooks, Mm, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
 pub use mm_types;
 pub use mm_types::Protection;
 pub use space::{

@@ -17,7 +17,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mm_paging::{FlushBatch, PagingArch};
-use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot, VirtAddr};
+use mm_types::{AllocFlags, FrameProvider, PageKind, PhysAddr, PhysMemory, SwapSlot, VirtAddr};
 
 /// Names an address space in the reverse map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -147,15 +147,6 @@ impl fmt::Display for PinError {
 
 impl core::error::Error for PinError {}
 
-/// Who owns a tracked frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PageKind {
-    /// Anonymous memory: freed to the frame provider when unused.
-    Anonymous,
-    /// A pager's page: the pager keeps it.
-    Pager,
-}
-
 #[derive(Debug)]
 struct PageInfo {
     kind: PageKind,
@@ -178,7 +169,7 @@ impl PageInfo {
 impl PageInfo {
     /// Whether a private write must copy the page (MODEL 17).
     fn shared(&self) -> bool {
-        self.kind != PageKind::Anonymous || self.maps.len() + self.pins as usize > 1
+        self.kind != PageKind::Anon || self.maps.len() + self.pins as usize > 1
     }
 }
 
@@ -370,7 +361,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
 
     /// Like [`pin`](Self::pin), and tracks a frame the reverse map does not
     /// know yet as `kind` (a page just read from swap is
-    /// [`PageKind::Anonymous`]: freed when its last pin and mapping go; a
+    /// [`PageKind::Anon`]: freed when its last pin and mapping go; a
     /// pager's page is never freed here). A tracked frame keeps its kind.
     /// Refuses the zero page.
     pub fn pin_new(&self, frame: PhysAddr, kind: PageKind) -> Result<(), PinError> {
@@ -484,7 +475,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
         }
         let kind = p.kind;
         rmap.remove(&frame);
-        if kind == PageKind::Anonymous {
+        if kind == PageKind::Anon {
             self.free_frame(PhysAddr::new_truncate(frame));
             return true;
         }

@@ -109,7 +109,7 @@ impl SimSwap {
     pub fn swap_out(&self, frame: PhysAddr, spaces: &mut [&mut SimSpace]) -> Result<SwapSlot, SpaceError> {
         let mm = self.mm();
         let maps = mm.mappings(frame);
-        if maps.is_empty() || mm.kind_of(frame) != Some(crate::PageKind::Anonymous) {
+        if maps.is_empty() || mm.kind_of(frame) != Some(mm_types::PageKind::Anon) {
             // Nothing maps it, or it is a pager's page: nothing to swap.
             return Err(SpaceError::NotEvictable);
         }
@@ -218,7 +218,7 @@ impl SwapSlots for SimSwap {
         // SAFETY: the frame was just allocated: nobody else reads or writes it.
         unsafe { mm.mem().write_bytes(frame, &slot.data) }.expect("simulated RAM");
         self.reads.fetch_add(1, Ordering::Relaxed);
-        mm.pin_new(frame, crate::PageKind::Anonymous).expect("a frame just allocated is not the zero page");
+        mm.pin_new(frame, mm_types::PageKind::Anon).expect("a frame just allocated is not the zero page");
         slot.cached = Some(frame);
         Ok(frame)
     }

@@ -13,9 +13,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use mm_paging::{AccessBits, Entry, FlushBatch, Lookup, MapFlags, PageTable, PagingArch, PagingError, Unmapped};
-use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr};
+use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr};
 
-use crate::mm::{FaultCount, HookError, Mm, PageKind, SpaceId};
+use crate::mm::{FaultCount, HookError, Mm, SpaceId};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
 
 const PAGE: u64 = 4096;
@@ -1003,12 +1003,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let flags = page_flags(v);
         if !write && !v.flags.contains(VmaFlags::SHARED) && self.layout.zero_page {
             let zero = self.mm.zero_page();
-            self.map_new(page, zero, flags - MapFlags::WRITE, PageKind::Anonymous)?;
+            self.map_new(page, zero, flags - MapFlags::WRITE, PageKind::Anon)?;
             self.mm.count(FaultCount::ZeroPage);
             return Ok(FaultKind::ZeroPage);
         }
         let frame = self.new_page(None)?;
-        if let Err(e) = self.map_new(page, frame, flags, PageKind::Anonymous) {
+        if let Err(e) = self.map_new(page, frame, flags, PageKind::Anon) {
             self.mm.free_frame(frame);
             return Err(e);
         }
@@ -1028,7 +1028,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let (gone, f) = self.pt().replace(va(page), frame, flags).expect("mapped");
         self.gather.batch.add(f);
         self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
-        self.note_mapped(frame, PageKind::Anonymous, page);
+        self.note_mapped(frame, PageKind::Anon, page);
         self.mm.count(FaultCount::CowCopied);
         Ok(FaultKind::CowCopied)
     }
@@ -1044,7 +1044,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         self.pt().replace_swap(va(page), frame, flags).expect("the entry was just read");
         self.counts.swapped -= 1;
-        self.note_mapped(frame, PageKind::Anonymous, page);
+        self.note_mapped(frame, PageKind::Anon, page);
         swap.swapped_in(entry, frame);
         self.mm.count(FaultCount::SwapSlots);
         if write && !flags.contains(MapFlags::WRITE) {
@@ -1066,12 +1066,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let flags = page_flags(v);
         self.mm.count(FaultCount::Pager);
         if v.flags.contains(VmaFlags::SHARED) {
-            self.map_new(page, frame, flags, PageKind::Pager)?;
+            self.map_new(page, frame, flags, PageKind::File)?;
         } else if !write {
-            self.map_new(page, frame, flags - MapFlags::WRITE, PageKind::Pager)?;
+            self.map_new(page, frame, flags - MapFlags::WRITE, PageKind::File)?;
         } else {
             let copy = self.new_page(Some(frame))?;
-            if let Err(e) = self.map_new(page, copy, flags, PageKind::Anonymous) {
+            if let Err(e) = self.map_new(page, copy, flags, PageKind::Anon) {
                 self.mm.free_frame(copy);
                 return Err(e);
             }
@@ -1165,7 +1165,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                         if private {
                             flags -= MapFlags::WRITE;
                         }
-                        child.map_new(m.va.as_u64(), m.frame, flags, PageKind::Anonymous).map_err(space)?;
+                        child.map_new(m.va.as_u64(), m.frame, flags, PageKind::Anon).map_err(space)?;
                     }
                     Entry::Swap { va: at, slot: entry } => {
                         let swap = self.mm.hooks.swap.clone().expect("swap entries come from a swap device");
@@ -1228,7 +1228,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             return Err(SpaceError::NotEvictable);
         }
         // A pager's page is dropped (the pager has it), never swapped.
-        if swap.is_some() && self.mm.kind_of(t.frame) != Some(PageKind::Anonymous) {
+        if swap.is_some() && self.mm.kind_of(t.frame) != Some(PageKind::Anon) {
             return Err(SpaceError::NotEvictable);
         }
         let gone = match swap {

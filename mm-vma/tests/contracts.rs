@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use mm_paging::{MapFlags, PageTable, X86_64};
-use mm_types::{PageSize, PhysAddr, VirtAddr};
+use mm_types::{PageKind, PageSize, PhysAddr, VirtAddr};
 use mm_vma::sim::SimWorld;
 use mm_vma::{
-    Access, AddressSpace, FaultError, Hooks, Layout, MapRequest, Mm, PageKind, PinError, Placement, Protection, Remap,
-    SpaceError,
+    Access, AddressSpace, FaultError, Hooks, Layout, MapRequest, Mm, PinError, Placement, Protection, Remap, SpaceError,
 };
 
 const P: u64 = 4096;
@@ -134,11 +133,11 @@ fn pins_never_free_what_they_do_not_own() {
     let zero = s.resolve(a, Access::Read).unwrap();
     assert_eq!(zero, w.mm.zero_page());
     assert_eq!(w.mm.pin(zero), Err(PinError::ZeroPage));
-    assert_eq!(w.mm.pin_new(zero, PageKind::Anonymous), Err(PinError::ZeroPage));
+    assert_eq!(w.mm.pin_new(zero, PageKind::Anon), Err(PinError::ZeroPage));
     let free = w.free_frames();
     let stranger = PhysAddr::new(0x30_0000).unwrap();
     assert_eq!(w.mm.pin(stranger), Err(PinError::Untracked(stranger)));
-    w.mm.pin_new(stranger, PageKind::Pager).unwrap();
+    w.mm.pin_new(stranger, PageKind::File).unwrap();
     assert!(!w.mm.unpin(stranger), "a pager's page is not freed");
     assert_eq!(w.free_frames(), free);
     // A mapped anonymous page: pinned, unmapped, freed by the last unpin.

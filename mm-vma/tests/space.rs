@@ -471,7 +471,7 @@ fn accessed_bits_and_dropping_pager_pages() {
     let mut c = s.fork().unwrap();
     let frame = s.resolve(a, Access::Read).unwrap();
     assert_eq!(w.mm.mappings(frame).len(), 2);
-    assert_eq!(w.mm.kind_of(frame), Some(mm_vma::PageKind::Pager));
+    assert_eq!(w.mm.kind_of(frame), Some(mm_types::PageKind::File));
     let entry = mm_types::SwapSlot::new(1, 999).unwrap();
     assert_eq!(s.evict(a, Some(entry)), Err(SpaceError::NotEvictable), "a pager's page is not swapped");
     for m in w.mm.mappings(frame) {

@@ -28,9 +28,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use mm_paging::PagingArch;
-use mm_reclaim::driver::{Evictor, Outcome, PageKind, Victim};
+use mm_reclaim::driver::{Evictor, Outcome, Victim};
 use mm_reclaim::{PageId, Shadow};
 use mm_swap::SwapError;
+use mm_types::PageKind;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};
 
@@ -109,7 +110,7 @@ where
                 Outcome::Keep
             };
         }
-        if self.mm.kind_of(frame) != Some(mm_vma::PageKind::Anonymous) || !self.all_evictable(&maps) {
+        if self.mm.kind_of(frame) != Some(mm_types::PageKind::Anon) || !self.all_evictable(&maps) {
             self.stats.kept += 1;
             return Outcome::Keep;
         }

@@ -267,7 +267,7 @@ where
         m.device.set_refault(Box::new(move |frame, shadow| {
             if let Some(id) = frames.ids().id(frame) {
                 if r.remove(id).is_ok() {
-                    let _ = r.insert(id, mm_reclaim::driver::PageKind::Anon, Some(shadow));
+                    let _ = r.insert(id, mm_types::PageKind::Anon, Some(shadow));
                 }
             }
         }));

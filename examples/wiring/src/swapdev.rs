@@ -249,7 +249,7 @@ where
         if let Ok((frame, _)) = r {
             if let alloc::collections::btree_map::Entry::Vacant(v) = self.pinned.lock().entry(frame.as_u64()) {
                 // A page read now, or read ahead earlier: the device's pin.
-                mm.pin_new(frame, mm_vma::PageKind::Anonymous).expect("a frame read from swap is not the zero page");
+                mm.pin_new(frame, mm_types::PageKind::Anon).expect("a frame read from swap is not the zero page");
                 v.insert(slot);
             }
         }

@@ -14,8 +14,9 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm_reclaim::driver::{PageKind, Reclaim};
+use mm_reclaim::driver::Reclaim;
 use mm_reclaim::Policy;
+use mm_types::PageKind;
 use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order};
 
 use crate::PageIds;
