@@ -6,10 +6,9 @@
 //! implementation of [`PagingArch`] says, is the number of levels, which
 //! addresses are valid, which levels may hold leaves, and the entry format.
 
-use mm_types::{AddrError, PhysAddr, VirtAddr};
+use mm_types::{AddrError, PhysAddr, SwapSlot, VirtAddr};
 
 use crate::flags::MapFlags;
-use mm_types::SwapSlot;
 
 /// Entries per table.
 pub const ENTRIES: usize = 512;

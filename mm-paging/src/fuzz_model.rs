@@ -15,9 +15,7 @@ use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{Order, PageSize, PhysAddr, VirtAddr};
-
-use mm_types::SwapSlot;
+use mm_types::{Order, PageSize, PhysAddr, SwapSlot, VirtAddr, PAGE_BYTES};
 
 use crate::{HugePages, Lookup, MapFlags, PageTable, PagingError, Unmapped, X86_64};
 
@@ -124,7 +122,7 @@ struct Harness<'f> {
 
 impl Harness<'_> {
     fn va(&self, page: u64) -> VirtAddr {
-        VirtAddr::new(self.base + page * 4096).expect("window is canonical")
+        VirtAddr::new(self.base + page * PAGE_BYTES).expect("window is canonical")
     }
 
     fn clip(page: u16, pages: u16) -> Option<(u64, u64)> {
@@ -142,10 +140,10 @@ impl Harness<'_> {
         self.unchecked = 0;
         let mut want = self.model.iter().filter(|(_, s)| matches!(s, Slot::Page(..)));
         self.pt
-            .for_each_mapping(self.va(0), WINDOW_PAGES * 4096, |x| {
-                let first = (x.va.as_u64() - self.base) / 4096;
-                for i in 0..x.size.bytes() / 4096 {
-                    let got = (first + i, Slot::Page(x.frame.as_u64() + i * 4096, x.flags));
+            .for_each_mapping(self.va(0), WINDOW_PAGES * PAGE_BYTES, |x| {
+                let first = (x.va.as_u64() - self.base) / PAGE_BYTES;
+                for i in 0..x.size.bytes() / PAGE_BYTES {
+                    let got = (first + i, Slot::Page(x.frame.as_u64() + i * PAGE_BYTES, x.flags));
                     assert_eq!(Some(got), want.next().map(|(&p, &s)| (p, s)), "page table differs from the model");
                 }
             })
@@ -179,17 +177,17 @@ impl Harness<'_> {
         match *op {
             Op::Map { page, pages, skew, rights: r, huge } => {
                 let Some((p, n)) = Self::clip(page, pages) else { return };
-                let phys = PHYS_BASE + (p + skew as u64 % 4) * 4096;
+                let phys = PHYS_BASE + (p + skew as u64 % 4) * PAGE_BYTES;
                 let flags = rights(r);
                 let h = if huge { HugePages::all() } else { HugePages::empty() };
-                let res = self.pt.map_range(self.va(p), PhysAddr::new(phys).expect("small"), n * 4096, flags, h);
+                let res = self.pt.map_range(self.va(p), PhysAddr::new(phys).expect("small"), n * PAGE_BYTES, flags, h);
                 match self.first_where(p, n, true) {
                     Some(q) => assert_eq!(res, Err(PagingError::AlreadyMapped { addr: self.va(q) }), "MODEL 2"),
                     None => match res {
                         Ok(f) => {
                             f.ignore();
                             for i in 0..n {
-                                self.model.insert(p + i, Slot::Page(phys + i * 4096, flags));
+                                self.model.insert(p + i, Slot::Page(phys + i * PAGE_BYTES, flags));
                             }
                         }
                         Err(PagingError::OutOfFrames(_)) => self.check(),
@@ -203,15 +201,17 @@ impl Harness<'_> {
                 let va = self.va(p);
                 let removed = &mut self.removed;
                 removed.clear();
-                let res = self.pt.unmap_range(va, n * 4096, |u| match u {
+                let res = self.pt.unmap_range(va, n * PAGE_BYTES, |u| match u {
                     Unmapped::Page { va, frame, size, flags } => {
-                        for i in 0..size.bytes() / 4096 {
-                            removed
-                                .push(((va.as_u64() - base) / 4096 + i, Slot::Page(frame.as_u64() + i * 4096, flags)));
+                        for i in 0..size.bytes() / PAGE_BYTES {
+                            removed.push((
+                                (va.as_u64() - base) / PAGE_BYTES + i,
+                                Slot::Page(frame.as_u64() + i * PAGE_BYTES, flags),
+                            ));
                         }
                     }
                     Unmapped::Swap { va, slot: entry } => {
-                        removed.push(((va.as_u64() - base) / 4096, Slot::Swap(entry)));
+                        removed.push(((va.as_u64() - base) / PAGE_BYTES, Slot::Swap(entry)));
                     }
                 });
                 match self.first_where(p, n, false) {
@@ -238,7 +238,7 @@ impl Harness<'_> {
             Op::Protect { page, pages, rights: r } => {
                 let Some((p, n)) = Self::clip(page, pages) else { return };
                 let flags = rights(r);
-                let res = self.pt.protect_range(self.va(p), n * 4096, flags);
+                let res = self.pt.protect_range(self.va(p), n * PAGE_BYTES, flags);
                 match self.first_where(p, n, false) {
                     Some(q) => assert_eq!(res, Err(PagingError::NotMapped { addr: self.va(q) })),
                     None => match res {
@@ -286,7 +286,7 @@ impl Harness<'_> {
             }
             Op::ReplaceSwap { page } => {
                 let p = page as u64 % WINDOW_PAGES;
-                let frame = PHYS_BASE + 0x1000_0000 + p * 4096;
+                let frame = PHYS_BASE + 0x1000_0000 + p * PAGE_BYTES;
                 let res = self.pt.replace_swap(self.va(p), PhysAddr::new(frame).expect("small"), MapFlags::READ);
                 match self.model.get(&p).copied() {
                     Some(Slot::Swap(e)) => {
@@ -298,7 +298,7 @@ impl Harness<'_> {
             }
             Op::Translate { page, offset } => {
                 let p = page as u64 % WINDOW_PAGES;
-                let off = offset as u64 % 4096;
+                let off = offset as u64 % PAGE_BYTES;
                 let got = self.pt.translate(VirtAddr::new(self.va(p).as_u64() + off).expect("window"));
                 match self.model.get(&p) {
                     Some(Slot::Page(frame, flags)) => {
@@ -345,7 +345,7 @@ pub fn run(data: &[u8]) {
             while h.model.contains_key(&(p + n)) {
                 n += 1;
             }
-            h.pt.unmap_range(h.va(p), n * 4096, |_| {}).expect("mapped run").ignore();
+            h.pt.unmap_range(h.va(p), n * PAGE_BYTES, |_| {}).expect("mapped run").ignore();
             for q in p..p + n {
                 h.model.remove(&q);
             }

@@ -11,14 +11,16 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, VirtAddr};
+use mm_types::{
+    AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, SwapSlot, VirtAddr,
+    PAGE_BYTES,
+};
 
 use crate::arch::{level_index, level_span, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::flags::{AccessBits, HugePages, MapFlags};
 use crate::table::{entries, entries_linear};
 use crate::tlb::Flush;
-use mm_types::SwapSlot;
 
 /// A present mapping, as [`PageTable::translate`] finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,8 +295,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             return Err(PagingError::EmptyRange);
         }
         for v in [va.as_u64(), len] {
-            if v % 4096 != 0 {
-                return Err(PagingError::Misaligned { value: v, align: 4096 });
+            if v % PAGE_BYTES != 0 {
+                return Err(PagingError::Misaligned { value: v, align: PAGE_BYTES });
             }
         }
         self.arch.check_va(va)?;
@@ -469,8 +471,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         huge: HugePages,
     ) -> Result<Flush, PagingError> {
         let end = self.check_owned_range(va, len)?;
-        if phys.as_u64() % 4096 != 0 {
-            return Err(PagingError::Misaligned { value: phys.as_u64(), align: 4096 });
+        if phys.as_u64() % PAGE_BYTES != 0 {
+            return Err(PagingError::Misaligned { value: phys.as_u64(), align: PAGE_BYTES });
         }
         phys.checked_add(len - 1).ok_or(mm_types::AddrError::Overflow)?;
         if !flags.contains(MapFlags::READ) {
@@ -491,10 +493,10 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// or holds a swap entry, and with [`PagingError::Misaligned`] for a
     /// frame address that is not 4 KiB aligned, leaving everything unchanged.
     pub fn map_frames(&mut self, va: VirtAddr, frames: &[PhysAddr], flags: MapFlags) -> Result<Flush, PagingError> {
-        let len = (frames.len() as u64).checked_mul(4096).ok_or(mm_types::AddrError::Overflow)?;
+        let len = (frames.len() as u64).checked_mul(PAGE_BYTES).ok_or(mm_types::AddrError::Overflow)?;
         let end = self.check_owned_range(va, len)?;
-        if let Some(f) = frames.iter().find(|f| f.as_u64() % 4096 != 0) {
-            return Err(PagingError::Misaligned { value: f.as_u64(), align: 4096 });
+        if let Some(f) = frames.iter().find(|f| f.as_u64() % PAGE_BYTES != 0) {
+            return Err(PagingError::Misaligned { value: f.as_u64(), align: PAGE_BYTES });
         }
         if !flags.contains(MapFlags::READ) {
             return Err(PagingError::InvalidFlags);
@@ -553,7 +555,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             if level == 1 {
                 // The whole run of 4 KiB pages inside this table at once.
-                let n = ((slot_end_of_table(v, end) - v as u128) / 4096) as usize;
+                let n = ((slot_end_of_table(v, end) - v as u128) / u128::from(PAGE_BYTES)) as usize;
                 self.map_leaves(node, idx, n, v, src, flags, apply)?;
                 return Ok(());
             }
@@ -595,7 +597,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         if !apply {
             if let Some(i) = slots.iter().position(|s| s.load(Ordering::Relaxed) != 0) {
                 return Err(PagingError::AlreadyMapped {
-                    addr: VirtAddr::new(va + i as u64 * 4096).expect("in range"),
+                    addr: VirtAddr::new(va + i as u64 * PAGE_BYTES).expect("in range"),
                 });
             }
             return Ok(());
@@ -605,11 +607,11 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             Source::Linear(delta) => {
                 let phys = va.wrapping_add(delta);
                 for (i, s) in slots.iter().enumerate() {
-                    s.store(template | (phys + i as u64 * 4096), Ordering::Relaxed);
+                    s.store(template | (phys + i as u64 * PAGE_BYTES), Ordering::Relaxed);
                 }
             }
             Source::Frames { base, frames } => {
-                let first = ((va - base) / 4096) as usize;
+                let first = ((va - base) / PAGE_BYTES) as usize;
                 for (s, f) in slots.iter().zip(&frames[first..first + n]) {
                     s.store(template | f.as_u64(), Ordering::Relaxed);
                 }
@@ -674,7 +676,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let walk = Walk { apply, ..walk };
             pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, needed, pre, &mut removed).map(|_| ())
         })?;
-        Ok(Flush::range(va, len / 4096))
+        Ok(Flush::range(va, len / PAGE_BYTES))
     }
 
     /// Returns whether the node is now empty (apply; always false in plan).
@@ -746,7 +748,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     ) -> Result<bool, PagingError> {
         let table = self.table(t);
         let first = level_index(va, 1);
-        let n = ((slot_end_of_table(va, end) - va as u128) / 4096) as usize;
+        let n = ((slot_end_of_table(va, end) - va as u128) / u128::from(PAGE_BYTES)) as usize;
         let slots = &table[first..first + n];
         if !walk.apply {
             if walk.sparse {
@@ -757,7 +759,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none())
             });
             return match bad {
-                Some(i) => Err(PagingError::NotMapped { addr: VirtAddr::new(va + i as u64 * 4096).expect("in range") }),
+                Some(i) => {
+                    Err(PagingError::NotMapped { addr: VirtAddr::new(va + i as u64 * PAGE_BYTES).expect("in range") })
+                }
                 None => Ok(false),
             };
         }
@@ -767,7 +771,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 continue;
             }
             let e = s.swap(0, Ordering::Relaxed);
-            let va = VirtAddr::new_sign_extended(base.as_u64() + i as u64 * 4096, mm_types::PagingMode::FiveLevel);
+            let va =
+                VirtAddr::new_sign_extended(base.as_u64() + i as u64 * PAGE_BYTES, mm_types::PagingMode::FiveLevel);
             removed(match self.arch.swap_of(e) {
                 Some(slot) => Unmapped::Swap { va, slot },
                 None => Unmapped::Page {
@@ -798,7 +803,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         self.planned(|pt, apply, needed, pre| {
             pt.protect_walk(Node::Real(root), levels, va.as_u64(), end, flags, apply, needed, pre)
         })?;
-        Ok(Flush::range(va, len / 4096))
+        Ok(Flush::range(va, len / PAGE_BYTES))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -858,7 +863,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             }
             Ok(())
         })?;
-        Ok(Flush::range(page, size.bytes() / 4096))
+        Ok(Flush::range(page, size.bytes() / PAGE_BYTES))
     }
 
     // ----- look-ups -----
@@ -1022,7 +1027,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         Ok(if first == u64::MAX {
             Flush::NONE
         } else {
-            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / 4096)
+            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / PAGE_BYTES)
         })
     }
 
@@ -1095,7 +1100,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         Ok(if first == u64::MAX {
             Flush::NONE
         } else {
-            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / 4096)
+            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / PAGE_BYTES)
         })
     }
 
@@ -1106,7 +1111,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// [`new_sharing`](Self::new_sharing), which this value never changes).
     pub fn set_access_bits(&self, va: VirtAddr, write: bool) -> bool {
         let page = VirtAddr::new_sign_extended(va.as_u64() & !0xfff, mode_of(self.arch.levels()));
-        let Ok(end) = self.check_owned_range(page, 4096) else { return false };
+        let Ok(end) = self.check_owned_range(page, PAGE_BYTES) else { return false };
         let (a, d) = self.arch.access_bits();
         let bits = if write { a | d } else { a };
         let mut found = false;
@@ -1125,7 +1130,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// splitting a huge page as needed. Fails with
     /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
     pub fn set_swap(&mut self, va: VirtAddr, swap: SwapSlot) -> Result<(Option<Mapping>, Flush), PagingError> {
-        self.check_owned_range(va, 4096)?;
+        self.check_owned_range(va, PAGE_BYTES)?;
         let levels = self.arch.levels();
         let root = self.root;
         let new = self.arch.swap_entry(swap);
@@ -1171,9 +1176,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// The level-1 slot of `va` for a new 4 KiB leaf of `frame` with
     /// `flags`, after checking all three.
     fn leaf_slot_for(&self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<&AtomicU64, PagingError> {
-        self.check_owned_range(va, 4096)?;
-        if frame.as_u64() % 4096 != 0 {
-            return Err(PagingError::Misaligned { value: frame.as_u64(), align: 4096 });
+        self.check_owned_range(va, PAGE_BYTES)?;
+        if frame.as_u64() % PAGE_BYTES != 0 {
+            return Err(PagingError::Misaligned { value: frame.as_u64(), align: PAGE_BYTES });
         }
         if !flags.contains(MapFlags::READ) {
             return Err(PagingError::InvalidFlags);

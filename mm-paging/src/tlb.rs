@@ -4,6 +4,7 @@
 //! hook sends a batch to the other CPUs of an SMP kernel.
 
 use mm_types::VirtAddr;
+use mm_types::PAGE_BYTES;
 
 /// Something that invalidates TLB entries on the current CPU.
 pub trait TlbFlush {
@@ -63,8 +64,8 @@ impl Flush {
             return self;
         }
         let start = self.start.min(other.start);
-        let end = (self.start + self.pages * 4096).max(other.start + other.pages * 4096);
-        Flush { start, pages: (end - start) / 4096 }
+        let end = (self.start + self.pages * PAGE_BYTES).max(other.start + other.pages * PAGE_BYTES);
+        Flush { start, pages: (end - start) / PAGE_BYTES }
     }
 
     /// Flushes now, page by page up to the default threshold, else all.
@@ -125,7 +126,7 @@ impl FlushBatch {
             return;
         }
         for i in 0..f.pages {
-            self.pages[self.count] = f.start + i * 4096;
+            self.pages[self.count] = f.start + i * PAGE_BYTES;
             self.count += 1;
         }
     }

@@ -2,12 +2,11 @@
 //! time, and interop with the `x86_64` crate.
 
 use bitflags::bitflags;
-use mm_types::{AddrError, PagingMode, PhysAddr, VirtAddr};
+use mm_types::{AddrError, PagingMode, PhysAddr, SwapSlot, VirtAddr};
 use x86_64::structures::paging::PageTableFlags;
 
 use crate::arch::PagingArch;
 use crate::flags::MapFlags;
-use mm_types::SwapSlot;
 
 bitflags! {
     /// The bits of an x86-64 page-table entry.

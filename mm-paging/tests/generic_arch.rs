@@ -4,8 +4,7 @@
 
 use mm_paging::{HugePages, MapFlags, PageTable, PagingArch, PagingError};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::SwapSlot;
-use mm_types::{AddrError, Order, PageSize, PagingMode, PhysAddr, VirtAddr};
+use mm_types::{AddrError, Order, PageSize, PagingMode, PhysAddr, SwapSlot, VirtAddr};
 
 #[derive(Clone, Copy)]
 struct Sv39;

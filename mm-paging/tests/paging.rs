@@ -7,8 +7,7 @@ use mm_paging::{
     X86_64,
 };
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::SwapSlot;
-use mm_types::{AddrError, FrameError, Order, PageSize, PagingMode, PhysAddr, VirtAddr};
+use mm_types::{AddrError, FrameError, Order, PageSize, PagingMode, PhysAddr, SwapSlot, VirtAddr};
 
 type Pt<'f> = PageTable<X86_64, SimPhysMemory, &'f RefFrameProvider>;
 

@@ -15,9 +15,7 @@ use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
-
-use mm_types::SwapSlot;
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
 use crate::{Swap, SwapConfig, SwapError};
 

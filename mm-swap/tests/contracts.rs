@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, MAX_SLOTS};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::SwapSlot;
 use mm_types::{
-    AllocFlags, BackingStore, FrameBlock, FrameError, FrameProvider, Order, PhysAddr, PhysMemory, StoreError, SLOT_SIZE,
+    AllocFlags, BackingStore, FrameBlock, FrameError, FrameProvider, Order, PhysAddr, PhysMemory, StoreError, SwapSlot,
+    SLOT_SIZE,
 };
 
 struct Env {

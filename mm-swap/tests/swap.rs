@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, CLUSTER, SLOT_BATCH};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::SwapSlot;
-use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
 struct Env {
     mem: SimPhysMemory,

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig, SwapError};
 use mm_types::testkit::{MemStore, PageSample, RefFrameProvider, SimPhysMemory};
-use mm_types::SwapSlot;
-use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SLOT_SIZE};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
 struct Env {
     mem: SimPhysMemory,

@@ -83,7 +83,7 @@ pub mod fuzz_model;
 pub use addr::{Address, PagingMode, PhysAddr, VirtAddr};
 pub use error::AddrError;
 pub use frame::{AllocFlags, FrameError, FrameProvider, Mobility, OwnedFrames, Zone};
-pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_SHIFT, PAGE_SIZE};
+pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_BYTES, PAGE_SHIFT, PAGE_SIZE};
 pub use percpu::CpuLocal;
 pub use phys::{DirectMap, PhysAccessError, PhysMemory};
 pub use range::{AddrRange, FrameRange, PageRange, PhysRange, VirtRange};
@@ -97,6 +97,7 @@ pub use testkit::SimPhysMemory;
 // Layout facts other crates rely on.
 static_assertions::const_assert!(PAGE_SIZE.is_power_of_two());
 static_assertions::const_assert_eq!(1usize << PAGE_SHIFT, PAGE_SIZE);
+static_assertions::const_assert_eq!(PAGE_BYTES, PageSize::Size4KiB.bytes());
 static_assertions::const_assert_eq!(SLOT_SIZE, PAGE_SIZE);
 static_assertions::assert_eq_size!(PhysAddr, u64);
 static_assertions::assert_eq_size!(VirtAddr, u64);

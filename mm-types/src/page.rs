@@ -5,8 +5,11 @@ use core::fmt;
 use crate::addr::{Address, PhysAddr, VirtAddr, PHYS_ADDR_MAX};
 use crate::error::AddrError;
 
-/// The base page size: 4 KiB.
+/// The base page size: 4 KiB, as a `usize` (buffer lengths, slices).
 pub const PAGE_SIZE: usize = 4096;
+/// The base page size as a `u64`, for address arithmetic: the same value as
+/// [`PAGE_SIZE`] and `PageSize::Size4KiB.bytes()`.
+pub const PAGE_BYTES: u64 = PAGE_SIZE as u64;
 /// log2 of [`PAGE_SIZE`].
 pub const PAGE_SHIFT: u32 = 12;
 

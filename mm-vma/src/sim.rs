@@ -29,7 +29,7 @@ use std::vec::Vec;
 
 use mm_paging::{FlushBatch, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, SwapSlot};
+use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, SwapSlot, PAGE_SIZE};
 
 use crate::mm::{HookError, Hooks, Mm, Pager, SpaceId, SpaceTlb, SwapSlots};
 use crate::space::{AddressSpace, Layout, SpaceError};
@@ -41,14 +41,12 @@ pub type SimMm = Mm<X86_64, SimPhysMemory, SimFrames>;
 /// An address space of the simulation.
 pub type SimSpace = AddressSpace<X86_64, SimPhysMemory, SimFrames>;
 
-const PAGE: usize = 4096;
-
 fn block(frame: PhysAddr) -> FrameBlock {
     FrameBlock::new(FrameNumber::containing(frame), Order::ZERO).expect("a frame is a valid block")
 }
 
 fn read_page(mem: &SimPhysMemory, frame: PhysAddr) -> Vec<u8> {
-    let mut data = std::vec![0u8; PAGE];
+    let mut data = std::vec![0u8; PAGE_SIZE];
     // SAFETY: the frame is mapped read-only or unmapped everywhere while reclaim copies it (its mappers were unmapped first), so nobody writes it.
     unsafe { mem.read_bytes(frame, &mut data) }.expect("simulated RAM");
     data
@@ -286,7 +284,7 @@ impl Pager for SimPager {
             return Ok(f);
         }
         let frame = self.frames.allocate_frame(AllocFlags::MOVABLE).map_err(|_| HookError::OutOfMemory)?;
-        let data: Vec<u8> = (0..PAGE as u64).map(|i| SimPager::byte(object, offset + i)).collect();
+        let data: Vec<u8> = (0..PAGE_SIZE as u64).map(|i| SimPager::byte(object, offset + i)).collect();
         // SAFETY: the frame was just allocated: nobody else reads or writes it.
         unsafe { self.mem.write_bytes(frame, &data) }.expect("simulated RAM");
         pages.insert((object, offset), frame);

@@ -13,12 +13,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use mm_paging::{AccessBits, Entry, FlushBatch, Lookup, MapFlags, PageTable, PagingArch, PagingError, Unmapped};
-use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr};
+use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr, PAGE_BYTES};
 
 use crate::mm::{FaultCount, HookError, Mm, SpaceId};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
-
-const PAGE: u64 = 4096;
 
 /// Where an address space puts things.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +50,7 @@ impl Layout {
         high: 0x7fff_ffff_f000,
         mmap_base: 0x7f00_0000_0000,
         brk_base: 0x5555_0000_0000,
-        stack_guard_gap: 256 * PAGE,
+        stack_guard_gap: 256 * PAGE_BYTES,
         stack_limit: 8 << 20,
         zero_page: true,
         map_limit: 65_530,
@@ -64,7 +62,7 @@ impl Layout {
     /// borrowed from the kernel (bit `i` of `shared`: entry `i`).
     fn validate<A: PagingArch>(&self, arch: &A, shared: Option<&[u64; 8]>) -> Result<(), SpaceError> {
         let bad = |reason| Err(SpaceError::BadLayout { reason });
-        if self.low % PAGE != 0 || self.high % PAGE != 0 {
+        if self.low % PAGE_BYTES != 0 || self.high % PAGE_BYTES != 0 {
             return bad("the user range is not page aligned");
         }
         if self.low == 0 || self.low >= self.high {
@@ -381,7 +379,7 @@ fn hook(e: HookError) -> FaultError {
 }
 
 fn page_up(len: u64) -> Result<u64, SpaceError> {
-    len.checked_add(PAGE - 1).map(|l| l & !(PAGE - 1)).ok_or(SpaceError::Vma(VmaError::BadRange))
+    len.checked_add(PAGE_BYTES - 1).map(|l| l & !(PAGE_BYTES - 1)).ok_or(SpaceError::Vma(VmaError::BadRange))
 }
 
 fn va(a: u64) -> VirtAddr {
@@ -577,7 +575,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     // ----- mmap family -----
 
     fn check_range(&self, start: u64, len: u64) -> Result<u64, SpaceError> {
-        if start % PAGE != 0 {
+        if start % PAGE_BYTES != 0 {
             return Err(VmaError::Unaligned(start).into());
         }
         let end = start.checked_add(len).ok_or(SpaceError::Vma(VmaError::BadRange))?;
@@ -600,7 +598,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// A free range of `len` bytes: top-down below `mmap_base`, then
     /// anywhere, never in a stack's guard gap.
     fn find_gap(&self, len: u64, align: u64) -> Result<u64, SpaceError> {
-        let align = align.max(PAGE);
+        let align = align.max(PAGE_BYTES);
         if !align.is_power_of_two() {
             return Err(VmaError::Unaligned(align).into());
         }
@@ -631,14 +629,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             return Err(VmaError::BadRange.into());
         }
         if let Backing::Object { offset, .. } = req.backing {
-            if offset % PAGE != 0 {
+            if offset % PAGE_BYTES != 0 {
                 return Err(VmaError::Unaligned(offset).into());
             }
         }
         let start = match req.placement {
             Placement::Anywhere => self.find_gap(len, req.align)?,
             Placement::Hint(h) => {
-                let ok = h % PAGE == 0
+                let ok = h % PAGE_BYTES == 0
                     && self.check_range(h, len).is_ok()
                     && self.is_free(h, h + len)
                     && self.clear_of_stacks(h + len);
@@ -676,7 +674,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let v = self.vmas.find(page).expect("populating a mapped range");
             let write = v.prot.contains(Protection::WRITE);
             self.fault_page(page, write, &v)?;
-            page += PAGE;
+            page += PAGE_BYTES;
         }
         self.finish();
         Ok(())
@@ -912,7 +910,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if !allows(v.prot, access) {
             return Err(FaultError::Protection { addr, access, prot: v.prot });
         }
-        self.fault_page(addr & !(PAGE - 1), access == Access::Write, &v)
+        self.fault_page(addr & !(PAGE_BYTES - 1), access == Access::Write, &v)
     }
 
     /// Grows the stack above `addr` down to it for `access`; a refused
@@ -926,7 +924,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if !allows(stack.prot, access) {
             return Err(FaultError::Protection { addr, access, prot: stack.prot });
         }
-        let page = addr & !(PAGE - 1);
+        let page = addr & !(PAGE_BYTES - 1);
         if stack.end - page > self.layout.stack_limit {
             return Err(FaultError::StackLimit { addr, limit: self.layout.stack_limit });
         }
@@ -954,7 +952,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     return Ok(FaultKind::Spurious);
                 }
                 if v.flags.contains(VmaFlags::SHARED) {
-                    let f = self.pt().update_flags(at, PAGE, |m| m.flags | MapFlags::WRITE).expect("mapped");
+                    let f = self.pt().update_flags(at, PAGE_BYTES, |m| m.flags | MapFlags::WRITE).expect("mapped");
                     self.gather.batch.add(f);
                     self.mm.count(FaultCount::Spurious);
                     return Ok(FaultKind::Spurious);
@@ -1019,7 +1017,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     fn copy_on_write(&mut self, page: u64, old: PhysAddr, v: &Vma) -> Result<FaultKind, FaultError> {
         let flags = page_flags(v);
         if !self.mm.is_shared(old) {
-            let f = self.pt().update_flags(va(page), PAGE, |_| flags).expect("mapped");
+            let f = self.pt().update_flags(va(page), PAGE_BYTES, |_| flags).expect("mapped");
             self.gather.batch.add(f);
             self.mm.count(FaultCount::CowReused);
             return Ok(FaultKind::CowReused);
@@ -1117,11 +1115,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut done = 0usize;
         while done < data.len() {
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
-            let n = ((PAGE - a % PAGE) as usize).min(data.len() - done);
+            let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(data.len() - done);
             let phys = self.resolve(a, Access::Write)?;
             // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable private page is ours alone (copy-on-write ran), a shared mapping's page is written by its sharers as user memory is.
             let r = unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) };
-            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
+            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE_BYTES - 1) })?;
             done += n;
         }
         Ok(())
@@ -1132,11 +1130,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
-            let n = ((PAGE - a % PAGE) as usize).min(buf.len() - done);
+            let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(buf.len() - done);
             let phys = self.resolve(a, Access::Read)?;
             // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other spaces is read-only in all of them (copy-on-write) or written by sharers as user memory is.
             let r = unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) };
-            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE - 1) })?;
+            r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE_BYTES - 1) })?;
             done += n;
         }
         Ok(())
@@ -1201,7 +1199,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut young = false;
         let f = self
             .page_table()
-            .harvest(va(addr & !(PAGE - 1)), PAGE, AccessBits::ACCESSED, |_, _, _| young = true)
+            .harvest(va(addr & !(PAGE_BYTES - 1)), PAGE_BYTES, AccessBits::ACCESSED, |_, _, _| young = true)
             .expect("a user page");
         // x86 does not need a flush to clear the accessed bit (a stale TLB
         // entry only delays the next setting), as Linux's
@@ -1219,7 +1217,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// unmapping it from its users, so it is not freed until reclaim is done
     /// with it.
     pub fn evict(&mut self, addr: u64, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
-        let page = addr & !(PAGE - 1);
+        let page = addr & !(PAGE_BYTES - 1);
         if !self.is_evictable(page) {
             return Err(SpaceError::NotEvictable);
         }
@@ -1240,7 +1238,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             }
             None => {
                 let mut gone = None;
-                let f = self.pt().unmap_present(va(page), PAGE, |u| gone = Some(u)).expect("4 KiB pages");
+                let f = self.pt().unmap_present(va(page), PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
                 self.gather.batch.add(f);
                 match gone {
                     Some(Unmapped::Page { va, frame, size, flags }) => mm_paging::Mapping { va, frame, size, flags },
@@ -1256,11 +1254,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     // ----- checks -----
 
     fn user_start(&self) -> u64 {
-        self.layout.low & !(PAGE - 1)
+        self.layout.low & !(PAGE_BYTES - 1)
     }
 
     fn user_len(&self) -> u64 {
-        self.layout.high.next_multiple_of(PAGE) - self.user_start()
+        self.layout.high.next_multiple_of(PAGE_BYTES) - self.user_start()
     }
 
     /// Counts present pages (zero page included) and swap entries by

@@ -10,13 +10,12 @@
 //! changes to the pages.
 
 use alloc::vec::Vec;
+use mm_types::PAGE_BYTES;
 
 use bitflags::bitflags;
 use mm_types::Protection;
 
 use crate::tree::{RangeTree, TreeError};
-
-const PAGE: u64 = 4096;
 
 bitflags! {
     /// VMA flags (besides the protection).
@@ -175,7 +174,7 @@ impl Default for VmaTree {
 
 fn check(start: u64, len: u64) -> Result<u64, VmaError> {
     for v in [start, len] {
-        if v % PAGE != 0 {
+        if v % PAGE_BYTES != 0 {
             return Err(VmaError::Unaligned(v));
         }
     }
@@ -233,7 +232,7 @@ impl VmaTree {
     /// The highest (`top_down`) or lowest start for `len` bytes aligned to
     /// `align` inside `[low, high)` that overlaps no VMA.
     pub fn unmapped_area(&self, len: u64, align: u64, low: u64, high: u64, top_down: bool) -> Option<u64> {
-        let align = align.max(PAGE);
+        let align = align.max(PAGE_BYTES);
         if top_down {
             self.tree.gap_top_down(len, align, low, high)
         } else {
@@ -420,7 +419,7 @@ impl VmaTree {
         self.tree.check()?;
         let mut prev: Option<Vma> = None;
         for v in self.iter() {
-            if v.start % PAGE != 0 || v.end % PAGE != 0 {
+            if v.start % PAGE_BYTES != 0 || v.end % PAGE_BYTES != 0 {
                 return Err("a VMA that is not page aligned");
             }
             if prev.is_some_and(|p| p.can_merge(&v)) {

@@ -7,10 +7,11 @@ mod common;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use mm_types::PAGE_BYTES;
 
 fn pair(c: &mut Criterion) {
     let mut g = c.benchmark_group("pair_100_live");
-    for (name, size) in [("1page", PAGE), ("1MiB", 1 << 20)] {
+    for (name, size) in [("1page", PAGE_BYTES), ("1MiB", 1 << 20)] {
         let mut ours = Ours::new();
         fill(&mut ours, 100);
         g.bench_function(BenchmarkId::new("mm-vmalloc", name), |b| b.iter(|| pairs(&mut ours, size, 1)));
@@ -26,10 +27,10 @@ fn busy(c: &mut Criterion) {
     for live in [100usize, 1000, 15_000] {
         let mut ours = Ours::new();
         fill(&mut ours, live);
-        g.bench_function(BenchmarkId::new("mm-vmalloc", live), |b| b.iter(|| pairs(&mut ours, PAGE, 1)));
+        g.bench_function(BenchmarkId::new("mm-vmalloc", live), |b| b.iter(|| pairs(&mut ours, PAGE_BYTES, 1)));
         let mut ff = FirstFit::new();
         fill(&mut ff, live);
-        g.bench_function(BenchmarkId::new("first-fit", live), |b| b.iter(|| pairs(&mut ff, PAGE, 1)));
+        g.bench_function(BenchmarkId::new("first-fit", live), |b| b.iter(|| pairs(&mut ff, PAGE_BYTES, 1)));
     }
     g.finish();
 }

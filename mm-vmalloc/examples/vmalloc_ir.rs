@@ -12,6 +12,7 @@
 mod common;
 
 use common::*;
+use mm_types::PAGE_BYTES;
 
 #[inline(never)]
 fn measure_pairs<V: VirtAlloc>(v: &mut V, size: u64, count: usize) -> usize {
@@ -21,11 +22,11 @@ fn measure_pairs<V: VirtAlloc>(v: &mut V, size: u64, count: usize) -> usize {
 
 fn run<V: VirtAlloc>(v: &mut V, workload: &str) -> usize {
     let (live, size, count) = match workload {
-        "pair_1page" => (100, PAGE, 20_000),
+        "pair_1page" => (100, PAGE_BYTES, 20_000),
         "pair_1mib" => (100, 1 << 20, 500),
-        "busy_100" => (100, PAGE, 2_000),
-        "busy_1000" => (1000, PAGE, 2_000),
-        "busy_15000" => (15_000, PAGE, 2_000),
+        "busy_100" => (100, PAGE_BYTES, 2_000),
+        "busy_1000" => (1000, PAGE_BYTES, 2_000),
+        "busy_15000" => (15_000, PAGE_BYTES, 2_000),
         other => panic!("unknown workload {other}"),
     };
     fill(v, live);

@@ -19,11 +19,10 @@ use std::vec::Vec;
 use arbitrary::Arbitrary;
 use mm_paging::{NoShootdown, PageTable, RecordingTlb, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{FrameBlock, FrameProvider, Order, PhysAddr, PhysMemory, VirtAddr, VirtRange};
+use mm_types::{FrameBlock, FrameProvider, Order, PhysAddr, PhysMemory, VirtAddr, VirtRange, PAGE_BYTES};
 
 use crate::{AreaKind, AreaOptions, CacheMode, KernelMapper, SharedPageTable, Vmalloc, VmallocConfig, VmallocError};
 
-const PAGE: u64 = 4096;
 const BASE: u64 = 0xffff_c900_0000_0000;
 /// The window: 64 MiB, so it fills up and fragments.
 const WINDOW: u64 = 64 << 20;
@@ -140,11 +139,11 @@ impl Harness<'_> {
     }
 
     fn predict_once(&self, total: u64, align: u64, lazy: bool) -> Option<u64> {
-        let need = total + align - PAGE;
+        let need = total + align - PAGE_BYTES;
         if let Some(s) = self.find_gap(lazy, |s, l| (l >= need).then_some(s)) {
             return Some(s.next_multiple_of(align));
         }
-        if align > PAGE {
+        if align > PAGE_BYTES {
             return self.find_gap(lazy, |s, l| {
                 let a = s.next_multiple_of(align);
                 (a + total <= s + l).then_some(a)
@@ -221,7 +220,7 @@ impl Harness<'_> {
                 let (size, align) = if huge {
                     ((2 + u64::from(pages % 3)) << 20, 2 << 20)
                 } else {
-                    ((1 + u64::from(pages % 64)) * PAGE, PAGE << (align % 8))
+                    ((1 + u64::from(pages % 64)) * PAGE_BYTES, PAGE_BYTES << (align % 8))
                 };
                 let mut opts = AreaOptions::new().align(align).caller("fuzz");
                 if no_guard {
@@ -231,7 +230,7 @@ impl Harness<'_> {
                     opts = opts.huge();
                 }
                 let mapped = if huge { size.next_multiple_of(2 << 20) } else { size };
-                let total = mapped + if no_guard { 0 } else { PAGE };
+                let total = mapped + if no_guard { 0 } else { PAGE_BYTES };
                 if let Some(a) = self.expect_alloc(total, align, |h| h.vm.vmalloc_with(size, opts).map(|a| a.as_u64()))
                 {
                     let tag = self.next_tag;
@@ -266,7 +265,7 @@ impl Harness<'_> {
                     Kind::Io => self.vm.iounmap(va).expect("live area"),
                 }
                 self.lazy.insert(start, area.total);
-                if self.lazy.values().sum::<u64>() / PAGE > LAZY_MAX {
+                if self.lazy.values().sum::<u64>() / PAGE_BYTES > LAZY_MAX {
                     self.lazy.clear();
                 }
             }
@@ -281,7 +280,7 @@ impl Harness<'_> {
                 let Some((&start, area)) = self.live.iter().nth(usize::from(n) % self.live.len().max(1)) else {
                     return;
                 };
-                let off = u64::from(offset) * PAGE % area.total;
+                let off = u64::from(offset) * PAGE_BYTES % area.total;
                 let va = VirtAddr::new(start + off).expect("in window");
                 let want = if off == 0 {
                     return;
@@ -305,16 +304,18 @@ impl Harness<'_> {
                     }
                     return;
                 }
-                let total = n as u64 * PAGE + PAGE;
-                let got = self.expect_alloc(total, PAGE, |h| h.vm.vmap(&owned, AreaOptions::new()).map(|a| a.as_u64()));
+                let total = n as u64 * PAGE_BYTES + PAGE_BYTES;
+                let got =
+                    self.expect_alloc(total, PAGE_BYTES, |h| h.vm.vmap(&owned, AreaOptions::new()).map(|a| a.as_u64()));
                 match got {
                     Some(a) => {
                         let t = self.kernel.translate(VirtAddr::new(a).expect("in window")).expect("mapped");
                         assert_eq!(t.frame, owned[0], "vmap maps the caller's frames in order");
                         let tag = self.next_tag;
                         self.next_tag += 1;
-                        self.write_tag(a, n as u64 * PAGE, tag);
-                        self.live.insert(a, Area { total, mapped: n as u64 * PAGE, kind: Kind::Vmap, tag, owned });
+                        self.write_tag(a, n as u64 * PAGE_BYTES, tag);
+                        self.live
+                            .insert(a, Area { total, mapped: n as u64 * PAGE_BYTES, kind: Kind::Vmap, tag, owned });
                     }
                     None => {
                         for f in owned {
@@ -324,16 +325,17 @@ impl Harness<'_> {
                 }
             }
             Op::Ioremap { page, offset, len } => {
-                let phys = (1u64 << 32) + u64::from(page) * PAGE + u64::from(offset % 4096);
+                let phys = (1u64 << 32) + u64::from(page) * PAGE_BYTES + u64::from(offset % 4096);
                 let len = 1 + u64::from(len % (5 << 20));
-                let base = phys - phys % PAGE;
-                let mapped = (phys + len).next_multiple_of(PAGE) - base;
-                let align = if mapped >= 2 << 20 && base % (2 << 20) == 0 { 2 << 20 } else { PAGE };
-                let total = mapped + PAGE;
+                let base = phys - phys % PAGE_BYTES;
+                let mapped = (phys + len).next_multiple_of(PAGE_BYTES) - base;
+                let align = if mapped >= 2 << 20 && base % (2 << 20) == 0 { 2 << 20 } else { PAGE_BYTES };
+                let total = mapped + PAGE_BYTES;
                 let pa = PhysAddr::new(phys).expect("small");
-                let call = |h: &Self| h.vm.ioremap(pa, len, CacheMode::Uncached).map(|a| a.as_u64() - phys % PAGE);
+                let call =
+                    |h: &Self| h.vm.ioremap(pa, len, CacheMode::Uncached).map(|a| a.as_u64() - phys % PAGE_BYTES);
                 if let Some(start) = self.expect_alloc(total, align, call) {
-                    let first = VirtAddr::new(start + phys % PAGE).expect("in window");
+                    let first = VirtAddr::new(start + phys % PAGE_BYTES).expect("in window");
                     assert_eq!(self.kernel.translate(first).expect("mapped").phys, pa);
                     let last = VirtAddr::new(start + mapped - 1).expect("in window");
                     assert_eq!(self.kernel.translate(last).expect("mapped").phys.as_u64(), base + mapped - 1);
@@ -342,7 +344,7 @@ impl Harness<'_> {
                 }
             }
             Op::Purge => {
-                let pages: u64 = self.lazy.values().sum::<u64>() / PAGE;
+                let pages: u64 = self.lazy.values().sum::<u64>() / PAGE_BYTES;
                 assert_eq!(self.vm.purge(), pages);
                 self.lazy.clear();
             }
@@ -355,13 +357,14 @@ impl Harness<'_> {
         let s = self.vm.stats();
         assert_eq!(s.areas, self.live.len() as u64);
         assert_eq!(s.mapped_bytes, self.live.values().map(|a| a.mapped).sum::<u64>());
-        let vmalloc_pages: u64 = self.live.values().filter(|a| a.kind == Kind::Vmalloc).map(|a| a.mapped / PAGE).sum();
+        let vmalloc_pages: u64 =
+            self.live.values().filter(|a| a.kind == Kind::Vmalloc).map(|a| a.mapped / PAGE_BYTES).sum();
         assert_eq!(s.frames, vmalloc_pages);
         assert_eq!(s.lazy_bytes, self.lazy.values().sum::<u64>());
         for (&start, a) in &self.live {
             let info = self.vm.find_area(VirtAddr::new(start).expect("in window")).expect("live area");
             assert_eq!((info.size, info.guard), (a.mapped, a.total - a.mapped));
-            for at in [start, start + a.mapped - PAGE] {
+            for at in [start, start + a.mapped - PAGE_BYTES] {
                 assert!(self.kernel.translate(VirtAddr::new(at).expect("in")).is_some(), "mapped (MODEL 2)");
             }
             if a.total > a.mapped {

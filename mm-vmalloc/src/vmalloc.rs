@@ -7,14 +7,13 @@ use mm_paging::{HugePages, MapFlags, Unmapped};
 use mm_types::sync::Mutex;
 use mm_types::{
     AllocFlags, FrameBlock, FrameError, FrameNumber, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, VirtAddr,
-    VirtRange, PAGE_SIZE,
+    VirtRange, PAGE_BYTES,
 };
 
 use crate::error::VmallocError;
 use crate::mapper::KernelMapper;
 use crate::tree::{AreaKind, Follow, Link, Node, NodeRef, Pool, Request};
 
-const PAGE: u64 = PAGE_SIZE as u64;
 const HUGE: u64 = 2 << 20;
 const HUGE_ORDER: u8 = 9;
 /// Frames allocated and mapped per page-table call when an area is built
@@ -89,7 +88,7 @@ impl AreaOptions {
     /// The defaults.
     pub const fn new() -> Self {
         AreaOptions {
-            align: PAGE,
+            align: PAGE_BYTES,
             guard: true,
             flags: MapFlags::KERNEL_DATA,
             alloc: AllocFlags::empty(),
@@ -287,7 +286,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     pub fn new(mapper: K, frames: F, mem: M, config: VmallocConfig) -> Result<Self, VmallocError> {
         let w = config.window;
         let lo = w.start().as_u64();
-        if w.is_empty() || lo % PAGE != 0 || w.len() % PAGE != 0 {
+        if w.is_empty() || lo % PAGE_BYTES != 0 || w.len() % PAGE_BYTES != 0 {
             return Err(VmallocError::BadConfig("the window must be a non-empty, page-aligned range"));
         }
         let hi = lo
@@ -359,7 +358,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             size = size.checked_next_multiple_of(HUGE).ok_or(self.too_large(size))?;
             align = align.max(HUGE);
         }
-        let order = if huge { HUGE_ORDER } else { self.page_order.min((size / PAGE).trailing_zeros() as u8) };
+        let order = if huge { HUGE_ORDER } else { self.page_order.min((size / PAGE_BYTES).trailing_zeros() as u8) };
         let kind = AreaKind::Vmalloc { order, huge };
         let (start, node) = self.reserve(size, align, &opts, kind)?;
         let built = match self.populate(start, size, order, huge, &opts) {
@@ -372,7 +371,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         };
         match built {
             Ok(()) => {
-                self.publish(node, size / PAGE);
+                self.publish(node, size / PAGE_BYTES);
                 Ok(VirtAddr::new(start).expect("in the window"))
             }
             Err(e) => {
@@ -385,8 +384,8 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     /// Maps caller-owned 4 KiB frames contiguously (`vunmap` undoes it and
     /// leaves the frames to the caller).
     pub fn vmap(&self, frames: &[PhysAddr], opts: AreaOptions) -> Result<VirtAddr, VmallocError> {
-        let size = self.check_size((frames.len() as u64).saturating_mul(PAGE))?;
-        if let Some(f) = frames.iter().find(|f| f.as_u64() % PAGE != 0) {
+        let size = self.check_size((frames.len() as u64).saturating_mul(PAGE_BYTES))?;
+        if let Some(f) = frames.iter().find(|f| f.as_u64() % PAGE_BYTES != 0) {
             return Err(VmallocError::BadPhys(*f));
         }
         let align = check_align(opts.align)?;
@@ -405,7 +404,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     /// whole pages). Ranges of 2 MiB or more at 2 MiB aligned physical
     /// addresses are mapped with 2 MiB pages.
     pub fn ioremap(&self, phys: PhysAddr, len: u64, mode: CacheMode) -> Result<VirtAddr, VmallocError> {
-        let offset = phys.as_u64() % PAGE;
+        let offset = phys.as_u64() % PAGE_BYTES;
         let base = phys.as_u64() - offset;
         if len == 0 {
             return Err(VmallocError::ZeroSize);
@@ -414,7 +413,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         let size = self.check_size(end - base)?;
         PhysAddr::new(base + size - 1).map_err(|_| VmallocError::BadPhys(phys))?;
         let huge = size >= HUGE && base % HUGE == 0;
-        let align = if huge { HUGE } else { PAGE };
+        let align = if huge { HUGE } else { PAGE_BYTES };
         let kind = AreaKind::Ioremap { phys: PhysAddr::new(base).expect("checked"), mode };
         let opts = AreaOptions::new().flags(mode.map_flags()).caller("ioremap");
         let (start, node) = self.reserve(size, align, &opts, kind)?;
@@ -445,7 +444,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     /// Unmaps an area from [`ioremap`](Self::ioremap), given the address it
     /// returned (or any address in the area's first page).
     pub fn iounmap(&self, addr: VirtAddr) -> Result<(), VmallocError> {
-        let a = VirtAddr::new(addr.as_u64() & !(PAGE - 1)).expect("aligning down keeps it canonical");
+        let a = VirtAddr::new(addr.as_u64() & !(PAGE_BYTES - 1)).expect("aligning down keeps it canonical");
         self.free_area(a, FreeKind::Ioremap)
     }
 
@@ -530,7 +529,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             areas: s.areas,
             mapped_bytes: s.mapped,
             frames: s.frames,
-            lazy_bytes: s.lazy_pages * PAGE,
+            lazy_bytes: s.lazy_pages * PAGE_BYTES,
             free_bytes,
             free_ranges,
             largest_free: s.pool.subtree_max(s.free),
@@ -595,7 +594,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         if size == 0 {
             return Err(VmallocError::ZeroSize);
         }
-        let s = size.checked_next_multiple_of(PAGE).ok_or(self.too_large(size))?;
+        let s = size.checked_next_multiple_of(PAGE_BYTES).ok_or(self.too_large(size))?;
         if s > self.hi - self.lo {
             return Err(self.too_large(s));
         }
@@ -617,7 +616,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         opts: &AreaOptions,
         kind: AreaKind,
     ) -> Result<(u64, NodeRef), VmallocError> {
-        let total = size + if opts.guard { PAGE } else { 0 };
+        let total = size + if opts.guard { PAGE_BYTES } else { 0 };
         if total > self.hi - self.lo {
             return Err(self.too_large(total));
         }
@@ -629,13 +628,13 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
             let s = &mut *guard;
             s.pool.reserve(&self.frames, &self.mem, 2)?;
             // First a search that cannot backtrack: a gap of `total + align -
-            // PAGE` bytes holds an aligned range wherever it starts. If none
+            // PAGE_BYTES` bytes holds an aligned range wherever it starts. If none
             // is that large, an exact search (for large alignments only).
             let lo = self.lo;
             let hi = self.hi;
-            let guaranteed = Request { size: total, align, need: total + (align - PAGE), lo, hi };
+            let guaranteed = Request { size: total, align, need: total + (align - PAGE_BYTES), lo, hi };
             let mut carved = s.pool.carve(s.free, &guaranteed);
-            if carved.is_none() && align > PAGE {
+            if carved.is_none() && align > PAGE_BYTES {
                 carved = s.pool.carve(s.free, &Request { need: total, ..guaranteed });
             }
             if let Some(c) = carved {
@@ -696,7 +695,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     fn unreserve(&self, n: NodeRef) {
         let mut guard = self.state.lock();
         let s = &mut *guard;
-        let (start, pages) = (s.pool.get(n).start, s.pool.get(n).len / PAGE);
+        let (start, pages) = (s.pool.get(n).start, s.pool.get(n).len / PAGE_BYTES);
         s.pool.remove(&mut s.busy, start).expect("reserved");
         s.pool.insert(&mut s.lazy, n);
         s.lazy_pages += pages;
@@ -721,7 +720,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
     fn populate_frames(&self, start: u64, size: u64, opts: &AreaOptions, done: &mut u64) -> Result<(), VmallocError> {
         let mut buf = [PhysAddr::ZERO; CHUNK];
         while *done < size {
-            let n = (((size - *done) / PAGE) as usize).min(CHUNK);
+            let n = (((size - *done) / PAGE_BYTES) as usize).min(CHUNK);
             for i in 0..n {
                 match self.frames.allocate_frame(opts.alloc) {
                     Ok(f) => buf[i] = f,
@@ -736,7 +735,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
                 self.free_frames(&buf[..n]);
                 return Err(e.into());
             }
-            *done += n as u64 * PAGE;
+            *done += n as u64 * PAGE_BYTES;
         }
         Ok(())
     }
@@ -785,7 +784,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         let va = VirtAddr::new(start).expect("in the window");
         self.mapper.unmap(va, len, &mut |u| {
             let (Some(k), Unmapped::Page { va, frame, .. }) = (order, u) else { return };
-            let page = (va.as_u64() - start) / PAGE;
+            let page = (va.as_u64() - start) / PAGE_BYTES;
             if page % (1u64 << k) == 0 {
                 let block = FrameBlock::new(FrameNumber::containing(frame), Order::new(k).expect("valid"));
                 let r = match block {
@@ -858,7 +857,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         };
         s.frames -= freed;
         s.pool.insert(&mut s.lazy, n);
-        s.lazy_pages += node.len / PAGE;
+        s.lazy_pages += node.len / PAGE_BYTES;
         let over = s.lazy_pages > self.lazy_max;
         drop(guard);
         if over {
@@ -893,7 +892,7 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Drop for Vmalloc<K, F, M>
 }
 
 fn check_align(align: u64) -> Result<u64, VmallocError> {
-    if align < PAGE || !align.is_power_of_two() {
+    if align < PAGE_BYTES || !align.is_power_of_two() {
         return Err(VmallocError::BadAlignment(align));
     }
     Ok(align)
@@ -906,14 +905,14 @@ fn write_area(w: &mut impl fmt::Write, a: &AreaInfo) -> fmt::Result {
     write!(w, "{start:#018x}-{end:#018x} {:>10} {caller}", a.size + a.guard)?;
     match a.kind {
         AreaKind::Vmalloc { order, huge } => {
-            write!(w, " pages={} vmalloc", a.size / PAGE)?;
+            write!(w, " pages={} vmalloc", a.size / PAGE_BYTES)?;
             if huge {
                 write!(w, " huge")?;
             } else if order > 0 {
                 write!(w, " order={order}")?;
             }
         }
-        AreaKind::Vmap => write!(w, " pages={} vmap", a.size / PAGE)?,
+        AreaKind::Vmap => write!(w, " pages={} vmap", a.size / PAGE_BYTES)?,
         AreaKind::Ioremap { phys, mode } => write!(w, " phys={:#x} ioremap {mode:?}", phys.as_u64())?,
     }
     writeln!(w)

@@ -17,11 +17,10 @@ use loom::sync::{Arc, Mutex};
 use mm_paging::{HugePages, MapFlags, Mapping, PagingError, Translation, Unmapped};
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{PageSize, PhysAddr, VirtAddr, VirtRange};
+use mm_types::{PageSize, PhysAddr, VirtAddr, VirtRange, PAGE_BYTES};
 use mm_vmalloc::{KernelMapper, Vmalloc, VmallocConfig};
 
 const BASE: u64 = 0xffff_c900_0000_0000;
-const PAGE: u64 = 4096;
 
 #[derive(Default)]
 struct Tables {
@@ -38,14 +37,15 @@ struct ModelMapper(Mutex<Tables>);
 // SAFETY: a model for the test: it maps nothing real, and vmalloc's memory is never dereferenced here.
 unsafe impl KernelMapper for ModelMapper {
     fn map_range(&self, va: VirtAddr, phys: PhysAddr, len: u64, _: MapFlags, _: HugePages) -> Result<(), PagingError> {
-        let frames: Vec<PhysAddr> = (0..len / PAGE).map(|i| PhysAddr::new(phys.as_u64() + i * PAGE).unwrap()).collect();
+        let frames: Vec<PhysAddr> =
+            (0..len / PAGE_BYTES).map(|i| PhysAddr::new(phys.as_u64() + i * PAGE_BYTES).unwrap()).collect();
         self.map_frames(va, &frames, MapFlags::KERNEL_DATA)
     }
 
     fn map_frames(&self, va: VirtAddr, frames: &[PhysAddr], _: MapFlags) -> Result<(), PagingError> {
         let mut t = self.0.lock().unwrap();
         for (i, f) in frames.iter().enumerate() {
-            let p = va.as_u64() + i as u64 * PAGE;
+            let p = va.as_u64() + i as u64 * PAGE_BYTES;
             assert!(!t.stale.contains(&p), "{p:#x} reused before the TLB flush that follows its unmap");
             assert!(t.mapped.insert(p, *f).is_none(), "{p:#x} mapped twice");
         }
@@ -54,7 +54,7 @@ unsafe impl KernelMapper for ModelMapper {
 
     fn unmap(&self, va: VirtAddr, len: u64, removed: &mut dyn FnMut(Unmapped)) -> Result<(), PagingError> {
         let mut t = self.0.lock().unwrap();
-        for p in (va.as_u64()..va.as_u64() + len).step_by(PAGE as usize) {
+        for p in (va.as_u64()..va.as_u64() + len).step_by(PAGE_BYTES as usize) {
             let frame = t.mapped.remove(&p).expect("vmalloc unmaps only what it mapped");
             t.stale.insert(p);
             let va = VirtAddr::new(p).unwrap();
@@ -71,9 +71,9 @@ unsafe impl KernelMapper for ModelMapper {
 
     fn translate(&self, va: VirtAddr) -> Option<Translation> {
         let t = self.0.lock().unwrap();
-        let page = va.as_u64() & !(PAGE - 1);
+        let page = va.as_u64() & !(PAGE_BYTES - 1);
         t.mapped.get(&page).map(|f| Translation {
-            phys: PhysAddr::new(f.as_u64() + va.as_u64() % PAGE).unwrap(),
+            phys: PhysAddr::new(f.as_u64() + va.as_u64() % PAGE_BYTES).unwrap(),
             frame: *f,
             page: VirtAddr::new(page).unwrap(),
             size: PageSize::Size4KiB,
@@ -101,10 +101,10 @@ type Vm = Vmalloc<&'static ModelMapper, &'static RefFrameProvider, &'static SimP
 
 /// A window of `pages` pages; a purge once more than `lazy` pages wait.
 fn vm(pages: u64, lazy: u64) -> (Arc<Vm>, &'static World) {
-    let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), 32 * PAGE);
+    let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), 32 * PAGE_BYTES);
     let frames = RefFrameProvider::new(&mem);
     let world: &'static World = Box::leak(Box::new(World { frames, mem, mapper: ModelMapper::default() }));
-    let window = VirtRange::new(VirtAddr::new(BASE).unwrap(), pages * PAGE).unwrap();
+    let window = VirtRange::new(VirtAddr::new(BASE).unwrap(), pages * PAGE_BYTES).unwrap();
     let config = VmallocConfig { lazy_max_pages: lazy, ..VmallocConfig::new(window) };
     (Arc::new(Vmalloc::new(&world.mapper, &world.frames, &world.mem, config).unwrap()), world)
 }
@@ -128,10 +128,10 @@ fn a_tight_window_reuses_ranges_only_after_a_flush() {
             .map(|_| {
                 let vm = vm.clone();
                 spawn(move || {
-                    let a = vm.vmalloc(PAGE).unwrap();
+                    let a = vm.vmalloc(PAGE_BYTES).unwrap();
                     vm.vfree(a).unwrap();
                     // Space only once a purge has flushed a freed range.
-                    let b = vm.vmalloc(PAGE).unwrap();
+                    let b = vm.vmalloc(PAGE_BYTES).unwrap();
                     vm.vfree(b).unwrap();
                 })
             })
@@ -149,7 +149,7 @@ fn threshold_purges_race_with_frees_and_explicit_purges() {
     model(|| {
         // Every free passes the threshold (two pages > one): each purges.
         let (vm, world) = vm(8, 1);
-        let a = vm.vmalloc(PAGE).unwrap();
+        let a = vm.vmalloc(PAGE_BYTES).unwrap();
         let freer = {
             let vm = vm.clone();
             spawn(move || vm.vfree(a).unwrap())
@@ -157,7 +157,7 @@ fn threshold_purges_race_with_frees_and_explicit_purges() {
         let allocator = {
             let vm = vm.clone();
             spawn(move || {
-                let b = vm.vmalloc(2 * PAGE).unwrap();
+                let b = vm.vmalloc(2 * PAGE_BYTES).unwrap();
                 vm.purge();
                 vm.vfree(b).unwrap();
             })

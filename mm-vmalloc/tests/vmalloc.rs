@@ -6,13 +6,12 @@ use mm_buddy::{BuddyAllocator, BuddyConfig};
 use mm_paging::{MapFlags, NoShootdown, PageTable, PagingError, RecordingTlb, X86_64};
 use mm_types::percpu::SingleCpu;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::{FrameError, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, VirtAddr, VirtRange};
+use mm_types::{FrameError, FrameProvider, Order, PageSize, PhysAddr, PhysMemory, VirtAddr, VirtRange, PAGE_BYTES};
 use mm_vmalloc::{
     AreaKind, AreaOptions, CacheMode, KernelMapper, SharedPageTable, Vmalloc, VmallocConfig, VmallocError,
 };
 
 const BASE: u64 = 0xffff_c900_0000_0000;
-const PAGE: u64 = 4096;
 
 type Kernel<'a, F> = SharedPageTable<X86_64, &'a SimPhysMemory, &'a F, RecordingTlb, NoShootdown>;
 
@@ -35,7 +34,7 @@ fn for_each_piece(k: &impl KernelMapper, at: u64, len: usize, mut f: impl FnMut(
     let mut done = 0;
     while done < len {
         let addr = at + done as u64;
-        let n = ((PAGE - addr % PAGE) as usize).min(len - done);
+        let n = ((PAGE_BYTES - addr % PAGE_BYTES) as usize).min(len - done);
         f(k.translate(va(addr)).expect("mapped").phys, done..done + n);
         done += n;
     }
@@ -77,20 +76,20 @@ fn areas_are_mapped_readable_writable_and_guarded() {
     let frames = RefFrameProvider::new(&ram);
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
-    let a = vm.vmalloc_with(5 * PAGE - 10, AreaOptions::new().caller("test")).unwrap();
-    let b = vm.vmalloc(PAGE).unwrap();
+    let a = vm.vmalloc_with(5 * PAGE_BYTES - 10, AreaOptions::new().caller("test")).unwrap();
+    let b = vm.vmalloc(PAGE_BYTES).unwrap();
     assert_eq!(a, va(BASE), "lowest fit: the window's start");
-    assert_eq!(b.as_u64(), BASE + 6 * PAGE, "after a's 5 pages and its guard page");
+    assert_eq!(b.as_u64(), BASE + 6 * PAGE_BYTES, "after a's 5 pages and its guard page");
     // Data written through the area's addresses reads back, across pages.
-    let data: Vec<u8> = (0..5 * PAGE).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..5 * PAGE_BYTES).map(|i| (i * 7 % 251) as u8).collect();
     write_virt(&k, &ram, a.as_u64() + 100, &data[..9000]);
     assert_eq!(read_virt(&k, &ram, a.as_u64() + 100, 9000), data[..9000]);
     // The guard page is unmapped.
-    assert!(k.translate(va(BASE + 5 * PAGE)).is_none());
-    let info = vm.find_area(va(BASE + 3 * PAGE + 5)).unwrap();
-    assert_eq!((info.start, info.size, info.guard, info.caller), (a, 5 * PAGE, PAGE, "test"));
-    assert!(info.in_guard(va(BASE + 5 * PAGE + 8)));
-    assert_eq!(vm.find_area(va(BASE + 5 * PAGE)).unwrap().start, a, "the guard belongs to its area");
+    assert!(k.translate(va(BASE + 5 * PAGE_BYTES)).is_none());
+    let info = vm.find_area(va(BASE + 3 * PAGE_BYTES + 5)).unwrap();
+    assert_eq!((info.start, info.size, info.guard, info.caller), (a, 5 * PAGE_BYTES, PAGE_BYTES, "test"));
+    assert!(info.in_guard(va(BASE + 5 * PAGE_BYTES + 8)));
+    assert_eq!(vm.find_area(va(BASE + 5 * PAGE_BYTES)).unwrap().start, a, "the guard belongs to its area");
     assert_eq!(info.kind, AreaKind::Vmalloc { order: 0, huge: false });
     // The backing frames: five distinct 4 KiB frames, as the page table says.
     let mut pages = Vec::new();
@@ -104,7 +103,7 @@ fn areas_are_mapped_readable_writable_and_guarded() {
     listed.dedup();
     assert_eq!(listed.len(), 5);
     let s = vm.stats();
-    assert_eq!((s.areas, s.mapped_bytes, s.frames), (2, 6 * PAGE, 6));
+    assert_eq!((s.areas, s.mapped_bytes, s.frames), (2, 6 * PAGE_BYTES, 6));
     vm.check().unwrap();
     vm.vfree(a).unwrap();
     vm.vfree(b).unwrap();
@@ -120,28 +119,28 @@ fn frees_are_lazy_until_a_purge_flushes_the_tlb_once() {
     let k = kernel(&ram, &frames);
     let config = VmallocConfig { lazy_max_pages: 20, ..VmallocConfig::new(window(1 << 30)) };
     let vm = Vmalloc::new(&k, &frames, &ram, config).unwrap();
-    let a = vm.vmalloc(4 * PAGE).unwrap();
+    let a = vm.vmalloc(4 * PAGE_BYTES).unwrap();
     let free_frames = frames.free_frames();
     vm.vfree(a).unwrap();
     assert_eq!(frames.free_frames(), free_frames + 4, "frames go back at once");
     assert!(k.translate(a).is_none(), "unmapped at once");
-    assert_eq!(vm.stats().lazy_bytes, 5 * PAGE);
+    assert_eq!(vm.stats().lazy_bytes, 5 * PAGE_BYTES);
     let flushes = |k: &Kernel<'_, RefFrameProvider>| {
         let t = k.tlb();
         t.full_flushes + t.pages.total()
     };
     assert_eq!(flushes(&k), 0, "no flush yet");
     // Not reused before the purge: the next area goes elsewhere.
-    let b = vm.vmalloc(4 * PAGE).unwrap();
+    let b = vm.vmalloc(4 * PAGE_BYTES).unwrap();
     assert_ne!(a, b);
     // An explicit purge flushes once and makes the range allocatable.
     assert_eq!(vm.purge(), 5);
     assert_eq!(vm.stats().purges, 1);
     assert!(flushes(&k) > 0);
-    assert_eq!(vm.vmalloc(4 * PAGE).unwrap(), a, "the purged range is the lowest fit again");
+    assert_eq!(vm.vmalloc(4 * PAGE_BYTES).unwrap(), a, "the purged range is the lowest fit again");
     assert_eq!(vm.purge(), 0, "nothing lazy");
     // Past the threshold (20 pages), a free purges by itself.
-    let many: Vec<_> = (0..5).map(|_| vm.vmalloc(4 * PAGE).unwrap()).collect();
+    let many: Vec<_> = (0..5).map(|_| vm.vmalloc(4 * PAGE_BYTES).unwrap()).collect();
     for (i, m) in many.into_iter().enumerate() {
         vm.vfree(m).unwrap();
         assert_eq!(vm.stats().purges, if i < 4 { 1 } else { 2 }, "free {i}: 5 pages each, purge above 20");
@@ -157,9 +156,9 @@ fn free_ranges_coalesce_and_the_lowest_fit_wins() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
     let o = AreaOptions::new().no_guard();
-    let areas: Vec<_> = (0..8).map(|_| vm.vmalloc_with(PAGE, o).unwrap()).collect();
+    let areas: Vec<_> = (0..8).map(|_| vm.vmalloc_with(PAGE_BYTES, o).unwrap()).collect();
     for (i, a) in areas.iter().enumerate() {
-        assert_eq!(a.as_u64(), BASE + i as u64 * PAGE, "no guard: adjacent");
+        assert_eq!(a.as_u64(), BASE + i as u64 * PAGE_BYTES, "no guard: adjacent");
     }
     // Free 1, 2 (adjacent: one range) and 5.
     for i in [1, 2, 5] {
@@ -169,12 +168,12 @@ fn free_ranges_coalesce_and_the_lowest_fit_wins() {
     let s = vm.stats();
     assert_eq!(s.free_ranges, 3, "[1,3), [5,6) and the rest of the window");
     // A 2-page area takes the lowest hole that fits: [1, 3).
-    assert_eq!(vm.vmalloc_with(2 * PAGE, o).unwrap(), areas[1]);
+    assert_eq!(vm.vmalloc_with(2 * PAGE_BYTES, o).unwrap(), areas[1]);
     // A 1-page area takes the next lowest: page 5.
-    assert_eq!(vm.vmalloc_with(PAGE, o).unwrap(), areas[5]);
+    assert_eq!(vm.vmalloc_with(PAGE_BYTES, o).unwrap(), areas[5]);
     assert_eq!(vm.stats().free_ranges, 1);
     // An aligned request skips unaligned holes.
-    let al = vm.vmalloc_with(PAGE, o.align(64 << 10)).unwrap();
+    let al = vm.vmalloc_with(PAGE_BYTES, o.align(64 << 10)).unwrap();
     assert_eq!(al.as_u64(), BASE + (64 << 10));
     vm.check().unwrap();
     // Freeing everything leaves one free range: the whole window.
@@ -200,11 +199,11 @@ fn large_alignments_find_holes_the_guaranteed_search_misses() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 20))).unwrap();
     let o = AreaOptions::new().no_guard();
-    let all: Vec<_> = (0..64).map(|_| vm.vmalloc_with(4 * PAGE, o).unwrap()).collect();
-    assert_eq!(vm.vmalloc_with(PAGE, o), Err(VmallocError::NoSpace { size: PAGE, align: PAGE }));
+    let all: Vec<_> = (0..64).map(|_| vm.vmalloc_with(4 * PAGE_BYTES, o).unwrap()).collect();
+    assert_eq!(vm.vmalloc_with(PAGE_BYTES, o), Err(VmallocError::NoSpace { size: PAGE_BYTES, align: PAGE_BYTES }));
     vm.vfree(all[9]).unwrap();
     vm.purge();
-    let a = vm.vmalloc_with(4 * PAGE, o.align(16 << 10)).unwrap();
+    let a = vm.vmalloc_with(4 * PAGE_BYTES, o.align(16 << 10)).unwrap();
     assert_eq!(a, all[9]);
     vm.check().unwrap();
 }
@@ -216,16 +215,19 @@ fn bad_input_gets_specific_errors() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 24))).unwrap();
     assert_eq!(vm.vmalloc(0), Err(VmallocError::ZeroSize));
-    assert_eq!(vm.vmalloc_with(PAGE, AreaOptions::new().align(3 * PAGE)), Err(VmallocError::BadAlignment(3 * PAGE)));
-    assert_eq!(vm.vmalloc_with(PAGE, AreaOptions::new().align(512)), Err(VmallocError::BadAlignment(512)));
+    assert_eq!(
+        vm.vmalloc_with(PAGE_BYTES, AreaOptions::new().align(3 * PAGE_BYTES)),
+        Err(VmallocError::BadAlignment(3 * PAGE_BYTES))
+    );
+    assert_eq!(vm.vmalloc_with(PAGE_BYTES, AreaOptions::new().align(512)), Err(VmallocError::BadAlignment(512)));
     // The guard page is what does not fit.
-    assert_eq!(vm.vmalloc(1 << 24), Err(VmallocError::TooLarge { size: (1 << 24) + PAGE, window: 1 << 24 }));
+    assert_eq!(vm.vmalloc(1 << 24), Err(VmallocError::TooLarge { size: (1 << 24) + PAGE_BYTES, window: 1 << 24 }));
     assert!(matches!(vm.vmalloc((1 << 24) + 1), Err(VmallocError::TooLarge { .. })));
     assert!(matches!(vm.vmalloc(u64::MAX), Err(VmallocError::TooLarge { .. })));
-    let a = vm.vmalloc(3 * PAGE).unwrap();
+    let a = vm.vmalloc(3 * PAGE_BYTES).unwrap();
     assert_eq!(
-        vm.vfree(va(a.as_u64() + PAGE)),
-        Err(VmallocError::NotAreaStart { addr: va(a.as_u64() + PAGE), area: a })
+        vm.vfree(va(a.as_u64() + PAGE_BYTES)),
+        Err(VmallocError::NotAreaStart { addr: va(a.as_u64() + PAGE_BYTES), area: a })
     );
     assert_eq!(vm.vfree(va(BASE + (1 << 23))), Err(VmallocError::NotAnArea(va(BASE + (1 << 23)))));
     assert_eq!(vm.vfree(va(0x1000)), Err(VmallocError::NotAnArea(va(0x1000))));
@@ -254,11 +256,11 @@ fn bad_input_gets_specific_errors() {
     let small =
         Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(VirtRange::new(va(BASE + (1 << 30)), 1 << 16).unwrap()))
             .unwrap();
-    let got: Vec<_> = (0..8).map(|_| small.vmalloc(PAGE).unwrap()).collect();
-    assert_eq!(small.vmalloc(PAGE), Err(VmallocError::NoSpace { size: 2 * PAGE, align: PAGE }));
+    let got: Vec<_> = (0..8).map(|_| small.vmalloc(PAGE_BYTES).unwrap()).collect();
+    assert_eq!(small.vmalloc(PAGE_BYTES), Err(VmallocError::NoSpace { size: 2 * PAGE_BYTES, align: PAGE_BYTES }));
     // A lazily freed area is purged when space runs out.
     small.vfree(got[3]).unwrap();
-    assert_eq!(small.vmalloc(PAGE).unwrap(), got[3]);
+    assert_eq!(small.vmalloc(PAGE_BYTES).unwrap(), got[3]);
     vm.check().unwrap();
     small.check().unwrap();
 }
@@ -271,13 +273,13 @@ fn a_failure_midway_gives_everything_back() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
     // Warm up so the page tables for the window's start exist.
-    let w = vm.vmalloc(PAGE).unwrap();
+    let w = vm.vmalloc(PAGE_BYTES).unwrap();
     vm.vfree(w).unwrap();
     vm.purge();
     let before = frames.free_frames();
     // The 150th frame of a 200-page area is refused: the 149 taken go back.
     frames.fail_nth_allocation(150);
-    let err = vm.vmalloc(200 * PAGE).unwrap_err();
+    let err = vm.vmalloc(200 * PAGE_BYTES).unwrap_err();
     assert_eq!(err, VmallocError::OutOfFrames(FrameError::OutOfMemory { order: Order::ZERO }));
     assert_eq!(frames.free_frames(), before, "every frame came back");
     assert_eq!(vm.stats().areas, 0);
@@ -289,11 +291,11 @@ fn a_failure_midway_gives_everything_back() {
     {
         let mut t = k.lock();
         let f = frames.allocate_frame(Default::default()).unwrap();
-        t.map(va(BASE + 100 * PAGE), f, PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
+        t.map(va(BASE + 100 * PAGE_BYTES), f, PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
     }
     let before = frames.free_frames();
-    let err = vm.vmalloc(200 * PAGE).unwrap_err();
-    assert_eq!(err, VmallocError::Paging(PagingError::AlreadyMapped { addr: va(BASE + 100 * PAGE) }));
+    let err = vm.vmalloc(200 * PAGE_BYTES).unwrap_err();
+    assert_eq!(err, VmallocError::Paging(PagingError::AlreadyMapped { addr: va(BASE + 100 * PAGE_BYTES) }));
     // Mapping may have created page-table pages; they stay with the table.
     let tables = k.lock().table_pages();
     assert!(frames.free_frames() + 4 >= before && frames.free_frames() <= before);
@@ -319,7 +321,7 @@ fn huge_areas_use_2mib_pages_and_fall_back_to_frames() {
     write_virt(&k, &ram, h.as_u64() + (2 << 20) - 2, b"span");
     assert_eq!(read_virt(&k, &ram, h.as_u64() + (2 << 20) - 2, 4), b"span");
     // Smaller than 2 MiB: ordinary pages.
-    let s = vm.vmalloc_huge(PAGE).unwrap();
+    let s = vm.vmalloc_huge(PAGE_BYTES).unwrap();
     assert_eq!(vm.find_area(s).unwrap().kind, AreaKind::Vmalloc { order: 0, huge: false });
     vm.vfree(h).unwrap();
     vm.vfree(s).unwrap();
@@ -347,16 +349,16 @@ fn block_orders_are_freed_as_blocks() {
     let vm = Vmalloc::new(&k, &frames, &ram, config).unwrap();
     let free = || frames.free_frames() + frames.cached_frames();
     let before = free();
-    let a = vm.vmalloc(64 * PAGE).unwrap();
+    let a = vm.vmalloc(64 * PAGE_BYTES).unwrap();
     assert_eq!(vm.find_area(a).unwrap().kind, AreaKind::Vmalloc { order: 2, huge: false });
     // 6 pages: blocks of 2 (the largest order dividing the size, up to 2).
-    let b = vm.vmalloc(6 * PAGE).unwrap();
+    let b = vm.vmalloc(6 * PAGE_BYTES).unwrap();
     assert_eq!(vm.find_area(b).unwrap().kind, AreaKind::Vmalloc { order: 1, huge: false });
     let mut frames_of_a = Vec::new();
     vm.area_frames(a, |_, f, _| frames_of_a.push(f.as_u64())).unwrap();
     for blk in frames_of_a.chunks(4) {
-        assert_eq!(blk[0] % (4 * PAGE), 0, "each block is aligned");
-        assert!(blk.windows(2).all(|w| w[1] == w[0] + PAGE), "and contiguous");
+        assert_eq!(blk[0] % (4 * PAGE_BYTES), 0, "each block is aligned");
+        assert!(blk.windows(2).all(|w| w[1] == w[0] + PAGE_BYTES), "and contiguous");
     }
     vm.vfree(a).unwrap();
     vm.vfree(b).unwrap();
@@ -378,7 +380,7 @@ fn vmap_maps_caller_frames_and_leaves_them_to_the_caller() {
     }
     let v = vm.vmap(&mine, AreaOptions::new().caller("vmap-test")).unwrap();
     for i in 0..5 {
-        assert_eq!(read_virt(&k, &ram, v.as_u64() + i * PAGE, 8), vec![i as u8 + 1; 8]);
+        assert_eq!(read_virt(&k, &ram, v.as_u64() + i * PAGE_BYTES, 8), vec![i as u8 + 1; 8]);
     }
     assert_eq!(vm.find_area(v).unwrap().kind, AreaKind::Vmap);
     assert_eq!(vm.vfree(v), Err(VmallocError::WrongKind { addr: v, kind: AreaKind::Vmap }));
@@ -395,12 +397,12 @@ fn ioremap_maps_device_memory_with_its_cache_mode() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
     let regs = vm.ioremap(PhysAddr::new(0xfee0_0020).unwrap(), 0x1000, CacheMode::Uncached).unwrap();
-    assert_eq!(regs.as_u64() % PAGE, 0x20, "the offset inside the page is kept");
+    assert_eq!(regs.as_u64() % PAGE_BYTES, 0x20, "the offset inside the page is kept");
     let t = k.translate(regs).unwrap();
     assert_eq!(t.phys.as_u64(), 0xfee0_0020);
     assert!(t.flags.contains(MapFlags::NO_CACHE | MapFlags::WRITE_THROUGH));
     let info = vm.find_area(regs).unwrap();
-    assert_eq!(info.size, 2 * PAGE, "0x20 + 0x1000 bytes cross a page boundary");
+    assert_eq!(info.size, 2 * PAGE_BYTES, "0x20 + 0x1000 bytes cross a page boundary");
     // A 4 MiB frame buffer at a 2 MiB aligned address: 2 MiB pages.
     let fb = vm.ioremap(PhysAddr::new(0xe000_0000).unwrap(), 4 << 20, CacheMode::WriteThrough).unwrap();
     let t = k.translate(va(fb.as_u64() + (3 << 20))).unwrap();
@@ -422,8 +424,8 @@ fn vmallocinfo_lists_areas_in_address_order() {
     let frames = RefFrameProvider::new(&ram);
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
-    let _a = vm.vmalloc_with(2 * PAGE, AreaOptions::new().caller("alpha")).unwrap();
-    let _b = vm.vmalloc_with(PAGE, AreaOptions::new().caller("beta").no_guard()).unwrap();
+    let _a = vm.vmalloc_with(2 * PAGE_BYTES, AreaOptions::new().caller("alpha")).unwrap();
+    let _b = vm.vmalloc_with(PAGE_BYTES, AreaOptions::new().caller("beta").no_guard()).unwrap();
     let mut s = String::new();
     vm.write_info(&mut s).unwrap();
     let lines: Vec<_> = s.lines().collect();
@@ -442,7 +444,7 @@ fn many_live_areas_keep_the_index_shallow_and_consistent() {
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 36))).unwrap();
     let mut rng = mm_types::testkit::fuzzing::XorShift(7);
-    let mut live: Vec<VirtAddr> = (0..n).map(|i| vm.vmalloc((1 + i % 3) * PAGE).unwrap()).collect();
+    let mut live: Vec<VirtAddr> = (0..n).map(|i| vm.vmalloc((1 + i % 3) * PAGE_BYTES).unwrap()).collect();
     // Free every other area: n/2 free ranges between the live ones.
     let mut kept = Vec::new();
     for (i, a) in live.drain(..).enumerate() {
@@ -465,7 +467,7 @@ fn many_live_areas_keep_the_index_shallow_and_consistent() {
             let i = (rng.next() % kept.len() as u64) as usize;
             vm.vfree(kept.swap_remove(i)).unwrap();
         } else {
-            kept.push(vm.vmalloc((1 + rng.next() % 4) * PAGE).unwrap());
+            kept.push(vm.vmalloc((1 + rng.next() % 4) * PAGE_BYTES).unwrap());
         }
     }
     vm.check().unwrap();
@@ -494,7 +496,7 @@ fn threads_allocate_and_free_concurrently() {
             s.spawn(move || {
                 let mut mine = Vec::new();
                 for i in 0..rounds {
-                    let a = vm.vmalloc((1 + (i + t) % 3) * PAGE).unwrap();
+                    let a = vm.vmalloc((1 + (i + t) % 3) * PAGE_BYTES).unwrap();
                     write_virt(k, ram, a.as_u64(), &[t as u8; 16]);
                     mine.push(a);
                     if i % 3 == 2 {

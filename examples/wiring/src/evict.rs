@@ -31,8 +31,7 @@ use mm_paging::PagingArch;
 use mm_reclaim::driver::{Evictor, Outcome, Victim};
 use mm_reclaim::{PageId, Shadow};
 use mm_swap::SwapError;
-use mm_types::PageKind;
-use mm_types::{FrameProvider, PhysAddr, PhysMemory};
+use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};
 
 use crate::swapdev::SwapDevice;

@@ -16,8 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_reclaim::driver::Reclaim;
 use mm_reclaim::Policy;
-use mm_types::PageKind;
-use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order};
+use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order, PageKind};
 
 use crate::PageIds;
 

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use mm_buddy::{BuddyAllocator, BuddyConfig};
 use mm_paging::{NoShootdown, PageTable, RecordingTlb, Unmapped, X86_64};
 use mm_types::percpu::SingleCpu;
-use mm_types::{FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, SimPhysMemory, VirtAddr, VirtRange};
+use mm_types::{
+    FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, SimPhysMemory, VirtAddr, VirtRange, PAGE_BYTES,
+};
 use mm_vmalloc::{KernelMapper, SharedPageTable, Vmalloc, VmallocConfig};
 
-pub const PAGE: u64 = 4096;
 pub const BASE: u64 = 0xffff_c900_0000_0000;
 pub const WINDOW: u64 = 1 << 40;
 const LAZY_MAX: u64 = 8192;
@@ -108,8 +109,8 @@ impl FirstFit {
 
 impl VirtAlloc for FirstFit {
     fn alloc(&mut self, size: u64) -> u64 {
-        let mapped = size.next_multiple_of(PAGE);
-        let total = mapped + PAGE;
+        let mapped = size.next_multiple_of(PAGE_BYTES);
+        let total = mapped + PAGE_BYTES;
         let start = match self.find(total) {
             Some(s) => s,
             None => {
@@ -119,11 +120,11 @@ impl VirtAlloc for FirstFit {
         };
         self.busy.insert(start, (total, mapped, false));
         self.frames.clear();
-        for _ in 0..mapped / PAGE {
+        for _ in 0..mapped / PAGE_BYTES {
             self.frames.push(self.buddy.allocate_frame(Default::default()).unwrap());
         }
         for (i, chunk) in self.frames.chunks(64).enumerate() {
-            let va = VirtAddr::new(start + i as u64 * 64 * PAGE).unwrap();
+            let va = VirtAddr::new(start + i as u64 * 64 * PAGE_BYTES).unwrap();
             self.kernel.map_frames(va, chunk, mm_paging::MapFlags::KERNEL_DATA).unwrap();
         }
         start
@@ -141,7 +142,7 @@ impl VirtAlloc for FirstFit {
                 }
             })
             .unwrap();
-        self.lazy_pages += total / PAGE;
+        self.lazy_pages += total / PAGE_BYTES;
         if self.lazy_pages > LAZY_MAX {
             self.purge();
         }
@@ -151,7 +152,7 @@ impl VirtAlloc for FirstFit {
 /// `n` live one-page areas, packed from the window's start (each with its
 /// guard page), so a first fit walks all of them to find space.
 pub fn fill<V: VirtAlloc>(v: &mut V, n: usize) -> Vec<u64> {
-    (0..n).map(|_| v.alloc(PAGE)).collect()
+    (0..n).map(|_| v.alloc(PAGE_BYTES)).collect()
 }
 
 /// `count` allocate+free pairs of `size` bytes.
