@@ -607,7 +607,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     }
 
     /// Frames on the buddy lists, all zones (per-CPU caches not included).
-    pub fn free_frames(&self) -> u64 {
+    pub fn free_frame_count(&self) -> u64 {
         self.zones.iter().map(|z| z.free.load(Ordering::Relaxed)).sum()
     }
 
@@ -680,7 +680,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     /// Checks every invariant of `MODEL.md` that can be observed from the
     /// metadata (1, 3, 4 and 9), under all locks; for tests and fuzzing. It
     /// walks all memory: linear in the number of blocks.
-    pub fn verify(&self) -> Result<(), &'static str> {
+    pub fn check(&self) -> Result<(), &'static str> {
         let mut guards: [Option<mm_types::sync::MutexGuard<'_, FreeArea>>; 3] = [None, None, None];
         for (z, g) in guards.iter_mut().enumerate() {
             *g = Some(self.zones[z].area.lock());
@@ -791,7 +791,10 @@ fn isqrt(n: u64) -> u64 {
     x
 }
 
-// SAFETY: blocks come off the buddy or per-CPU lists, which hold only free frames of managed regions, and are marked allocated before return, so no frame is handed out twice until freed (MODEL 1, 2); zones are searched only up to the highest zone the flags allow (MODEL 5); ZERO blocks are zeroed; the allocator writes only its links into free blocks and never touches an allocated block.
+// SAFETY: blocks come off the buddy or per-CPU lists, which hold only free frames of managed regions,
+// and are marked allocated before return, so no frame is handed out twice until freed (MODEL 1, 2);
+// zones are searched only up to the highest zone the flags allow (MODEL 5); ZERO blocks are zeroed;
+// the allocator writes only its links into free blocks and never touches an allocated block.
 unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvider for BuddyAllocator<'_, M, C, CPUS> {
     #[inline]
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {

@@ -5,7 +5,7 @@
 //! and per-CPU drains run against a model: the set of allocated blocks. The
 //! model checks MODEL.md 1, 2, 5 and 6 after every step, every allocated
 //! block carries a pattern that must survive until it is freed (the allocator
-//! never writes into allocated memory), `verify` checks 1, 3, 4 and 9, and
+//! never writes into allocated memory), `check` checks 1, 3, 4 and 9, and
 //! at the end everything must coalesce back (7).
 
 extern crate std;
@@ -257,19 +257,23 @@ impl Harness {
                 b.drain_all();
                 assert_eq!(b.cached_frames(), 0);
             }
-            Op::Verify => self.verify(),
+            Op::Verify => self.check(),
         }
     }
 
-    fn verify(&self) {
-        self.buddy.verify().expect("allocator invariants");
+    fn check(&self) {
+        self.buddy.check().expect("allocator invariants");
         let live: u64 = self.live.values().map(|l| l.range.len()).sum();
         let b = &self.buddy;
-        assert_eq!(b.free_frames() + b.cached_frames() + live, b.managed_frames(), "frames are conserved (MODEL 1)");
+        assert_eq!(
+            b.free_frame_count() + b.cached_frames() + live,
+            b.managed_frames(),
+            "frames are conserved (MODEL 1)"
+        );
     }
 
     fn finish(mut self) {
-        self.verify();
+        self.check();
         for (_, l) in std::mem::take(&mut self.live) {
             self.check_stamp(&l.range);
             match l.order {
@@ -281,8 +285,8 @@ impl Harness {
             }
         }
         self.buddy.drain_all();
-        self.buddy.verify().expect("allocator invariants");
-        assert_eq!(self.buddy.free_frames(), self.buddy.managed_frames(), "everything coalesces back (MODEL 7)");
+        self.buddy.check().expect("allocator invariants");
+        assert_eq!(self.buddy.free_frame_count(), self.buddy.managed_frames(), "everything coalesces back (MODEL 7)");
     }
 }
 

@@ -70,14 +70,19 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
+#[allow(unsafe_code)]
 mod allocator;
 mod error;
+#[allow(unsafe_code)]
 mod free_list;
+#[allow(unsafe_code)]
 mod meta;
 mod pcp;
 mod region;
@@ -86,6 +91,7 @@ mod stats;
 mod zone;
 
 #[cfg(any(test, feature = "fuzzing"))]
+#[allow(unsafe_code)]
 pub mod fuzz_model;
 
 pub use allocator::{AddReport, BuddyAllocator, BuddyConfig, MAX_RESERVED};

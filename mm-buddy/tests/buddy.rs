@@ -45,7 +45,7 @@ fn boot_map_with_holes_and_reserved_ranges() {
     // Pieces: [1,2) MiB, [2.5, 8) MiB, [9, 16) MiB (DMA), [16, 33) MiB (DMA32).
     assert_eq!(rep.regions, 4);
     assert_eq!(b.managed_frames(), rep.frames);
-    b.verify().unwrap();
+    b.check().unwrap();
     // MODEL 1/2: allocate everything; nothing overlaps the hole, the image, or
     // anything else handed out.
     let mut seen = BTreeSet::new();
@@ -64,7 +64,7 @@ fn boot_map_with_holes_and_reserved_ranges() {
         }
     }
     assert_eq!(seen.len() as u64, rep.frames);
-    b.verify().unwrap();
+    b.check().unwrap();
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn free_all_in_random_order_coalesces_completely() {
             }
         }
     }
-    b.verify().unwrap();
+    b.check().unwrap();
     for i in (1..all.len()).rev() {
         all.swap(i, (rng.next() % (i as u64 + 1)) as usize);
     }
@@ -94,8 +94,8 @@ fn free_all_in_random_order_coalesces_completely() {
         b.free(x).unwrap();
     }
     b.drain_all();
-    b.verify().unwrap();
-    assert_eq!(b.free_frames(), b.managed_frames());
+    b.check().unwrap();
+    assert_eq!(b.free_frame_count(), b.managed_frames());
     let info = b.buddyinfo(Zone::Dma32);
     // The region lost its first frames to metadata; everything past the first
     // 4 MiB boundary must be whole max-order blocks again.
@@ -164,7 +164,7 @@ fn every_bad_free_is_reported_and_changes_nothing() {
     let b = buddy_over(&mem, exact());
     let blk = b.allocate(o(2), AllocFlags::empty()).unwrap();
     let big = b.allocate(o(5), AllocFlags::empty()).unwrap();
-    let before = (b.free_frames(), b.cached_frames());
+    let before = (b.free_frame_count(), b.cached_frames());
     let foreign = FrameBlock::new(FrameNumber::new(1).unwrap(), o(0)).unwrap();
     assert_eq!(b.free(foreign), Err(FrameError::NotOwned(foreign)));
     let inner = FrameBlock::new(blk.start().checked_add(1).unwrap(), o(0)).unwrap();
@@ -173,15 +173,15 @@ fn every_bad_free_is_reported_and_changes_nothing() {
     assert_eq!(b.free(wrong), Err(FrameError::WrongOrder { block: wrong, allocated: o(2) }));
     let wrong_big = FrameBlock::new(big.start(), o(4)).unwrap();
     assert_eq!(b.free(wrong_big), Err(FrameError::WrongOrder { block: wrong_big, allocated: o(5) }));
-    assert_eq!((b.free_frames(), b.cached_frames()), before);
-    b.verify().unwrap();
+    assert_eq!((b.free_frame_count(), b.cached_frames()), before);
+    b.check().unwrap();
     b.free(blk).unwrap();
     assert_eq!(b.free(blk), Err(FrameError::DoubleFree(blk)), "double free into the per-CPU cache");
     b.free(big).unwrap();
     assert_eq!(b.free(big), Err(FrameError::DoubleFree(big)), "double free into the buddy lists");
     b.drain_all();
     assert_eq!(b.free(blk), Err(FrameError::DoubleFree(blk)), "double free after merging");
-    b.verify().unwrap();
+    b.check().unwrap();
     // A frame inside a free block was freed already.
     assert_eq!(b.free(inner), Err(FrameError::DoubleFree(inner)));
     assert_eq!(b.allocate(o(11), AllocFlags::empty()), Err(FrameError::OrderTooLarge { order: o(11), max: o(10) }));
@@ -216,22 +216,22 @@ fn free_with_an_order_above_max_order_is_refused() {
     assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
     // Cached on the per-CPU list at order 0, named as order 32.
     b.free(x).unwrap();
-    let before = (b.free_frames(), b.cached_frames());
+    let before = (b.free_frame_count(), b.cached_frames());
     assert!(before.1 > 0, "the frame sits in the per-CPU cache");
     assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
     for order in [11, 20, 21, 31] {
         let blk = FrameBlock::new(target, o(order)).unwrap();
         assert_eq!(b.free(blk), Err(FrameError::OrderTooLarge { order: o(order), max }), "order {order}");
     }
-    assert_eq!((b.free_frames(), b.cached_frames()), before, "a refused free changes nothing");
-    b.verify().unwrap();
+    assert_eq!((b.free_frame_count(), b.cached_frames()), before, "a refused free changes nothing");
+    b.check().unwrap();
     assert_eq!(b.free(x), Err(FrameError::DoubleFree(x)));
     for h in held {
         b.free(h).unwrap();
     }
     b.drain_all();
-    assert_eq!(b.free_frames(), b.managed_frames());
-    b.verify().unwrap();
+    assert_eq!(b.free_frame_count(), b.managed_frames());
+    b.check().unwrap();
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn setup_errors() {
     assert!(matches!(Buddy::new(mem.clone(), SingleCpu, bad), Err(BuddyError::BadConfig(_))));
     let b: Buddy = BuddyAllocator::new(mem.clone(), SingleCpu, exact()).unwrap();
     let first = PhysRange::new(pa(16 << 20), 1 << 20).unwrap();
-    // SAFETY (all three): ranges of the simulated RAM, used by nothing else.
+    // SAFETY: (all three calls) ranges of the simulated RAM, used by nothing else.
     unsafe {
         assert_eq!(b.add_memory(mem.span()), Err(BuddyError::Unreachable(mem.span())));
         b.add_memory(first).unwrap();
@@ -293,8 +293,8 @@ fn hot_add_extends_the_allocator() {
         b.free(h).unwrap();
     }
     b.drain_all();
-    b.verify().unwrap();
-    assert_eq!(b.free_frames(), b.managed_frames());
+    b.check().unwrap();
+    assert_eq!(b.free_frame_count(), b.managed_frames());
 }
 
 #[test]
@@ -341,10 +341,10 @@ fn per_cpu_caches_are_bounded_and_drain() {
         assert!(b.cpu_cached_frames(0) <= 128 + 1);
     }
     assert!(b.cached_frames() > 0);
-    b.verify().unwrap();
+    b.check().unwrap();
     b.drain_all();
     assert_eq!(b.cached_frames(), 0);
-    assert_eq!(b.free_frames(), b.managed_frames());
+    assert_eq!(b.free_frame_count(), b.managed_frames());
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn freed_block_with_free_uncle_goes_to_the_back() {
     b.free(u(1)).unwrap(); // uncle free: back, behind 9
     assert_eq!(b.allocate(o(4), AllocFlags::empty()).unwrap(), u(9));
     assert_eq!(b.allocate(o(4), AllocFlags::empty()).unwrap(), u(1));
-    b.verify().unwrap();
+    b.check().unwrap();
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn contiguous_and_in_range_allocations() {
     assert_eq!(run.len(), 100);
     assert_eq!(run.start().as_u64() % 64, 0);
     let taken: BTreeSet<u64> = run.iter_step(1).map(|f| f.as_u64()).collect();
-    b.verify().unwrap();
+    b.check().unwrap();
     // Nothing else is handed out inside the run.
     let mut rest = Vec::new();
     while let Ok(x) = b.allocate(o(0), AllocFlags::empty()) {
@@ -395,8 +395,8 @@ fn contiguous_and_in_range_allocations() {
     assert!(window.contains_range(&blk.phys_range()));
     b.free(blk).unwrap();
     b.drain_all();
-    b.verify().unwrap();
-    assert_eq!(b.free_frames(), b.managed_frames());
+    b.check().unwrap();
+    assert_eq!(b.free_frame_count(), b.managed_frames());
 }
 
 #[test]
@@ -427,7 +427,7 @@ fn mobility_grouping_keeps_unmovable_blocks_together() {
                 movable.push(x);
             }
         }
-        b.verify().unwrap();
+        b.check().unwrap();
         let blocks: BTreeSet<u64> = unmovable.iter().map(|x| x.start().as_u64() >> 9).collect();
         (blocks.len(), b.zone_stats(Zone::Dma32).claimed_pageblocks)
     }
@@ -460,7 +460,7 @@ fn pageblock_claims_follow_the_rule() {
     let x = b.allocate(o(0), unmovable).unwrap();
     assert_eq!(claimed(&b), 2);
     b.free(x).unwrap();
-    b.verify().unwrap();
+    b.check().unwrap();
 
     // Pageblocks of 16 frames (max_order 4), per-CPU batches of one block,
     // so every request takes exactly the block the rule predicts. Frames
@@ -482,7 +482,7 @@ fn pageblock_claims_follow_the_rule() {
     let u1 = b.allocate(o(0), unmovable).unwrap();
     assert_eq!(start(u1), 4100);
     assert_eq!(claimed(&b), 0, "less than half free: not claimed");
-    b.verify().unwrap();
+    b.check().unwrap();
 
     // With the order-3 block back, 14 of 15 are free: the next steal
     // (4104, order 3) claims A.
@@ -491,7 +491,7 @@ fn pageblock_claims_follow_the_rule() {
     let u2 = b.allocate(o(0), unmovable).unwrap();
     assert_eq!(start(u2), 4104);
     assert_eq!(claimed(&b), 1, "at least half free: claimed");
-    b.verify().unwrap();
+    b.check().unwrap();
 
     // A's free blocks are now unmovable; take its order-2 block so the
     // largest left is order 1. A movable order-0 request must steal one,
@@ -506,13 +506,13 @@ fn pageblock_claims_follow_the_rule() {
     let r = b.allocate(o(0), AllocFlags::RECLAIMABLE).unwrap();
     assert!((4096..4112).contains(&start(r)));
     assert_eq!(claimed(&b), 2, "small non-movable steal of a half-free pageblock: claimed");
-    b.verify().unwrap();
+    b.check().unwrap();
 
     for x in [u1, u2, u3, m, r] {
         b.free(x).unwrap();
     }
     b.drain_all();
-    b.verify().unwrap();
+    b.check().unwrap();
 }
 
 #[test]
@@ -560,5 +560,5 @@ fn threads_allocate_and_free_concurrently() {
         }
     });
     b.drain_all();
-    b.verify().unwrap();
+    b.check().unwrap();
 }

@@ -2,7 +2,7 @@
 //! from and drain to the buddy lists (batch 2, high mark 4) while a third
 //! context drains every cache (the path before an out-of-memory report), and
 //! two CPUs race to free the same block. Every interleaving of the locks
-//! (bounded by preemptions) must keep the allocator consistent (`verify`),
+//! (bounded by preemptions) must keep the allocator consistent (`check`),
 //! lose no frame, and let exactly one of two racing frees succeed.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p mm-buddy --test loom_pcp`.
@@ -65,8 +65,8 @@ fn refill_and_drain_race_with_drain_all() {
             w.join().unwrap();
         }
         b.drain_all();
-        b.verify().unwrap();
-        assert_eq!(b.free_frames(), b.managed_frames());
+        b.check().unwrap();
+        assert_eq!(b.free_frame_count(), b.managed_frames());
     });
 }
 
@@ -88,6 +88,6 @@ fn racing_frees_of_one_block_one_wins() {
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
         assert!(results.contains(&Err(FrameError::DoubleFree(x))));
         b.drain_all();
-        b.verify().unwrap();
+        b.check().unwrap();
     });
 }

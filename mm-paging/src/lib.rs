@@ -59,6 +59,8 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -67,7 +69,9 @@ extern crate std;
 mod arch;
 mod error;
 mod flags;
+#[allow(unsafe_code)]
 mod mapper;
+#[allow(unsafe_code)]
 mod table;
 mod tlb;
 mod x86;

@@ -96,8 +96,8 @@ fn refused_operations_change_nothing() {
     let f = MapFlags::KERNEL_DATA;
     pt.map_range(va(0x20_0000), pa(0x20_0000), 2 << 20, f, HugePages::all()).unwrap().ignore();
     pt.map_range(va(0x80_0000), pa(0x80_0000), 0x3000, f, HugePages::all()).unwrap().ignore();
-    let before = (snapshot(&pt), pt.table_pages(), frames.free_frames());
-    let same = |pt: &Pt<'_>| (snapshot(pt), pt.table_pages(), frames.free_frames()) == before;
+    let before = (snapshot(&pt), pt.table_pages(), frames.free_frame_count());
+    let same = |pt: &Pt<'_>| (snapshot(pt), pt.table_pages(), frames.free_frame_count()) == before;
 
     // Overlap with a huge page, at the end of a range that needs new tables first.
     let e = pt.map_range(va(0x4000_0000 - 0x1000), pa(0), 0x1000, f, HugePages::all());
@@ -165,7 +165,7 @@ fn unmap_returns_frames_and_frees_empty_tables() {
     // MODEL 3.
     let (ram, frames) = setup();
     let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
-    let baseline = frames.free_frames();
+    let baseline = frames.free_frame_count();
     let start = 0xffff_8000_0000_0000u64 + (1 << 30) - 0x3000;
     let len = (1 << 30) + (4 << 20) + 0x5000;
     pt.map_range(va(start), pa(0x1000_0000 - 0x3000), len, MapFlags::KERNEL_DATA, HugePages::all()).unwrap().ignore();
@@ -183,7 +183,7 @@ fn unmap_returns_frames_and_frees_empty_tables() {
     assert_eq!(flush.pages(), len / 4096);
     flush.ignore();
     assert_eq!(pt.table_pages(), 1, "only the root is left");
-    assert_eq!(frames.free_frames(), baseline);
+    assert_eq!(frames.free_frame_count(), baseline);
 }
 
 #[test]
@@ -384,10 +384,10 @@ fn unmap_keep_tables_leaves_table_pages_for_the_next_mapping() {
     assert_eq!(seen, (0..16).map(|i| 0x10_0000 + i * 4096).collect::<Vec<_>>());
     assert!(snapshot(&pt).is_empty());
     assert_eq!(pt.table_pages(), tables, "no table page freed");
-    let free = frames.free_frames();
+    let free = frames.free_frame_count();
     // Mapping the range again needs no new table page.
     pt.map_range(va(base), pa(0x20_0000), 16 * 4096, MapFlags::KERNEL_DATA, HugePages::empty()).unwrap().ignore();
-    assert_eq!(frames.free_frames(), free);
+    assert_eq!(frames.free_frame_count(), free);
     // The ordinary unmap then frees the emptied tables (all but the root).
     pt.unmap_range(va(base), 16 * 4096, |_| {}).unwrap().ignore();
     assert_eq!(pt.table_pages(), 1);
@@ -461,7 +461,7 @@ fn shared_root_entries_are_borrowed_not_owned() {
     let kva = 0xffff_8000_0000_0000u64;
     kernel.map(va(kva), pa(0x30_0000), PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
     let kernel_tables = kernel.table_pages();
-    let free = frames.free_frames();
+    let free = frames.free_frame_count();
     let arch = X86_64::FOUR_LEVEL;
     // SAFETY: `kernel` is a live hierarchy in the same RAM and outlives `user`.
     let user = unsafe { PageTable::new_sharing(arch, ram.clone(), &frames, kernel.root(), 256..512) };
@@ -473,7 +473,7 @@ fn shared_root_entries_are_borrowed_not_owned() {
     let mut removed = 0;
     user.destroy(|_| removed += 1);
     assert_eq!(removed, 1, "only the user mapping");
-    assert_eq!(frames.free_frames(), free);
+    assert_eq!(frames.free_frame_count(), free);
     assert_eq!(kernel.table_pages(), kernel_tables);
     assert_eq!(kernel.translate(va(kva)).unwrap().frame, pa(0x30_0000));
     kernel.destroy(|_| {});
@@ -499,7 +499,7 @@ fn shared_root_entries_cannot_be_changed() {
     // SAFETY: `kernel` is a live hierarchy in the same RAM and outlives `user`.
     let user = unsafe { PageTable::new_sharing(arch, ram.clone(), &frames, kernel.root(), (1..2).chain(256..512)) };
     let mut user = user.unwrap();
-    let free = frames.free_frames();
+    let free = frames.free_frame_count();
     let user_before = snapshot(&user);
     assert_eq!(user_before.len(), 3, "the user sees the kernel's mappings");
     fn refused<T>(addr: u64) -> Result<T, PagingError> {
@@ -537,14 +537,14 @@ fn shared_root_entries_cannot_be_changed() {
     assert_eq!(snapshot(&user), user_before);
     assert_eq!((snapshot(&kernel), kernel.table_pages()), kernel_before);
     assert_eq!(user.table_pages(), 1);
-    assert_eq!(frames.free_frames(), free);
+    assert_eq!(frames.free_frame_count(), free);
     // The user's own entry 0 still works, right up to the borrowed entry.
     user.map(va(straddle), pa(0x50_0000), PageSize::Size4KiB, f).unwrap().ignore();
     user.unmap_range(va(straddle), 0x1000, |_| {}).unwrap().ignore();
-    assert_eq!(frames.free_frames(), free, "the user's emptied tables are freed");
+    assert_eq!(frames.free_frame_count(), free, "the user's emptied tables are freed");
     // Teardown frees the user's root only; the kernel's tables stay.
     user.destroy(|u| panic!("destroy reported {u:?}, a kernel mapping"));
-    assert_eq!(frames.free_frames(), free + 1);
+    assert_eq!(frames.free_frame_count(), free + 1);
     assert_eq!((snapshot(&kernel), kernel.table_pages()), kernel_before);
     kernel.destroy(|_| {});
     assert_eq!(frames.allocated_blocks(), 0);

@@ -49,7 +49,8 @@ pub(crate) struct CpuSlab {
     partial_len: usize,
 }
 
-// SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them; the CPU slot's lock serialises every use.
+// SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them;
+// the CPU slot's lock serialises every use.
 unsafe impl Send for CpuSlab {}
 
 impl CpuSlab {
@@ -206,7 +207,9 @@ impl<const N: usize> CacheCore<N> {
             return None;
         }
         let obj = cpu.slab.with_addr(head);
-        // SAFETY: `head` is the start of a free object of the CPU's current slab: frees push only object starts of that slab (MODEL.md 3; checked on the fast path when hardened), and a decoded link becomes the head only after the check below. The CPU lock gives us the list.
+        // SAFETY: `head` is the start of a free object of the CPU's current slab: frees push only
+        // object starts of that slab (MODEL.md 3; checked on the fast path when hardened), and a
+        // decoded link becomes the head only after the check below. The CPU lock gives us the list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
         // MODEL.md 6: trust a link only if it is an object start of this
         // slab. A range check alone lets a flipped low bit (a stale
@@ -253,7 +256,8 @@ impl<const N: usize> CacheCore<N> {
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
                 let _node = self.node.lock();
-                // SAFETY: forwarded contract; the header is read under the node lock. An offset that is not an object start always yields an error here.
+                // SAFETY: forwarded contract; the header is read under the node lock. An offset that
+                // is not an object start always yields an error here.
                 return unsafe { self.check_object(obj) }.map(|_| ());
             }
             if obj.addr() == cpu.freelist {
@@ -338,7 +342,8 @@ impl<const N: usize> CacheCore<N> {
 
     /// Makes `hdr` the CPU's current slab, moving its freelist to the CPU.
     fn freeze(&self, node: &mut Node, cpu: &mut CpuSlab, hdr: *mut SlabHeader) {
-        // SAFETY: `hdr` is a slab of ours taken off every list (or the current slab); the node lock is held by the caller.
+        // SAFETY: `hdr` is a slab of ours taken off every list (or the current slab); the node lock is
+        // held by the caller.
         let h = unsafe { &mut *hdr };
         h.state = SlabState::Frozen;
         cpu.slab = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
@@ -373,7 +378,8 @@ impl<const N: usize> CacheCore<N> {
         // SAFETY: forwarded contract: the slab-aligned block is readable.
         let hdr = unsafe { self.check_object(obj)? };
         let (inuse, state) = {
-            // SAFETY: `check_object` proved `hdr` is a slab header of ours; the node lock protects it. The borrow ends before the list operations below touch the header through `hdr`.
+            // SAFETY: `check_object` proved `hdr` is a slab header of ours; the node lock protects it.
+            // The borrow ends before the list operations below touch the header through `hdr`.
             let h = unsafe { &mut *hdr };
             if h.freelist == obj.addr() || h.inuse == 0 {
                 return Err(SlabError::DoubleFree { addr: obj.addr() });
@@ -473,7 +479,8 @@ impl<const N: usize> CacheCore<N> {
         let mut result = Ok(());
         let order = Order::new(self.geo.order).expect("slab orders are small");
         while !hdr.is_null() {
-            // SAFETY: the chain holds slabs that left every list and every CPU; nobody else can reach them. Read before the frames go.
+            // SAFETY: the chain holds slabs that left every list and every CPU; nobody else can reach
+            // them. Read before the frames go.
             let (next, phys) = unsafe { ((*hdr).next, (*hdr).phys) };
             // SAFETY: as above; clear the magic so that a stale pointer into the old slab is recognised as foreign.
             unsafe { (*hdr).magic = 0 };
@@ -515,7 +522,8 @@ impl<const N: usize> CacheCore<N> {
             }
         };
         let fill = Fill { poison: self.flags.contains(CacheFlags::POISON), ctor: self.ctor };
-        // SAFETY: the block was just allocated to us, is mapped at `base` for its whole size, and `base` is aligned to that size.
+        // SAFETY: the block was just allocated to us, is mapped at `base` for its whole size, and
+        // `base` is aligned to that size.
         Ok(unsafe { slab::format(base, &self.geo, self.keys, fill, phys.as_u64()) })
     }
 
@@ -556,7 +564,8 @@ impl<const N: usize> CacheCore<N> {
         let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
         let obj = base.with_addr(h.freelist);
         let index = self.index_of(h.freelist - base.addr());
-        // SAFETY: `obj` is the head of the slab's freelist (checked when it was linked in) and the node lock gives us that list.
+        // SAFETY: `obj` is the head of the slab's freelist (checked when it was linked in) and the
+        // node lock gives us that list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
         let corrupt = |kind| SlabError::Corrupted(Corruption { cache: self.name, object: obj.addr(), kind });
         let result = if next != 0 && self.index_in(base, next).is_none() {
@@ -589,7 +598,8 @@ impl<const N: usize> CacheCore<N> {
             unsafe { slab::paint_red_zone(obj, &self.geo, RED_ACTIVE) };
         }
         if h.freelist == 0 {
-            // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations write the header through `hdr`.)
+            // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations
+            // write the header through `hdr`.)
             unsafe {
                 node.partial.remove(hdr);
                 (*hdr).state = SlabState::Full;
@@ -742,7 +752,8 @@ impl<const N: usize> CacheCore<N> {
         let mut last = freelist;
         let mut count = 1;
         loop {
-            // SAFETY: CPU freelist objects are free objects of this slab; the CPU lock and node lock are held by the caller.
+            // SAFETY: CPU freelist objects are free objects of this slab; the CPU lock and node lock
+            // are held by the caller.
             let next = unsafe { slab::read_link(base.with_addr(last), self.keys.link) };
             if next == 0 {
                 break;
@@ -925,7 +936,9 @@ impl<const N: usize> CacheCore<N> {
             for index in 0..self.geo.objects {
                 // SAFETY: as above.
                 if unsafe { slab::bitmap_bit(base, &self.geo, index, None) } {
-                    // SAFETY: an allocated object's red zone is ours to read under the node lock (its owner may write the object, never the red zone, unless it overflows: the bug this check reports).
+                    // SAFETY: an allocated object's red zone is ours to read under the node lock (its
+                    // owner may write the object, never the red zone, unless it overflows: the bug
+                    // this check reports).
                     let obj = unsafe { base.add(index * self.geo.stride) };
                     // SAFETY: as above.
                     if let Some((offset, found)) = unsafe { slab::check_red_zone(obj, &self.geo, RED_ACTIVE) } {

@@ -183,7 +183,10 @@ pub fn run(data: &[u8]) {
                     let l = live.remove(&id).unwrap();
                     // SAFETY: as above.
                     unsafe { heap.free(l.ptr, l.layout) }.unwrap();
-                    // SAFETY: the second free is what is being tested; the memory is still mapped slab or frame memory. Detected exactly only with the debug bitmap, and for large blocks by the frame provider; a non-debug cache catches the last-freed object (the case here).
+                    // SAFETY: the second free is what is being tested; the memory is still mapped slab
+                    // or frame memory. Detected exactly only with the debug bitmap, and for large
+                    // blocks by the frame provider; a non-debug cache catches the last-freed object
+                    // (the case here).
                     let again = unsafe { heap.free(l.ptr, l.layout) };
                     assert!(again.is_err(), "double free of {:?} accepted", l.layout);
                 }

@@ -400,7 +400,10 @@ fn large_order(layout: Layout) -> Option<Order> {
     Order::for_bytes(layout.size().max(layout.align()).max(PAGE_SIZE) as u64)
 }
 
-// SAFETY: `alloc` returns memory of at least `layout.size()` bytes aligned to `layout.align()` (class objects are aligned to their class's alignment, chosen to cover the request; large blocks are naturally aligned and checked) that no other allocation overlaps, until it is passed to `dealloc`. Nothing here allocates through the global allocator.
+// SAFETY: `alloc` returns memory of at least `layout.size()` bytes aligned to `layout.align()` (class
+// objects are aligned to their class's alignment, chosen to cover the request; large blocks are
+// naturally aligned and checked) that no other allocation overlaps, until it is passed to `dealloc`.
+// Nothing here allocates through the global allocator.
 unsafe impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> GlobalAlloc
     for Kmalloc<'_, P, M, C, N>
 {
@@ -520,7 +523,8 @@ impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Defa
     }
 }
 
-// SAFETY: forwards to the installed `Kmalloc` (see its implementation); before installation nothing is ever allocated, so nothing is freed.
+// SAFETY: forwards to the installed `Kmalloc` (see its implementation); before installation nothing is
+// ever allocated, so nothing is freed.
 unsafe impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> GlobalAlloc
     for GlobalSlab<'_, P, M, C, N>
 {

@@ -74,20 +74,27 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
+#[allow(unsafe_code)]
 mod cache;
 mod config;
 mod error;
+#[allow(unsafe_code)]
 mod kmalloc;
+#[allow(unsafe_code)]
 mod object_cache;
+#[allow(unsafe_code)]
 mod slab;
 mod stats;
 
 #[cfg(any(test, feature = "fuzzing"))]
+#[allow(unsafe_code)]
 pub mod fuzz_model;
 
 pub use config::{CacheConfig, CacheFlags, Geometry, MAX_SLAB_ORDER};

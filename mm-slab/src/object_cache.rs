@@ -243,7 +243,8 @@ impl<T: fmt::Debug, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const
     }
 }
 
-// SAFETY: a SlabBox owns its `T` like a Box does; sending it sends the `T` and a shared reference to the cache, which is `Sync` (all its state is behind locks).
+// SAFETY: a SlabBox owns its `T` like a Box does; sending it sends the `T` and a shared reference to
+// the cache, which is `Sync` (all its state is behind locks).
 unsafe impl<T: Send, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Send
     for SlabBox<'_, '_, T, P, M, C, N>
 {

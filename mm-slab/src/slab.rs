@@ -81,7 +81,8 @@ pub(crate) fn slab_base(obj: usize, geo: &Geometry) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn read_link(obj: *mut u8, key: usize) -> usize {
     debug_assert!(obj.addr() % core::mem::align_of::<usize>() == 0, "read_link of a non-object {obj:p}");
-    // SAFETY: per the contract, `obj` is an object start, so 8-byte aligned (strides are multiples of 8 from a slab start aligned to the slab size), and its first word is inside the slab.
+    // SAFETY: per the contract, `obj` is an object start, so 8-byte aligned (strides are multiples of
+    // 8 from a slab start aligned to the slab size), and its first word is inside the slab.
     unsafe { obj.cast::<usize>().read() ^ key ^ obj.addr().swap_bytes() }
 }
 
@@ -236,7 +237,8 @@ pub(crate) unsafe fn check_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) -
 /// The slab has a bitmap (`CHECK_FREE`), `base` is its start and the caller
 /// holds the lock that protects it.
 pub(crate) unsafe fn bitmap_bit(base: *mut u8, geo: &Geometry, index: usize, set: Option<bool>) -> bool {
-    // SAFETY: the bitmap has `objects.div_ceil(64)` words at `bitmap_offset`, 8-byte aligned (the offset is a multiple of 8).
+    // SAFETY: the bitmap has `objects.div_ceil(64)` words at `bitmap_offset`, 8-byte aligned (the
+    // offset is a multiple of 8).
     let word = unsafe { base.add(geo.bitmap_offset).cast::<u64>().add(index / 64) };
     let mask = 1u64 << (index % 64);
     // SAFETY: as above.

@@ -80,7 +80,9 @@ enum Damage {
 impl Damage {
     fn apply(self, obj: NonNull<u8>) {
         let word = obj.as_ptr().cast::<usize>();
-        // SAFETY: `obj` is a freed object of a live slab (the slab is kept because other objects of it are live); its first word is inside the mapping and 8-byte aligned. Writing it is the use after free under test.
+        // SAFETY: `obj` is a freed object of a live slab (the slab is kept because other objects of it
+        // are live); its first word is inside the mapping and 8-byte aligned. Writing it is the use
+        // after free under test.
         unsafe {
             let old = word.read();
             word.write(match self {
@@ -195,7 +197,8 @@ fn a_stale_write_to_a_freed_link_is_caught_on_every_geometry() {
                     assert_eq!(p.as_ptr().addr(), base + i * geo.stride, "{what}");
                 }
                 let next = base + 4 * geo.stride;
-                // SAFETY: `objs[1]` came from `cache` and is freed once; it is then only damaged, never used as an object.
+                // SAFETY: `objs[1]` came from `cache` and is freed once; it is then only damaged,
+                // never used as an object.
                 unsafe { cache.free(objs[1]).unwrap() };
                 // Its link now decodes to `next`.
                 damage.apply(objs[1]);
@@ -256,7 +259,8 @@ fn a_stale_write_to_a_remotely_freed_link_is_caught_on_refill() {
             let cache: Cache<_, _, _, 2> = Cache::new(&frames, mem.clone(), &cpu, config(size, align, flags)).unwrap();
             let objs: Vec<_> = (0..4).map(|_| cache.alloc().unwrap()).collect();
             cpu.0.store(1, Ordering::Relaxed);
-            // SAFETY: each freed once, from CPU 1: remote frees onto the slab's own list, `objs[1]` last so that its link names `objs[2]`.
+            // SAFETY: each freed once, from CPU 1: remote frees onto the slab's own list, `objs[1]`
+            // last so that its link names `objs[2]`.
             unsafe {
                 cache.free(objs[2]).unwrap();
                 cache.free(objs[1]).unwrap();

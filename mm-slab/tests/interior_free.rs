@@ -87,7 +87,8 @@ fn interior_frees_are_refused_in_every_class_on_both_paths() {
                 cpu.0.store(on_cpu, Ordering::Relaxed);
                 for offset in interior_offsets(size) {
                     let inner = p.as_ptr().wrapping_add(offset);
-                    // SAFETY: `inner` is inside the live object `p`, in slab memory; the free must be refused and release nothing.
+                    // SAFETY: `inner` is inside the live object `p`, in slab memory; the free must be
+                    // refused and release nothing.
                     let r = unsafe { heap.free(NonNull::new(inner).unwrap(), layout) };
                     assert_eq!(
                         r,

@@ -238,7 +238,8 @@ fn double_interior_and_foreign_frees_are_refused() {
     let cache: Cache<_, _, _> = Cache::new(&frames, mem.clone(), SingleCpu, debug("checked", 96)).unwrap();
     let a = cache.alloc().unwrap();
     let b = cache.alloc().unwrap();
-    // SAFETY: each free below either frees a live object once or must be refused; all pointers stay inside the mapped slab.
+    // SAFETY: each free below either frees a live object once or must be refused; all pointers stay
+    // inside the mapped slab.
     unsafe {
         cache.free(a).unwrap();
         cache.free(b).unwrap();
@@ -359,7 +360,8 @@ fn bad_configurations_and_out_of_memory() {
 /// A direct map that puts frames at a 4 KiB-aligned but not slab-aligned
 /// offset.
 struct Skewed(SimPhysMemory);
-// SAFETY: forwards to the simulated memory with a page offset that stays in its buffer (the test uses only its first half).
+// SAFETY: forwards to the simulated memory with a page offset that stays in its buffer (the test uses
+// only its first half).
 unsafe impl PhysMemory for Skewed {
     fn translate(&self, addr: PhysAddr, len: usize) -> Result<NonNull<u8>, PhysAccessError> {
         self.0.translate(PhysAddr::new(addr.as_u64() + 4096).unwrap(), len)
@@ -403,7 +405,7 @@ fn kmalloc_classes_large_blocks_realloc_and_global_alloc() {
     let buddy: BuddyAllocator<_, _> = BuddyAllocator::new(mem.clone(), SingleCpu, BuddyConfig::default()).unwrap();
     // SAFETY: the simulated RAM belongs to this allocator alone.
     unsafe { buddy.add_memory(mem.span()).unwrap() };
-    let free_before = buddy.free_frames();
+    let free_before = buddy.free_frame_count();
     let heap: Kmalloc<_, _, _> = Kmalloc::new(&buddy, mem.clone(), SingleCpu, KmallocConfig::default()).unwrap();
     for (size, class) in [(1, 8), (8, 8), (9, 16), (96, 96), (97, 112), (150, 160), (192, 192), (8192, 8192)] {
         assert_eq!(heap.class_size(Layout::from_size_align(size, 8).unwrap()), Some(class), "size {size}");
@@ -442,7 +444,7 @@ fn kmalloc_classes_large_blocks_realloc_and_global_alloc() {
     heap.shrink().unwrap();
     drop(heap);
     buddy.drain_all();
-    assert_eq!(buddy.free_frames(), free_before, "every frame back in the buddy allocator");
+    assert_eq!(buddy.free_frame_count(), free_before, "every frame back in the buddy allocator");
 }
 
 #[test]

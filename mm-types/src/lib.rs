@@ -53,6 +53,8 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(any(test, feature = "std"))]
@@ -61,9 +63,11 @@ extern crate std;
 pub mod addr;
 pub mod align;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod frame;
 pub mod page;
 pub mod percpu;
+#[allow(unsafe_code)]
 pub mod phys;
 pub mod range;
 pub mod state;
@@ -72,9 +76,11 @@ pub mod swap;
 pub mod sync;
 
 #[cfg(feature = "std")]
+#[allow(unsafe_code)]
 pub mod testkit;
 
 #[cfg(feature = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86;
 
 #[cfg(any(test, feature = "fuzzing"))]

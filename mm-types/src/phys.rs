@@ -199,7 +199,8 @@ impl DirectMap {
     }
 }
 
-// SAFETY: `new`'s contract makes every address below `limit` mapped at `offset + p`, a fixed, injective, alignment-preserving (offset is 4 KiB aligned), linear mapping.
+// SAFETY: `new`'s contract makes every address below `limit` mapped at `offset + p`, a fixed,
+// injective, alignment-preserving (offset is 4 KiB aligned), linear mapping.
 unsafe impl PhysMemory for DirectMap {
     #[inline]
     fn linear_offset(&self) -> Option<u64> {

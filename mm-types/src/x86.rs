@@ -133,6 +133,6 @@ mod tests {
             // A double free is rejected by the provider and ignored here.
             a.deallocate_frame(small);
         }
-        assert_eq!(provider.free_frames(), 1024);
+        assert_eq!(provider.free_frame_count(), 1024);
     }
 }

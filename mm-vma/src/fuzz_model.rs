@@ -557,7 +557,7 @@ pub fn run(data: &[u8]) {
         static RAM: SimPhysMemory = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("valid"), 8 << 20);
     }
     let world = SimWorld::with_ram(RAM.with(SimPhysMemory::clone));
-    let free = world.free_frames();
+    let free = world.free_frame_count();
     let layout = Layout { low: W, high: HIGH, mmap_base: MMAP_BASE, brk_base: BRK_BASE, ..Layout::X86_64 };
     let first = world.space_with(layout);
     let mut h = Harness {
@@ -585,7 +585,7 @@ pub fn run(data: &[u8]) {
     drop(spaces);
     assert_eq!(world.mm.tracked_frames(), 0);
     assert_eq!(world.swap.slots_used(), 0);
-    assert_eq!(world.free_frames() + world.pager.cached() as u64, free, "every frame back");
+    assert_eq!(world.free_frame_count() + world.pager.cached() as u64, free, "every frame back");
 }
 
 #[cfg(test)]

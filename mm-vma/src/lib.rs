@@ -39,6 +39,8 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;
@@ -46,10 +48,14 @@ extern crate alloc;
 extern crate std;
 
 #[cfg(any(test, feature = "fuzzing"))]
+#[allow(unsafe_code)]
 pub mod fuzz_model;
+#[allow(unsafe_code)]
 pub mod mm;
 #[cfg(feature = "std")]
+#[allow(unsafe_code)]
 pub mod sim;
+#[allow(unsafe_code)]
 pub mod space;
 pub mod tree;
 pub mod vma;

@@ -47,7 +47,8 @@ fn block(frame: PhysAddr) -> FrameBlock {
 
 fn read_page(mem: &SimPhysMemory, frame: PhysAddr) -> Vec<u8> {
     let mut data = std::vec![0u8; PAGE_SIZE];
-    // SAFETY: the frame is mapped read-only or unmapped everywhere while reclaim copies it (its mappers were unmapped first), so nobody writes it.
+    // SAFETY: the frame is mapped read-only or unmapped everywhere while reclaim copies it (its
+    // mappers were unmapped first), so nobody writes it.
     unsafe { mem.read_bytes(frame, &mut data) }.expect("simulated RAM");
     data
 }
@@ -372,7 +373,7 @@ impl SimWorld {
     }
 
     /// Free frames.
-    pub fn free_frames(&self) -> u64 {
-        self.frames.free_frames()
+    pub fn free_frame_count(&self) -> u64 {
+        self.frames.free_frame_count()
     }
 }

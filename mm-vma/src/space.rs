@@ -974,7 +974,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
             .expect("a frame is a valid block");
         let r = match copy_of {
-            // SAFETY: `frame` was just allocated and is ours alone; `src` is mapped read-only everywhere (a shared page), so nobody writes it.
+            // SAFETY: `frame` was just allocated and is ours alone; `src` is mapped read-only
+            // everywhere (a shared page), so nobody writes it.
             Some(src) if src != self.mm.zero_page() => unsafe { self.mm.mem.copy_frame(src, frame) },
             // SAFETY: `frame` was just allocated and is ours alone.
             _ => unsafe { self.mm.mem.zero_block(block) },
@@ -1117,7 +1118,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
             let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(data.len() - done);
             let phys = self.resolve(a, Access::Write)?;
-            // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable private page is ours alone (copy-on-write ran), a shared mapping's page is written by its sharers as user memory is.
+            // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable
+            // private page is ours alone (copy-on-write ran), a shared mapping's page is written by
+            // its sharers as user memory is.
             let r = unsafe { self.mm.mem.write_bytes(phys, &data[done..done + n]) };
             r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE_BYTES - 1) })?;
             done += n;
@@ -1132,7 +1135,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
             let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(buf.len() - done);
             let phys = self.resolve(a, Access::Read)?;
-            // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other spaces is read-only in all of them (copy-on-write) or written by sharers as user memory is.
+            // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other
+            // spaces is read-only in all of them (copy-on-write) or written by sharers as user memory
+            // is.
             let r = unsafe { self.mm.mem.read_bytes(phys, &mut buf[done..done + n]) };
             r.map_err(|_| FaultError::Unreachable { frame: phys.as_u64() & !(PAGE_BYTES - 1) })?;
             done += n;

@@ -134,20 +134,20 @@ fn pins_never_free_what_they_do_not_own() {
     assert_eq!(zero, w.mm.zero_page());
     assert_eq!(w.mm.pin(zero), Err(PinError::ZeroPage));
     assert_eq!(w.mm.pin_new(zero, PageKind::Anon), Err(PinError::ZeroPage));
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let stranger = PhysAddr::new(0x30_0000).unwrap();
     assert_eq!(w.mm.pin(stranger), Err(PinError::Untracked(stranger)));
     w.mm.pin_new(stranger, PageKind::File).unwrap();
     assert!(!w.mm.unpin(stranger), "a pager's page is not freed");
-    assert_eq!(w.free_frames(), free);
+    assert_eq!(w.free_frame_count(), free);
     // A mapped anonymous page: pinned, unmapped, freed by the last unpin.
     s.write_user(a + P, &[1]).unwrap();
     let f = s.resolve(a + P, Access::Read).unwrap();
     w.mm.pin(f).unwrap();
     s.munmap(a + P, P).unwrap();
-    assert_eq!(w.free_frames(), free - 1);
+    assert_eq!(w.free_frame_count(), free - 1);
     assert!(w.mm.unpin(f));
-    assert_eq!(w.free_frames(), free);
+    assert_eq!(w.free_frame_count(), free);
     drop(s);
     let _ = Arc::strong_count(&w.mm);
 }

@@ -30,7 +30,7 @@ fn byte(s: &mut SimSpace, a: u64) -> u8 {
 fn last_reference_frees_the_shared_page_once() {
     model(|| {
         let w = SimWorld::new(256 << 10);
-        let free = w.free_frames();
+        let free = w.free_frame_count();
         let (mut p, c, a) = shared_page(&w);
         let frame = p.resolve(a, Access::Read).unwrap();
         w.mm.pin(frame).unwrap();
@@ -67,7 +67,7 @@ fn last_reference_frees_the_shared_page_once() {
         }
         drop(p);
         assert_eq!(w.mm.tracked_frames(), 0);
-        assert_eq!(w.free_frames(), free);
+        assert_eq!(w.free_frame_count(), free);
     });
 }
 
@@ -77,7 +77,7 @@ fn last_reference_frees_the_shared_page_once() {
 fn concurrent_copy_on_write_keeps_both_views() {
     model(|| {
         let w = SimWorld::new(256 << 10);
-        let free = w.free_frames();
+        let free = w.free_frame_count();
         let (p, c, a) = shared_page(&w);
         let t1 = spawn(move || {
             let mut p = p;
@@ -97,6 +97,6 @@ fn concurrent_copy_on_write_keeps_both_views() {
         w.mm.check_rmap(&[&p, &c]).unwrap();
         drop((p, c));
         assert_eq!(w.mm.tracked_frames(), 0);
-        assert_eq!(w.free_frames(), free);
+        assert_eq!(w.free_frame_count(), free);
     });
 }

@@ -40,14 +40,14 @@ fn read_byte(s: &mut SimSpace, addr: u64) -> Result<u8, FaultError> {
 /// Every frame is back once the spaces are gone.
 fn assert_no_leak(w: &SimWorld, free_at_start: u64) {
     assert_eq!(w.mm.tracked_frames(), 0, "reverse map empty");
-    assert_eq!(w.free_frames() + w.pager.cached() as u64, free_at_start);
+    assert_eq!(w.free_frame_count() + w.pager.cached() as u64, free_at_start);
 }
 
 /// MODEL 13: read faults map the zero page; writes allocate; data stays.
 #[test]
 fn demand_zero_and_the_zero_page() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut s = w.space();
     let a = s.mmap(MapRequest::anonymous(8 * P, RW)).unwrap();
     assert_eq!(a % P, 0);
@@ -96,15 +96,15 @@ fn segfault_reasons() {
 #[test]
 fn munmap_splits_and_frees() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut s = w.space();
     let a = s.mmap(MapRequest::anonymous(16 * P, RW)).unwrap();
     fill(&mut s, a, 16, 2);
-    let before = w.free_frames();
+    let before = w.free_frame_count();
     let flushes = w.tlb.flushes.load(Ordering::Relaxed);
     s.munmap(a + 4 * P, 3 * P).unwrap();
     assert_eq!(w.tlb.flushes.load(Ordering::Relaxed), flushes + 1, "one flush for the call");
-    assert_eq!(w.free_frames(), before + 3);
+    assert_eq!(w.free_frame_count(), before + 3);
     assert_eq!(s.vmas().count(), 2);
     assert_eq!(read_byte(&mut s, a + 5 * P), Err(FaultError::NoMapping { addr: a + 5 * P }));
     s.munmap(a, P).unwrap(); // start
@@ -147,14 +147,14 @@ fn mprotect_changes_pages_and_merges() {
 #[test]
 fn fork_copy_on_write_cases() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut parent = w.space();
     let a = parent.mmap(MapRequest::anonymous(4 * P, RW)).unwrap();
     fill(&mut parent, a, 4, 1);
-    let resident = w.free_frames();
+    let resident = w.free_frame_count();
     let mut child = parent.fork().unwrap();
     // Fork copies page tables, not pages.
-    assert_eq!(resident - w.free_frames(), child.page_table().table_pages());
+    assert_eq!(resident - w.free_frame_count(), child.page_table().table_pages());
     // Write in the parent: the child keeps the old data.
     parent.write_user(a + 100, &[7, 0, 0, 0xa5]).unwrap();
     assert!(holds(&mut child, a, 4, 1));
@@ -195,7 +195,7 @@ fn fork_copy_on_write_cases() {
 #[test]
 fn shared_anonymous_memory_is_shared_after_fork() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut p = w.space();
     let a = p.mmap(MapRequest::anonymous(3 * P, RW).shared()).unwrap();
     assert_eq!(p.counts().resident, 3, "populated at mmap");
@@ -250,9 +250,9 @@ fn brk_grows_and_shrinks() {
     let base = s.current_brk();
     assert_eq!(s.brk(base + 3 * P + 10).unwrap(), base + 3 * P + 10);
     fill(&mut s, base, 4, 4);
-    let frames = w.free_frames();
+    let frames = w.free_frame_count();
     s.brk(base + P).unwrap();
-    assert_eq!(w.free_frames(), frames + 3);
+    assert_eq!(w.free_frame_count(), frames + 3);
     assert!(read_byte(&mut s, base + 2 * P).is_err());
     s.brk(base + 2 * P).unwrap();
     assert_eq!(read_byte(&mut s, base + P + 7).unwrap(), 0, "regrown heap is zeroed");
@@ -270,7 +270,7 @@ fn brk_grows_and_shrinks() {
 #[test]
 fn mremap_grow_move_shrink() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut s = w.space();
     let a = s.mmap(MapRequest::anonymous(4 * P, RW)).unwrap();
     fill(&mut s, a, 4, 5);
@@ -375,7 +375,7 @@ fn pager_backed_mappings() {
 #[test]
 fn swap_out_and_in_with_sharing() {
     let w = world();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     let mut p = w.space();
     let a = p.mmap(MapRequest::anonymous(2 * P, RW)).unwrap();
     fill(&mut p, a, 2, 6);
@@ -427,7 +427,7 @@ fn spaces_share_the_kernel_half() {
     let kva = VirtAddr::new(0xffff_8000_0010_0000).unwrap();
     let frame = PhysAddr::new(0x20_0000).unwrap();
     kernel.map(kva, frame, PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
-    let free = w.free_frames();
+    let free = w.free_frame_count();
     // SAFETY: `kernel` lives in the same simulated RAM and outlives the spaces.
     let mm = unsafe {
         mm_vma::Mm::with_kernel_entries(
@@ -448,7 +448,7 @@ fn spaces_share_the_kernel_half() {
     assert_eq!(c.page_table().translate(kva).unwrap().frame, frame);
     s.check().unwrap();
     drop((s, c, mm));
-    assert_eq!(w.free_frames(), free, "the spaces' own tables and pages are back");
+    assert_eq!(w.free_frame_count(), free, "the spaces' own tables and pages are back");
     assert_eq!(kernel.translate(kva).unwrap().frame, frame);
     kernel.destroy(|_| {});
 }

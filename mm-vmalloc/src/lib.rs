@@ -46,17 +46,22 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
 mod error;
+#[allow(unsafe_code)]
 mod mapper;
+#[allow(unsafe_code)]
 mod tree;
 mod vmalloc;
 
 #[cfg(any(test, feature = "fuzzing"))]
+#[allow(unsafe_code)]
 pub mod fuzz_model;
 
 pub use error::VmallocError;

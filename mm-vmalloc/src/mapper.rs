@@ -139,7 +139,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::ops::DerefMut for Pag
     }
 }
 
-// SAFETY: every method goes to the mm-paging table under its lock (mm-paging maps what it is asked to and changes nothing on refusal); unmaps accumulate a covering flush range that `flush_unmapped` sends to this CPU's TLB and, through the shootdown hook, to the others before returning.
+// SAFETY: every method goes to the mm-paging table under its lock (mm-paging maps what it is asked to
+// and changes nothing on refusal); unmaps accumulate a covering flush range that `flush_unmapped`
+// sends to this CPU's TLB and, through the shootdown hook, to the others before returning.
 unsafe impl<A, M, F, T, S> KernelMapper for SharedPageTable<A, M, F, T, S>
 where
     A: PagingArch + Send,

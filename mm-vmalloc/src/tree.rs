@@ -94,7 +94,8 @@ impl Pool {
 
     #[inline]
     pub fn get(&self, n: NodeRef) -> &Node {
-        // SAFETY: `n` came from this pool (only the pool makes handles), whose frames stay allocated and reachable for the pool's life; `&self` excludes `get_mut` meanwhile.
+        // SAFETY: `n` came from this pool (only the pool makes handles), whose frames stay allocated
+        // and reachable for the pool's life; `&self` excludes `get_mut` meanwhile.
         unsafe { n.0.as_ref() }
     }
 
@@ -168,7 +169,8 @@ impl Pool {
         };
         static_assertions::const_assert!(PAGE_SIZE % core::mem::align_of::<Node>() == 0);
         for i in 0..NODES_PER_FRAME {
-            // SAFETY: the frame was just allocated to us and `translate` made it valid for PAGE_SIZE bytes, 4 KiB aligned (so aligned for Node), holding NODES_PER_FRAME nodes.
+            // SAFETY: the frame was just allocated to us and `translate` made it valid for PAGE_SIZE
+            // bytes, 4 KiB aligned (so aligned for Node), holding NODES_PER_FRAME nodes.
             unsafe { ptr.as_ptr().add(i).write(Node::EMPTY) };
         }
         // Node 0 links the frames and records the frame's address; the others join the free list.

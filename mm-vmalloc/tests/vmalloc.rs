@@ -120,9 +120,9 @@ fn frees_are_lazy_until_a_purge_flushes_the_tlb_once() {
     let config = VmallocConfig { lazy_max_pages: 20, ..VmallocConfig::new(window(1 << 30)) };
     let vm = Vmalloc::new(&k, &frames, &ram, config).unwrap();
     let a = vm.vmalloc(4 * PAGE_BYTES).unwrap();
-    let free_frames = frames.free_frames();
+    let free_frames = frames.free_frame_count();
     vm.vfree(a).unwrap();
-    assert_eq!(frames.free_frames(), free_frames + 4, "frames go back at once");
+    assert_eq!(frames.free_frame_count(), free_frames + 4, "frames go back at once");
     assert!(k.translate(a).is_none(), "unmapped at once");
     assert_eq!(vm.stats().lazy_bytes, 5 * PAGE_BYTES);
     let flushes = |k: &Kernel<'_, RefFrameProvider>| {
@@ -276,12 +276,12 @@ fn a_failure_midway_gives_everything_back() {
     let w = vm.vmalloc(PAGE_BYTES).unwrap();
     vm.vfree(w).unwrap();
     vm.purge();
-    let before = frames.free_frames();
+    let before = frames.free_frame_count();
     // The 150th frame of a 200-page area is refused: the 149 taken go back.
     frames.fail_nth_allocation(150);
     let err = vm.vmalloc(200 * PAGE_BYTES).unwrap_err();
     assert_eq!(err, VmallocError::OutOfFrames(FrameError::OutOfMemory { order: Order::ZERO }));
-    assert_eq!(frames.free_frames(), before, "every frame came back");
+    assert_eq!(frames.free_frame_count(), before, "every frame came back");
     assert_eq!(vm.stats().areas, 0);
     vm.purge();
     let s = vm.stats();
@@ -293,12 +293,12 @@ fn a_failure_midway_gives_everything_back() {
         let f = frames.allocate_frame(Default::default()).unwrap();
         t.map(va(BASE + 100 * PAGE_BYTES), f, PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
     }
-    let before = frames.free_frames();
+    let before = frames.free_frame_count();
     let err = vm.vmalloc(200 * PAGE_BYTES).unwrap_err();
     assert_eq!(err, VmallocError::Paging(PagingError::AlreadyMapped { addr: va(BASE + 100 * PAGE_BYTES) }));
     // Mapping may have created page-table pages; they stay with the table.
     let tables = k.lock().table_pages();
-    assert!(frames.free_frames() + 4 >= before && frames.free_frames() <= before);
+    assert!(frames.free_frame_count() + 4 >= before && frames.free_frame_count() <= before);
     assert!(k.translate(va(BASE)).is_none(), "the mapped part was unmapped");
     assert_eq!(k.lock().table_pages(), tables);
     vm.check().unwrap();
@@ -311,7 +311,7 @@ fn huge_areas_use_2mib_pages_and_fall_back_to_frames() {
     let frames = RefFrameProvider::new(&ram);
     let k = kernel(&ram, &frames);
     let vm = Vmalloc::new(&k, &frames, &ram, VmallocConfig::new(window(1 << 30))).unwrap();
-    let before = frames.free_frames();
+    let before = frames.free_frame_count();
     let h = vm.vmalloc_huge(3 << 20).unwrap();
     assert_eq!(h.as_u64() % (2 << 20), 0);
     let info = vm.find_area(h).unwrap();
@@ -327,7 +327,7 @@ fn huge_areas_use_2mib_pages_and_fall_back_to_frames() {
     vm.vfree(s).unwrap();
     vm.purge();
     // Page tables may keep some frames; the 2 MiB blocks all came back.
-    assert!(before - frames.free_frames() < 16, "{} frames missing", before - frames.free_frames());
+    assert!(before - frames.free_frame_count() < 16, "{} frames missing", before - frames.free_frame_count());
     // No 2 MiB block: the area is built from single frames.
     let small = RefFrameProvider::new(&ram).with_max_order(Order::new(3).unwrap());
     let k2 = kernel(&ram, &small);
@@ -347,7 +347,7 @@ fn block_orders_are_freed_as_blocks() {
     let k = kernel(&ram, &frames);
     let config = VmallocConfig { page_order: 2, ..VmallocConfig::new(window(1 << 30)) };
     let vm = Vmalloc::new(&k, &frames, &ram, config).unwrap();
-    let free = || frames.free_frames() + frames.cached_frames();
+    let free = || frames.free_frame_count() + frames.cached_frames();
     let before = free();
     let a = vm.vmalloc(64 * PAGE_BYTES).unwrap();
     assert_eq!(vm.find_area(a).unwrap().kind, AreaKind::Vmalloc { order: 2, huge: false });

@@ -22,7 +22,8 @@ pub fn init() -> u64 {
     let mut command: Port<u8> = Port::new(0x43);
     let mut ch2: Port<u8> = Port::new(0x42);
     let count = PIT_HZ / 100;
-    // SAFETY: ports 0x61 (speaker gate), 0x43 and 0x42 (PIT channel 2) belong to the PIT, which nothing else in this kernel programs.
+    // SAFETY: ports 0x61 (speaker gate), 0x43 and 0x42 (PIT channel 2) belong to the PIT, which
+    // nothing else in this kernel programs.
     let ticks = unsafe {
         // Gate on, speaker off.
         let g = gate.read();
@@ -63,7 +64,8 @@ pub const TIMER_VECTOR: u8 = 0x20;
 /// has IF set); [`end_of_interrupt`] acknowledges it.
 pub fn start_timer() {
     let divisor = PIT_HZ / TIMER_HZ;
-    // SAFETY: ports 0x20/0x21 and 0xa0/0xa1 are the two PICs, 0x43/0x40 PIT channel 0; nothing else in this kernel uses them, and interrupts stay off in the kernel.
+    // SAFETY: ports 0x20/0x21 and 0xa0/0xa1 are the two PICs, 0x43/0x40 PIT channel 0; nothing else in
+    // this kernel uses them, and interrupts stay off in the kernel.
     unsafe {
         let (mut cmd1, mut data1) = (Port::<u8>::new(0x20), Port::<u8>::new(0x21));
         let (mut cmd2, mut data2) = (Port::<u8>::new(0xa0), Port::<u8>::new(0xa1));

@@ -54,7 +54,9 @@ fn order_for(pages: usize) -> Option<Order> {
     Order::new(pages.next_power_of_two().trailing_zeros() as u8)
 }
 
-// SAFETY: DMA blocks are fresh zeroed frames from mm-buddy, owned by the driver until freed; RAM is identity mapped (virtual == physical), so the device and the CPU see the same memory; MMIO is mapped uncached by ioremap.
+// SAFETY: DMA blocks are fresh zeroed frames from mm-buddy, owned by the driver until freed; RAM is
+// identity mapped (virtual == physical), so the device and the CPU see the same memory; MMIO is mapped
+// uncached by ioremap.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (virtio_drivers::PhysAddr, NonNull<u8>) {
         let Some(frames) = FRAMES.get() else { return (0, NonNull::dangling()) };
@@ -139,7 +141,8 @@ impl VirtioDisk {
     pub fn probe(frames: &'static Frames) -> Option<VirtioDisk> {
         FRAMES.call_once(|| frames);
         let ecam = ioremap(ECAM, ECAM_SIZE)?;
-        // SAFETY: `ecam` maps the 256 MiB ECAM window the memory map reserves, uncached, for the kernel's life; nothing else uses it.
+        // SAFETY: `ecam` maps the 256 MiB ECAM window the memory map reserves, uncached, for the
+        // kernel's life; nothing else uses it.
         let cam = unsafe { MmioCam::new(ecam.as_ptr(), Cam::Ecam) };
         let mut root = PciRoot::new(cam);
         let (df, _info) =

@@ -20,7 +20,8 @@ const MAX_USABLE: usize = 32;
 
 /// The identity map of the first 4 GiB as a physical memory accessor.
 pub fn identity_map() -> DirectMap {
-    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write at offset 0, and the kernel's own tables (paging.rs) keep that identity map of RAM for the kernel's whole life.
+    // SAFETY: boot.rs identity-maps [0, 4 GiB) read/write at offset 0, and the kernel's own tables
+    // (paging.rs) keep that identity map of RAM for the kernel's whole life.
     unsafe { DirectMap::new(VirtAddr::ZERO, PhysAddr::new(IDENTITY_LIMIT).expect("4 GiB")) }
 }
 

@@ -268,7 +268,8 @@ static mut TSS: TaskStateSegment = TaskStateSegment::new();
 /// on every switch).
 pub fn set_kernel_stack(top: u64) {
     let tss = &raw mut TSS;
-    // SAFETY: one CPU; the TSS is read by the CPU only on a privilege change, which cannot happen while this store runs (kernel code, interrupts off).
+    // SAFETY: one CPU; the TSS is read by the CPU only on a privilege change, which cannot happen
+    // while this store runs (kernel code, interrupts off).
     unsafe { (*tss).privilege_stack_table[0] = VirtAddr::new(top) };
 }
 
@@ -311,7 +312,8 @@ pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         let addr = |f: unsafe extern "C" fn()| VirtAddr::new(f as usize as u64);
-        // SAFETY: each address is an entry stub above: it saves the registers and calls a dispatcher that never returns.
+        // SAFETY: each address is an entry stub above: it saves the registers and calls a dispatcher
+        // that never returns.
         unsafe {
             idt.divide_error.set_handler_addr(addr(divide_error_stub));
             idt.debug.set_handler_addr(addr(debug_stub));

@@ -222,15 +222,15 @@ fn buddy_smoke(buddy: &frames::Frames) -> bool {
     // The kernel page tables hold their table pages for good, and vmalloc
     // its index frames.
     let tables = paging::tables().map_or(0, |t| t.lock().table_pages()) + vmem::index_frames();
-    let coalesced = buddy.free_frames() + tables == buddy.managed_frames();
-    let verified = buddy.verify();
+    let coalesced = buddy.free_frame_count() + tables == buddy.managed_frames();
+    let checked = buddy.check();
     kprintln!(
-        "buddy: all frames free again but the {} page-table and vmalloc index pages: {}; verify: {:?}",
+        "buddy: all frames free again but the {} page-table and vmalloc index pages: {}; check: {:?}",
         tables,
         coalesced,
-        verified
+        checked
     );
-    ok &= coalesced && verified.is_ok();
+    ok &= coalesced && checked.is_ok();
     kprintln!("buddy: {}", if ok { "ok" } else { "FAILED" });
     ok
 }

@@ -173,7 +173,8 @@ pub fn spawn(
     let frame: [u64; 8] = [0, 0, 0, 0, 0, 0, thread_start as *const () as u64, 0];
     let rsp = top - 8 * frame.len() as u64;
     for (i, w) in frame.iter().enumerate() {
-        // SAFETY: the 64 bytes below `top` are inside the stack just allocated, mapped read-write and used by nothing else.
+        // SAFETY: the 64 bytes below `top` are inside the stack just allocated, mapped read-write and
+        // used by nothing else.
         unsafe { core::ptr::write_volatile((rsp + 8 * i as u64) as *mut u64, *w) };
     }
     let t = Thread { name, space, rsp, stack: (bottom, top), body: Box::new(body), exit: None, asleep: false };
@@ -188,7 +189,8 @@ extern "C" fn thread_start() -> ! {
         let i = s.current.expect("a thread runs");
         &mut *s.threads[i].body
     };
-    // SAFETY: the closure lives in this thread's boxed entry, which the scheduler removes only after the thread ended and it is off this stack; nothing else touches the closure.
+    // SAFETY: the closure lives in this thread's boxed entry, which the scheduler removes only after
+    // the thread ended and it is off this stack; nothing else touches the closure.
     unsafe { (*body)() };
     exit(Exit::Done)
 }
@@ -215,7 +217,9 @@ pub fn yield_now() {
         let load = s.sched_rsp;
         (&raw mut s.threads[i].rsp, load)
     };
-    // SAFETY: `save` points into this thread's boxed entry, which stays put while the thread lives; `load` is the scheduler's stack as `run` left it in its own switch. One CPU: nothing else runs until the scheduler switches back.
+    // SAFETY: `save` points into this thread's boxed entry, which stays put while the thread lives;
+    // `load` is the scheduler's stack as `run` left it in its own switch. One CPU: nothing else runs
+    // until the scheduler switches back.
     unsafe { switch_stack(save, load) };
 }
 
@@ -263,7 +267,8 @@ pub fn exit(why: Exit) -> ! {
         s.sched_rsp
     };
     let mut abandoned = 0u64;
-    // SAFETY: as in `yield_now`; this stack is never switched back to (the scheduler sees `exit` set), so its stack pointer goes to a local.
+    // SAFETY: as in `yield_now`; this stack is never switched back to (the scheduler sees `exit` set),
+    // so its stack pointer goes to a local.
     unsafe { switch_stack(&raw mut abandoned, load) };
     unreachable!("an ended thread was resumed")
 }
@@ -329,7 +334,9 @@ pub fn run(mut activate: impl FnMut(Option<SpaceId>) -> bool) -> Vec<Ended> {
             let load = s.threads[i].rsp;
             (&raw mut s.sched_rsp, load)
         };
-        // SAFETY: `save` is the scheduler's slot in a static; `load` is the thread's stack as `spawn` laid it out or as its last `yield_now` left it. The thread switches back through `yield_now` or `exit`.
+        // SAFETY: `save` is the scheduler's slot in a static; `load` is the thread's stack as `spawn`
+        // laid it out or as its last `yield_now` left it. The thread switches back through `yield_now`
+        // or `exit`.
         unsafe { switch_stack(save, load) };
         SCHED.lock().current = None;
     }

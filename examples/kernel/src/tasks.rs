@@ -127,7 +127,7 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
         }
     }
     let n = ids.frames as usize;
-    let capacity = buddy.free_frames() as usize;
+    let capacity = buddy.free_frame_count() as usize;
     let reclaim = Reclaim::new(
         mm_reclaim::default_policy(n, capacity, Mode::AccessedBits),
         mm_reclaim::default_policy(n, capacity, Mode::AccessedBits),
@@ -136,7 +136,8 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     let root = paging::tables()?.lock().root();
     let m = Machine::new(buddy, ids, swap, reclaim, LAYOUT, |f, hooks| {
         let hooks = Hooks { tlb: Some(Arc::new(uspace::Tlb)), ..hooks };
-        // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their entries 0 and 256-511 never change.
+        // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and
+        // their entries 0 and 256-511 never change.
         unsafe {
             mm_vma::Mm::with_kernel_entries(
                 X86_64::current(),
@@ -197,7 +198,8 @@ fn load(m: &KMachine, id: SpaceId) -> Result<(), TouchError> {
     }
     let s = m.tasks.get(id).ok_or(TouchError::Gone)?;
     let g = s.lock();
-    // SAFETY: CPL 0; every task space shares the kernel's root entries for everything the kernel touches, and the space lives in the task table until `kill` switches away from it.
+    // SAFETY: CPL 0; every task space shares the kernel's root entries for everything the kernel
+    // touches, and the space lives in the task table until `kill` switches away from it.
     unsafe { g.page_table().activate() };
     uspace::set_loaded(id.0);
     LOADED.store(id.0, Ordering::SeqCst);
@@ -270,7 +272,7 @@ fn oom_kill(m: &KMachine, buddy: &Frames) -> Option<SpaceId> {
     // come back if the victim was another task.
     let loaded = LOADED.load(Ordering::SeqCst);
     unload();
-    let victim = m.oom_kill(buddy.free_frames());
+    let victim = m.oom_kill(buddy.free_frame_count());
     if loaded != 0 && victim.is_none_or(|v| v.0 != loaded) {
         let _ = load(m, SpaceId(loaded));
     }
@@ -431,7 +433,7 @@ fn workers(m: &'static KMachine, buddy: &'static Frames, pages: &[u64]) -> Optio
 /// Prints a scenario's figures: faults by kind, swap traffic, reclaim, OOM
 /// kills, free memory per zone.
 fn report(label: &str, m: &KMachine, buddy: &Frames) {
-    let f = m.figures(buddy.free_frames());
+    let f = m.figures(buddy.free_frame_count());
     let r = m.reclaim().stats();
     kprintln!(
         "{}: faults: demand zero {}, copy-on-write {}, swap-in {} ({} read, {} from the swap cache), refused {}",
@@ -462,7 +464,7 @@ fn report(label: &str, m: &KMachine, buddy: &Frames) {
 /// `pressure`: four tasks, each a thread, write three times the RAM the
 /// allocator has in per-page patterns, then every page is checked.
 pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
-    let ram = buddy.free_frames();
+    let ram = buddy.free_frame_count();
     let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else {
         kprintln!("pressure: cannot set up the machine");
         return false;
@@ -486,7 +488,7 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
         ended.len()
     );
     report("pressure", m, buddy);
-    let f = m.figures(buddy.free_frames());
+    let f = m.figures(buddy.free_frame_count());
     kprintln!(
         "pressure: {} ms; {} pages swapped out and {} in per second",
         ms,
@@ -591,7 +593,7 @@ fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> 
 /// OOM killer (in the fault handler) must pick it, and the other two
 /// finish with their data.
 pub fn oom(buddy: &'static Frames, ram_end: u64) -> bool {
-    let ram = buddy.free_frames();
+    let ram = buddy.free_frame_count();
     let Some(m) = machine(buddy, ram_end, 0, 0) else {
         kprintln!("oom: cannot set up the machine");
         return false;
@@ -703,7 +705,8 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
         Program::Halter => "halter",
         Program::Spinner => "spinner",
     };
-    // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the thread's stack holds nothing but this closure's frames.
+    // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the
+    // thread's stack holds nothing but this closure's frames.
     let body = move || unsafe { user::enter(at, [base, pages, seed]) };
     sched::spawn(name, Some(id), body).ok()?;
     Some((id, base))
@@ -720,7 +723,7 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
 /// the others run, and it is killed when they are done. Afterwards the
 /// kernel reads a sample of every task's pages itself.
 pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
-    let ram = buddy.free_frames();
+    let ram = buddy.free_frame_count();
     let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else { return false };
     let per = 2 * ram / 3;
     let mut writers = Vec::new();
@@ -780,7 +783,7 @@ pub fn user(buddy: &'static Frames, ram_end: u64) -> bool {
         ok &= e == want && gone;
     }
     report("user", m, buddy);
-    let f = m.figures(buddy.free_frames());
+    let f = m.figures(buddy.free_frame_count());
     kprintln!("user: {} ms; swapped out {}, swapped in {}", ms, f.swapped_out, f.faults.swap_in);
     ok &= f.swapped_out > 0 && f.faults.swap_in > 0 && m.device.swap().check().is_ok();
     kill_all(m);

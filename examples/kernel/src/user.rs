@@ -141,7 +141,8 @@ pub enum Program {
 impl Program {
     /// The program's machine code.
     fn code(self) -> &'static [u8] {
-        // SAFETY: the symbols bound the assembly above, in the kernel's text, which is mapped readable for the kernel's whole life.
+        // SAFETY: the symbols bound the assembly above, in the kernel's text, which is mapped readable
+        // for the kernel's whole life.
         unsafe {
             let (s, e) = match self {
                 Program::PatternWriter => (&raw const pattern_writer_start, &raw const pattern_writer_end),
@@ -186,7 +187,8 @@ pub fn load(m: &KMachine, id: SpaceId, program: Program) -> Option<Loaded> {
 /// it by [`load`]; the thread's kernel stack must hold nothing still needed.
 pub unsafe fn enter(at: Loaded, args: [u64; 3]) -> ! {
     let (code, data) = crate::interrupts::user_selectors();
-    // SAFETY: an `iretq` frame for ring 3 (user data and code selectors from the GDT, RFLAGS with IF and the reserved bit); the caller guarantees the mappings.
+    // SAFETY: an `iretq` frame for ring 3 (user data and code selectors from the GDT, RFLAGS with IF
+    // and the reserved bit); the caller guarantees the mappings.
     unsafe {
         core::arch::asm!(
             "push r11",

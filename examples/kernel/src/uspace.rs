@@ -109,7 +109,8 @@ pub fn access_of(error_code: u64) -> Access {
 fn new_mm(buddy: &'static Frames) -> Option<Arc<UserMm>> {
     let root = paging::tables()?.lock().root();
     let hooks = Hooks { tlb: Some(Arc::new(Tlb)), ..Hooks::default() };
-    // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their entries 0 and 256-511 never change.
+    // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and their
+    // entries 0 and 256-511 never change.
     let mm = unsafe {
         UserMm::with_kernel_entries(
             X86_64::current(),
@@ -138,7 +139,7 @@ fn touch_write(addr: u64, v: u64) {
 /// back at the end.
 pub fn smoke(buddy: &'static Frames) -> bool {
     // Frames in the per-CPU caches are free too.
-    let free = buddy.free_frames() + buddy.cached_frames();
+    let free = buddy.free_frame_count() + buddy.cached_frames();
     let mm = new_mm(buddy);
     let Some(mm) = mm else {
         kprintln!("user spaces: no memory for the zero page");
@@ -198,7 +199,7 @@ pub fn smoke(buddy: &'static Frames) -> bool {
     // VMAs, reverse-map entries and the shared state came from the heap.
     let live: usize = crate::heap::heap().stats().map(|s| s.active_objects).sum();
     let _ = crate::heap::heap().shrink();
-    let after = buddy.free_frames() + buddy.cached_frames();
+    let after = buddy.free_frame_count() + buddy.cached_frames();
     let back = live == 0 && after == free;
     kprintln!(
         "user spaces: heap objects left {}; every page, page table and heap slab back: {} ({} free before, {} after)",

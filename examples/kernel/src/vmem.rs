@@ -95,7 +95,7 @@ fn holds(addr: u64, len: u64, seed: u64) -> bool {
 pub fn smoke(buddy: &'static Frames) -> bool {
     let Some(vm) = vm() else { return false };
     let pt = vm.mapper();
-    let free_before = buddy.free_frames() + buddy.cached_frames();
+    let free_before = buddy.free_frame_count() + buddy.cached_frames();
     let tables_before = pt.lock().table_pages();
     let mut ok = true;
     let at = |a: u64| pt.translate(VirtAddr::new(a).expect("canonical"));
@@ -183,7 +183,7 @@ pub fn smoke(buddy: &'static Frames) -> bool {
     let purged = vm.purge();
     let s = vm.stats();
     // Page tables created for the window stay (MODEL 11); every other frame is back.
-    let held = free_before - (buddy.free_frames() + buddy.cached_frames());
+    let held = free_before - (buddy.free_frame_count() + buddy.cached_frames());
     let back = s.areas == 0 && s.frames == 0 && held == pt.lock().table_pages() - tables_before;
     ok &= back;
     kprintln!(

@@ -129,7 +129,8 @@ where
             None => {
                 self.mm.pin(frame).expect("a mapped anonymous frame is tracked");
                 let users = u16::try_from(maps.len()).unwrap_or(u16::MAX);
-                // SAFETY: reclaim runs while no task runs; the frame is mapped only in the spaces checked above, unused meanwhile: nothing writes it.
+                // SAFETY: reclaim runs while no task runs; the frame is mapped only in the spaces
+                // checked above, unused meanwhile: nothing writes it.
                 match unsafe { swap.swap_out(self.cpu, frame, users, self.mm.mem()) } {
                     Ok(slot) => slot,
                     Err(e) => {

@@ -60,7 +60,7 @@ impl Sim {
         let base = PhysAddr::new(0x10_0000).expect("aligned");
         let ram = SimPhysMemory::new(base, cfg.ram);
         let frames = RefFrameProvider::new(&ram);
-        let total = frames.free_frames();
+        let total = frames.free_frame_count();
         let ids = PageIds { base, frames: (cfg.ram / 4096) as u32 };
         let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
         let (mut store, mut zswap, mut plain_area) = (None, None, None);
@@ -94,14 +94,14 @@ impl Sim {
         // Weakly: the closure lives in the frames it looks at.
         let inner = Arc::downgrade(&machine.frames.0);
         machine.frames.set_below_min(Box::new(move || {
-            inner.upgrade().is_some_and(|f| f.inner().free_frames() < min_free(total))
+            inner.upgrade().is_some_and(|f| f.inner().free_frame_count() < min_free(total))
         }));
         Sim { machine, ram, store, zswap, total, plain_area }
     }
 
     /// Free frames now.
     pub fn free(&self) -> u64 {
-        self.machine.frames.inner().free_frames()
+        self.machine.frames.inner().free_frame_count()
     }
 
     /// The watermarks: min 1/64 of RAM (at least 8 frames), low twice
@@ -273,7 +273,7 @@ impl Touch for Sim {
     fn tick(&mut self) {
         let total = self.total;
         let frames = &self.machine.frames;
-        self.machine.background(&mut || level(frames.inner().free_frames(), total));
+        self.machine.background(&mut || level(frames.inner().free_frame_count(), total));
     }
 
     fn oom(&mut self, _task: SpaceId) -> Option<SpaceId> {

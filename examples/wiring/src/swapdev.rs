@@ -209,7 +209,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
             if mm.is_dirty(frame) || dirty_mapping(frame) {
                 continue;
             }
-            // SAFETY: no task runs while the checker does (its caller's setting: a host model or a stopped kernel); a clean cached page is written by nobody.
+            // SAFETY: no task runs while the checker does (its caller's setting: a host model or a
+            // stopped kernel); a clean cached page is written by nobody.
             match unsafe { self.swap.cached_matches(slot, mm.mem()) } {
                 Ok(Some(false)) => return Err("a clean swap-cache page differs from its slot"),
                 Ok(_) => {}

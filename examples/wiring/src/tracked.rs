@@ -76,7 +76,8 @@ impl<F0: FrameProvider, P: Policy + Send> TrackedFrames<F0, P> {
     }
 }
 
-// SAFETY: every block comes from `inner`'s `allocate` unchanged and goes back through its `free`: its guarantees carry over; the lists only record ids.
+// SAFETY: every block comes from `inner`'s `allocate` unchanged and goes back through its `free`: its
+// guarantees carry over; the lists only record ids.
 unsafe impl<F0: FrameProvider, P: Policy + Send> FrameProvider for TrackedFrames<F0, P> {
     fn allocate(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
         let movable = flags.contains(AllocFlags::MOVABLE) && !flags.contains(AllocFlags::ATOMIC);

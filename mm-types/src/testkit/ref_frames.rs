@@ -64,7 +64,7 @@ impl RefFrameProvider {
     }
 
     /// Number of free frames.
-    pub fn free_frames(&self) -> u64 {
+    pub fn free_frame_count(&self) -> u64 {
         self.lock().free.count
     }
 
@@ -264,7 +264,7 @@ mod tests {
         p.free(high).unwrap();
         assert_eq!(p.free(high), Err(FrameError::DoubleFree(high)));
         p.free(dma).unwrap();
-        assert_eq!((p.free_frames(), p.allocated_blocks()), (16, 0));
+        assert_eq!((p.free_frame_count(), p.allocated_blocks()), (16, 0));
     }
 
     #[test]
@@ -286,11 +286,11 @@ mod tests {
         assert_eq!(p.allocate(o(0), AllocFlags::empty()), Err(FrameError::OutOfMemory { order: o(0) }));
         assert!(p.allocate(o(0), AllocFlags::empty()).is_ok());
         let owned = p.allocate_owned(o(1), AllocFlags::empty()).unwrap();
-        let before = p.free_frames();
+        let before = p.free_frame_count();
         drop(owned);
-        assert_eq!(p.free_frames(), before + 2);
+        assert_eq!(p.free_frame_count(), before + 2);
         let kept = p.allocate_owned(o(0), AllocFlags::empty()).unwrap().into_raw();
-        assert_eq!(p.free_frames(), before + 1);
+        assert_eq!(p.free_frame_count(), before + 1);
         p.free(kept).unwrap();
     }
 
@@ -301,7 +301,7 @@ mod tests {
         let base = PhysAddr::new(7 * 4096).unwrap();
         let mem = SimPhysMemory::builder(base, 300 * 4096).hole(PhysAddr::new(100 * 4096).unwrap(), 70 * 4096).build();
         let p = RefFrameProvider::new(&mem);
-        let total = p.free_frames();
+        let total = p.free_frame_count();
         assert_eq!(total, 230);
         let mut taken = std::collections::BTreeSet::new();
         let mut blocks = Vec::new();
@@ -317,14 +317,14 @@ mod tests {
                 assert!(!(100..170).contains(&f) && (7..307).contains(&f), "{f} is RAM");
                 assert!(taken.insert(f), "frame {f} handed out twice");
             }
-            assert_eq!(p.free_frames(), total - taken.len() as u64);
+            assert_eq!(p.free_frame_count(), total - taken.len() as u64);
             blocks.push(b);
         }
-        assert_eq!((p.free_frames(), taken.len() as u64), (0, total), "every frame handed out");
+        assert_eq!((p.free_frame_count(), taken.len() as u64), (0, total), "every frame handed out");
         for b in blocks {
             p.free(b).unwrap();
         }
-        assert_eq!(p.free_frames(), total);
+        assert_eq!(p.free_frame_count(), total);
         assert_eq!(p.allocate(o(5), AllocFlags::empty()).unwrap().start().as_u64(), 32, "first fit again");
     }
 }

@@ -54,7 +54,8 @@ impl HostBuf {
             if p != libc::MAP_FAILED {
                 let p = p.cast::<u8>();
                 let skew = p.align_offset(layout.align());
-                // SAFETY: `skew < align`, so `p + skew` and the `layout.size()` bytes after it lie inside the `len`-byte mapping.
+                // SAFETY: `skew < align`, so `p + skew` and the `layout.size()` bytes after it lie
+                // inside the `len`-byte mapping.
                 let buf = unsafe { NonNull::new_unchecked(p.add(skew)) };
                 return (buf, HostBuf::Mapped(p, len));
             }
@@ -65,7 +66,9 @@ impl HostBuf {
     }
 }
 
-// SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`) and only ever handed out as raw pointers; who writes through them is governed by `PhysMemory`'s contract, as with real RAM shared by CPUs.
+// SAFETY: `buf` is owned by `Inner` (allocated in `build`, freed in `drop`) and only ever handed out
+// as raw pointers; who writes through them is governed by `PhysMemory`'s contract, as with real RAM
+// shared by CPUs.
 unsafe impl Send for Inner {}
 // SAFETY: as above; `Inner` itself is never mutated after construction.
 unsafe impl Sync for Inner {}
@@ -192,7 +195,11 @@ impl core::fmt::Debug for SimPhysMemory {
     }
 }
 
-// SAFETY: `translate` returns pointers into the owned buffer only for ranges fully inside the span and outside every hole (1); the buffer lives as long as any handle (Arc) and address -> pointer is a fixed offset, so the same address always gives the same byte and distinct addresses distinct bytes (2); base and buffer are both page aligned, so alignment is preserved (3); without holes every successful translation is `addr + translate_offset()` (4).
+// SAFETY: `translate` returns pointers into the owned buffer only for ranges fully inside the span and
+// outside every hole (1); the buffer lives as long as any handle (Arc) and address -> pointer is a
+// fixed offset, so the same address always gives the same byte and distinct addresses distinct bytes
+// (2); base and buffer are both page aligned, so alignment is preserved (3); without holes every
+// successful translation is `addr + translate_offset()` (4).
 unsafe impl PhysMemory for SimPhysMemory {
     /// Linear (buffer address minus base) when there are no holes; with
     /// holes, every access must go through the checked `translate`.
