@@ -73,7 +73,9 @@ mod flags;
 mod mapper;
 #[allow(unsafe_code)]
 mod table;
+#[allow(unsafe_code)]
 mod tlb;
+#[allow(unsafe_code)]
 mod x86;
 
 #[cfg(any(test, feature = "fuzzing"))]
