@@ -1,0 +1,108 @@
+//! The swap cache: pages whose slots page tables still name, kept in
+//! memory so faults and reclaim find them without I/O.
+
+use alloc::vec::Vec;
+
+use mm_types::{PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
+
+use super::{Cached, Swap};
+use crate::area::{in_use, is_bad, HAS_CACHE};
+use crate::{checksum, SwapError};
+
+impl Swap {
+    /// Puts `frame` in the swap cache as `slot`'s page (a page written out
+    /// but still resident): faults map it again without I/O. The slot must
+    /// have a use ([`SwapError::NotAllocated`], [`SwapError::Bad`]) and no
+    /// page in the cache yet ([`SwapError::AlreadyCached`]); the frame must
+    /// not be cached for another slot ([`SwapError::FrameCached`]: a frame
+    /// is one page, and [`Swap::free`] would hand it back twice).
+    pub fn cache(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        let mut cache = self.cache.lock();
+        match cache.by_frame.get(&frame.as_u64()) {
+            // The same page again: the slot check below says so.
+            Some(&other) if other != slot => return Err(SwapError::FrameCached { frame, slot: other }),
+            _ => {}
+        }
+        a.with_slot(slot.offset(), |m, _, _| {
+            if is_bad(*m) {
+                return Err(SwapError::Bad(slot));
+            }
+            if !in_use(*m) {
+                return Err(SwapError::NotAllocated(slot));
+            }
+            if *m & HAS_CACHE != 0 {
+                return Err(SwapError::AlreadyCached(slot));
+            }
+            *m |= HAS_CACHE;
+            Ok(())
+        })?;
+        cache.insert(slot, Cached::Ready(frame));
+        Ok(())
+    }
+
+    /// The cached frame of `slot`, if any.
+    pub fn lookup(&self, slot: SwapSlot) -> Option<PhysAddr> {
+        match self.cache.lock().get(&slot) {
+            Some(Cached::Ready(f)) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Drops `slot`'s page from the cache (reclaim taking the frame back)
+    /// and returns its frame; the slot keeps its uses and data.
+    pub fn uncache(&self, slot: SwapSlot) -> Result<Option<PhysAddr>, SwapError> {
+        let a = self.area_of(slot)?;
+        let mut cache = self.cache.lock();
+        match cache.get(&slot).copied() {
+            Some(Cached::Ready(f)) => {
+                cache.remove(&slot);
+                a.put(slot.offset(), true);
+                Ok(Some(f))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The slot whose page `frame` holds in the swap cache, if any (reclaim
+    /// taking a cached page: a readahead page nobody mapped, or one whose
+    /// mappers have all dropped it).
+    pub fn cached_slot(&self, frame: PhysAddr) -> Option<SwapSlot> {
+        self.cache.lock().by_frame.get(&frame.as_u64()).copied()
+    }
+
+    /// Every cached page: (slot, frame).
+    pub fn cached(&self) -> Vec<(SwapSlot, PhysAddr)> {
+        self.cache
+            .lock()
+            .by_slot
+            .iter()
+            .filter_map(|(s, c)| match c {
+                Cached::Ready(f) => Some((*s, *f)),
+                Cached::Loading => None,
+            })
+            .collect()
+    }
+
+    /// Whether the cached page of `slot` is what was last written to the
+    /// slot (by checksum, no I/O): `Ok(None)` if the slot has no page in
+    /// the cache. A caller that tracks dirty pages checks with it that every
+    /// page it holds clean really is (a debug verification: a clean cached
+    /// page that differs from its slot is a write the slot lost).
+    ///
+    /// # Safety
+    /// Nothing writes the cached frame during the call.
+    pub unsafe fn cached_matches<M: PhysMemory + ?Sized>(
+        &self,
+        slot: SwapSlot,
+        mem: &M,
+    ) -> Result<Option<bool>, SwapError> {
+        let a = self.area_of(slot)?;
+        let Some(frame) = self.lookup(slot) else { return Ok(None) };
+        let want = a.with_slot(slot.offset(), |_, s, _| *s);
+        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
+        // SAFETY: `translate` checked the range; nobody writes it meanwhile (the caller's promise).
+        let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
+        Ok(Some(want != 0 && checksum::page(page) == want))
+    }
+}
