@@ -1,7 +1,4 @@
-//! CLOCK (second chance): one reference bit per page, a hand sweeping the
-//! pages in insertion order. A referenced page under the hand loses its bit
-//! and goes round again; an unreferenced one is the victim. (Corbató's
-//! 1968 algorithm; Linux 2.4's kswapd swept page tables this way.)
+//! [`Clock`] (documented on the type).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -9,7 +6,10 @@ use alloc::vec::Vec;
 use crate::list::Lists;
 use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 
-/// See the [module documentation](self).
+/// CLOCK (second chance): one reference bit per page, a hand sweeping the
+/// pages in insertion order. A referenced page under the hand loses its bit
+/// and goes round again; an unreferenced one is the victim. (Corbató's
+/// 1968 algorithm; Linux 2.4's kswapd swept page tables this way.)
 #[derive(Clone, Debug)]
 pub struct Clock {
     /// One list: head = newest, tail = the hand.

@@ -1,57 +1,4 @@
-//! The reclaim driver: anonymous and file pages on separate policies,
-//! background reclaim between the low and high watermarks, direct reclaim
-//! for an allocating task, shrinkers, and an honest account of progress.
-//!
-//! The shape follows Linux's `shrink_node`: reclaim runs at a *priority*
-//! from 12 down to 0; at priority `p` it asks each list for `size >> p`
-//! victims (split between anonymous and file pages by swappiness and by
-//! what evicting each kind has recently cost), and every registered
-//! [`Shrinker`] scans `(freeable >> p) * 4 / seeks` objects. It stops as
-//! soon as the target is met; a pass that misses it goes on at the next
-//! lower priority, so priority 0 has looked at everything.
-//!
-//! Victims are *isolated* in batches of [`BATCH`] under the driver's lock
-//! and evicted by the integrator's [`Evictor`] with the lock dropped (the
-//! write to swap can sleep); pages kept or failed go back to their list.
-//! Meanwhile other CPUs may insert, access and remove pages: a page removed
-//! while isolated is forgotten when its batch comes back, one inserted
-//! again (freed and reused) is tracked anew (MODEL 10).
-//!
-//! Lock order: the driver's lock is taken before anything the evictor's
-//! [`Evictor::test_and_clear_referenced`] and [`Evictor::is_evictable`]
-//! take (they run while a policy scans). Call [`Reclaim::insert`],
-//! [`Reclaim::access`] and [`Reclaim::remove`] without holding those.
-//!
-//! ```
-//! use core::cell::Cell;
-//! use mm_reclaim::driver::{Evictor, Level, Outcome, Reclaim, Victim};
-//! use mm_reclaim::mm_types::PageKind;
-//! use mm_reclaim::Clock;
-//!
-//! // Frees every victim; the frames land in a counter standing in for the
-//! // frame allocator.
-//! struct Drop<'a>(&'a Cell<u64>);
-//! impl Evictor for Drop<'_> {
-//!     fn test_and_clear_referenced(&mut self, _page: u32) -> bool {
-//!         false
-//!     }
-//!     fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {
-//!         self.0.set(self.0.get() + batch.len() as u64);
-//!         outcomes.fill(Outcome::Freed);
-//!     }
-//! }
-//!
-//! let reclaim = Reclaim::new(Clock::new(64), Clock::new(64), 64);
-//! for page in 0..64 {
-//!     reclaim.insert(page, PageKind::File, None).unwrap();
-//! }
-//! // 10 frames free, watermarks min 8, low 12, high 16: background reclaim
-//! // brings free memory back to 16.
-//! let free = Cell::new(10);
-//! let p = reclaim.background(&mut || Level { free: free.get(), min: 8, low: 12, high: 16 }, &mut Drop(&free));
-//! assert_eq!((p.reclaimed(), free.get()), (6, 16));
-//! assert_eq!(reclaim.len(PageKind::File), 58);
-//! ```
+//! [`Reclaim`] (documented on the type).
 
 use alloc::sync::Arc;
 use alloc::vec;
@@ -253,7 +200,7 @@ pub struct Progress {
 impl Progress {
     /// Frames freed: evicted pages and frames shrinkers gave back. Zero
     /// after a reclaim down to priority 0 means reclaim cannot help: the
-    /// caller's next step is the OOM killer ([`crate::oom`]).
+    /// caller's next step is the OOM killer ([`crate::choose_victim`]).
     pub fn reclaimed(&self) -> u64 {
         // Saturating: a shrinker may report any number of frames.
         self.evicted.saturating_add(self.shrunk_frames)
@@ -274,7 +221,7 @@ impl Progress {
 
 /// Counters since the driver was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Stats {
+pub struct ReclaimStats {
     /// Background reclaim runs that had work to do.
     pub background_runs: u64,
     /// Direct reclaim runs.
@@ -316,7 +263,7 @@ struct Inner<P> {
     /// Recent cost of evicting each kind (refaults and rotations), decayed.
     cost: [u64; 2],
     swappiness: u8,
-    stats: Stats,
+    stats: ReclaimStats,
     isolated: usize,
 }
 
@@ -379,8 +326,62 @@ impl<E: Evictor + ?Sized> Scan for Counting<'_, E> {
 /// Registered shrinkers: the last handle given, and (handle, shrinker).
 type Registered = (u64, Vec<(u64, Arc<dyn Shrinker>)>);
 
-/// The reclaim driver over two policies (anonymous and file pages); see
-/// the [module documentation](self).
+/// The reclaim driver over two policies (anonymous and file pages).
+///
+/// The reclaim driver: anonymous and file pages on separate policies,
+/// background reclaim between the low and high watermarks, direct reclaim
+/// for an allocating task, shrinkers, and an honest account of progress.
+///
+/// The shape follows Linux's `shrink_node`: reclaim runs at a *priority*
+/// from 12 down to 0; at priority `p` it asks each list for `size >> p`
+/// victims (split between anonymous and file pages by swappiness and by
+/// what evicting each kind has recently cost), and every registered
+/// [`Shrinker`] scans `(freeable >> p) * 4 / seeks` objects. It stops as
+/// soon as the target is met; a pass that misses it goes on at the next
+/// lower priority, so priority 0 has looked at everything.
+///
+/// Victims are *isolated* in batches of [`BATCH`] under the driver's lock
+/// and evicted by the integrator's [`Evictor`] with the lock dropped (the
+/// write to swap can sleep); pages kept or failed go back to their list.
+/// Meanwhile other CPUs may insert, access and remove pages: a page removed
+/// while isolated is forgotten when its batch comes back, one inserted
+/// again (freed and reused) is tracked anew (MODEL 10).
+///
+/// Lock order: the driver's lock is taken before anything the evictor's
+/// [`Evictor::test_and_clear_referenced`] and [`Evictor::is_evictable`]
+/// take (they run while a policy scans). Call [`Reclaim::insert`],
+/// [`Reclaim::access`] and [`Reclaim::remove`] without holding those.
+///
+/// ```
+/// use core::cell::Cell;
+/// use mm_reclaim::{Evictor, Level, Outcome, Reclaim, Victim};
+/// use mm_reclaim::mm_types::PageKind;
+/// use mm_reclaim::Clock;
+///
+/// // Frees every victim; the frames land in a counter standing in for the
+/// // frame allocator.
+/// struct Drop<'a>(&'a Cell<u64>);
+/// impl Evictor for Drop<'_> {
+///     fn test_and_clear_referenced(&mut self, _page: u32) -> bool {
+///         false
+///     }
+///     fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {
+///         self.0.set(self.0.get() + batch.len() as u64);
+///         outcomes.fill(Outcome::Freed);
+///     }
+/// }
+///
+/// let reclaim = Reclaim::new(Clock::new(64), Clock::new(64), 64);
+/// for page in 0..64 {
+///     reclaim.insert(page, PageKind::File, None).unwrap();
+/// }
+/// // 10 frames free, watermarks min 8, low 12, high 16: background reclaim
+/// // brings free memory back to 16.
+/// let free = Cell::new(10);
+/// let p = reclaim.background(&mut || Level { free: free.get(), min: 8, low: 12, high: 16 }, &mut Drop(&free));
+/// assert_eq!((p.reclaimed(), free.get()), (6, 16));
+/// assert_eq!(reclaim.len(PageKind::File), 58);
+/// ```
 pub struct Reclaim<P> {
     inner: Mutex<Inner<P>>,
     shrinkers: Mutex<Registered>,
@@ -396,7 +397,7 @@ impl<P: Policy> Reclaim<P> {
                 state: vec![UNTRACKED; ids],
                 cost: [0; 2],
                 swappiness: 60,
-                stats: Stats::default(),
+                stats: ReclaimStats::default(),
                 isolated: 0,
             }),
             shrinkers: Mutex::new((0, Vec::new())),
@@ -486,7 +487,7 @@ impl<P: Policy> Reclaim<P> {
     }
 
     /// The counters.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> ReclaimStats {
         self.inner.lock().stats
     }
 

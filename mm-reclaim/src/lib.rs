@@ -15,9 +15,9 @@
 //!   or only accessed bits seen while scanning) and Belady's MIN;
 //!   `examples/replay.rs` is the command-line tool around it.
 //!
-//! - [`oom`]: the OOM victim choice (Linux's badness: resident, swap and
+//! - [`choose_victim`] and [`badness`]: the OOM victim choice (Linux's badness: resident, swap and
 //!   page-table pages, shifted by a per-task adjustment);
-//! - [`driver`]: the reclaim driver: anonymous and file lists, background
+//! - [`Reclaim`]: the reclaim driver: anonymous and file lists, background
 //!   reclaim between the watermarks, direct reclaim, priority passes in
 //!   batches, shrinkers, honest progress.
 //!
@@ -42,19 +42,23 @@ use alloc::boxed::Box;
 #[cfg(any(test, feature = "fuzzing"))]
 extern crate std;
 
-pub mod clock;
-pub mod driver;
+mod clock;
+mod driver;
 pub mod eval;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_model;
-pub mod list;
-pub mod mglru;
-pub mod oom;
-pub mod policy;
-pub mod s3fifo;
-pub mod twolist;
+mod list;
+mod mglru;
+mod oom;
+mod policy;
+mod s3fifo;
+mod twolist;
 
 pub use clock::Clock;
+pub use driver::{
+    Evictor, Level, Outcome, Progress, Reclaim, ReclaimError, ReclaimStats, Shrinker, ShrinkerId, Shrunk, Victim,
+    BATCH, SHRINK_BATCH, START_PRIORITY,
+};
 pub use mm_types;
 pub use policy::{Mode, NoBits, PageId, Policy, PolicyError, Scan, Shadow};
 

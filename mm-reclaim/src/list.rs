@@ -37,11 +37,6 @@ impl<const N: usize> Lists<N> {
         }
     }
 
-    /// Number of ids the lists can hold.
-    pub fn ids(&self) -> usize {
-        self.tag.len()
-    }
-
     /// The list `page` is on, or [`NONE`].
     #[inline]
     pub fn tag(&self, page: PageId) -> u8 {

@@ -1,17 +1,4 @@
-//! A multi-generation LRU (after Linux's MGLRU, much simplified): pages
-//! live in generations numbered by a sequence; the oldest generation is
-//! evicted from, the youngest receives pages found referenced. Eviction
-//! takes the oldest generation's tail: a page referenced since it was last
-//! looked at (software flag or accessed bits) moves to the youngest
-//! generation, an unreferenced evictable one is the victim. When the oldest
-//! generation empties, the window moves up; when only one generation is
-//! left, aging opens a new youngest one, so referenced pages are always set
-//! apart from the ones that were not.
-//!
-//! New pages enter the oldest generation, so a page must be seen referenced
-//! once to outlive the next sweep (entering a younger one makes this
-//! CLOCK); a page whose shadow says it was evicted within the last `GENS`
-//! generations (a refault of the working set) enters the youngest.
+//! [`MgLru`] (documented on the type).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -22,7 +9,20 @@ use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 /// Generations kept at once.
 pub const GENS: usize = 4;
 
-/// See the [module documentation](self).
+/// A multi-generation LRU (after Linux's MGLRU, much simplified): pages
+/// live in generations numbered by a sequence; the oldest generation is
+/// evicted from, the youngest receives pages found referenced. Eviction
+/// takes the oldest generation's tail: a page referenced since it was last
+/// looked at (software flag or accessed bits) moves to the youngest
+/// generation, an unreferenced evictable one is the victim. When the oldest
+/// generation empties, the window moves up; when only one generation is
+/// left, aging opens a new youngest one, so referenced pages are always set
+/// apart from the ones that were not.
+///
+/// New pages enter the oldest generation, so a page must be seen referenced
+/// once to outlive the next sweep (entering a younger one makes this
+/// CLOCK); a page whose shadow says it was evicted within the last `GENS`
+/// generations (a refault of the working set) enters the youngest.
 #[derive(Clone, Debug)]
 pub struct MgLru {
     gens: Lists<GENS>,

@@ -1,17 +1,4 @@
-//! S3-FIFO (Yang, Zhang, Qiu, Yue and Vinayak, "FIFO queues are all you
-//! need for cache eviction", SOSP 2023): a small FIFO `S` (a tenth of the
-//! capacity) that new pages enter, a main FIFO `M`, and a ghost FIFO `G` of
-//! pages recently evicted from `S`. A page leaving `S` goes to `M` if it was
-//! referenced at least `promote` times while in `S` (else it is evicted and
-//! remembered in `G`); a page leaving `M` goes round again while its 2-bit
-//! frequency is not zero (decremented each time). A page faulted in while in
-//! `G` goes straight to `M`. One-time scans therefore pass through `S`
-//! without disturbing `M`.
-//!
-//! `G` is not stored: the shadow of a page evicted from `S` is the count of
-//! `S` evictions at that moment, and a refault is a ghost hit if fewer than
-//! the ghost size `S` evictions happened since (the same window a FIFO of
-//! that many entries holds).
+//! [`S3Fifo`] (documented on the type).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -30,7 +17,20 @@ const HELD_M: usize = 3;
 /// Shadow flag: evicted from `S` (only those are ghosts).
 const FROM_SMALL: u64 = 1 << 63;
 
-/// See the [module documentation](self).
+/// S3-FIFO (Yang, Zhang, Qiu, Yue and Vinayak, "FIFO queues are all you
+/// need for cache eviction", SOSP 2023): a small FIFO `S` (a tenth of the
+/// capacity) that new pages enter, a main FIFO `M`, and a ghost FIFO `G` of
+/// pages recently evicted from `S`. A page leaving `S` goes to `M` if it was
+/// referenced at least `promote` times while in `S` (else it is evicted and
+/// remembered in `G`); a page leaving `M` goes round again while its 2-bit
+/// frequency is not zero (decremented each time). A page faulted in while in
+/// `G` goes straight to `M`. One-time scans therefore pass through `S`
+/// without disturbing `M`.
+///
+/// `G` is not stored: the shadow of a page evicted from `S` is the count of
+/// `S` evictions at that moment, and a refault is a ghost hit if fewer than
+/// the ghost size `S` evictions happened since (the same window a FIFO of
+/// that many entries holds).
 #[derive(Clone, Debug)]
 pub struct S3Fifo {
     lists: Lists<4>,

@@ -1,18 +1,4 @@
-//! Linux-style active/inactive lists with refault-distance activation
-//! (after `mm/vmscan.c` and `mm/workingset.c`).
-//!
-//! New pages enter the inactive list. A page needs two references to be
-//! activated: software references follow `mark_page_accessed` (the first
-//! sets the page's referenced flag, the second activates), and a page found
-//! with its accessed bits set at the inactive tail is kept once (flag set)
-//! and activated if seen referenced again. Unreferenced pages at the
-//! inactive tail are evicted. When the inactive list is smaller than the
-//! active one, the active tail is deactivated (its flag cleared).
-//!
-//! Refaults: each eviction and activation advances a counter (Linux's
-//! non-resident age); a page's shadow records it at eviction. A page that
-//! comes back within a distance no larger than the active list was part of
-//! the working set and is activated at once.
+//! [`TwoList`] (documented on the type).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -28,7 +14,21 @@ const ACTIVE: usize = 1;
 /// it returns.
 const HELD: usize = 2;
 
-/// See the [module documentation](self).
+/// Linux-style active/inactive lists with refault-distance activation
+/// (after `mm/vmscan.c` and `mm/workingset.c`).
+///
+/// New pages enter the inactive list. A page needs two references to be
+/// activated: software references follow `mark_page_accessed` (the first
+/// sets the page's referenced flag, the second activates), and a page found
+/// with its accessed bits set at the inactive tail is kept once (flag set)
+/// and activated if seen referenced again. Unreferenced pages at the
+/// inactive tail are evicted. When the inactive list is smaller than the
+/// active one, the active tail is deactivated (its flag cleared).
+///
+/// Refaults: each eviction and activation advances a counter (Linux's
+/// non-resident age); a page's shadow records it at eviction. A page that
+/// comes back within a distance no larger than the active list was part of
+/// the working set and is activated at once.
 #[derive(Clone, Debug)]
 pub struct TwoList {
     lists: Lists<3>,

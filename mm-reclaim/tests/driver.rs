@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mm_reclaim::driver::{
-    Evictor, Level, Outcome, Progress, Reclaim, ReclaimError, Shrinker, Shrunk, Victim, BATCH, SHRINK_BATCH,
+use mm_reclaim::{
+    choose_victim, Clock, Evictor, Level, Outcome, PageId, Policy, Progress, Reclaim, ReclaimError, S3Fifo, Shrinker,
+    Shrunk, TaskMemory, TwoList, Victim, BATCH, SHRINK_BATCH,
 };
-use mm_reclaim::{choose_victim, Clock, PageId, Policy, S3Fifo, TaskMemory, TwoList};
 use mm_types::PageKind;
 
 /// A host stand-in for the integrator: a free-frame counter, locked pages,

@@ -5,8 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use mm_reclaim::driver::{Evictor, Outcome, Reclaim, Victim};
-use mm_reclaim::{Clock, PageId};
+use mm_reclaim::{Clock, Evictor, Outcome, PageId, Reclaim, Victim};
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::PageKind;
 
@@ -64,7 +63,7 @@ fn remove_during_reclaim() {
         r.check().unwrap();
         let v = freed_once(&victims);
         assert!(!v.contains(&1));
-        assert_eq!(r.remove(1).err(), Some(mm_reclaim::driver::ReclaimError::NotTracked(1)));
+        assert_eq!(r.remove(1).err(), Some(mm_reclaim::ReclaimError::NotTracked(1)));
         assert_eq!(r.len(PageKind::File), 3 - v.len());
     });
 }

@@ -51,14 +51,14 @@ extern crate std;
 #[allow(unsafe_code)]
 pub mod fuzz_model;
 #[allow(unsafe_code)]
-pub mod mm;
+mod mm;
 #[cfg(feature = "std")]
 #[allow(unsafe_code)]
 pub mod sim;
 #[allow(unsafe_code)]
-pub mod space;
-pub mod tree;
-pub mod vma;
+mod space;
+mod tree;
+mod vma;
 
 pub use mm::{FaultStats, HookError, Hooks, Mm, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
 pub use mm_types;

@@ -1,14 +1,4 @@
-//! What address spaces share: the frame provider, physical memory, the zero
-//! page, the reverse map, the hooks to pagers, swap and TLB, and counters.
-//!
-//! The reverse map records, for every frame mapped in a user address space,
-//! each `(address space, virtual page)` mapping it and how many other
-//! references hold it (a swap cache, reclaim in progress). A page is shared
-//! (so a private write must copy it) when it has more than one mapping or any
-//! other reference; an anonymous page is freed when its last mapping and
-//! reference go. This is a per-page list of mappers, as the first Linux rmap
-//! ("pte chains") kept: exact, simple to check, and one heap entry per
-//! mapping.
+//! [`Mm`] (documented on the type).
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -210,7 +200,17 @@ struct Counters {
 }
 
 /// What address spaces share (one per machine, as Linux's global page
-/// state): see the [module documentation](self).
+/// state): the frame provider, physical memory, the zero page, the
+/// reverse map, the hooks to pagers, swap and TLB, and counters.
+///
+/// The reverse map records, for every frame mapped in a user address space,
+/// each `(address space, virtual page)` mapping it and how many other
+/// references hold it (a swap cache, reclaim in progress). A page is shared
+/// (so a private write must copy it) when it has more than one mapping or any
+/// other reference; an anonymous page is freed when its last mapping and
+/// reference go. This is a per-page list of mappers, as the first Linux rmap
+/// ("pte chains") kept: exact, simple to check, and one heap entry per
+/// mapping.
 pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     pub(crate) arch: A,
     pub(crate) mem: M,

@@ -1,12 +1,4 @@
-//! Address spaces: a [`VmaTree`] and the page tables that follow it, with
-//! Linux's system-call semantics and page-fault handling.
-//!
-//! Pages are mapped on demand, 4 KiB at a time: an operation on a range
-//! (`munmap`, `mprotect`, fork) touches only the pages that are there. Every
-//! operation collects its TLB invalidations and the pages it released in a
-//! gather; at its end the TLB hook flushes once, and only then are released
-//! frames freed and swap slots dropped, so no CPU can reach a freed frame
-//! through a stale TLB entry.
+//! [`AddressSpace`] (documented on the type).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -422,8 +414,17 @@ pub struct SpaceCounts {
     pub swapped: u64,
 }
 
-/// One address space: VMAs, page tables, and the operations on them. See
-/// the [module documentation](self).
+/// One address space: VMAs, page tables, and the operations on them.
+///
+/// Address spaces: a [`VmaTree`] and the page tables that follow it, with
+/// Linux's system-call semantics and page-fault handling.
+///
+/// Pages are mapped on demand, 4 KiB at a time: an operation on a range
+/// (`munmap`, `mprotect`, fork) touches only the pages that are there. Every
+/// operation collects its TLB invalidations and the pages it released in a
+/// gather; at its end the TLB hook flushes once, and only then are released
+/// frames freed and swap slots dropped, so no CPU can reach a freed frame
+/// through a stale TLB entry.
 pub struct AddressSpace<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     mm: Arc<Mm<A, M, F>>,
     id: SpaceId,

@@ -26,8 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mm_paging::X86_64;
-use mm_reclaim::driver::{Level, Reclaim, Shrinker, Shrunk};
-use mm_reclaim::{Mode, S3Fifo};
+use mm_reclaim::{Level, Mode, Reclaim, S3Fifo, Shrinker, Shrunk};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::{BackingStore, DirectMap, PhysAddr, Protection, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};

@@ -28,8 +28,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use mm_paging::PagingArch;
-use mm_reclaim::driver::{Evictor, Outcome, Victim};
-use mm_reclaim::{PageId, Shadow};
+use mm_reclaim::{Evictor, Outcome, PageId, Shadow, Victim};
 use mm_swap::SwapError;
 use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};

@@ -47,8 +47,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use mm_paging::PagingArch;
-use mm_reclaim::driver::{Level, Progress, Reclaim};
-use mm_reclaim::{PageId, Policy};
+use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim};
 use mm_swap::Swap;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, FaultError, Hooks, Layout, Mm, SpaceError, SpaceId, SwapSlots};
@@ -473,7 +472,7 @@ where
             .iter()
             .map(|(id, s)| {
                 let c = s.lock().counts();
-                mm_reclaim::oom::TaskMemory {
+                mm_reclaim::TaskMemory {
                     task: *id,
                     resident: c.resident,
                     swapped: c.swapped,
@@ -482,7 +481,7 @@ where
                 }
             })
             .collect();
-        mm_reclaim::oom::choose_victim(tasks, total).ok().flatten().map(|(id, _)| id)
+        mm_reclaim::choose_victim(tasks, total).ok().flatten().map(|(id, _)| id)
     }
 
     /// Kills the OOM killer's pick; which task it was.

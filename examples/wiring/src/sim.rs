@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use mm_paging::{Entry, Lookup, X86_64};
-use mm_reclaim::driver::{Level, Reclaim};
-use mm_reclaim::{Mode, S3Fifo};
+use mm_reclaim::{Level, Mode, Reclaim, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};

@@ -14,8 +14,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm_reclaim::driver::Reclaim;
-use mm_reclaim::Policy;
+use mm_reclaim::{Policy, Reclaim};
 use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order, PageKind};
 
 use crate::PageIds;
