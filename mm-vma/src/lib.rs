@@ -7,7 +7,7 @@
 //!   copy-on-write, [`Pager`] objects, [`SwapSlots`] entries, refusals with a
 //!   reason), `fork`, eviction for reclaim; TLB flushes gathered per
 //!   operation through a [`SpaceTlb`] hook, frames freed after the flush.
-//! - [`Mm`]: what spaces share: frames, physical memory, the zero page, the
+//! - [`MmContext`]: what spaces share: frames, physical memory, the zero page, the
 //!   reverse map from each frame to every `(space, page)` mapping it.
 //! - [`VmaTree`], the bookkeeping half of an address space: VMAs with
 //!   protection, flags and backing, insertion with merging, partial unmap
@@ -60,7 +60,7 @@ mod space;
 mod tree;
 mod vma;
 
-pub use mm::{FaultStats, HookError, Hooks, Mm, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
+pub use mm::{FaultStats, HookError, Hooks, MmContext, Pager, PinError, RmapEntry, SpaceId, SpaceTlb, SwapSlots};
 pub use mm_types;
 pub use mm_types::Protection;
 pub use space::{

@@ -1,4 +1,4 @@
-//! [`Mm`] (documented on the type).
+//! [`MmContext`] (documented on the type).
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -72,7 +72,7 @@ pub trait Pager: Send + Sync {
 /// dropped, the last mapper writes to it in place.
 pub trait SwapSlots: Send + Sync {
     /// The frame holding the page of `slot`, read in if needed, with a
-    /// reference taken by [`Mm::pin`] that the device keeps while the page
+    /// reference taken by [`MmContext::pin`] that the device keeps while the page
     /// stays in its cache. Does not drop the entry's reference.
     fn swap_in(&self, slot: SwapSlot) -> Result<PhysAddr, HookError>;
     /// The page table that held `slot` now maps `frame` instead: the slot
@@ -93,7 +93,7 @@ pub trait SpaceTlb: Send + Sync {
     fn flush(&self, space: SpaceId, batch: FlushBatch);
 }
 
-/// The hooks an [`Mm`] calls. Missing hooks make object faults and swap
+/// The hooks an [`MmContext`] calls. Missing hooks make object faults and swap
 /// entries fail with [`HookError::Unavailable`] and skip TLB flushes (right
 /// for address spaces that are never active on a CPU, such as host models).
 #[derive(Clone, Default)]
@@ -116,13 +116,13 @@ impl fmt::Debug for Hooks {
     }
 }
 
-/// Why [`Mm::pin`] refused a frame.
+/// Why [`MmContext::pin`] refused a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PinError {
     /// The shared zero page is never pinned (nor freed).
     ZeroPage,
     /// The reverse map does not know the frame: nothing maps it, so its
-    /// owner is unknown ([`Mm::pin_new`] says who owns it).
+    /// owner is unknown ([`MmContext::pin_new`] says who owns it).
     Untracked(PhysAddr),
 }
 
@@ -163,7 +163,7 @@ impl PageInfo {
     }
 }
 
-/// Counters of what faults did, over every address space of an [`Mm`].
+/// Counters of what faults did, over every address space of an [`MmContext`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultStats {
     /// Read faults answered with the shared zero page.
@@ -201,7 +201,9 @@ struct Counters {
 
 /// What address spaces share (one per machine, as Linux's global page
 /// state): the frame provider, physical memory, the zero page, the
-/// reverse map, the hooks to pagers, swap and TLB, and counters.
+/// reverse map, the hooks to pagers, swap and TLB, and counters. Not one
+/// address space (Linux's `mm_struct` is [`AddressSpace`](crate::AddressSpace)
+/// here): the context every address space is made in.
 ///
 /// The reverse map records, for every frame mapped in a user address space,
 /// each `(address space, virtual page)` mapping it and how many other
@@ -211,7 +213,7 @@ struct Counters {
 /// reference go. This is a per-page list of mappers, as the first Linux rmap
 /// ("pte chains") kept: exact, simple to check, and one heap entry per
 /// mapping.
-pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+pub struct MmContext<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     pub(crate) arch: A,
     pub(crate) mem: M,
     pub(crate) frames: F,
@@ -225,13 +227,13 @@ pub struct Mm<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     counters: Counters,
 }
 
-impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> fmt::Debug for Mm<A, M, F> {
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> fmt::Debug for MmContext<A, M, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mm").field("zero", &self.zero).field("hooks", &self.hooks).finish_non_exhaustive()
+        f.debug_struct("MmContext").field("zero", &self.zero).field("hooks", &self.hooks).finish_non_exhaustive()
     }
 }
 
-/// A mapping of a frame, as [`Mm::mappings`] reports it.
+/// A mapping of a frame, as [`MmContext::mappings`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RmapEntry {
     /// The address space.
@@ -240,7 +242,7 @@ pub struct RmapEntry {
     pub va: VirtAddr,
 }
 
-impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F> {
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A, M, F> {
     /// The shared state for address spaces whose page tables and pages come
     /// from `frames`, reached through `mem`. Allocates the zero page.
     pub fn new(arch: A, mem: M, frames: F, hooks: Hooks) -> Result<Arc<Self>, crate::SpaceError> {
@@ -257,7 +259,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     ///
     /// As [`PageTable::new_sharing`](mm_paging::PageTable::new_sharing):
     /// `kernel_root` is a live root in `arch`'s format whose shared entries
-    /// stay valid while any address space of this `Mm` exists.
+    /// stay valid while any address space of this `MmContext` exists.
     pub unsafe fn with_kernel_entries(
         arch: A,
         mem: M,
@@ -288,7 +290,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
             let _ = frames.free(block);
             return Err(crate::SpaceError::Unreachable);
         }
-        Ok(Arc::new(Mm {
+        Ok(Arc::new(MmContext {
             arch,
             mem,
             frames,
@@ -496,7 +498,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     }
 
     /// Checks the reverse map against the page tables of `spaces`, which
-    /// must be every address space of this `Mm`: each mapping recorded is
+    /// must be every address space of this `MmContext`: each mapping recorded is
     /// present, and each present page (but the zero page) is recorded.
     pub fn check_rmap(&self, spaces: &[&crate::AddressSpace<A, M, F>]) -> Result<(), &'static str> {
         let rmap = self.rmap.lock();
@@ -558,7 +560,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Mm<A, M, F>
     }
 }
 
-impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Drop for Mm<A, M, F> {
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Drop for MmContext<A, M, F> {
     fn drop(&mut self) {
         // Address spaces hold an `Arc` of this, so all are gone: only the
         // zero page (and frames pinned by someone who leaked them) remain.

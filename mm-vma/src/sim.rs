@@ -31,13 +31,13 @@ use mm_paging::{FlushBatch, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, PhysMemory, SwapSlot, PAGE_SIZE};
 
-use crate::mm::{HookError, Hooks, Mm, Pager, SpaceId, SpaceTlb, SwapSlots};
+use crate::mm::{HookError, Hooks, MmContext, Pager, SpaceId, SpaceTlb, SwapSlots};
 use crate::space::{AddressSpace, Layout, SpaceError};
 
 /// The frame provider of the simulation.
 pub type SimFrames = Arc<RefFrameProvider>;
 /// The shared state of the simulation.
-pub type SimMm = Mm<X86_64, SimPhysMemory, SimFrames>;
+pub type SimMm = MmContext<X86_64, SimPhysMemory, SimFrames>;
 /// An address space of the simulation.
 pub type SimSpace = AddressSpace<X86_64, SimPhysMemory, SimFrames>;
 
@@ -357,7 +357,8 @@ impl SimWorld {
             swap: Some(swap.clone() as Arc<dyn SwapSlots>),
             tlb: Some(tlb.clone() as Arc<dyn SpaceTlb>),
         };
-        let mm = Mm::new(X86_64::FOUR_LEVEL, ram.clone(), frames.clone(), hooks).expect("room for the zero page");
+        let mm =
+            MmContext::new(X86_64::FOUR_LEVEL, ram.clone(), frames.clone(), hooks).expect("room for the zero page");
         assert!(swap.mm.set(Arc::downgrade(&mm)).is_ok(), "set once");
         SimWorld { ram, frames, mm, swap, pager, tlb }
     }

@@ -7,7 +7,7 @@ use core::fmt;
 use mm_paging::{AccessBits, Entry, FlushBatch, Lookup, MapFlags, PageTable, PagingArch, PagingError, Unmapped};
 use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, Protection, SwapSlot, VirtAddr, PAGE_BYTES};
 
-use crate::mm::{FaultCount, HookError, Mm, SpaceId};
+use crate::mm::{FaultCount, HookError, MmContext, SpaceId};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
 
 /// Where an address space puts things.
@@ -426,7 +426,7 @@ pub struct SpaceCounts {
 /// frames freed and swap slots dropped, so no CPU can reach a freed frame
 /// through a stale TLB entry.
 pub struct AddressSpace<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
-    mm: Arc<Mm<A, M, F>>,
+    mm: Arc<MmContext<A, M, F>>,
     id: SpaceId,
     layout: Layout,
     vmas: VmaTree,
@@ -452,14 +452,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     ///
     /// Refuses a layout ([`SpaceError::BadLayout`]) whose user range is
     /// empty, not page aligned, not canonical lower-half addresses of the
-    /// `Mm`'s paging mode, or overlapping a root entry borrowed from the
-    /// kernel ([`Mm::with_kernel_entries`]): no operation of the space can
+    /// `MmContext`'s paging mode, or overlapping a root entry borrowed from the
+    /// kernel ([`MmContext::with_kernel_entries`]): no operation of the space can
     /// then reach an address it cannot map or a table it does not own.
-    pub fn new(mm: &Arc<Mm<A, M, F>>, layout: Layout) -> Result<Self, SpaceError> {
+    pub fn new(mm: &Arc<MmContext<A, M, F>>, layout: Layout) -> Result<Self, SpaceError> {
         layout.validate(&mm.arch, mm.kernel.as_ref().map(|k| &k.1))?;
         let (arch, mem, frames) = (mm.arch, mm.mem.clone(), mm.frames.clone());
         let pt = match &mm.kernel {
-            // SAFETY: `Mm::with_kernel_entries`'s contract: the kernel root stays valid while spaces exist.
+            // SAFETY: `MmContext::with_kernel_entries`'s contract: the kernel root stays valid while spaces exist.
             Some((root, bits)) => unsafe {
                 let shared = (0..512).filter(|i| bits[i / 64] & (1 << (i % 64)) != 0);
                 PageTable::new_sharing(arch, mem, frames, *root, shared)
@@ -485,7 +485,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// The shared state.
-    pub fn mm(&self) -> &Arc<Mm<A, M, F>> {
+    pub fn mm(&self) -> &Arc<MmContext<A, M, F>> {
         &self.mm
     }
 
@@ -1219,7 +1219,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// a pager's page is refused a swap entry),
     /// the TLB flushed, and the reverse-map record dropped. Returns the
     /// mapping that was removed (its dirty bit says whether a pager's page
-    /// must be written back). Reclaim pins the frame ([`Mm::pin`]) before
+    /// must be written back). Reclaim pins the frame ([`MmContext::pin`]) before
     /// unmapping it from its users, so it is not freed until reclaim is done
     /// with it.
     pub fn evict(&mut self, addr: u64, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {

@@ -8,7 +8,8 @@ use mm_paging::{MapFlags, PageTable, X86_64};
 use mm_types::{PageKind, PageSize, PhysAddr, VirtAddr};
 use mm_vma::sim::SimWorld;
 use mm_vma::{
-    Access, AddressSpace, FaultError, Hooks, Layout, MapRequest, Mm, PinError, Placement, Protection, Remap, SpaceError,
+    Access, AddressSpace, FaultError, Hooks, Layout, MapRequest, MmContext, PinError, Placement, Protection, Remap,
+    SpaceError,
 };
 
 const P: u64 = 4096;
@@ -50,7 +51,7 @@ fn borrowed_kernel_entries_are_out_of_reach() {
     kernel.map(kpage, kframe, PageSize::Size4KiB, MapFlags::READ | MapFlags::WRITE).unwrap().ignore();
     // SAFETY: `kernel` outlives every space of `mm` (dropped at the end of the test, after them).
     let mm = unsafe {
-        Mm::with_kernel_entries(
+        MmContext::with_kernel_entries(
             X86_64::FOUR_LEVEL,
             w.ram.clone(),
             w.frames.clone(),

@@ -430,7 +430,7 @@ fn spaces_share_the_kernel_half() {
     let free = w.free_frame_count();
     // SAFETY: `kernel` lives in the same simulated RAM and outlives the spaces.
     let mm = unsafe {
-        mm_vma::Mm::with_kernel_entries(
+        mm_vma::MmContext::with_kernel_entries(
             X86_64::FOUR_LEVEL,
             w.ram.clone(),
             w.frames.clone(),

@@ -138,7 +138,7 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
         // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and
         // their entries 0 and 256-511 never change.
         unsafe {
-            mm_vma::Mm::with_kernel_entries(
+            mm_vma::MmContext::with_kernel_entries(
                 X86_64::current(),
                 frames::identity_map(),
                 f,

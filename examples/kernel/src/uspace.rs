@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, X86_64};
 use mm_types::DirectMap;
 use mm_vma::{
-    Access, AddressSpace, FaultError, FaultKind, Hooks, Layout, MapRequest, Mm, Protection, SpaceId, SpaceTlb,
+    Access, AddressSpace, FaultError, FaultKind, Hooks, Layout, MapRequest, MmContext, Protection, SpaceId, SpaceTlb,
 };
 
 use crate::frames::{self, Frames};
@@ -24,7 +24,7 @@ use crate::kprintln;
 use crate::paging;
 
 /// What user address spaces share.
-pub type UserMm = Mm<X86_64, DirectMap, &'static Frames>;
+pub type UserMm = MmContext<X86_64, DirectMap, &'static Frames>;
 /// A user address space.
 pub type UserSpace = AddressSpace<X86_64, DirectMap, &'static Frames>;
 

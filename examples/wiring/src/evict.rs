@@ -1,7 +1,7 @@
 //! mm-reclaim's [`Evictor`] over mm-vma's reverse map and mm-swap.
 //!
 //! A victim is a frame ([`PageIds`] numbers them). The evictor finds
-//! its mappings in the [`Mm`]'s reverse map and reaches their address
+//! its mappings in the [`MmContext`]'s reverse map and reaches their address
 //! spaces through [`Spaces`], which may refuse a space that is busy (in use
 //! by its task on another CPU; reclaim never runs inside a fault here):
 //! such a page is kept, as Linux skips pages whose locks it cannot take.
@@ -19,7 +19,7 @@
 //! wrote the page since it was last written there: a shared mapping maps
 //! the cached frame writable, so the dirty bits of the mappings just
 //! removed (and of earlier ones, which mm-vma moved to the page when they
-//! went) are checked with [`Mm::take_dirty`], and a dirty page is written
+//! went) are checked with [`MmContext::take_dirty`], and a dirty page is written
 //! to its slot again first (mm-vma MODEL 24). A cached page nobody maps
 //! (read ahead, or all mappers gone) is dropped from the cache the same
 //! way, written first if it is dirty.
@@ -31,7 +31,7 @@ use mm_paging::PagingArch;
 use mm_reclaim::{Evictor, Outcome, PageId, Shadow, Victim};
 use mm_swap::SwapError;
 use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory};
-use mm_vma::{AddressSpace, Mm, RmapEntry, SpaceId};
+use mm_vma::{AddressSpace, MmContext, RmapEntry, SpaceId};
 
 use crate::swapdev::SwapDevice;
 use crate::PageIds;
@@ -58,7 +58,7 @@ pub struct EvictStats {
 
 /// The evictor; see the [module documentation](self).
 pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone, S> {
-    mm: &'a Arc<Mm<A, M, F>>,
+    mm: &'a Arc<MmContext<A, M, F>>,
     device: &'a SwapDevice<A, M, F>,
     spaces: &'a S,
     ids: PageIds,
@@ -77,7 +77,7 @@ where
     /// An evictor for pages of `ids` mapped in `spaces`, swapping
     /// through `device` on `cpu`.
     pub fn new(
-        mm: &'a Arc<Mm<A, M, F>>,
+        mm: &'a Arc<MmContext<A, M, F>>,
         device: &'a SwapDevice<A, M, F>,
         spaces: &'a S,
         ids: PageIds,

@@ -50,7 +50,7 @@ use mm_paging::PagingArch;
 use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim};
 use mm_swap::Swap;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
-use mm_vma::{AddressSpace, FaultError, Hooks, Layout, Mm, SpaceError, SpaceId, SwapSlots};
+use mm_vma::{AddressSpace, FaultError, Hooks, Layout, MmContext, SpaceError, SpaceId, SwapSlots};
 
 use evict::{EvictStats, MmEvictor, Spaces};
 use swapdev::SwapDevice;
@@ -117,8 +117,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> Spaces<A, M
 
 /// The frame provider of a [`Machine`]'s address spaces.
 pub type Frames<F0, P> = Tracked<F0, P>;
-/// A [`Machine`]'s `Mm`.
-pub type MachineMm<A, M, F0, P> = Mm<A, M, Frames<F0, P>>;
+/// A [`Machine`]'s `MmContext`.
+pub type MachineMm<A, M, F0, P> = MmContext<A, M, Frames<F0, P>>;
 /// A task's address space.
 pub type TaskSpace<A, M, F0, P> = AddressSpace<A, M, Frames<F0, P>>;
 
@@ -243,7 +243,7 @@ where
     P: Policy + Send + 'static,
 {
     /// Wires `frames` (covering `ids`), `swap` and `reclaim` together.
-    /// `build_mm` makes the `Mm` from the hooks given (adding its own TLB
+    /// `build_mm` makes the `MmContext` from the hooks given (adding its own TLB
     /// hook; a kernel shares its root entries there).
     pub fn new(
         frames: F0,

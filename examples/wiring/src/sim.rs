@@ -14,7 +14,7 @@ use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{PhysAddr, PhysMemory};
-use mm_vma::{Layout, Mm, SpaceId};
+use mm_vma::{Layout, MmContext, SpaceId};
 
 use crate::scenario::{anon_rw, Touch, TouchError};
 use crate::{Figures, Machine, PageIds, TaskError};
@@ -87,7 +87,7 @@ impl Sim {
             n,
         );
         let machine = Machine::new(frames, ids, swap, reclaim, Layout::X86_64, |f, hooks| {
-            Mm::new(X86_64::FOUR_LEVEL, ram.clone(), f, hooks)
+            MmContext::new(X86_64::FOUR_LEVEL, ram.clone(), f, hooks)
         })
         .expect("room for the zero page");
         // Weakly: the closure lives in the frames it looks at.

@@ -2,7 +2,7 @@
 //! [`SwapSlots`] over a [`Swap`], and gives the evictor what it needs to
 //! write pages out and drop swap-cache pages.
 //!
-//! The swap cache's frames are pinned in the [`Mm`] (so mappers copy on
+//! The swap cache's frames are pinned in the [`MmContext`] (so mappers copy on
 //! write while other page tables still name the slot) for as long as this
 //! device holds them. Frames readahead brought in are not pinned until a
 //! fault maps them; [`SwapDevice::drop_cached`] and the release paths
@@ -17,7 +17,7 @@ use mm_paging::PagingArch;
 use mm_reclaim::Shadow;
 use mm_swap::{Swap, SwapError};
 use mm_types::{FrameProvider, PhysAddr, PhysMemory, SwapSlot};
-use mm_vma::{HookError, Mm, SwapSlots};
+use mm_vma::{HookError, MmContext, SwapSlots};
 
 /// What a failed swap-in tells the fault: the fault fails (the task gets
 /// a bus error) and the data is never guessed, but a read error, a
@@ -57,7 +57,7 @@ pub struct DeviceStats {
 /// [module documentation](self).
 pub struct SwapDevice<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
     swap: Arc<Swap>,
-    mm: spin::Once<Weak<Mm<A, M, F>>>,
+    mm: spin::Once<Weak<MmContext<A, M, F>>>,
     /// Cached frames this device holds a pin on, and their slots.
     pinned: spin::Mutex<BTreeMap<u64, SwapSlot>>,
     /// Slots whose swap-in is under way: their frame is in the cache,
@@ -74,8 +74,8 @@ pub struct SwapDevice<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + C
 pub type Refault = Box<dyn Fn(PhysAddr, Shadow) + Send + Sync>;
 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<A, M, F> {
-    /// A device over `swap`; [`attach`](Self::attach) it to its `Mm` once
-    /// that exists (the `Mm` takes the device among its hooks).
+    /// A device over `swap`; [`attach`](Self::attach) it to its `MmContext` once
+    /// that exists (the `MmContext` takes the device among its hooks).
     pub fn new(swap: Arc<Swap>) -> Self {
         SwapDevice {
             swap,
@@ -88,8 +88,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
         }
     }
 
-    /// Connects the device to the `Mm` whose hooks hold it.
-    pub fn attach(&self, mm: &Arc<Mm<A, M, F>>) {
+    /// Connects the device to the `MmContext` whose hooks hold it.
+    pub fn attach(&self, mm: &Arc<MmContext<A, M, F>>) {
         self.mm.call_once(|| Arc::downgrade(mm));
     }
 
@@ -130,8 +130,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
         }
     }
 
-    fn mm(&self) -> Arc<Mm<A, M, F>> {
-        self.mm.get().and_then(Weak::upgrade).expect("the device is attached to a live Mm")
+    fn mm(&self) -> Arc<MmContext<A, M, F>> {
+        self.mm.get().and_then(Weak::upgrade).expect("the device is attached to a live MmContext")
     }
 
     /// The slot of `frame` if it is a swap-cache page this device pinned.
@@ -142,7 +142,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     /// Gives back a frame the swap cache let go of: unpinned if this
     /// device pinned it (freed once nothing maps it), else (a readahead
     /// page never mapped) freed.
-    fn let_go(&self, mm: &Mm<A, M, F>, frame: PhysAddr) {
+    fn let_go(&self, mm: &MmContext<A, M, F>, frame: PhysAddr) {
         if self.pinned.lock().remove(&frame.as_u64()).is_some() {
             mm.unpin(frame);
         } else {

@@ -107,7 +107,7 @@ unsafe impl<F0: FrameProvider, P: Policy + Send> FrameProvider for TrackedFrames
     }
 }
 
-/// A cloneable handle on [`TrackedFrames`], the `F` of the `Mm`.
+/// A cloneable handle on [`TrackedFrames`], the `F` of the `MmContext`.
 pub struct Tracked<F0, P>(pub Arc<TrackedFrames<F0, P>>);
 
 impl<F0, P> Clone for Tracked<F0, P> {
