@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let slot = unsafe { swap.swap_out(0, page, 1, &mem) }.unwrap();
     g.bench_function("swap_in", |b| {
         b.iter(|| {
-            let (f, _) = swap.swap_in(slot, &frames, &mem).unwrap();
+            let f = swap.swap_in(slot, &frames, &mem).unwrap().frame;
             let f = swap.uncache(slot).unwrap().unwrap_or(f);
             frames.free_frame(f).unwrap();
         })

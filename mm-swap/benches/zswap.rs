@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("swap_in/mix", |b| {
         b.iter(|| {
             let slot = slots[i % 30];
-            let (f, _) = swap.swap_in(slot, &frames, &mem).unwrap();
+            let f = swap.swap_in(slot, &frames, &mem).unwrap().frame;
             let f = swap.uncache(slot).unwrap().unwrap_or(f);
             frames.free_frame(f).unwrap();
             i = i.wrapping_add(1);

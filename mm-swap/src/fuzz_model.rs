@@ -17,7 +17,7 @@ use arbitrary::Arbitrary;
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
-use crate::{Swap, SwapConfig, SwapError};
+use crate::{Swap, SwapConfig, SwapError, SwappedIn};
 
 /// One step; `i` picks a live slot modulo their number.
 #[derive(Arbitrary, Debug, Clone)]
@@ -134,7 +134,7 @@ pub fn run(data: &[u8]) {
                 if let Some(k) = pick(&live, i) {
                     let l = &mut live[k];
                     match swap.swap_in(l.slot, &frames, &mem) {
-                        Ok((f, io)) => {
+                        Ok(SwappedIn { frame: f, read: io }) => {
                             assert_eq!(io, l.cached.is_none());
                             assert!(l.cached.is_none_or(|c| c == f));
                             assert!(holds(&mem, f, l.fill), "slot {:?} came back with other data", l.slot);

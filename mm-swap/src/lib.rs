@@ -28,7 +28,7 @@
 //!    ([`Swap::uncache`]).
 //!
 //! ```
-//! use mm_swap::{Swap, SwapConfig};
+//! use mm_swap::{Swap, SwapConfig, SwappedIn};
 //! use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 //! use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
 //!
@@ -47,7 +47,7 @@
 //! frames.free_frame(frame).unwrap();
 //!
 //! // The fault: read back into a new frame, checked.
-//! let (back, io) = swap.swap_in(slot, &frames, &mem).unwrap();
+//! let SwappedIn { frame: back, read: io } = swap.swap_in(slot, &frames, &mem).unwrap();
 //! assert!(io);
 //! let mut buf = [0u8; 4096];
 //! // SAFETY: the frame is in the swap cache and nobody writes it.
@@ -86,7 +86,7 @@ use mm_types::SwapSlot;
 pub use area::{BAD_AFTER, CLUSTER, MAX_SLOTS};
 pub use error::SwapError;
 pub use mm_types;
-pub use swap::{Swap, SwapConfig, SwapStats};
+pub use swap::{Swap, SwapConfig, SwapStats, SwappedIn};
 
 /// Areas a [`Swap`] can hold: as many as a [`SwapSlot`] can name.
 pub const MAX_AREAS: usize = SwapSlot::MAX_AREAS as usize;

@@ -165,16 +165,44 @@ pub struct Swap {
     /// swap_slots cache): most allocations take one here.
     slot_cache: Box<[Mutex<SlotCache>]>,
     cache: Mutex<SwapCache>,
-    /// Plain counters (statistics, not synchronisation: never modelled).
-    stats: [core::sync::atomic::AtomicU64; 6],
+    stats: Counters,
 }
 
-const ST_WRITES: usize = 0;
-const ST_WRITE_ERRORS: usize = 1;
-const ST_READS: usize = 2;
-const ST_READAHEAD: usize = 3;
-const ST_HITS: usize = 4;
-const ST_READ_ERRORS: usize = 5;
+/// What [`Swap::swap_in`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwappedIn {
+    /// The frame holding the page, in the swap cache.
+    pub frame: PhysAddr,
+    /// Whether the page was read from the store now (`false`: the swap
+    /// cache had it, read earlier, read ahead or still mapped elsewhere).
+    pub read: bool,
+}
+
+/// The live counters behind [`SwapStats`]: plain atomics (statistics, not
+/// synchronisation, so never modelled under loom).
+#[derive(Default)]
+struct Counters {
+    writes: Counter,
+    write_errors: Counter,
+    reads: Counter,
+    readahead: Counter,
+    cache_hits: Counter,
+    read_errors: Counter,
+}
+
+/// One statistics counter.
+#[derive(Default)]
+struct Counter(core::sync::atomic::AtomicU64);
+
+impl Counter {
+    fn bump(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(core::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 impl Swap {
     /// No areas yet.
@@ -185,12 +213,8 @@ impl Swap {
             rotor: AtomicUsize::new(0),
             slot_cache: (0..config.cpus.max(1)).map(|_| Mutex::new(SlotCache::EMPTY)).collect(),
             cache: Mutex::new(SwapCache { by_slot: BTreeMap::new(), by_frame: BTreeMap::new() }),
-            stats: [const { core::sync::atomic::AtomicU64::new(0) }; 6],
+            stats: Counters::default(),
         }
-    }
-
-    fn bump(&self, i: usize, n: u64) {
-        self.stats[i].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds an area over `store` with `priority` (higher is used first;
@@ -283,14 +307,14 @@ impl Swap {
 
     /// The counters.
     pub fn stats(&self) -> SwapStats {
-        let g = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        let c = &self.stats;
         SwapStats {
-            writes: g(ST_WRITES),
-            write_errors: g(ST_WRITE_ERRORS),
-            reads: g(ST_READS),
-            readahead: g(ST_READAHEAD),
-            cache_hits: g(ST_HITS),
-            read_errors: g(ST_READ_ERRORS),
+            writes: c.writes.get(),
+            write_errors: c.write_errors.get(),
+            reads: c.reads.get(),
+            readahead: c.readahead.get(),
+            cache_hits: c.cache_hits.get(),
+            read_errors: c.read_errors.get(),
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, MAX_SLOTS};
+use mm_swap::{Swap, SwapConfig, SwapError, SwappedIn, BAD_AFTER, MAX_SLOTS};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{
     AllocFlags, BackingStore, FrameBlock, FrameError, FrameProvider, Order, PhysAddr, PhysMemory, StoreError, SwapSlot,
@@ -94,7 +94,7 @@ fn slots_waiting_in_a_slot_cache_are_not_allocated() {
         .collect();
     for (s, (_, fill)) in slots.iter().zip(fills) {
         assert_eq!(swap.count(*s), Ok(1), "{s:?}");
-        let (g, io) = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
+        let SwappedIn { frame: g, read: io } = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
         assert!(io && e.holds(g, fill), "{s:?} read back another page");
         assert_eq!(swap.free(*s), Ok(Some(g)));
         e.release(g);
@@ -166,7 +166,7 @@ fn one_frame_is_never_cached_for_two_slots() {
     let t = unsafe { swap.swap_out(0, b, 1, &e.mem) }.unwrap();
     e.release(b);
     e.release(a);
-    let (g, _) = swap.swap_in(t, &e.frames, &e.mem).unwrap();
+    let g = swap.swap_in(t, &e.frames, &e.mem).unwrap().frame;
     assert_eq!(g, a);
     assert_eq!(swap.check(), Err("one frame is cached for two slots"));
 }
@@ -255,7 +255,7 @@ fn only_a_lack_of_frames_is_out_of_memory() {
     assert_eq!(w, Err(SwapError::Unreachable(PhysAddr::new(0x800_0000).unwrap())));
 
     assert_eq!(swap.count(s), Ok(1));
-    let (g, _) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    let g = swap.swap_in(s, &e.frames, &e.mem).unwrap().frame;
     assert!(e.holds(g, 5));
     assert_eq!(swap.free(s), Ok(Some(g)));
     e.release(g);

@@ -116,12 +116,12 @@ fn faults_share_one_read() {
         let t = spawn(move || w2.swap.swap_in(slot, &w2.frames, &w2.mem).unwrap());
         let mine = w.swap.swap_in(slot, &w.frames, &w.mem).unwrap();
         let theirs = t.join().unwrap();
-        assert_eq!(mine.0, theirs.0);
-        assert!(mine.1 ^ theirs.1, "exactly one of them read");
+        assert_eq!(mine.frame, theirs.frame);
+        assert!(mine.read ^ theirs.read, "exactly one of them read");
         assert_eq!(w.store.reads() - reads, 1);
-        assert_eq!(byte(&w, mine.0), 0x33);
+        assert_eq!(byte(&w, mine.frame), 0x33);
         assert_eq!(w.swap.free(slot).unwrap(), None);
-        assert_eq!(w.swap.free(slot).unwrap(), Some(mine.0));
+        assert_eq!(w.swap.free(slot).unwrap(), Some(mine.frame));
         w.swap.check().unwrap();
     });
 }
@@ -135,7 +135,7 @@ fn last_free_races_a_fault() {
         let w2 = w.clone();
         // The exiting user.
         let t = spawn(move || w2.swap.free(slot).unwrap());
-        let (f, _) = w.swap.swap_in(slot, &w.frames, &w.mem).unwrap();
+        let f = w.swap.swap_in(slot, &w.frames, &w.mem).unwrap().frame;
         assert_eq!(byte(&w, f), 0x33);
         let exit_got = t.join().unwrap();
         // The faulting user maps the frame and drops its use.

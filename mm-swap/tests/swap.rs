@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use mm_swap::{Swap, SwapConfig, SwapError, BAD_AFTER, CLUSTER, SLOT_BATCH};
+use mm_swap::{Swap, SwapConfig, SwapError, SwappedIn, BAD_AFTER, CLUSTER, SLOT_BATCH};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
@@ -70,9 +70,9 @@ fn use_counts_follow_fork_like_sharing() {
     assert_eq!(swap.count(s), Ok(3));
     // The first fault reads it; each page table that maps the frame drops
     // its use; the last one gets the frame from the cache.
-    let (f, io) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    let SwappedIn { frame: f, read: io } = swap.swap_in(s, &e.frames, &e.mem).unwrap();
     assert!(io && e.holds(f, 9));
-    assert_eq!(swap.swap_in(s, &e.frames, &e.mem).unwrap(), (f, false));
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem).unwrap(), SwappedIn { frame: f, read: false });
     assert_eq!(swap.free(s), Ok(None));
     assert_eq!(swap.free(s), Ok(None));
     assert_eq!(swap.lookup(s), Some(f));
@@ -207,11 +207,11 @@ fn concurrent_faults_share_one_read() {
             std::thread::spawn(move || swap.swap_in(s, &e.frames, &e.mem).unwrap())
         })
         .collect();
-    let got: Vec<(PhysAddr, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let got: Vec<SwappedIn> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(store.reads() - reads, 1, "four faults, one read");
-    assert!(got.iter().all(|g| g.0 == got[0].0));
-    assert_eq!(got.iter().filter(|g| g.1).count(), 1);
-    assert!(e.holds(got[0].0, 77));
+    assert!(got.iter().all(|g| g.frame == got[0].frame));
+    assert_eq!(got.iter().filter(|g| g.read).count(), 1);
+    assert!(e.holds(got[0].frame, 77));
     assert_eq!(swap.stats().cache_hits, 3);
     for _ in 0..3 {
         assert_eq!(swap.free(s), Ok(None));
@@ -227,12 +227,12 @@ fn readahead_brings_neighbours_into_the_cache() {
     let (swap, store) = swap_with(64, 1, 3);
     let slots: Vec<SwapSlot> = (0..6).map(|i| e.out(&swap, 0, i as u8 + 1, 1)).collect();
     let r0 = store.reads();
-    let (f, io) = swap.swap_in(slots[0], &e.frames, &e.mem).unwrap();
+    let SwappedIn { frame: f, read: io } = swap.swap_in(slots[0], &e.frames, &e.mem).unwrap();
     assert!(io && e.holds(f, 1));
     assert_eq!(store.reads() - r0, 4, "one read and three ahead");
     assert_eq!(swap.stats().readahead, 3);
     for (i, s) in slots.iter().enumerate().skip(1).take(3) {
-        let (g, io) = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
+        let SwappedIn { frame: g, read: io } = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
         assert!(!io && e.holds(g, i as u8 + 1));
     }
     assert_eq!(swap.lookup(slots[4]), None);
@@ -279,7 +279,7 @@ fn failed_writes_keep_the_page_and_bad_slots_retire() {
     // SAFETY: as above.
     let s = unsafe { swap.swap_out(0, f, 1, &e.mem) }.unwrap();
     e.free(f);
-    let (g, _) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    let g = swap.swap_in(s, &e.frames, &e.mem).unwrap().frame;
     assert!(e.holds(g, 5));
     assert_eq!(swap.free(s), Ok(Some(g)));
     e.free(g);
@@ -362,7 +362,7 @@ fn swapoff_brings_every_page_back_first() {
             swap.free(extra)?;
             for (i, s) in slots.iter().enumerate() {
                 assert_eq!(s.area(), area);
-                let (f, _) = swap.swap_in(*s, &e.frames, &e.mem)?;
+                let f = swap.swap_in(*s, &e.frames, &e.mem)?.frame;
                 assert!(e.holds(f, i as u8));
                 assert_eq!(swap.free(*s)?, Some(f));
                 back.push(f);
@@ -392,7 +392,7 @@ fn cached_pages_map_again_without_io() {
     // SAFETY: the page is unmapped (only the cache holds it).
     unsafe { swap.write(s, f, &e.mem) }.unwrap();
     let reads = store.reads();
-    assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Ok((f, false)));
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Ok(SwappedIn { frame: f, read: false }));
     assert_eq!(store.reads(), reads);
     // Reclaim finds the cached frame's slot and drops it from the cache;
     // the slot keeps its data.
@@ -401,7 +401,7 @@ fn cached_pages_map_again_without_io() {
     assert_eq!(swap.cached(), vec![]);
     assert_eq!(swap.cached_slot(f), None);
     e.free(f);
-    let (g, io) = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    let SwappedIn { frame: g, read: io } = swap.swap_in(s, &e.frames, &e.mem).unwrap();
     assert!(io && e.holds(g, 8));
     assert_eq!(swap.cached_slot(g), Some(s));
     assert_eq!(swap.capacity(), 16);

@@ -49,7 +49,7 @@ impl Env {
 
     /// Swaps `slot` in, checks it holds page `i`, drops the slot.
     fn back(&self, slot: SwapSlot, i: u64) -> Result<(), SwapError> {
-        let (f, _) = self.swap.swap_in(slot, &self.frames, &self.mem)?;
+        let f = self.swap.swap_in(slot, &self.frames, &self.mem)?.frame;
         let mut b = [0u8; SLOT_SIZE];
         // SAFETY: the frame is in the swap cache; nobody writes it.
         unsafe { self.mem.read_bytes(f, &mut b) }.unwrap();

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 
 use mm_paging::PagingArch;
 use mm_reclaim::Shadow;
-use mm_swap::{Swap, SwapError};
+use mm_swap::{Swap, SwapError, SwappedIn};
 use mm_types::{FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 use mm_vma::{HookError, MmContext, SwapSlots};
 
@@ -247,7 +247,7 @@ where
         let mm = self.mm();
         self.faulting.lock().push(slot);
         let r = self.swap.swap_in(slot, mm.frames(), mm.mem());
-        if let Ok((frame, _)) = r {
+        if let Ok(SwappedIn { frame, .. }) = r {
             if let alloc::collections::btree_map::Entry::Vacant(v) = self.pinned.lock().entry(frame.as_u64()) {
                 // A page read now, or read ahead earlier: the device's pin.
                 mm.pin_new(frame, mm_types::PageKind::Anon).expect("a frame read from swap is not the zero page");
@@ -259,7 +259,7 @@ where
         f.swap_remove(i);
         drop(f);
         let mut st = self.stats.lock();
-        let (frame, io) = match r {
+        let SwappedIn { frame, read: io } = match r {
             Ok(x) => x,
             Err(e) => {
                 st.errors += 1;

@@ -4,7 +4,7 @@
 use mm_types::sync::spin_loop;
 use mm_types::{AllocFlags, FrameError, FrameProvider, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
-use super::{Cached, Swap, ST_HITS, ST_READAHEAD, ST_READS, ST_READ_ERRORS, ST_WRITES, ST_WRITE_ERRORS};
+use super::{Cached, Swap, SwappedIn};
 use crate::area::{allocated, in_use, is_bad, Area, BAD, COUNT_MASK, HAS_CACHE};
 use crate::{checksum, slot_at, SwapError};
 
@@ -52,7 +52,7 @@ impl Swap {
                     *fails = 0;
                     Ok(())
                 })?;
-                self.bump(ST_WRITES, 1);
+                self.stats.writes.bump();
                 Ok(())
             }
             Err(e) => {
@@ -60,7 +60,7 @@ impl Swap {
                     *fails = fails.saturating_add(1);
                     *s = 0;
                 });
-                self.bump(ST_WRITE_ERRORS, 1);
+                self.stats.write_errors.bump();
                 Err(SwapError::Store(e))
             }
         }
@@ -121,8 +121,8 @@ impl Swap {
         }
     }
 
-    /// The frame holding `slot`'s page, and whether it was read (`false`:
-    /// served by the cache). The page stays in the cache; the caller maps
+    /// The frame holding `slot`'s page, and whether it was read from the
+    /// store or served by the cache ([`SwappedIn`]). The page stays in the cache; the caller maps
     /// it and drops its use of the slot with [`Swap::free`], which returns
     /// the frame from the cache once no other user is left.
     ///
@@ -132,7 +132,7 @@ impl Swap {
     /// freed), then reads ahead up to [`SwapConfig::readahead`](crate::SwapConfig::readahead) following
     /// slots that are in use and not cached. Faults on one slot at once
     /// share one read.
-    pub fn swap_in<F, M>(&self, slot: SwapSlot, frames: &F, mem: &M) -> Result<(PhysAddr, bool), SwapError>
+    pub fn swap_in<F, M>(&self, slot: SwapSlot, frames: &F, mem: &M) -> Result<SwappedIn, SwapError>
     where
         F: FrameProvider + ?Sized,
         M: PhysMemory + ?Sized,
@@ -142,8 +142,8 @@ impl Swap {
             let mut cache = self.cache.lock();
             match cache.get(&slot).copied() {
                 Some(Cached::Ready(f)) => {
-                    self.bump(ST_HITS, 1);
-                    return Ok((f, false));
+                    self.stats.cache_hits.bump();
+                    return Ok(SwappedIn { frame: f, read: false });
                 }
                 Some(Cached::Loading) => {
                     drop(cache);
@@ -182,14 +182,14 @@ impl Swap {
                 }
                 cache.insert(slot, Cached::Ready(frame));
                 drop(cache);
-                self.bump(ST_READS, 1);
+                self.stats.reads.bump();
                 self.readahead(&a, slot, frames, mem);
-                Ok((frame, true))
+                Ok(SwappedIn { frame, read: true })
             }
             Err(e) => {
                 cache.remove(&slot);
                 a.put(slot.offset(), true);
-                self.bump(ST_READ_ERRORS, 1);
+                self.stats.read_errors.bump();
                 Err(e)
             }
         }
@@ -260,7 +260,7 @@ impl Swap {
             match r {
                 Ok(f) if users > 0 => {
                     cache.insert(next, Cached::Ready(f));
-                    self.bump(ST_READAHEAD, 1);
+                    self.stats.readahead.bump();
                 }
                 other => {
                     cache.remove(&next);
