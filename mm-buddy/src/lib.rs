@@ -74,7 +74,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 #[allow(unsafe_code)]
@@ -89,10 +89,6 @@ mod region;
 mod state;
 mod stats;
 mod zone;
-
-#[cfg(any(test, feature = "fuzzing"))]
-#[allow(unsafe_code)]
-pub mod fuzz_model;
 
 pub use allocator::{AddReport, BuddyAllocator, BuddyConfig, MAX_RESERVED};
 pub use error::BuddyError;

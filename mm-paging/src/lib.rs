@@ -63,7 +63,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod arch;
@@ -77,9 +77,6 @@ mod table;
 mod tlb;
 #[allow(unsafe_code)]
 mod x86;
-
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_model;
 
 pub use arch::{level_index, level_span, PagingArch, ENTRIES};
 pub use error::PagingError;

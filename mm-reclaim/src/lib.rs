@@ -39,14 +39,12 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod clock;
 mod driver;
 pub mod eval;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_model;
 mod list;
 mod mglru;
 mod oom;

@@ -66,11 +66,6 @@
 //!   `kfree(ptr)` without a size is not offered: finding a slab from an
 //!   arbitrary pointer needs per-frame metadata (Linux's `struct page`),
 //!   which this crate leaves to the frame allocator.
-//!
-//! # Features
-//!
-//! - `fuzzing`: the model-based fuzz body (the `fuzz_model` module, also
-//!   compiled for this crate's own tests).
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -78,7 +73,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 #[allow(unsafe_code)]
@@ -92,10 +87,6 @@ mod object_cache;
 #[allow(unsafe_code)]
 mod slab;
 mod stats;
-
-#[cfg(any(test, feature = "fuzzing"))]
-#[allow(unsafe_code)]
-pub mod fuzz_model;
 
 pub use config::{CacheConfig, CacheFlags, Geometry, MAX_SLAB_ORDER};
 pub use error::{Corruption, CorruptionKind, SlabError};

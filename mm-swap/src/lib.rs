@@ -66,7 +66,7 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
-#[cfg(any(test, feature = "std", feature = "fuzzing"))]
+#[cfg(any(test, feature = "std"))]
 extern crate std;
 
 mod area;
@@ -74,9 +74,6 @@ pub mod checksum;
 mod error;
 #[cfg(all(unix, any(test, feature = "std")))]
 pub mod file;
-#[cfg(any(test, feature = "fuzzing"))]
-#[allow(unsafe_code)]
-pub mod fuzz_model;
 mod swap;
 #[cfg(feature = "zswap")]
 pub mod zswap;

@@ -45,7 +45,6 @@
 //!   backing store with fault injection, reference frame provider).
 //! - `x86_64`: conversions to and from the `x86_64` crate, and
 //!   [`x86::X86FrameAllocator`].
-//! - `fuzzing`: exposes the model-based fuzz bodies to `fuzz/`.
 //!
 //! # Not yet
 //! Only x86-64 address rules are modelled; other architectures would need
@@ -82,9 +81,6 @@ pub mod testkit;
 #[cfg(feature = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86;
-
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_model;
 
 pub use addr::{Address, PagingMode, PhysAddr, VirtAddr};
 pub use error::AddrError;

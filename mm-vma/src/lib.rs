@@ -47,9 +47,6 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-#[cfg(any(test, feature = "fuzzing"))]
-#[allow(unsafe_code)]
-pub mod fuzz_model;
 #[allow(unsafe_code)]
 mod mm;
 #[cfg(feature = "std")]

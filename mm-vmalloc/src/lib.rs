@@ -50,7 +50,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 extern crate std;
 
 mod error;
@@ -59,10 +59,6 @@ mod mapper;
 #[allow(unsafe_code)]
 mod tree;
 mod vmalloc;
-
-#[cfg(any(test, feature = "fuzzing"))]
-#[allow(unsafe_code)]
-pub mod fuzz_model;
 
 pub use error::VmallocError;
 pub use mapper::{KernelMapper, PageTableGuard, SharedPageTable};

@@ -42,12 +42,16 @@ const STEPS: &[(&str, &str)] = &[
 pub const CRATES: &[&str] =
     &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap", "mm-wiring"];
 
-/// The folder of a library crate of the root workspace.
+/// Unpublished crates that hold only tests' code (the fuzz models): run by
+/// `test` and miri, not built for the kernel target or packaged.
+pub const TEST_CRATES: &[&str] = &["mm-fuzz-models"];
+
+/// The folder of a crate of the root workspace.
 pub fn crate_dir(k: &str) -> &str {
-    if k == "mm-wiring" {
-        "examples/wiring"
-    } else {
-        k
+    match k {
+        "mm-wiring" => "examples/wiring",
+        "mm-fuzz-models" => "fuzz-models",
+        _ => k,
     }
 }
 
@@ -127,10 +131,8 @@ fn step(name: &str) -> bool {
         "test" => run(cargo(None).args(["test", "--workspace", "--all-features"])),
         "alone" => CRATES.iter().all(|k| {
             // As a user of one crate runs it: inside its folder, default
-            // features. The fuzz models' corpus replays and generated
-            // inputs ran in `test` already (the same code: features do not
-            // change them), so they are skipped here.
-            run(cargo(None).current_dir(r.join(crate_dir(k))).args(["test", "--", "--skip", "fuzz_model"]))
+            // features.
+            run(cargo(None).current_dir(r.join(crate_dir(k))).args(["test"]))
         }),
         "nostd" => {
             setup::ensure_target(None, boot::KERNEL_TARGET) && {

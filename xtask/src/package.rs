@@ -150,7 +150,6 @@ fn unpack_and_test(r: &Path, published: &[(&str, String)]) -> bool {
     if !features.is_empty() {
         c.args(["--features", &features.join(",")]);
     }
-    c.args(["--", "--skip", "fuzz_model"]);
     run(&mut c)
 }
 

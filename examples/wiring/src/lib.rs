@@ -34,8 +34,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod evict;
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod fuzz_model;
 pub mod scenario;
 #[cfg(any(test, feature = "std"))]
 pub mod sim;

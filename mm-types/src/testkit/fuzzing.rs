@@ -1,6 +1,6 @@
-//! Helpers shared by the crates' model-based fuzz bodies and benches: a
-//! deterministic generator, pseudo-random inputs, and replay of the
-//! checked-in cargo-fuzz corpus as an ordinary test.
+//! Helpers shared by the model-based fuzz bodies (`fuzz-models`), tests and
+//! benches: a deterministic generator, pseudo-random inputs, and replay of
+//! the checked-in cargo-fuzz corpus as an ordinary test.
 
 extern crate std;
 
@@ -52,26 +52,6 @@ pub fn replay_corpus(manifest_dir: &str, target: &str, mut run: impl FnMut(&[u8]
         run(&std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
     }
     files.len()
-}
-
-/// Decodes up to `max` values of `T` from `data`, one after another until
-/// the bytes run out or one fails to decode.
-///
-/// Unlike `Unstructured::arbitrary_iter`, which reads a "one more?" flag
-/// before each element and so stops after two elements on average from
-/// random bytes, every byte goes into the operations: a 4 KiB input holds
-/// hundreds of them, and random inputs make long sequences too.
-#[cfg(any(test, feature = "fuzzing"))]
-pub fn decode_ops<'a, T: arbitrary::Arbitrary<'a>>(data: &'a [u8], max: usize) -> Vec<T> {
-    let mut u = arbitrary::Unstructured::new(data);
-    let mut ops = Vec::new();
-    while ops.len() < max && !u.is_empty() {
-        match T::arbitrary(&mut u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    ops
 }
 
 #[cfg(test)]

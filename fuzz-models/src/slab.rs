@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-slab's model-based fuzz body.
 //!
 //! Random sequences of kmalloc allocations of mixed sizes and alignments,
 //! frees in any order, reallocations, shrinks and CPU switches, plus bad
@@ -9,8 +9,6 @@
 //! and no two live objects overlap); bad frees are refused without effect
 //! (5); `validate` finds nothing (7); at the end a shrink gives every frame
 //! back (8).
-
-extern crate std;
 
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -23,7 +21,7 @@ use mm_types::percpu::CpuLocal;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::PhysAddr;
 
-use crate::{CacheFlags, Kmalloc, KmallocConfig, SlabError};
+use mm_slab::{CacheFlags, Kmalloc, KmallocConfig, SlabError};
 
 /// One step.
 #[derive(Arbitrary, Debug, Clone)]
@@ -226,21 +224,4 @@ pub fn run(data: &[u8]) {
     }
     heap.shrink().unwrap();
     assert_eq!(frames.allocated_blocks(), 0, "every slab back to the frame provider");
-}
-
-#[cfg(test)]
-mod tests {
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn random_inputs_hold_the_model() {
-        random_inputs(0x51ab, 2048, if cfg!(miri) { 3 } else { 300 }, super::run);
-    }
-
-    #[test]
-    #[cfg_attr(miri, ignore = "the corpus is large; random inputs cover miri")]
-    fn corpus_replays() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "slab_model", super::run);
-        assert!(n > 0, "the slab_model corpus is checked in");
-    }
 }

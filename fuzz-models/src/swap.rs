@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-swap's model-based fuzz body.
 //!
 //! Random swap-out / fork-share / free / swap-in / uncache sequences with
 //! injected write failures, read failures and corruption, on two areas of
@@ -9,15 +9,13 @@
 //! fourth step and at the end), and
 //! every frame comes back at the end (MODEL 1-6).
 
-extern crate std;
-
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
 use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
-use crate::{Swap, SwapConfig, SwapError, SwappedIn};
+use mm_swap::{Swap, SwapConfig, SwapError, SwappedIn};
 
 /// One step; `i` picks a live slot modulo their number.
 #[derive(Arbitrary, Debug, Clone)]
@@ -78,7 +76,7 @@ fn holds(mem: &SimPhysMemory, f: PhysAddr, fill: u8) -> bool {
 
 /// Runs one fuzz input.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 400);
+    let ops: Vec<Op> = crate::decode_ops(data, 400);
     let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("aligned"), 1 << 20);
     let frames = RefFrameProvider::new(&mem);
     let stores = [std::sync::Arc::new(MemStore::new(40)), std::sync::Arc::new(MemStore::new(600))];
@@ -206,27 +204,7 @@ pub fn run(data: &[u8]) {
     assert_eq!(frames.allocated_blocks(), 0, "frames leaked");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x5a4e, if cfg!(miri) { 64 } else { 2048 }, if cfg!(miri) { 2 } else { 300 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "swap_model", run);
-        assert!(n > 50, "the corpus holds {n} inputs");
-    }
-}
-
 /// One step of the compressed-tier model; slots are taken modulo 12.
-#[cfg(feature = "zswap")]
 #[derive(Arbitrary, Debug, Clone)]
 pub enum ZOp {
     /// Write a sample page (`kind % 3`: zero, text, random) to a slot.
@@ -254,15 +232,14 @@ pub enum ZOp {
 /// bookkeeping holds (`Compressed::check`, every fourth step and at the
 /// end), and every write that reached
 /// the store below is accounted for.
-#[cfg(feature = "zswap")]
 pub fn run_zswap(data: &[u8]) {
-    use crate::zswap::{Compressed, ZswapConfig};
+    use mm_swap::zswap::{Compressed, ZswapConfig};
     use mm_types::testkit::PageSample;
     use mm_types::{BackingStore, SLOT_SIZE};
 
     const SLOTS: u64 = 12;
     let limit = 1024 * (1 + usize::from(data.first().copied().unwrap_or(0) % 8));
-    let ops: Vec<ZOp> = mm_types::testkit::fuzzing::decode_ops(data.get(1..).unwrap_or(&[]), 200);
+    let ops: Vec<ZOp> = crate::decode_ops(data.get(1..).unwrap_or(&[]), 200);
     let z = Compressed::new(MemStore::new(SLOTS), ZswapConfig { pool_limit: limit, ..ZswapConfig::default() });
     // What each slot must read back as, if known.
     let mut model: [Option<(PageSample, u8)>; SLOTS as usize] = [None; SLOTS as usize];
@@ -317,22 +294,4 @@ pub fn run_zswap(data: &[u8]) {
         }
     }
     z.check().expect("pool bookkeeping");
-}
-
-#[cfg(all(test, feature = "zswap"))]
-mod zswap_tests {
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x25a9, if cfg!(miri) { 48 } else { 1024 }, if cfg!(miri) { 2 } else { 300 }, super::run_zswap);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "zswap_model", super::run_zswap);
-        assert!(n > 20, "the corpus holds {n} inputs");
-    }
 }

@@ -1,6 +1,6 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests): the
-//! host simulation under random task creation, mappings, writes, reads,
-//! forks, kills and reclaim, against a model of every task's pages.
+//! The reference kernel wiring's model-based fuzz body: the host
+//! simulation under random task creation, mappings, writes, reads, forks,
+//! kills and reclaim, against a model of every task's pages.
 //!
 //! Regions are private or shared anonymous memory. Every read must return
 //! the last value written to that page through any mapping of it (the task
@@ -14,16 +14,14 @@
 //! lists, every address space and the reverse map check themselves. At the
 //! end every task goes and every frame and slot must come back.
 
-extern crate std;
-
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_vma::{FaultError, SpaceError, SpaceId};
 
-use crate::scenario::{anon_rw, Touch};
-use crate::sim::{Sim, SimConfig};
+use mm_wiring::scenario::{anon_rw, Touch};
+use mm_wiring::sim::{Sim, SimConfig};
 
 /// One step; task and region indices are taken modulo what exists.
 #[derive(Arbitrary, Debug, Clone)]
@@ -132,7 +130,7 @@ fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>], whole: bool,
 
 /// Runs one fuzz input.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 150);
+    let ops: Vec<Op> = crate::decode_ops(data, 150);
     let (n, mut step) = (ops.len(), 0);
     // 192 KiB of RAM (48 frames) and plenty of swap: running out of memory
     // is never right here.
@@ -199,7 +197,7 @@ pub fn run(data: &[u8]) {
                 for p in 0..reg.pages {
                     let a = reg.base + p * 4096;
                     if write {
-                        let v = crate::scenario::pattern(usize::from(seed), p);
+                        let v = mm_wiring::scenario::pattern(usize::from(seed), p);
                         sim.write(id, a, v).expect("a write with swap to spare");
                         objects[reg.obj].insert(p, v);
                     } else {
@@ -251,23 +249,4 @@ pub fn run(data: &[u8]) {
     sim.machine.reclaim_now(u64::MAX);
     assert_eq!(sim.machine.mm.tracked_frames(), 0, "frames still mapped or pinned");
     assert_eq!(sim.free(), sim.total - 1, "frames leaked");
-}
-
-#[cfg(test)]
-mod tests {
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x3117, if cfg!(miri) { 96 } else { 1024 }, if cfg!(miri) { 2 } else { 200 }, super::run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        // The crate lives one level deeper than the others.
-        let n = replay_corpus(concat!(env!("CARGO_MANIFEST_DIR"), "/.."), "wiring_model", super::run);
-        assert!(n > 20, "the corpus holds {n} inputs");
-    }
 }

@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-buddy's model-based fuzz body.
 //!
 //! Random sequences of allocations (all orders, zones, mobilities, zeroing,
 //! atomic), frees, bad frees of every kind, contiguous allocations, hot-adds
@@ -7,8 +7,6 @@
 //! block carries a pattern that must survive until it is freed (the allocator
 //! never writes into allocated memory), `check` checks 1, 3, 4 and 9, and
 //! at the end everything must coalesce back (7).
-
-extern crate std;
 
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -20,7 +18,7 @@ use mm_types::{
     AllocFlags, FrameBlock, FrameError, FrameNumber, FrameProvider, FrameRange, Order, PhysAddr, PhysMemory, PhysRange,
 };
 
-use crate::{BuddyAllocator, BuddyConfig, BuddyError};
+use mm_buddy::{BuddyAllocator, BuddyConfig, BuddyError};
 
 /// One step.
 #[derive(Arbitrary, Debug, Clone)]
@@ -292,29 +290,10 @@ impl Harness {
 
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 400);
+    let ops: Vec<Op> = crate::decode_ops(data, 400);
     let mut h = Harness::new();
     for op in &ops {
         h.step(op);
     }
     h.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x2545_f491, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 60 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus_replay() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "buddy_model", run);
-        assert!(n >= 8, "the corpus has only {n} inputs");
-    }
 }

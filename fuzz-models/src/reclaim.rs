@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-reclaim's model-based fuzz body.
 //!
 //! Random insert / access / hardware-reference / remove / evict / lock /
 //! unlock sequences against each policy (CLOCK, S3-FIFO, the default, the
@@ -10,14 +10,12 @@
 //! tracked are refused with their errors and change nothing (1). Then the reclaim driver over two of them,
 //! with an evictor that races removals and reuse against its batches.
 
-extern crate std;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 
-use crate::{Clock, PageId, Policy, PolicyError, S3Fifo, Scan, Shadow, TwoList};
+use mm_reclaim::{Clock, PageId, Policy, PolicyError, S3Fifo, Scan, Shadow, TwoList};
 
 const IDS: u32 = 48;
 
@@ -138,7 +136,7 @@ pub enum DriverOp {
 }
 
 struct DriverHw<'a, P: Policy> {
-    driver: &'a crate::driver::Reclaim<P>,
+    driver: &'a mm_reclaim::Reclaim<P>,
     model: &'a std::cell::RefCell<BTreeMap<PageId, mm_types::PageKind>>,
     bits: BTreeSet<PageId>,
     locked: &'a BTreeSet<PageId>,
@@ -146,7 +144,7 @@ struct DriverHw<'a, P: Policy> {
     evicted: u64,
 }
 
-impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
+impl<P: Policy> mm_reclaim::Evictor for DriverHw<'_, P> {
     fn test_and_clear_referenced(&mut self, page: PageId) -> bool {
         self.bits.remove(&page)
     }
@@ -156,8 +154,8 @@ impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
     fn can_evict(&self, kind: mm_types::PageKind) -> bool {
         !(self.op.4 && kind == mm_types::PageKind::Anon)
     }
-    fn evict(&mut self, batch: &[crate::driver::Victim], outcomes: &mut [crate::driver::Outcome]) {
-        use crate::driver::Outcome;
+    fn evict(&mut self, batch: &[mm_reclaim::Victim], outcomes: &mut [mm_reclaim::Outcome]) {
+        use mm_reclaim::Outcome;
         use mm_types::PageKind;
         let (freed, failed, race, reuse, no_swap) = self.op;
         let mut model = self.model.borrow_mut();
@@ -197,7 +195,7 @@ impl<P: Policy> crate::driver::Evictor for DriverHw<'_, P> {
 /// unlocked and evictable by kind; pages removed or reused while isolated
 /// end up as the model says; progress counts exactly the frees.
 pub fn drive_driver(ops: &[DriverOp]) {
-    use crate::driver::Reclaim;
+    use mm_reclaim::Reclaim;
     use mm_types::PageKind;
     // Different policies per kind, through the run-time choice.
     let r: Reclaim<std::boxed::Box<dyn Policy + Send>> = Reclaim::new(
@@ -260,31 +258,12 @@ pub fn drive_driver(ops: &[DriverOp]) {
 
 /// Runs one fuzz input against every policy.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 1000);
+    let ops: Vec<Op> = crate::decode_ops(data, 1000);
     let capacity = data.first().map_or(8, |&b| 1 + usize::from(b) % 40);
     drive(&mut Clock::new(IDS as usize), &ops);
     drive(&mut S3Fifo::new(IDS as usize, capacity), &ops);
-    drive(&mut crate::default_policy(IDS as usize, capacity, crate::Mode::AccessedBits), &ops);
+    drive(&mut mm_reclaim::default_policy(IDS as usize, capacity, mm_reclaim::Mode::AccessedBits), &ops);
     drive(&mut TwoList::new(IDS as usize), &ops);
-    drive(&mut crate::MgLru::new(IDS as usize), &ops);
-    drive_driver(&mm_types::testkit::fuzzing::decode_ops::<DriverOp>(data, 1000));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x4ec1, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 200 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "reclaim_model", run);
-        assert!(n > 50, "the corpus holds {n} inputs");
-    }
+    drive(&mut mm_reclaim::MgLru::new(IDS as usize), &ops);
+    drive_driver(&crate::decode_ops::<DriverOp>(data, 1000));
 }

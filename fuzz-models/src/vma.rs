@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-vma's model-based fuzz body.
 //!
 //! Random mmap / munmap / mprotect / mremap / brk / fork / exit / read /
 //! write / swap-out sequences over up to four address spaces, run against a
@@ -14,8 +14,6 @@
 //! space and the reverse map check themselves. At the end every frame is
 //! back with the provider.
 
-extern crate std;
-
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
@@ -23,8 +21,8 @@ use arbitrary::Arbitrary;
 use mm_types::testkit::SimPhysMemory;
 use mm_types::{PhysAddr, Protection};
 
-use crate::sim::{SimPager, SimSpace, SimWorld};
-use crate::{FaultError, Layout, MapRequest, Placement, Remap, SpaceError};
+use mm_vma::sim::{SimPager, SimSpace, SimWorld};
+use mm_vma::{FaultError, Layout, MapRequest, Placement, Remap, SpaceError};
 
 const P: u64 = 4096;
 const PAGES: u64 = 128;
@@ -269,7 +267,7 @@ impl Harness {
                     2 if in_window && self.model.free_range(s, idx, n) => Ok(idx),
                     2 if in_window => {
                         let (&first, _) = self.model.spaces[s].range(idx..idx + n).next().expect("not free");
-                        Err(SpaceError::Vma(crate::VmaError::Overlap { start: addr(first), end: 0 }))
+                        Err(SpaceError::Vma(mm_vma::VmaError::Overlap { start: addr(first), end: 0 }))
                     }
                     3 if in_window && self.model.free_range(s, idx, n) => Ok(idx),
                     3 => self.model.place_anywhere(s, n).ok_or(SpaceError::NoSpace),
@@ -292,8 +290,8 @@ impl Harness {
                         }
                     }
                     (
-                        Err(SpaceError::Vma(crate::VmaError::Overlap { start, .. })),
-                        Err(SpaceError::Vma(crate::VmaError::Overlap { .. })),
+                        Err(SpaceError::Vma(mm_vma::VmaError::Overlap { start, .. })),
+                        Err(SpaceError::Vma(mm_vma::VmaError::Overlap { .. })),
                     ) => {
                         // The first VMA overlapping: at or before the first
                         // model page in the range.
@@ -325,7 +323,7 @@ impl Harness {
                             self.model.spaces[s].get_mut(&i).expect("mapped").prot = prot;
                         }
                     }
-                    (Err(SpaceError::Vma(crate::VmaError::NotMapped(a))), true, Some(h)) => assert_eq!(a, addr(h)),
+                    (Err(SpaceError::Vma(mm_vma::VmaError::NotMapped(a))), true, Some(h)) => assert_eq!(a, addr(h)),
                     (Err(SpaceError::OutOfRange), false, _) => {}
                     (r, _, hole) => panic!("{op:?}: {r:?}, hole {hole:?}"),
                 }
@@ -535,10 +533,10 @@ impl Harness {
                     None => assert!(v.is_none(), "space {s} page {idx} should be unmapped"),
                     Some(p) => {
                         let v = v.expect("mapped");
-                        assert_eq!((v.prot, v.flags.contains(crate::VmaFlags::SHARED)), (p.prot, p.shared));
+                        assert_eq!((v.prot, v.flags.contains(mm_vma::VmaFlags::SHARED)), (p.prot, p.shared));
                         let backing = match v.backing {
-                            crate::Backing::Anonymous => None,
-                            crate::Backing::Object { object, offset } => Some((object, offset + addr(idx) - v.start)),
+                            mm_vma::Backing::Anonymous => None,
+                            mm_vma::Backing::Object { object, offset } => Some((object, offset + addr(idx) - v.start)),
                         };
                         assert_eq!(backing, p.object, "space {s} page {idx}");
                     }
@@ -552,7 +550,7 @@ impl Harness {
 
 /// Runs one fuzz input.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 200);
+    let ops: Vec<Op> = crate::decode_ops(data, 200);
     std::thread_local! {
         static RAM: SimPhysMemory = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("valid"), 8 << 20);
     }
@@ -586,23 +584,4 @@ pub fn run(data: &[u8]) {
     assert_eq!(world.mm.tracked_frames(), 0);
     assert_eq!(world.swap.slots_used(), 0);
     assert_eq!(world.free_frame_count() + world.pager.cached() as u64, free, "every frame back");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x7a5e_5eed, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 200 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "vma_model", run);
-        assert!(n > 100, "the corpus holds {n} inputs");
-    }
 }

@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-vmalloc's model-based fuzz body.
 //!
 //! Random vmalloc / vfree / vmap / vunmap / ioremap / iounmap / purge
 //! sequences, with injected frame-allocation failures, run against a model
@@ -11,8 +11,6 @@
 //! areas share a frame); the statistics agree. At the end every frame is
 //! back with its provider except the page tables and the index's own.
 
-extern crate std;
-
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
@@ -21,7 +19,9 @@ use mm_paging::{NoShootdown, PageTable, RecordingTlb, X86_64};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{FrameBlock, FrameProvider, Order, PhysAddr, PhysMemory, VirtAddr, VirtRange, PAGE_BYTES};
 
-use crate::{AreaKind, AreaOptions, CacheMode, KernelMapper, SharedPageTable, Vmalloc, VmallocConfig, VmallocError};
+use mm_vmalloc::{
+    AreaKind, AreaOptions, CacheMode, KernelMapper, SharedPageTable, Vmalloc, VmallocConfig, VmallocError,
+};
 
 const BASE: u64 = 0xffff_c900_0000_0000;
 /// The window: 64 MiB, so it fills up and fragments.
@@ -380,7 +380,7 @@ impl Harness<'_> {
 
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data, 300);
+    let ops: Vec<Op> = crate::decode_ops(data, 300);
     // Fresh host memory costs more than a whole run (page faults), so each
     // thread keeps its simulated RAM; nothing relies on its old contents
     // (table pages are allocated zeroed, index nodes written before use).
@@ -426,23 +426,4 @@ pub fn run(data: &[u8]) {
     assert_eq!((s.free_ranges, s.free_bytes), (1, WINDOW), "the whole window is free again");
     let held = kernel.lock().table_pages() + s.index_frames;
     assert_eq!(frames.allocated_blocks() as u64, held, "every area frame is back");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x5eed_5eed, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 100 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "vmalloc_model", run);
-        assert!(n > 100, "the corpus holds {n} inputs");
-    }
 }

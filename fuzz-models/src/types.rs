@@ -1,5 +1,4 @@
-//! Model-based fuzz body for the address vocabulary (feature `fuzzing`, and
-//! compiled for tests).
+//! mm-types' model-based fuzz body for the address vocabulary.
 //!
 //! Each input is decoded into a sequence of [`Op`]s; each op runs the crate's
 //! arithmetic and checks it against a model in 128-bit integer arithmetic or
@@ -7,13 +6,11 @@
 //! corpus in `fuzz/corpus/types_addr/` replays through the same function in
 //! `cargo test`.
 
-extern crate std;
-
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 
-use crate::{align, FrameNumber, FrameRange, PagingMode, PhysAddr, VirtAddr};
+use mm_types::{align, FrameNumber, FrameRange, PagingMode, PhysAddr, VirtAddr};
 
 /// One checked operation.
 #[derive(Arbitrary, Debug, Clone)]
@@ -66,7 +63,8 @@ fn model_canonical(v: u64, bits: u32) -> bool {
     (v as u128) < half || (v as u128) >= (1u128 << 64) - half
 }
 
-fn check(op: &Op) {
+/// Checks one operation against the model; panics on a disagreement.
+pub fn check(op: &Op) {
     match *op {
         Op::Virt { raw, five } => {
             let (mode, bits) = if five { (PagingMode::FiveLevel, 57) } else { (PagingMode::FourLevel, 48) };
@@ -160,50 +158,8 @@ fn check(op: &Op) {
 
 /// Decodes `data` into operations and checks each against the model.
 pub fn run(data: &[u8]) {
-    let ops: Vec<Op> = crate::testkit::fuzzing::decode_ops(data, 256);
+    let ops: Vec<Op> = crate::decode_ops(data, 256);
     for op in &ops {
         check(op);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-
-    /// Deterministic pseudo-random inputs, small enough for miri.
-    #[test]
-    fn generated_inputs() {
-        crate::testkit::fuzzing::random_inputs(
-            0x9e37_79b9,
-            if cfg!(miri) { 160 } else { 512 },
-            if cfg!(miri) { 4 } else { 200 },
-            run,
-        );
-    }
-
-    #[test]
-    fn edge_cases() {
-        for raw in [0, 1 << 47, (1 << 47) - 1, 1 << 56, (1 << 56) - 1, u64::MAX, 0xff00_0000_0000_0000] {
-            for five in [false, true] {
-                check(&Op::Virt { raw, five });
-            }
-            for delta in [0, 1, 0x1000, 1 << 56, u64::MAX] {
-                check(&Op::VirtStep { raw, delta, down: false });
-                check(&Op::VirtStep { raw, delta, down: true });
-                check(&Op::PhysAdd { raw, delta });
-            }
-            for shift in [0, 12, 63, 64, 200] {
-                check(&Op::Align { raw, shift });
-            }
-        }
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus_replay() {
-        let n = crate::testkit::fuzzing::replay_corpus(env!("CARGO_MANIFEST_DIR"), "types_addr", run);
-        assert!(n >= 8, "the corpus has only {n} inputs");
     }
 }

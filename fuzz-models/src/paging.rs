@@ -1,4 +1,4 @@
-//! Model-based fuzz body (feature `fuzzing`, and compiled for tests).
+//! mm-paging's model-based fuzz body.
 //!
 //! Random map/unmap/protect/split/translate/swap sequences, with injected
 //! allocation failures, run against a model: a map from 4 KiB page to
@@ -8,8 +8,6 @@
 //! end, refused operations change nothing (2), unmap reports exactly what was
 //! mapped (3), and at the end every table page is freed (3).
 
-extern crate std;
-
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
@@ -17,7 +15,7 @@ use arbitrary::Arbitrary;
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{Order, PageSize, PhysAddr, SwapSlot, VirtAddr, PAGE_BYTES};
 
-use crate::{HugePages, Lookup, MapFlags, PageTable, PagingError, Unmapped, X86_64};
+use mm_paging::{HugePages, Lookup, MapFlags, PageTable, PagingError, Unmapped, X86_64};
 
 /// One step; page numbers are inside an 8 MiB window.
 #[derive(Arbitrary, Debug, Clone)]
@@ -317,7 +315,7 @@ impl Harness<'_> {
 /// Decodes `data` into operations and runs them against the model.
 pub fn run(data: &[u8]) {
     let five = data.first().is_some_and(|b| b & 1 == 1);
-    let ops: Vec<Op> = mm_types::testkit::fuzzing::decode_ops(data.get(1..).unwrap_or_default(), 200);
+    let ops: Vec<Op> = crate::decode_ops(data.get(1..).unwrap_or_default(), 200);
     // Only page-table pages come from here: an 8 MiB window needs a handful.
     let ram = SimPhysMemory::new(PhysAddr::new(0).expect("zero"), 512 << 10);
     let frames = RefFrameProvider::new(&ram).with_max_order(Order::ZERO);
@@ -354,23 +352,4 @@ pub fn run(data: &[u8]) {
     assert_eq!(h.pt.table_pages(), 1, "empty tables are freed (MODEL 3)");
     h.pt.destroy(|_| panic!("nothing left to remove"));
     assert_eq!(frames.allocated_blocks(), 0);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-    #[test]
-    fn generated_inputs() {
-        random_inputs(0x9e37_79b9, if cfg!(miri) { 160 } else { 1024 }, if cfg!(miri) { 2 } else { 100 }, run);
-    }
-
-    /// Replays the checked-in cargo-fuzz corpus.
-    #[test]
-    #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-    fn corpus_replay() {
-        let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "paging_model", run);
-        assert!(n >= 8, "the corpus has only {n} inputs");
-    }
 }

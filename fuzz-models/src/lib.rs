@@ -1,0 +1,62 @@
+//! The model-based fuzz bodies of the workspace, one module per cargo-fuzz
+//! target of `fuzz/`: each `run(data)` decodes an operation sequence from
+//! the bytes, drives one crate's public API with it, and checks every
+//! result and the whole state against a plain model (the invariants of that
+//! crate's `MODEL.md`).
+//!
+//! They live here, not in the crates, so that the published crates carry no
+//! fuzzing feature and no `arbitrary` dependency. `tests/` runs each model
+//! on generated inputs and replays its checked-in corpus
+//! (`fuzz/corpus/<target>/`) under plain `cargo test`, and under miri.
+//!
+//! | module | target | crate |
+//! |---|---|---|
+//! | [`types`] | `types_addr` | mm-types |
+//! | [`buddy`] | `buddy_model` | mm-buddy |
+//! | [`paging`] | `paging_model` | mm-paging |
+//! | [`slab`] | `slab_model` | mm-slab |
+//! | [`vmalloc`] | `vmalloc_model` | mm-vmalloc |
+//! | [`vma`] | `vma_model` | mm-vma |
+//! | [`reclaim`] | `reclaim_model` | mm-reclaim |
+//! | [`swap`] | `swap_model`, `zswap_model` | mm-swap |
+//! | [`wiring`] | `wiring_model` | the reference kernel's wiring |
+
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[allow(unsafe_code)]
+pub mod buddy;
+pub mod paging;
+pub mod reclaim;
+#[allow(unsafe_code)]
+pub mod slab;
+#[allow(unsafe_code)]
+pub mod swap;
+pub mod types;
+#[allow(unsafe_code)]
+pub mod vma;
+#[allow(unsafe_code)]
+pub mod vmalloc;
+pub mod wiring;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+/// Decodes up to `max` values of `T` from `data`, one after another until
+/// the bytes run out or one fails to decode.
+///
+/// Unlike `Unstructured::arbitrary_iter`, which reads a "one more?" flag
+/// before each element and so stops after two elements on average from
+/// random bytes, every byte goes into the operations: a 4 KiB input holds
+/// hundreds of them, and random inputs make long sequences too.
+pub fn decode_ops<'a, T: Arbitrary<'a>>(data: &'a [u8], max: usize) -> Vec<T> {
+    let mut u = Unstructured::new(data);
+    let mut ops = Vec::new();
+    while ops.len() < max && !u.is_empty() {
+        match T::arbitrary(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}
