@@ -81,6 +81,29 @@ impl core::ops::AddAssign for AddReport {
 ///
 /// The metadata is one byte per frame plus one per 2 MiB pageblock, taken
 /// from the first frames of each region added, so no heap is needed.
+///
+/// # Example
+///
+/// ```
+/// use mm_buddy::{BuddyAllocator, BuddyConfig};
+/// use mm_types::percpu::SingleCpu;
+/// use mm_types::testkit::SimPhysMemory;
+/// use mm_types::{AllocFlags, FrameError, FrameProvider, Order, PhysAddr, PhysRange};
+///
+/// // 64 MiB of simulated RAM at 1 MiB, with the first 256 KiB reserved.
+/// let ram = SimPhysMemory::new(PhysAddr::new(1 << 20)?, 64 << 20);
+/// let buddy: BuddyAllocator<_, _> = BuddyAllocator::new(ram.clone(), SingleCpu, BuddyConfig::default())?;
+/// let reserved = PhysRange::new(PhysAddr::new(1 << 20)?, 256 << 10)?;
+/// // SAFETY: the simulated RAM is ours and outlives the allocator.
+/// let report = unsafe { buddy.add_boot_memory(&ram.ram_ranges(), &[reserved])? };
+/// assert!(report.frames > 16_000);
+///
+/// let dma = buddy.allocate(Order::new(2).unwrap(), AllocFlags::DMA | AllocFlags::ZERO)?;
+/// assert!(dma.start_address().as_u64() + dma.bytes() <= 16 << 20);
+/// buddy.free(dma)?;
+/// assert_eq!(buddy.free(dma), Err(FrameError::DoubleFree(dma)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BuddyAllocator<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize = 8> {
     mem: M,
     cpus: C,

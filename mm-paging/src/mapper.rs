@@ -154,6 +154,32 @@ const NO_PAGE: u64 = u64::MAX;
 ///
 /// Dropping a `PageTable` leaks its table pages; [`destroy`](Self::destroy)
 /// frees them.
+///
+/// # Example
+///
+/// ```
+/// use mm_paging::{HugePages, MapFlags, PageTable, X86_64};
+/// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+/// use mm_types::{PageSize, PhysAddr, VirtAddr};
+///
+/// let ram = SimPhysMemory::new(PhysAddr::new(0)?, 8 << 20);
+/// let frames = RefFrameProvider::new(&ram);
+/// let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames)?;
+///
+/// // 4 MiB + 8 KiB at a 2 MiB-aligned address: two 2 MiB pages and two 4 KiB pages.
+/// let va = VirtAddr::new(0xffff_8000_0020_0000)?;
+/// pt.map_range(va, PhysAddr::new(0x20_0000)?, (4 << 20) + 0x2000, MapFlags::KERNEL_DATA, HugePages::all())?
+///     .ignore(); // not live yet: no TLB to flush
+/// let t = pt.translate(VirtAddr::new(0xffff_8000_0030_1234)?).unwrap();
+/// assert_eq!((t.phys.as_u64(), t.size), (0x30_1234, PageSize::Size2MiB));
+///
+/// // Unmapping the middle splits a 2 MiB page; the frames come back to us.
+/// let mut removed = 0;
+/// let flush = pt.unmap_range(VirtAddr::new(0xffff_8000_0030_0000)?, 0x1000, |_| removed += 1)?;
+/// assert_eq!((removed, flush.pages()), (1, 1));
+/// # flush.ignore();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
     arch: A,
     mem: M,

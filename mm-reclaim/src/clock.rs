@@ -10,6 +10,19 @@ use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 /// pages in insertion order. A referenced page under the hand loses its bit
 /// and goes round again; an unreferenced one is the victim. (Corbató's
 /// 1968 algorithm; Linux 2.4's kswapd swept page tables this way.)
+///
+/// # Example
+///
+/// ```
+/// use mm_reclaim::{Clock, NoBits, Policy};
+///
+/// let mut clock = Clock::new(16);
+/// for page in 0..4 {
+///     clock.insert(page, None).unwrap();
+/// }
+/// clock.access(0); // page 0 gets a second chance
+/// assert_eq!(clock.evict(&mut NoBits).map(|(p, _)| p), Some(1));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Clock {
     /// One list: head = newest, tail = the hand.

@@ -1,37 +1,4 @@
-//! Page replacement for kernels: replacement policies behind one trait, fed
-//! by software references or by hardware accessed bits harvested while
-//! scanning.
-//!
-//! What is here:
-//! - [`Policy`]: insert / access / remove / evict, with shadow entries for
-//!   refault detection kept by the integrator ([`Shadow`]) and a [`Scan`]
-//!   hook through which a policy tests and clears accessed bits and asks
-//!   whether a page may be evicted;
-//! - [`Clock`] (second chance), [`TwoList`] (Linux's active/inactive lists
-//!   with refault distance), [`MgLru`] (generations aged by accessed bits),
-//!   [`S3Fifo`] (SOSP 2023), and
-//!   [`default_policy`], an S3-FIFO tuned for a long ghost history;
-//! - [`eval`]: trace replay under demand paging (with every hit reported,
-//!   or only accessed bits seen while scanning) and Belady's MIN;
-//!   `examples/replay.rs` is the command-line tool around it.
-//!
-//! - [`choose_victim`] and [`badness`]: the OOM victim choice (Linux's badness: resident, swap and
-//!   page-table pages, shifted by a per-task adjustment);
-//! - [`Reclaim`]: the reclaim driver: anonymous and file lists, background
-//!   reclaim between the watermarks, direct reclaim, priority passes in
-//!   batches, shrinkers, honest progress.
-//!
-//! ```
-//! use mm_reclaim::{Clock, NoBits, Policy};
-//!
-//! let mut clock = Clock::new(16);
-//! for page in 0..4 {
-//!     clock.insert(page, None).unwrap();
-//! }
-//! clock.access(0); // page 0 gets a second chance
-//! assert_eq!(clock.evict(&mut NoBits).map(|(p, _)| p), Some(1));
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -96,7 +63,3 @@ pub use mglru::MgLru;
 pub use oom::{badness, choose_victim, OomError, TaskMemory};
 pub use s3fifo::S3Fifo;
 pub use twolist::TwoList;
-
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

@@ -157,6 +157,40 @@ impl SwapCache {
 
 /// The swap areas, their slots and the swap cache; see the
 /// [crate documentation](crate).
+///
+/// # Example
+///
+/// ```
+/// use mm_swap::{Swap, SwapConfig, SwappedIn};
+/// use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
+/// use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory};
+///
+/// let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).unwrap(), 1 << 20);
+/// let frames = RefFrameProvider::new(&mem);
+/// let swap = Swap::new(SwapConfig::default());
+/// let area = swap.add_area(Box::new(MemStore::new(1024)), 0).unwrap();
+///
+/// // A page with known contents, swapped out by its single mapper.
+/// let frame = frames.allocate_frame(AllocFlags::empty()).unwrap();
+/// // SAFETY: the frame was just allocated: nobody else uses it.
+/// unsafe { mem.write_bytes(frame, &[0xab; 4096]) }.unwrap();
+/// // SAFETY: the frame holds the page and nothing writes it meanwhile.
+/// let slot = unsafe { swap.swap_out(0, frame, 1, &mem) }.unwrap();
+/// assert_eq!(slot.area(), area);
+/// frames.free_frame(frame).unwrap();
+///
+/// // The fault: read back into a new frame, checked.
+/// let SwappedIn { frame: back, read: io } = swap.swap_in(slot, &frames, &mem).unwrap();
+/// assert!(io);
+/// let mut buf = [0u8; 4096];
+/// // SAFETY: the frame is in the swap cache and nobody writes it.
+/// unsafe { mem.read_bytes(back, &mut buf) }.unwrap();
+/// assert_eq!(buf, [0xab; 4096]);
+/// // The page table now maps the frame: the slot's last use goes and the
+/// // cache hands the frame over.
+/// assert_eq!(swap.free(slot).unwrap(), Some(back));
+/// assert_eq!(swap.used_slots(), 0);
+/// ```
 pub struct Swap {
     config: SwapConfig,
     areas: Mutex<Areas>,

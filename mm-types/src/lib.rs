@@ -1,55 +1,4 @@
-//! Shared vocabulary for the `mm-*` memory-management crates.
-//!
-//! Every crate of the toolkit (page tables, frame, slab and vmalloc
-//! allocators, address spaces, reclaim, swap) speaks these types and traits
-//! and nothing of each other's internals, so a kernel can adopt one crate and
-//! plug in its own implementation of the rest.
-//!
-//! - Addresses and units: [`PhysAddr`], [`VirtAddr`] (canonical under 4- or
-//!   5-level paging, [`PagingMode`]), [`FrameNumber`], [`PageNumber`],
-//!   [`PageSize`], [`Order`], [`FrameBlock`], ranges ([`PhysRange`],
-//!   [`VirtRange`], [`FrameRange`], [`PageRange`]), [`align`] helpers. No
-//!   arithmetic wraps: it returns [`AddrError`] or `None`.
-//! - [`FrameProvider`]: allocate and free blocks of `2^order` frames with
-//!   [`AllocFlags`] (zone limit, zeroing, atomic context, mobility); bad
-//!   frees are reported as [`FrameError`].
-//! - [`PhysMemory`]: physical address to pointer (the direct map);
-//!   [`DirectMap`] for kernels.
-//! - [`BackingStore`]: page-sized slots for swap, with [`StoreError`].
-//! - [`CpuLocal`]: the per-CPU hook; [`percpu::PerCpu`] builds on it.
-//! - [`PageFlags`] (per-frame state reclaim and swap agree on) and
-//!   [`Protection`].
-//! - [`sync`]: the `loom` shim that concurrent code is written against.
-//!
-//! # Example: a frame provider that any crate of the toolkit accepts
-//!
-//! ```
-//! use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-//! use mm_types::{AllocFlags, FrameProvider, Order, PhysAddr};
-//!
-//! fn grab_two_pages(frames: &impl FrameProvider) -> Result<u64, mm_types::FrameError> {
-//!     let block = frames.allocate(Order::new(1).unwrap(), AllocFlags::ZERO | AllocFlags::DMA32)?;
-//!     let addr = block.start_address().as_u64();
-//!     frames.free(block)?;
-//!     Ok(addr)
-//! }
-//!
-//! let mem = SimPhysMemory::new(PhysAddr::new(0x100_0000)?, 0x10_0000);
-//! let frames = RefFrameProvider::new(&mem);
-//! assert!(grab_two_pages(&frames)? < 1 << 32);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! # Features
-//! - `std`: the host [`testkit`] (simulated physical memory, in-memory
-//!   backing store with fault injection, reference frame provider).
-//! - `x86_64`: conversions to and from the `x86_64` crate, and
-//!   [`x86::X86FrameAllocator`].
-//!
-//! # Not yet
-//! Only x86-64 address rules are modelled; other architectures would need
-//! their own canonical-form checks.
-
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 // Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
@@ -111,9 +60,6 @@ static_assertions::assert_impl_all!(PhysAddr: Send, Sync, Copy, Ord, core::hash:
 
 // The README examples (this crate's and the workspace's) are compiled and run
 // as doctests, so they cannot go stale.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
 
 // The workspace README lies outside this crate's package, so the published
 // crate must not read it: its examples are compiled only under

@@ -206,6 +206,21 @@ pub enum TreeError {
 
 /// Non-overlapping ranges with values, and an index of the gaps between
 /// them.
+///
+/// # Example
+///
+/// ```
+/// use mm_vma::RangeTree;
+///
+/// let mut t = RangeTree::new();
+/// t.insert(0x1000, 0x5000, "text").unwrap();
+/// t.insert(0x8000, 0x9000, "data").unwrap();
+/// assert_eq!(t.find(0x4fff), Some((0x1000, 0x5000, &"text")));
+/// assert_eq!(t.find(0x5000), None);
+/// // The highest free 8 KiB below 0x9000: the hole [0x5000, 0x8000).
+/// assert_eq!(t.gap_top_down(0x2000, 0x1000, 0, 0x9000), Some(0x6000));
+/// assert!(t.insert(0x4000, 0x6000, "clash").is_err());
+/// ```
 #[derive(Clone, Debug)]
 pub struct RangeTree<V> {
     nodes: Vec<Node>,

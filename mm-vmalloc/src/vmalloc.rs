@@ -261,6 +261,29 @@ enum FreeKind {
 ///
 /// All methods take `&self` (one lock guards the index; frames are
 /// allocated and mapped outside it).
+///
+/// # Example
+///
+/// ```
+/// use mm_paging::{NoShootdown, PageTable, RecordingTlb, X86_64};
+/// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+/// use mm_types::{PhysAddr, VirtAddr, VirtRange};
+/// use mm_vmalloc::{KernelMapper, SharedPageTable, Vmalloc, VmallocConfig};
+///
+/// let ram = SimPhysMemory::new(PhysAddr::new(0).unwrap(), 16 << 20);
+/// let frames = RefFrameProvider::new(&ram);
+/// let table = PageTable::new(X86_64::FOUR_LEVEL, &ram, &frames).unwrap();
+/// let kernel = SharedPageTable::new(table, RecordingTlb::default(), NoShootdown);
+/// let window = VirtRange::new(VirtAddr::new(0xffff_c900_0000_0000).unwrap(), 1 << 30).unwrap();
+/// let vm = Vmalloc::new(&kernel, &frames, &ram, VmallocConfig::new(window)).unwrap();
+///
+/// let a = vm.vmalloc(3 * 4096 + 100).unwrap();
+/// let area = vm.find_area(a).unwrap();
+/// assert_eq!((area.size, area.guard), (4 * 4096, 4096));
+/// assert!(vm.mapper().translate(a).is_some());
+/// vm.vfree(a).unwrap();
+/// assert_eq!(vm.vfree(a), Err(mm_vmalloc::VmallocError::DoubleFree(a)));
+/// ```
 pub struct Vmalloc<K: KernelMapper, F: FrameProvider, M: PhysMemory> {
     mapper: K,
     frames: F,
