@@ -201,14 +201,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTa
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// An empty hierarchy with a fresh root table from `frames`.
     pub fn new(arch: A, mem: M, frames: F) -> Result<Self, PagingError> {
-        let block = frames.allocate(Order::ZERO, AllocFlags::ZERO)?;
+        let owned = frames.allocate_owned(Order::ZERO, AllocFlags::ZERO)?;
+        let block = owned.block();
         // Check the root is reachable (and zero it, whatever the provider
-        // did) before the walker relies on it.
+        // did) before the walker relies on it; if not, dropping `owned`
+        // gives the frame back.
         // SAFETY: the block was just allocated to us.
         if unsafe { mem.zero_block(block) }.is_err() {
-            let _ = frames.free(block);
             return Err(PagingError::OutOfFrames(mm_types::FrameError::NotOwned(block)));
         }
+        let block = owned.into_raw();
         let linear = mem.linear_offset();
         Ok(PageTable { arch, mem, frames, root: block.start_address(), linear, borrowed: [0; 8] })
     }

@@ -508,19 +508,16 @@ impl<const N: usize> CacheCore<N> {
         M: PhysMemory,
     {
         let order = Order::new(self.geo.order).expect("slab orders are small");
-        let block = env.frames.allocate(order, self.frame_flags).map_err(SlabError::OutOfMemory)?;
-        let phys = block.start_address();
+        // Until formatted, the block is `owned`: an error return gives it back.
+        let owned = env.frames.allocate_owned(order, self.frame_flags).map_err(SlabError::OutOfMemory)?;
+        let phys = owned.block().start_address();
         let base = match env.mem.translate(phys, self.geo.slab_bytes()) {
             Ok(p) if p.as_ptr().addr() % self.geo.slab_bytes() == 0 => p.as_ptr(),
-            Ok(p) => {
-                let _ = env.frames.free(block);
-                return Err(SlabError::MappingNotAligned { phys, virt: p.as_ptr().addr() });
-            }
-            Err(e) => {
-                let _ = env.frames.free(block);
-                return Err(SlabError::Unmapped(e));
-            }
+            Ok(p) => return Err(SlabError::MappingNotAligned { phys, virt: p.as_ptr().addr() }),
+            Err(e) => return Err(SlabError::Unmapped(e)),
         };
+        // The formatted slab owns the block from here.
+        owned.into_raw();
         let fill = Fill { poison: self.flags.contains(CacheFlags::POISON), ctor: self.ctor };
         // SAFETY: the block was just allocated to us, is mapped at `base` for its whole size, and
         // `base` is aligned to that size.

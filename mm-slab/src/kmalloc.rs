@@ -318,24 +318,21 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
         let bad = SlabError::InvalidLayout { size: layout.size(), align: layout.align() };
         let order = large_order(layout).ok_or(bad)?;
         let offset = self.env.mem.linear_offset().ok_or(SlabError::NoLinearMap)?;
-        let block = self.env.frames.allocate(order, self.frame_flags).map_err(SlabError::OutOfMemory)?;
-        let phys = block.start_address();
-        match self.env.mem.translate(phys, block.bytes() as usize) {
+        // An error return drops `owned`, which gives the block back.
+        let owned = self.env.frames.allocate_owned(order, self.frame_flags).map_err(SlabError::OutOfMemory)?;
+        let phys = owned.block().start_address();
+        match self.env.mem.translate(phys, owned.block().bytes() as usize) {
             Ok(p)
                 if p.as_ptr().addr() as u64 == phys.as_u64().wrapping_add(offset)
                     && p.as_ptr().addr() % layout.align() == 0 =>
             {
+                // The caller owns the block now (`free` gives it back).
+                owned.into_raw();
                 self.large_live.fetch_add(1, Ordering::Relaxed);
                 Ok(p)
             }
-            Ok(p) => {
-                let _ = self.env.frames.free(block);
-                Err(SlabError::MappingNotAligned { phys, virt: p.as_ptr().addr() })
-            }
-            Err(e) => {
-                let _ = self.env.frames.free(block);
-                Err(SlabError::Unmapped(e))
-            }
+            Ok(p) => Err(SlabError::MappingNotAligned { phys, virt: p.as_ptr().addr() }),
+            Err(e) => Err(SlabError::Unmapped(e)),
         }
     }
 

@@ -263,10 +263,7 @@ pub unsafe trait FrameProvider: Sync {
     }
 
     /// Allocates a block that frees itself when dropped.
-    fn allocate_owned(&self, order: Order, flags: AllocFlags) -> Result<OwnedFrames<'_, Self>, FrameError>
-    where
-        Self: Sized,
-    {
+    fn allocate_owned(&self, order: Order, flags: AllocFlags) -> Result<OwnedFrames<'_, Self>, FrameError> {
         let block = self.allocate(order, flags)?;
         Ok(OwnedFrames { block, provider: self })
     }
@@ -302,12 +299,12 @@ forward_provider!(#[cfg(feature = "std")] std::sync::Arc<P>, + Send);
 ///
 /// Use [`OwnedFrames::into_raw`] to take over the ownership by hand.
 #[must_use = "dropping OwnedFrames frees the frames at once"]
-pub struct OwnedFrames<'p, P: FrameProvider> {
+pub struct OwnedFrames<'p, P: FrameProvider + ?Sized> {
     block: FrameBlock,
     provider: &'p P,
 }
 
-impl<P: FrameProvider> OwnedFrames<'_, P> {
+impl<P: FrameProvider + ?Sized> OwnedFrames<'_, P> {
     /// The block.
     pub fn block(&self) -> FrameBlock {
         self.block
@@ -321,13 +318,13 @@ impl<P: FrameProvider> OwnedFrames<'_, P> {
     }
 }
 
-impl<P: FrameProvider> fmt::Debug for OwnedFrames<'_, P> {
+impl<P: FrameProvider + ?Sized> fmt::Debug for OwnedFrames<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OwnedFrames({:?})", self.block)
     }
 }
 
-impl<P: FrameProvider> Drop for OwnedFrames<'_, P> {
+impl<P: FrameProvider + ?Sized> Drop for OwnedFrames<'_, P> {
     fn drop(&mut self) {
         // The block came from this provider and is freed exactly once, so an
         // error here means the provider is broken; it cannot be reported from

@@ -282,14 +282,15 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         hooks: Hooks,
         kernel: Option<(PhysAddr, [u64; 8])>,
     ) -> Result<Arc<Self>, crate::SpaceError> {
-        let zero = frames.allocate_frame(AllocFlags::ZERO).map_err(|_| crate::SpaceError::OutOfMemory)?;
-        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(zero), mm_types::Order::ZERO)
-            .expect("an allocated frame is a valid block");
+        let owned = frames
+            .allocate_owned(mm_types::Order::ZERO, AllocFlags::ZERO)
+            .map_err(|_| crate::SpaceError::OutOfMemory)?;
         // SAFETY: the frame was just allocated: nobody else reads or writes it.
-        if unsafe { mem.zero_block(block) }.is_err() {
-            let _ = frames.free(block);
+        if unsafe { mem.zero_block(owned.block()) }.is_err() {
+            // Dropping `owned` gives the frame back.
             return Err(crate::SpaceError::Unreachable);
         }
+        let zero = owned.into_raw().start_address();
         Ok(Arc::new(MmContext {
             arch,
             mem,

@@ -159,14 +159,12 @@ impl Pool {
     }
 
     fn grow(&mut self, frames: &impl FrameProvider, mem: &impl PhysMemory) -> Result<(), VmallocError> {
-        let block = frames.allocate(Order::ZERO, AllocFlags::empty()).map_err(VmallocError::Metadata)?;
-        let ptr = match mem.translate(block.start_address(), PAGE_SIZE) {
-            Ok(p) => p.cast::<Node>(),
-            Err(_) => {
-                let _ = frames.free(block);
-                return Err(VmallocError::MetadataUnreachable(block.start_address()));
-            }
-        };
+        // An error return drops `owned`, which gives the frame back.
+        let owned = frames.allocate_owned(Order::ZERO, AllocFlags::empty()).map_err(VmallocError::Metadata)?;
+        let at = owned.block().start_address();
+        let ptr = mem.translate(at, PAGE_SIZE).map_err(|_| VmallocError::MetadataUnreachable(at))?.cast::<Node>();
+        // The pool owns the frame from here.
+        let block = owned.into_raw();
         static_assertions::const_assert!(PAGE_SIZE % core::mem::align_of::<Node>() == 0);
         for i in 0..NODES_PER_FRAME {
             // SAFETY: the frame was just allocated to us and `translate` made it valid for PAGE_SIZE

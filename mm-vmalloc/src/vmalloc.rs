@@ -775,13 +775,14 @@ impl<K: KernelMapper, F: FrameProvider, M: PhysMemory> Vmalloc<K, F, M> {
         let order = Order::new(order).expect("checked in the config");
         let hp = if huge { HugePages::SIZE_2M } else { HugePages::empty() };
         while *done < size {
-            let block = self.frames.allocate(order, opts.alloc).map_err(VmallocError::OutOfFrames)?;
+            // Until mapped, an error return drops `owned`, which frees it.
+            let owned = self.frames.allocate_owned(order, opts.alloc).map_err(VmallocError::OutOfFrames)?;
+            let (at, bytes) = (owned.block().start_address(), owned.block().bytes());
             let va = VirtAddr::new(start + *done).expect("in the window");
-            if let Err(e) = self.mapper.map_range(va, block.start_address(), block.bytes(), opts.flags, hp) {
-                let _ = self.frames.free(block);
-                return Err(e.into());
-            }
-            *done += block.bytes();
+            self.mapper.map_range(va, at, bytes, opts.flags, hp)?;
+            // The area owns the block from here (`unmap_and_free` gives it back).
+            owned.into_raw();
+            *done += bytes;
         }
         Ok(())
     }

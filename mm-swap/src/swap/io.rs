@@ -2,7 +2,7 @@
 //! swap cache on the way in, and readahead.
 
 use mm_types::sync::spin_loop;
-use mm_types::{AllocFlags, FrameError, FrameProvider, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
+use mm_types::{AllocFlags, FrameError, FrameProvider, Order, OwnedFrames, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
 use super::{Cached, Swap, SwappedIn};
 use crate::area::{allocated, in_use, is_bad, Area, BAD, COUNT_MASK, HAS_CACHE};
@@ -169,17 +169,18 @@ impl Swap {
         let r = self.read_into(&a, slot, frames, mem);
         let mut cache = self.cache.lock();
         match r {
-            Ok(frame) => {
+            Ok(owned) => {
                 // Every user may have gone while it was read.
                 let users = a.with_slot(slot.offset(), |m, _, _| *m & COUNT_MASK);
                 if users == 0 {
                     cache.remove(&slot);
                     a.put(slot.offset(), true);
                     drop(cache);
-                    // A provider refusing its own frame is a bug there; nothing to undo here.
-                    let _ = frames.free_frame(frame);
+                    drop(owned);
                     return Err(SwapError::NotAllocated(slot));
                 }
+                // The swap cache owns the frame from here.
+                let frame = owned.into_raw().start_address();
                 cache.insert(slot, Cached::Ready(frame));
                 drop(cache);
                 self.stats.reads.bump();
@@ -195,8 +196,15 @@ impl Swap {
         }
     }
 
-    /// Reads `slot` into a new frame and checks it.
-    fn read_into<F, M>(&self, a: &Area, slot: SwapSlot, frames: &F, mem: &M) -> Result<PhysAddr, SwapError>
+    /// Reads `slot` into a new frame and checks it; the frame is the
+    /// caller's to keep (`into_raw`) or to drop, which frees it.
+    fn read_into<'f, F, M>(
+        &self,
+        a: &Area,
+        slot: SwapSlot,
+        frames: &'f F,
+        mem: &M,
+    ) -> Result<OwnedFrames<'f, F>, SwapError>
     where
         F: FrameProvider + ?Sized,
         M: PhysMemory + ?Sized,
@@ -205,27 +213,20 @@ impl Swap {
         if want == 0 {
             return Err(SwapError::NotWritten(slot));
         }
-        let frame = frames.allocate_frame(AllocFlags::MOVABLE).map_err(|e| match e {
+        // An error return below drops `owned`, which frees the frame.
+        let owned = frames.allocate_owned(Order::ZERO, AllocFlags::MOVABLE).map_err(|e| match e {
             FrameError::OutOfMemory { .. } | FrameError::ZoneExhausted { .. } => SwapError::OutOfMemory,
             other => SwapError::Frames(other),
         })?;
-        let fail = |e| {
-            let _ = frames.free_frame(frame);
-            Err(e)
-        };
-        let p = match mem.translate(frame, SLOT_SIZE) {
-            Ok(p) => p,
-            Err(_) => return fail(SwapError::Unreachable(frame)),
-        };
+        let frame = owned.block().start_address();
+        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
         // SAFETY: a frame just allocated for this read; `translate` checked the range.
         let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
-        if let Err(e) = a.store.read_slot(slot.offset(), page) {
-            return fail(SwapError::Store(e));
-        }
+        a.store.read_slot(slot.offset(), page).map_err(SwapError::Store)?;
         if checksum::page(page) != want {
-            return fail(SwapError::Corrupt(slot));
+            return Err(SwapError::Corrupt(slot));
         }
-        Ok(frame)
+        Ok(owned)
     }
 
     /// Reads the following in-use, uncached slots into the cache.
@@ -258,17 +259,16 @@ impl Swap {
             let mut cache = self.cache.lock();
             let users = a.with_slot(next.offset(), |m, _, _| *m & COUNT_MASK);
             match r {
-                Ok(f) if users > 0 => {
-                    cache.insert(next, Cached::Ready(f));
+                Ok(owned) if users > 0 => {
+                    cache.insert(next, Cached::Ready(owned.into_raw().start_address()));
                     self.stats.readahead.bump();
                 }
                 other => {
                     cache.remove(&next);
                     a.put(next.offset(), true);
                     drop(cache);
-                    if let Ok(f) = other {
-                        let _ = frames.free_frame(f);
-                    }
+                    // A page read for nobody: dropping it frees the frame.
+                    drop(other);
                     break;
                 }
             }
