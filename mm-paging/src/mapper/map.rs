@@ -1,0 +1,180 @@
+//! Mapping: single pages, ranges (huge pages where they fit) and
+//! scattered frames, each planned, preallocated, then applied.
+
+use core::sync::atomic::Ordering;
+
+use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
+
+use super::{slot_end_of_table, slots, Node, PageTable, Prealloc, Slot, Source};
+use crate::arch::{level_span, PagingArch};
+use crate::error::PagingError;
+use crate::flags::{HugePages, MapFlags};
+use crate::tlb::Flush;
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
+    /// Maps `len` bytes at `va` to physical memory at `phys` with `flags`,
+    /// using 2 MiB and 1 GiB pages (as `huge` allows) wherever the virtual
+    /// and physical addresses are aligned for them and the range covers
+    /// them. Fails with [`PagingError::AlreadyMapped`] if any page of the
+    /// range is mapped or holds a swap entry, leaving everything unchanged.
+    ///
+    /// New mappings need no TLB flush; the returned record is empty unless
+    /// the architecture caches non-present entries.
+    pub fn map_range(
+        &mut self,
+        va: VirtAddr,
+        phys: PhysAddr,
+        len: u64,
+        flags: MapFlags,
+        huge: HugePages,
+    ) -> Result<Flush, PagingError> {
+        let end = self.check_owned_range(va, len)?;
+        if phys.as_u64() % PAGE_BYTES != 0 {
+            return Err(PagingError::Misaligned { value: phys.as_u64(), align: PAGE_BYTES });
+        }
+        phys.checked_add(len - 1).ok_or(mm_types::AddrError::Overflow)?;
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        let src = Source::Linear(phys.as_u64().wrapping_sub(va.as_u64()));
+        self.planned(|pt, apply, needed, pre| {
+            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, huge, apply, needed, pre)
+        })?;
+        Ok(Flush::NONE)
+    }
+
+    /// Maps the 4 KiB frames `frames` at consecutive pages from `va` with
+    /// `flags`, in one walk (vmalloc and vmap map scattered frames this
+    /// way). Fails with [`PagingError::AlreadyMapped`] if any page is mapped
+    /// or holds a swap entry, and with [`PagingError::Misaligned`] for a
+    /// frame address that is not 4 KiB aligned, leaving everything unchanged.
+    pub fn map_frames(&mut self, va: VirtAddr, frames: &[PhysAddr], flags: MapFlags) -> Result<Flush, PagingError> {
+        let len = (frames.len() as u64).checked_mul(PAGE_BYTES).ok_or(mm_types::AddrError::Overflow)?;
+        let end = self.check_owned_range(va, len)?;
+        if let Some(f) = frames.iter().find(|f| f.as_u64() % PAGE_BYTES != 0) {
+            return Err(PagingError::Misaligned { value: f.as_u64(), align: PAGE_BYTES });
+        }
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        let src = Source::Frames { base: va.as_u64(), frames };
+        self.planned(|pt, apply, needed, pre| {
+            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, HugePages::empty(), apply, needed, pre)
+        })?;
+        Ok(Flush::NONE)
+    }
+
+    /// Maps one page of `size`.
+    pub fn map(
+        &mut self,
+        va: VirtAddr,
+        frame: PhysAddr,
+        size: PageSize,
+        flags: MapFlags,
+    ) -> Result<Flush, PagingError> {
+        let s = size.bytes();
+        if va.as_u64() % s != 0 {
+            return Err(PagingError::Misaligned { value: va.as_u64(), align: s });
+        }
+        if frame.as_u64() % s != 0 {
+            return Err(PagingError::HugeFrameMisaligned { phys: frame.as_u64(), size });
+        }
+        if size == PageSize::Size1GiB && !self.arch.leaf_level(3) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let huge = match size {
+            PageSize::Size4KiB => HugePages::empty(),
+            PageSize::Size2MiB => HugePages::SIZE_2M,
+            PageSize::Size1GiB => HugePages::SIZE_1G,
+        };
+        self.map_range(va, frame, s, flags, huge)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_walk(
+        &self,
+        node: Node,
+        level: u8,
+        va: u64,
+        end: u128,
+        src: Source<'_>,
+        flags: MapFlags,
+        huge: HugePages,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+    ) -> Result<(), PagingError> {
+        let span = level_span(level);
+        let leaf_ok = self.arch.leaf_level(level) && huge.allows_level(level);
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
+            if level == 1 {
+                // The whole run of 4 KiB pages inside this table at once.
+                let n = ((slot_end_of_table(v, end) - v as u128) / u128::from(PAGE_BYTES)) as usize;
+                self.map_leaves(node, idx, n, v, src, flags, apply)?;
+                return Ok(());
+            }
+            let e = self.entry(node, level, idx);
+            let linear = match src {
+                Source::Linear(delta) => Some(v.wrapping_add(delta)),
+                Source::Frames { .. } => None,
+            };
+            if let Some(phys) = linear.filter(|p| leaf_ok && covers && p % span == 0 && e == 0) {
+                if apply {
+                    let leaf = self.arch.leaf(PhysAddr::new(phys).expect("checked range"), flags, level);
+                    self.store(node, idx, leaf);
+                }
+            } else {
+                let Some(child) = self.child(node, level, idx, e, true, false, apply, needed, pre) else {
+                    return Err(PagingError::AlreadyMapped { addr: VirtAddr::new(v).expect("checked range") });
+                };
+                self.map_walk(child, level - 1, v, slot_end, src, flags, huge, apply, needed, pre)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `n` level-1 entries from `idx` (plan: checks they are empty).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn map_leaves(
+        &self,
+        node: Node,
+        idx: usize,
+        n: usize,
+        va: u64,
+        src: Source<'_>,
+        flags: MapFlags,
+        apply: bool,
+    ) -> Result<(), PagingError> {
+        let Node::Real(t) = node else { return Ok(()) }; // a new table is empty
+        let slots = &self.table(t)[idx..idx + n];
+        if !apply {
+            if let Some(i) = slots.iter().position(|s| s.load(Ordering::Relaxed) != 0) {
+                return Err(PagingError::AlreadyMapped {
+                    addr: VirtAddr::new(va + i as u64 * PAGE_BYTES).expect("in range"),
+                });
+            }
+            return Ok(());
+        }
+        let template = self.arch.leaf(PhysAddr::ZERO, flags, 1);
+        match src {
+            Source::Linear(delta) => {
+                let phys = va.wrapping_add(delta);
+                for (i, s) in slots.iter().enumerate() {
+                    s.store(template | (phys + i as u64 * PAGE_BYTES), Ordering::Relaxed);
+                }
+            }
+            Source::Frames { base, frames } => {
+                let first = ((va - base) / PAGE_BYTES) as usize;
+                for (s, f) in slots.iter().zip(&frames[first..first + n]) {
+                    s.store(template | f.as_u64(), Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Changing the flags of the leaves of a range, all or nothing.
+
+use mm_types::{FrameProvider, PageSize, PhysMemory, VirtAddr, PAGE_BYTES};
+
+use super::{slots, Lookup, Node, PageTable, Prealloc, Slot};
+use crate::arch::{level_index, PagingArch};
+use crate::error::PagingError;
+use crate::flags::MapFlags;
+use crate::tlb::Flush;
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
+    /// Changes the flags of every page of `[va, va + len)` to `flags`
+    /// (keeping the hardware's accessed and dirty bits), splitting huge
+    /// pages the range cuts. Swap entries are left as they are (the
+    /// protection applies when the page comes back). Fails with
+    /// [`PagingError::NotMapped`] if a page is neither mapped nor swapped.
+    pub fn protect_range(&mut self, va: VirtAddr, len: u64, flags: MapFlags) -> Result<Flush, PagingError> {
+        let end = self.check_owned_range(va, len)?;
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        let levels = self.arch.levels();
+        let root = self.root;
+        self.planned(|pt, apply, needed, pre| {
+            pt.protect_walk(Node::Real(root), levels, va.as_u64(), end, flags, apply, needed, pre)
+        })?;
+        Ok(Flush::range(va, len / PAGE_BYTES))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn protect_walk(
+        &self,
+        node: Node,
+        level: u8,
+        va: u64,
+        end: u128,
+        flags: MapFlags,
+        apply: bool,
+        needed: &mut u64,
+        pre: &mut Prealloc,
+    ) -> Result<(), PagingError> {
+        let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
+            let e = self.entry(node, level, idx);
+            let addr = VirtAddr::new(v).expect("checked range");
+            if e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none()) {
+                return Err(PagingError::NotMapped { addr });
+            }
+            if self.arch.swap_of(e).is_some() {
+                // Left alone.
+            } else if self.arch.is_leaf(e, level) && covers {
+                if apply {
+                    let f = (self.arch.leaf_flags(e, level) & keep) | (flags - keep);
+                    self.store(node, idx, self.arch.leaf(self.arch.leaf_phys(e, level), f, level));
+                }
+            } else {
+                let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
+                self.protect_walk(child, level - 1, v, slot_end, flags, apply, needed, pre)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits the huge page containing `va` into pages of the next smaller
+    /// size (same frames and flags). Fails with [`PagingError::NotMapped`]
+    /// if `va` is not mapped by a huge page.
+    pub fn split(&mut self, va: VirtAddr) -> Result<Flush, PagingError> {
+        let t = match self.lookup(va)? {
+            Lookup::Mapped(t) if t.size != PageSize::Size4KiB => t,
+            _ => return Err(PagingError::NotMapped { addr: va }),
+        };
+        let (page, size) = (t.page, t.size);
+        self.check_owned_range(page, size.bytes())?;
+        let levels = self.arch.levels();
+        let root = self.root;
+        let target = size.level();
+        self.planned(|pt, apply, needed, pre| {
+            let mut node = Node::Real(root);
+            for level in (target..=levels).rev() {
+                let idx = level_index(page.as_u64(), level);
+                let e = pt.entry(node, level, idx);
+                let split_here = level == target;
+                node = pt.child(node, level, idx, e, false, split_here, apply, needed, pre).expect("mapped");
+            }
+            Ok(())
+        })?;
+        Ok(Flush::range(page, size.bytes() / PAGE_BYTES))
+    }
+}

@@ -1,0 +1,93 @@
+//! Swap entries: a page swapped out becomes an entry naming its slot, and
+//! a swap-in turns the entry back into a mapping.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
+
+use super::{Mapping, Node, PageTable};
+use crate::arch::{level_index, PagingArch};
+use crate::error::PagingError;
+use crate::flags::MapFlags;
+use crate::tlb::Flush;
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
+    /// Puts a swap entry at the 4 KiB page `va` (swap-out): replaces a
+    /// present 4 KiB mapping (returned, with its flags, so the caller can
+    /// free or keep the frame) or fills an empty slot, creating tables and
+    /// splitting a huge page as needed. Fails with
+    /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
+    pub fn set_swap(&mut self, va: VirtAddr, swap: SwapSlot) -> Result<(Option<Mapping>, Flush), PagingError> {
+        self.check_owned_range(va, PAGE_BYTES)?;
+        let levels = self.arch.levels();
+        let root = self.root;
+        let new = self.arch.swap_entry(swap);
+        let old = self.planned(|pt, apply, needed, pre| {
+            let mut node = Node::Real(root);
+            for level in (2..=levels).rev() {
+                let idx = level_index(va.as_u64(), level);
+                let e = pt.entry(node, level, idx);
+                node = pt
+                    .child(node, level, idx, e, true, true, apply, needed, pre)
+                    .ok_or(PagingError::AlreadyMapped { addr: va })?;
+            }
+            let idx = level_index(va.as_u64(), 1);
+            let e = pt.entry(node, 1, idx);
+            if e != 0 && !pt.arch.is_present(e) {
+                return Err(PagingError::AlreadyMapped { addr: va });
+            }
+            if apply {
+                pt.store(node, idx, new);
+            }
+            Ok((e != 0).then(|| Mapping {
+                va,
+                frame: pt.arch.leaf_phys(e, 1),
+                size: PageSize::Size4KiB,
+                flags: pt.arch.leaf_flags(e, 1),
+            }))
+        })?;
+        let flush = if old.is_some() { Flush::range(va, 1) } else { Flush::NONE };
+        Ok((old, flush))
+    }
+
+    /// Replaces the swap entry at `va` by a mapping of `frame` (swap-in) and
+    /// returns its slot. Fails with [`PagingError::NotMapped`] if `va`
+    /// holds no swap entry.
+    pub fn replace_swap(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<SwapSlot, PagingError> {
+        let slot = self.leaf_slot_for(va, frame, flags)?;
+        let e = slot.load(Ordering::Relaxed);
+        let swap = self.arch.swap_of(e).ok_or(PagingError::NotMapped { addr: va })?;
+        slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        Ok(swap)
+    }
+
+    /// The level-1 slot of `va` for a new 4 KiB leaf of `frame` with
+    /// `flags`, after checking all three.
+    pub(super) fn leaf_slot_for(
+        &self,
+        va: VirtAddr,
+        frame: PhysAddr,
+        flags: MapFlags,
+    ) -> Result<&AtomicU64, PagingError> {
+        self.check_owned_range(va, PAGE_BYTES)?;
+        if frame.as_u64() % PAGE_BYTES != 0 {
+            return Err(PagingError::Misaligned { value: frame.as_u64(), align: PAGE_BYTES });
+        }
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        self.level1_slot(va).ok_or(PagingError::NotMapped { addr: va })
+    }
+
+    pub(super) fn level1_slot(&self, va: VirtAddr) -> Option<&AtomicU64> {
+        let mut t = self.root;
+        for level in (2..=self.arch.levels()).rev() {
+            let e = self.table(t)[level_index(va.as_u64(), level)].load(Ordering::Relaxed);
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return None;
+            }
+            t = self.arch.table_phys(e);
+        }
+        Some(&self.table(t)[level_index(va.as_u64(), 1)])
+    }
+}
