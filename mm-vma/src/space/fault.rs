@@ -1,0 +1,209 @@
+//! Page faults: the zero page, demand-zero pages, copy-on-write, pager
+//! pages, swap-ins, stack growth, and refusals with a reason.
+
+use mm_paging::{Lookup, MapFlags, PagingArch, Unmapped};
+use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, SwapSlot, PAGE_BYTES};
+
+use super::{allows, hook, page_flags, paging, va, Access, AddressSpace, FaultError, FaultKind};
+use crate::mm::{FaultCount, HookError};
+use crate::vma::{Backing, Vma, VmaFlags};
+
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
+    /// Handles a page fault at `addr` for `access` from user mode: grows a
+    /// stack, checks the VMA's rights, and maps the page (zero page, a new
+    /// zeroed page, a copy, the pager's page, or the page back from swap).
+    pub fn fault(&mut self, addr: u64, access: Access) -> Result<FaultKind, FaultError> {
+        let r = self.fault_inner(addr, access);
+        self.finish();
+        if r.is_err() {
+            self.mm.count(FaultCount::Refused);
+        }
+        r
+    }
+
+    fn fault_inner(&mut self, addr: u64, access: Access) -> Result<FaultKind, FaultError> {
+        if addr >= self.layout.high {
+            return Err(FaultError::NoMapping { addr });
+        }
+        let v = match self.vmas.find(addr) {
+            Some(v) => v,
+            None => self.grow_stack(addr, access)?,
+        };
+        if !allows(v.prot, access) {
+            return Err(FaultError::Protection { addr, access, prot: v.prot });
+        }
+        self.fault_page(addr & !(PAGE_BYTES - 1), access == Access::Write, &v)
+    }
+
+    /// Grows the stack above `addr` down to it for `access`; a refused
+    /// fault leaves the stack as it was.
+    fn grow_stack(&mut self, addr: u64, access: Access) -> Result<Vma, FaultError> {
+        let stack = self
+            .vmas
+            .find_from(addr)
+            .filter(|n| n.flags.contains(VmaFlags::GROWS_DOWN))
+            .ok_or(FaultError::NoMapping { addr })?;
+        if !allows(stack.prot, access) {
+            return Err(FaultError::Protection { addr, access, prot: stack.prot });
+        }
+        let page = addr & !(PAGE_BYTES - 1);
+        if stack.end - page > self.layout.stack_limit {
+            return Err(FaultError::StackLimit { addr, limit: self.layout.stack_limit });
+        }
+        if page < self.layout.low {
+            return Err(FaultError::NoMapping { addr });
+        }
+        if let Some(p) = self.vmas.prev(addr) {
+            if !p.prot.is_empty() && p.end.saturating_add(self.layout.stack_guard_gap) > page {
+                return Err(FaultError::GuardGap { addr, stack: stack.start });
+            }
+        }
+        let v = self.vmas.expand(stack.start, page, stack.end).map_err(|_| FaultError::OutOfMemory)?;
+        self.mm.count(FaultCount::StackGrowth);
+        Ok(v)
+    }
+
+    /// Resolves a fault on `page` inside `v` (rights already checked).
+    pub(super) fn fault_page(&mut self, page: u64, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+        let at = va(page);
+        let lookup = self.page_table().lookup(at).expect("a user address");
+        match lookup {
+            Lookup::Mapped(t) => {
+                if !write || t.flags.contains(MapFlags::WRITE) {
+                    self.mm.count(FaultCount::Spurious);
+                    return Ok(FaultKind::Spurious);
+                }
+                if v.flags.contains(VmaFlags::SHARED) {
+                    let f = self.pt().update_flags(at, PAGE_BYTES, |m| m.flags | MapFlags::WRITE).expect("mapped");
+                    self.gather.batch.add(f);
+                    self.mm.count(FaultCount::Spurious);
+                    return Ok(FaultKind::Spurious);
+                }
+                self.copy_on_write(page, t.frame, v)
+            }
+            Lookup::Swapped(entry) => self.swap_in(page, entry, write, v),
+            Lookup::Unmapped => match v.backing {
+                Backing::Anonymous => self.demand_zero(page, write, v),
+                Backing::Object { object, offset } => {
+                    self.pager_fault(page, write, v, object, offset + (page - v.start))
+                }
+            },
+        }
+    }
+
+    fn new_page(&mut self, copy_of: Option<PhysAddr>) -> Result<PhysAddr, FaultError> {
+        let frame = self.mm.alloc_frame().ok_or(FaultError::OutOfMemory)?;
+        let block = mm_types::FrameBlock::new(mm_types::FrameNumber::containing(frame), mm_types::Order::ZERO)
+            .expect("a frame is a valid block");
+        let r = match copy_of {
+            // SAFETY: `frame` was just allocated and is ours alone; `src` is mapped read-only
+            // everywhere (a shared page), so nobody writes it.
+            Some(src) if src != self.mm.zero_page() => unsafe { self.mm.mem.copy_frame(src, frame) },
+            // SAFETY: `frame` was just allocated and is ours alone.
+            _ => unsafe { self.mm.mem.zero_block(block) },
+        };
+        if r.is_err() {
+            self.mm.free_frame(frame);
+            return Err(FaultError::Unreachable { frame: frame.as_u64() });
+        }
+        Ok(frame)
+    }
+
+    pub(super) fn map_new(
+        &mut self,
+        page: u64,
+        frame: PhysAddr,
+        flags: MapFlags,
+        kind: PageKind,
+    ) -> Result<(), FaultError> {
+        match self.pt().map(va(page), frame, PageSize::Size4KiB, flags) {
+            Ok(f) => {
+                f.ignore();
+                self.note_mapped(frame, kind, page);
+                Ok(())
+            }
+            Err(e) => Err(paging(e)),
+        }
+    }
+
+    fn demand_zero(&mut self, page: u64, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+        let flags = page_flags(v);
+        if !write && !v.flags.contains(VmaFlags::SHARED) && self.layout.zero_page {
+            let zero = self.mm.zero_page();
+            self.map_new(page, zero, flags - MapFlags::WRITE, PageKind::Anon)?;
+            self.mm.count(FaultCount::ZeroPage);
+            return Ok(FaultKind::ZeroPage);
+        }
+        let frame = self.new_page(None)?;
+        if let Err(e) = self.map_new(page, frame, flags, PageKind::Anon) {
+            self.mm.free_frame(frame);
+            return Err(e);
+        }
+        self.mm.count(FaultCount::DemandZero);
+        Ok(FaultKind::DemandZero)
+    }
+
+    fn copy_on_write(&mut self, page: u64, old: PhysAddr, v: &Vma) -> Result<FaultKind, FaultError> {
+        let flags = page_flags(v);
+        if !self.mm.is_shared(old) {
+            let f = self.pt().update_flags(va(page), PAGE_BYTES, |_| flags).expect("mapped");
+            self.gather.batch.add(f);
+            self.mm.count(FaultCount::CowReused);
+            return Ok(FaultKind::CowReused);
+        }
+        let frame = self.new_page(Some(old))?;
+        let (gone, f) = self.pt().replace(va(page), frame, flags).expect("mapped");
+        self.gather.batch.add(f);
+        self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
+        self.note_mapped(frame, PageKind::Anon, page);
+        self.mm.count(FaultCount::CowCopied);
+        Ok(FaultKind::CowCopied)
+    }
+
+    fn swap_in(&mut self, page: u64, entry: SwapSlot, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+        let swap = self.mm.hooks.swap.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
+        let frame = swap.swap_in(entry).map_err(hook)?;
+        // Private pages start read-only: whether the frame is still shared
+        // is known once the device has dropped the entry's reference.
+        let mut flags = page_flags(v);
+        if !v.flags.contains(VmaFlags::SHARED) {
+            flags -= MapFlags::WRITE;
+        }
+        self.pt().replace_swap(va(page), frame, flags).expect("the entry was just read");
+        self.counts.swapped -= 1;
+        self.note_mapped(frame, PageKind::Anon, page);
+        swap.swapped_in(entry, frame);
+        self.mm.count(FaultCount::SwapSlots);
+        if write && !flags.contains(MapFlags::WRITE) {
+            self.copy_on_write(page, frame, v)?;
+        }
+        Ok(FaultKind::SwapSlots)
+    }
+
+    fn pager_fault(
+        &mut self,
+        page: u64,
+        write: bool,
+        v: &Vma,
+        object: u32,
+        offset: u64,
+    ) -> Result<FaultKind, FaultError> {
+        let pager = self.mm.hooks.pager.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
+        let frame = pager.page(object, offset).map_err(hook)?;
+        let flags = page_flags(v);
+        self.mm.count(FaultCount::Pager);
+        if v.flags.contains(VmaFlags::SHARED) {
+            self.map_new(page, frame, flags, PageKind::File)?;
+        } else if !write {
+            self.map_new(page, frame, flags - MapFlags::WRITE, PageKind::File)?;
+        } else {
+            let copy = self.new_page(Some(frame))?;
+            if let Err(e) = self.map_new(page, copy, flags, PageKind::Anon) {
+                self.mm.free_frame(copy);
+                return Err(e);
+            }
+            self.mm.count(FaultCount::CowCopied);
+        }
+        Ok(FaultKind::Pager)
+    }
+}
