@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::{AllocFlags, BackingStore, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
+use mm_types::{AllocFlags, FrameProvider, PhysAddr, PhysMemory, SwapSlot};
 
 /// Two CPUs allocate two slots each (CPU 1's second request finds its
 /// one-slot cluster full and must take a slot from CPU 0's cluster) while

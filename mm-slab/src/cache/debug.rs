@@ -1,0 +1,208 @@
+//! The debug path for caches with poisoning, red zones or tracking:
+//! everything under the node lock, with the checks of MODEL.md 6.
+
+use core::ptr;
+use core::ptr::NonNull;
+
+use mm_types::{CpuLocal, FrameProvider, PhysMemory};
+
+use super::{CacheCore, Env};
+use crate::config::CacheFlags;
+use crate::error::{Corruption, CorruptionKind, SlabError};
+use crate::slab;
+use crate::slab::{SlabState, RED_ACTIVE, RED_INACTIVE};
+
+impl<const N: usize> CacheCore<N> {
+    /// Allocation for debug caches: everything under the node lock, with the
+    /// poison, red-zone and bitmap checks (MODEL.md 6).
+    pub(super) fn alloc_locked<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<NonNull<u8>, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+    {
+        let mut node = self.node.lock();
+        let hdr = if !node.partial.head.is_null() {
+            node.partial.head
+        } else {
+            // SAFETY: node lock held.
+            let hdr = match unsafe { node.empty.pop() } {
+                Some(hdr) => hdr,
+                None => {
+                    drop(node);
+                    let hdr = self.grow(env)?;
+                    node = self.node.lock();
+                    node.slabs += 1;
+                    node.grown += 1;
+                    hdr
+                }
+            };
+            // SAFETY: `hdr` is on no list; node lock held.
+            unsafe {
+                (*hdr).state = SlabState::Partial;
+                node.partial.push(hdr);
+            }
+            hdr
+        };
+        // SAFETY: a slab of ours on the partial list; node lock held.
+        let h = unsafe { &mut *hdr };
+        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        let obj = base.with_addr(h.freelist);
+        let index = self.index_of(h.freelist - base.addr());
+        // SAFETY: `obj` is the head of the slab's freelist (checked when it was linked in) and the
+        // node lock gives us that list.
+        let next = unsafe { slab::read_link(obj, self.keys.link) };
+        let corrupt = |kind| SlabError::Corrupted(Corruption { cache: self.name, object: obj.addr(), kind });
+        let result = if next != 0 && self.index_in(base, next).is_none() {
+            // Containment: the rest of this freelist cannot be trusted; the
+            // slab is treated as full so nothing on it is handed out.
+            Err(corrupt(CorruptionKind::FreePointer { decoded: next }))
+        } else if let Some((offset, found)) = self.poisoned(obj) {
+            Err(corrupt(CorruptionKind::Poison { offset, expected: slab::POISON_FREE, found }))
+        } else {
+            Ok(())
+        };
+        let next =
+            if matches!(result, Err(SlabError::Corrupted(Corruption { kind: CorruptionKind::FreePointer { .. }, .. })))
+            {
+                0
+            } else {
+                next
+            };
+        // The object leaves the freelist either way: a corrupted object is
+        // not handed out, it stays allocated (quarantined).
+        h.freelist = next;
+        h.inuse += 1;
+        node.inuse += 1;
+        if self.flags.contains(CacheFlags::CHECK_FREE) {
+            // SAFETY: debug slab with a bitmap; node lock held.
+            unsafe { slab::bitmap_bit(base, &self.geo, index, Some(true)) };
+        }
+        if self.geo.red_zone > 0 {
+            // SAFETY: the object is ours now; node lock held.
+            unsafe { slab::paint_red_zone(obj, &self.geo, RED_ACTIVE) };
+        }
+        if h.freelist == 0 {
+            // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations
+            // write the header through `hdr`.)
+            unsafe {
+                node.partial.remove(hdr);
+                (*hdr).state = SlabState::Full;
+                node.full.push(hdr);
+            }
+        }
+        result?;
+        // SAFETY: inside a mapped slab.
+        Ok(unsafe { NonNull::new_unchecked(obj) })
+    }
+
+    /// First poisoned byte overwritten in the free object `obj`, if the
+    /// cache poisons.
+    pub(super) fn poisoned(&self, obj: *mut u8) -> Option<(usize, u8)> {
+        if !self.flags.contains(CacheFlags::POISON) {
+            return None;
+        }
+        // SAFETY: callers pass a free object under the node lock.
+        unsafe { slab::check_poison(obj, &self.geo) }
+    }
+
+    /// Free for debug caches.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    pub(super) unsafe fn free_locked<P, M, C>(&self, env: &Env<'_, P, M, C>, obj: *mut u8) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+        C: CpuLocal,
+    {
+        let mut node = self.node.lock();
+        // SAFETY: forwarded contract; the header is read under the node lock.
+        let hdr = unsafe { self.check_object(obj)? };
+        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        let index = self.index_of(obj.addr() - base.addr());
+        // SAFETY: a header of ours; node lock held.
+        let h = unsafe { &mut *hdr };
+        let allocated = if self.flags.contains(CacheFlags::CHECK_FREE) {
+            // SAFETY: debug slab with a bitmap; node lock held.
+            unsafe { slab::bitmap_bit(base, &self.geo, index, None) }
+        } else {
+            h.freelist != obj.addr() && h.inuse > 0
+        };
+        if !allocated {
+            return Err(SlabError::DoubleFree { addr: obj.addr() });
+        }
+        if self.geo.red_zone > 0 {
+            // SAFETY: the object is allocated and being freed by its owner.
+            if let Some((offset, found)) = unsafe { slab::check_red_zone(obj, &self.geo, RED_ACTIVE) } {
+                return Err(SlabError::Corrupted(Corruption {
+                    cache: self.name,
+                    object: obj.addr(),
+                    kind: CorruptionKind::RedZone { offset, expected: RED_ACTIVE, found },
+                }));
+            }
+            // SAFETY: as above.
+            unsafe { slab::paint_red_zone(obj, &self.geo, RED_INACTIVE) };
+        }
+        if self.flags.contains(CacheFlags::POISON) {
+            // SAFETY: as above.
+            unsafe { slab::poison(obj, &self.geo) };
+        }
+        if self.flags.contains(CacheFlags::CHECK_FREE) {
+            // SAFETY: as above.
+            unsafe { slab::bitmap_bit(base, &self.geo, index, Some(false)) };
+        }
+        // SAFETY: as above.
+        unsafe { slab::write_link(obj, h.freelist, self.keys.link) };
+        h.freelist = obj.addr();
+        h.inuse -= 1;
+        let (inuse, state) = (h.inuse, h.state);
+        node.inuse -= 1;
+        let mut release = ptr::null_mut();
+        // Debug caches keep their slabs on node lists only.
+        if state == SlabState::Full {
+            // SAFETY: on the full list; node lock held.
+            unsafe {
+                node.full.remove(hdr);
+                (*hdr).state = SlabState::Partial;
+                node.partial.push(hdr);
+            }
+        }
+        if inuse == 0 {
+            // SAFETY: on the partial list; node lock held.
+            unsafe { node.partial.remove(hdr) };
+            release = self.park_empty(&mut node, hdr);
+        }
+        drop(node);
+        self.release(env, release)
+    }
+
+    /// Index of the object starting at `offset` from a slab start, or
+    /// `None` if no object starts there (not a multiple of the stride, or
+    /// past the objects area; an `offset` computed with `wrapping_sub` from
+    /// an address below the slab is one of those). A multiplication, a
+    /// rotation and one comparison: see `stride_inverse`.
+    #[inline(always)]
+    pub(super) fn object_index(&self, offset: usize) -> Option<usize> {
+        let quotient = (offset as u64).wrapping_mul(self.stride_inverse).rotate_right(self.stride_shift);
+        (quotient < self.geo.objects as u64).then_some(quotient as usize)
+    }
+
+    /// Whether `offset` from a slab start is the start of an object.
+    #[inline(always)]
+    pub(super) fn is_object_offset(&self, offset: usize) -> bool {
+        self.object_index(offset).is_some()
+    }
+
+    /// Index of the object at `offset` from the slab start.
+    fn index_of(&self, offset: usize) -> usize {
+        offset / self.geo.stride
+    }
+
+    /// Index of the object at address `addr` in the slab at `base`, if
+    /// `addr` is an object start there.
+    pub(super) fn index_in(&self, base: *mut u8, addr: usize) -> Option<usize> {
+        let offset = addr.wrapping_sub(base.addr());
+        self.object_index(offset)
+    }
+}

@@ -1,0 +1,103 @@
+//! The fast path: allocation from and frees to the CPU's slab without
+//! the node lock, through the hardened freelist.
+
+use core::ptr::NonNull;
+
+use mm_types::{CpuLocal, FrameProvider, PhysMemory};
+
+use super::{CacheCore, CpuSlab, Env};
+use crate::error::{Corruption, CorruptionKind, SlabError};
+use crate::slab;
+
+impl<const N: usize> CacheCore<N> {
+    /// Allocates one object (MODEL.md 2).
+    #[inline]
+    pub fn alloc<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<NonNull<u8>, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+        C: CpuLocal,
+    {
+        if self.debug {
+            return self.alloc_locked(env);
+        }
+        let mut cpu = self.cpus.current(&env.cpus);
+        match self.pop_cpu(&mut cpu) {
+            Some(result) => result,
+            None => self.refill(env, &mut cpu),
+        }
+    }
+
+    /// Pops the CPU freelist: `None` when it is empty.
+    #[inline(always)]
+    pub(super) fn pop_cpu(&self, cpu: &mut CpuSlab) -> Option<Result<NonNull<u8>, SlabError>> {
+        let head = cpu.freelist;
+        if head == 0 {
+            return None;
+        }
+        let obj = cpu.slab.with_addr(head);
+        // SAFETY: `head` is the start of a free object of the CPU's current slab: frees push only
+        // object starts of that slab (MODEL.md 3; checked on the fast path when hardened), and a
+        // decoded link becomes the head only after the check below. The CPU lock gives us the list.
+        let next = unsafe { slab::read_link(obj, self.keys.link) };
+        // MODEL.md 6: trust a link only if it is an object start of this
+        // slab. A range check alone lets a flipped low bit (a stale
+        // `refcount++` on a freed object) through, and the next pop would
+        // read, and hand out, the middle of an object.
+        if self.hardened && next != 0 && !self.is_object_offset(next.wrapping_sub(cpu.slab.addr())) {
+            return Some(Err(self.cut_cpu_freelist(cpu, head, next)));
+        }
+        cpu.freelist = next;
+        // SAFETY: `obj` lies inside a mapped slab, so it is not null.
+        Some(Ok(unsafe { NonNull::new_unchecked(obj) }))
+    }
+
+    /// A CPU freelist link is not an object start of its slab: drop the
+    /// rest of the list (those objects and the one holding the bad link
+    /// leak; nothing is handed out twice or off an object start) and
+    /// report.
+    #[cold]
+    fn cut_cpu_freelist(&self, cpu: &mut CpuSlab, object: usize, decoded: usize) -> SlabError {
+        cpu.freelist = 0;
+        SlabError::Corrupted(Corruption { cache: self.name, object, kind: CorruptionKind::FreePointer { decoded } })
+    }
+
+    /// Frees one object (MODEL.md 3).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is not used by the caller after this call, and the
+    /// slab-size-aligned block containing it is readable memory (true for
+    /// every object of any slab cache and every address of the direct map).
+    #[inline]
+    pub unsafe fn free<P, M, C>(&self, env: &Env<'_, P, M, C>, ptr: NonNull<u8>) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+        C: CpuLocal,
+    {
+        if self.debug {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_locked(env, ptr.as_ptr()) };
+        }
+        let obj = ptr.as_ptr();
+        let mut cpu = self.cpus.current(&env.cpus);
+        if obj.addr() & self.slab_mask == cpu.slab.addr() {
+            if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
+                let _node = self.node.lock();
+                // SAFETY: forwarded contract; the header is read under the node lock. An offset that
+                // is not an object start always yields an error here.
+                return unsafe { self.check_object(obj) }.map(|_| ());
+            }
+            if obj.addr() == cpu.freelist {
+                return Err(SlabError::DoubleFree { addr: obj.addr() });
+            }
+            // SAFETY: `obj` is in the CPU's current slab and the caller gave it up; the CPU lock gives us the list.
+            unsafe { slab::write_link(obj, cpu.freelist, self.keys.link) };
+            cpu.freelist = obj.addr();
+            return Ok(());
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_slow(env, &mut cpu, obj) }
+    }
+}

@@ -1,0 +1,157 @@
+//! Validation of every slab and the cache's statistics.
+
+use super::{CacheCore, NO_SLAB};
+use crate::config::CacheFlags;
+use crate::error::{Corruption, CorruptionKind};
+use crate::slab;
+use crate::slab::{SlabHeader, SlabState, RED_ACTIVE, RED_INACTIVE};
+use crate::stats::CacheStats;
+
+impl<const N: usize> CacheCore<N> {
+    /// Walks every slab and reports each inconsistency (MODEL.md 7).
+    pub fn validate(&self, report: &mut dyn FnMut(Corruption)) -> usize {
+        let mut found = 0;
+        let mut emit = |c: Corruption| {
+            found += 1;
+            report(c);
+        };
+        self.cpus.for_each(|_, cpu| {
+            let _node = self.node.lock();
+            if cpu.slab.addr() != NO_SLAB {
+                let hdr = slab::header_of(cpu.slab, &self.geo);
+                self.check_slab(hdr, SlabState::Frozen, cpu.freelist, &mut emit);
+            }
+            let mut p = cpu.partial;
+            while !p.is_null() {
+                self.check_slab(p, SlabState::Frozen, 0, &mut emit);
+                // SAFETY: CPU partial slabs are ours; locks held.
+                p = unsafe { (*p).next };
+            }
+        });
+        let node = self.node.lock();
+        for (list, state) in
+            [(&node.partial, SlabState::Partial), (&node.full, SlabState::Full), (&node.empty, SlabState::Empty)]
+        {
+            let mut p = list.head;
+            let mut n = 0;
+            while !p.is_null() && n <= list.len {
+                self.check_slab(p, state, 0, &mut emit);
+                // SAFETY: node list members are ours; node lock held.
+                p = unsafe { (*p).next };
+                n += 1;
+            }
+        }
+        found
+    }
+
+    /// Checks one slab: header magic and state, every freelist link, the
+    /// free count, and (debug caches) poison, red zones and the bitmap.
+    fn check_slab(
+        &self,
+        hdr: *mut SlabHeader,
+        state: SlabState,
+        cpu_freelist: usize,
+        emit: &mut dyn FnMut(Corruption),
+    ) {
+        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        let corruption = |object: usize, kind| Corruption { cache: self.name, object, kind };
+        // SAFETY: slabs on our lists and CPUs are mapped and ours.
+        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } || unsafe { (*hdr).state } != state {
+            emit(corruption(base.addr(), CorruptionKind::Header));
+            return;
+        }
+        // SAFETY: as above; callers hold the node lock.
+        let h = unsafe { &*hdr };
+        let bitmap = self.flags.contains(CacheFlags::CHECK_FREE);
+        let mut free = 0;
+        let mut cpu_free = 0;
+        for (head, counter) in [(h.freelist, &mut free), (cpu_freelist, &mut cpu_free)] {
+            let mut p = head;
+            while p != 0 {
+                let Some(index) = self.index_in(base, p) else {
+                    emit(corruption(p, CorruptionKind::FreePointer { decoded: p }));
+                    break;
+                };
+                *counter += 1;
+                if *counter > self.geo.objects {
+                    emit(corruption(p, CorruptionKind::FreeCount { recorded: self.geo.objects, found: *counter }));
+                    break;
+                }
+                let obj = base.with_addr(p);
+                if let Some((offset, found)) = self.poisoned(obj) {
+                    emit(corruption(p, CorruptionKind::Poison { offset, expected: slab::POISON_FREE, found }));
+                }
+                if self.geo.red_zone > 0 {
+                    // SAFETY: a free object of this slab; locks held.
+                    if let Some((offset, found)) = unsafe { slab::check_red_zone(obj, &self.geo, RED_INACTIVE) } {
+                        emit(corruption(p, CorruptionKind::RedZone { offset, expected: RED_INACTIVE, found }));
+                    }
+                }
+                // SAFETY: as above.
+                if bitmap && unsafe { slab::bitmap_bit(base, &self.geo, index, None) } {
+                    emit(corruption(p, CorruptionKind::Bitmap));
+                }
+                // SAFETY: as above.
+                p = unsafe { slab::read_link(obj, self.keys.link) };
+            }
+        }
+        let recorded = self.geo.objects - h.inuse as usize;
+        if free != recorded {
+            emit(corruption(base.addr(), CorruptionKind::FreeCount { recorded, found: free }));
+        }
+        if self.geo.red_zone > 0 && bitmap {
+            for index in 0..self.geo.objects {
+                // SAFETY: as above.
+                if unsafe { slab::bitmap_bit(base, &self.geo, index, None) } {
+                    // SAFETY: an allocated object's red zone is ours to read under the node lock (its
+                    // owner may write the object, never the red zone, unless it overflows: the bug
+                    // this check reports).
+                    let obj = unsafe { base.add(index * self.geo.stride) };
+                    // SAFETY: as above.
+                    if let Some((offset, found)) = unsafe { slab::check_red_zone(obj, &self.geo, RED_ACTIVE) } {
+                        emit(corruption(obj.addr(), CorruptionKind::RedZone { offset, expected: RED_ACTIVE, found }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the cache's counters (like a /proc/slabinfo line).
+    pub fn stats(&self) -> CacheStats {
+        let mut cpu_free = 0;
+        let mut cpu_partial = 0;
+        self.cpus.for_each(|_, cpu| {
+            let mut p = cpu.freelist;
+            let mut n = 0;
+            while p != 0 && n < self.geo.objects {
+                n += 1;
+                // SAFETY: CPU freelist objects are free objects of the CPU slab; the CPU lock is held.
+                p = unsafe { slab::read_link(cpu.slab.with_addr(p), self.keys.link) };
+                if self.index_in(cpu.slab, p).is_none() {
+                    break;
+                }
+            }
+            cpu_free += n;
+            cpu_partial += cpu.partial_len;
+        });
+        let node = self.node.lock();
+        CacheStats {
+            name: self.name,
+            object_size: self.geo.size,
+            stride: self.geo.stride,
+            objects_per_slab: self.geo.objects,
+            order: self.geo.order,
+            active_objects: node.inuse.saturating_sub(cpu_free),
+            total_objects: node.slabs * self.geo.objects,
+            slabs: node.slabs,
+            partial_slabs: node.partial.len,
+            full_slabs: node.full.len,
+            empty_slabs: node.empty.len,
+            cpu_slabs: node.slabs - node.partial.len - node.full.len - node.empty.len,
+            cpu_partial_slabs: cpu_partial,
+            cpu_free_objects: cpu_free,
+            slabs_grown: node.grown,
+            slabs_released: node.released,
+        }
+    }
+}
