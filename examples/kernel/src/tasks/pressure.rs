@@ -1,0 +1,145 @@
+//! The `pressure` scenario: four tasks writing three times the RAM, then
+//! every page checked, and a fork whose child and parent must each keep
+//! their own data.
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use mm_vma::SpaceId;
+use mm_wiring::scenario;
+use mm_wiring::scenario::{Touch, Worker};
+
+use super::{activate, kill_all, machine, report, run_workers, unload, workers, KMachine, KernelTouch, TIER};
+use crate::frames::Frames;
+use crate::sched::Exit;
+use crate::{kprintln, sched};
+
+/// `pressure`: four tasks, each a thread, write three times the RAM the
+/// allocator has in per-page patterns, then every page is checked.
+pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
+    let ram = buddy.free_frame_count();
+    let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else {
+        kprintln!("pressure: cannot set up the machine");
+        return false;
+    };
+    let pages = scenario::pressure_pages(4, ram);
+    let Some(ws) = workers(m, buddy, &pages) else {
+        kprintln!("pressure: cannot create the tasks");
+        return false;
+    };
+    kprintln!("pressure: {} tasks writing {} pages ({} frames free)", ws.len(), pages.iter().sum::<u64>(), ram);
+    let first = ws[0];
+    let start = crate::clock::now_ms();
+    let (out, ended) = run_workers(m, buddy, ws);
+    let ms = (crate::clock::now_ms() - start).max(1);
+    kprintln!(
+        "pressure: written {} verified {} corrupt {} errors {}; {} threads ended",
+        out.written,
+        out.verified,
+        out.corrupt,
+        out.errors,
+        ended.len()
+    );
+    report("pressure", m, buddy);
+    let f = m.figures(buddy.free_frame_count());
+    kprintln!(
+        "pressure: {} ms; {} pages swapped out and {} in per second",
+        ms,
+        f.swapped_out * 1000 / ms,
+        f.faults.swap_in * 1000 / ms
+    );
+    if let Some(z) = TIER.get() {
+        let zs = z.stats();
+        kprintln!(
+            "pressure: compressed swap now: {} pages ({} same-filled) in {} bytes of pool; {} stored in all, {} refused (pool full)",
+            zs.pages,
+            zs.same_filled,
+            zs.pool_bytes,
+            zs.stored,
+            zs.pool_full
+        );
+    }
+    let total: u64 = pages.iter().sum();
+    let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
+    let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
+    let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0;
+    let ok = fork_check(m, buddy, &first) && ok && m.device.swap().check().is_ok();
+    // Every swap-cache page no mapper wrote since its last write must
+    // match its slot (a debug verification of the page-dirty tracking).
+    let clean = m.check_clean_cache();
+    kprintln!("pressure: clean swap-cache pages match their slots: {}", clean.is_ok());
+    let ok = ok && clean.is_ok();
+    kill_all(m);
+    kprintln!("pressure: data intact: {}", ok);
+    ok
+}
+
+/// Pages [`fork_check`] covers.
+const FORK_PAGES: u64 = 512;
+
+/// After `pressure`'s workload, its first task forks. The child's thread
+/// must see the parent's pages (most of them in swap, their slots now
+/// shared) and overwrite them, which copy-on-write gives it copies of, and
+/// read its own values back; then the parent's thread must find its pages
+/// unchanged.
+fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> bool {
+    type Value = fn(usize, u64) -> u64;
+    let before = m.figures(0).faults;
+    let Ok(child) = m.fork(parent.id) else {
+        kprintln!("pressure: fork failed");
+        return false;
+    };
+    let n = parent.pages.min(FORK_PAGES);
+    let (base, number) = (parent.base, parent.number);
+    let theirs: Value = |i, p| !scenario::pattern(i, p);
+    // Each pass runs in a thread of its task: it reads the first word of
+    // each of the `n` pages, counts those equal to `want`, and writes
+    // `write` over it when given.
+    let passes: [(SpaceId, Value, Option<Value>); 3] =
+        [(child, scenario::pattern, Some(theirs)), (child, theirs, None), (parent.id, scenario::pattern, None)];
+    let mut seen = [0u64; 3];
+    for (i, (task, want, write)) in passes.into_iter().enumerate() {
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = count.clone();
+        let body = move || {
+            let mut t = KernelTouch { m, buddy };
+            for p in 0..n {
+                let a = base + p * 4096;
+                if t.read(task, a) == Ok(want(number, p)) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(w) = write {
+                    let _ = t.write(task, a, w(number, p));
+                }
+                if p % scenario::TURN == 0 {
+                    sched::yield_now();
+                }
+            }
+        };
+        if sched::spawn("fork", Some(task), body).is_err() {
+            return false;
+        }
+        let ended = sched::run(activate);
+        seen[i] = count.load(Ordering::Relaxed);
+        if ended.iter().any(|e| e.exit != Exit::Done) {
+            kprintln!("pressure: fork: a thread ended badly: {:?}", ended);
+            return false;
+        }
+    }
+    unload();
+    let after = m.figures(0).faults;
+    let cow = (after.cow_copied + after.cow_reused) - (before.cow_copied + before.cow_reused);
+    let ok = seen == [n; 3] && cow > 0;
+    kprintln!(
+        "pressure: fork: the child saw {} of the parent's {} pages, wrote its own over them ({} copy-on-write faults) and read back {}; the parent's are unchanged: {}; intact: {}",
+        seen[0],
+        n,
+        cow,
+        seen[1],
+        seen[2],
+        ok
+    );
+    ok
+}
