@@ -23,7 +23,6 @@
 
 // Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 #[allow(unsafe_code)]
 pub mod buddy;

@@ -1,9 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
 // Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 #[cfg(any(test, feature = "std"))]
 extern crate std;

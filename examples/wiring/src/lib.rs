@@ -26,18 +26,22 @@
 //! matters, and each module says it.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+// Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+#[allow(unsafe_code)]
 pub mod evict;
 pub mod scenario;
 #[cfg(any(test, feature = "std"))]
+#[allow(unsafe_code)]
 pub mod sim;
+#[allow(unsafe_code)]
 pub mod swapdev;
+#[allow(unsafe_code)]
 pub mod tracked;
 
 use alloc::boxed::Box;
