@@ -211,7 +211,7 @@ pub enum FaultKind {
     /// the access a write).
     Pager,
     /// The page came back from swap.
-    SwapSlots,
+    SwapIn,
     /// Nothing to do: the page was already accessible (a stale TLB entry).
     Spurious,
 }

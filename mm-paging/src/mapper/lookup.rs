@@ -148,8 +148,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         // Apply.
         let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
-        let mut first = u64::MAX;
-        let mut last = 0u64;
+        let mut touched = Touched::NONE;
         self.visit(self.root, levels, va.as_u64(), end, &mut |level, v, slot| {
             let mut e = slot.load(Ordering::Relaxed);
             let m = mapping(self, level, v, e);
@@ -165,14 +164,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                     Err(now) => e = now,
                 }
             }
-            first = first.min(v);
-            last = last.max(v + level_span(level));
+            touched.add(v, level);
         });
-        Ok(if first == u64::MAX {
-            Flush::NONE
-        } else {
-            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / PAGE_BYTES)
-        })
+        Ok(touched.flush())
     }
 
     /// Replaces the present 4 KiB mapping at `va` by one of `frame` with
@@ -227,8 +221,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let (a, d) = self.arch.access_bits();
         let mask = if clear.contains(AccessBits::ACCESSED) { a } else { 0 }
             | if clear.contains(AccessBits::DIRTY) { d } else { 0 };
-        let mut first = u64::MAX;
-        let mut last = 0u64;
+        let mut touched = Touched::NONE;
         self.visit(self.root, self.arch.levels(), va.as_u64(), end, &mut |level, v, slot| {
             if slot.load(Ordering::Relaxed) & mask == 0 {
                 return;
@@ -238,14 +231,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             bits.set(AccessBits::ACCESSED, old & a & mask != 0);
             bits.set(AccessBits::DIRTY, old & d & mask != 0);
             f(VirtAddr::new(v).expect("canonical"), page_size(level), bits);
-            first = first.min(v);
-            last = last.max(v + level_span(level));
+            touched.add(v, level);
         });
-        Ok(if first == u64::MAX {
-            Flush::NONE
-        } else {
-            Flush::range(VirtAddr::new(first).expect("canonical"), (last - first) / PAGE_BYTES)
-        })
+        Ok(touched.flush())
     }
 
     /// Sets the accessed bit, and for a write the dirty bit, of the leaf
@@ -264,5 +252,30 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             found = true;
         });
         found
+    }
+}
+
+/// The span of the leaves a walk changed, for the one flush that covers
+/// them.
+struct Touched {
+    first: u64,
+    last: u64,
+}
+
+impl Touched {
+    const NONE: Touched = Touched { first: u64::MAX, last: 0 };
+
+    /// A leaf at `v` of `level` changed.
+    fn add(&mut self, v: u64, level: u8) {
+        self.first = self.first.min(v);
+        self.last = self.last.max(v + level_span(level));
+    }
+
+    fn flush(&self) -> Flush {
+        if self.first == u64::MAX {
+            Flush::NONE
+        } else {
+            Flush::range(VirtAddr::new(self.first).expect("canonical"), (self.last - self.first) / PAGE_BYTES)
+        }
     }
 }

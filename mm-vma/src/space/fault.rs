@@ -173,11 +173,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.counts.swapped -= 1;
         self.note_mapped(frame, PageKind::Anon, page);
         swap.swapped_in(entry, frame);
-        self.mm.count(FaultCount::SwapSlots);
+        self.mm.count(FaultCount::SwapIn);
         if write && !flags.contains(MapFlags::WRITE) {
             self.copy_on_write(page, frame, v)?;
         }
-        Ok(FaultKind::SwapSlots)
+        Ok(FaultKind::SwapIn)
     }
 
     fn pager_fault(
