@@ -238,28 +238,79 @@ pub struct ReclaimStats {
     pub no_progress: u64,
 }
 
-// Per-page state: where the page is.
-const UNTRACKED: u8 = 0;
-const ON_LIST: u8 = 1;
-const ISOLATED: u8 = 2;
-/// Removed while isolated: forget it when its batch comes back.
-const GONE: u8 = 4;
-/// Accessed while isolated: report the reference when it goes back.
-const REFERENCED: u8 = 8;
-/// The page's kind is file (else anonymous).
-const FILE: u8 = 16;
+/// Where a page is, one byte per page: untracked, on its kind's list, or
+/// isolated (taken off its list by a reclaim batch that is evicting it).
+/// An isolated page also records whether it was removed meanwhile (its
+/// batch forgets it on return) or referenced (the reference is reported
+/// when it goes back on its list).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PageState(u8);
 
-fn kind_bits(kind: PageKind) -> u8 {
-    if kind == PageKind::File {
-        FILE
-    } else {
-        0
+impl PageState {
+    const UNTRACKED: PageState = PageState(0);
+    /// Removed while isolated.
+    const GONE: PageState = PageState(Self::ISOLATED | Self::GONE_BIT);
+
+    const ON_LIST: u8 = 1;
+    const ISOLATED: u8 = 2;
+    const GONE_BIT: u8 = 4;
+    const REFERENCED: u8 = 8;
+    /// The page's kind is file (else anonymous).
+    const FILE: u8 = 16;
+
+    fn kind_bit(kind: PageKind) -> u8 {
+        if kind == PageKind::File {
+            Self::FILE
+        } else {
+            0
+        }
+    }
+
+    fn on_list(kind: PageKind) -> PageState {
+        PageState(Self::ON_LIST | Self::kind_bit(kind))
+    }
+
+    fn isolated(kind: PageKind) -> PageState {
+        PageState(Self::ISOLATED | Self::kind_bit(kind))
+    }
+
+    fn is_on_list(self) -> bool {
+        self.0 & Self::ON_LIST != 0
+    }
+
+    fn is_isolated(self) -> bool {
+        self.0 & Self::ISOLATED != 0
+    }
+
+    /// Isolated and not removed since: its batch still speaks for it.
+    fn is_held(self) -> bool {
+        self.is_isolated() && !self.is_gone()
+    }
+
+    fn is_gone(self) -> bool {
+        self.0 & Self::GONE_BIT != 0
+    }
+
+    fn is_referenced(self) -> bool {
+        self.0 & Self::REFERENCED != 0
+    }
+
+    fn referenced(self) -> PageState {
+        PageState(self.0 | Self::REFERENCED)
+    }
+
+    fn kind(self) -> PageKind {
+        if self.0 & Self::FILE != 0 {
+            PageKind::File
+        } else {
+            PageKind::Anon
+        }
     }
 }
 
 struct Inner<P> {
     lists: [P; 2],
-    state: Vec<u8>,
+    state: Vec<PageState>,
     /// Recent cost of evicting each kind (refaults and rotations), decayed.
     cost: [u64; 2],
     swappiness: u8,
@@ -394,7 +445,7 @@ impl<P: Policy> Reclaim<P> {
         Reclaim {
             inner: Mutex::new(Inner {
                 lists: [anon, file],
-                state: vec![UNTRACKED; ids],
+                state: vec![PageState::UNTRACKED; ids],
                 cost: [0; 2],
                 swappiness: 60,
                 stats: ReclaimStats::default(),
@@ -421,19 +472,19 @@ impl<P: Policy> Reclaim<P> {
     pub fn insert(&self, page: PageId, kind: PageKind, shadow: Option<Shadow>) -> Result<(), ReclaimError> {
         let mut g = self.inner.lock();
         let s = *g.state.get(page as usize).ok_or(ReclaimError::OutOfRange(page))?;
-        if s & ISOLATED != 0 {
-            if s & GONE == 0 {
+        if s.is_isolated() {
+            if !s.is_gone() {
                 return Err(ReclaimError::AlreadyTracked(page));
             }
             // Freed and reused while its old self was being evicted: it
             // goes on its list when the batch comes back (unless that
             // eviction freed it after all).
-            g.state[page as usize] = ISOLATED | kind_bits(kind);
-        } else if s != UNTRACKED {
+            g.state[page as usize] = PageState::isolated(kind);
+        } else if s != PageState::UNTRACKED {
             return Err(ReclaimError::AlreadyTracked(page));
         } else {
             g.lists[kind as usize].insert(page, shadow)?;
-            g.state[page as usize] = ON_LIST | kind_bits(kind);
+            g.state[page as usize] = PageState::on_list(kind);
         }
         if shadow.is_some() {
             g.stats.refaults[kind as usize] += 1;
@@ -447,11 +498,8 @@ impl<P: Policy> Reclaim<P> {
     pub fn access(&self, page: PageId) {
         let mut g = self.inner.lock();
         match g.state.get(page as usize).copied() {
-            Some(s) if s & ON_LIST != 0 => {
-                let kind = if s & FILE != 0 { 1 } else { 0 };
-                g.lists[kind].access(page);
-            }
-            Some(s) if s & ISOLATED != 0 && s & GONE == 0 => g.state[page as usize] |= REFERENCED,
+            Some(s) if s.is_on_list() => g.lists[s.kind() as usize].access(page),
+            Some(s) if s.is_held() => g.state[page as usize] = s.referenced(),
             _ => {}
         }
     }
@@ -462,13 +510,12 @@ impl<P: Policy> Reclaim<P> {
     pub fn remove(&self, page: PageId) -> Result<(), ReclaimError> {
         let mut g = self.inner.lock();
         let s = *g.state.get(page as usize).ok_or(ReclaimError::OutOfRange(page))?;
-        if s & ON_LIST != 0 {
-            let kind = if s & FILE != 0 { 1 } else { 0 };
-            g.lists[kind].remove(page)?;
-            g.state[page as usize] = UNTRACKED;
+        if s.is_on_list() {
+            g.lists[s.kind() as usize].remove(page)?;
+            g.state[page as usize] = PageState::UNTRACKED;
             Ok(())
-        } else if s & ISOLATED != 0 && s & GONE == 0 {
-            g.state[page as usize] = ISOLATED | GONE;
+        } else if s.is_held() {
+            g.state[page as usize] = PageState::GONE;
             Ok(())
         } else {
             Err(ReclaimError::NotTracked(page))
@@ -587,7 +634,7 @@ impl<P: Policy> Reclaim<P> {
                         match g.lists[k].evict(&mut scan) {
                             Some((page, shadow)) => {
                                 let kind = KINDS[k];
-                                g.state[page as usize] = ISOLATED | kind_bits(kind);
+                                g.state[page as usize] = PageState::isolated(kind);
                                 batch[n] = Victim { page, kind, shadow };
                                 n += 1;
                             }
@@ -615,12 +662,12 @@ impl<P: Policy> Reclaim<P> {
             g.isolated -= n;
             for (v, o) in batch[..n].iter().zip(&outcomes[..n]) {
                 let s = g.state[v.page as usize];
-                let now_kind = if s & FILE != 0 { PageKind::File } else { PageKind::Anon };
+                let now_kind = s.kind();
                 match o {
                     Outcome::Freed => {
                         p.evicted += 1;
                         g.stats.evicted[v.kind as usize] += 1;
-                        g.state[v.page as usize] = UNTRACKED;
+                        g.state[v.page as usize] = PageState::UNTRACKED;
                         continue;
                     }
                     Outcome::Keep => {
@@ -632,22 +679,22 @@ impl<P: Policy> Reclaim<P> {
                         g.stats.failed += 1;
                     }
                 }
-                if s & GONE != 0 {
-                    g.state[v.page as usize] = UNTRACKED;
+                if s.is_gone() {
+                    g.state[v.page as usize] = PageState::UNTRACKED;
                 } else {
                     // Back with its shadow: a policy that reads it as a
                     // quick refault activates the page, as Linux puts
                     // pages it could not reclaim on the active list.
                     let shadow = if now_kind == v.kind { Some(v.shadow) } else { None };
                     if g.lists[now_kind as usize].insert(v.page, shadow).is_ok() {
-                        if s & REFERENCED != 0 {
+                        if s.is_referenced() {
                             g.lists[now_kind as usize].access(v.page);
                         }
-                        g.state[v.page as usize] = ON_LIST | kind_bits(now_kind);
+                        g.state[v.page as usize] = PageState::on_list(now_kind);
                     } else {
                         // Only a page reused as the other kind, beyond that
                         // policy's ids, gets here: it cannot be tracked.
-                        g.state[v.page as usize] = UNTRACKED;
+                        g.state[v.page as usize] = PageState::UNTRACKED;
                     }
                 }
             }
@@ -694,11 +741,11 @@ impl<P: Policy> Reclaim<P> {
         let mut on = [0usize; 2];
         let mut isolated = 0;
         for &s in &g.state {
-            if s & ON_LIST != 0 {
-                on[usize::from(s & FILE != 0)] += 1;
-            } else if s & ISOLATED != 0 {
+            if s.is_on_list() {
+                on[s.kind() as usize] += 1;
+            } else if s.is_isolated() {
                 isolated += 1;
-            } else if s != UNTRACKED {
+            } else if s != PageState::UNTRACKED {
                 return Err("page state with stray bits");
             }
         }
