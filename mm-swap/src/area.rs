@@ -58,6 +58,25 @@ pub(crate) const fn in_use(m: u16) -> bool {
     m & BAD == 0 && m & COUNT_MASK != 0
 }
 
+/// The uses (page tables naming the slot) a slot-map entry counts.
+pub(crate) const fn use_count(m: u16) -> u16 {
+    m & COUNT_MASK
+}
+
+/// The most uses a slot-map entry can count.
+pub(crate) const MAX_USERS: u16 = COUNT_MASK;
+
+/// Whether a slot-map entry carries the swap-cache mark (a reserved slot
+/// carries it too: check `allocated` or `in_use` first).
+pub(crate) const fn has_cache(m: u16) -> bool {
+    m & HAS_CACHE != 0
+}
+
+/// Marks a slot-map entry's page as in the swap cache.
+pub(crate) fn mark_cached(m: &mut u16) {
+    *m |= HAS_CACHE;
+}
+
 /// Whether a slot-map entry is allocated (MODEL 1: a use count or a
 /// swap-cache mark).
 pub(crate) const fn allocated(m: u16) -> bool {

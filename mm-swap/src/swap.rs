@@ -13,7 +13,7 @@ use mm_types::sync::atomic::{AtomicUsize, Ordering};
 use mm_types::sync::Mutex;
 use mm_types::{BackingStore, PhysAddr, SwapSlot};
 
-use crate::area::{allocated, is_bad, Area, CLUSTER, HAS_CACHE, MAX_SLOTS};
+use crate::area::{allocated, has_cache, is_bad, Area, CLUSTER, MAX_SLOTS};
 use crate::{slot_at, SwapError, MAX_AREAS, SLOT_BATCH};
 
 #[allow(unsafe_code)]
@@ -370,7 +370,7 @@ impl Swap {
             for c in 0..a.clusters.len() {
                 let cl = a.clusters[c].lock();
                 for off in 0..CLUSTER {
-                    if allocated(cl.map[off]) && cl.map[off] & HAS_CACHE != 0 {
+                    if allocated(cl.map[off]) && has_cache(cl.map[off]) {
                         marked += 1;
                         let slot = slot_at(*i, (c * CLUSTER + off) as u64);
                         if !cache.contains_key(&slot) {

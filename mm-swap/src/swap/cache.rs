@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use mm_types::{PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
 use super::{Cached, Swap};
-use crate::area::{in_use, is_bad, HAS_CACHE};
+use crate::area::{has_cache, in_use, is_bad, mark_cached};
 use crate::{checksum, SwapError};
 
 impl Swap {
@@ -31,10 +31,10 @@ impl Swap {
             if !in_use(*m) {
                 return Err(SwapError::NotAllocated(slot));
             }
-            if *m & HAS_CACHE != 0 {
+            if has_cache(*m) {
                 return Err(SwapError::AlreadyCached(slot));
             }
-            *m |= HAS_CACHE;
+            mark_cached(m);
             Ok(())
         })?;
         cache.insert(slot, Cached::Ready(frame));

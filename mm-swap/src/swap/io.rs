@@ -5,7 +5,7 @@ use mm_types::sync::spin_loop;
 use mm_types::{AllocFlags, FrameError, FrameProvider, Order, OwnedFrames, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
 use super::{Cached, Swap, SwappedIn};
-use crate::area::{allocated, in_use, is_bad, Area, BAD, COUNT_MASK, HAS_CACHE};
+use crate::area::{allocated, has_cache, in_use, is_bad, mark_cached, use_count, Area, MAX_USERS};
 use crate::{checksum, slot_at, SwapError};
 
 impl Swap {
@@ -83,7 +83,7 @@ impl Swap {
         users: u16,
         mem: &M,
     ) -> Result<SwapSlot, SwapError> {
-        let users = users.clamp(1, COUNT_MASK);
+        let users = users.clamp(1, MAX_USERS);
         let slot = self.alloc(cpu)?;
         for _ in 1..users {
             self.dup(slot)?; // cannot fail: the slot is ours and users fit
@@ -106,7 +106,7 @@ impl Swap {
     /// faults use [`Swap::swap_in`]).
     pub fn read_slot(&self, slot: SwapSlot, buf: &mut [u8; SLOT_SIZE]) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
-        let want = a.with_slot(slot.offset(), |m, s, _| (*m & COUNT_MASK != 0).then_some(*s));
+        let want = a.with_slot(slot.offset(), |m, s, _| (use_count(*m) != 0).then_some(*s));
         match want {
             None => Err(SwapError::NotAllocated(slot)),
             Some(0) => Err(SwapError::NotWritten(slot)),
@@ -158,7 +158,7 @@ impl Swap {
                         if !in_use(*m) {
                             return Err(SwapError::NotAllocated(slot));
                         }
-                        *m |= HAS_CACHE;
+                        mark_cached(m);
                         Ok(())
                     })?;
                     cache.insert(slot, Cached::Loading);
@@ -171,7 +171,7 @@ impl Swap {
         match r {
             Ok(owned) => {
                 // Every user may have gone while it was read.
-                let users = a.with_slot(slot.offset(), |m, _, _| *m & COUNT_MASK);
+                let users = a.with_slot(slot.offset(), |m, _, _| use_count(*m));
                 if users == 0 {
                     cache.remove(&slot);
                     a.put(slot.offset(), true);
@@ -243,9 +243,9 @@ impl Swap {
             {
                 let mut cache = self.cache.lock();
                 let ok = a.with_slot(next.offset(), |m, s, _| {
-                    let ok = *m & BAD == 0 && *m & COUNT_MASK != 0 && *m & HAS_CACHE == 0 && *s != 0;
+                    let ok = in_use(*m) && !has_cache(*m) && *s != 0;
                     if ok {
-                        *m |= HAS_CACHE;
+                        mark_cached(m);
                     }
                     ok
                 });
@@ -257,7 +257,7 @@ impl Swap {
             }
             let r = self.read_into(a, next, frames, mem);
             let mut cache = self.cache.lock();
-            let users = a.with_slot(next.offset(), |m, _, _| *m & COUNT_MASK);
+            let users = a.with_slot(next.offset(), |m, _, _| use_count(*m));
             match r {
                 Ok(owned) if users > 0 => {
                     cache.insert(next, Cached::Ready(owned.into_raw().start_address()));

@@ -7,7 +7,7 @@ use mm_types::sync::atomic::Ordering;
 use mm_types::{PhysAddr, SwapSlot};
 
 use super::{Cached, SlotCache, Swap};
-use crate::area::{in_use, is_bad, Area, PutUse, CLUSTER, COUNT_MASK, HAS_CACHE};
+use crate::area::{has_cache, in_use, is_bad, use_count, Area, PutUse, CLUSTER, MAX_USERS};
 use crate::{slot_at, SwapError};
 
 impl Swap {
@@ -136,12 +136,12 @@ impl Swap {
     pub fn dup(&self, slot: SwapSlot) -> Result<(), SwapError> {
         let a = self.area_of(slot)?;
         a.with_slot(slot.offset(), |m, _, _| {
-            let count = *m & COUNT_MASK;
+            let count = use_count(*m);
             if is_bad(*m) {
                 Err(SwapError::Bad(slot))
             } else if !in_use(*m) {
                 Err(SwapError::NotAllocated(slot))
-            } else if count == COUNT_MASK {
+            } else if count == MAX_USERS {
                 Err(SwapError::CountOverflow(slot))
             } else {
                 *m += 1;
@@ -158,7 +158,7 @@ impl Swap {
             if is_bad(*m) {
                 Err(SwapError::Bad(slot))
             } else if in_use(*m) {
-                Ok(*m & COUNT_MASK)
+                Ok(use_count(*m))
             } else {
                 Ok(0)
             }
@@ -193,7 +193,7 @@ impl Swap {
             return Err(SwapError::NotAllocated(slot));
         }
         let after = a.put(slot.offset(), false);
-        if after & COUNT_MASK == 0 && after & HAS_CACHE != 0 {
+        if use_count(after) == 0 && has_cache(after) {
             if let Some(Cached::Ready(f)) = cache.get(&slot).copied() {
                 cache.remove(&slot);
                 a.put(slot.offset(), true);
