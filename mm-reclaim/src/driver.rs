@@ -219,6 +219,44 @@ impl Progress {
     }
 }
 
+/// One value for each kind of page, indexed by [`PageKind`].
+///
+/// ```
+/// use mm_reclaim::mm_types::PageKind;
+/// use mm_reclaim::PerKind;
+///
+/// let mut evicted = PerKind::<u64>::default();
+/// evicted[PageKind::File] += 3;
+/// assert_eq!((evicted.anon, evicted.file), (0, 3));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PerKind<T> {
+    /// Anonymous pages'.
+    pub anon: T,
+    /// File pages'.
+    pub file: T,
+}
+
+impl<T> core::ops::Index<PageKind> for PerKind<T> {
+    type Output = T;
+
+    fn index(&self, kind: PageKind) -> &T {
+        match kind {
+            PageKind::Anon => &self.anon,
+            PageKind::File => &self.file,
+        }
+    }
+}
+
+impl<T> core::ops::IndexMut<PageKind> for PerKind<T> {
+    fn index_mut(&mut self, kind: PageKind) -> &mut T {
+        match kind {
+            PageKind::Anon => &mut self.anon,
+            PageKind::File => &mut self.file,
+        }
+    }
+}
+
 /// Counters since the driver was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ReclaimStats {
@@ -227,9 +265,9 @@ pub struct ReclaimStats {
     /// Direct reclaim runs.
     pub direct_runs: u64,
     /// Pages evicted, by kind.
-    pub evicted: [u64; 2],
+    pub evicted: PerKind<u64>,
     /// Pages inserted with a shadow (refaults), by kind.
-    pub refaults: [u64; 2],
+    pub refaults: PerKind<u64>,
     /// Victims the evictor failed to evict.
     pub failed: u64,
     /// Frames shrinkers gave back.
@@ -312,7 +350,7 @@ struct Inner<P> {
     lists: [P; 2],
     state: Vec<PageState>,
     /// Recent cost of evicting each kind (refaults and rotations), decayed.
-    cost: [u64; 2],
+    cost: PerKind<u64>,
     swappiness: u8,
     stats: ReclaimStats,
     isolated: usize,
@@ -320,13 +358,13 @@ struct Inner<P> {
 
 impl<P: Policy> Inner<P> {
     fn note_cost(&mut self, kind: PageKind, n: u64) {
-        self.cost[kind as usize] += n;
+        self.cost[kind] += n;
         // Decay: older history counts half once the costs reach a quarter
         // of the lists (as Linux's lru_note_cost does).
         let size = (self.lists[0].len() + self.lists[1].len()) as u64;
-        if self.cost[0] + self.cost[1] > size / 4 + 1 {
-            self.cost[0] /= 2;
-            self.cost[1] /= 2;
+        if self.cost.anon + self.cost.file > size / 4 + 1 {
+            self.cost.anon /= 2;
+            self.cost.file /= 2;
         }
     }
 
@@ -340,9 +378,9 @@ impl<P: Policy> Inner<P> {
             [true, true] if priority == 0 => [size(0), size(1)],
             [true, true] if self.swappiness == 0 => [0, size(1)],
             [true, true] => {
-                let total = self.cost[0] + self.cost[1] + 1;
-                let ap = u64::from(self.swappiness) * total / (self.cost[0] + 1);
-                let fp = (200 - u64::from(self.swappiness)) * total / (self.cost[1] + 1);
+                let total = self.cost.anon + self.cost.file + 1;
+                let ap = u64::from(self.swappiness) * total / (self.cost.anon + 1);
+                let fp = (200 - u64::from(self.swappiness)) * total / (self.cost.file + 1);
                 let sum = (ap + fp).max(1);
                 // Round up so a list with pages always gets at least one
                 // look once its share is due.
@@ -446,7 +484,7 @@ impl<P: Policy> Reclaim<P> {
             inner: Mutex::new(Inner {
                 lists: [anon, file],
                 state: vec![PageState::UNTRACKED; ids],
-                cost: [0; 2],
+                cost: PerKind::default(),
                 swappiness: 60,
                 stats: ReclaimStats::default(),
                 isolated: 0,
@@ -487,7 +525,7 @@ impl<P: Policy> Reclaim<P> {
             g.state[page as usize] = PageState::on_list(kind);
         }
         if shadow.is_some() {
-            g.stats.refaults[kind as usize] += 1;
+            g.stats.refaults[kind] += 1;
             g.note_cost(kind, 1);
         }
         Ok(())
@@ -666,7 +704,7 @@ impl<P: Policy> Reclaim<P> {
                 match o {
                     Outcome::Freed => {
                         p.evicted += 1;
-                        g.stats.evicted[v.kind as usize] += 1;
+                        g.stats.evicted[v.kind] += 1;
                         g.state[v.page as usize] = PageState::UNTRACKED;
                         continue;
                     }

@@ -20,8 +20,8 @@ mod twolist;
 
 pub use clock::Clock;
 pub use driver::{
-    Evictor, Level, Outcome, Progress, Reclaim, ReclaimError, ReclaimStats, Shrinker, ShrinkerId, Shrunk, Victim,
-    BATCH, SHRINK_BATCH, START_PRIORITY,
+    Evictor, Level, Outcome, PerKind, Progress, Reclaim, ReclaimError, ReclaimStats, Shrinker, ShrinkerId, Shrunk,
+    Victim, BATCH, SHRINK_BATCH, START_PRIORITY,
 };
 pub use mm_types;
 pub use policy::{Mode, NoBits, PageId, Policy, PolicyError, Scan, Shadow};

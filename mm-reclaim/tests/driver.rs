@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mm_reclaim::{
-    choose_victim, Clock, Evictor, Level, Outcome, PageId, Policy, Progress, Reclaim, ReclaimError, S3Fifo, Shrinker,
-    Shrunk, TaskMemory, TwoList, Victim, BATCH, SHRINK_BATCH,
+    choose_victim, Clock, Evictor, Level, Outcome, PageId, PerKind, Policy, Progress, Reclaim, ReclaimError, S3Fifo,
+    Shrinker, Shrunk, TaskMemory, TwoList, Victim, BATCH, SHRINK_BATCH,
 };
 use mm_types::PageKind;
 
@@ -294,7 +294,7 @@ fn shrinkers_reporting_huge_numbers_saturate() {
 fn policy_refusals_reach_the_caller() {
     let r = Reclaim::new(Clock::new(4), Clock::new(4), 8);
     assert_eq!(r.insert(6, PageKind::File, Some(mm_reclaim::Shadow(1))), Err(ReclaimError::OutOfRange(6)));
-    assert_eq!(r.stats().refaults, [0, 0]);
+    assert_eq!(r.stats().refaults, PerKind { anon: 0, file: 0 });
     assert_eq!(r.remove(6), Err(ReclaimError::NotTracked(6)));
     r.insert(2, PageKind::Anon, None).unwrap();
     r.check().unwrap();
@@ -340,7 +340,7 @@ fn anon_and_file_balance() {
     for v in &evicted_files {
         r.insert(v.page, PageKind::File, Some(v.shadow)).unwrap();
     }
-    assert_eq!(r.stats().refaults, [0, evicted_files.len() as u64]);
+    assert_eq!(r.stats().refaults, PerKind { anon: 0, file: evicted_files.len() as u64 });
     let mut host = Host::default();
     r.reclaim(256, &mut host);
     let anon = host.evicted.iter().filter(|v| v.kind == PageKind::Anon).count();

@@ -507,7 +507,7 @@ where
             swap_reads: swap.reads,
             cache_hits: swap.cache_hits,
             reclaim_passes: *self.counters.passes.lock(),
-            refaults: rs.refaults.iter().sum(),
+            refaults: rs.refaults.anon + rs.refaults.file,
             direct_runs: *self.counters.direct_runs.lock(),
             oom_kills: *self.counters.kills.lock(),
             free_frames,
