@@ -14,6 +14,25 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// pages the range cuts. Swap entries are left as they are (the
     /// protection applies when the page comes back). Fails with
     /// [`PagingError::NotMapped`] if a page is neither mapped nor swapped.
+    ///
+    /// ```
+    /// use mm_paging::{MapFlags, PageTable, X86_64};
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::{PageSize, PhysAddr, VirtAddr};
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0)?, 1 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames)?;
+    /// let va = VirtAddr::new(0x40_0000)?;
+    /// let user = MapFlags::USER | MapFlags::READ | MapFlags::WRITE;
+    /// pt.map(va, PhysAddr::new(0x8_0000)?, PageSize::Size4KiB, user)?.ignore();
+    ///
+    /// let flush = pt.protect_range(va, 4096, MapFlags::USER | MapFlags::READ)?;
+    /// assert_eq!(flush.pages(), 1); // the old writable entry may be cached
+    /// assert!(!pt.translate(va).unwrap().flags.contains(MapFlags::WRITE));
+    /// # flush.ignore();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn protect_range(&mut self, va: VirtAddr, len: u64, flags: MapFlags) -> Result<Flush, PagingError> {
         let end = self.check_owned_range(va, len)?;
         if !flags.contains(MapFlags::READ) {

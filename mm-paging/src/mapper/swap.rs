@@ -17,6 +17,29 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// free or keep the frame) or fills an empty slot, creating tables and
     /// splitting a huge page as needed. Fails with
     /// [`PagingError::AlreadyMapped`] if `va` already holds a swap entry.
+    ///
+    /// ```
+    /// use mm_paging::{Lookup, MapFlags, PageTable, X86_64};
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::{PageSize, PhysAddr, SwapSlot, VirtAddr};
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0)?, 1 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames)?;
+    /// let va = VirtAddr::new(0x40_0000)?;
+    /// let user = MapFlags::USER | MapFlags::READ | MapFlags::WRITE;
+    /// pt.map(va, PhysAddr::new(0x8_0000)?, PageSize::Size4KiB, user)?.ignore();
+    ///
+    /// // Swap-out: the entry now names slot 7 of area 0 and the mapping comes back.
+    /// let slot = SwapSlot::new(0, 7).unwrap();
+    /// let (old, flush) = pt.set_swap(va, slot)?;
+    /// assert_eq!(old.map(|m| m.frame), Some(PhysAddr::new(0x8_0000)?));
+    /// assert_eq!(pt.lookup(va)?, Lookup::Swapped(slot));
+    /// // Swap-in into another frame gives the slot back.
+    /// assert_eq!(pt.replace_swap(va, PhysAddr::new(0x9_0000)?, user)?, slot);
+    /// # flush.ignore();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_swap(&mut self, va: VirtAddr, swap: SwapSlot) -> Result<(Option<Mapping>, Flush), PagingError> {
         self.check_owned_range(va, PAGE_BYTES)?;
         let levels = self.arch.levels();

@@ -12,6 +12,19 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// Handles a page fault at `addr` for `access` from user mode: grows a
     /// stack, checks the VMA's rights, and maps the page (zero page, a new
     /// zeroed page, a copy, the pager's page, or the page back from swap).
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{Access, FaultError, FaultKind, MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(1 << 20);
+    /// let mut space = world.space();
+    /// let a = space.mmap(MapRequest::anonymous(4096, Protection::READ | Protection::WRITE)).unwrap();
+    /// assert_eq!(space.fault(a, Access::Read), Ok(FaultKind::ZeroPage)); // the shared zero page
+    /// assert_eq!(space.fault(a, Access::Write), Ok(FaultKind::CowCopied)); // a page of its own
+    /// assert_eq!(space.fault(a, Access::Write), Ok(FaultKind::Spurious)); // already writable
+    /// assert_eq!(space.fault(a + 4096, Access::Read), Err(FaultError::NoMapping { addr: a + 4096 }));
+    /// ```
     pub fn fault(&mut self, addr: u64, access: Access) -> Result<FaultKind, FaultError> {
         let r = self.fault_inner(addr, access);
         self.finish();

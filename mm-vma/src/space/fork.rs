@@ -14,6 +14,21 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// mappings share their pages; private pages are shared copy-on-write
     /// (write-protected in both) and swap entries are duplicated. On failure
     /// this space is unchanged.
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(1 << 20);
+    /// let mut parent = world.space();
+    /// let a = parent.mmap(MapRequest::anonymous(4096, Protection::READ | Protection::WRITE)).unwrap();
+    /// parent.write_user(a, b"old").unwrap();
+    /// let mut child = parent.fork().unwrap();
+    /// child.write_user(a, b"new").unwrap(); // copy-on-write: the parent keeps its page
+    /// let mut buf = [0u8; 3];
+    /// parent.read_user(a, &mut buf).unwrap();
+    /// assert_eq!(&buf, b"old");
+    /// ```
     pub fn fork(&mut self) -> Result<Self, SpaceError> {
         let mut child = AddressSpace::new(&self.mm, self.layout)?;
         child.vmas = self.vmas.clone();

@@ -61,6 +61,20 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// VMAs merge. With [`Placement::Fixed`] the old mappings of the range
     /// are removed first, and stay removed if the new mapping then fails
     /// (as in Linux); a mapping whose population fails is removed again.
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(1 << 20);
+    /// let mut space = world.space();
+    /// let buf = space.mmap(MapRequest::anonymous(3 * 4096, Protection::READ | Protection::WRITE)).unwrap();
+    /// assert_eq!(buf % 4096, 0);
+    /// space.write_user(buf + 4096, b"hello").unwrap(); // faults the page in
+    /// let mut back = [0u8; 5];
+    /// space.read_user(buf + 4096, &mut back).unwrap();
+    /// assert_eq!(&back, b"hello");
+    /// ```
     pub fn mmap(&mut self, req: MapRequest) -> Result<u64, SpaceError> {
         let len = page_up(req.len)?;
         if len == 0 {
@@ -134,6 +148,20 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// throughout (`mprotect`), splitting and merging VMAs as needed. Pages
     /// a private mapping shares with others (after fork, the zero page, a
     /// pager's pages) stay read-only so writes still copy them.
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{FaultError, MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(1 << 20);
+    /// let mut space = world.space();
+    /// let rw = Protection::READ | Protection::WRITE;
+    /// let a = space.mmap(MapRequest::anonymous(2 * 4096, rw)).unwrap();
+    /// space.mprotect(a + 4096, 4096, Protection::READ).unwrap(); // splits the VMA
+    /// assert_eq!(space.vmas().count(), 2);
+    /// assert!(space.write_user(a, b"ok").is_ok());
+    /// assert!(matches!(space.write_user(a + 4096, b"no"), Err(FaultError::Protection { .. })));
+    /// ```
     pub fn mprotect(&mut self, start: u64, len: u64, prot: Protection) -> Result<(), SpaceError> {
         let len = page_up(len)?;
         let end = self.check_range(start, len)?;
