@@ -52,7 +52,16 @@ impl<const N: usize> CacheCore<N> {
         // node lock gives us that list.
         let next = unsafe { slab::read_link(obj, self.keys.link) };
         let corrupt = |kind| SlabError::Corrupted(Corruption { cache: self.name, object: obj.addr(), kind });
-        let result = if next != 0 && self.index_in(base, next).is_none() {
+        // SAFETY: debug slab with a bitmap; node lock held.
+        let live =
+            self.flags.contains(CacheFlags::CHECK_FREE) && unsafe { slab::bitmap_bit(base, &self.geo, index, None) };
+        let result = if live {
+            // A link led to an object that is allocated (a replayed or
+            // forged link naming another object start of the slab): it is
+            // not handed out a second time, and the freelist that led here
+            // cannot be trusted.
+            Err(corrupt(CorruptionKind::Bitmap))
+        } else if next != 0 && self.index_in(base, next).is_none() {
             // Containment: the rest of this freelist cannot be trusted; the
             // slab is treated as full so nothing on it is handed out.
             Err(corrupt(CorruptionKind::FreePointer { decoded: next }))
@@ -61,21 +70,24 @@ impl<const N: usize> CacheCore<N> {
         } else {
             Ok(())
         };
-        let next =
-            if matches!(result, Err(SlabError::Corrupted(Corruption { kind: CorruptionKind::FreePointer { .. }, .. })))
-            {
-                0
-            } else {
-                next
-            };
-        // The object leaves the freelist either way: a corrupted object is
-        // not handed out, it stays allocated (quarantined).
-        h.freelist = next;
-        h.inuse += 1;
-        node.inuse += 1;
-        if self.flags.contains(CacheFlags::CHECK_FREE) {
-            // SAFETY: debug slab with a bitmap; node lock held.
-            unsafe { slab::bitmap_bit(base, &self.geo, index, Some(true)) };
+        let untrusted = matches!(
+            result,
+            Err(SlabError::Corrupted(Corruption {
+                kind: CorruptionKind::FreePointer { .. } | CorruptionKind::Bitmap,
+                ..
+            }))
+        );
+        // The object leaves the freelist either way: a corrupted free object
+        // is not handed out, it stays allocated (quarantined); a live one
+        // stays its owner's (and is counted once).
+        h.freelist = if untrusted { 0 } else { next };
+        if !live {
+            h.inuse += 1;
+            node.inuse += 1;
+            if self.flags.contains(CacheFlags::CHECK_FREE) {
+                // SAFETY: debug slab with a bitmap; node lock held.
+                unsafe { slab::bitmap_bit(base, &self.geo, index, Some(true)) };
+            }
         }
         if self.geo.red_zone > 0 {
             // SAFETY: the object is ours now; node lock held.
