@@ -6,19 +6,19 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-pub mod addr;
+mod addr;
 pub mod align;
-pub mod error;
+mod error;
 #[allow(unsafe_code)]
-pub mod frame;
-pub mod page;
+mod frame;
+mod page;
 pub mod percpu;
 #[allow(unsafe_code)]
-pub mod phys;
-pub mod range;
-pub mod state;
-pub mod store;
-pub mod swap;
+mod phys;
+mod range;
+mod state;
+mod store;
+mod swap;
 pub mod sync;
 
 #[cfg(feature = "std")]
@@ -29,13 +29,13 @@ pub mod testkit;
 #[allow(unsafe_code)]
 pub mod x86;
 
-pub use addr::{Address, PagingMode, PhysAddr, VirtAddr};
+pub use addr::{Address, PagingMode, PhysAddr, VirtAddr, PHYS_ADDR_BITS, PHYS_ADDR_MAX};
 pub use error::AddrError;
-pub use frame::{AllocFlags, FrameError, FrameProvider, Mobility, OwnedFrames, Zone};
+pub use frame::{AllocFlags, FrameError, FrameProvider, Mobility, OwnedFrames, Zone, DMA32_LIMIT, DMA_LIMIT};
 pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_BYTES, PAGE_SHIFT, PAGE_SIZE};
 pub use percpu::CpuLocal;
 pub use phys::{DirectMap, PhysAccessError, PhysMemory};
-pub use range::{AddrRange, FrameRange, PageRange, PhysRange, VirtRange};
+pub use range::{AddrRange, FrameRange, PageRange, PhysRange, StepIter, VirtRange};
 pub use state::{PageFlags, PageKind, Protection};
 pub use store::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
 pub use swap::SwapSlot;
