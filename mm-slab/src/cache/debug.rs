@@ -88,10 +88,12 @@ impl<const N: usize> CacheCore<N> {
                 // SAFETY: debug slab with a bitmap; node lock held.
                 unsafe { slab::bitmap_bit(base, &self.geo, index, Some(true)) };
             }
-        }
-        if self.geo.red_zone > 0 {
-            // SAFETY: the object is ours now; node lock held.
-            unsafe { slab::paint_red_zone(obj, &self.geo, RED_ACTIVE) };
+            if self.geo.red_zone > 0 {
+                // SAFETY: the object is ours now; node lock held. (A live
+                // object keeps its red zone as its owner left it, so an
+                // overflow there is still found on its free.)
+                unsafe { slab::paint_red_zone(obj, &self.geo, RED_ACTIVE) };
+            }
         }
         if h.freelist == 0 {
             // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations
