@@ -11,9 +11,13 @@
 //!   cargo-fuzz targets in turn and tabulates runs and crashes (see
 //!   `fuzz.rs`).
 
+use std::collections::VecDeque;
 use std::env;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{exit, Command};
+use std::process::{exit, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 mod boot;
@@ -59,15 +63,75 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-/// Runs a command, echoing it; returns whether it succeeded.
+/// How many lines of a failed command's standard error the summary repeats.
+const TAIL_LINES: usize = 40;
+
+/// The commands that failed, each with the end of its standard error, for the
+/// summary: a CI log is often read from its end, far from where the error was
+/// printed.
+static FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Runs a command, echoing it and its output as it runs; returns whether it
+/// succeeded. A failure is recorded with the last `TAIL_LINES` lines of its
+/// output (standard output and error as they arrived), which the summary
+/// repeats.
 pub fn run(cmd: &mut Command) -> bool {
-    eprintln!("$ {}", describe(cmd));
-    match cmd.status() {
-        Ok(s) => s.success(),
+    let line = describe(cmd);
+    eprintln!("$ {line}");
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("xtask: could not start {:?}: {e}", cmd.get_program());
-            false
+            let msg = format!("xtask: could not start {:?}: {e}", cmd.get_program());
+            eprintln!("{msg}");
+            record_failure(&line, &msg);
+            return false;
         }
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let out = child.stdout.take().map(|p| echo(p, tail.clone(), false));
+    let err = child.stderr.take().map(|p| echo(p, tail.clone(), true));
+    let status = child.wait();
+    for t in [out, err].into_iter().flatten() {
+        let _ = t.join();
+    }
+    let ok = status.as_ref().is_ok_and(|s| s.success());
+    if !ok {
+        let how = match status {
+            Ok(s) => format!("ended with {s}"),
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        let mut text = format!("{how}; the end of its output:\n");
+        for l in tail.lock().map(|t| t.clone()).unwrap_or_default() {
+            text.push_str("    | ");
+            text.push_str(&l);
+            text.push('\n');
+        }
+        record_failure(&line, &text);
+    }
+    ok
+}
+
+/// Copies a child's pipe to ours line by line, keeping the last lines.
+fn echo(pipe: impl Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>, to_stderr: bool) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let _ = if to_stderr { std::io::stderr().write_all(&buf) } else { std::io::stdout().write_all(&buf) };
+            if let Ok(mut t) = tail.lock() {
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(String::from_utf8_lossy(&buf).trim_end().to_string());
+            }
+            buf.clear();
+        }
+    })
+}
+
+fn record_failure(command: &str, text: &str) {
+    if let Ok(mut f) = FAILURES.lock() {
+        f.push(format!("$ {command}\n{text}"));
     }
 }
 
@@ -203,10 +267,26 @@ fn test(selected: &[String]) -> ! {
     for name in &names {
         eprintln!("\n==> xtask test: {name}");
         let t = Instant::now();
+        let before = FAILURES.lock().map_or(0, |f| f.len());
         let ok = step(name);
         results.push((name.to_string(), ok, t.elapsed()));
-        if !ok {
+        if ok {
+            // A command a passing step could do without (a probe, a first
+            // attempt) is no failure of the run.
+            if let Ok(mut f) = FAILURES.lock() {
+                f.truncate(before);
+            }
+        } else {
             eprintln!("==> {name} FAILED");
+            if let Ok(mut f) = FAILURES.lock() {
+                if f.len() == before {
+                    f.push(format!("[{name}] failed in a check of its own; its message is above"));
+                } else {
+                    for text in &mut f[before..] {
+                        text.insert_str(0, &format!("[{name}] "));
+                    }
+                }
+            }
         }
     }
     eprintln!("\n==> summary ({:.0?} in all)", start.elapsed());
@@ -214,6 +294,14 @@ fn test(selected: &[String]) -> ! {
         eprintln!("    {:<7} {:<4} {:>6.1?}", n, if *ok { "ok" } else { "FAIL" }, round(*d));
     }
     let failed = results.iter().filter(|r| !r.1).count();
+    if let Ok(f) = FAILURES.lock() {
+        if !f.is_empty() {
+            eprintln!("\n==> the commands that failed");
+            for text in f.iter() {
+                eprintln!("{}", text.trim_end());
+            }
+        }
+    }
     println!("xtask: {} passed, {} failed", results.len() - failed, failed);
     exit(if failed == 0 { 0 } else { 1 })
 }

@@ -1,17 +1,15 @@
 //! The package step: what crates.io would hand a user, built and tested as
 //! that user builds it.
 //!
-//! 1. `cargo package` for every published library crate in one invocation
-//!    (cargo packages the unpublished workspace dependencies through a local
-//!    registry overlay and verifies each package by building it, as
-//!    `cargo publish` does).
+//! 1. `cargo package --no-verify` for every published library crate in one
+//!    invocation (cargo's own check, a build of each package alone, is
+//!    covered by the `nostd` step and by 2).
 //! 2. Each `.crate` is unpacked into `target/package-test/`, next to a
 //!    workspace manifest whose members are the unpacked crates and whose
 //!    `[patch.crates-io]` points every published crate at its unpacked copy;
-//!    `cargo test --workspace` runs there (fuzz models skipped: the `test`
-//!    step replays them, and their corpus is not part of any package). A
-//!    file left out of a package, a dev-dependency dropped by packaging or a
-//!    path outside a package fails here.
+//!    `cargo test --workspace` runs there. A file left out of a package, a
+//!    dev-dependency dropped by packaging or a path outside a package fails
+//!    here.
 //! 3. The workspace README's examples, which no package ships, run as
 //!    doctests of mm-types under `--cfg mm_workspace`.
 //! 4. The library crates build with the toolchain of the declared
@@ -47,9 +45,13 @@ pub fn package() -> bool {
     }
 
     // `--allow-dirty`: the working tree is what is checked, committed or not
-    // (a CI clone is clean anyway).
+    // (a CI clone is clean anyway). `--no-verify`: cargo's check builds each
+    // package alone with its default features; the `nostd` step builds each
+    // crate that way already, and the scratch workspace below builds and
+    // tests the unpacked packages themselves, so cargo's check would only add
+    // a registry query and a build per crate.
     let mut c = cargo(None);
-    c.args(["package", "--allow-dirty"]);
+    c.args(["package", "--allow-dirty", "--no-verify"]);
     for (k, _) in &published {
         c.args(["-p", k]);
     }
