@@ -21,7 +21,7 @@ use mm_types::AllocFlags;
 
 use crate::config::{CacheConfig, CacheFlags, Geometry};
 use crate::error::SlabError;
-use crate::slab::{Keys, SlabHeader, SlabList};
+use crate::slab::{Headers, Keys, SlabList, SlabRef};
 
 mod debug;
 mod fast;
@@ -50,7 +50,7 @@ pub(crate) struct CpuSlab {
     /// Start of the current slab (frozen to this CPU), or [`NO_SLAB`].
     slab: *mut u8,
     /// Slabs frozen to this CPU, linked through `next`.
-    partial: *mut SlabHeader,
+    partial: Option<SlabRef>,
     partial_len: usize,
 }
 
@@ -59,8 +59,14 @@ pub(crate) struct CpuSlab {
 unsafe impl Send for CpuSlab {}
 
 impl CpuSlab {
+    /// The CPU's current slab, if it has one.
+    fn current(&self, geo: &crate::config::Geometry) -> Option<SlabRef> {
+        // SAFETY: a current slab is frozen to this CPU, so live (released slabs have left every CPU).
+        (self.slab.addr() != NO_SLAB).then(|| unsafe { SlabRef::of_slab(self.slab, geo) })
+    }
+
     const fn new() -> Self {
-        CpuSlab { freelist: 0, slab: ptr::without_provenance_mut(NO_SLAB), partial: ptr::null_mut(), partial_len: 0 }
+        CpuSlab { freelist: 0, slab: ptr::without_provenance_mut(NO_SLAB), partial: None, partial_len: 0 }
     }
 }
 
@@ -76,6 +82,8 @@ struct Node {
     /// Slabs ever taken from / given back to the frame provider.
     grown: u64,
     released: u64,
+    /// The right to touch slab headers (see [`Headers`]).
+    headers: Headers,
 }
 
 // SAFETY: as for `CpuSlab`: the headers belong to the cache; the node lock serialises every use.
@@ -180,6 +188,8 @@ impl<const N: usize> CacheCore<N> {
                 inuse: 0,
                 grown: 0,
                 released: 0,
+                // SAFETY: the cache's one token, in its node lock's data.
+                headers: unsafe { Headers::new() },
             }),
         })
     }

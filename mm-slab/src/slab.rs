@@ -4,6 +4,7 @@
 //! the cache logic upholds; the rest of the crate has no pointer arithmetic.
 
 use core::ptr;
+use core::ptr::NonNull;
 
 use crate::config::Geometry;
 
@@ -42,9 +43,9 @@ pub(crate) struct SlabHeader {
     pub freelist: usize,
     /// List links (node lists: doubly linked; CPU partial and release
     /// chains use `next` only).
-    pub prev: *mut SlabHeader,
+    pub prev: Option<SlabRef>,
     /// See `prev`.
-    pub next: *mut SlabHeader,
+    pub next: Option<SlabRef>,
     /// Physical address of the slab's first frame.
     pub phys: u64,
     /// Objects not on `freelist` (allocated, or on a CPU freelist).
@@ -54,6 +55,102 @@ pub(crate) struct SlabHeader {
 }
 
 static_assertions::const_assert!(core::mem::size_of::<SlabHeader>() == HEADER_BYTES);
+
+/// A live slab of one cache, named by its header.
+///
+/// Invariant: the header was written by [`format`] and the slab has not been
+/// given back to the frame provider. The cache's `release` is the one place
+/// that ends a slab, and its contract is that no list, CPU or caller names
+/// the slab any more. A handle is only a name: the header's fields are
+/// reached through the cache's [`Headers`] token, that is, under its node
+/// lock.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SlabRef(NonNull<SlabHeader>);
+
+impl SlabRef {
+    /// Names the slab whose header is at `hdr`.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` is the header of a live slab (see the type's invariant).
+    #[inline(always)]
+    pub unsafe fn from_raw(hdr: *mut SlabHeader) -> Self {
+        // SAFETY: a live header is inside mapped slab memory, so not null.
+        SlabRef(unsafe { NonNull::new_unchecked(hdr) })
+    }
+
+    /// The slab holding `obj`, whose start is `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` is the start of a live slab of a cache with geometry `geo`.
+    #[inline(always)]
+    pub unsafe fn of_slab(base: *mut u8, geo: &Geometry) -> Self {
+        // SAFETY: forwarded contract; the header is at the same place in every slab.
+        unsafe { SlabRef::from_raw(header_of(base, geo)) }
+    }
+
+    /// The address of the header.
+    pub fn addr(self) -> usize {
+        self.0.as_ptr().addr()
+    }
+
+    /// The start of the slab.
+    #[inline(always)]
+    pub fn base(self, geo: &Geometry) -> *mut u8 {
+        self.0.as_ptr().map_addr(|a| slab_base(a, geo)).cast()
+    }
+
+    /// The header, for the holder of the cache's header token.
+    #[inline(always)]
+    pub fn get(self, _headers: &mut Headers) -> &mut SlabHeader {
+        // SAFETY: the slab is live (the type's invariant), and `&mut Headers` is the node lock's token,
+        // held exclusively: no other reference to any header of this cache exists meanwhile.
+        unsafe { &mut *self.0.as_ptr() }
+    }
+
+    /// The header, read-only, for a holder of the cache's header token.
+    #[inline(always)]
+    pub fn get_ref(self, _headers: &Headers) -> &SlabHeader {
+        // SAFETY: as for `get`; a shared token rules out writers.
+        unsafe { &*self.0.as_ptr() }
+    }
+
+    /// Whether the header carries the magic of a cache with `magic_key`.
+    pub fn magic_ok(self, magic_key: u64, headers: &Headers) -> bool {
+        self.get_ref(headers).magic == magic_key ^ self.addr() as u64
+    }
+
+    /// The header of a slab that nothing else names any more (it left every
+    /// list and CPU on its way back to the frame provider), without the node
+    /// lock.
+    ///
+    /// # Safety
+    ///
+    /// No list, CPU or other handle reaches the slab while the reference is
+    /// used.
+    pub unsafe fn owned<'a>(self) -> &'a mut SlabHeader {
+        // SAFETY: live (the type's invariant) and, per the contract, unreachable by anyone else.
+        unsafe { &mut *self.0.as_ptr() }
+    }
+}
+
+/// The right to read and write a cache's slab headers. Each cache has one,
+/// in the data its node lock protects, so `&mut Headers` exists only for the
+/// holder of that lock (MODEL.md 4: headers are written under it). Kept
+/// apart from the lists so that a list and a header can be borrowed at once.
+pub(crate) struct Headers(());
+
+impl Headers {
+    /// The token of a new cache.
+    ///
+    /// # Safety
+    ///
+    /// One per cache, kept in the data of its node lock and nowhere else.
+    pub const unsafe fn new() -> Self {
+        Headers(())
+    }
+}
 
 /// The header of the slab holding `obj`: mask to the slab start, add the
 /// header offset. Pure address arithmetic (keeps `obj`'s provenance).
@@ -107,7 +204,7 @@ pub(crate) unsafe fn write_link(obj: *mut u8, next: usize, key: usize) {
 ///
 /// `base` points to `geo.slab_bytes()` bytes that nobody else uses,
 /// aligned to that size.
-pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fill, phys: u64) -> *mut SlabHeader {
+pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fill, phys: u64) -> SlabRef {
     let mut next = 0usize;
     for i in (0..geo.objects).rev() {
         // SAFETY: `i * stride` is inside the objects area of the slab.
@@ -142,14 +239,15 @@ pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fil
         hdr.write(SlabHeader {
             magic: keys.magic ^ hdr.addr() as u64,
             freelist: next,
-            prev: ptr::null_mut(),
-            next: ptr::null_mut(),
+            prev: None,
+            next: None,
             phys,
             inuse: 0,
             state: SlabState::Frozen,
         })
     };
-    hdr
+    // SAFETY: the header was just written; the slab is live until released.
+    unsafe { SlabRef::from_raw(hdr) }
 }
 
 /// The two keys of a cache.
@@ -250,72 +348,49 @@ pub(crate) unsafe fn bitmap_bit(base: *mut u8, geo: &Geometry, index: usize, set
     old & mask != 0
 }
 
-/// A doubly linked list of slab headers (a node list). Protected by the
-/// node lock of its cache.
+/// A doubly linked list of slabs (a node list). Protected by the node lock
+/// of its cache, whose header token every operation takes.
 pub(crate) struct SlabList {
-    pub head: *mut SlabHeader,
+    pub head: Option<SlabRef>,
     pub len: usize,
 }
 
 impl SlabList {
     pub const fn new() -> Self {
-        SlabList { head: ptr::null_mut(), len: 0 }
+        SlabList { head: None, len: 0 }
     }
 
-    /// Puts `hdr` at the front.
-    ///
-    /// # Safety
-    ///
-    /// `hdr` is a live slab header on no list, and the caller holds the
-    /// lock protecting this list and the headers on it.
-    pub unsafe fn push(&mut self, hdr: *mut SlabHeader) {
-        // SAFETY: per the contract, `hdr` and the current head are live headers only the lock holder touches.
-        unsafe {
-            (*hdr).prev = ptr::null_mut();
-            (*hdr).next = self.head;
-            if !self.head.is_null() {
-                (*self.head).prev = hdr;
-            }
+    /// Puts `slab`, which is on no list, at the front.
+    pub fn push(&mut self, slab: SlabRef, headers: &mut Headers) {
+        let h = slab.get(headers);
+        debug_assert!(h.prev.is_none() && h.next.is_none(), "a slab pushed while on a list");
+        h.prev = None;
+        h.next = self.head;
+        if let Some(head) = self.head {
+            head.get(headers).prev = Some(slab);
         }
-        self.head = hdr;
+        self.head = Some(slab);
         self.len += 1;
     }
 
-    /// Takes `hdr` off this list.
-    ///
-    /// # Safety
-    ///
-    /// `hdr` is on this list and the caller holds its lock.
-    pub unsafe fn remove(&mut self, hdr: *mut SlabHeader) {
-        // SAFETY: per the contract, `hdr` and its neighbours are live headers on this list.
-        unsafe {
-            let (prev, next) = ((*hdr).prev, (*hdr).next);
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*hdr).prev = ptr::null_mut();
-            (*hdr).next = ptr::null_mut();
+    /// Takes `slab`, which is on this list, off it.
+    pub fn remove(&mut self, slab: SlabRef, headers: &mut Headers) {
+        let h = slab.get(headers);
+        let (prev, next) = (h.prev.take(), h.next.take());
+        match prev {
+            None => self.head = next,
+            Some(p) => p.get(headers).next = next,
+        }
+        if let Some(n) = next {
+            n.get(headers).prev = prev;
         }
         self.len -= 1;
     }
 
     /// Takes the first slab, if any.
-    ///
-    /// # Safety
-    ///
-    /// The caller holds the list's lock.
-    pub unsafe fn pop(&mut self) -> Option<*mut SlabHeader> {
-        let hdr = self.head;
-        if hdr.is_null() {
-            return None;
-        }
-        // SAFETY: `hdr` is the head of this list.
-        unsafe { self.remove(hdr) };
-        Some(hdr)
+    pub fn pop(&mut self, headers: &mut Headers) -> Option<SlabRef> {
+        let slab = self.head?;
+        self.remove(slab, headers);
+        Some(slab)
     }
 }

@@ -1,7 +1,6 @@
 //! The debug path for caches with poisoning, red zones or tracking:
 //! everything under the node lock, with the checks of MODEL.md 6.
 
-use core::ptr;
 use core::ptr::NonNull;
 
 use mm_types::{CpuLocal, FrameProvider, PhysMemory};
@@ -20,32 +19,34 @@ impl<const N: usize> CacheCore<N> {
         P: FrameProvider + ?Sized,
         M: PhysMemory,
     {
-        let mut node = self.node.lock();
-        let hdr = if !node.partial.head.is_null() {
-            node.partial.head
-        } else {
-            // SAFETY: node lock held.
-            let hdr = match unsafe { node.empty.pop() } {
-                Some(hdr) => hdr,
-                None => {
-                    drop(node);
-                    let hdr = self.grow(env)?;
-                    node = self.node.lock();
-                    node.slabs += 1;
-                    node.grown += 1;
-                    hdr
-                }
-            };
-            // SAFETY: `hdr` is on no list; node lock held.
-            unsafe {
-                (*hdr).state = SlabState::Partial;
-                node.partial.push(hdr);
+        let mut guard = self.node.lock();
+        let slab = match guard.partial.head {
+            Some(slab) => slab,
+            None => {
+                let empty = {
+                    let node = &mut *guard;
+                    node.empty.pop(&mut node.headers)
+                };
+                let slab = match empty {
+                    Some(slab) => slab,
+                    None => {
+                        drop(guard);
+                        let slab = self.grow(env)?;
+                        guard = self.node.lock();
+                        guard.slabs += 1;
+                        guard.grown += 1;
+                        slab
+                    }
+                };
+                let node = &mut *guard;
+                slab.get(&mut node.headers).state = SlabState::Partial;
+                node.partial.push(slab, &mut node.headers);
+                slab
             }
-            hdr
         };
-        // SAFETY: a slab of ours on the partial list; node lock held.
-        let h = unsafe { &mut *hdr };
-        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        let node = &mut *guard;
+        let base = slab.base(&self.geo);
+        let h = slab.get(&mut node.headers);
         let obj = base.with_addr(h.freelist);
         let index = self.index_of(h.freelist - base.addr());
         // SAFETY: `obj` is the head of the slab's freelist (checked when it was linked in) and the
@@ -96,13 +97,9 @@ impl<const N: usize> CacheCore<N> {
             }
         }
         if h.freelist == 0 {
-            // SAFETY: on the partial list; node lock held. (`h` is not used after the list operations
-            // write the header through `hdr`.)
-            unsafe {
-                node.partial.remove(hdr);
-                (*hdr).state = SlabState::Full;
-                node.full.push(hdr);
-            }
+            node.partial.remove(slab, &mut node.headers);
+            slab.get(&mut node.headers).state = SlabState::Full;
+            node.full.push(slab, &mut node.headers);
         }
         result?;
         // SAFETY: inside a mapped slab.
@@ -130,13 +127,13 @@ impl<const N: usize> CacheCore<N> {
         M: PhysMemory,
         C: CpuLocal,
     {
-        let mut node = self.node.lock();
+        let mut guard = self.node.lock();
+        let node = &mut *guard;
         // SAFETY: forwarded contract; the header is read under the node lock.
-        let hdr = unsafe { self.check_object(obj)? };
-        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        let slab = unsafe { self.check_object(obj, &node.headers)? };
+        let base = slab.base(&self.geo);
         let index = self.index_of(obj.addr() - base.addr());
-        // SAFETY: a header of ours; node lock held.
-        let h = unsafe { &mut *hdr };
+        let h = slab.get(&mut node.headers);
         let allocated = if self.flags.contains(CacheFlags::CHECK_FREE) {
             // SAFETY: debug slab with a bitmap; node lock held.
             unsafe { slab::bitmap_bit(base, &self.geo, index, None) }
@@ -172,23 +169,21 @@ impl<const N: usize> CacheCore<N> {
         h.inuse -= 1;
         let (inuse, state) = (h.inuse, h.state);
         node.inuse -= 1;
-        let mut release = ptr::null_mut();
+        let mut release = None;
         // Debug caches keep their slabs on node lists only.
         if state == SlabState::Full {
-            // SAFETY: on the full list; node lock held.
-            unsafe {
-                node.full.remove(hdr);
-                (*hdr).state = SlabState::Partial;
-                node.partial.push(hdr);
-            }
+            node.full.remove(slab, &mut node.headers);
+            slab.get(&mut node.headers).state = SlabState::Partial;
+            node.partial.push(slab, &mut node.headers);
         }
         if inuse == 0 {
-            // SAFETY: on the partial list; node lock held.
-            unsafe { node.partial.remove(hdr) };
-            release = self.park_empty(&mut node, hdr);
+            node.partial.remove(slab, &mut node.headers);
+            release = self.park_empty(node, slab);
         }
-        drop(node);
-        self.release(env, release)
+        drop(guard);
+        // SAFETY: `park_empty` returns only a slab it took off every list; debug caches freeze no
+        // slab to a CPU.
+        unsafe { self.release(env, release) }
     }
 
     /// Index of the object starting at `offset` from a slab start, or

@@ -84,10 +84,10 @@ impl<const N: usize> CacheCore<N> {
         let mut cpu = self.cpus.current(&env.cpus);
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
-                let _node = self.node.lock();
+                let node = self.node.lock();
                 // SAFETY: forwarded contract; the header is read under the node lock. An offset that
                 // is not an object start always yields an error here.
-                return unsafe { self.check_object(obj) }.map(|_| ());
+                return unsafe { self.check_object(obj, &node.headers) }.map(|_| ());
             }
             if obj.addr() == cpu.freelist {
                 return Err(SlabError::DoubleFree { addr: obj.addr() });

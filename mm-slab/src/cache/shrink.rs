@@ -8,34 +8,32 @@ use mm_types::FrameProvider;
 use super::{CacheCore, CpuSlab, Env, Node, NO_SLAB};
 use crate::error::SlabError;
 use crate::slab;
-use crate::slab::{SlabHeader, SlabState};
+use crate::slab::{SlabRef, SlabState};
 
 impl<const N: usize> CacheCore<N> {
     /// Returns a CPU's current and partial slabs to the node lists (merging
     /// the CPU freelist back into its slab). Empty slabs beyond the kept
     /// minimum are added to the `release` chain.
-    fn unfreeze_cpu(&self, node: &mut Node, cpu: &mut CpuSlab, release: &mut *mut SlabHeader) {
-        if cpu.slab.addr() != NO_SLAB {
-            let hdr = slab::header_of(cpu.slab, &self.geo);
+    fn unfreeze_cpu(&self, node: &mut Node, cpu: &mut CpuSlab, release: &mut Option<SlabRef>) {
+        if let Some(current) = cpu.current(&self.geo) {
             let freelist = core::mem::take(&mut cpu.freelist);
-            self.merge_cpu_freelist(node, cpu.slab, hdr, freelist);
-            self.place(node, hdr, release);
+            self.merge_cpu_freelist(node, current, freelist);
+            self.place(node, current, release);
             cpu.slab = ptr::without_provenance_mut(NO_SLAB);
         }
-        while !cpu.partial.is_null() {
-            let hdr = cpu.partial;
-            // SAFETY: CPU partial slabs are ours; node lock held.
-            cpu.partial = unsafe { (*hdr).next };
-            self.place(node, hdr, release);
+        while let Some(slab) = cpu.partial {
+            cpu.partial = slab.get(&mut node.headers).next.take();
+            self.place(node, slab, release);
         }
         cpu.partial_len = 0;
     }
 
-    /// Appends a CPU freelist (objects of `base`'s slab) to the slab's own.
-    fn merge_cpu_freelist(&self, node: &mut Node, base: *mut u8, hdr: *mut SlabHeader, freelist: usize) {
+    /// Appends a CPU freelist (objects of `slab`) to the slab's own.
+    fn merge_cpu_freelist(&self, node: &mut Node, slab: SlabRef, freelist: usize) {
         if freelist == 0 {
             return;
         }
+        let base = slab.base(&self.geo);
         let mut last = freelist;
         let mut count = 1;
         loop {
@@ -52,8 +50,7 @@ impl<const N: usize> CacheCore<N> {
             last = next;
             count += 1;
         }
-        // SAFETY: as above; the header is ours.
-        let h = unsafe { &mut *hdr };
+        let h = slab.get(&mut node.headers);
         // SAFETY: as above.
         unsafe { slab::write_link(base.with_addr(last), h.freelist, self.keys.link) };
         h.freelist = freelist;
@@ -62,28 +59,18 @@ impl<const N: usize> CacheCore<N> {
     }
 
     /// Puts a slab that left its CPU on the list its counts say.
-    fn place(&self, node: &mut Node, hdr: *mut SlabHeader, release: &mut *mut SlabHeader) {
-        // SAFETY: a slab of ours on no list; node lock held.
-        let (inuse, freelist) = unsafe { ((*hdr).inuse, (*hdr).freelist) };
+    fn place(&self, node: &mut Node, slab: SlabRef, release: &mut Option<SlabRef>) {
+        let h = slab.get(&mut node.headers);
+        let (inuse, freelist) = (h.inuse, h.freelist);
         if inuse == 0 {
-            let r = self.park_empty(node, hdr);
-            if !r.is_null() {
-                // SAFETY: as above; `r` is `hdr`, now off every list.
-                unsafe { (*r).next = *release };
-                *release = r;
-            }
-        } else if freelist == 0 {
-            // SAFETY: as above.
-            unsafe {
-                (*hdr).state = SlabState::Full;
-                node.full.push(hdr);
+            if let Some(r) = self.park_empty(node, slab) {
+                r.get(&mut node.headers).next = *release;
+                *release = Some(r);
             }
         } else {
-            // SAFETY: as above.
-            unsafe {
-                (*hdr).state = SlabState::Partial;
-                node.partial.push(hdr);
-            }
+            h.state = if freelist == 0 { SlabState::Full } else { SlabState::Partial };
+            let list = if freelist == 0 { &mut node.full } else { &mut node.partial };
+            list.push(slab, &mut node.headers);
         }
     }
 
@@ -94,31 +81,31 @@ impl<const N: usize> CacheCore<N> {
     where
         P: FrameProvider + ?Sized,
     {
-        let mut release = ptr::null_mut();
+        let mut release = None;
         self.cpus.for_each(|_, cpu| {
             let mut node = self.node.lock();
             self.unfreeze_cpu(&mut node, cpu, &mut release);
         });
-        let mut node = self.node.lock();
+        let mut guard = self.node.lock();
+        let node = &mut *guard;
         if all_empty {
-            // SAFETY: node lock held.
-            while let Some(hdr) = unsafe { node.empty.pop() } {
+            while let Some(slab) = node.empty.pop(&mut node.headers) {
                 node.slabs -= 1;
                 node.released += 1;
-                // SAFETY: as above; `hdr` left every list.
-                unsafe { (*hdr).next = release };
-                release = hdr;
+                slab.get(&mut node.headers).next = release;
+                release = Some(slab);
             }
         }
-        drop(node);
         let mut count = 0;
         let mut p = release;
-        while !p.is_null() {
+        while let Some(slab) = p {
             count += 1;
-            // SAFETY: chain of slabs we own, not yet released.
-            p = unsafe { (*p).next };
+            p = slab.get_ref(&node.headers).next;
         }
-        self.release(env, release).map(|()| count)
+        drop(guard);
+        // SAFETY: the chain holds slabs `unfreeze_cpu` and the loop above took off every list and
+        // CPU.
+        unsafe { self.release(env, release) }.map(|()| count)
     }
 
     /// Objects allocated and not freed.

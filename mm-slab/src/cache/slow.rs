@@ -10,7 +10,7 @@ use super::{CacheCore, CpuSlab, Env, Node, NO_SLAB};
 use crate::config::CacheFlags;
 use crate::error::{Corruption, CorruptionKind, SlabError};
 use crate::slab;
-use crate::slab::{Fill, SlabHeader, SlabState};
+use crate::slab::{Fill, Headers, SlabRef, SlabState};
 
 impl<const N: usize> CacheCore<N> {
     /// The CPU freelist is empty: take remote frees of the current slab, or
@@ -24,68 +24,58 @@ impl<const N: usize> CacheCore<N> {
         M: PhysMemory,
         C: CpuLocal,
     {
-        let mut node = self.node.lock();
-        if cpu.slab.addr() != NO_SLAB {
-            let hdr = slab::header_of(cpu.slab, &self.geo);
-            // SAFETY: the current slab is ours and frozen to this CPU; the node lock protects its header.
-            let h = unsafe { &mut *hdr };
+        let mut guard = self.node.lock();
+        let node = &mut *guard;
+        if let Some(current) = cpu.current(&self.geo) {
+            let h = current.get(&mut node.headers);
             if h.freelist != 0 {
-                self.freeze(&mut node, cpu, hdr);
+                self.freeze(node, cpu, current);
                 return self.pop_cpu(cpu).expect("a slab freelist is never empty here");
             }
             h.state = SlabState::Full;
-            // SAFETY: a frozen slab is on no list; node lock held.
-            unsafe { node.full.push(hdr) };
+            node.full.push(current, &mut node.headers);
             cpu.slab = ptr::without_provenance_mut(NO_SLAB);
         }
-        let next = if !cpu.partial.is_null() {
-            let hdr = cpu.partial;
-            // SAFETY: CPU partial slabs are ours; `next` links them.
-            cpu.partial = unsafe { (*hdr).next };
+        let next = if let Some(slab) = cpu.partial {
+            cpu.partial = slab.get(&mut node.headers).next.take();
             cpu.partial_len -= 1;
-            Some(hdr)
-        } else if !node.partial.head.is_null() {
-            // SAFETY: node lock held for every pop and header write below.
-            let first = unsafe { node.partial.pop() }.expect("non-empty");
+            Some(slab)
+        } else if let Some(first) = node.partial.pop(&mut node.headers) {
             while cpu.partial_len + 1 < self.cpu_partial {
-                // SAFETY: as above.
-                let Some(hdr) = (unsafe { node.partial.pop() }) else { break };
-                // SAFETY: as above.
-                unsafe {
-                    (*hdr).state = SlabState::Frozen;
-                    (*hdr).next = cpu.partial;
-                }
-                cpu.partial = hdr;
+                let Some(slab) = node.partial.pop(&mut node.headers) else { break };
+                let h = slab.get(&mut node.headers);
+                h.state = SlabState::Frozen;
+                h.next = cpu.partial;
+                cpu.partial = Some(slab);
                 cpu.partial_len += 1;
             }
             Some(first)
         } else {
-            // SAFETY: node lock held.
-            unsafe { node.empty.pop() }
+            node.empty.pop(&mut node.headers)
         };
-        let hdr = match next {
-            Some(hdr) => hdr,
+        match next {
+            Some(slab) => {
+                self.freeze(node, cpu, slab);
+                drop(guard);
+            }
             None => {
-                drop(node);
-                let hdr = self.grow(env)?;
-                node = self.node.lock();
+                drop(guard);
+                let slab = self.grow(env)?;
+                let mut node = self.node.lock();
                 node.slabs += 1;
                 node.grown += 1;
-                hdr
+                self.freeze(&mut node, cpu, slab);
             }
-        };
-        self.freeze(&mut node, cpu, hdr);
-        drop(node);
+        }
         self.pop_cpu(cpu).expect("a fresh CPU slab has free objects")
     }
 
-    /// Makes `hdr` the CPU's current slab, moving its freelist to the CPU.
-    fn freeze(&self, node: &mut Node, cpu: &mut CpuSlab, hdr: *mut SlabHeader) {
-        // SAFETY: `hdr` is a slab of ours taken off every list (or the current slab); the node lock is
-        // held by the caller.
-        let h = unsafe { &mut *hdr };
+    /// Makes `slab` the CPU's current slab, moving its freelist to the CPU.
+    /// The slab is on no list (or is the current slab already).
+    fn freeze(&self, node: &mut Node, cpu: &mut CpuSlab, slab: SlabRef) {
+        let h = slab.get(&mut node.headers);
         h.state = SlabState::Frozen;
-        cpu.slab = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+        cpu.slab = slab.base(&self.geo);
         cpu.freelist = core::mem::take(&mut h.freelist);
         node.inuse += self.geo.objects - h.inuse as usize;
         h.inuse = self.geo.objects as u16;
@@ -113,68 +103,62 @@ impl<const N: usize> CacheCore<N> {
     {
         // The header is read under the node lock: other CPUs write headers
         // under it.
-        let mut node = self.node.lock();
+        let mut guard = self.node.lock();
+        let node = &mut *guard;
         // SAFETY: forwarded contract: the slab-aligned block is readable.
-        let hdr = unsafe { self.check_object(obj)? };
-        let (inuse, state) = {
-            // SAFETY: `check_object` proved `hdr` is a slab header of ours; the node lock protects it.
-            // The borrow ends before the list operations below touch the header through `hdr`.
-            let h = unsafe { &mut *hdr };
-            if h.freelist == obj.addr() || h.inuse == 0 {
-                return Err(SlabError::DoubleFree { addr: obj.addr() });
-            }
-            // SAFETY: the caller gave the object up; node lock held.
-            unsafe { slab::write_link(obj, h.freelist, self.keys.link) };
-            h.freelist = obj.addr();
-            h.inuse -= 1;
-            (h.inuse, h.state)
-        };
+        let slab = unsafe { self.check_object(obj, &node.headers)? };
+        let h = slab.get(&mut node.headers);
+        if h.freelist == obj.addr() || h.inuse == 0 {
+            return Err(SlabError::DoubleFree { addr: obj.addr() });
+        }
+        // SAFETY: the caller gave the object up, and it is an object start of this slab
+        // (`check_object`); the node lock gives us the slab's freelist.
+        unsafe { slab::write_link(obj, h.freelist, self.keys.link) };
+        h.freelist = obj.addr();
+        h.inuse -= 1;
+        let (inuse, state) = (h.inuse, h.state);
         node.inuse -= 1;
-        let mut release = ptr::null_mut();
+        let mut release = None;
         match state {
             SlabState::Frozen => {}
             SlabState::Full => {
-                // SAFETY: a full slab is on the full list; node lock held.
-                unsafe { node.full.remove(hdr) };
+                node.full.remove(slab, &mut node.headers);
                 if inuse == 0 {
-                    release = self.park_empty(&mut node, hdr);
+                    release = self.park_empty(node, slab);
                 } else if cpu.partial_len < self.cpu_partial {
-                    // SAFETY: as above; the slab is on no list now.
-                    unsafe {
-                        (*hdr).state = SlabState::Frozen;
-                        (*hdr).next = cpu.partial;
-                    }
-                    cpu.partial = hdr;
+                    let h = slab.get(&mut node.headers);
+                    h.state = SlabState::Frozen;
+                    h.next = cpu.partial;
+                    cpu.partial = Some(slab);
                     cpu.partial_len += 1;
                 } else {
-                    // SAFETY: as above.
-                    unsafe {
-                        (*hdr).state = SlabState::Partial;
-                        node.partial.push(hdr);
-                    }
+                    slab.get(&mut node.headers).state = SlabState::Partial;
+                    node.partial.push(slab, &mut node.headers);
                 }
             }
             SlabState::Partial => {
                 if inuse == 0 {
-                    // SAFETY: as above.
-                    unsafe { node.partial.remove(hdr) };
-                    release = self.park_empty(&mut node, hdr);
+                    node.partial.remove(slab, &mut node.headers);
+                    release = self.park_empty(node, slab);
                 }
             }
             SlabState::Empty => unreachable!("an empty slab has no object to free"),
         }
-        drop(node);
-        self.release(env, release)
+        drop(guard);
+        // SAFETY: `park_empty` returns only a slab it took off every list, and the slab was no
+        // CPU's (a frozen slab is never parked).
+        unsafe { self.release(env, release) }
     }
 
     /// Checks that `obj` is the start of an object in a slab of this cache
-    /// and returns that slab's header.
+    /// and returns that slab.
     ///
     /// # Safety
     ///
-    /// The slab-size-aligned block containing `obj` is readable, and the
-    /// caller holds the node lock (headers are written under it).
-    pub(super) unsafe fn check_object(&self, obj: *mut u8) -> Result<*mut SlabHeader, SlabError> {
+    /// The slab-size-aligned block containing `obj` is readable; `headers`
+    /// is this cache's token (the node lock is held: headers are written
+    /// under it).
+    pub(super) unsafe fn check_object(&self, obj: *mut u8, _headers: &Headers) -> Result<SlabRef, SlabError> {
         let hdr = slab::header_of(obj, &self.geo);
         // SAFETY: forwarded contract; the header is inside that block.
         if !unsafe { slab::magic_ok(hdr, self.keys.magic) } {
@@ -187,61 +171,73 @@ impl<const N: usize> CacheCore<N> {
         if !self.is_object_offset(offset) {
             return Err(SlabError::Misaligned { addr: obj.addr(), object: obj.addr() - offset % self.geo.stride });
         }
-        Ok(hdr)
+        // SAFETY: the header carries this cache's magic for its own address: a slab of ours that is
+        // live (`release` clears the magic before the frames go back).
+        Ok(unsafe { SlabRef::from_raw(hdr) })
     }
 
     /// An empty slab left its list: keep it on the empty list if fewer than
     /// the minimum are kept, else return it for release.
-    pub(super) fn park_empty(&self, node: &mut Node, hdr: *mut SlabHeader) -> *mut SlabHeader {
+    pub(super) fn park_empty(&self, node: &mut Node, slab: SlabRef) -> Option<SlabRef> {
         if node.empty.len < self.min_empty {
-            // SAFETY: `hdr` is on no list; node lock held by the caller.
-            unsafe {
-                (*hdr).state = SlabState::Empty;
-                node.empty.push(hdr);
-            }
-            ptr::null_mut()
+            slab.get(&mut node.headers).state = SlabState::Empty;
+            node.empty.push(slab, &mut node.headers);
+            None
         } else {
             node.slabs -= 1;
             node.released += 1;
-            // SAFETY: as above; the chain of slabs to release uses `next`.
-            unsafe { (*hdr).next = ptr::null_mut() };
-            hdr
+            // The chain of slabs to release uses `next`.
+            slab.get(&mut node.headers).next = None;
+            Some(slab)
         }
     }
 
     /// Gives a chain of slabs (linked by `next`) back to the frame provider.
     /// Returns the first error, after trying every slab.
-    pub(super) fn release<P, M, C>(&self, env: &Env<'_, P, M, C>, mut hdr: *mut SlabHeader) -> Result<(), SlabError>
+    ///
+    /// # Safety
+    ///
+    /// Every slab of the chain left every list and every CPU: nothing but
+    /// the chain names it, and no handle to it is used after this call.
+    pub(super) unsafe fn release<P, M, C>(
+        &self,
+        env: &Env<'_, P, M, C>,
+        chain: Option<SlabRef>,
+    ) -> Result<(), SlabError>
     where
         P: FrameProvider + ?Sized,
     {
         let mut result = Ok(());
         let order = Order::new(self.geo.order).expect("slab orders are small");
-        while !hdr.is_null() {
-            // SAFETY: the chain holds slabs that left every list and every CPU; nobody else can reach
-            // them. Read before the frames go.
-            let (next, phys) = unsafe { ((*hdr).next, (*hdr).phys) };
-            // SAFETY: as above; clear the magic so that a stale pointer into the old slab is recognised as foreign.
-            unsafe { (*hdr).magic = 0 };
+        let mut next = chain;
+        while let Some(slab) = next {
+            let phys = {
+                // SAFETY: per the contract, only the chain reaches the slab; the header is read
+                // before the frames go.
+                let h = unsafe { slab.owned() };
+                next = h.next;
+                // A stale pointer into the old slab is recognised as foreign.
+                h.magic = 0;
+                h.phys
+            };
             let block = PhysAddr::new(phys).ok().and_then(|a| FrameBlock::from_addr(a, order).ok());
             let freed = match block {
                 Some(block) => env.frames.free(block).map_err(SlabError::Frames),
                 None => Err(SlabError::Corrupted(Corruption {
                     cache: self.name,
-                    object: hdr.addr(),
+                    object: slab.addr(),
                     kind: CorruptionKind::Header,
                 })),
             };
             if result.is_ok() {
                 result = freed;
             }
-            hdr = next;
         }
         result
     }
 
     /// Takes a slab from the frame provider and formats it.
-    pub(super) fn grow<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<*mut SlabHeader, SlabError>
+    pub(super) fn grow<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<SlabRef, SlabError>
     where
         P: FrameProvider + ?Sized,
         M: PhysMemory,

@@ -1,10 +1,10 @@
 //! Validation of every slab and the cache's statistics.
 
-use super::{CacheCore, NO_SLAB};
+use super::CacheCore;
 use crate::config::CacheFlags;
 use crate::error::{Corruption, CorruptionKind};
 use crate::slab;
-use crate::slab::{SlabHeader, SlabState, RED_ACTIVE, RED_INACTIVE};
+use crate::slab::{Headers, SlabRef, SlabState, RED_ACTIVE, RED_INACTIVE};
 use crate::stats::CacheStats;
 
 impl<const N: usize> CacheCore<N> {
@@ -16,16 +16,18 @@ impl<const N: usize> CacheCore<N> {
             report(c);
         };
         self.cpus.for_each(|_, cpu| {
-            let _node = self.node.lock();
-            if cpu.slab.addr() != NO_SLAB {
-                let hdr = slab::header_of(cpu.slab, &self.geo);
-                self.check_slab(hdr, SlabState::Frozen, cpu.freelist, &mut emit);
+            let node = self.node.lock();
+            if let Some(current) = cpu.current(&self.geo) {
+                self.check_slab(current, SlabState::Frozen, cpu.freelist, &node.headers, &mut emit);
             }
             let mut p = cpu.partial;
-            while !p.is_null() {
-                self.check_slab(p, SlabState::Frozen, 0, &mut emit);
-                // SAFETY: CPU partial slabs are ours; locks held.
-                p = unsafe { (*p).next };
+            let mut n = 0;
+            while let Some(slab) = p {
+                if n > cpu.partial_len || !self.check_slab(slab, SlabState::Frozen, 0, &node.headers, &mut emit) {
+                    break;
+                }
+                p = slab.get_ref(&node.headers).next;
+                n += 1;
             }
         });
         let node = self.node.lock();
@@ -34,10 +36,11 @@ impl<const N: usize> CacheCore<N> {
         {
             let mut p = list.head;
             let mut n = 0;
-            while !p.is_null() && n <= list.len {
-                self.check_slab(p, state, 0, &mut emit);
-                // SAFETY: node list members are ours; node lock held.
-                p = unsafe { (*p).next };
+            while let Some(slab) = p {
+                if n > list.len || !self.check_slab(slab, state, 0, &node.headers, &mut emit) {
+                    break;
+                }
+                p = slab.get_ref(&node.headers).next;
                 n += 1;
             }
         }
@@ -46,22 +49,22 @@ impl<const N: usize> CacheCore<N> {
 
     /// Checks one slab: header magic and state, every freelist link, the
     /// free count, and (debug caches) poison, red zones and the bitmap.
+    /// Returns whether the header was sound enough to follow its links.
     fn check_slab(
         &self,
-        hdr: *mut SlabHeader,
+        slab: SlabRef,
         state: SlabState,
         cpu_freelist: usize,
+        headers: &Headers,
         emit: &mut dyn FnMut(Corruption),
-    ) {
-        let base: *mut u8 = hdr.map_addr(|a| slab::slab_base(a, &self.geo)).cast();
+    ) -> bool {
+        let base = slab.base(&self.geo);
         let corruption = |object: usize, kind| Corruption { cache: self.name, object, kind };
-        // SAFETY: slabs on our lists and CPUs are mapped and ours.
-        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } || unsafe { (*hdr).state } != state {
+        if !slab.magic_ok(self.keys.magic, headers) || slab.get_ref(headers).state != state {
             emit(corruption(base.addr(), CorruptionKind::Header));
-            return;
+            return false;
         }
-        // SAFETY: as above; callers hold the node lock.
-        let h = unsafe { &*hdr };
+        let h = slab.get_ref(headers);
         let bitmap = self.flags.contains(CacheFlags::CHECK_FREE);
         let mut free = 0;
         let mut cpu_free = 0;
@@ -114,6 +117,7 @@ impl<const N: usize> CacheCore<N> {
                 }
             }
         }
+        true
     }
 
     /// A snapshot of the cache's counters (like a /proc/slabinfo line).
