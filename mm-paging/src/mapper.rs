@@ -1,11 +1,11 @@
 //! The page-table engine.
 //!
 //! Every operation that changes the structure runs its walker twice over the
-//! same range: a read-only *plan* pass checks everything (alignment,
-//! mappedness) and counts the table pages the change needs — a missing table
-//! or a huge page to split is a *virtual* table whose entries are computed —
-//! then all those pages are allocated, then the *apply* pass makes the change
-//! and cannot fail. A refused operation therefore leaves the tables exactly as
+//! same range (see `walk.rs`): a read-only *plan* pass checks everything
+//! (alignment, mappedness) and counts the table pages the change needs — a
+//! missing table or a huge page to split is a *virtual* table whose entries
+//! are computed — then all those pages are allocated, then the *apply* pass
+//! makes the change and cannot fail. A refused operation therefore leaves the tables exactly as
 //! they were. Each table is visited once per pass: range operations cost one
 //! walk per table, not per page.
 
@@ -27,6 +27,7 @@ mod protect;
 mod swap;
 mod teardown;
 mod unmap;
+mod walk;
 
 /// A present mapping, as [`PageTable::translate`] finds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,8 +116,6 @@ fn page_size(level: u8) -> PageSize {
 /// How an unmap walk runs.
 #[derive(Clone, Copy)]
 struct Walk {
-    /// Apply pass (else plan).
-    apply: bool,
     /// Free table pages the unmap empties.
     free_tables: bool,
     /// Skip pages that hold nothing (else they are an error).
@@ -408,75 +407,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         // A table page that its provider refuses was not allocated from it
         // (the `from_root` contract was broken); keeping it is the safe choice.
         let _ = self.frames.free(block);
-    }
-
-    /// Plans with `walk::<false>`, allocates what it counted, applies with
-    /// `walk::<true>`.
-    fn planned<R>(
-        &mut self,
-        mut walk: impl FnMut(&mut Self, bool, &mut u64, &mut Prealloc) -> Result<R, PagingError>,
-    ) -> Result<R, PagingError> {
-        let mut needed = 0;
-        let mut none = Prealloc { head: NO_PAGE };
-        walk(self, false, &mut needed, &mut none)?;
-        let mut pre = self.preallocate(needed)?;
-        let mut unused = 0;
-        let r = walk(self, true, &mut unused, &mut pre);
-        debug_assert!(r.is_ok(), "apply failed after a successful plan");
-        debug_assert_eq!(pre.head, NO_PAGE, "plan counted more tables than apply used");
-        self.release(pre);
-        r
-    }
-
-    /// The child node of entry `e` at `level` for a walk that needs to go
-    /// below it, creating (apply) or counting (plan) a table, or splitting a
-    /// huge leaf when `split` allows. `Ok(None)`: the entry is a leaf or swap
-    /// entry that cannot be descended.
-    #[allow(clippy::too_many_arguments)]
-    fn child(
-        &self,
-        node: Node,
-        level: u8,
-        idx: usize,
-        e: u64,
-        create: bool,
-        split: bool,
-        apply: bool,
-        needed: &mut u64,
-        pre: &mut Prealloc,
-    ) -> Option<Node> {
-        if e == 0 {
-            if !create {
-                return None;
-            }
-            if !apply {
-                *needed += 1;
-                return Some(Node::Empty);
-            }
-            let t = self.take(pre);
-            self.store(node, idx, self.arch.table(t));
-            return Some(Node::Real(t));
-        }
-        if !self.arch.is_present(e) {
-            return None;
-        }
-        if !self.arch.is_leaf(e, level) {
-            return Some(Node::Real(self.arch.table_phys(e)));
-        }
-        if !split || level == 1 {
-            return None;
-        }
-        if !apply {
-            *needed += 1;
-            return Some(Node::Split(e));
-        }
-        let t = self.take(pre);
-        let new = self.fresh_table(t);
-        for (i, slot) in new.iter().enumerate() {
-            slot.store(self.entry(Node::Split(e), level - 1, i), Ordering::Relaxed);
-        }
-        self.store(node, idx, self.arch.table(t));
-        Some(Node::Real(t))
     }
 
     #[inline]

@@ -5,7 +5,8 @@ use core::sync::atomic::Ordering;
 
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
-use super::{slot_end_of_table, slots, Node, PageTable, Prealloc, Slot, Source};
+use super::walk::{Descend, Walker};
+use super::{slot_end_of_table, slots, Node, PageTable, Slot, Source};
 use crate::arch::{level_span, PagingArch};
 use crate::error::PagingError;
 use crate::flags::{HugePages, MapFlags};
@@ -38,10 +39,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let levels = self.arch.levels();
         let root = self.root;
-        let src = Source::Linear(phys.as_u64().wrapping_sub(va.as_u64()));
-        self.planned(|pt, apply, needed, pre| {
-            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, huge, apply, needed, pre)
-        })?;
+        let op = MapOp { src: Source::Linear(phys.as_u64().wrapping_sub(va.as_u64())), flags, huge };
+        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op))?;
         Ok(Flush::NONE)
     }
 
@@ -61,10 +60,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let levels = self.arch.levels();
         let root = self.root;
-        let src = Source::Frames { base: va.as_u64(), frames };
-        self.planned(|pt, apply, needed, pre| {
-            pt.map_walk(Node::Real(root), levels, va.as_u64(), end, src, flags, HugePages::empty(), apply, needed, pre)
-        })?;
+        let op = MapOp { src: Source::Frames { base: va.as_u64(), frames }, flags, huge: HugePages::empty() };
+        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op))?;
         Ok(Flush::NONE)
     }
 
@@ -93,66 +90,53 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         };
         self.map_range(va, frame, s, flags, huge)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn map_walk(
-        &self,
-        node: Node,
-        level: u8,
-        va: u64,
-        end: u128,
-        src: Source<'_>,
-        flags: MapFlags,
-        huge: HugePages,
-        apply: bool,
-        needed: &mut u64,
-        pre: &mut Prealloc,
-    ) -> Result<(), PagingError> {
+/// What a map walk writes.
+struct MapOp<'s> {
+    /// Where the physical addresses come from.
+    src: Source<'s>,
+    /// The new leaves' flags.
+    flags: MapFlags,
+    /// The huge page sizes it may use.
+    huge: HugePages,
+}
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
+    /// Maps `[va, end)` below `node` (a table at `level`).
+    fn map_walk(&mut self, node: Node, level: u8, va: u64, end: u128, op: &MapOp<'_>) -> Result<(), PagingError> {
         let span = level_span(level);
-        let leaf_ok = self.arch.leaf_level(level) && huge.allows_level(level);
+        let leaf_ok = self.pt.arch.leaf_level(level) && op.huge.allows_level(level);
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             if level == 1 {
                 // The whole run of 4 KiB pages inside this table at once.
                 let n = ((slot_end_of_table(v, end) - v as u128) / u128::from(PAGE_BYTES)) as usize;
-                self.map_leaves(node, idx, n, v, src, flags, apply)?;
-                return Ok(());
+                return self.map_leaves(node, idx, n, v, op);
             }
             let e = self.entry(node, level, idx);
-            let linear = match src {
+            let linear = match op.src {
                 Source::Linear(delta) => Some(v.wrapping_add(delta)),
                 Source::Frames { .. } => None,
             };
             if let Some(phys) = linear.filter(|p| leaf_ok && covers && p % span == 0 && e == 0) {
-                if apply {
-                    let leaf = self.arch.leaf(PhysAddr::new(phys).expect("checked range"), flags, level);
-                    self.store(node, idx, leaf);
-                }
+                let leaf = self.pt.arch.leaf(PhysAddr::new(phys).expect("checked range"), op.flags, level);
+                self.store(node, idx, leaf);
             } else {
-                let Some(child) = self.child(node, level, idx, e, true, false, apply, needed, pre) else {
+                let Some(child) = self.child(node, level, idx, e, Descend::CREATE) else {
                     return Err(PagingError::AlreadyMapped { addr: VirtAddr::new(v).expect("checked range") });
                 };
-                self.map_walk(child, level - 1, v, slot_end, src, flags, huge, apply, needed, pre)?;
+                self.map_walk(child, level - 1, v, slot_end, op)?;
             }
         }
         Ok(())
     }
 
     /// Fills `n` level-1 entries from `idx` (plan: checks they are empty).
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn map_leaves(
-        &self,
-        node: Node,
-        idx: usize,
-        n: usize,
-        va: u64,
-        src: Source<'_>,
-        flags: MapFlags,
-        apply: bool,
-    ) -> Result<(), PagingError> {
+    fn map_leaves(&self, node: Node, idx: usize, n: usize, va: u64, op: &MapOp<'_>) -> Result<(), PagingError> {
         let Node::Real(t) = node else { return Ok(()) }; // a new table is empty
-        let slots = &self.table(t)[idx..idx + n];
-        if !apply {
+        let slots = &self.pt.table(t)[idx..idx + n];
+        if !self.applying() {
             if let Some(i) = slots.iter().position(|s| s.load(Ordering::Relaxed) != 0) {
                 return Err(PagingError::AlreadyMapped {
                     addr: VirtAddr::new(va + i as u64 * PAGE_BYTES).expect("in range"),
@@ -160,8 +144,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             }
             return Ok(());
         }
-        let template = self.arch.leaf(PhysAddr::ZERO, flags, 1);
-        match src {
+        let template = self.pt.arch.leaf(PhysAddr::ZERO, op.flags, 1);
+        match op.src {
             Source::Linear(delta) => {
                 let phys = va.wrapping_add(delta);
                 for (i, s) in slots.iter().enumerate() {

@@ -2,7 +2,8 @@
 
 use mm_types::{FrameProvider, PageSize, PhysMemory, VirtAddr, PAGE_BYTES};
 
-use super::{slots, Lookup, Node, PageTable, Prealloc, Slot};
+use super::walk::{Descend, Walker};
+use super::{slots, Lookup, Node, PageTable, Slot};
 use crate::arch::{level_index, PagingArch};
 use crate::error::PagingError;
 use crate::flags::MapFlags;
@@ -40,44 +41,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let levels = self.arch.levels();
         let root = self.root;
-        self.planned(|pt, apply, needed, pre| {
-            pt.protect_walk(Node::Real(root), levels, va.as_u64(), end, flags, apply, needed, pre)
-        })?;
+        self.planned(|w| w.protect_walk(Node::Real(root), levels, va.as_u64(), end, flags))?;
         Ok(Flush::range(va, len / PAGE_BYTES))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn protect_walk(
-        &self,
-        node: Node,
-        level: u8,
-        va: u64,
-        end: u128,
-        flags: MapFlags,
-        apply: bool,
-        needed: &mut u64,
-        pre: &mut Prealloc,
-    ) -> Result<(), PagingError> {
-        let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
-        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
-            let e = self.entry(node, level, idx);
-            let addr = VirtAddr::new(v).expect("checked range");
-            if e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none()) {
-                return Err(PagingError::NotMapped { addr });
-            }
-            if self.arch.swap_of(e).is_some() {
-                // Left alone.
-            } else if self.arch.is_leaf(e, level) && covers {
-                if apply {
-                    let f = (self.arch.leaf_flags(e, level) & keep) | (flags - keep);
-                    self.store(node, idx, self.arch.leaf(self.arch.leaf_phys(e, level), f, level));
-                }
-            } else {
-                let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
-                self.protect_walk(child, level - 1, v, slot_end, flags, apply, needed, pre)?;
-            }
-        }
-        Ok(())
     }
 
     /// Splits the huge page containing `va` into pages of the next smaller
@@ -93,16 +58,42 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let levels = self.arch.levels();
         let root = self.root;
         let target = size.level();
-        self.planned(|pt, apply, needed, pre| {
+        self.planned(|w| {
             let mut node = Node::Real(root);
             for level in (target..=levels).rev() {
                 let idx = level_index(page.as_u64(), level);
-                let e = pt.entry(node, level, idx);
-                let split_here = level == target;
-                node = pt.child(node, level, idx, e, false, split_here, apply, needed, pre).expect("mapped");
+                let e = w.entry(node, level, idx);
+                let how = if level == target { Descend::SPLIT } else { Descend::EXISTING };
+                node = w.child(node, level, idx, e, how).expect("mapped");
             }
             Ok(())
         })?;
         Ok(Flush::range(page, size.bytes() / PAGE_BYTES))
+    }
+}
+
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
+    /// Sets the flags of the leaves of `[va, end)` below `node` (a table at
+    /// `level`).
+    fn protect_walk(&mut self, node: Node, level: u8, va: u64, end: u128, flags: MapFlags) -> Result<(), PagingError> {
+        let keep = MapFlags::ACCESSED | MapFlags::DIRTY;
+        let arch = &self.pt.arch;
+        for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
+            let e = self.entry(node, level, idx);
+            let addr = VirtAddr::new(v).expect("checked range");
+            if e == 0 || (!arch.is_present(e) && arch.swap_of(e).is_none()) {
+                return Err(PagingError::NotMapped { addr });
+            }
+            if arch.swap_of(e).is_some() {
+                // Left alone.
+            } else if arch.is_leaf(e, level) && covers {
+                let f = (arch.leaf_flags(e, level) & keep) | (flags - keep);
+                self.store(node, idx, arch.leaf(arch.leaf_phys(e, level), f, level));
+            } else {
+                let child = self.child(node, level, idx, e, Descend::SPLIT).expect("present");
+                self.protect_walk(child, level - 1, v, slot_end, flags)?;
+            }
+        }
+        Ok(())
     }
 }

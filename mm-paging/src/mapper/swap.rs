@@ -5,6 +5,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
 
+use super::walk::Descend;
 use super::{Mapping, Node, PageTable};
 use crate::arch::{level_index, PagingArch};
 use crate::error::PagingError;
@@ -45,28 +46,26 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let levels = self.arch.levels();
         let root = self.root;
         let new = self.arch.swap_entry(swap);
-        let old = self.planned(|pt, apply, needed, pre| {
+        let old = self.planned(|w| {
             let mut node = Node::Real(root);
             for level in (2..=levels).rev() {
                 let idx = level_index(va.as_u64(), level);
-                let e = pt.entry(node, level, idx);
-                node = pt
-                    .child(node, level, idx, e, true, true, apply, needed, pre)
+                let e = w.entry(node, level, idx);
+                node = w
+                    .child(node, level, idx, e, Descend::CREATE_OR_SPLIT)
                     .ok_or(PagingError::AlreadyMapped { addr: va })?;
             }
             let idx = level_index(va.as_u64(), 1);
-            let e = pt.entry(node, 1, idx);
-            if e != 0 && !pt.arch.is_present(e) {
+            let e = w.entry(node, 1, idx);
+            if e != 0 && !w.pt.arch.is_present(e) {
                 return Err(PagingError::AlreadyMapped { addr: va });
             }
-            if apply {
-                pt.store(node, idx, new);
-            }
+            w.store(node, idx, new);
             Ok((e != 0).then(|| Mapping {
                 va,
-                frame: pt.arch.leaf_phys(e, 1),
+                frame: w.pt.arch.leaf_phys(e, 1),
                 size: PageSize::Size4KiB,
-                flags: pt.arch.leaf_flags(e, 1),
+                flags: w.pt.arch.leaf_flags(e, 1),
             }))
         })?;
         let flush = if old.is_some() { Flush::range(va, 1) } else { Flush::NONE };

@@ -5,7 +5,8 @@ use core::sync::atomic::Ordering;
 
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
-use super::{page_size, slot_end_of_table, slots, Node, PageTable, Prealloc, Slot, Unmapped, Walk};
+use super::walk::{Descend, Walker};
+use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Unmapped, Walk};
 use crate::arch::{level_index, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::tlb::Flush;
@@ -17,7 +18,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// pages that become empty. Fails with [`PagingError::NotMapped`] if any
     /// page of the range is neither mapped nor swapped, changing nothing.
     pub fn unmap_range(&mut self, va: VirtAddr, len: u64, removed: impl FnMut(Unmapped)) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { apply: false, free_tables: true, sparse: false }, removed)
+        self.unmap_impl(va, len, Walk { free_tables: true, sparse: false }, removed)
     }
 
     /// Like [`unmap_range`](Self::unmap_range), but pages of the range that
@@ -32,7 +33,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { apply: false, free_tables: true, sparse: true }, removed)
+        self.unmap_impl(va, len, Walk { free_tables: true, sparse: true }, removed)
     }
 
     /// Like [`unmap_range`](Self::unmap_range), but leaves every table page
@@ -48,7 +49,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { apply: false, free_tables: false, sparse: false }, removed)
+        self.unmap_impl(va, len, Walk { free_tables: false, sparse: false }, removed)
     }
 
     fn unmap_impl(
@@ -61,68 +62,63 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let end = self.check_owned_range(va, len)?;
         let levels = self.arch.levels();
         let root = self.root;
-        self.planned(|pt, apply, needed, pre| {
-            let walk = Walk { apply, ..walk };
-            pt.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, needed, pre, &mut removed).map(|_| ())
-        })?;
+        self.planned(|w| w.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, &mut removed).map(|_| ()))?;
         Ok(Flush::range(va, len / PAGE_BYTES))
     }
+}
 
-    /// Returns whether the node is now empty (apply; always false in plan).
-    #[allow(clippy::too_many_arguments)]
+impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
+    /// Unmaps `[va, end)` below `node` (a table at `level`). Returns whether
+    /// the node is now empty (apply; always false in plan).
     fn unmap_walk(
-        &self,
+        &mut self,
         node: Node,
         level: u8,
         va: u64,
         end: u128,
         walk: Walk,
-        needed: &mut u64,
-        pre: &mut Prealloc,
         removed: &mut impl FnMut(Unmapped),
     ) -> Result<bool, PagingError> {
-        let apply = walk.apply;
         if level == 1 {
             if let Node::Real(t) = node {
                 return self.unmap_leaves(t, va, end, walk, removed);
             }
         }
+        let arch = &self.pt.arch;
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let e = self.entry(node, level, idx);
             let addr = VirtAddr::new(v).expect("checked range");
-            let empty = e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none());
+            let empty = e == 0 || (!arch.is_present(e) && arch.swap_of(e).is_none());
             if empty && walk.sparse {
                 continue;
             }
             if e == 0 {
                 return Err(PagingError::NotMapped { addr });
             }
-            if let Some(swap) = self.arch.swap_of(e) {
-                if apply {
-                    self.store(node, idx, 0);
+            if let Some(swap) = arch.swap_of(e) {
+                self.store(node, idx, 0);
+                if self.applying() {
                     removed(Unmapped::Swap { va: addr, slot: swap });
                 }
-            } else if !self.arch.is_present(e) {
+            } else if !arch.is_present(e) {
                 return Err(PagingError::NotMapped { addr });
-            } else if self.arch.is_leaf(e, level) && covers {
-                if apply {
-                    self.store(node, idx, 0);
-                    let frame = self.arch.leaf_phys(e, level);
-                    let flags = self.arch.leaf_flags(e, level);
+            } else if arch.is_leaf(e, level) && covers {
+                self.store(node, idx, 0);
+                if self.applying() {
+                    let frame = arch.leaf_phys(e, level);
+                    let flags = arch.leaf_flags(e, level);
                     removed(Unmapped::Page { va: addr, frame, size: page_size(level), flags });
                 }
             } else {
-                let child = self.child(node, level, idx, e, false, true, apply, needed, pre).expect("present");
-                let emptied = self.unmap_walk(child, level - 1, v, slot_end, walk, needed, pre, removed)?;
-                if apply && emptied && walk.free_tables {
-                    if let Node::Real(t) = child {
-                        self.store(node, idx, 0);
-                        self.free_table(t);
-                    }
+                let child = self.child(node, level, idx, e, Descend::SPLIT).expect("present");
+                let emptied = self.unmap_walk(child, level - 1, v, slot_end, walk, removed)?;
+                if emptied && walk.free_tables {
+                    self.free_child(node, idx, child);
                 }
             }
         }
-        Ok(apply && matches!(node, Node::Real(t) if self.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)))
+        Ok(self.applying()
+            && matches!(node, Node::Real(t) if self.pt.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)))
     }
 
     /// Unmaps the level-1 entries of table `t` in `[va, end)` (clipped to the
@@ -135,17 +131,18 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         walk: Walk,
         removed: &mut impl FnMut(Unmapped),
     ) -> Result<bool, PagingError> {
-        let table = self.table(t);
+        let arch = &self.pt.arch;
+        let table = self.pt.table(t);
         let first = level_index(va, 1);
         let n = ((slot_end_of_table(va, end) - va as u128) / u128::from(PAGE_BYTES)) as usize;
         let slots = &table[first..first + n];
-        if !walk.apply {
+        if !self.applying() {
             if walk.sparse {
                 return Ok(false);
             }
             let bad = slots.iter().position(|s| {
                 let e = s.load(Ordering::Relaxed);
-                e == 0 || (!self.arch.is_present(e) && self.arch.swap_of(e).is_none())
+                e == 0 || (!arch.is_present(e) && arch.swap_of(e).is_none())
             });
             return match bad {
                 Some(i) => {
@@ -162,13 +159,13 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let e = s.swap(0, Ordering::Relaxed);
             let va =
                 VirtAddr::new_sign_extended(base.as_u64() + i as u64 * PAGE_BYTES, mm_types::PagingMode::FiveLevel);
-            removed(match self.arch.swap_of(e) {
+            removed(match arch.swap_of(e) {
                 Some(slot) => Unmapped::Swap { va, slot },
                 None => Unmapped::Page {
                     va,
-                    frame: self.arch.leaf_phys(e, 1),
+                    frame: arch.leaf_phys(e, 1),
                     size: PageSize::Size4KiB,
-                    flags: self.arch.leaf_flags(e, 1),
+                    flags: arch.leaf_flags(e, 1),
                 },
             });
         }
