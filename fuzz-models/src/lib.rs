@@ -59,3 +59,40 @@ pub fn decode_ops<'a, T: Arbitrary<'a>>(data: &'a [u8], max: usize) -> Vec<T> {
     }
     ops
 }
+
+#[doc(hidden)]
+pub use mm_types::testkit::fuzzing as __fuzzing;
+
+/// The two tests of a model, for a file of `tests/`: `generated_inputs`
+/// runs it on pseudo-random inputs (fewer and shorter under miri, which
+/// interprets every step), and `corpus` replays the target's checked-in
+/// cargo-fuzz corpus natively and checks it holds at least `min_corpus`
+/// inputs (a corpus that went missing fails instead of passing empty).
+///
+/// `len` and `count` are (native, miri) pairs: the bytes per input and
+/// the number of inputs. Each file of `tests/` is one invocation.
+#[macro_export]
+macro_rules! model_tests {
+    (
+        run: $run:path,
+        target: $target:literal,
+        seed: $seed:expr,
+        len: ($len:expr, $miri_len:expr),
+        count: ($count:expr, $miri_count:expr),
+        min_corpus: $min:expr $(,)?
+    ) => {
+        #[test]
+        fn generated_inputs() {
+            let (len, count) = if cfg!(miri) { ($miri_len, $miri_count) } else { ($len, $count) };
+            $crate::__fuzzing::random_inputs($seed, len, count, $run);
+        }
+
+        /// Replays the checked-in cargo-fuzz corpus.
+        #[test]
+        #[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
+        fn corpus() {
+            let n = $crate::__fuzzing::replay_corpus(env!("CARGO_MANIFEST_DIR"), $target, $run);
+            assert!(n >= $min, "the {} corpus holds {n} inputs, fewer than {}", $target, $min);
+        }
+    };
+}

@@ -1,18 +1,11 @@
 //! The paging fuzz model (`src/paging.rs`) on generated inputs and on the
 //! checked-in cargo-fuzz corpus.
 
-use mm_fuzz_models::paging::*;
-use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-#[test]
-fn generated_inputs() {
-    random_inputs(0x9e37_79b9, if cfg!(miri) { 160 } else { 1024 }, if cfg!(miri) { 2 } else { 100 }, run);
-}
-
-/// Replays the checked-in cargo-fuzz corpus.
-#[test]
-#[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-fn corpus_replay() {
-    let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "paging_model", run);
-    assert!(n >= 8, "the corpus has only {n} inputs");
+mm_fuzz_models::model_tests! {
+    run: mm_fuzz_models::paging::run,
+    target: "paging_model",
+    seed: 0x9e37_79b9,
+    len: (1024, 160),
+    count: (100, 2),
+    min_corpus: 8,
 }

@@ -1,18 +1,11 @@
 //! The reclaim fuzz model (`src/reclaim.rs`) on generated inputs and on the
 //! checked-in cargo-fuzz corpus.
 
-use mm_fuzz_models::reclaim::*;
-use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-#[test]
-fn generated_inputs() {
-    random_inputs(0x4ec1, if cfg!(miri) { 160 } else { 2048 }, if cfg!(miri) { 2 } else { 200 }, run);
-}
-
-/// Replays the checked-in cargo-fuzz corpus.
-#[test]
-#[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-fn corpus() {
-    let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "reclaim_model", run);
-    assert!(n > 50, "the corpus holds {n} inputs");
+mm_fuzz_models::model_tests! {
+    run: mm_fuzz_models::reclaim::run,
+    target: "reclaim_model",
+    seed: 0x4ec1,
+    len: (2048, 160),
+    count: (200, 2),
+    min_corpus: 51,
 }

@@ -1,18 +1,11 @@
 //! The swap fuzz model (`src/swap.rs`) on generated inputs and on the
 //! checked-in cargo-fuzz corpus.
 
-use mm_fuzz_models::swap::*;
-use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-#[test]
-fn generated_inputs() {
-    random_inputs(0x5a4e, if cfg!(miri) { 64 } else { 2048 }, if cfg!(miri) { 2 } else { 300 }, run);
-}
-
-/// Replays the checked-in cargo-fuzz corpus.
-#[test]
-#[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-fn corpus() {
-    let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "swap_model", run);
-    assert!(n > 50, "the corpus holds {n} inputs");
+mm_fuzz_models::model_tests! {
+    run: mm_fuzz_models::swap::run,
+    target: "swap_model",
+    seed: 0x5a4e,
+    len: (2048, 64),
+    count: (300, 2),
+    min_corpus: 51,
 }

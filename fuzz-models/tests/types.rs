@@ -3,15 +3,13 @@
 
 use mm_fuzz_models::types::*;
 
-/// Deterministic pseudo-random inputs, small enough for miri.
-#[test]
-fn generated_inputs() {
-    mm_types::testkit::fuzzing::random_inputs(
-        0x9e37_79b9,
-        if cfg!(miri) { 160 } else { 512 },
-        if cfg!(miri) { 4 } else { 200 },
-        run,
-    );
+mm_fuzz_models::model_tests! {
+    run: run,
+    target: "types_addr",
+    seed: 0x9e37_79b9,
+    len: (512, 160),
+    count: (200, 4),
+    min_corpus: 8,
 }
 
 #[test]
@@ -29,12 +27,4 @@ fn edge_cases() {
             check(&Op::Align { raw, shift });
         }
     }
-}
-
-/// Replays the checked-in cargo-fuzz corpus.
-#[test]
-#[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-fn corpus_replay() {
-    let n = mm_types::testkit::fuzzing::replay_corpus(env!("CARGO_MANIFEST_DIR"), "types_addr", run);
-    assert!(n >= 8, "the corpus has only {n} inputs");
 }

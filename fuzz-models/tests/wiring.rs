@@ -1,22 +1,11 @@
 //! The wiring fuzz model (`src/wiring.rs`) on generated inputs and on the
 //! checked-in cargo-fuzz corpus.
 
-use mm_types::testkit::fuzzing::{random_inputs, replay_corpus};
-
-#[test]
-fn generated_inputs() {
-    random_inputs(
-        0x3117,
-        if cfg!(miri) { 96 } else { 1024 },
-        if cfg!(miri) { 2 } else { 200 },
-        mm_fuzz_models::wiring::run,
-    );
-}
-
-/// Replays the checked-in cargo-fuzz corpus.
-#[test]
-#[cfg_attr(miri, ignore = "reads files; the corpus is replayed natively")]
-fn corpus() {
-    let n = replay_corpus(env!("CARGO_MANIFEST_DIR"), "wiring_model", mm_fuzz_models::wiring::run);
-    assert!(n > 20, "the corpus holds {n} inputs");
+mm_fuzz_models::model_tests! {
+    run: mm_fuzz_models::wiring::run,
+    target: "wiring_model",
+    seed: 0x3117,
+    len: (1024, 96),
+    count: (200, 2),
+    min_corpus: 21,
 }
