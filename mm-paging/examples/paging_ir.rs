@@ -4,7 +4,8 @@
 //!
 //! Usage: `paging_ir IMPL WORKLOAD`, IMPL one of `mm-paging`, `x86_64`,
 //! `page_table_multiarch`; WORKLOAD one of `map`, `translate`, `unmap`,
-//! `map_huge`.
+//! `map_huge` (ranges of 1 GiB in one call), `map_page`, `unmap_page` (the
+//! same pages, one call each).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -26,6 +27,22 @@ fn measure_unmap<T: Tables>(t: &mut T) -> u64 {
 }
 
 #[inline(never)]
+fn measure_map_pages<T: Tables>(t: &mut T) -> u64 {
+    for i in 0..PAGES {
+        t.map_page(i);
+    }
+    PAGES
+}
+
+#[inline(never)]
+fn measure_unmap_pages<T: Tables>(t: &mut T) -> u64 {
+    for i in 0..PAGES {
+        t.unmap_page(i);
+    }
+    PAGES
+}
+
+#[inline(never)]
 fn measure_translate<T: Tables>(t: &T, rng: &mut Rng) -> u64 {
     std::hint::black_box(translate_random(t, rng, TRANSLATIONS));
     TRANSLATIONS
@@ -41,6 +58,19 @@ fn run<T: Tables>(mut t: T, workload: &str) -> u64 {
         "map_huge" => {
             let n = measure_map(&mut t, true);
             assert_eq!(t.translate(VA + 0x1234_5678), Some(PA + 0x1234_5678));
+            n
+        }
+        "map_page" => {
+            let n = measure_map_pages(&mut t);
+            assert_eq!(t.translate(VA + 0x1234_5678), Some(PA + 0x1234_5678));
+            n
+        }
+        "unmap_page" => {
+            t.map(PAGES, false);
+            let before = pool().available();
+            let n = measure_unmap_pages(&mut t);
+            eprintln!("table pages freed by unmap_page: {}", pool().available() - before);
+            assert_eq!(t.translate(VA), None);
             n
         }
         "translate" => {

@@ -117,7 +117,7 @@ impl PagingArch for X86_64 {
         level == 1 || entry & EntryBits::HUGE.bits() != 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn leaf(&self, phys: PhysAddr, flags: MapFlags, level: u8) -> u64 {
         let mut e = phys.as_u64() | EntryBits::PRESENT.bits();
         if level > 1 {
@@ -164,18 +164,33 @@ impl PagingArch for X86_64 {
     }
 }
 
-/// Entry bits for architecture-neutral flags (leaf entries).
+/// Entry bits for architecture-neutral flags (leaf entries), by moving
+/// each flag to its entry bit with masks and shifts (no branch, no per-flag
+/// test). `entry_bits_agree_with_the_flag_by_flag_table` checks it against
+/// the table flag by flag, for every combination.
+#[inline(always)]
 pub fn entry_bits(flags: MapFlags) -> EntryBits {
-    let mut b = EntryBits::empty();
-    b.set(EntryBits::WRITABLE, flags.contains(MapFlags::WRITE));
-    b.set(EntryBits::USER, flags.contains(MapFlags::USER));
-    b.set(EntryBits::WRITE_THROUGH, flags.contains(MapFlags::WRITE_THROUGH));
-    b.set(EntryBits::NO_CACHE, flags.contains(MapFlags::NO_CACHE));
-    b.set(EntryBits::ACCESSED, flags.contains(MapFlags::ACCESSED));
-    b.set(EntryBits::DIRTY, flags.contains(MapFlags::DIRTY));
-    b.set(EntryBits::GLOBAL, flags.contains(MapFlags::GLOBAL));
-    b.set(EntryBits::NO_EXECUTE, !flags.contains(MapFlags::EXECUTE));
-    b
+    const _: () = assert!(
+        MapFlags::WRITE.bits() == 1 << 1
+            && MapFlags::EXECUTE.bits() == 1 << 2
+            && MapFlags::USER.bits() == 1 << 3
+            && MapFlags::GLOBAL.bits() == 1 << 4
+            && MapFlags::NO_CACHE.bits() == 1 << 5
+            && MapFlags::WRITE_THROUGH.bits() == 1 << 6
+            && MapFlags::ACCESSED.bits() == 1 << 7
+            && MapFlags::DIRTY.bits() == 1 << 8,
+        "the shifts below assume these flag bits"
+    );
+    let f = flags.bits() as u64;
+    let m = |flag: MapFlags| flag.bits() as u64;
+    EntryBits::from_bits_retain(
+        (f & m(MapFlags::WRITE)) // bit 1 -> WRITABLE (1)
+            | ((f & (m(MapFlags::USER) | m(MapFlags::NO_CACHE))) >> 1) // 3 -> USER (2), 5 -> NO_CACHE (4)
+            | ((f & m(MapFlags::WRITE_THROUGH)) >> 3) // 6 -> WRITE_THROUGH (3)
+            | ((f & (m(MapFlags::ACCESSED) | m(MapFlags::DIRTY))) >> 2) // 7 -> ACCESSED (5), 8 -> DIRTY (6)
+            | ((f & m(MapFlags::GLOBAL)) << 4) // 4 -> GLOBAL (8)
+            | ((!f & m(MapFlags::EXECUTE)) << 61), // not 2 -> NO_EXECUTE (63)
+    )
 }
 
 /// Architecture-neutral flags of leaf entry bits (present entries are
@@ -212,6 +227,29 @@ impl From<PageTableFlags> for MapFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_bits_agree_with_the_flag_by_flag_table() {
+        let table = [
+            (MapFlags::WRITE, EntryBits::WRITABLE),
+            (MapFlags::USER, EntryBits::USER),
+            (MapFlags::WRITE_THROUGH, EntryBits::WRITE_THROUGH),
+            (MapFlags::NO_CACHE, EntryBits::NO_CACHE),
+            (MapFlags::ACCESSED, EntryBits::ACCESSED),
+            (MapFlags::DIRTY, EntryBits::DIRTY),
+            (MapFlags::GLOBAL, EntryBits::GLOBAL),
+        ];
+        for bits in 0..1u16 << 9 {
+            let flags = MapFlags::from_bits_truncate(bits);
+            let mut want = EntryBits::empty();
+            for (flag, entry_bit) in table {
+                want.set(entry_bit, flags.contains(flag));
+            }
+            want.set(EntryBits::NO_EXECUTE, !flags.contains(MapFlags::EXECUTE));
+            assert_eq!(entry_bits(flags), want, "{flags:?}");
+            assert_eq!(map_flags(want) | (flags & MapFlags::READ), flags | MapFlags::READ, "round trip of {flags:?}");
+        }
+    }
 
     #[test]
     fn entry_encoding() {

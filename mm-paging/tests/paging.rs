@@ -158,6 +158,33 @@ fn refused_operations_change_nothing() {
     frames.fail_nth_allocation(1);
     assert!(matches!(pt.unmap_range(va(0x20_0000), 0x1000, |_| {}), Err(PagingError::OutOfFrames(_))));
     assert!(same(&pt));
+
+    // The same refusals through `map` of one 4 KiB page (its own descent).
+    let page = |pt: &mut Pt<'_>, at: u64, frame: u64, flags| pt.map(va(at), pa(frame), PageSize::Size4KiB, flags);
+    assert_eq!(page(&mut pt, 0x30_1000, 0, f), Err(PagingError::AlreadyMapped { addr: va(0x30_1000) }));
+    assert_eq!(page(&mut pt, 0x80_1000, 0, f), Err(PagingError::AlreadyMapped { addr: va(0x80_1000) }));
+    assert_eq!(page(&mut pt, 0x1001, 0, f), Err(PagingError::Misaligned { value: 0x1001, align: 0x1000 }));
+    assert_eq!(
+        page(&mut pt, 0x1000, 0x10, f),
+        Err(PagingError::HugeFrameMisaligned { phys: 0x10, size: PageSize::Size4KiB })
+    );
+    assert_eq!(page(&mut pt, 0x1000, 0, MapFlags::WRITE), Err(PagingError::InvalidFlags));
+    assert_eq!(
+        page(&mut pt, non48, 0, f),
+        Err(PagingError::BadAddress(AddrError::NotCanonical { addr: non48, mode: PagingMode::FourLevel }))
+    );
+    assert!(same(&pt));
+    // Three tables missing: the second allocation fails, the first goes back.
+    frames.fail_nth_allocation(2);
+    let e = page(&mut pt, 0x7000_0000_0000, 0, f);
+    assert_eq!(e, Err(PagingError::OutOfFrames(FrameError::OutOfMemory { order: Order::ZERO })));
+    assert!(same(&pt), "preallocated tables were given back");
+    // One table missing (a level-1 table under the existing 2 MiB slot
+    // 0x60_0000's level-2 table), then none: the page lands where asked.
+    page(&mut pt, 0x60_0000, 0x9000, f).unwrap().ignore();
+    page(&mut pt, 0x60_1000, 0xa000, f).unwrap().ignore();
+    assert_eq!(pt.translate(va(0x60_1234)).map(|t| t.phys), Some(pa(0xa234)));
+    assert_eq!(pt.table_pages(), before.1 + 1, "one level-1 table was added");
 }
 
 #[test]

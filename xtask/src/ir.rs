@@ -45,6 +45,8 @@ const PAGING: Suite = Suite {
         ("map", &["mm-paging", "x86_64", "page_table_multiarch"]),
         ("translate", &["mm-paging", "x86_64", "page_table_multiarch"]),
         ("unmap", &["mm-paging", "x86_64", "page_table_multiarch"]),
+        ("map_page", &["mm-paging", "x86_64", "page_table_multiarch"]),
+        ("unmap_page", &["mm-paging", "x86_64", "page_table_multiarch"]),
     ],
 };
 

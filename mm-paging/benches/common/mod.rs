@@ -82,6 +82,12 @@ pub trait Tables {
     fn map(&mut self, pages: u64, huge: bool);
     /// Unmaps them.
     fn unmap(&mut self, pages: u64, huge: bool);
+    /// Maps the 4 KiB page at `VA + i * 4096` to `PA + i * 4096` with one
+    /// call (what a page fault does).
+    fn map_page(&mut self, i: u64);
+    /// Unmaps the 4 KiB page at `VA + i * 4096` with one call (what
+    /// eviction or the munmap of one page does).
+    fn unmap_page(&mut self, i: u64);
     /// Translates one address.
     fn translate(&self, va: u64) -> Option<u64>;
 }
@@ -115,6 +121,17 @@ impl Tables for Ours {
     fn unmap(&mut self, pages: u64, _huge: bool) {
         let pt = self.0.as_mut().unwrap();
         pt.unmap_range(VirtAddr::new(VA).unwrap(), pages * 4096, |_| {}).unwrap().ignore();
+    }
+    #[inline]
+    fn map_page(&mut self, i: u64) {
+        let (v, p) = (VirtAddr::new(VA + i * 4096).unwrap(), PhysAddr::new(PA + i * 4096).unwrap());
+        let pt = self.0.as_mut().unwrap();
+        pt.map(v, p, mm_types::PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
+    }
+    #[inline]
+    fn unmap_page(&mut self, i: u64) {
+        let pt = self.0.as_mut().unwrap();
+        pt.unmap_range(VirtAddr::new(VA + i * 4096).unwrap(), 4096, |_| {}).unwrap().ignore();
     }
     #[inline]
     fn translate(&self, va: u64) -> Option<u64> {
@@ -177,7 +194,7 @@ impl X86Crate {
 
 impl Tables for X86Crate {
     fn map(&mut self, pages: u64, huge: bool) {
-        use x86_64::structures::paging::{Mapper, Page, PageTableFlags as F, PhysFrame, Size1GiB, Size4KiB};
+        use x86_64::structures::paging::{Mapper, Page, PageTableFlags as F, PhysFrame, Size1GiB};
         let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
         if huge {
             for i in 0..pages / 262144 {
@@ -189,14 +206,11 @@ impl Tables for X86Crate {
             return;
         }
         for i in 0..pages {
-            let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
-            let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(PA + i * 4096));
-            // SAFETY: as above.
-            unsafe { self.pt.map_to(page, frame, flags, &mut PoolAlloc).unwrap().ignore() };
+            self.map_page(i);
         }
     }
     fn unmap(&mut self, pages: u64, huge: bool) {
-        use x86_64::structures::paging::{Mapper, Page, Size1GiB, Size4KiB};
+        use x86_64::structures::paging::{Mapper, Page, Size1GiB};
         if huge {
             for i in 0..pages / 262144 {
                 let page = Page::<Size1GiB>::containing_address(x86_64::VirtAddr::new(VA + (i << 30)));
@@ -205,9 +219,23 @@ impl Tables for X86Crate {
             return;
         }
         for i in 0..pages {
-            let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
-            self.pt.unmap(page).unwrap().1.ignore();
+            self.unmap_page(i);
         }
+    }
+    #[inline]
+    fn map_page(&mut self, i: u64) {
+        use x86_64::structures::paging::{Mapper, Page, PageTableFlags as F, PhysFrame, Size4KiB};
+        let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
+        let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
+        let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(PA + i * 4096));
+        // SAFETY: the frames are numbers nobody dereferences.
+        unsafe { self.pt.map_to(page, frame, flags, &mut PoolAlloc).unwrap().ignore() };
+    }
+    #[inline]
+    fn unmap_page(&mut self, i: u64) {
+        use x86_64::structures::paging::{Mapper, Page, Size4KiB};
+        let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(VA + i * 4096));
+        self.pt.unmap(page).unwrap().1.ignore();
     }
     #[inline]
     fn translate(&self, va: u64) -> Option<u64> {
@@ -257,6 +285,17 @@ impl Tables for Multiarch {
     fn unmap(&mut self, pages: u64, _huge: bool) {
         let mut c = self.0.cursor();
         c.unmap_region(memory_addr::VirtAddr::from_usize(VA as usize), (pages * 4096) as usize).unwrap();
+    }
+    #[inline]
+    fn map_page(&mut self, i: u64) {
+        use page_table_entry::MappingFlags as F;
+        let va = memory_addr::VirtAddr::from_usize((VA + i * 4096) as usize);
+        let pa = memory_addr::PhysAddr::from_usize((PA + i * 4096) as usize);
+        self.0.cursor().map(va, pa, page_table_multiarch::PageSize::Size4K, F::READ | F::WRITE).unwrap();
+    }
+    #[inline]
+    fn unmap_page(&mut self, i: u64) {
+        self.0.cursor().unmap(memory_addr::VirtAddr::from_usize((VA + i * 4096) as usize)).unwrap();
     }
     #[inline]
     fn translate(&self, va: u64) -> Option<u64> {

@@ -7,7 +7,7 @@ use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYT
 
 use super::walk::{Descend, Walker};
 use super::{slot_end_of_table, slots, Node, PageTable, Slot, Source};
-use crate::arch::{level_span, PagingArch};
+use crate::arch::{level_index, level_span, PagingArch};
 use crate::error::PagingError;
 use crate::flags::{HugePages, MapFlags};
 use crate::tlb::Flush;
@@ -65,7 +65,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         Ok(Flush::NONE)
     }
 
-    /// Maps one page of `size`.
+    /// Maps one page of `size`. A 4 KiB page (the page-fault path) takes
+    /// one descent of the tables.
+    #[inline]
     pub fn map(
         &mut self,
         va: VirtAddr,
@@ -73,11 +75,33 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         size: PageSize,
         flags: MapFlags,
     ) -> Result<Flush, PagingError> {
+        if size == PageSize::Size4KiB {
+            if va.as_u64() & (PAGE_BYTES - 1) != 0 {
+                return Err(PagingError::Misaligned { value: va.as_u64(), align: PAGE_BYTES });
+            }
+            if frame.as_u64() & (PAGE_BYTES - 1) != 0 {
+                return Err(PagingError::HugeFrameMisaligned { phys: frame.as_u64(), size });
+            }
+            return self.map_page(va, frame, flags);
+        }
+        self.map_huge(va, frame, size, flags)
+    }
+
+    /// [`map`](Self::map) of a 2 MiB or 1 GiB page, through the range
+    /// machinery.
+    #[inline(never)]
+    fn map_huge(
+        &mut self,
+        va: VirtAddr,
+        frame: PhysAddr,
+        size: PageSize,
+        flags: MapFlags,
+    ) -> Result<Flush, PagingError> {
         let s = size.bytes();
-        if va.as_u64() % s != 0 {
+        if va.as_u64() & (s - 1) != 0 {
             return Err(PagingError::Misaligned { value: va.as_u64(), align: s });
         }
-        if frame.as_u64() % s != 0 {
+        if frame.as_u64() & (s - 1) != 0 {
             return Err(PagingError::HugeFrameMisaligned { phys: frame.as_u64(), size });
         }
         if size == PageSize::Size1GiB && !self.arch.leaf_level(3) {
@@ -89,6 +113,55 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             PageSize::Size1GiB => HugePages::SIZE_1G,
         };
         self.map_range(va, frame, s, flags, huge)
+    }
+
+    /// [`map`](Self::map) of one 4 KiB page (the page-fault path) in one
+    /// descent, without the plan and apply passes: the one place where
+    /// tables may be missing is found on the way down, and every table from
+    /// there to level 1 is allocated before any is linked, so a refusal
+    /// still changes nothing.
+    #[inline]
+    fn map_page(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<Flush, PagingError> {
+        if !flags.contains(MapFlags::READ) {
+            return Err(PagingError::InvalidFlags);
+        }
+        self.arch.check_va(va)?;
+        let levels = self.arch.levels();
+        let v = va.as_u64();
+        if self.is_borrowed(level_index(v, levels)) {
+            return Err(PagingError::KernelRange { addr: va });
+        }
+        let mut t = self.root;
+        let mut level = levels;
+        while level > 1 {
+            let slot = &self.table(t)[level_index(v, level)];
+            let e = slot.load(Ordering::Relaxed);
+            if e == 0 {
+                // Tables are missing from this level down: take them all,
+                // then link them top-down.
+                let mut pre = self.preallocate(u64::from(level - 1))?;
+                let mut parent = slot;
+                while level > 1 {
+                    let new = self.take(&mut pre);
+                    parent.store(self.arch.table(new), Ordering::Relaxed);
+                    t = new;
+                    level -= 1;
+                    parent = &self.table(t)[level_index(v, level)];
+                }
+                break;
+            }
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return Err(PagingError::AlreadyMapped { addr: va });
+            }
+            t = self.arch.table_phys(e);
+            level -= 1;
+        }
+        let slot = &self.table(t)[level_index(v, 1)];
+        if slot.load(Ordering::Relaxed) != 0 {
+            return Err(PagingError::AlreadyMapped { addr: va });
+        }
+        slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        Ok(Flush::NONE)
     }
 }
 
