@@ -627,3 +627,55 @@ fn update_flags_is_all_or_nothing() {
     pt.destroy(|_| {});
     assert_eq!(frames.allocated_blocks(), 0);
 }
+
+#[test]
+fn single_page_unmaps_free_tables_as_they_empty() {
+    // MODEL 3: one-page unmaps (their own descent) free exactly the tables
+    // that empty, in whatever order the pages go; the dirty bit the MMU set
+    // is reported; a hole is refused or skipped as the variant says.
+    let (ram, frames) = setup();
+    let f = MapFlags::KERNEL_DATA;
+    // Two pages in one level-1 table, one in another level-1 table under
+    // the same level-2 table, one under another level-3 entry.
+    let pages = [0x40_0000u64, 0x40_5000, 0x60_0000, 0x80_0000_0000];
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+        let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+        for &p in &pages {
+            pt.map(va(p), pa(p), PageSize::Size4KiB, f).unwrap().ignore();
+        }
+        assert!(pt.set_access_bits(va(pages[1]), true));
+        let tables = |pt: &Pt<'_>| pt.table_pages();
+        let full = tables(&pt);
+        assert_eq!(full, 1 + 2 + 2 + 3, "root, two level-3, two level-2 (one per level-3), three level-1");
+        assert_eq!(pt.unmap_range(va(0x40_1000), 0x1000, |_| {}), Err(PagingError::NotMapped { addr: va(0x40_1000) }));
+        pt.unmap_present(va(0x40_1000), 0x1000, |_| panic!("nothing there")).unwrap().ignore();
+        pt.unmap_present(va(0x7000_0000_0000), 0x1000, |_| panic!("nothing there")).unwrap().ignore();
+        assert_eq!(tables(&pt), full, "refused and empty unmaps change nothing");
+        let mut left: Vec<u64> = pages.to_vec();
+        for i in order {
+            let mut got = Vec::new();
+            pt.unmap_range(va(pages[i]), 0x1000, |u| got.push(u)).unwrap().ignore();
+            let [Unmapped::Page { va: v, frame, size: PageSize::Size4KiB, flags }] = got[..] else {
+                panic!("one page removed, got {got:?}")
+            };
+            assert_eq!((v, frame), (va(pages[i]), pa(pages[i])));
+            assert_eq!(flags.contains(MapFlags::DIRTY), i == 1, "the dirty bit of page {i}");
+            left.retain(|&p| p != pages[i]);
+            // The tables the remaining pages need, and no more.
+            let l1: std::collections::BTreeSet<u64> = left.iter().map(|p| p >> 21).collect();
+            let l2: std::collections::BTreeSet<u64> = left.iter().map(|p| p >> 30).collect();
+            let l3: std::collections::BTreeSet<u64> = left.iter().map(|p| p >> 39).collect();
+            assert_eq!(tables(&pt), 1 + (l3.len() + l2.len() + l1.len()) as u64, "after unmapping page {i}");
+            assert!(pt.translate(va(pages[i])).is_none());
+            for &p in &left {
+                assert_eq!(pt.translate(va(p)).map(|t| t.phys), Some(pa(p)));
+            }
+        }
+        // Keeping tables: the tables stay when the page goes.
+        pt.map(va(pages[0]), pa(pages[0]), PageSize::Size4KiB, f).unwrap().ignore();
+        pt.unmap_range_keep_tables(va(pages[0]), 0x1000, |_| {}).unwrap().ignore();
+        assert_eq!(tables(&pt), 4);
+        pt.destroy(|_| {});
+    }
+    assert_eq!(frames.allocated_blocks(), 0, "every table page went back");
+}

@@ -1,7 +1,7 @@
 //! Unmapping ranges, splitting huge pages where a range cuts one, and
 //! freeing the tables that empty.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
@@ -52,7 +52,28 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         self.unmap_impl(va, len, Walk { free_tables: false, sparse: false }, removed)
     }
 
+    /// One 4 KiB page takes [`unmap_page`](Self::unmap_page); anything
+    /// else, or a page it declines, the range walk.
+    #[inline]
     fn unmap_impl(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        walk: Walk,
+        mut removed: impl FnMut(Unmapped),
+    ) -> Result<Flush, PagingError> {
+        if len == PAGE_BYTES {
+            if let Some(done) = self.unmap_page(va, walk, &mut removed) {
+                return done;
+            }
+        }
+        self.unmap_walked(va, len, walk, removed)
+    }
+
+    /// The unmap of a range: plan, preallocate (a huge page to split needs a
+    /// table), apply.
+    #[inline(never)]
+    fn unmap_walked(
         &mut self,
         va: VirtAddr,
         len: u64,
@@ -65,6 +86,106 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         self.planned(|w| w.unmap_walk(Node::Real(root), levels, va.as_u64(), end, walk, &mut removed).map(|_| ()))?;
         Ok(Flush::range(va, len / PAGE_BYTES))
     }
+
+    /// The unmap of one 4 KiB page (eviction, the munmap of a page) in one
+    /// descent, without the plan and apply passes: nothing can fail once
+    /// the level-1 entry is found. `None` when the page lies in a huge page
+    /// (which must be split) or the walk meets something unusual: the range
+    /// path then runs, and decides.
+    #[inline]
+    fn unmap_page(
+        &mut self,
+        va: VirtAddr,
+        walk: Walk,
+        removed: &mut impl FnMut(Unmapped),
+    ) -> Option<Result<Flush, PagingError>> {
+        let v = va.as_u64();
+        if v & (PAGE_BYTES - 1) != 0 || self.arch.check_va(va).is_err() {
+            return None;
+        }
+        let levels = self.arch.levels();
+        if self.is_borrowed(level_index(v, levels)) {
+            return None;
+        }
+        // The tables above level 1 on the way down, to free those that empty.
+        let mut path = [PhysAddr::ZERO; 5];
+        let mut t = self.root;
+        for level in (2..=levels).rev() {
+            let e = self.table(t)[level_index(v, level)].load(Ordering::Relaxed);
+            if e == 0 && walk.sparse {
+                return Some(Ok(Flush::range(va, 1)));
+            }
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return None;
+            }
+            path[level as usize - 1] = t;
+            t = self.arch.table_phys(e);
+        }
+        let idx = level_index(v, 1);
+        let slot = &self.table(t)[idx];
+        let e = slot.load(Ordering::Relaxed);
+        let swap = self.arch.swap_of(e);
+        if e == 0 || (!self.arch.is_present(e) && swap.is_none()) {
+            if walk.sparse && e == 0 {
+                return Some(Ok(Flush::range(va, 1)));
+            }
+            return Some(Err(PagingError::NotMapped { addr: va }));
+        }
+        // An exchange, not a store: the MMU may set the accessed or dirty bit
+        // between the load and here, and the caller needs the dirty bit.
+        let e = slot.swap(0, Ordering::Relaxed);
+        removed(match swap {
+            Some(slot) => Unmapped::Swap { va, slot },
+            None => Unmapped::Page {
+                va,
+                frame: self.arch.leaf_phys(e, 1),
+                size: PageSize::Size4KiB,
+                flags: self.arch.leaf_flags(e, 1),
+            },
+        });
+        if walk.free_tables {
+            // Free each table that is now empty, bottom up (the root is
+            // never freed: the last parent is the root).
+            let mut child = t;
+            let mut child_idx = idx;
+            for level in 2..=levels {
+                if !empty_outside(self.table(child), child_idx, child_idx + 1) {
+                    break;
+                }
+                let parent = path[level as usize - 1];
+                let parent_idx = level_index(v, level);
+                self.table(parent)[parent_idx].store(0, Ordering::Relaxed);
+                self.free_table(child);
+                child = parent;
+                child_idx = parent_idx;
+            }
+        }
+        Some(Ok(Flush::range(va, 1)))
+    }
+}
+
+/// Whether every entry of `table` outside `[lo, hi)` (just cleared) is
+/// zero. The entries nearest the cleared run are looked at first, on both
+/// sides in turn: after unmaps in address order, either way, the next live
+/// entry is the neighbour, so the common answer "not empty" costs a load or
+/// two instead of a scan of the table.
+fn empty_outside(table: &[AtomicU64; ENTRIES], lo: usize, hi: usize) -> bool {
+    let (mut down, mut up) = (lo, hi);
+    while down > 0 || up < ENTRIES {
+        if up < ENTRIES {
+            if table[up].load(Ordering::Relaxed) != 0 {
+                return false;
+            }
+            up += 1;
+        }
+        if down > 0 {
+            down -= 1;
+            if table[down].load(Ordering::Relaxed) != 0 {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
@@ -117,8 +238,15 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 }
             }
         }
+        // The entries this walk touched are `[lo, hi)` of the node: a child
+        // table that did not empty is still there, so those are checked
+        // too, before the rest.
+        let (lo, hi) = (level_index(va, level), level_index((end - 1) as u64, level) + 1);
         Ok(self.applying()
-            && matches!(node, Node::Real(t) if self.pt.table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)))
+            && matches!(node, Node::Real(t) if {
+                let table = self.pt.table(t);
+                table[lo..hi].iter().all(|e| e.load(Ordering::Relaxed) == 0) && empty_outside(table, lo, hi)
+            }))
     }
 
     /// Unmaps the level-1 entries of table `t` in `[va, end)` (clipped to the
@@ -169,6 +297,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 },
             });
         }
-        Ok(n == ENTRIES || table.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+        Ok(empty_outside(table, first, first + n))
     }
 }
