@@ -19,7 +19,7 @@ use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_types::testkit::SimPhysMemory;
-use mm_types::{PhysAddr, Protection};
+use mm_types::{PhysAddr, Protection, VirtAddr};
 
 use mm_vma::sim::{SimPager, SimSpace, SimWorld};
 use mm_vma::{FaultError, Layout, MapRequest, Placement, Remap, SpaceError};
@@ -231,8 +231,16 @@ impl Model {
     }
 }
 
-fn addr(idx: u64) -> u64 {
-    W + idx * P
+/// The address of window page `idx`. The model's indices are window pages
+/// plus a length (each a byte taken modulo a small number), so the address
+/// lies far below the top of the canonical lower half whatever the input.
+fn addr(idx: u64) -> VirtAddr {
+    VirtAddr::new(W + idx * P).expect("a window address is canonical")
+}
+
+/// The window page of `a`, an address in the window.
+fn index(a: VirtAddr) -> u64 {
+    (a - addr(0)) / P
 }
 
 struct Harness {
@@ -267,7 +275,7 @@ impl Harness {
                     2 if in_window && self.model.free_range(s, idx, n) => Ok(idx),
                     2 if in_window => {
                         let (&first, _) = self.model.spaces[s].range(idx..idx + n).next().expect("not free");
-                        Err(SpaceError::Vma(mm_vma::VmaError::Overlap { start: addr(first), end: 0 }))
+                        Err(SpaceError::Vma(mm_vma::VmaError::Overlap { start: addr(first), end: VirtAddr::ZERO }))
                     }
                     3 if in_window && self.model.free_range(s, idx, n) => Ok(idx),
                     3 => self.model.place_anywhere(s, n).ok_or(SpaceError::NoSpace),
@@ -297,7 +305,7 @@ impl Harness {
                         // model page in the range.
                         assert!(start <= addr(idx + n), "{op:?}");
                     }
-                    (got, expected) => assert_eq!(got.map(|a| (a - W) / P), expected, "{op:?}"),
+                    (got, expected) => assert_eq!(got.map(index), expected, "{op:?}"),
                 }
             }
             Op::Munmap { space, page, pages } => {
@@ -335,6 +343,8 @@ impl Harness {
                 let old_end = self.model.brk[s].next_multiple_of(P);
                 let new_end = new.next_multiple_of(P);
                 let (oi, ni) = ((old_end - W) / P, (new_end - W) / P);
+                // At most 255 * 97 bytes above the window's heap: canonical.
+                let new = VirtAddr::new(new).expect("a break near the window is canonical");
                 let r = self.spaces[s].brk(new);
                 if new_end > HIGH {
                     assert_eq!(r, Err(SpaceError::OutOfRange));
@@ -350,7 +360,7 @@ impl Harness {
                     } else {
                         self.remove(s, ni, oi - ni);
                     }
-                    self.model.brk[s] = new;
+                    self.model.brk[s] = new.as_u64();
                 }
             }
             Op::Fork { space } => {
@@ -429,10 +439,7 @@ impl Harness {
                 if !matches!(p.data, Data::Cell(_)) || p.object.is_some() && p.shared {
                     return;
                 }
-                let Some(t) = self.spaces[s].page_table().translate(mm_types::VirtAddr::new(addr(idx)).expect("va"))
-                else {
-                    return;
-                };
+                let Some(t) = self.spaces[s].page_table().translate(addr(idx)) else { return };
                 let mut all: Vec<&mut SimSpace> = self.spaces.iter_mut().collect();
                 self.world.swap.swap_out(t.frame, &mut all).expect("nothing is locked");
             }
@@ -462,7 +469,7 @@ impl Harness {
             return;
         };
         assert_eq!(before.len() as u64, on, "mremap of a range that is not all mapped");
-        let di = (dest - W) / P;
+        let di = index(dest);
         if let Remap::Fixed(t) = mode {
             assert_eq!(dest, t);
         }
@@ -501,9 +508,8 @@ impl Harness {
     /// read it, found without a fault: in the frame mapped, or the swap
     /// entry's cached frame or slot. `None`: nothing there yet.
     fn peek(&self, s: usize, idx: u64) -> Option<u32> {
-        let va = mm_types::VirtAddr::new(addr(idx)).expect("va");
         let mut b = [0u8; 4];
-        match self.spaces[s].page_table().lookup(va).expect("a user address") {
+        match self.spaces[s].page_table().lookup(addr(idx)).expect("a user address") {
             mm_paging::Lookup::Unmapped => return None,
             mm_paging::Lookup::Mapped(t) => {
                 let at = PhysAddr::new(t.frame.as_u64() + SLOT).expect("valid");
@@ -536,7 +542,9 @@ impl Harness {
                         assert_eq!((v.prot, v.flags.contains(mm_vma::VmaFlags::SHARED)), (p.prot, p.shared));
                         let backing = match v.backing {
                             mm_vma::Backing::Anonymous => None,
-                            mm_vma::Backing::Object { object, offset } => Some((object, offset + addr(idx) - v.start)),
+                            mm_vma::Backing::Object { object, offset } => {
+                                Some((object, offset + (addr(idx) - v.start)))
+                            }
                         };
                         assert_eq!(backing, p.object, "space {s} page {idx}");
                     }
@@ -556,7 +564,9 @@ pub fn run(data: &[u8]) {
     }
     let world = SimWorld::with_ram(RAM.with(SimPhysMemory::clone));
     let free = world.free_frame_count();
-    let layout = Layout { low: W, high: HIGH, mmap_base: MMAP_BASE, brk_base: BRK_BASE, ..Layout::X86_64 };
+    let va = |a| VirtAddr::new(a).expect("the window is canonical");
+    let layout =
+        Layout { low: va(W), high: va(HIGH), mmap_base: va(MMAP_BASE), brk_base: va(BRK_BASE), ..Layout::X86_64 };
     let first = world.space_with(layout);
     let mut h = Harness {
         world,

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
+use mm_types::VirtAddr;
 use mm_vma::{FaultError, SpaceError, SpaceId};
 
 use mm_wiring::scenario::{anon_rw, Touch};
@@ -87,7 +88,7 @@ pub enum Op {
 /// in common.
 #[derive(Clone, Copy)]
 struct Region {
-    base: u64,
+    base: VirtAddr,
     pages: u64,
     obj: usize,
     shared: bool,

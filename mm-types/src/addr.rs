@@ -7,9 +7,13 @@
 //!
 //! Arithmetic is checked: it returns `None` instead of overflowing, leaving the
 //! physical address space, or (for virtual addresses) stepping into or across
-//! the non-canonical hole between the lower and upper halves.
+//! the non-canonical hole between the lower and upper halves. The operators
+//! (`addr + bytes`, `addr - bytes`, `end - start`) are the same arithmetic
+//! for call sites where the result is known to be valid: they panic where
+//! the `checked_*` methods return `None`, as the `x86_64` crate's do.
 
 use core::fmt;
+use core::ops::{Add, AddAssign, Sub, SubAssign};
 
 use crate::align;
 use crate::error::AddrError;
@@ -142,6 +146,147 @@ impl fmt::Display for PhysAddr {
 impl fmt::LowerHex for PhysAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+impl Add<u64> for PhysAddr {
+    type Output = PhysAddr;
+
+    /// `self + bytes`.
+    ///
+    /// # Panics
+    ///
+    /// If the result lies beyond [`PhysAddr::MAX`] (where
+    /// [`checked_add`](PhysAddr::checked_add) returns `None`).
+    ///
+    /// ```
+    /// use mm_types::PhysAddr;
+    /// let a = PhysAddr::new(0x1000).unwrap();
+    /// assert_eq!(a + 0x234, PhysAddr::new(0x1234).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::PhysAddr;
+    /// let _ = PhysAddr::MAX + 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn add(self, bytes: u64) -> PhysAddr {
+        match self.checked_add(bytes) {
+            Some(a) => a,
+            None => panic!("{self:?} + {bytes:#x} lies beyond the physical address space"),
+        }
+    }
+}
+
+impl AddAssign<u64> for PhysAddr {
+    /// `*self = *self + bytes`.
+    ///
+    /// # Panics
+    ///
+    /// As `PhysAddr + u64`: if the result lies beyond [`PhysAddr::MAX`].
+    ///
+    /// ```
+    /// use mm_types::PhysAddr;
+    /// let mut a = PhysAddr::new(0x1000).unwrap();
+    /// a += 0x1000;
+    /// assert_eq!(a, PhysAddr::new(0x2000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::PhysAddr;
+    /// let mut a = PhysAddr::MAX;
+    /// a += 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn add_assign(&mut self, bytes: u64) {
+        *self = *self + bytes;
+    }
+}
+
+impl Sub<u64> for PhysAddr {
+    type Output = PhysAddr;
+
+    /// `self - bytes`.
+    ///
+    /// # Panics
+    ///
+    /// If the result would lie below zero (where
+    /// [`checked_sub`](PhysAddr::checked_sub) returns `None`).
+    ///
+    /// ```
+    /// use mm_types::PhysAddr;
+    /// let a = PhysAddr::new(0x1234).unwrap();
+    /// assert_eq!(a - 0x234, PhysAddr::new(0x1000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::PhysAddr;
+    /// let _ = PhysAddr::ZERO - 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub(self, bytes: u64) -> PhysAddr {
+        match self.checked_sub(bytes) {
+            Some(a) => a,
+            None => panic!("{self:?} - {bytes:#x} lies below physical address zero"),
+        }
+    }
+}
+
+impl SubAssign<u64> for PhysAddr {
+    /// `*self = *self - bytes`.
+    ///
+    /// # Panics
+    ///
+    /// As `PhysAddr - u64`: if the result would lie below zero.
+    ///
+    /// ```
+    /// use mm_types::PhysAddr;
+    /// let mut a = PhysAddr::new(0x2000).unwrap();
+    /// a -= 0x1000;
+    /// assert_eq!(a, PhysAddr::new(0x1000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::PhysAddr;
+    /// let mut a = PhysAddr::ZERO;
+    /// a -= 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub_assign(&mut self, bytes: u64) {
+        *self = *self - bytes;
+    }
+}
+
+impl Sub<PhysAddr> for PhysAddr {
+    type Output = u64;
+
+    /// The distance in bytes from `start` up to `self`.
+    ///
+    /// # Panics
+    ///
+    /// If `start` lies above `self`.
+    ///
+    /// ```
+    /// use mm_types::PhysAddr;
+    /// let (start, end) = (PhysAddr::new(0x1000).unwrap(), PhysAddr::new(0x3000).unwrap());
+    /// assert_eq!(end - start, 0x2000);
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::PhysAddr;
+    /// let _ = PhysAddr::ZERO - PhysAddr::new(0x1000).unwrap();
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub(self, start: PhysAddr) -> u64 {
+        match self.0.checked_sub(start.0) {
+            Some(d) => d,
+            None => panic!("{start:?} lies above {self:?}"),
+        }
     }
 }
 
@@ -350,6 +495,158 @@ impl fmt::LowerHex for VirtAddr {
     }
 }
 
+impl Add<u64> for VirtAddr {
+    type Output = VirtAddr;
+
+    /// `self + bytes`.
+    ///
+    /// # Panics
+    ///
+    /// If the result overflows or leaves this address's canonical half
+    /// (where [`checked_add`](VirtAddr::checked_add) returns `None`).
+    ///
+    /// ```
+    /// use mm_types::VirtAddr;
+    /// let a = VirtAddr::new(0x40_0000).unwrap();
+    /// assert_eq!(a + 0x1234, VirtAddr::new(0x40_1234).unwrap());
+    /// // The exclusive end of a 4-level user range is still an address.
+    /// let top = VirtAddr::new(0x7fff_ffff_f000).unwrap();
+    /// assert_eq!((top + 0x1000).as_u64(), 0x8000_0000_0000);
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::{PagingMode, VirtAddr};
+    /// // One past the top of the lower half is in the non-canonical hole.
+    /// let top = VirtAddr::new(PagingMode::FiveLevel.lower_half_end()).unwrap();
+    /// let _ = top + 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn add(self, bytes: u64) -> VirtAddr {
+        match self.checked_add(bytes) {
+            Some(a) => a,
+            None => panic!("{self:?} + {bytes:#x} overflows or leaves the address's canonical half"),
+        }
+    }
+}
+
+impl AddAssign<u64> for VirtAddr {
+    /// `*self = *self + bytes`.
+    ///
+    /// # Panics
+    ///
+    /// As `VirtAddr + u64`: if the result overflows or leaves this
+    /// address's canonical half.
+    ///
+    /// ```
+    /// use mm_types::VirtAddr;
+    /// let mut a = VirtAddr::new(0x40_0000).unwrap();
+    /// a += 0x1000;
+    /// assert_eq!(a, VirtAddr::new(0x40_1000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::VirtAddr;
+    /// let mut a = VirtAddr::new(u64::MAX).unwrap();
+    /// a += 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn add_assign(&mut self, bytes: u64) {
+        *self = *self + bytes;
+    }
+}
+
+impl Sub<u64> for VirtAddr {
+    type Output = VirtAddr;
+
+    /// `self - bytes`.
+    ///
+    /// # Panics
+    ///
+    /// If the result would lie below zero or leave this address's canonical
+    /// half (where [`checked_sub`](VirtAddr::checked_sub) returns `None`).
+    ///
+    /// ```
+    /// use mm_types::VirtAddr;
+    /// let a = VirtAddr::new(0x40_1234).unwrap();
+    /// assert_eq!(a - 0x234, VirtAddr::new(0x40_1000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::{PagingMode, VirtAddr};
+    /// // One below the bottom of the upper half is in the non-canonical hole.
+    /// let bottom = VirtAddr::new(PagingMode::FiveLevel.upper_half_start()).unwrap();
+    /// let _ = bottom - 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub(self, bytes: u64) -> VirtAddr {
+        match self.checked_sub(bytes) {
+            Some(a) => a,
+            None => panic!("{self:?} - {bytes:#x} lies below zero or leaves the address's canonical half"),
+        }
+    }
+}
+
+impl SubAssign<u64> for VirtAddr {
+    /// `*self = *self - bytes`.
+    ///
+    /// # Panics
+    ///
+    /// As `VirtAddr - u64`: if the result would lie below zero or leave
+    /// this address's canonical half.
+    ///
+    /// ```
+    /// use mm_types::VirtAddr;
+    /// let mut a = VirtAddr::new(0x40_1000).unwrap();
+    /// a -= 0x1000;
+    /// assert_eq!(a, VirtAddr::new(0x40_0000).unwrap());
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::VirtAddr;
+    /// let mut a = VirtAddr::ZERO;
+    /// a -= 1;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub_assign(&mut self, bytes: u64) {
+        *self = *self - bytes;
+    }
+}
+
+impl Sub<VirtAddr> for VirtAddr {
+    type Output = u64;
+
+    /// The distance in bytes from `start` up to `self` (the length of
+    /// `[start, self)`).
+    ///
+    /// # Panics
+    ///
+    /// If `start` lies above `self`.
+    ///
+    /// ```
+    /// use mm_types::VirtAddr;
+    /// let (start, end) = (VirtAddr::new(0x40_0000).unwrap(), VirtAddr::new(0x40_3000).unwrap());
+    /// assert_eq!(end - start, 0x3000);
+    /// ```
+    ///
+    /// ```should_panic
+    /// use mm_types::VirtAddr;
+    /// let (start, end) = (VirtAddr::new(0x40_0000).unwrap(), VirtAddr::new(0x40_3000).unwrap());
+    /// let _ = start - end;
+    /// ```
+    #[inline]
+    #[track_caller]
+    fn sub(self, start: VirtAddr) -> u64 {
+        match self.0.checked_sub(start.0) {
+            Some(d) => d,
+            None => panic!("{start:?} lies above {self:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +711,128 @@ mod tests {
         assert_eq!(v.page_offset(), 0x234);
         assert!(v.is_upper_half());
         assert_eq!(VirtAddr::ZERO.checked_sub(1), None);
+    }
+
+    #[test]
+    fn virt_operators_match_the_checked_arithmetic() {
+        let a = VirtAddr::new(0x40_1234).unwrap();
+        assert_eq!((a + 0x10).as_u64(), 0x40_1244);
+        assert_eq!((a - 0x234).as_u64(), 0x40_1000);
+        let mut b = a;
+        b += 0x1000;
+        assert_eq!(b.as_u64(), 0x40_2234);
+        b -= 0x2000;
+        assert_eq!(b.as_u64(), 0x40_0234);
+        assert_eq!(a - b, 0x1000);
+        assert_eq!(a - a, 0);
+        // Up to the last address of each half, and the exclusive end of a
+        // 4-level user range.
+        let top_low = VirtAddr::new(PagingMode::FiveLevel.lower_half_end()).unwrap();
+        assert_eq!(VirtAddr::ZERO + PagingMode::FiveLevel.lower_half_end(), top_low);
+        assert_eq!((VirtAddr::new(0x7fff_ffff_f000).unwrap() + 0x1000).as_u64(), 0x8000_0000_0000);
+        let bottom_high = VirtAddr::new(PagingMode::FiveLevel.upper_half_start()).unwrap();
+        let last = VirtAddr::new(u64::MAX).unwrap();
+        assert_eq!(bottom_high + (u64::MAX - bottom_high.as_u64()), last);
+        assert_eq!(last - (u64::MAX - bottom_high.as_u64()), bottom_high);
+        // Across halves the distance is the raw difference.
+        assert_eq!(bottom_high - top_low, bottom_high.as_u64() - top_low.as_u64());
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves the address's canonical half")]
+    fn virt_add_into_the_hole_panics() {
+        let _ = VirtAddr::new(PagingMode::FiveLevel.lower_half_end()).unwrap() + 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves the address's canonical half")]
+    fn virt_add_from_the_lower_into_the_upper_half_panics() {
+        // Canonical, but in the other half: checked_add refuses it.
+        let _ = VirtAddr::new(0x1000).unwrap() + 0xffff_0000_0000_0000;
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows")]
+    fn virt_add_past_u64_panics() {
+        let _ = VirtAddr::new(u64::MAX).unwrap() + 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves the address's canonical half")]
+    fn virt_add_assign_into_the_hole_panics() {
+        let mut a = VirtAddr::new(PagingMode::FiveLevel.lower_half_end() - 0xfff).unwrap();
+        a += 0x1000;
+    }
+
+    #[test]
+    #[should_panic(expected = "lies below zero")]
+    fn virt_sub_below_zero_panics() {
+        let _ = VirtAddr::new(0xfff).unwrap() - 0x1000;
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves the address's canonical half")]
+    fn virt_sub_into_the_hole_panics() {
+        let _ = VirtAddr::new(PagingMode::FiveLevel.upper_half_start()).unwrap() - 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "lies below zero")]
+    fn virt_sub_assign_below_zero_panics() {
+        let mut a = VirtAddr::ZERO;
+        a -= 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "lies above")]
+    fn virt_distance_to_a_higher_start_panics() {
+        let _ = VirtAddr::new(0x1000).unwrap() - VirtAddr::new(0x1001).unwrap();
+    }
+
+    #[test]
+    fn phys_operators_match_the_checked_arithmetic() {
+        let a = PhysAddr::new(0x1234).unwrap();
+        assert_eq!((a + 0x10).as_u64(), 0x1244);
+        assert_eq!((a - 0x234).as_u64(), 0x1000);
+        let mut b = a;
+        b += 0x1000;
+        assert_eq!(b.as_u64(), 0x2234);
+        b -= 0x2234;
+        assert_eq!(b, PhysAddr::ZERO);
+        assert_eq!(a - b, 0x1234);
+        assert_eq!(PhysAddr::ZERO + PHYS_ADDR_MAX, PhysAddr::MAX);
+        assert_eq!(PhysAddr::MAX - PHYS_ADDR_MAX, PhysAddr::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the physical address space")]
+    fn phys_add_past_max_panics() {
+        let _ = PhysAddr::MAX + 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the physical address space")]
+    fn phys_add_assign_past_max_panics() {
+        let mut a = PhysAddr::MAX;
+        a += 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "below physical address zero")]
+    fn phys_sub_below_zero_panics() {
+        let _ = PhysAddr::new(0xfff).unwrap() - 0x1000;
+    }
+
+    #[test]
+    #[should_panic(expected = "below physical address zero")]
+    fn phys_sub_assign_below_zero_panics() {
+        let mut a = PhysAddr::ZERO;
+        a -= 1;
+    }
+
+    #[test]
+    #[should_panic(expected = "lies above")]
+    fn phys_distance_to_a_higher_start_panics() {
+        let _ = PhysAddr::ZERO - PhysAddr::new(1).unwrap();
     }
 }

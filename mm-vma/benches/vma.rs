@@ -20,6 +20,13 @@ use memory_addr::{AddrRange, VirtAddr};
 use memory_set::{MappingBackend, MemoryArea, MemorySet};
 use mm_types::testkit::XorShift;
 use mm_vma::{Protection, Vma, VmaTree};
+
+/// mm-types' address (memory_addr's `VirtAddr` is memory_set's).
+type Va = mm_types::VirtAddr;
+
+fn va(a: u64) -> Va {
+    Va::new(a).unwrap()
+}
 use rangemap::RangeMap;
 
 const P: u64 = 4096;
@@ -62,7 +69,7 @@ const RW: Protection = Protection::READ.union(Protection::WRITE);
 fn ours(ranges: &[(u64, u64)]) -> VmaTree {
     let mut t = VmaTree::new(usize::MAX);
     for &(s, e) in ranges {
-        t.insert(Vma::anonymous(s, e, RW)).unwrap();
+        t.insert(Vma::anonymous(va(s), va(e), RW)).unwrap();
     }
     t
 }
@@ -102,11 +109,12 @@ fn find(c: &mut Criterion) {
     let (addrs, _) = inputs(&ranges);
     let mut g = c.benchmark_group("find_10000");
     let t = ours(&ranges);
+    let vas: Vec<Va> = addrs.iter().map(|&a| va(a)).collect();
     let mut i = 0;
     g.bench_function("mm-vma", |b| {
         b.iter(|| {
-            i = (i + 1) % addrs.len();
-            black_box(t.find(addrs[i]).map(|v| v.start))
+            i = (i + 1) % vas.len();
+            black_box(t.find(vas[i]).map(|v| v.start))
         })
     });
     let m = btree(&ranges);
@@ -140,10 +148,11 @@ fn munmap_mmap(c: &mut Criterion) {
     let mut g = c.benchmark_group("munmap_mmap_10000");
     let mut i = 0;
     let mut t = ours(&ranges);
+    let va_picks: Vec<(Va, Va)> = picks.iter().map(|&(s, e)| (va(s), va(e))).collect();
     g.bench_function("mm-vma", |b| {
         b.iter(|| {
-            i = (i + 1) % picks.len();
-            let (s, e) = picks[i];
+            i = (i + 1) % va_picks.len();
+            let (s, e) = va_picks[i];
             t.remove_range(s, e - s, |v| {
                 black_box(v);
             })
@@ -207,10 +216,11 @@ fn gap(c: &mut Criterion) {
         let (addrs, _) = inputs(&ranges);
         let mut i = 0;
         let t = ours(&ranges);
+        let vas: Vec<Va> = addrs.iter().map(|&a| va(a)).collect();
         g.bench_function(BenchmarkId::new("mm-vma", n), |b| {
             b.iter(|| {
-                i = (i + 1) % addrs.len();
-                black_box(t.unmapped_area(GAP, P, 0, addrs[i], true))
+                i = (i + 1) % vas.len();
+                black_box(t.unmapped_area(GAP, P, Va::ZERO, vas[i], true))
             })
         });
         if n != N {
@@ -221,7 +231,7 @@ fn gap(c: &mut Criterion) {
         let outer = 0..u64::MAX;
         // The scans answer as the index does.
         for &a in &addrs[..256] {
-            let want = t.unmapped_area(GAP, P, 0, a, true);
+            let want = t.unmapped_area(GAP, P, Va::ZERO, va(a), true).map(Va::as_u64);
             assert_eq!(btree_gap(&m, a), want);
             assert_eq!(rangemap_gap(&rm, &outer, a), want);
         }

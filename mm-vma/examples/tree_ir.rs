@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use mm_types::VirtAddr;
 use mm_vma::{Protection, RangeTree, Vma, VmaTree};
 
 struct Rng(u64);
@@ -21,6 +22,11 @@ impl Rng {
 }
 
 const OPS: usize = 100_000;
+
+fn va(a: u64) -> VirtAddr {
+    VirtAddr::new(a).unwrap()
+}
+
 /// Ranges of 1-4 pages with 1-3 page holes.
 fn layout(n: usize) -> Vec<(u64, u64)> {
     let mut r = Rng(42);
@@ -79,18 +85,18 @@ fn measure_gap_tree(t: &RangeTree<u64>, highs: &[u64]) -> u64 {
 }
 
 #[inline(never)]
-fn measure_find_vma(t: &VmaTree, addrs: &[u64]) -> u64 {
-    addrs.iter().map(|&a| t.find(a).map_or(0, |v| v.start)).sum()
+fn measure_find_vma(t: &VmaTree, addrs: &[VirtAddr]) -> u64 {
+    addrs.iter().map(|&a| t.find(a).map_or(0, |v| v.start.as_u64())).sum()
 }
 
 #[inline(never)]
-fn measure_munmap_vma(t: &mut VmaTree, start: u64, len: u64) {
+fn measure_munmap_vma(t: &mut VmaTree, start: VirtAddr, len: u64) {
     t.remove_range(start, len, |_| {}).unwrap();
 }
 
 #[inline(never)]
-fn measure_gap_vma(t: &VmaTree, highs: &[u64]) -> u64 {
-    highs.iter().map(|&h| t.unmapped_area(5 * 4096, 4096, 0, h, true).unwrap_or(0)).sum()
+fn measure_gap_vma(t: &VmaTree, highs: &[VirtAddr]) -> u64 {
+    highs.iter().map(|&h| t.unmapped_area(5 * 4096, 4096, VirtAddr::ZERO, h, true).map_or(0, VirtAddr::as_u64)).sum()
 }
 
 fn main() {
@@ -140,8 +146,9 @@ fn main() {
             let mut t = VmaTree::new(usize::MAX);
             let rw = Protection::READ | Protection::WRITE;
             for &(s, e) in &ranges {
-                t.insert(Vma::anonymous(s, e, rw)).unwrap();
+                t.insert(Vma::anonymous(va(s), va(e), rw)).unwrap();
             }
+            let addrs: Vec<VirtAddr> = addrs.iter().map(|&a| va(a)).collect();
             match workload {
                 "find" => {
                     std::hint::black_box(measure_find_vma(&t, &addrs));
@@ -155,7 +162,7 @@ fn main() {
                     // put back unmeasured.
                     let picked: Vec<(u64, u64)> = ranges.iter().copied().step_by(10).collect();
                     for &(s, e) in &picked {
-                        let (a, len) = if workload == "munmap" { (s, e - s) } else { (e - 4096, 4096) };
+                        let (a, len) = if workload == "munmap" { (va(s), e - s) } else { (va(e - 4096), 4096) };
                         measure_munmap_vma(&mut t, a, len);
                         t.insert(Vma::anonymous(a, a + len, rw)).unwrap();
                     }

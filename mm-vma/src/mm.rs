@@ -143,7 +143,7 @@ struct PageInfo {
     /// References besides mappings.
     pins: u32,
     /// (space, virtual page) of each mapping.
-    maps: Vec<(SpaceId, u64)>,
+    maps: Vec<(SpaceId, VirtAddr)>,
     /// A mapping that was removed had its dirty bit set (MODEL 24): the
     /// page may differ from any copy made before (a swap slot, a file
     /// block) until the holder of that copy writes it again.
@@ -333,12 +333,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
     /// page from each of them and harvests their accessed bits).
     pub fn mappings(&self, frame: PhysAddr) -> Vec<RmapEntry> {
         let rmap = self.rmap.lock();
-        rmap.get(&frame.as_u64()).map_or_else(Vec::new, |p| {
-            p.maps
-                .iter()
-                .map(|&(space, va)| RmapEntry { space, va: VirtAddr::new(va).expect("a mapped user page") })
-                .collect()
-        })
+        rmap.get(&frame.as_u64())
+            .map_or_else(Vec::new, |p| p.maps.iter().map(|&(space, va)| RmapEntry { space, va }).collect())
     }
 
     /// How many page tables map `frame`.
@@ -412,7 +408,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
     }
 
     /// Records that `space` maps `frame` at `va`.
-    pub(crate) fn add_map(&self, frame: PhysAddr, kind: PageKind, space: SpaceId, va: u64) {
+    pub(crate) fn add_map(&self, frame: PhysAddr, kind: PageKind, space: SpaceId, va: VirtAddr) {
         if frame == self.zero {
             return;
         }
@@ -424,7 +420,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
     /// that mapping's dirty bit was set (it moves to the page, MODEL 24);
     /// frees the frame if that was the last use of an anonymous page.
     /// Returns whether the frame was freed.
-    pub(crate) fn remove_map(&self, frame: PhysAddr, space: SpaceId, va: u64, dirty: bool) -> bool {
+    pub(crate) fn remove_map(&self, frame: PhysAddr, space: SpaceId, va: VirtAddr, dirty: bool) -> bool {
         if frame == self.zero {
             return false;
         }
@@ -461,7 +457,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
 
     /// Moves the record of `space`'s mapping of `frame` from `from` to `to`
     /// (mremap).
-    pub(crate) fn move_map(&self, frame: PhysAddr, space: SpaceId, from: u64, to: u64) {
+    pub(crate) fn move_map(&self, frame: PhysAddr, space: SpaceId, from: VirtAddr, to: VirtAddr) {
         if frame == self.zero {
             return;
         }
@@ -510,7 +506,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             }
             for &(id, va) in &p.maps {
                 let s = spaces.iter().find(|s| s.id() == id).ok_or("a mapping by an unknown address space")?;
-                let t = s.page_table().translate(VirtAddr::new(va).expect("user page"));
+                let t = s.page_table().translate(va);
                 if t.is_none_or(|t| t.frame.as_u64() != *frame) {
                     return Err("a recorded mapping that the page table does not hold");
                 }

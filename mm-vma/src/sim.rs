@@ -114,7 +114,7 @@ impl SimSwap {
         }
         for m in &maps {
             let s = spaces.iter().find(|s| s.id() == m.space).expect("every mapper is given");
-            if !s.is_evictable(m.va.as_u64()) {
+            if !s.is_evictable(m.va) {
                 return Err(SpaceError::NotEvictable);
             }
         }
@@ -137,7 +137,7 @@ impl SimSwap {
         let entry = SwapSlot::new(1, slot).expect("slot in range");
         for m in &maps {
             let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
-            s.evict(m.va.as_u64(), Some(entry)).expect("checked evictable");
+            s.evict(m.va, Some(entry)).expect("checked evictable");
         }
         // Written after every mapping is gone (no write can be missed), and
         // for a cached page only if a mapping just removed, or an earlier

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use mm_paging::{FlushBatch, MapFlags, PageTable, PagingArch, PagingError, Unmapped};
-use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory, Protection, VirtAddr, PAGE_BYTES};
+use mm_types::{FrameProvider, PageKind, PageNumber, PhysAddr, PhysMemory, Protection, VirtAddr, PAGE_BYTES};
 
 use crate::mm::{HookError, MmContext, SpaceId};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
@@ -22,13 +22,13 @@ mod user;
 pub struct Layout {
     /// Lowest address a mapping may use (Linux's `mmap_min_addr`: page 0
     /// stays unmapped so null dereferences fault).
-    pub low: u64,
+    pub low: VirtAddr,
     /// One past the highest user address.
-    pub high: u64,
+    pub high: VirtAddr,
     /// Searches for a free range go top-down from here first.
-    pub mmap_base: u64,
+    pub mmap_base: VirtAddr,
     /// Where the heap (`brk`) starts.
-    pub brk_base: u64,
+    pub brk_base: VirtAddr,
     /// Space kept free below a stack (Linux's `stack_guard_gap`, 256 pages).
     pub stack_guard_gap: u64,
     /// Largest size a stack may grow to (the stack rlimit).
@@ -45,10 +45,10 @@ impl Layout {
     /// `0x7fff_ffff_f000`, mappings from `0x7f00_0000_0000` down, the heap at
     /// `0x5555_0000_0000`, a 1 MiB stack guard gap and an 8 MiB stack limit.
     pub const X86_64: Layout = Layout {
-        low: 0x1_0000,
-        high: 0x7fff_ffff_f000,
-        mmap_base: 0x7f00_0000_0000,
-        brk_base: 0x5555_0000_0000,
+        low: const_addr(0x1_0000),
+        high: const_addr(0x7fff_ffff_f000),
+        mmap_base: const_addr(0x7f00_0000_0000),
+        brk_base: const_addr(0x5555_0000_0000),
         stack_guard_gap: 256 * PAGE_BYTES,
         stack_limit: 8 << 20,
         zero_page: true,
@@ -56,28 +56,38 @@ impl Layout {
     };
 }
 
+/// A virtual address in a constant (a layout's), which must be canonical.
+const fn const_addr(addr: u64) -> VirtAddr {
+    match VirtAddr::new(addr) {
+        Ok(a) => a,
+        Err(_) => panic!("a layout address that is not canonical"),
+    }
+}
+
 impl Layout {
     /// Checks the layout against a paging mode and the root entries
     /// borrowed from the kernel (bit `i` of `shared`: entry `i`).
     fn validate<A: PagingArch>(&self, arch: &A, shared: Option<&[u64; 8]>) -> Result<(), SpaceError> {
         let bad = |reason| Err(SpaceError::BadLayout { reason });
-        if self.low % PAGE_BYTES != 0 || self.high % PAGE_BYTES != 0 {
+        if !self.low.is_aligned(PAGE_BYTES) || !self.high.is_aligned(PAGE_BYTES) {
             return bad("the user range is not page aligned");
         }
-        if self.low == 0 || self.low >= self.high {
+        if self.low == VirtAddr::ZERO || self.low >= self.high {
             return bad("the user range is empty or starts at page 0");
         }
-        let top = self.high - 1;
-        if top >> 63 != 0 || VirtAddr::new(top).map_or(true, |a| arch.check_va(a).is_err()) {
-            return bad("the user range leaves the lower half of the paging mode's canonical addresses");
-        }
+        // The last user address, a lower-half address canonical in the
+        // paging mode (there is none below the upper half's first address).
+        let top = match self.high.checked_sub(1) {
+            Some(top) if !top.is_upper_half() && arch.check_va(top).is_ok() => top,
+            _ => return bad("the user range leaves the lower half of the paging mode's canonical addresses"),
+        };
         if !(self.low..=self.high).contains(&self.mmap_base) || !(self.low..=self.high).contains(&self.brk_base) {
             return bad("mmap_base or brk_base lies outside the user range");
         }
         if let Some(bits) = shared {
             // Each root entry covers 2^(12 + 9 * levels - 9) bytes.
             let shift = 12 + 9 * (u32::from(arch.levels()) - 1);
-            let (first, last) = ((self.low >> shift) as usize, (top >> shift) as usize);
+            let (first, last) = ((self.low.as_u64() >> shift) as usize, (top.as_u64() >> shift) as usize);
             if (first..=last.min(511)).any(|i| bits[i / 64] & (1 << (i % 64)) != 0) {
                 return bad("the user range overlaps a root entry shared with the kernel");
             }
@@ -98,11 +108,11 @@ pub enum Placement {
     /// Anywhere free (top-down from the layout's `mmap_base`).
     Anywhere,
     /// At this address if that range is free, else anywhere.
-    Hint(u64),
+    Hint(VirtAddr),
     /// Exactly here, replacing whatever was mapped (`MAP_FIXED`).
-    Fixed(u64),
+    Fixed(VirtAddr),
     /// Exactly here, failing if anything is mapped (`MAP_FIXED_NOREPLACE`).
-    FixedNoReplace(u64),
+    FixedNoReplace(VirtAddr),
 }
 
 /// An `mmap` request; built with [`MapRequest::anonymous`] or
@@ -182,7 +192,7 @@ pub enum Remap {
     MayMove,
     /// Move to exactly this address, replacing what is there
     /// (`MREMAP_MAYMOVE | MREMAP_FIXED`).
-    Fixed(u64),
+    Fixed(VirtAddr),
 }
 
 /// The kind of access that faulted.
@@ -223,12 +233,12 @@ pub enum FaultError {
     /// No VMA contains the address (and no stack can grow to it).
     NoMapping {
         /// The faulting address.
-        addr: u64,
+        addr: VirtAddr,
     },
     /// The VMA does not allow the access.
     Protection {
         /// The faulting address.
-        addr: u64,
+        addr: VirtAddr,
         /// The access.
         access: Access,
         /// What the VMA allows.
@@ -238,14 +248,14 @@ pub enum FaultError {
     /// the mapping below it.
     GuardGap {
         /// The faulting address.
-        addr: u64,
+        addr: VirtAddr,
         /// The stack VMA's start.
-        stack: u64,
+        stack: VirtAddr,
     },
     /// Growing the stack to the address would exceed the stack limit.
     StackLimit {
         /// The faulting address.
-        addr: u64,
+        addr: VirtAddr,
         /// The limit.
         limit: u64,
     },
@@ -381,8 +391,9 @@ fn page_up(len: u64) -> Result<u64, SpaceError> {
     len.checked_add(PAGE_BYTES - 1).map(|l| l & !(PAGE_BYTES - 1)).ok_or(SpaceError::Vma(VmaError::BadRange))
 }
 
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::new(a).expect("a user address is canonical")
+/// The start of the 4 KiB page holding `addr`.
+fn page_of(addr: VirtAddr) -> VirtAddr {
+    PageNumber::containing(addr).start_address()
 }
 
 /// The page-table flags of a VMA's pages: its rights plus user access;
@@ -438,7 +449,7 @@ pub struct AddressSpace<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider +
     layout: Layout,
     vmas: VmaTree,
     pt: Option<PageTable<A, M, F>>,
-    brk: u64,
+    brk: VirtAddr,
     counts: SpaceCounts,
     gather: Gather,
 }
@@ -521,7 +532,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// The current program break.
-    pub fn current_brk(&self) -> u64 {
+    pub fn current_brk(&self) -> VirtAddr {
         self.brk
     }
 
@@ -536,7 +547,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         self.gather.released.push(u);
     }
 
-    fn note_mapped(&mut self, frame: PhysAddr, kind: PageKind, page: u64) {
+    fn note_mapped(&mut self, frame: PhysAddr, kind: PageKind, page: VirtAddr) {
         if frame == self.mm.zero_page() {
             self.counts.zero += 1;
         } else {
@@ -557,7 +568,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         for u in core::mem::take(&mut self.gather.released) {
             match u {
                 Unmapped::Page { va, frame, flags, .. } => {
-                    self.mm.remove_map(frame, self.id, va.as_u64(), flags.contains(MapFlags::DIRTY));
+                    self.mm.remove_map(frame, self.id, va, flags.contains(MapFlags::DIRTY));
                 }
                 Unmapped::Swap { slot: entry, .. } => {
                     if let Some(s) = &self.mm.hooks.swap {
@@ -568,10 +579,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
     }
 
-    fn unmap_pages(&mut self, start: u64, len: u64) {
+    fn unmap_pages(&mut self, start: VirtAddr, len: u64) {
         let mut removed = Vec::new();
-        let flush =
-            self.pt().unmap_present(va(start), len, |u| removed.push(u)).expect("4 KiB pages: nothing to split");
+        let flush = self.pt().unmap_present(start, len, |u| removed.push(u)).expect("4 KiB pages: nothing to split");
         if !removed.is_empty() {
             self.gather.batch.add(flush);
         }

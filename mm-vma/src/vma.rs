@@ -10,10 +10,9 @@
 //! changes to the pages.
 
 use alloc::vec::Vec;
-use mm_types::PAGE_BYTES;
 
 use bitflags::bitflags;
-use mm_types::Protection;
+use mm_types::{Protection, VirtAddr, PAGE_BYTES};
 
 use crate::tree::{RangeTree, TreeError};
 
@@ -64,9 +63,9 @@ impl Backing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Vma {
     /// First address.
-    pub start: u64,
+    pub start: VirtAddr,
     /// One past the last address.
-    pub end: u64,
+    pub end: VirtAddr,
     /// Access rights.
     pub prot: Protection,
     /// Flags.
@@ -77,7 +76,7 @@ pub struct Vma {
 
 impl Vma {
     /// An anonymous private mapping.
-    pub const fn anonymous(start: u64, end: u64, prot: Protection) -> Self {
+    pub const fn anonymous(start: VirtAddr, end: VirtAddr, prot: Protection) -> Self {
         Vma { start, end, prot, flags: VmaFlags::empty(), backing: Backing::Anonymous }
     }
 
@@ -117,27 +116,40 @@ struct Data {
 }
 
 impl Data {
-    fn vma(self, start: u64, end: u64) -> Vma {
+    fn vma(self, start: VirtAddr, end: VirtAddr) -> Vma {
         Vma { start, end, prot: self.prot, flags: self.flags, backing: self.backing }
     }
+}
+
+/// The address a tree key stands for: the tree's keys are only ever made
+/// from addresses (`VirtAddr::as_u64`), so they are canonical.
+fn addr(key: u64) -> VirtAddr {
+    VirtAddr::new(key).expect("VMA tree keys are addresses")
+}
+
+/// The VMA of a tree entry.
+fn entry((start, end, data): (u64, u64, &Data)) -> Vma {
+    data.vma(addr(start), addr(end))
 }
 
 /// Why a VMA operation was refused. A refused operation changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmaError {
-    /// An address or length that is not page aligned.
+    /// A value that must be page aligned and is not: an address, a length,
+    /// an object offset or an alignment, as a raw number.
     Unaligned(u64),
-    /// An empty range, or one that wraps.
+    /// An empty or reversed range, or one that runs past the end of its
+    /// half of the address space.
     BadRange,
     /// The new mapping overlaps an existing one.
     Overlap {
         /// The existing VMA's start.
-        start: u64,
+        start: VirtAddr,
         /// Its end.
-        end: u64,
+        end: VirtAddr,
     },
     /// Part of the range is not mapped (mprotect needs all of it).
-    NotMapped(u64),
+    NotMapped(VirtAddr),
     /// The operation would need more VMAs than the limit.
     TooManyMappings {
         /// The limit.
@@ -172,8 +184,10 @@ impl Default for VmaTree {
     }
 }
 
-fn check(start: u64, len: u64) -> Result<u64, VmaError> {
-    for v in [start, len] {
+/// The end of `[start, start + len)`, which must be page aligned, not
+/// empty, and within `start`'s half of the address space.
+fn check(start: VirtAddr, len: u64) -> Result<VirtAddr, VmaError> {
+    for v in [start.as_u64(), len] {
         if v % PAGE_BYTES != 0 {
             return Err(VmaError::Unaligned(v));
         }
@@ -182,6 +196,20 @@ fn check(start: u64, len: u64) -> Result<u64, VmaError> {
         return Err(VmaError::BadRange);
     }
     start.checked_add(len).ok_or(VmaError::BadRange)
+}
+
+/// Checks that `[start, end)` is page aligned, not empty or reversed, and
+/// within one half of the address space.
+fn check_span(start: VirtAddr, end: VirtAddr) -> Result<(), VmaError> {
+    for v in [start, end] {
+        if !v.is_aligned(PAGE_BYTES) {
+            return Err(VmaError::Unaligned(v.as_u64()));
+        }
+    }
+    if end <= start || end.is_upper_half() != start.is_upper_half() {
+        return Err(VmaError::BadRange);
+    }
+    Ok(())
 }
 
 impl VmaTree {
@@ -202,49 +230,65 @@ impl VmaTree {
     }
 
     /// The VMA containing `addr`.
-    pub fn find(&self, addr: u64) -> Option<Vma> {
-        self.tree.find(addr).map(|(s, e, d)| d.vma(s, e))
+    pub fn find(&self, addr: VirtAddr) -> Option<Vma> {
+        self.tree.find(addr.as_u64()).map(entry)
     }
 
     /// The first VMA ending after `addr` (Linux's `find_vma`: the one
     /// containing `addr`, or the next above it).
-    pub fn find_from(&self, addr: u64) -> Option<Vma> {
-        self.find(addr).or_else(|| self.tree.next(addr).map(|(s, e, d)| d.vma(s, e)))
+    pub fn find_from(&self, addr: VirtAddr) -> Option<Vma> {
+        self.find(addr).or_else(|| self.tree.next(addr.as_u64()).map(entry))
     }
 
     /// The last VMA starting at or below `addr` (the one containing it, or
     /// the one below a hole).
-    pub fn prev(&self, addr: u64) -> Option<Vma> {
-        self.tree.prev(addr).map(|(s, e, d)| d.vma(s, e))
+    pub fn prev(&self, addr: VirtAddr) -> Option<Vma> {
+        self.tree.prev(addr.as_u64()).map(entry)
     }
 
     /// Every VMA in address order.
     pub fn iter(&self) -> impl Iterator<Item = Vma> + '_ {
-        self.tree.iter().map(|(s, e, d)| d.vma(s, e))
+        self.tree.iter().map(entry)
     }
 
     /// The VMAs overlapping `[start, end)`, in order.
-    pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = Vma> + '_ {
+    pub fn overlapping(&self, start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = Vma> + '_ {
+        let (start, end) = (start.as_u64(), end.as_u64());
         let first = self.tree.prev(start).filter(|x| x.1 > start).map_or(start, |x| x.0);
-        self.tree.iter_from(first).take_while(move |x| x.0 < end).map(|(s, e, d)| d.vma(s, e))
+        self.tree.iter_from(first).take_while(move |x| x.0 < end).map(entry)
     }
 
     /// The highest (`top_down`) or lowest start for `len` bytes aligned to
-    /// `align` inside `[low, high)` that overlaps no VMA.
-    pub fn unmapped_area(&self, len: u64, align: u64, low: u64, high: u64, top_down: bool) -> Option<u64> {
+    /// `align` inside `[low, high)` that overlaps no VMA. `low` and `high`
+    /// must lie in the same half of the address space (`None` otherwise):
+    /// a range across the non-canonical hole holds no addresses to find.
+    pub fn unmapped_area(
+        &self,
+        len: u64,
+        align: u64,
+        low: VirtAddr,
+        high: VirtAddr,
+        top_down: bool,
+    ) -> Option<VirtAddr> {
+        if low.is_upper_half() != high.is_upper_half() {
+            return None;
+        }
         let align = align.max(PAGE_BYTES);
-        if top_down {
+        let (low, high) = (low.as_u64(), high.as_u64());
+        let start = if top_down {
             self.tree.gap_top_down(len, align, low, high)
         } else {
             self.tree.gap_bottom_up(len, align, low, high)
-        }
+        };
+        // Inside `[low, high)`, within one half: an address.
+        start.map(addr)
     }
 
     /// Adds `vma` (which must not overlap any), merged with the neighbours
     /// it is compatible with. Returns the VMA that now contains it.
     pub fn insert(&mut self, vma: Vma) -> Result<Vma, VmaError> {
-        // A reversed range wraps to a length that overflows: BadRange.
-        let end = check(vma.start, vma.end.wrapping_sub(vma.start))?;
+        check_span(vma.start, vma.end)?;
+        let end = vma.end;
         if let Some(o) = self.overlapping(vma.start, end).next() {
             return Err(VmaError::Overlap { start: o.start, end: o.end });
         }
@@ -255,23 +299,22 @@ impl VmaTree {
         }
         let merged = match (prev, next) {
             (Some(p), Some(n)) => {
-                self.tree.remove(n.start);
-                self.tree.resize(p.start, p.start, n.end).map_err(tree_err)?;
+                self.remove_entry(n.start);
+                self.resize(p.start, p.start, n.end)?;
                 Vma { end: n.end, ..p }
             }
             (Some(p), None) => {
-                self.tree.resize(p.start, p.start, end).map_err(tree_err)?;
+                self.resize(p.start, p.start, end)?;
                 Vma { end, ..p }
             }
             (None, Some(n)) => {
                 // The merged VMA takes the new one's start and backing offset.
-                self.tree.resize(n.start, vma.start, n.end).map_err(tree_err)?;
-                let (_, _, d) = self.tree.find_mut(vma.start).expect("just resized");
-                d.backing = vma.backing;
+                self.resize(n.start, vma.start, n.end)?;
+                self.data_mut(vma.start).backing = vma.backing;
                 Vma { start: vma.start, backing: vma.backing, ..n }
             }
             (None, None) => {
-                self.tree.insert(vma.start, end, vma.data()).map_err(tree_err)?;
+                self.insert_entry(vma.start, end, vma.data())?;
                 vma
             }
         };
@@ -283,48 +326,71 @@ impl VmaTree {
     /// must still contain at least a page and overlap no other VMA; an
     /// object's offset follows the start. Merges with neighbours that became
     /// compatible and returns the VMA that now holds the range.
-    pub fn expand(&mut self, start: u64, new_start: u64, new_end: u64) -> Result<Vma, VmaError> {
-        let end = check(new_start, new_end.wrapping_sub(new_start))?;
+    pub fn expand(&mut self, start: VirtAddr, new_start: VirtAddr, new_end: VirtAddr) -> Result<Vma, VmaError> {
+        check_span(new_start, new_end)?;
         let v = self.find(start).filter(|v| v.start == start).ok_or(VmaError::NotMapped(start))?;
         let backing = match v.backing {
             Backing::Object { object, offset } => {
-                let offset = (offset + new_start).checked_sub(start).ok_or(VmaError::BadRange)?;
-                Backing::Object { object, offset }
+                let offset = if new_start >= start {
+                    Some(offset + (new_start - start))
+                } else {
+                    offset.checked_sub(start - new_start)
+                };
+                Backing::Object { object, offset: offset.ok_or(VmaError::BadRange)? }
             }
             Backing::Anonymous => Backing::Anonymous,
         };
-        self.tree.resize(start, new_start, end).map_err(tree_err)?;
-        let (_, _, d) = self.tree.find_mut(new_start).expect("just resized");
-        d.backing = backing;
-        self.merge_at(end);
+        self.resize(start, new_start, new_end)?;
+        self.data_mut(new_start).backing = backing;
+        self.merge_at(new_end);
         self.merge_at(new_start);
         Ok(self.find(new_start).expect("still mapped"))
     }
 
+    // The tree's entries, keyed by the raw addresses.
+
+    fn insert_entry(&mut self, start: VirtAddr, end: VirtAddr, data: Data) -> Result<(), VmaError> {
+        self.tree.insert(start.as_u64(), end.as_u64(), data).map_err(tree_err)
+    }
+
+    fn remove_entry(&mut self, start: VirtAddr) -> Option<Data> {
+        self.tree.remove(start.as_u64()).map(|(_, _, d)| d)
+    }
+
+    /// Moves the bounds of the entry starting at `start`.
+    fn resize(&mut self, start: VirtAddr, new_start: VirtAddr, new_end: VirtAddr) -> Result<(), VmaError> {
+        self.tree.resize(start.as_u64(), new_start.as_u64(), new_end.as_u64()).map_err(tree_err)
+    }
+
+    /// The data of the VMA containing `addr`, which must be mapped.
+    fn data_mut(&mut self, addr: VirtAddr) -> &mut Data {
+        self.tree.find_mut(addr.as_u64()).expect("a mapped address").2
+    }
+
     /// Splits the VMA containing `addr` (strictly inside it) in two at
     /// `addr`. No-op if `addr` is not strictly inside a VMA.
-    fn split_at(&mut self, addr: u64) {
+    fn split_at(&mut self, addr: VirtAddr) {
         let Some(v) = self.find(addr).filter(|v| v.start < addr) else { return };
-        self.tree.resize(v.start, v.start, addr).expect("shrinking cannot overlap");
+        self.resize(v.start, v.start, addr).expect("shrinking cannot overlap");
         let right = Data { backing: v.backing.advanced(addr - v.start), ..v.data() };
-        self.tree.insert(addr, v.end, right).expect("the range was just freed");
+        self.insert_entry(addr, v.end, right).expect("the range was just freed");
     }
 
     /// Merges the VMA ending at `addr` with the one starting there if they
     /// are compatible.
-    fn merge_at(&mut self, addr: u64) {
+    fn merge_at(&mut self, addr: VirtAddr) {
         let Some(left) = addr.checked_sub(1).and_then(|a| self.find(a)) else { return };
         let Some(right) = self.find(addr) else { return };
         if left.end == addr && right.start == addr && left.can_merge(&right) {
-            self.tree.remove(right.start);
-            self.tree.resize(left.start, left.start, right.end).expect("the right part was just removed");
+            self.remove_entry(right.start);
+            self.resize(left.start, left.start, right.end).expect("the right part was just removed");
         }
     }
 
     /// VMAs a change of `[start, end)` would add by splitting the VMAs
     /// that straddle its ends.
-    fn splits_needed(&self, start: u64, end: u64) -> usize {
-        let straddles = |a: u64| self.find(a).is_some_and(|v| v.start < a);
+    fn splits_needed(&self, start: VirtAddr, end: VirtAddr) -> usize {
+        let straddles = |a: VirtAddr| self.find(a).is_some_and(|v| v.start < a);
         match (self.find(start), straddles(end)) {
             // One VMA around both ends: its middle goes, both sides stay.
             (Some(v), true) if v.start < start && v.end > end => 1,
@@ -335,16 +401,16 @@ impl VmaTree {
     /// Removes `[start, start + len)` from every VMA it overlaps (splitting
     /// those that straddle its ends) and reports each removed piece.
     /// Unmapped parts of the range are fine (as in `munmap`).
-    pub fn remove_range(&mut self, start: u64, len: u64, mut removed: impl FnMut(Vma)) -> Result<(), VmaError> {
+    pub fn remove_range(&mut self, start: VirtAddr, len: u64, mut removed: impl FnMut(Vma)) -> Result<(), VmaError> {
         let end = check(start, len)?;
         // The common munmap: exactly one whole VMA (else the one containing
         // the start, found by the same descent).
-        let first = match self.tree.remove_exact(start, end) {
+        let first = match self.tree.remove_exact(start.as_u64(), end.as_u64()) {
             Ok(d) => {
                 removed(d.vma(start, end));
                 return Ok(());
             }
-            Err(first) => first.map(|(s, e, d)| d.vma(s, e)),
+            Err(first) => first.map(|(s, e, d)| d.vma(addr(s), addr(e))),
         };
         // One VMA losing its middle: it keeps the left part, the right part
         // becomes a new VMA (the only case that adds one).
@@ -352,15 +418,15 @@ impl VmaTree {
             if self.count() >= self.limit {
                 return Err(VmaError::TooManyMappings { limit: self.limit });
             }
-            self.tree.resize(v.start, v.start, start).expect("shrinking cannot overlap");
+            self.resize(v.start, v.start, start).expect("shrinking cannot overlap");
             let right = Data { backing: v.backing.advanced(end - v.start), ..v.data() };
-            self.tree.insert(end, v.end, right).expect("the range was just freed");
+            self.insert_entry(end, v.end, right).expect("the range was just freed");
             removed(Vma { start, end, backing: v.backing.advanced(start - v.start), ..v });
             return Ok(());
         }
         // A VMA straddling the start keeps its left part.
         if let Some(v) = first.filter(|v| v.start < start) {
-            self.tree.resize(v.start, v.start, start).expect("shrinking cannot overlap");
+            self.resize(v.start, v.start, start).expect("shrinking cannot overlap");
             removed(Vma { start, backing: v.backing.advanced(start - v.start), ..v });
         }
         // From the right: one straddling the end keeps its right part, the
@@ -368,12 +434,11 @@ impl VmaTree {
         // kept above, or one ending before the range).
         while let Some(v) = self.prev(end - 1).filter(|v| v.start >= start) {
             if v.end > end {
-                self.tree.resize(v.start, end, v.end).expect("shrinking cannot overlap");
-                let (_, _, d) = self.tree.find_mut(end).expect("just resized");
-                d.backing = v.backing.advanced(end - v.start);
+                self.resize(v.start, end, v.end).expect("shrinking cannot overlap");
+                self.data_mut(end).backing = v.backing.advanced(end - v.start);
                 removed(Vma { end, ..v });
             } else {
-                self.tree.remove(v.start).expect("just found");
+                self.remove_entry(v.start).expect("just found");
                 removed(v);
             }
         }
@@ -382,7 +447,7 @@ impl VmaTree {
 
     /// Sets the protection of `[start, start + len)`, which must be mapped
     /// throughout, splitting at its ends and merging what became compatible.
-    pub fn protect(&mut self, start: u64, len: u64, prot: Protection) -> Result<(), VmaError> {
+    pub fn protect(&mut self, start: VirtAddr, len: u64, prot: Protection) -> Result<(), VmaError> {
         let end = check(start, len)?;
         let mut at = start;
         for v in self.overlapping(start, end) {
@@ -400,10 +465,9 @@ impl VmaTree {
         }
         self.split_at(start);
         self.split_at(end);
-        let starts: Vec<u64> = self.overlapping(start, end).map(|v| v.start).collect();
-        for s in &starts {
-            let (_, _, d) = self.tree.find_mut(*s).expect("just listed");
-            d.prot = prot;
+        let starts: Vec<VirtAddr> = self.overlapping(start, end).map(|v| v.start).collect();
+        for &s in &starts {
+            self.data_mut(s).prot = prot;
         }
         // Merge from the right so earlier starts stay valid.
         self.merge_at(end);
@@ -419,7 +483,7 @@ impl VmaTree {
         self.tree.check()?;
         let mut prev: Option<Vma> = None;
         for v in self.iter() {
-            if v.start % PAGE_BYTES != 0 || v.end % PAGE_BYTES != 0 {
+            if !v.start.is_aligned(PAGE_BYTES) || !v.end.is_aligned(PAGE_BYTES) {
                 return Err("a VMA that is not page aligned");
             }
             if prev.is_some_and(|p| p.can_merge(&v)) {
@@ -437,6 +501,6 @@ impl VmaTree {
 fn tree_err(e: TreeError) -> VmaError {
     match e {
         TreeError::Empty => VmaError::BadRange,
-        TreeError::Overlap { start, end } => VmaError::Overlap { start, end },
+        TreeError::Overlap { start, end } => VmaError::Overlap { start: addr(start), end: addr(end) },
     }
 }

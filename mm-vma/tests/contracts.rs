@@ -15,6 +15,10 @@ use mm_vma::{
 const P: u64 = 4096;
 const RW: Protection = Protection::READ.union(Protection::WRITE);
 
+fn va(a: u64) -> VirtAddr {
+    VirtAddr::new(a).unwrap()
+}
+
 fn world() -> SimWorld {
     SimWorld::new(if cfg!(miri) { 1 << 20 } else { 4 << 20 })
 }
@@ -25,12 +29,15 @@ fn world() -> SimWorld {
 fn layouts_outside_the_canonical_lower_half_are_refused() {
     let w = world();
     for (layout, what) in [
-        (Layout { high: 1 << 48, ..Layout::X86_64 }, "past 4-level canonical"),
-        (Layout { high: 0xffff_8000_0000_1000, ..Layout::X86_64 }, "upper half"),
-        (Layout { low: 0x2000, high: 0x2000, ..Layout::X86_64 }, "empty"),
-        (Layout { low: 0x1001, ..Layout::X86_64 }, "misaligned"),
-        (Layout { low: 0, ..Layout::X86_64 }, "page 0"),
-        (Layout { brk_base: 1 << 47, ..Layout::X86_64 }, "brk outside"),
+        (Layout { high: va(1 << 48), ..Layout::X86_64 }, "past 4-level canonical"),
+        (Layout { high: va(0xffff_8000_0000_1000), ..Layout::X86_64 }, "upper half"),
+        // The first upper-half address (5-level): no lower-half address
+        // lies just below it.
+        (Layout { high: va(0xff00_0000_0000_0000), ..Layout::X86_64 }, "upper half, above the hole"),
+        (Layout { low: va(0x2000), high: va(0x2000), ..Layout::X86_64 }, "empty"),
+        (Layout { low: va(0x1001), ..Layout::X86_64 }, "misaligned"),
+        (Layout { low: VirtAddr::ZERO, ..Layout::X86_64 }, "page 0"),
+        (Layout { brk_base: va(1 << 47), ..Layout::X86_64 }, "brk outside"),
     ] {
         let r = AddressSpace::new(&w.mm, layout);
         assert!(matches!(r, Err(SpaceError::BadLayout { .. })), "{what}: {:?}", r.map(|_| ()));
@@ -64,11 +71,11 @@ fn borrowed_kernel_entries_are_out_of_reach() {
     // The default layout starts at 64 KiB: inside entry 0.
     let r = AddressSpace::new(&mm, Layout::X86_64);
     assert!(matches!(r, Err(SpaceError::BadLayout { .. })), "{:?}", r.map(|_| ()));
-    let layout = Layout { low: 1 << 39, ..Layout::X86_64 };
+    let layout = Layout { low: va(1 << 39), ..Layout::X86_64 };
     let mut s = AddressSpace::new(&mm, layout).unwrap();
-    let fixed = MapRequest::anonymous(P, RW).at(Placement::Fixed(0x20_0000));
+    let fixed = MapRequest::anonymous(P, RW).at(Placement::Fixed(va(0x20_0000)));
     assert_eq!(s.mmap(fixed), Err(SpaceError::OutOfRange));
-    assert_eq!(s.munmap(0x20_0000, P), Err(SpaceError::OutOfRange));
+    assert_eq!(s.munmap(va(0x20_0000), P), Err(SpaceError::OutOfRange));
     let a = s.mmap(MapRequest::anonymous(P, RW)).unwrap();
     s.write_user(a, &[1]).unwrap();
     drop(s);
@@ -83,7 +90,7 @@ fn borrowed_kernel_entries_are_out_of_reach() {
 fn refused_fault_does_not_grow_the_stack() {
     let w = world();
     let mut s = w.space();
-    let top = 0x7000_0000_0000;
+    let top = va(0x7000_0000_0000);
     let start = s.map_stack(top, 2 * P).unwrap();
     let r = s.fault(start - P, Access::Execute);
     assert!(matches!(r, Err(FaultError::Protection { .. })), "{r:?}");
@@ -105,7 +112,7 @@ fn failed_fixed_mremap_keeps_the_source() {
             s.write_user(a + i * P, &[i as u8 + 1]).unwrap();
         }
         // Far away: the move needs new table pages; the first one fails.
-        let to = 0x1000_0000_0000;
+        let to = va(0x1000_0000_0000);
         w.frames.fail_nth_allocation(1);
         assert_eq!(s.mremap(a, old_len, new_len, Remap::Fixed(to)), Err(SpaceError::OutOfMemory));
         for i in 0..old_len / P {
@@ -151,4 +158,40 @@ fn pins_never_free_what_they_do_not_own() {
     assert_eq!(w.free_frame_count(), free);
     drop(s);
     let _ = Arc::strong_count(&w.mm);
+}
+
+/// Addresses above the user range, in the upper half, or ranges that run
+/// into the non-canonical hole are refused with the errors of a user range
+/// overrun; only a range that wraps the 64-bit space is a bad range.
+#[test]
+fn addresses_past_the_user_range_keep_their_errors() {
+    let w = world();
+    let mut s = w.space();
+    let high = Layout::X86_64.high;
+    let kernel = va(0xffff_8000_0000_0000);
+    // Canonical under 5-level paging, above the 4-level user range.
+    let above = va(0x00ff_ffff_ffff_f000);
+    for a in [high, above, kernel] {
+        assert_eq!(s.fault(a, Access::Read), Err(FaultError::NoMapping { addr: a }));
+        assert_eq!(s.write_user(a, &[1]), Err(FaultError::NoMapping { addr: a }));
+        assert_eq!(s.mmap(MapRequest::anonymous(P, RW).at(Placement::Fixed(a))), Err(SpaceError::OutOfRange));
+        assert_eq!(s.munmap(a, P), Err(SpaceError::OutOfRange));
+        assert!(!s.is_evictable(a));
+    }
+    // From inside the user range across its end, and across the end of the
+    // lower half (without wrapping u64): out of range.
+    let last = high - P;
+    assert_eq!(s.munmap(last, 2 * P), Err(SpaceError::OutOfRange));
+    assert_eq!(s.mprotect(last, 1 << 60, Protection::READ), Err(SpaceError::OutOfRange));
+    // A length that wraps the 64-bit address space: a bad range.
+    assert_eq!(s.munmap(kernel, 1 << 63), Err(SpaceError::Vma(mm_vma::VmaError::BadRange)));
+    // A hint up there is ignored; a stack cannot end up there.
+    let a = s.mmap(MapRequest::anonymous(P, RW).at(Placement::Hint(kernel))).unwrap();
+    assert!(a < high);
+    assert_eq!(s.map_stack(kernel, P), Err(SpaceError::OutOfRange));
+    // Growing a mapping in place past the end of the lower half: refused
+    // as a lack of room, not as a malformed request.
+    let top = s.mmap(MapRequest::anonymous(P, RW).at(Placement::Fixed(last))).unwrap();
+    assert_eq!(s.mremap(top, P, 1 << 60, Remap::InPlace), Err(SpaceError::NoSpace));
+    s.check().unwrap();
 }

@@ -5,12 +5,13 @@
 #![cfg(loom)]
 
 use mm_types::testkit::loom_model::{model, spawn};
+use mm_types::VirtAddr;
 use mm_vma::sim::{SimSpace, SimWorld};
 use mm_vma::{Access, MapRequest, Protection};
 
 const P: u64 = 4096;
 
-fn shared_page(w: &SimWorld) -> (SimSpace, SimSpace, u64) {
+fn shared_page(w: &SimWorld) -> (SimSpace, SimSpace, VirtAddr) {
     let mut p = w.space();
     let a = p.mmap(MapRequest::anonymous(P, Protection::READ | Protection::WRITE)).unwrap();
     p.write_user(a, &[7]).unwrap();
@@ -18,7 +19,7 @@ fn shared_page(w: &SimWorld) -> (SimSpace, SimSpace, u64) {
     (p, c, a)
 }
 
-fn byte(s: &mut SimSpace, a: u64) -> u8 {
+fn byte(s: &mut SimSpace, a: VirtAddr) -> u8 {
     let mut b = [0u8];
     s.read_user(a, &mut b).unwrap();
     b[0]

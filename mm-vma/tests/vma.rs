@@ -6,15 +6,25 @@
 use std::collections::BTreeMap;
 
 use mm_types::testkit::fuzzing::XorShift;
-use mm_types::Protection;
+use mm_types::{Protection, VirtAddr};
 use mm_vma::{Backing, Vma, VmaError, VmaFlags, VmaTree};
 
 const P: u64 = 4096;
 const RW: Protection = Protection::READ.union(Protection::WRITE);
 const R: Protection = Protection::READ;
 
+/// The address of page `n`.
+fn pg(n: u64) -> VirtAddr {
+    VirtAddr::new(n * P).unwrap()
+}
+
+/// The page number of `a`.
+fn page_no(a: VirtAddr) -> u64 {
+    a.as_u64() / P
+}
+
 fn anon(start: u64, end: u64, prot: Protection) -> Vma {
-    Vma::anonymous(start * P, end * P, prot)
+    Vma::anonymous(pg(start), pg(end), prot)
 }
 
 fn file(start: u64, end: u64, offset_pages: u64) -> Vma {
@@ -22,7 +32,7 @@ fn file(start: u64, end: u64, offset_pages: u64) -> Vma {
 }
 
 fn ranges(t: &VmaTree) -> Vec<(u64, u64)> {
-    t.iter().map(|v| (v.start / P, v.end / P)).collect()
+    t.iter().map(|v| (page_no(v.start), page_no(v.end))).collect()
 }
 
 #[test]
@@ -56,7 +66,7 @@ fn incompatible_neighbours_never_merge() {
     // Offsets that do not line up keep file mappings apart.
     t.insert(file(100, 110, 0)).unwrap();
     t.insert(file(95, 100, 0)).unwrap();
-    assert_eq!(t.find(97 * P).unwrap(), file(95, 100, 0));
+    assert_eq!(t.find(pg(97)).unwrap(), file(95, 100, 0));
     assert_eq!(t.count(), 9);
     t.check().unwrap();
 }
@@ -68,10 +78,10 @@ fn object_offsets_follow_splits_and_merges() {
     // Merging in front: the merged VMA starts at the new offset.
     let m = t.insert(file(95, 100, 45)).unwrap();
     assert_eq!(m, file(95, 110, 45));
-    assert_eq!(t.find(96 * P).unwrap().backing, Backing::Object { object: 7, offset: 45 * P });
+    assert_eq!(t.find(pg(96)).unwrap().backing, Backing::Object { object: 7, offset: 45 * P });
     // A hole in the middle: the right part's offset advances.
-    t.remove_range(100 * P, 2 * P, |_| {}).unwrap();
-    assert_eq!(t.find(103 * P).unwrap(), file(102, 110, 52));
+    t.remove_range(pg(100), 2 * P, |_| {}).unwrap();
+    assert_eq!(t.find(pg(103)).unwrap(), file(102, 110, 52));
     // Filling the hole with the right offsets merges all three back.
     assert_eq!(t.insert(file(100, 102, 50)).unwrap(), file(95, 110, 45));
     t.check().unwrap();
@@ -83,24 +93,45 @@ fn partial_unmaps_split_at_the_start_middle_and_end() {
     t.insert(anon(10, 40, RW)).unwrap();
     let mut gone = Vec::new();
     // Start.
-    t.remove_range(10 * P, 5 * P, |v| gone.push(v)).unwrap();
+    t.remove_range(pg(10), 5 * P, |v| gone.push(v)).unwrap();
     assert_eq!(ranges(&t), [(15, 40)]);
     // End.
-    t.remove_range(35 * P, 5 * P, |v| gone.push(v)).unwrap();
+    t.remove_range(pg(35), 5 * P, |v| gone.push(v)).unwrap();
     assert_eq!(ranges(&t), [(15, 35)]);
     // Middle.
-    t.remove_range(20 * P, 5 * P, |v| gone.push(v)).unwrap();
+    t.remove_range(pg(20), 5 * P, |v| gone.push(v)).unwrap();
     assert_eq!(ranges(&t), [(15, 20), (25, 35)]);
     assert_eq!(gone, [anon(10, 15, RW), anon(35, 40, RW), anon(20, 25, RW)]);
     // Across a hole and two VMAs, with unmapped parts: fine.
     gone.clear();
-    t.remove_range(17 * P, 13 * P, |v| gone.push(v)).unwrap();
+    t.remove_range(pg(17), 13 * P, |v| gone.push(v)).unwrap();
     assert_eq!(ranges(&t), [(15, 17), (30, 35)]);
     assert_eq!(gone, [anon(17, 20, RW), anon(25, 30, RW)]);
     // Nothing there: nothing happens.
-    t.remove_range(100 * P, P, |_| panic!("nothing to remove")).unwrap();
-    assert_eq!(t.remove_range(3, P, |_| {}), Err(VmaError::Unaligned(3)));
-    assert_eq!(t.remove_range(P, 0, |_| {}), Err(VmaError::BadRange));
+    t.remove_range(pg(100), P, |_| panic!("nothing to remove")).unwrap();
+    assert_eq!(t.remove_range(VirtAddr::new(3).unwrap(), P, |_| {}), Err(VmaError::Unaligned(3)));
+    assert_eq!(t.remove_range(pg(1), 0, |_| {}), Err(VmaError::BadRange));
+    // A range that would run past the end of the lower half.
+    let top = VirtAddr::new(0x00ff_ffff_ffff_f000).unwrap();
+    assert_eq!(t.remove_range(top, 2 * P, |_| {}), Err(VmaError::BadRange));
+    t.check().unwrap();
+}
+
+#[test]
+fn malformed_vmas_are_refused() {
+    let mut t = VmaTree::default();
+    assert_eq!(t.insert(anon(20, 10, RW)), Err(VmaError::BadRange), "reversed");
+    assert_eq!(t.insert(anon(10, 10, RW)), Err(VmaError::BadRange), "empty");
+    let odd = VirtAddr::new(11 * P + 1).unwrap();
+    assert_eq!(t.insert(Vma::anonymous(pg(10), odd, RW)), Err(VmaError::Unaligned(odd.as_u64())));
+    // From the lower half across the non-canonical hole into the upper one.
+    let upper = VirtAddr::new(0xffff_8000_0000_0000).unwrap();
+    assert_eq!(t.insert(Vma::anonymous(pg(10), upper, RW)), Err(VmaError::BadRange));
+    assert_eq!(t.count(), 0);
+    t.insert(anon(10, 20, RW)).unwrap();
+    assert_eq!(t.expand(pg(10), pg(10), upper), Err(VmaError::BadRange));
+    assert_eq!(t.expand(pg(11), pg(10), pg(30)), Err(VmaError::NotMapped(pg(11))));
+    assert_eq!(ranges(&t), [(10, 20)]);
     t.check().unwrap();
 }
 
@@ -109,25 +140,25 @@ fn protection_changes_split_then_merge_back() {
     let mut t = VmaTree::default();
     t.insert(anon(10, 40, RW)).unwrap();
     // Middle to read-only: three VMAs.
-    t.protect(20 * P, 5 * P, R).unwrap();
+    t.protect(pg(20), 5 * P, R).unwrap();
     assert_eq!(ranges(&t), [(10, 20), (20, 25), (25, 40)]);
-    assert_eq!(t.find(22 * P).unwrap().prot, R);
+    assert_eq!(t.find(pg(22)).unwrap().prot, R);
     // Start and end.
-    t.protect(10 * P, 2 * P, R).unwrap();
-    t.protect(38 * P, 2 * P, R).unwrap();
+    t.protect(pg(10), 2 * P, R).unwrap();
+    t.protect(pg(38), 2 * P, R).unwrap();
     assert_eq!(ranges(&t), [(10, 12), (12, 20), (20, 25), (25, 38), (38, 40)]);
     // Back to read-write everywhere: one VMA again.
-    t.protect(10 * P, 30 * P, RW).unwrap();
+    t.protect(pg(10), 30 * P, RW).unwrap();
     assert_eq!(ranges(&t), [(10, 40)]);
     // Extending a neighbour's protection merges with it.
     t.insert(anon(40, 50, R)).unwrap();
-    t.protect(30 * P, 10 * P, R).unwrap();
+    t.protect(pg(30), 10 * P, R).unwrap();
     assert_eq!(ranges(&t), [(10, 30), (30, 50)]);
     // A hole in the range: refused, nothing changed.
     t.insert(anon(60, 70, RW)).unwrap();
     let before: Vec<_> = t.iter().collect();
-    assert_eq!(t.protect(45 * P, 20 * P, RW), Err(VmaError::NotMapped(50 * P)));
-    assert_eq!(t.protect(5 * P, 10 * P, RW), Err(VmaError::NotMapped(5 * P)));
+    assert_eq!(t.protect(pg(45), 20 * P, RW), Err(VmaError::NotMapped(pg(50))));
+    assert_eq!(t.protect(pg(5), 10 * P, RW), Err(VmaError::NotMapped(pg(5))));
     assert_eq!(t.iter().collect::<Vec<_>>(), before);
     t.check().unwrap();
 }
@@ -143,12 +174,12 @@ fn the_map_count_limit_is_checked_before_any_split() {
     t.insert(anon(60, 65, RW)).unwrap();
     let before: Vec<_> = t.iter().collect();
     // A hole in the middle of one VMA needs a fourth.
-    assert_eq!(t.remove_range(12 * P, 2 * P, |_| {}), Err(VmaError::TooManyMappings { limit: 3 }));
-    assert_eq!(t.protect(12 * P, 2 * P, R), Err(VmaError::TooManyMappings { limit: 3 }));
+    assert_eq!(t.remove_range(pg(12), 2 * P, |_| {}), Err(VmaError::TooManyMappings { limit: 3 }));
+    assert_eq!(t.protect(pg(12), 2 * P, R), Err(VmaError::TooManyMappings { limit: 3 }));
     assert_eq!(t.iter().collect::<Vec<_>>(), before);
     // Unmapping a whole VMA or an end is fine.
-    t.remove_range(10 * P, 2 * P, |_| {}).unwrap();
-    t.remove_range(30 * P, 10 * P, |_| {}).unwrap();
+    t.remove_range(pg(10), 2 * P, |_| {}).unwrap();
+    t.remove_range(pg(30), 10 * P, |_| {}).unwrap();
     assert_eq!(t.count(), 2);
     t.check().unwrap();
 }
@@ -159,11 +190,16 @@ fn unmapped_area_searches_top_down_and_bottom_up() {
     t.insert(anon(0x100, 0x200, RW)).unwrap();
     t.insert(anon(0x300, 0x400, RW)).unwrap();
     // Top down below 0x400 pages: the hole [0x200, 0x300) from its top.
-    assert_eq!(t.unmapped_area(0x10 * P, P, 0, 0x400 * P, true), Some(0x2f0 * P));
-    assert_eq!(t.unmapped_area(0x10 * P, P, 0, 0x400 * P, false), Some(0));
-    assert_eq!(t.unmapped_area(0x10 * P, P, 0x100 * P, 0x400 * P, false), Some(0x200 * P));
-    assert_eq!(t.unmapped_area(0x101 * P, P, 0x100 * P, 0x400 * P, false), None);
-    assert_eq!(t.find_from(0x250 * P).unwrap().start, 0x300 * P);
+    assert_eq!(t.unmapped_area(0x10 * P, P, pg(0), pg(0x400), true), Some(pg(0x2f0)));
+    assert_eq!(t.unmapped_area(0x10 * P, P, pg(0), pg(0x400), false), Some(pg(0)));
+    assert_eq!(t.unmapped_area(0x10 * P, P, pg(0x100), pg(0x400), false), Some(pg(0x200)));
+    assert_eq!(t.unmapped_area(0x101 * P, P, pg(0x100), pg(0x400), false), None);
+    assert_eq!(t.find_from(pg(0x250)).unwrap().start, pg(0x300));
+    // Bounds in different halves hold no range of addresses.
+    let upper = VirtAddr::new(0xffff_8000_0000_0000).unwrap();
+    assert_eq!(t.unmapped_area(0x10 * P, P, pg(0), upper, true), None);
+    // The upper half on its own is searched as the lower one.
+    assert_eq!(t.unmapped_area(0x10 * P, P, upper, upper + 0x20 * P, true), Some(upper + 0x10 * P));
 }
 
 /// Per-page model: page -> (prot bits, flags bits, object or u64::MAX, offset in pages).
@@ -172,10 +208,10 @@ type Model = BTreeMap<u64, (u8, u16, u64, u64)>;
 fn expand(t: &VmaTree) -> Model {
     let mut m = Model::new();
     for v in t.iter() {
-        for p in v.start / P..v.end / P {
+        for p in page_no(v.start)..page_no(v.end) {
             let (obj, off) = match v.backing {
                 Backing::Anonymous => (u64::MAX, 0),
-                Backing::Object { object, offset } => (object as u64, offset / P + (p - v.start / P)),
+                Backing::Object { object, offset } => (object as u64, offset / P + (p - page_no(v.start))),
             };
             m.insert(p, (v.prot.bits(), v.flags.bits(), obj, off));
         }
@@ -203,7 +239,7 @@ fn random_sequences_match_a_page_model() {
                     } else {
                         Backing::Object { object: (rng.next() % 2) as u32, offset: (start + rng.next() % 2) * P }
                     };
-                    let v = Vma { start: start * P, end: (start + len) * P, prot, flags, backing };
+                    let v = Vma { start: pg(start), end: pg(start + len), prot, flags, backing };
                     match t.insert(v) {
                         Ok(_) => {
                             for p in start..start + len {
@@ -222,7 +258,7 @@ fn random_sequences_match_a_page_model() {
                         Err(e) => panic!("step {step}: {e}"),
                     }
                 }
-                1 => match t.remove_range(start * P, len * P, |_| {}) {
+                1 => match t.remove_range(pg(start), len * P, |_| {}) {
                     Ok(()) => {
                         for p in start..start + len {
                             model.remove(&p);
@@ -231,14 +267,14 @@ fn random_sequences_match_a_page_model() {
                     Err(VmaError::TooManyMappings { .. }) => {}
                     Err(e) => panic!("step {step}: {e}"),
                 },
-                _ => match t.protect(start * P, len * P, prot) {
+                _ => match t.protect(pg(start), len * P, prot) {
                     Ok(()) => {
                         for p in start..start + len {
                             model.get_mut(&p).expect("mapped").0 = prot.bits();
                         }
                     }
                     Err(VmaError::NotMapped(a)) => {
-                        assert!(!model.contains_key(&(a / P)), "step {step}");
+                        assert!(!model.contains_key(&page_no(a)), "step {step}");
                     }
                     Err(VmaError::TooManyMappings { .. }) => {}
                     Err(e) => panic!("step {step}: {e}"),

@@ -29,7 +29,7 @@ use mm_paging::X86_64;
 use mm_reclaim::{Level, Mode, Reclaim, S3Fifo, Shrinker, Shrunk};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
-use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, Zone, SLOT_SIZE};
+use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, VirtAddr, Zone, SLOT_SIZE};
 use mm_vma::{FaultError, Hooks, SpaceId};
 use mm_wiring::scenario::{self, Outcome, Step, Touch, TouchError, Worker};
 use mm_wiring::{Machine, PageIds};
@@ -245,9 +245,12 @@ fn wake_kswapd(buddy: &Frames) {
 /// is loaded or the address is not user memory.
 pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>> {
     let id = LOADED.load(Ordering::SeqCst);
-    if id == 0 || !(LAYOUT.low..LAYOUT.high).contains(&addr) {
+    if id == 0 {
         return None;
     }
+    // CR2 holds a canonical address (a non-canonical access is a general
+    // protection fault, not a page fault).
+    let addr = VirtAddr::new(addr).ok().filter(|a| (LAYOUT.low..LAYOUT.high).contains(a))?;
     let (m, buddy) = (MACHINE.get()?, frames::get()?);
     wake_kswapd(buddy);
     let access = uspace::access_of(error_code);
@@ -324,22 +327,22 @@ impl KernelTouch {
 }
 
 impl Touch for KernelTouch {
-    fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError> {
+    fn write(&mut self, task: SpaceId, addr: VirtAddr, value: u64) -> Result<(), TouchError> {
         self.reclaim_ahead();
         load(self.m, task)?;
         // SAFETY: `addr` is 8-aligned in the loaded task's mapped user range; a fault maps it (or ends the thread).
-        unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
+        unsafe { core::ptr::write_volatile(addr.as_mut_ptr::<u64>(), value) };
         Ok(())
     }
 
-    fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError> {
+    fn read(&mut self, task: SpaceId, addr: VirtAddr) -> Result<u64, TouchError> {
         self.reclaim_ahead();
         load(self.m, task)?;
         // SAFETY: as in `write`.
-        Ok(unsafe { core::ptr::read_volatile(addr as *const u64) })
+        Ok(unsafe { core::ptr::read_volatile(addr.as_ptr::<u64>()) })
     }
 
-    fn map(&mut self, task: SpaceId, len: u64) -> Result<u64, TouchError> {
+    fn map(&mut self, task: SpaceId, len: u64) -> Result<VirtAddr, TouchError> {
         let s = self.m.tasks.get(task).ok_or(TouchError::Gone)?;
         let r = s.lock().mmap(scenario::anon_rw(len));
         r.map_err(|_| TouchError::Fault)

@@ -173,7 +173,7 @@ pub fn load(m: &KMachine, id: SpaceId, program: Program) -> Option<Loaded> {
     s.write_user(code, program.code()).ok()?;
     s.mprotect(code, 4096, Protection::READ | Protection::EXEC).ok()?;
     let stack = s.mmap(MapRequest::anonymous(4096, Protection::READ | Protection::WRITE)).ok()?;
-    Some(Loaded { entry: code, stack_top: stack + 4096 })
+    Some(Loaded { entry: code.as_u64(), stack_top: (stack + 4096).as_u64() })
 }
 
 /// Drops to ring 3 at `at.entry` with `args` in `rdi`, `rsi` and `rdx` and

@@ -14,7 +14,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, X86_64};
-use mm_types::DirectMap;
+use mm_types::{DirectMap, VirtAddr};
 use mm_vma::{
     Access, AddressSpace, FaultError, FaultKind, Hooks, Layout, MapRequest, MmContext, Protection, SpaceId, SpaceTlb,
 };
@@ -30,12 +30,21 @@ pub type UserSpace = AddressSpace<X86_64, DirectMap, &'static Frames>;
 
 /// User memory: from root entry 1 (512 GiB) to the top of the lower half.
 pub const LAYOUT: Layout = Layout {
-    low: 1 << 39,
-    high: 0x7fff_ffff_f000,
-    mmap_base: 0x7f00_0000_0000,
-    brk_base: 0x1000_0000_0000,
+    low: layout_addr(1 << 39),
+    high: layout_addr(0x7fff_ffff_f000),
+    mmap_base: layout_addr(0x7f00_0000_0000),
+    brk_base: layout_addr(0x1000_0000_0000),
     ..Layout::X86_64
 };
+
+/// An address of [`LAYOUT`] (a constant: one that is not canonical stops
+/// the build).
+const fn layout_addr(addr: u64) -> VirtAddr {
+    match VirtAddr::new(addr) {
+        Ok(a) => a,
+        Err(_) => panic!("a layout address that is not canonical"),
+    }
+}
 
 /// The space loaded in CR3, if any (the fault handler's).
 static CURRENT: spin::Mutex<Option<UserSpace>> = spin::Mutex::new(None);
@@ -85,9 +94,9 @@ pub fn switch_to_kernel() -> Option<UserSpace> {
 /// current space's user range. `None` if the address is not user memory or
 /// no space is loaded (the handler reports it as a kernel fault).
 pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<FaultKind, FaultError>> {
-    if !(LAYOUT.low..LAYOUT.high).contains(&addr) {
-        return None;
-    }
+    // CR2 holds a canonical address (a non-canonical access is a general
+    // protection fault, not a page fault).
+    let addr = VirtAddr::new(addr).ok().filter(|a| (LAYOUT.low..LAYOUT.high).contains(a))?;
     // A fault while the space is locked would be a kernel bug: report it.
     let mut cur = CURRENT.try_lock()?;
     Some(cur.as_mut()?.fault(addr, access_of(error_code)))
@@ -124,14 +133,14 @@ fn new_mm(buddy: &'static Frames) -> Option<Arc<UserMm>> {
     mm.ok()
 }
 
-fn touch_read(addr: u64) -> u64 {
+fn touch_read(addr: VirtAddr) -> u64 {
     // SAFETY: `addr` is in the loaded space's user range, 8-aligned; a fault maps it (or ends the run).
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
+    unsafe { core::ptr::read_volatile(addr.as_ptr::<u64>()) }
 }
 
-fn touch_write(addr: u64, v: u64) {
+fn touch_write(addr: VirtAddr, v: u64) {
     // SAFETY: as in `touch_read`; the page is private to this space after the write fault.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+    unsafe { core::ptr::write_volatile(addr.as_mut_ptr::<u64>(), v) }
 }
 
 /// A space, real page faults (zero page, demand zero, copy-on-write after a

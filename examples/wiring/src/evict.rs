@@ -90,7 +90,7 @@ where
     fn all_evictable(&self, maps: &[RmapEntry]) -> bool {
         maps.iter().all(|m| {
             let mut ok = false;
-            self.spaces.with_space(m.space, &mut |s| ok = s.is_evictable(m.va.as_u64()));
+            self.spaces.with_space(m.space, &mut |s| ok = s.is_evictable(m.va));
             ok
         })
     }
@@ -143,7 +143,7 @@ where
         let mut left: Vec<RmapEntry> = Vec::new();
         for m in &maps {
             let mut done = false;
-            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va.as_u64(), Some(slot)).is_ok());
+            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va, Some(slot)).is_ok());
             if !done {
                 left.push(*m);
             }
@@ -204,7 +204,7 @@ where
             // A busy space's bits stay as they are: counting its pages as
             // referenced would make them look hot forever; `is_evictable`
             // keeps them instead.
-            self.spaces.with_space(m.space, &mut |s| young |= s.test_and_clear_young(m.va.as_u64()));
+            self.spaces.with_space(m.space, &mut |s| young |= s.test_and_clear_young(m.va));
         }
         young
     }

@@ -51,7 +51,7 @@ use alloc::vec::Vec;
 use mm_paging::PagingArch;
 use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim};
 use mm_swap::Swap;
-use mm_types::{FrameProvider, PhysAddr, PhysMemory};
+use mm_types::{FrameProvider, PhysAddr, PhysMemory, VirtAddr};
 use mm_vma::{AddressSpace, FaultError, Hooks, Layout, MmContext, SpaceError, SpaceId, SwapSlots};
 
 use evict::{EvictStats, MmEvictor, Spaces};
@@ -151,7 +151,7 @@ pub enum SwapoffError {
         /// The task.
         task: SpaceId,
         /// The user address.
-        addr: u64,
+        addr: VirtAddr,
         /// What the fault said.
         error: FaultError,
     },
@@ -405,7 +405,6 @@ where
     /// still in use.
     pub fn swapoff(&self, area: u8) -> Result<(), SwapoffError> {
         let swap = self.device.swap().clone();
-        let (low, high) = (self.layout.low & !4095, self.layout.high.next_multiple_of(4096));
         let mut failed = None;
         let r = swap.swapoff(area, &mut |swap, n| {
             for id in self.tasks.ids() {
@@ -414,13 +413,15 @@ where
                 let mut vas = Vec::new();
                 // A task that exited meanwhile has no entries left.
                 let Some(space) = self.tasks.get(id) else { continue };
+                // The task's space was made with the layout: a valid range.
+                let (low, high) = (self.layout.low, self.layout.high);
                 space
                     .lock()
                     .page_table()
-                    .for_each_entry(mm_types::VirtAddr::new(low).expect("a user address"), high - low, |e| {
+                    .for_each_entry(low, high - low, |e| {
                         if let mm_paging::Entry::Swap { va, slot } = e {
                             if slot.area() == n {
-                                vas.push(va.as_u64());
+                                vas.push(va);
                             }
                         }
                     })

@@ -17,7 +17,7 @@
 
 use alloc::vec::Vec;
 
-use mm_types::Protection;
+use mm_types::{Protection, VirtAddr};
 use mm_vma::{MapRequest, SpaceId};
 
 /// Why a task's access failed.
@@ -34,11 +34,11 @@ pub enum TouchError {
 /// How a scenario touches task memory, and where a scheduler would run.
 pub trait Touch {
     /// Writes the 8 bytes at `addr` of `task`.
-    fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError>;
+    fn write(&mut self, task: SpaceId, addr: VirtAddr, value: u64) -> Result<(), TouchError>;
     /// Reads the 8 bytes at `addr` of `task`.
-    fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError>;
+    fn read(&mut self, task: SpaceId, addr: VirtAddr) -> Result<u64, TouchError>;
     /// Maps `len` bytes of private anonymous read-write memory in `task`.
-    fn map(&mut self, task: SpaceId, len: u64) -> Result<u64, TouchError>;
+    fn map(&mut self, task: SpaceId, len: u64) -> Result<VirtAddr, TouchError>;
     /// Between turns: background reclaim if memory is low.
     fn tick(&mut self);
     /// Memory ran out in `task`: the OOM killer picks a task and ends it;
@@ -115,7 +115,7 @@ pub struct Worker {
     /// Its space.
     pub id: SpaceId,
     /// Its region.
-    pub base: u64,
+    pub base: VirtAddr,
     /// Pages in it.
     pub pages: u64,
     /// Pages written so far.

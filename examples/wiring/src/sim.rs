@@ -13,7 +13,7 @@ use mm_reclaim::{Level, Mode, Reclaim, S3Fifo};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::{PhysAddr, PhysMemory};
+use mm_types::{PhysAddr, PhysMemory, VirtAddr};
 use mm_vma::{Layout, MmContext, SpaceId};
 
 use crate::scenario::{anon_rw, Touch, TouchError};
@@ -125,10 +125,10 @@ impl Sim {
     /// checked against its checksum). `Ok(None)`: nothing mapped or swapped
     /// there (the page reads as zero once faulted). Models compare every
     /// mapper's view after every step with it.
-    pub fn peek(&self, task: SpaceId, addr: u64) -> Result<Option<u64>, PeekError> {
+    pub fn peek(&self, task: SpaceId, addr: VirtAddr) -> Result<Option<u64>, PeekError> {
         let s = self.machine.tasks.get(task).ok_or(PeekError::Gone)?;
-        let at = mm_types::VirtAddr::new(addr).map_err(|_| PeekError::NotUser)?;
-        let lookup = s.lock().page_table().lookup(at).map_err(|_| PeekError::NotUser)?;
+        let lookup = s.lock().page_table().lookup(addr).map_err(|_| PeekError::NotUser)?;
+        let addr = addr.as_u64();
         let found = match lookup {
             Lookup::Unmapped => return Ok(None),
             Lookup::Mapped(t) => Found::Frame(t.phys.as_u64().wrapping_sub(addr)),
@@ -148,7 +148,7 @@ impl Sim {
     pub fn peek_pages(
         &self,
         task: SpaceId,
-        base: u64,
+        base: VirtAddr,
         pages: u64,
         stored: bool,
         out: &mut Vec<Option<u64>>,
@@ -156,13 +156,14 @@ impl Sim {
         out.clear();
         out.resize(usize::try_from(pages).map_err(|_| PeekError::NotUser)?, None);
         let s = self.machine.tasks.get(task).ok_or(PeekError::Gone)?;
-        let at = mm_types::VirtAddr::new(base).map_err(|_| PeekError::NotUser)?;
         let len = pages.checked_mul(4096).ok_or(PeekError::NotUser)?;
+        // The entries' bounds are compared as raw values.
+        let lo = base.as_u64();
         let mut failed = None;
         let space = s.lock();
         space
             .page_table()
-            .for_each_entry(at, len, |e| {
+            .for_each_entry(base, len, |e| {
                 let (start, end, found) = match e {
                     Entry::Page(m) => {
                         let start = m.va.as_u64();
@@ -170,10 +171,10 @@ impl Sim {
                     }
                     Entry::Swap { va, slot } => (va.as_u64(), va.as_u64() + 4096, Found::Slot(slot)),
                 };
-                let first = start.max(base);
-                let last = end.min(base + len);
+                let first = start.max(lo);
+                let last = end.min(lo + len);
                 for addr in (first..last).step_by(4096) {
-                    let slot = &mut out[((addr - base) / 4096) as usize];
+                    let slot = &mut out[((addr - lo) / 4096) as usize];
                     match self.value_at(found, addr, stored) {
                         Ok(v) => *slot = Some(v),
                         Err(err) => failed = failed.or(Some(err)),
@@ -253,17 +254,17 @@ fn touch_error(e: TaskError) -> TouchError {
 }
 
 impl Touch for Sim {
-    fn write(&mut self, task: SpaceId, addr: u64, value: u64) -> Result<(), TouchError> {
+    fn write(&mut self, task: SpaceId, addr: VirtAddr, value: u64) -> Result<(), TouchError> {
         self.machine.with_task(task, |s| s.write_user(addr, &value.to_le_bytes())).map_err(touch_error)
     }
 
-    fn read(&mut self, task: SpaceId, addr: u64) -> Result<u64, TouchError> {
+    fn read(&mut self, task: SpaceId, addr: VirtAddr) -> Result<u64, TouchError> {
         let mut b = [0u8; 8];
         self.machine.with_task(task, |s| s.read_user(addr, &mut b)).map_err(touch_error)?;
         Ok(u64::from_le_bytes(b))
     }
 
-    fn map(&mut self, task: SpaceId, len: u64) -> Result<u64, TouchError> {
+    fn map(&mut self, task: SpaceId, len: u64) -> Result<VirtAddr, TouchError> {
         let s = self.machine.tasks.get(task).ok_or(TouchError::Gone)?;
         let r = s.lock().mmap(anon_rw(len));
         r.map_err(|_| TouchError::Fault)

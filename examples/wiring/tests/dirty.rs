@@ -4,6 +4,7 @@
 //! before the slot is trusted again (mm-vma MODEL 24, the page-dirty
 //! record). Each test writes, evicts and reads back through every mapper.
 
+use mm_types::VirtAddr;
 use mm_vma::SpaceId;
 use mm_wiring::scenario::{anon_rw, Touch};
 use mm_wiring::sim::{Sim, SimConfig};
@@ -15,7 +16,7 @@ fn sim() -> Sim {
     Sim::new(SimConfig { ram: 256 << 10, swap_slots: 256, second_area: 0, zswap: None })
 }
 
-fn map_shared(sim: &Sim, task: SpaceId, pages: u64) -> u64 {
+fn map_shared(sim: &Sim, task: SpaceId, pages: u64) -> VirtAddr {
     let s = sim.machine.tasks.get(task).unwrap();
     let r = s.lock().mmap(anon_rw(pages * 4096).shared());
     r.unwrap()
@@ -37,7 +38,7 @@ fn evict_all(sim: &Sim) {
 }
 
 /// A shared page swapped out from parent and child (one slot, two users).
-fn shared_in_swap(sim: &mut Sim) -> (SpaceId, SpaceId, u64) {
+fn shared_in_swap(sim: &mut Sim) -> (SpaceId, SpaceId, VirtAddr) {
     let parent = sim.spawn(1)[0];
     let base = map_shared(sim, parent, 1);
     sim.write(parent, base, A).unwrap();

@@ -3,12 +3,13 @@
 //! the first two is "out of memory" (which would run reclaim and then the
 //! OOM killer for an I/O error).
 
+use mm_types::VirtAddr;
 use mm_vma::{FaultError, HookError};
 use mm_wiring::scenario::Touch;
 use mm_wiring::sim::{Sim, SimConfig};
 use mm_wiring::TaskError;
 
-fn swapped_page() -> (Sim, mm_vma::SpaceId, u64, u64) {
+fn swapped_page() -> (Sim, mm_vma::SpaceId, VirtAddr, u64) {
     let mut sim = Sim::new(SimConfig { ram: 256 << 10, swap_slots: 64, second_area: 0, zswap: None });
     let t = sim.spawn(1)[0];
     let base = sim.map(t, 4096).unwrap();
@@ -16,12 +17,12 @@ fn swapped_page() -> (Sim, mm_vma::SpaceId, u64, u64) {
     sim.machine.reclaim_now(u64::MAX);
     sim.machine.reclaim_now(u64::MAX);
     let s = sim.machine.tasks.get(t).unwrap();
-    let lookup = s.lock().page_table().lookup(mm_types::VirtAddr::new(base).unwrap()).unwrap();
+    let lookup = s.lock().page_table().lookup(base).unwrap();
     let mm_paging::Lookup::Swapped(entry) = lookup else { panic!("the page was swapped out: {lookup:?}") };
     (sim, t, base, entry.offset())
 }
 
-fn read(sim: &Sim, t: mm_vma::SpaceId, a: u64) -> Result<(), TaskError> {
+fn read(sim: &Sim, t: mm_vma::SpaceId, a: VirtAddr) -> Result<(), TaskError> {
     let mut b = [0u8; 8];
     sim.machine.with_task(t, |s| s.read_user(a, &mut b))
 }

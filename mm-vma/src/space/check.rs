@@ -2,18 +2,15 @@
 //! against their VMAs, and the page counters.
 
 use mm_paging::{Entry, MapFlags, PagingArch};
-use mm_types::{FrameProvider, PhysMemory, PAGE_BYTES};
+use mm_types::{FrameProvider, PhysMemory};
 
-use super::{page_flags, va, AddressSpace, SpaceCounts};
+use super::{page_flags, AddressSpace, SpaceCounts};
 use crate::vma::VmaFlags;
 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
-    fn user_start(&self) -> u64 {
-        self.layout.low & !(PAGE_BYTES - 1)
-    }
-
+    /// The size of the user range (page aligned: the layout was checked).
     fn user_len(&self) -> u64 {
-        self.layout.high.next_multiple_of(PAGE_BYTES) - self.user_start()
+        self.layout.high - self.layout.low
     }
 
     /// Counts present pages (zero page included) and swap entries by
@@ -22,7 +19,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let zero = self.mm.zero_page();
         let mut c = SpaceCounts::default();
         self.page_table()
-            .for_each_entry(va(self.user_start()), self.user_len(), |e| match e {
+            .for_each_entry(self.layout.low, self.user_len(), |e| match e {
                 Entry::Page(m) if m.frame == zero => c.zero += 1,
                 Entry::Page(_) => c.resident += 1,
                 Entry::Swap { .. } => c.swapped += 1,
@@ -42,15 +39,15 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let zero = self.mm.zero_page();
         let mut c = SpaceCounts::default();
         self.page_table()
-            .for_each_entry(va(self.user_start()), self.user_len(), |e| {
+            .for_each_entry(self.layout.low, self.user_len(), |e| {
                 match e {
                     Entry::Page(m) if m.frame == zero => c.zero += 1,
                     Entry::Page(_) => c.resident += 1,
                     Entry::Swap { .. } => c.swapped += 1,
                 }
                 let a = match e {
-                    Entry::Page(m) => m.va.as_u64(),
-                    Entry::Swap { va, .. } => va.as_u64(),
+                    Entry::Page(m) => m.va,
+                    Entry::Swap { va, .. } => va,
                 };
                 let Some(v) = self.vmas.find(a) else {
                     bad = Some("a page-table entry outside every VMA");

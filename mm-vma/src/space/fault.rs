@@ -2,9 +2,9 @@
 //! pages, swap-ins, stack growth, and refusals with a reason.
 
 use mm_paging::{Lookup, MapFlags, PagingArch, Unmapped};
-use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, SwapSlot, PAGE_BYTES};
+use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
 
-use super::{allows, hook, page_flags, paging, va, Access, AddressSpace, FaultError, FaultKind};
+use super::{allows, hook, page_flags, page_of, paging, Access, AddressSpace, FaultError, FaultKind};
 use crate::mm::{FaultCount, HookError};
 use crate::vma::{Backing, Vma, VmaFlags};
 
@@ -25,7 +25,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// assert_eq!(space.fault(a, Access::Write), Ok(FaultKind::Spurious)); // already writable
     /// assert_eq!(space.fault(a + 4096, Access::Read), Err(FaultError::NoMapping { addr: a + 4096 }));
     /// ```
-    pub fn fault(&mut self, addr: u64, access: Access) -> Result<FaultKind, FaultError> {
+    pub fn fault(&mut self, addr: VirtAddr, access: Access) -> Result<FaultKind, FaultError> {
         let r = self.fault_inner(addr, access);
         self.finish();
         if r.is_err() {
@@ -34,7 +34,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         r
     }
 
-    fn fault_inner(&mut self, addr: u64, access: Access) -> Result<FaultKind, FaultError> {
+    fn fault_inner(&mut self, addr: VirtAddr, access: Access) -> Result<FaultKind, FaultError> {
         if addr >= self.layout.high {
             return Err(FaultError::NoMapping { addr });
         }
@@ -45,12 +45,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if !allows(v.prot, access) {
             return Err(FaultError::Protection { addr, access, prot: v.prot });
         }
-        self.fault_page(addr & !(PAGE_BYTES - 1), access == Access::Write, &v)
+        self.fault_page(page_of(addr), access == Access::Write, &v)
     }
 
     /// Grows the stack above `addr` down to it for `access`; a refused
     /// fault leaves the stack as it was.
-    fn grow_stack(&mut self, addr: u64, access: Access) -> Result<Vma, FaultError> {
+    fn grow_stack(&mut self, addr: VirtAddr, access: Access) -> Result<Vma, FaultError> {
         let stack = self
             .vmas
             .find_from(addr)
@@ -59,7 +59,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if !allows(stack.prot, access) {
             return Err(FaultError::Protection { addr, access, prot: stack.prot });
         }
-        let page = addr & !(PAGE_BYTES - 1);
+        let page = page_of(addr);
         if stack.end - page > self.layout.stack_limit {
             return Err(FaultError::StackLimit { addr, limit: self.layout.stack_limit });
         }
@@ -67,7 +67,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             return Err(FaultError::NoMapping { addr });
         }
         if let Some(p) = self.vmas.prev(addr) {
-            if !p.prot.is_empty() && p.end.saturating_add(self.layout.stack_guard_gap) > page {
+            if !p.prot.is_empty() && p.end.checked_add(self.layout.stack_guard_gap).is_none_or(|e| e > page) {
                 return Err(FaultError::GuardGap { addr, stack: stack.start });
             }
         }
@@ -77,9 +77,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// Resolves a fault on `page` inside `v` (rights already checked).
-    pub(super) fn fault_page(&mut self, page: u64, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
-        let at = va(page);
-        let lookup = self.page_table().lookup(at).expect("a user address");
+    pub(super) fn fault_page(&mut self, page: VirtAddr, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+        let lookup = self.page_table().lookup(page).expect("a user address");
         match lookup {
             Lookup::Mapped(t) => {
                 if !write || t.flags.contains(MapFlags::WRITE) {
@@ -87,7 +86,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     return Ok(FaultKind::Spurious);
                 }
                 if v.flags.contains(VmaFlags::SHARED) {
-                    let f = self.pt().update_flags(at, PAGE_BYTES, |m| m.flags | MapFlags::WRITE).expect("mapped");
+                    let f = self.pt().update_flags(page, PAGE_BYTES, |m| m.flags | MapFlags::WRITE).expect("mapped");
                     self.gather.batch.add(f);
                     self.mm.count(FaultCount::Spurious);
                     return Ok(FaultKind::Spurious);
@@ -124,12 +123,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     pub(super) fn map_new(
         &mut self,
-        page: u64,
+        page: VirtAddr,
         frame: PhysAddr,
         flags: MapFlags,
         kind: PageKind,
     ) -> Result<(), FaultError> {
-        match self.pt().map(va(page), frame, PageSize::Size4KiB, flags) {
+        match self.pt().map(page, frame, PageSize::Size4KiB, flags) {
             Ok(f) => {
                 f.ignore();
                 self.note_mapped(frame, kind, page);
@@ -139,7 +138,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
     }
 
-    fn demand_zero(&mut self, page: u64, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+    fn demand_zero(&mut self, page: VirtAddr, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
         let flags = page_flags(v);
         if !write && !v.flags.contains(VmaFlags::SHARED) && self.layout.zero_page {
             let zero = self.mm.zero_page();
@@ -156,16 +155,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         Ok(FaultKind::DemandZero)
     }
 
-    fn copy_on_write(&mut self, page: u64, old: PhysAddr, v: &Vma) -> Result<FaultKind, FaultError> {
+    fn copy_on_write(&mut self, page: VirtAddr, old: PhysAddr, v: &Vma) -> Result<FaultKind, FaultError> {
         let flags = page_flags(v);
         if !self.mm.is_shared(old) {
-            let f = self.pt().update_flags(va(page), PAGE_BYTES, |_| flags).expect("mapped");
+            let f = self.pt().update_flags(page, PAGE_BYTES, |_| flags).expect("mapped");
             self.gather.batch.add(f);
             self.mm.count(FaultCount::CowReused);
             return Ok(FaultKind::CowReused);
         }
         let frame = self.new_page(Some(old))?;
-        let (gone, f) = self.pt().replace(va(page), frame, flags).expect("mapped");
+        let (gone, f) = self.pt().replace(page, frame, flags).expect("mapped");
         self.gather.batch.add(f);
         self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
         self.note_mapped(frame, PageKind::Anon, page);
@@ -173,7 +172,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         Ok(FaultKind::CowCopied)
     }
 
-    fn swap_in(&mut self, page: u64, entry: SwapSlot, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
+    fn swap_in(&mut self, page: VirtAddr, entry: SwapSlot, write: bool, v: &Vma) -> Result<FaultKind, FaultError> {
         let swap = self.mm.hooks.swap.clone().ok_or(FaultError::Hook(HookError::Unavailable))?;
         let frame = swap.swap_in(entry).map_err(hook)?;
         // Private pages start read-only: whether the frame is still shared
@@ -182,7 +181,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if !v.flags.contains(VmaFlags::SHARED) {
             flags -= MapFlags::WRITE;
         }
-        self.pt().replace_swap(va(page), frame, flags).expect("the entry was just read");
+        self.pt().replace_swap(page, frame, flags).expect("the entry was just read");
         self.counts.swapped -= 1;
         self.note_mapped(frame, PageKind::Anon, page);
         swap.swapped_in(entry, frame);
@@ -195,7 +194,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     fn pager_fault(
         &mut self,
-        page: u64,
+        page: VirtAddr,
         write: bool,
         v: &Vma,
         object: u32,

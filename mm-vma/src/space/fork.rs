@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use mm_paging::{Entry, MapFlags, PagingArch};
 use mm_types::{FrameProvider, PageKind, PhysMemory};
 
-use super::{hook, paging, space, va, AddressSpace, SpaceError};
+use super::{hook, paging, space, AddressSpace, SpaceError};
 use crate::vma::{Vma, VmaFlags};
 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
@@ -37,7 +37,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut entries = Vec::new();
         for v in &vmas {
             entries.clear();
-            self.page_table().for_each_entry(va(v.start), v.len(), |e| entries.push(e)).expect("a VMA range");
+            self.page_table().for_each_entry(v.start, v.len(), |e| entries.push(e)).expect("a VMA range");
             let private = !v.flags.contains(VmaFlags::SHARED);
             for e in &entries {
                 match *e {
@@ -46,7 +46,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                         if private {
                             flags -= MapFlags::WRITE;
                         }
-                        child.map_new(m.va.as_u64(), m.frame, flags, PageKind::Anon).map_err(space)?;
+                        child.map_new(m.va, m.frame, flags, PageKind::Anon).map_err(space)?;
                     }
                     Entry::Swap { va: at, slot: entry } => {
                         let swap = self.mm.hooks.swap.clone().expect("swap entries come from a swap device");
@@ -61,7 +61,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             }
         }
         for v in vmas.iter().filter(|v| !v.flags.contains(VmaFlags::SHARED)) {
-            let f = self.pt().update_flags(va(v.start), v.len(), |m| m.flags - MapFlags::WRITE).expect("READ kept");
+            let f = self.pt().update_flags(v.start, v.len(), |m| m.flags - MapFlags::WRITE).expect("READ kept");
             self.gather.batch.add(f);
         }
         self.finish();

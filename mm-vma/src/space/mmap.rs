@@ -4,30 +4,36 @@
 use alloc::vec::Vec;
 
 use mm_paging::{Entry, MapFlags, PagingArch, Unmapped};
-use mm_types::{FrameProvider, PageSize, PhysMemory, Protection, PAGE_BYTES};
+use mm_types::{FrameProvider, PageSize, PhysMemory, Protection, VirtAddr, PAGE_BYTES};
 
-use super::{
-    page_flags, page_up, paging, space, va, AddressSpace, FaultError, MapRequest, Placement, Remap, SpaceError,
-};
+use super::{page_flags, page_up, paging, space, AddressSpace, FaultError, MapRequest, Placement, Remap, SpaceError};
 use crate::vma::{Backing, Vma, VmaError, VmaFlags};
 
+/// Whether `start + len` wraps around the 64-bit address space (a bad
+/// range, where one that merely runs past the user range is out of range).
+fn wraps(start: VirtAddr, len: u64) -> bool {
+    start.as_u64().checked_add(len).is_none()
+}
+
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
-    fn check_range(&self, start: u64, len: u64) -> Result<u64, SpaceError> {
-        if start % PAGE_BYTES != 0 {
-            return Err(VmaError::Unaligned(start).into());
+    /// The end of `[start, start + len)`, which must be a page-aligned,
+    /// non-empty part of the user range.
+    fn check_range(&self, start: VirtAddr, len: u64) -> Result<VirtAddr, SpaceError> {
+        if !start.is_aligned(PAGE_BYTES) {
+            return Err(VmaError::Unaligned(start.as_u64()).into());
         }
-        let end = start.checked_add(len).ok_or(SpaceError::Vma(VmaError::BadRange))?;
-        if len == 0 {
+        if len == 0 || wraps(start, len) {
             return Err(VmaError::BadRange.into());
         }
-        if start < self.layout.low || end > self.layout.high {
+        let (low, high) = (self.layout.low, self.layout.high);
+        if start < low || start > high || len > high - start {
             return Err(SpaceError::OutOfRange);
         }
-        Ok(end)
+        Ok(start + len)
     }
 
     /// Whether `[start, end)` keeps the guard gap below a stack above it.
-    fn clear_of_stacks(&self, end: u64) -> bool {
+    fn clear_of_stacks(&self, end: VirtAddr) -> bool {
         self.vmas
             .find_from(end)
             .is_none_or(|n| !n.flags.contains(VmaFlags::GROWS_DOWN) || n.start - end >= self.layout.stack_guard_gap)
@@ -35,7 +41,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     /// A free range of `len` bytes: top-down below `mmap_base`, then
     /// anywhere, never in a stack's guard gap.
-    fn find_gap(&self, len: u64, align: u64) -> Result<u64, SpaceError> {
+    fn find_gap(&self, len: u64, align: u64) -> Result<VirtAddr, SpaceError> {
         let align = align.max(PAGE_BYTES);
         if !align.is_power_of_two() {
             return Err(VmaError::Unaligned(align).into());
@@ -47,13 +53,13 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     return Ok(a);
                 }
                 let stack = self.vmas.find_from(a + len).expect("a stack above").start;
-                high = stack.saturating_sub(self.layout.stack_guard_gap);
+                high = stack.checked_sub(self.layout.stack_guard_gap).unwrap_or(VirtAddr::ZERO);
             }
         }
         Err(SpaceError::NoSpace)
     }
 
-    fn is_free(&self, start: u64, end: u64) -> bool {
+    fn is_free(&self, start: VirtAddr, end: VirtAddr) -> bool {
         self.vmas.overlapping(start, end).next().is_none()
     }
 
@@ -69,13 +75,13 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// let world = SimWorld::new(1 << 20);
     /// let mut space = world.space();
     /// let buf = space.mmap(MapRequest::anonymous(3 * 4096, Protection::READ | Protection::WRITE)).unwrap();
-    /// assert_eq!(buf % 4096, 0);
+    /// assert!(buf.is_aligned(4096));
     /// space.write_user(buf + 4096, b"hello").unwrap(); // faults the page in
     /// let mut back = [0u8; 5];
     /// space.read_user(buf + 4096, &mut back).unwrap();
     /// assert_eq!(&back, b"hello");
     /// ```
-    pub fn mmap(&mut self, req: MapRequest) -> Result<u64, SpaceError> {
+    pub fn mmap(&mut self, req: MapRequest) -> Result<VirtAddr, SpaceError> {
         let len = page_up(req.len)?;
         if len == 0 {
             return Err(VmaError::BadRange.into());
@@ -88,10 +94,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let start = match req.placement {
             Placement::Anywhere => self.find_gap(len, req.align)?,
             Placement::Hint(h) => {
-                let ok = h % PAGE_BYTES == 0
-                    && self.check_range(h, len).is_ok()
-                    && self.is_free(h, h + len)
-                    && self.clear_of_stacks(h + len);
+                let ok = self.check_range(h, len).is_ok_and(|end| self.is_free(h, end) && self.clear_of_stacks(end));
                 if ok {
                     h
                 } else {
@@ -120,7 +123,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         Ok(start)
     }
 
-    fn populate(&mut self, start: u64, end: u64) -> Result<(), FaultError> {
+    fn populate(&mut self, start: VirtAddr, end: VirtAddr) -> Result<(), FaultError> {
         let mut page = start;
         while page < end {
             let v = self.vmas.find(page).expect("populating a mapped range");
@@ -135,7 +138,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// Removes every mapping of `[start, start + len)` (`munmap`; `len` is
     /// rounded up to pages), splitting VMAs that straddle its ends. Unmapped
     /// parts of the range are fine.
-    pub fn munmap(&mut self, start: u64, len: u64) -> Result<(), SpaceError> {
+    pub fn munmap(&mut self, start: VirtAddr, len: u64) -> Result<(), SpaceError> {
         let len = page_up(len)?;
         self.check_range(start, len)?;
         self.vmas.remove_range(start, len, |_| {})?;
@@ -162,7 +165,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// assert!(space.write_user(a, b"ok").is_ok());
     /// assert!(matches!(space.write_user(a + 4096, b"no"), Err(FaultError::Protection { .. })));
     /// ```
-    pub fn mprotect(&mut self, start: u64, len: u64, prot: Protection) -> Result<(), SpaceError> {
+    pub fn mprotect(&mut self, start: VirtAddr, len: u64, prot: Protection) -> Result<(), SpaceError> {
         let len = page_up(len)?;
         let end = self.check_range(start, len)?;
         self.vmas.protect(start, len, prot)?;
@@ -173,16 +176,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let (s, e) = (v.start.max(start), v.end.min(end));
             let flags = page_flags(&v);
             let private = !v.flags.contains(VmaFlags::SHARED);
-            let flush =
-                mm.with_sharing(|shared| {
-                    pt.update_flags(va(s), e - s, |m| {
-                        if private && shared(m.frame) {
-                            flags - MapFlags::WRITE
-                        } else {
-                            flags
-                        }
-                    })
-                });
+            let flush = mm.with_sharing(|shared| {
+                pt.update_flags(s, e - s, |m| if private && shared(m.frame) { flags - MapFlags::WRITE } else { flags })
+            });
             self.gather.batch.add(flush.expect("VMA flags always include READ"));
         }
         self.finish();
@@ -190,14 +186,18 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// Sets the program break (`brk`): grows or shrinks the heap that
-    /// starts at the layout's `brk_base`. Returns the new break. (The Linux
-    /// system call reports failure by returning the old break.)
-    pub fn brk(&mut self, new: u64) -> Result<u64, SpaceError> {
+    /// starts at the layout's `brk_base`. Returns the new break. A break
+    /// outside `[brk_base, high]` (0 included) is refused with
+    /// [`SpaceError::OutOfRange`]; [`current_brk`](Self::current_brk) reads
+    /// the break. (The Linux system call reports failure by returning the
+    /// old break, and answers `brk(0)` with the current one.)
+    pub fn brk(&mut self, new: VirtAddr) -> Result<VirtAddr, SpaceError> {
         if new < self.layout.brk_base || new > self.layout.high {
             return Err(SpaceError::OutOfRange);
         }
-        let old_end = page_up(self.brk)?;
-        let new_end = page_up(new)?;
+        let round_up = |a: VirtAddr| a.align_up(PAGE_BYTES).map_err(|_| SpaceError::Vma(VmaError::BadRange));
+        let old_end = round_up(self.brk)?;
+        let new_end = round_up(new)?;
         if new_end > old_end {
             if !self.is_free(old_end, new_end) || !self.clear_of_stacks(new_end) {
                 return Err(SpaceError::NoSpace);
@@ -215,7 +215,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// when the range above is free, else moves the pages (their page-table
     /// entries, not their contents) to a new range if `mode` allows.
     /// Returns the new start.
-    pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, mode: Remap) -> Result<u64, SpaceError> {
+    pub fn mremap(&mut self, old: VirtAddr, old_len: u64, new_len: u64, mode: Remap) -> Result<VirtAddr, SpaceError> {
         let old_len = page_up(old_len)?;
         let new_len = page_up(new_len)?;
         let old_end = self.check_range(old, old_len)?;
@@ -247,13 +247,19 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             }
             return Ok(old);
         }
-        let new_end = old.checked_add(new_len).ok_or(SpaceError::Vma(VmaError::BadRange))?;
-        let can_grow = old_end == v.end
-            && !v.flags.contains(VmaFlags::NO_EXPAND)
-            && new_end <= self.layout.high
-            && self.is_free(old_end, new_end)
-            && self.clear_of_stacks(new_end);
-        if can_grow {
+        if wraps(old, new_len) {
+            return Err(VmaError::BadRange.into());
+        }
+        // The new end, if the mapping can grow in place to it (an end past
+        // the half is past the user range too).
+        let grown = old.checked_add(new_len).filter(|&new_end| {
+            old_end == v.end
+                && !v.flags.contains(VmaFlags::NO_EXPAND)
+                && new_end <= self.layout.high
+                && self.is_free(old_end, new_end)
+                && self.clear_of_stacks(new_end)
+        });
+        if let Some(new_end) = grown {
             self.vmas.expand(v.start, v.start, new_end)?;
             self.populate_if_shared_anon(&v, old_end, new_end)?;
             return Ok(old);
@@ -269,7 +275,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         Ok(to)
     }
 
-    fn populate_if_shared_anon(&mut self, v: &Vma, start: u64, end: u64) -> Result<(), SpaceError> {
+    fn populate_if_shared_anon(&mut self, v: &Vma, start: VirtAddr, end: VirtAddr) -> Result<(), SpaceError> {
         if v.flags.contains(VmaFlags::SHARED) && v.backing == Backing::Anonymous {
             self.populate(start, end).map_err(SpaceError::Fault)?;
         }
@@ -278,7 +284,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     /// Moves the pages of `[old, old + len)` (inside `v`) to `to`, in a new
     /// VMA of `new_len` bytes with `v`'s attributes.
-    fn move_pages(&mut self, v: &Vma, old: u64, len: u64, to: u64, new_len: u64) -> Result<(), SpaceError> {
+    fn move_pages(&mut self, v: &Vma, old: VirtAddr, len: u64, to: VirtAddr, new_len: u64) -> Result<(), SpaceError> {
         let backing = match v.backing {
             Backing::Object { object, offset } => Backing::Object { object, offset: offset + (old - v.start) },
             Backing::Anonymous => Backing::Anonymous,
@@ -286,16 +292,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let moved = Vma { start: to, end: to + new_len, backing, ..*v };
         self.vmas.insert(moved)?;
         let mut entries = Vec::new();
-        self.page_table().for_each_entry(va(old), len, |e| entries.push(e)).expect("checked range");
+        self.page_table().for_each_entry(old, len, |e| entries.push(e)).expect("checked range");
         let mut failed = None;
         for e in &entries {
             let r = match *e {
                 Entry::Page(m) => {
-                    let at = va(to + (m.va.as_u64() - old));
+                    let at = to + (m.va - old);
                     self.pt().map(at, m.frame, PageSize::Size4KiB, m.flags).map(|f| f.ignore())
                 }
                 Entry::Swap { va: from, slot: entry } => {
-                    let at = va(to + (from.as_u64() - old));
+                    let at = to + (from - old);
                     self.pt().set_swap(at, entry).map(|(_, f)| f.ignore())
                 }
             };
@@ -306,7 +312,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         if let Some(e) = failed {
             // Undo: the copies go (their pages still belong to `old`).
-            self.pt().unmap_present(va(to), new_len, |_| {}).expect("4 KiB pages").ignore();
+            self.pt().unmap_present(to, new_len, |_| {}).expect("4 KiB pages").ignore();
             self.vmas.remove_range(to, new_len, |_| {}).expect("removing a whole new VMA adds none");
             return Err(space(paging(e)));
         }
@@ -315,7 +321,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut dirtied = Vec::new();
         let flush = self
             .pt()
-            .unmap_present(va(old), len, |u| {
+            .unmap_present(old, len, |u| {
                 if let Unmapped::Page { frame, flags, .. } = u {
                     if flags.contains(MapFlags::DIRTY) {
                         dirtied.push(frame);
@@ -331,7 +337,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         for e in &entries {
             if let Entry::Page(m) = *e {
-                self.mm.move_map(m.frame, self.id, m.va.as_u64(), to + (m.va.as_u64() - old));
+                self.mm.move_map(m.frame, self.id, m.va, to + (m.va - old));
             }
         }
         self.vmas.remove_range(old, len, |_| {})?;
@@ -342,7 +348,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// Maps a stack of `len` bytes ending at `top`, growing down on faults
     /// below it (up to the layout's stack limit, keeping the guard gap).
     /// Returns its start.
-    pub fn map_stack(&mut self, top: u64, len: u64) -> Result<u64, SpaceError> {
+    pub fn map_stack(&mut self, top: VirtAddr, len: u64) -> Result<VirtAddr, SpaceError> {
         let len = page_up(len)?;
         let start = top.checked_sub(len).ok_or(SpaceError::OutOfRange)?;
         let req = MapRequest::anonymous(len, Protection::READ | Protection::WRITE)

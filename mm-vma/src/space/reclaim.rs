@@ -2,25 +2,25 @@
 //! its accessed bit, and the eviction itself.
 
 use mm_paging::{AccessBits, PagingArch, Unmapped};
-use mm_types::{FrameProvider, PageKind, PhysMemory, SwapSlot, PAGE_BYTES};
+use mm_types::{FrameProvider, PageKind, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
 
-use super::{paging, space, va, AddressSpace, SpaceError};
+use super::{page_of, paging, space, AddressSpace, SpaceError};
 use crate::vma::VmaFlags;
 
 impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpace<A, M, F> {
     /// Whether the page at `addr` may be evicted: mapped in a VMA that is
     /// not locked.
-    pub fn is_evictable(&self, addr: u64) -> bool {
+    pub fn is_evictable(&self, addr: VirtAddr) -> bool {
         self.vmas.find(addr).is_some_and(|v| !v.flags.contains(VmaFlags::LOCKED))
     }
 
     /// Tests and clears the accessed bit of the page at `addr` (reclaim's
     /// reference harvesting); `false` if nothing is mapped there.
-    pub fn test_and_clear_young(&mut self, addr: u64) -> bool {
+    pub fn test_and_clear_young(&mut self, addr: VirtAddr) -> bool {
         let mut young = false;
         let f = self
             .page_table()
-            .harvest(va(addr & !(PAGE_BYTES - 1)), PAGE_BYTES, AccessBits::ACCESSED, |_, _, _| young = true)
+            .harvest(page_of(addr), PAGE_BYTES, AccessBits::ACCESSED, |_, _, _| young = true)
             .expect("a user page");
         // x86 does not need a flush to clear the accessed bit (a stale TLB
         // entry only delays the next setting), as Linux's
@@ -37,12 +37,12 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// must be written back). Reclaim pins the frame ([`MmContext::pin`](crate::MmContext::pin)) before
     /// unmapping it from its users, so it is not freed until reclaim is done
     /// with it.
-    pub fn evict(&mut self, addr: u64, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
-        let page = addr & !(PAGE_BYTES - 1);
+    pub fn evict(&mut self, addr: VirtAddr, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
+        let page = page_of(addr);
         if !self.is_evictable(page) {
             return Err(SpaceError::NotEvictable);
         }
-        let t = self.page_table().translate(va(page)).ok_or(SpaceError::NotEvictable)?;
+        let t = self.page_table().translate(page).ok_or(SpaceError::NotEvictable)?;
         if t.frame == self.mm.zero_page() {
             return Err(SpaceError::NotEvictable);
         }
@@ -52,14 +52,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         let gone = match swap {
             Some(entry) => {
-                let (gone, f) = self.pt().set_swap(va(page), entry).map_err(|e| space(paging(e)))?;
+                let (gone, f) = self.pt().set_swap(page, entry).map_err(|e| space(paging(e)))?;
                 self.gather.batch.add(f);
                 self.counts.swapped += 1;
                 gone.expect("the page was present")
             }
             None => {
                 let mut gone = None;
-                let f = self.pt().unmap_present(va(page), PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
+                let f = self.pt().unmap_present(page, PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
                 self.gather.batch.add(f);
                 match gone {
                     Some(Unmapped::Page { va, frame, size, flags }) => mm_paging::Mapping { va, frame, size, flags },

@@ -11,7 +11,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// faulting the page in and setting its accessed (and, for a write,
     /// dirty) bit as the MMU would (an emulated access: kernels use it for
     /// `copy_to_user`/`copy_from_user`, tests for "touching" memory).
-    pub fn resolve(&mut self, addr: u64, access: Access) -> Result<PhysAddr, FaultError> {
+    pub fn resolve(&mut self, addr: VirtAddr, access: Access) -> Result<PhysAddr, FaultError> {
         let ok = |t: &mm_paging::Translation| {
             t.flags.contains(MapFlags::USER)
                 && match access {
@@ -20,29 +20,28 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     Access::Execute => t.flags.contains(MapFlags::EXECUTE),
                 }
         };
-        let at = VirtAddr::new(addr).map_err(|_| FaultError::NoMapping { addr })?;
-        let t = match self.page_table().translate(at).filter(ok) {
+        let t = match self.page_table().translate(addr).filter(ok) {
             Some(t) => t,
             None => {
                 self.fault(addr, access)?;
-                self.page_table().translate(at).filter(ok).expect("a resolved fault leaves the page accessible")
+                self.page_table().translate(addr).filter(ok).expect("a resolved fault leaves the page accessible")
             }
         };
         // As the MMU would (reclaim harvests these); a second walk only
         // when a bit is still clear.
         let write = access == Access::Write;
         if !t.flags.contains(MapFlags::ACCESSED) || (write && !t.flags.contains(MapFlags::DIRTY)) {
-            self.page_table().set_access_bits(at, write);
+            self.page_table().set_access_bits(addr, write);
         }
         Ok(t.phys)
     }
 
     /// Copies `data` to user memory at `addr`, faulting pages in.
-    pub fn write_user(&mut self, addr: u64, data: &[u8]) -> Result<(), FaultError> {
+    pub fn write_user(&mut self, addr: VirtAddr, data: &[u8]) -> Result<(), FaultError> {
         let mut done = 0usize;
         while done < data.len() {
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
-            let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(data.len() - done);
+            let n = ((PAGE_BYTES - a.page_offset()) as usize).min(data.len() - done);
             let phys = self.resolve(a, Access::Write)?;
             // SAFETY: the page is mapped writable in this space, which we borrow mutably; a writable
             // private page is ours alone (copy-on-write ran), a shared mapping's page is written by
@@ -55,11 +54,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     }
 
     /// Copies user memory at `addr` into `buf`, faulting pages in.
-    pub fn read_user(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), FaultError> {
+    pub fn read_user(&mut self, addr: VirtAddr, buf: &mut [u8]) -> Result<(), FaultError> {
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(FaultError::NoMapping { addr })?;
-            let n = ((PAGE_BYTES - a % PAGE_BYTES) as usize).min(buf.len() - done);
+            let n = ((PAGE_BYTES - a.page_offset()) as usize).min(buf.len() - done);
             let phys = self.resolve(a, Access::Read)?;
             // SAFETY: the page is mapped in this space, borrowed mutably; a page shared with other
             // spaces is read-only in all of them (copy-on-write) or written by sharers as user memory

@@ -58,6 +58,8 @@ pub fn faults(buddy: &'static Frames, ram_end: u64, which: Option<&str>) -> bool
         let Ok(id) = m.spawn() else { return false };
         let Some(s) = m.tasks.get(id) else { return false };
         let Ok(user) = s.lock().mmap(MapRequest::anonymous(4096, Protection::READ)) else { return false };
+        // The raw address the bad access writes to and its fault reports.
+        let user = user.as_u64();
         let addr = match case {
             "null" => 0,
             "rodata" => &RODATA_TARGET as *const u64 as u64,

@@ -4,6 +4,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use mm_types::VirtAddr;
 use mm_vma::SpaceId;
 use mm_wiring::scenario;
 use mm_wiring::scenario::Touch;
@@ -17,7 +18,7 @@ use crate::{kprintln, sched, user};
 /// Starts a ring 3 thread in a new task running `program` over a fresh
 /// region of `pages` pages (at least one): its arguments are the region's
 /// address, `pages` and `seed`. Returns the task and the region.
-fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> Option<(SpaceId, u64)> {
+fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> Option<(SpaceId, VirtAddr)> {
     let id = m.spawn().ok()?;
     let base = m.tasks.get(id)?.lock().mmap(scenario::anon_rw(pages.max(1) * 4096)).ok()?;
     let at = user::load(m, id, program)?;
@@ -29,7 +30,7 @@ fn spawn_user(m: &'static KMachine, program: Program, pages: u64, seed: u64) -> 
     };
     // SAFETY: the scheduler loads task `id` before the thread runs, `at` was loaded into it, and the
     // thread's stack holds nothing but this closure's frames.
-    let body = move || unsafe { user::enter(at, [base, pages, seed]) };
+    let body = move || unsafe { user::enter(at, [base.as_u64(), pages, seed]) };
     sched::spawn(name, Some(id), body).ok()?;
     Some((id, base))
 }
