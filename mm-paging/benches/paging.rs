@@ -64,5 +64,27 @@ fn translate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translate, map_unmap);
+/// One call per 4 KiB page (what page faults and eviction do), over the
+/// same 1 GiB.
+fn per_page(c: &mut Criterion) {
+    let mut g = c.benchmark_group("map_1gib_one_page_per_call");
+    g.sample_size(10).throughput(Throughput::Elements(PAGES));
+    let map_all = |t: &mut dyn Tables| (0..PAGES).for_each(|i| t.map_page(i));
+    g.bench_function("mm-paging", |b| b.iter_custom(|n| timed(n, Ours::new, |_| {}, |t| map_all(t))));
+    g.bench_function("x86_64", |b| b.iter_custom(|n| timed(n, X86Crate::new, |_| {}, |t| map_all(t))));
+    g.bench_function("page_table_multiarch", |b| b.iter_custom(|n| timed(n, Multiarch::new, |_| {}, |t| map_all(t))));
+    g.finish();
+    let mut g = c.benchmark_group("unmap_1gib_one_page_per_call");
+    g.sample_size(10).throughput(Throughput::Elements(PAGES));
+    let unmap_all = |t: &mut dyn Tables| (0..PAGES).for_each(|i| t.unmap_page(i));
+    let full = |t: &mut dyn Tables| t.map(PAGES, false);
+    g.bench_function("mm-paging", |b| b.iter_custom(|n| timed(n, Ours::new, |t| full(t), |t| unmap_all(t))));
+    g.bench_function("x86_64", |b| b.iter_custom(|n| timed(n, X86Crate::new, |t| full(t), |t| unmap_all(t))));
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_custom(|n| timed(n, Multiarch::new, |t| full(t), |t| unmap_all(t)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, translate, map_unmap, per_page);
 criterion_main!(benches);
