@@ -181,9 +181,12 @@ impl<const N: usize> CacheCore<N> {
             release = self.park_empty(node, slab);
         }
         drop(guard);
-        // SAFETY: `park_empty` returns only a slab it took off every list; debug caches freeze no
-        // slab to a CPU.
-        unsafe { self.release(env, release) }
+        match release {
+            None => Ok(()),
+            // SAFETY: `park_empty` returns only a slab it took off every list; debug caches freeze
+            // no slab to a CPU.
+            Some(_) => unsafe { self.release(env, release) },
+        }
     }
 
     /// Index of the object starting at `offset` from a slab start, or

@@ -145,9 +145,12 @@ impl<const N: usize> CacheCore<N> {
             SlabState::Empty => unreachable!("an empty slab has no object to free"),
         }
         drop(guard);
-        // SAFETY: `park_empty` returns only a slab it took off every list, and the slab was no
-        // CPU's (a frozen slab is never parked).
-        unsafe { self.release(env, release) }
+        match release {
+            None => Ok(()),
+            // SAFETY: `park_empty` returns only a slab it took off every list, and the slab was no
+            // CPU's (a frozen slab is never parked).
+            Some(_) => unsafe { self.release(env, release) },
+        }
     }
 
     /// Checks that `obj` is the start of an object in a slab of this cache
@@ -199,6 +202,8 @@ impl<const N: usize> CacheCore<N> {
     ///
     /// Every slab of the chain left every list and every CPU: nothing but
     /// the chain names it, and no handle to it is used after this call.
+    #[cold]
+    #[inline(never)]
     pub(super) unsafe fn release<P, M, C>(
         &self,
         env: &Env<'_, P, M, C>,
