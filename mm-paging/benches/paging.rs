@@ -1,7 +1,8 @@
-//! mm-paging side by side with the `x86_64` crate's `OffsetPageTable` and
-//! `page_table_multiarch` over 1 GiB of 4 KiB pages on simulated physical
-//! memory. Run with `cargo bench -p mm-paging --bench paging`; instruction
-//! counts come from `cargo xtask ir paging`. No bench asserts a time.
+//! mm-paging side by side with the `x86_64` crate's `OffsetPageTable`,
+//! `page_table_multiarch` and `page-table-generic` over 1 GiB of 4 KiB
+//! pages on simulated physical memory. Run with `cargo bench -p mm-paging
+//! --bench paging`; instruction counts come from `cargo xtask ir paging`.
+//! No bench asserts a time.
 
 mod common;
 
@@ -32,6 +33,9 @@ fn map_unmap(c: &mut Criterion) {
         g.bench_function("page_table_multiarch", |b| {
             b.iter_custom(|n| timed(n, Multiarch::new, |_| {}, |t| t.map(PAGES, huge)))
         });
+        g.bench_function("page-table-generic", |b| {
+            b.iter_custom(|n| timed(n, Generic::new, |_| {}, |t| t.map(PAGES, huge)))
+        });
         g.finish();
     }
     let mut g = c.benchmark_group("unmap_1gib_4k_pages");
@@ -44,6 +48,9 @@ fn map_unmap(c: &mut Criterion) {
     });
     g.bench_function("page_table_multiarch", |b| {
         b.iter_custom(|n| timed(n, Multiarch::new, |t| t.map(PAGES, false), |t| t.unmap(PAGES, false)))
+    });
+    g.bench_function("page-table-generic", |b| {
+        b.iter_custom(|n| timed(n, Generic::new, |t| t.map(PAGES, false), |t| t.unmap(PAGES, false)))
     });
     g.finish();
 }
@@ -61,6 +68,9 @@ fn translate(c: &mut Criterion) {
     let mut m = Multiarch::new();
     m.map(PAGES, false);
     g.bench_function("page_table_multiarch", |b| b.iter(|| translate_random(&m, &mut rng, 1)));
+    let mut p = Generic::new();
+    p.map(PAGES, false);
+    g.bench_function("page-table-generic", |b| b.iter(|| translate_random(&p, &mut rng, 1)));
     g.finish();
 }
 
@@ -73,6 +83,7 @@ fn per_page(c: &mut Criterion) {
     g.bench_function("mm-paging", |b| b.iter_custom(|n| timed(n, Ours::new, |_| {}, |t| map_all(t))));
     g.bench_function("x86_64", |b| b.iter_custom(|n| timed(n, X86Crate::new, |_| {}, |t| map_all(t))));
     g.bench_function("page_table_multiarch", |b| b.iter_custom(|n| timed(n, Multiarch::new, |_| {}, |t| map_all(t))));
+    g.bench_function("page-table-generic", |b| b.iter_custom(|n| timed(n, Generic::new, |_| {}, |t| map_all(t))));
     g.finish();
     let mut g = c.benchmark_group("unmap_1gib_one_page_per_call");
     g.sample_size(10).throughput(Throughput::Elements(PAGES));
@@ -82,6 +93,9 @@ fn per_page(c: &mut Criterion) {
     g.bench_function("x86_64", |b| b.iter_custom(|n| timed(n, X86Crate::new, |t| full(t), |t| unmap_all(t))));
     g.bench_function("page_table_multiarch", |b| {
         b.iter_custom(|n| timed(n, Multiarch::new, |t| full(t), |t| unmap_all(t)))
+    });
+    g.bench_function("page-table-generic", |b| {
+        b.iter_custom(|n| timed(n, Generic::new, |t| full(t), |t| unmap_all(t)))
     });
     g.finish();
 }

@@ -3,7 +3,7 @@
 //! count).
 //!
 //! Usage: `paging_ir IMPL WORKLOAD`, IMPL one of `mm-paging`, `x86_64`,
-//! `page_table_multiarch`; WORKLOAD one of `map`, `translate`, `unmap`,
+//! `page_table_multiarch`, `page-table-generic`; WORKLOAD one of `map`, `translate`, `unmap`,
 //! `map_huge` (ranges of 1 GiB in one call), `map_page`, `unmap_page` (the
 //! same pages, one call each).
 
@@ -95,6 +95,7 @@ fn main() {
         "mm-paging" => run(Ours::new(), &args[2]),
         "x86_64" => run(X86Crate::new(), &args[2]),
         "page_table_multiarch" => run(Multiarch::new(), &args[2]),
+        "page-table-generic" => run(Generic::new(), &args[2]),
         other => panic!("unknown implementation {other}"),
     };
     println!("ops={ops}");

@@ -40,13 +40,13 @@ const SLAB: Suite = Suite {
 const PAGING: Suite = Suite {
     example: "paging_ir",
     package: "mm-paging",
-    allocators: &["mm-paging", "x86_64", "page_table_multiarch"],
+    allocators: &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"],
     workloads: &[
-        ("map", &["mm-paging", "x86_64", "page_table_multiarch"]),
-        ("translate", &["mm-paging", "x86_64", "page_table_multiarch"]),
-        ("unmap", &["mm-paging", "x86_64", "page_table_multiarch"]),
-        ("map_page", &["mm-paging", "x86_64", "page_table_multiarch"]),
-        ("unmap_page", &["mm-paging", "x86_64", "page_table_multiarch"]),
+        ("map", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
+        ("translate", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
+        ("unmap", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
+        ("map_page", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
+        ("unmap_page", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
     ],
 };
 

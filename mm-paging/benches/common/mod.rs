@@ -1,8 +1,9 @@
 //! Workloads shared by the criterion bench (`paging.rs`) and the
 //! instruction-count runner (`examples/paging_ir.rs`): 1 GiB of 4 KiB pages
 //! (262,144) on simulated physical memory, for mm-paging, the `x86_64`
-//! crate's `OffsetPageTable` and `page_table_multiarch`. All three take
-//! their table pages from the same simple frame pool.
+//! crate's `OffsetPageTable`, `page_table_multiarch` and
+//! `page-table-generic`. All four take their table pages from the same
+//! simple frame pool.
 
 #![allow(dead_code)]
 
@@ -300,6 +301,123 @@ impl Tables for Multiarch {
     #[inline]
     fn translate(&self, va: u64) -> Option<u64> {
         self.0.query(memory_addr::VirtAddr::from_usize(va as usize)).ok().map(|(p, _, _)| p.as_usize() as u64)
+    }
+}
+
+/// `page-table-generic`: a generic walker that takes the entry format from
+/// its user, with range map and unmap that free emptied tables. It ships no
+/// x86-64 format, so the harness gives it one (`GenericPte`), encoded as
+/// the other implementations encode it.
+pub struct Generic(page_table_generic::PageTable<GenericMeta, GenericFrames>);
+
+/// An x86-64 entry for `page-table-generic`; its configuration is the leaf
+/// flag bits.
+#[derive(Clone, Copy, Debug)]
+pub struct GenericPte(u64);
+
+const PTE_PRESENT: u64 = 1;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_HUGE: u64 = 1 << 7;
+const PTE_NO_EXECUTE: u64 = 1 << 63;
+const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+impl page_table_generic::PageTableEntry for GenericPte {
+    type PteConfig = u64;
+    fn new_page(paddr: page_table_generic::PhysAddr, config: u64, is_huge: bool) -> Self {
+        GenericPte(paddr.as_usize() as u64 | config | PTE_PRESENT | if is_huge { PTE_HUGE } else { 0 })
+    }
+    fn new_table(paddr: page_table_generic::PhysAddr) -> Self {
+        GenericPte(paddr.as_usize() as u64 | PTE_PRESENT | PTE_WRITABLE)
+    }
+    fn paddr(&self, _is_dir: bool) -> page_table_generic::PhysAddr {
+        page_table_generic::PhysAddr::from_usize((self.0 & PTE_ADDR) as usize)
+    }
+    fn config(&self, _is_dir: bool) -> u64 {
+        self.0 & !(PTE_ADDR | PTE_PRESENT | PTE_HUGE)
+    }
+    fn present(&self) -> bool {
+        self.0 & PTE_PRESENT != 0
+    }
+    fn huge(&self, is_dir: bool) -> bool {
+        is_dir && self.0 & PTE_HUGE != 0
+    }
+    fn unused(&self) -> bool {
+        self.0 == 0
+    }
+    fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// Four levels of 512 entries, 2 MiB and 1 GiB blocks, no TLB on the host.
+#[derive(Clone, Copy)]
+pub struct GenericMeta;
+
+impl page_table_generic::TableMeta for GenericMeta {
+    type P = GenericPte;
+    const PAGE_SIZE: usize = 4096;
+    const LEVEL_BITS: &[usize] = &[9, 9, 9, 9];
+    const MAX_BLOCK_LEVEL: usize = 3;
+    fn flush(_vaddr: Option<page_table_generic::VirtAddr>) {}
+}
+
+/// Its frames: the shared pool.
+#[derive(Clone)]
+pub struct GenericFrames;
+
+impl page_table_generic::FrameAllocator for GenericFrames {
+    fn alloc_frame(&self) -> Option<page_table_generic::PhysAddr> {
+        pool().take().map(|f| page_table_generic::PhysAddr::from_usize((f << 12) as usize))
+    }
+    fn dealloc_frame(&self, frame: page_table_generic::PhysAddr) {
+        pool().give(frame.as_usize() as u64 >> 12);
+    }
+    fn phys_to_virt(&self, paddr: page_table_generic::PhysAddr) -> *mut u8 {
+        pool().host(paddr.as_usize() as u64) as *mut u8
+    }
+}
+
+impl Generic {
+    pub fn new() -> Self {
+        Generic(page_table_generic::PageTable::new(GenericFrames).unwrap())
+    }
+}
+
+fn generic_va(i: u64) -> page_table_generic::VirtAddr {
+    page_table_generic::VirtAddr::from_usize((VA + i * 4096) as usize)
+}
+
+fn generic_pa(i: u64) -> page_table_generic::PhysAddr {
+    page_table_generic::PhysAddr::from_usize((PA + i * 4096) as usize)
+}
+
+impl Tables for Generic {
+    fn map(&mut self, pages: u64, huge: bool) {
+        let config = page_table_generic::MapConfig {
+            vaddr: generic_va(0),
+            paddr: generic_pa(0),
+            size: (pages * 4096) as usize,
+            pte: PTE_WRITABLE | PTE_NO_EXECUTE,
+            allow_huge: huge,
+            flush: false,
+        };
+        self.0.map(&config).unwrap();
+    }
+    fn unmap(&mut self, pages: u64, _huge: bool) {
+        self.0.unmap(generic_va(0), (pages * 4096) as usize).unwrap();
+    }
+    #[inline]
+    fn map_page(&mut self, i: u64) {
+        self.0.map_page(generic_va(i), generic_pa(i), 4096, PTE_WRITABLE | PTE_NO_EXECUTE).unwrap();
+    }
+    #[inline]
+    fn unmap_page(&mut self, i: u64) {
+        self.0.unmap_page(generic_va(i)).unwrap();
+    }
+    #[inline]
+    fn translate(&self, va: u64) -> Option<u64> {
+        let va = page_table_generic::VirtAddr::from_usize(va as usize);
+        self.0.translate_phys(va).ok().map(|p| p.as_usize() as u64)
     }
 }
 
