@@ -405,10 +405,8 @@ impl<V> RangeTree<V> {
             self.len = 1;
             return Ok(());
         }
-        self.check_free(start, end)?;
-        let v = self.alloc_value(value);
         let root = self.root;
-        if let Some(split) = self.insert_rec(root, start, end, v) {
+        if let Some(split) = self.insert_rec(root, start, end, value, None)? {
             let old = self.root;
             let (lo, hi, gap) = self.summary(old);
             let mut r = Node::new(false);
@@ -422,44 +420,53 @@ impl<V> RangeTree<V> {
         Ok(())
     }
 
-    /// Whether `[start, end)` overlaps no entry (else the lowest in the
-    /// way), in one descent: the neighbours of `start` are in its leaf, or
-    /// the next one's start is the nearest right sibling's bound on the way
-    /// down.
-    fn check_free(&self, start: u64, end: u64) -> Result<(), TreeError> {
-        let mut t = self.root;
-        // The start and end of the first entry after the leaf reached.
-        let mut next: Option<(Idx, usize)> = None;
-        loop {
-            let n = self.node(t);
-            let i = n.last_le(start);
-            let j = i.map_or(0, |i| i + 1);
-            if n.leaf {
-                if let Some(i) = i {
-                    if n.hi[i] > start {
-                        return Err(TreeError::Overlap { start: n.lo[i], end: n.hi[i] });
-                    }
+    /// Inserts below `t` in one descent. The overlap check happens at the
+    /// leaf, before anything changes: the neighbours of `start` are in its
+    /// leaf, or the next entry is the first of the nearest right sibling
+    /// subtree met on the way down (`next`: a node and the index of that
+    /// subtree in it). Nodes change only on the way back up, so a refusal
+    /// leaves the tree as it was.
+    fn insert_rec(
+        &mut self,
+        t: Idx,
+        start: u64,
+        end: u64,
+        value: V,
+        next: Option<(Idx, usize)>,
+    ) -> Result<Option<Split>, TreeError> {
+        let n = self.node(t);
+        let last = n.last_le(start);
+        if n.leaf {
+            if let Some(i) = last {
+                if n.hi[i] > start {
+                    return Err(TreeError::Overlap { start: n.lo[i], end: n.hi[i] });
                 }
-                let (s, e) = if j < n.len() {
-                    (n.lo[j], n.hi[j])
-                } else if let Some((p, k)) = next {
-                    // The first entry of the right sibling subtree.
+            }
+            let j = last.map_or(0, |i| i + 1);
+            let after = if j < n.len() {
+                Some((n.lo[j], n.hi[j]))
+            } else {
+                next.map(|(p, k)| {
                     let mut c = self.node(p).item[k];
                     while !self.node(c).leaf {
                         c = self.node(c).item[0];
                     }
                     (self.node(c).lo[0], self.node(c).hi[0])
-                } else {
-                    return Ok(());
-                };
-                return if s < end { Err(TreeError::Overlap { start: s, end: e }) } else { Ok(()) };
+                })
+            };
+            if let Some((s, e)) = after.filter(|&(s, _)| s < end) {
+                return Err(TreeError::Overlap { start: s, end: e });
             }
-            let i = i.unwrap_or(0);
-            if i + 1 < n.len() {
-                next = Some((t, i + 1));
-            }
-            t = n.item[i];
+            let v = self.alloc_value(value);
+            return Ok(self.insert_into(t, j, start, end, v, 0));
         }
+        let i = last.unwrap_or(0);
+        let next = if i + 1 < n.len() { Some((t, i + 1)) } else { next };
+        let child = n.item[i];
+        let split = self.insert_rec(child, start, end, value, next)?;
+        self.refresh_child(t, i);
+        let Some(s) = split else { return Ok(None) };
+        Ok(self.insert_into(t, i + 1, s.lo, s.hi, s.node, s.gap))
     }
 
     /// First start, last end and inner gap of a node.
@@ -504,20 +511,6 @@ impl<V> RangeTree<V> {
         } else {
             p.max_gap = new.into_iter().fold(p.max_gap, u64::max);
         }
-    }
-
-    fn insert_rec(&mut self, t: Idx, start: u64, end: u64, v: Idx) -> Option<Split> {
-        let n = self.node(t);
-        if n.leaf {
-            let i = n.last_le(start).map_or(0, |i| i + 1);
-            return self.insert_into(t, i, start, end, v, 0);
-        }
-        let i = n.last_le(start).unwrap_or(0);
-        let child = n.item[i];
-        let split = self.insert_rec(child, start, end, v);
-        self.refresh_child(t, i);
-        let s = split?;
-        self.insert_into(t, i + 1, s.lo, s.hi, s.node, s.gap)
     }
 
     /// Inserts into node `t` at `i`, splitting it when full.
