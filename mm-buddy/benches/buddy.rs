@@ -1,5 +1,5 @@
-//! mm-buddy side by side with `buddy_system_allocator`, `bitmap-allocator`
-//! and `free-list` over 1 GiB of 4 KiB frames. Run with
+//! mm-buddy side by side with `buddy_system_allocator`, `bitmap-allocator`,
+//! `frame-alloc` and `free-list` over 1 GiB of 4 KiB frames. Run with
 //! `cargo bench -p mm-buddy --bench buddy`; instruction counts per operation
 //! come from `cargo xtask ir buddy` (callgrind). No bench asserts a time.
 
@@ -24,6 +24,7 @@ fn pair(c: &mut Criterion) {
     run!("mm-buddy", Ours::new(&mem));
     run!("buddy_system_allocator", Bsa::new());
     run!("bitmap-allocator", Bitmap::new());
+    run!("frame-alloc", FrameAlloc::new());
     run!("free-list", FreeListPeer::new());
     g.finish();
 }
@@ -61,6 +62,7 @@ fn alloc_all_group(c: &mut Criterion) {
     run!("mm-buddy", Ours::new(&mem));
     run!("buddy_system_allocator", Bsa::new());
     run!("bitmap-allocator", Bitmap::new());
+    run!("frame-alloc", FrameAlloc::new());
     run!("free-list", FreeListPeer::new());
     g.finish();
 }
@@ -90,6 +92,7 @@ fn free_all_group(c: &mut Criterion) {
     run!("mm-buddy", Ours::new(&mem), |a: &mut Ours| a.max_order_available());
     run!("buddy_system_allocator", Bsa::new(), |a: &mut Bsa| a.alloc(10).is_some());
     run!("bitmap-allocator", Bitmap::new(), |a: &mut Bitmap| a.alloc(10).is_some());
+    run!("frame-alloc", FrameAlloc::new(), |a: &mut FrameAlloc| a.alloc(10).is_some());
     g.finish();
 }
 
@@ -110,6 +113,7 @@ fn random_orders_group(c: &mut Criterion) {
     run!("mm-buddy", Ours::new(&mem));
     run!("buddy_system_allocator", Bsa::new());
     run!("bitmap-allocator", Bitmap::new());
+    run!("frame-alloc", FrameAlloc::new());
     g.finish();
 }
 

@@ -4,7 +4,7 @@
 //! measured phase counts, and divides by the operations this prints.
 //!
 //! Usage: `buddy_ir ALLOCATOR WORKLOAD` with ALLOCATOR one of `mm-buddy`,
-//! `buddy_system_allocator`, `bitmap-allocator`, `free-list` and WORKLOAD one
+//! `buddy_system_allocator`, `bitmap-allocator`, `frame-alloc`, `free-list` and WORKLOAD one
 //! of `pair`, `alloc_all`, `free_all`, `random_orders`.
 
 #[path = "../benches/common/mod.rs"]
@@ -79,6 +79,7 @@ fn main() {
         }
         "buddy_system_allocator" => run(Bsa::new(), workload),
         "bitmap-allocator" => run(Bitmap::new(), workload),
+        "frame-alloc" => run(FrameAlloc::new(), workload),
         "free-list" => run(FreeListPeer::new(), workload),
         other => panic!("unknown allocator {other}"),
     };

@@ -17,12 +17,12 @@ struct Suite {
 const BUDDY: Suite = Suite {
     example: "buddy_ir",
     package: "mm-buddy",
-    allocators: &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"],
+    allocators: &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc", "free-list"],
     workloads: &[
-        ("pair", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"]),
-        ("alloc_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "free-list"]),
-        ("free_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator"]),
-        ("random_orders", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator"]),
+        ("pair", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc", "free-list"]),
+        ("alloc_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc", "free-list"]),
+        ("free_all", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc"]),
+        ("random_orders", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc"]),
     ],
 };
 

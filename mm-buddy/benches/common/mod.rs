@@ -157,6 +157,101 @@ impl Frames for FreeListPeer {
     }
 }
 
+/// `frame-alloc`: a lock-free bitmap buddy (`SummaryBuddyAllocator`, its
+/// bitmaps carved out of the managed memory) behind its per-CPU magazine and
+/// depot cache (`DepotAllocator`, one CPU slot), the composition its
+/// documentation describes for kernels. Its "physical" addresses here are
+/// host addresses of one buffer the harness owns ([`HostProvenance`]).
+pub struct FrameAlloc {
+    alloc: Box<FrameAllocStack>,
+    /// Physical (host) address of frame 0 of the buffer.
+    base: usize,
+}
+
+type FrameAllocStack =
+    frame_alloc::DepotAllocator<frame_alloc::SummaryBuddyAllocator<11, HostProvenance>, frame_alloc::NoCpuId, 1>;
+
+/// `frame-alloc`'s physical-to-pointer strategy for the harness: physical
+/// addresses are host addresses of [`frame_alloc_memory`].
+pub struct HostProvenance;
+
+// SAFETY: `create` returns a pointer to the buffer's bytes at that address, which
+// the buffer owns for the program's life; `destroy` gives the address back.
+unsafe impl frame_alloc::Provenance for HostProvenance {
+    unsafe fn create(phys: usize) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::new(core::ptr::with_exposed_provenance_mut(phys)).expect("inside the buffer")
+    }
+    unsafe fn destroy<T>(ptr: core::ptr::NonNull<T>) -> usize {
+        ptr.as_ptr().expose_provenance()
+    }
+}
+
+/// Bytes of `frame-alloc`'s span: the GiB plus 4 MiB for its bitmaps.
+const FRAME_ALLOC_SPAN: usize = (FRAMES << 12) + (4 << 20);
+
+/// The host buffer `frame-alloc` manages, 4 MiB aligned (its largest
+/// block), made once and reused: each allocator built over it writes its
+/// own bitmaps at init and never touches the frames it hands out.
+fn frame_alloc_memory() -> usize {
+    static BUF: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUF.get_or_init(|| {
+        let layout = std::alloc::Layout::from_size_align(FRAME_ALLOC_SPAN, 4 << 20).unwrap();
+        // SAFETY: the layout has a non-zero size; the buffer is never freed.
+        let p = unsafe { std::alloc::alloc(layout) };
+        assert!(!p.is_null(), "no memory for frame-alloc's span");
+        p.expose_provenance()
+    })
+}
+
+impl FrameAlloc {
+    /// A fresh allocator over the shared buffer, with exactly [`FRAMES`]
+    /// frames to hand out (as every allocator here has).
+    pub fn new() -> Self {
+        // The frames its bitmaps take, measured once: an allocator given the
+        // whole span hands out all but those.
+        static BITMAP_FRAMES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let bitmap = *BITMAP_FRAMES.get_or_init(|| {
+            let mut probe = FrameAlloc::over(FRAME_ALLOC_SPAN);
+            let mut n = 0;
+            while probe.alloc(0).is_some() {
+                n += 1;
+            }
+            (FRAME_ALLOC_SPAN >> 12) - n
+        });
+        FrameAlloc::over((FRAMES + bitmap) << 12)
+    }
+
+    /// An allocator over the whole span whose first `usable` bytes are free.
+    fn over(usable: usize) -> Self {
+        let base = frame_alloc_memory();
+        let buddy = frame_alloc::SummaryBuddyAllocator::new(frame_alloc::PageSize::from_log2(12));
+        let alloc = Box::new(frame_alloc::DepotAllocator::new(frame_alloc::PageSize::from_log2(12), buddy));
+        let usable = [frame_alloc::PhysRange { base, len: usable }];
+        // SAFETY: the span is the harness's buffer, used by this allocator alone
+        // (each benchmark builds a new one only after dropping the last).
+        unsafe { frame_alloc::RegionInit::try_init(&*alloc, base, FRAME_ALLOC_SPAN, &usable) }.unwrap();
+        FrameAlloc { alloc, base }
+    }
+}
+
+impl Frames for FrameAlloc {
+    #[inline]
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        let ps = frame_alloc::PageSize::from_log2(12 + order);
+        let one = core::num::NonZeroUsize::MIN;
+        frame_alloc::PhysicalAllocator::allocate_physical(&*self.alloc, ps, one).ok().map(|p| (p - self.base) >> 12)
+    }
+    #[inline]
+    fn free(&mut self, frame: usize, order: u8) {
+        let ps = frame_alloc::PageSize::from_log2(12 + order);
+        let one = core::num::NonZeroUsize::MIN;
+        // SAFETY: `frame` came from `alloc(order)` and is given back once.
+        unsafe {
+            frame_alloc::PhysicalAllocator::deallocate_physical(&*self.alloc, ps, one, self.base + (frame << 12))
+        };
+    }
+}
+
 /// Deterministic generator (the test kit's xorshift).
 pub use mm_types::testkit::XorShift as Rng;
 
