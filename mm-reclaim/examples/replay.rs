@@ -14,6 +14,15 @@
 //! trace of DIR at 1 %, 5 % and 10 % of its footprint (the evaluation model of
 //! `shared/reclaim-eval/README.md`) and prints a table of miss ratios with
 //! the mean of all cells.
+//!
+//! `replay --cv DIR [--bits]` estimates how the default policy's parameter
+//! choice does on traces it was not chosen on: leave-one-trace-out cross
+//! validation over the same cells. For each trace, the S3-FIFO parameters
+//! (small queue, ghost window, promotion threshold) are chosen from a grid
+//! by their mean miss ratio over the other traces' cells, then scored on
+//! the held-out trace's cells; the mean of those held-out scores is the
+//! out-of-sample estimate. It prints them beside the in-sample figures and
+//! the untuned policies (whose in-sample mean is already out of sample).
 
 use std::io::Read;
 
@@ -82,21 +91,36 @@ fn main() {
             }
         }
         ["--grid", dir] => grid(dir, bits, POLICIES),
+        ["--cv", dir] => cross_validate(dir, bits),
         ["--grid", dir, "--only", names @ ..] => grid(dir, bits, names),
         _ => {
-            eprintln!("usage: replay --policy NAME TRACE CAPACITY_PAGES [--bits] | replay --grid DIR [--bits]");
+            eprintln!(
+                "usage: replay --policy NAME TRACE CAPACITY_PAGES [--bits] | replay --grid DIR [--bits] | replay --cv DIR [--bits]"
+            );
             std::process::exit(2);
         }
     }
 }
 
-fn grid(dir: &str, bits: bool, policies: &[&str]) {
+/// The `*.u64.gz` traces of `dir`, by name.
+fn trace_names(dir: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("trace directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".u64.gz"))
         .collect();
     names.sort();
+    names
+}
+
+/// The capacities of a trace's three cells: 1 %, 5 % and 10 % of its
+/// footprint, `round_half_up(p * U)`, at least 1.
+fn cell_capacities(ids: usize) -> [usize; 3] {
+    [1u64, 5, 10].map(|pct| (((ids as u64) * pct + 50) / 100).max(1) as usize)
+}
+
+fn grid(dir: &str, bits: bool, policies: &[&str]) {
+    let names = trace_names(dir);
     let cols: Vec<&str> = std::iter::once("opt").chain(policies.iter().copied()).collect();
     println!("| trace | size | pages | {} |", cols.join(" | "));
     println!("|---|---|---|{}", "---|".repeat(cols.len()));
@@ -105,9 +129,7 @@ fn grid(dir: &str, bits: bool, policies: &[&str]) {
     for n in &names {
         let trace = load(&format!("{dir}/{n}"));
         let ids = trace.iter().max().map_or(0, |&m| m as usize + 1);
-        for pct in [1u64, 5, 10] {
-            // round_half_up(p * U), at least 1.
-            let capacity = (((ids as u64) * pct + 50) / 100).max(1) as usize;
+        for (pct, capacity) in [1, 5, 10].into_iter().zip(cell_capacities(ids)) {
             let ratios: Vec<f64> =
                 cols.iter().map(|c| run(c, &trace, ids, capacity, bits) as f64 / trace.len() as f64).collect();
             for (s, r) in sums.iter_mut().zip(&ratios) {
@@ -120,4 +142,88 @@ fn grid(dir: &str, bits: bool, policies: &[&str]) {
     }
     let means: Vec<String> = sums.iter().map(|s| format!("**{:.4}**", s / cells as f64)).collect();
     println!("| **mean of the {cells} cells** | | | {} |", means.join(" | "));
+}
+
+/// The S3-FIFO parameters the cross validation chooses among: small queue
+/// and ghost window in percent of the capacity, promotion threshold.
+const SMALL_PCT: &[usize] = &[5, 10, 15, 20, 25];
+const GHOST_PCT: &[usize] = &[50, 90, 150, 300, 1000, 3000, 10000];
+const PROMOTE: &[usize] = &[1, 2, 3];
+
+fn cross_validate(dir: &str, bits: bool) {
+    let mode = if bits { Mode::AccessedBits } else { Mode::Callback };
+    let traces: Vec<(String, Vec<PageId>)> = trace_names(dir)
+        .into_iter()
+        .map(|n| (n.trim_end_matches(".u64.gz").to_string(), load(&format!("{dir}/{n}"))))
+        .collect();
+    let configs: Vec<(usize, usize, usize)> = SMALL_PCT
+        .iter()
+        .flat_map(|&s| GHOST_PCT.iter().flat_map(move |&g| PROMOTE.iter().map(move |&p| (s, g, p))))
+        .collect();
+    // ratio[c][t]: the mean miss ratio of configuration `c` over trace
+    // `t`'s three cells (each trace weighs the same, as in the grid mean).
+    let cells = |t: &[PageId], run: &mut dyn FnMut(usize) -> u64| -> f64 {
+        let ids = t.iter().max().map_or(0, |&m| m as usize + 1);
+        cell_capacities(ids).iter().map(|&c| run(c) as f64 / t.len() as f64).sum::<f64>() / 3.0
+    };
+    let ratio: Vec<Vec<f64>> = configs
+        .iter()
+        .map(|&(s, g, p)| {
+            traces
+                .iter()
+                .map(|(_, t)| {
+                    let ids = t.iter().max().map_or(0, |&m| m as usize + 1);
+                    cells(t, &mut |c| {
+                        let mut policy = S3Fifo::with_params(ids, c, s, g, p as u8);
+                        replay(&mut policy, t, ids, c, mode)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mean = |v: &[f64], skip: Option<usize>| {
+        let kept: Vec<f64> = v.iter().enumerate().filter(|&(i, _)| Some(i) != skip).map(|(_, &r)| r).collect();
+        kept.iter().sum::<f64>() / kept.len() as f64
+    };
+    let best = |skip: Option<usize>| {
+        (0..configs.len()).min_by(|&a, &b| mean(&ratio[a], skip).total_cmp(&mean(&ratio[b], skip))).expect("a grid")
+    };
+    let fixed: Vec<(&str, Vec<f64>)> = ["opt", "clock", "twolist", "mglru", "s3fifo", "default"]
+        .iter()
+        .map(|&n| {
+            let per_trace = traces
+                .iter()
+                .map(|(_, t)| {
+                    let ids = t.iter().max().map_or(0, |&m| m as usize + 1);
+                    cells(t, &mut |c| run(n, t, ids, c, bits))
+                })
+                .collect();
+            (n, per_trace)
+        })
+        .collect();
+    let s3 = &fixed.iter().find(|(n, _)| *n == "s3fifo").expect("s3fifo").1;
+    println!("| held-out trace | chosen on the others (small %, ghost %, promote) | held out | s3fifo |");
+    println!("|---|---|---|---|");
+    let mut held = Vec::new();
+    for (t, (name, _)) in traces.iter().enumerate() {
+        let c = best(Some(t));
+        held.push(ratio[c][t]);
+        let (s, g, p) = configs[c];
+        println!("| {name} | {s}, {g}, {p} | {:.4} | {:.4} |", ratio[c][t], s3[t]);
+    }
+    let all = best(None);
+    let (s, g, p) = configs[all];
+    println!();
+    println!("| figure (mean over the traces' cells) | miss ratio |");
+    println!("|---|---|");
+    println!("| S3-FIFO tuned on every trace ({s}, {g}, {p}), in sample | {:.4} |", mean(&ratio[all], None));
+    println!("| S3-FIFO tuned leaving each trace out, held out (out of sample) | **{:.4}** |", mean(&held, None));
+    for (n, v) in &fixed {
+        let note = match *n {
+            "opt" => "Belady's optimum",
+            "default" => "the shipped default's fixed parameters, in sample",
+            _ => "no parameter tuned on these traces",
+        };
+        println!("| {n} ({note}) | {:.4} |", mean(v, None));
+    }
 }
