@@ -1,27 +1,27 @@
 //! mm-vma's VMA tree side by side with the structures Rust kernels use for
 //! VMAs today: `BTreeMap` keyed by start, the `rangemap` crate, and ArceOS's
-//! `memory_set` (over a no-op mapping backend, so only its bookkeeping is
+//! `ax-memory-set` (over a no-op mapping backend, so only its bookkeeping is
 //! measured). 10,000 VMAs of 1-4 pages with 1-3 page holes between them.
 //!
 //! - `find`: the VMA containing a random address.
 //! - `munmap_mmap`: remove one whole VMA and map it back (each structure's
-//!   own calls; ours and memory_set's handle partial ranges and splits too).
+//!   own calls; ours and ax-memory-set's handle partial ranges and splits too).
 //! - `gap`: a free range of 5 pages searched from a random address. Every
 //!   hole is smaller, so a scan walks to the end of the address space; ours
-//!   searches top-down with its gap index, the peers scan (memory_set's
+//!   searches top-down with its gap index, the peers scan (ax-memory-set's
 //!   `find_free_area` bottom-up from the hint, `BTreeMap` and `rangemap`
 //!   top-down from it). Ours also at 100 and 100,000 VMAs, to show it flat.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
+use ax_memory_addr::{AddrRange, VirtAddr};
+use ax_memory_set::{MappingBackend, MemoryArea, MemorySet};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use memory_addr::{AddrRange, VirtAddr};
-use memory_set::{MappingBackend, MemoryArea, MemorySet};
 use mm_types::testkit::XorShift;
 use mm_vma::{Protection, Vma, VmaTree};
 
-/// mm-types' address (memory_addr's `VirtAddr` is memory_set's).
+/// mm-types' address (ax-memory-addr's `VirtAddr` is ax-memory-set's).
 type Va = mm_types::VirtAddr;
 
 fn va(a: u64) -> Va {
@@ -52,15 +52,19 @@ struct NoBackend;
 impl MappingBackend for NoBackend {
     type Addr = VirtAddr;
     type Flags = u8;
+    type MutationContext = ();
     type PageTable = ();
-    fn map(&self, _: VirtAddr, _: usize, _: u8, _: &mut ()) -> bool {
+    fn map(&self, _: VirtAddr, _: usize, _: u8, _: &mut (), _: &mut ()) -> bool {
         true
     }
-    fn unmap(&self, _: VirtAddr, _: usize, _: &mut ()) -> bool {
+    fn unmap(&self, _: VirtAddr, _: usize, _: &mut (), _: &mut ()) -> bool {
         true
     }
-    fn protect(&self, _: VirtAddr, _: usize, _: u8, _: &mut ()) -> bool {
+    fn protect(&self, _: VirtAddr, _: usize, _: u8, _: &mut (), _: &mut ()) -> bool {
         true
+    }
+    fn split(&mut self, _: usize) -> Option<Self> {
+        Some(NoBackend)
     }
 }
 
@@ -90,7 +94,8 @@ fn rmap(ranges: &[(u64, u64)]) -> RangeMap<u64, u32> {
 fn mset(ranges: &[(u64, u64)]) -> MemorySet<NoBackend> {
     let mut m = MemorySet::new();
     for &(s, e) in ranges {
-        m.map(MemoryArea::new(VirtAddr::from(s as usize), (e - s) as usize, 3, NoBackend), &mut (), false).unwrap();
+        m.map(MemoryArea::new(VirtAddr::from(s as usize), (e - s) as usize, 3, NoBackend), &mut (), &mut (), false)
+            .unwrap();
     }
     m
 }
@@ -133,7 +138,7 @@ fn find(c: &mut Criterion) {
         })
     });
     let m = mset(&ranges);
-    g.bench_function("memory_set", |b| {
+    g.bench_function("ax-memory-set", |b| {
         b.iter(|| {
             i = (i + 1) % addrs.len();
             black_box(m.find(VirtAddr::from(addrs[i] as usize)).map(|a| a.start()))
@@ -180,13 +185,13 @@ fn munmap_mmap(c: &mut Criterion) {
         })
     });
     let mut m = mset(&ranges);
-    g.bench_function("memory_set", |b| {
+    g.bench_function("ax-memory-set", |b| {
         b.iter(|| {
             i = (i + 1) % picks.len();
             let (s, e) = picks[i];
             let (va, len) = (VirtAddr::from(s as usize), (e - s) as usize);
-            m.unmap(va, len, &mut ()).unwrap();
-            m.map(MemoryArea::new(va, len, 3, NoBackend), &mut (), false).unwrap();
+            m.unmap(va, len, &mut (), &mut ()).unwrap();
+            m.map(MemoryArea::new(va, len, 3, NoBackend), &mut (), &mut (), false).unwrap();
         })
     });
     g.finish();
@@ -250,7 +255,7 @@ fn gap(c: &mut Criterion) {
         });
         let m = mset(&ranges);
         let limit = AddrRange::new(VirtAddr::from(0), VirtAddr::from(0x7fff_ffff_f000));
-        g.bench_function(BenchmarkId::new("memory_set", n), |b| {
+        g.bench_function(BenchmarkId::new("ax-memory-set", n), |b| {
             b.iter(|| {
                 i = (i + 1) % addrs.len();
                 black_box(m.find_free_area(VirtAddr::from(addrs[i] as usize), GAP as usize, limit, P as usize))
