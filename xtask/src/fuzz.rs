@@ -38,6 +38,10 @@ struct Outcome {
     seconds: f64,
     /// Inputs libFuzzer saved as crashes, timeouts, leaks or OOMs.
     artifacts: Vec<String>,
+    /// Inputs libFuzzer saved because one run took longer than its
+    /// `-report_slow_units` (10 s): worth a look, not a failure (a starved
+    /// process, at `nice 19` beside a build, reports them too).
+    slow_units: Vec<String>,
     /// Whether libFuzzer reported its normal end.
     done: bool,
 }
@@ -61,7 +65,13 @@ impl Outcome {
                 }
             }
         } else if let Some(at) = line.find("Test unit written to ") {
-            self.artifacts.push(line[at + "Test unit written to ".len()..].trim().to_string());
+            let path = line[at + "Test unit written to ".len()..].trim().to_string();
+            let slow = Path::new(&path).file_name().is_some_and(|n| n.to_string_lossy().starts_with("slow-unit-"));
+            if slow {
+                self.slow_units.push(path);
+            } else {
+                self.artifacts.push(path);
+            }
         }
     }
 
@@ -220,17 +230,18 @@ pub fn fuzz(args: &[String]) -> bool {
 }
 
 fn report(rows: &[(String, Option<Outcome>, usize)]) -> bool {
-    println!("\n| target | runs | runs/s | new corpus entries | crashes |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("\n| target | runs | runs/s | new corpus entries | crashes | slow units |");
+    println!("|---|---:|---:|---:|---:|---:|");
     let mut ok = true;
     for (target, out, new) in rows {
         match out {
             Some(o) => {
-                println!("| {target} | {} | {:.0} | {new} | {} |", o.runs, o.rate(), o.artifacts.len());
+                let (crashes, slow) = (o.artifacts.len(), o.slow_units.len());
+                println!("| {target} | {} | {:.0} | {new} | {crashes} | {slow} |", o.runs, o.rate());
                 ok &= o.artifacts.is_empty();
             }
             None => {
-                println!("| {target} | did not run | | | |");
+                println!("| {target} | did not run | | | | |");
                 ok = false;
             }
         }
@@ -239,6 +250,13 @@ fn report(rows: &[(String, Option<Outcome>, usize)]) -> bool {
     if !artifacts.is_empty() {
         println!("\nCrashing inputs (reproduce with `cargo +nightly fuzz run TARGET PATH`):");
         for a in artifacts {
+            println!("  {}", Path::new(a).display());
+        }
+    }
+    let slow: Vec<&String> = rows.iter().filter_map(|r| r.1.as_ref()).flat_map(|o| &o.slow_units).collect();
+    if !slow.is_empty() {
+        println!("\nSlow inputs (over 10 s once; time one with `cargo +nightly fuzz run TARGET PATH`):");
+        for a in slow {
             println!("  {}", Path::new(a).display());
         }
     }
@@ -276,5 +294,8 @@ mod tests {
         assert!((o.rate() - 123456.0 / 61.0).abs() < 1e-9);
         o.line("artifact_prefix='/w/fuzz/artifacts/t/'; Test unit written to /w/fuzz/artifacts/t/crash-ab12");
         assert_eq!(o.artifacts, ["/w/fuzz/artifacts/t/crash-ab12"]);
+        o.line("Test unit written to /w/fuzz/artifacts/t/slow-unit-cd34");
+        assert_eq!(o.artifacts, ["/w/fuzz/artifacts/t/crash-ab12"], "a slow unit is no crash");
+        assert_eq!(o.slow_units, ["/w/fuzz/artifacts/t/slow-unit-cd34"]);
     }
 }
