@@ -1,13 +1,16 @@
 //! mm-reclaim's model-based fuzz body.
 //!
 //! Random insert / access / hardware-reference / remove / evict / lock /
-//! unlock sequences against each policy (CLOCK, S3-FIFO, the default, the
-//! two lists, the generations), with a set model of the tracked
+//! unlock sequences against each policy (CLOCK, S3-FIFO, W-TinyLFU as the
+//! default and with its window adapting at its quickest or fixed, the two
+//! lists, the generational CLOCK), with a set model of the tracked
 //! pages: after every step the count matches and the policy's lists check
 //! themselves (MODEL 1); victims were tracked and evictable, and `None`
 //! comes only when nothing tracked is evictable (3); a refault with the
 //! victim's shadow is accepted; a double insert and a removal of a page not
-//! tracked are refused with their errors and change nothing (1). Then the reclaim driver over two of them,
+//! tracked are refused with their errors and change nothing (1). Then the
+//! reclaim driver over two of them (W-TinyLFU for anonymous pages, the two
+//! lists for file pages),
 //! with an evictor that races removals and reuse against its batches.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -199,7 +202,7 @@ pub fn drive_driver(ops: &[DriverOp]) {
     use mm_types::PageKind;
     // Different policies per kind, through the run-time choice.
     let r: Reclaim<std::boxed::Box<dyn Policy + Send>> = Reclaim::new(
-        std::boxed::Box::new(S3Fifo::new(IDS as usize, 16)),
+        std::boxed::Box::new(mm_reclaim::WTinyLfu::new(IDS as usize, 16)),
         std::boxed::Box::new(TwoList::new(IDS as usize)),
         IDS as usize,
     );
@@ -263,7 +266,11 @@ pub fn run(data: &[u8]) {
     drive(&mut Clock::new(IDS as usize), &ops);
     drive(&mut S3Fifo::new(IDS as usize, capacity), &ops);
     drive(&mut mm_reclaim::default_policy(IDS as usize, capacity, mm_reclaim::Mode::AccessedBits), &ops);
+    // The adaptation at its quickest (every refault within half the
+    // capacity moves the window) and fixed.
+    drive(&mut mm_reclaim::WTinyLfu::with_reach(IDS as usize, capacity, 2), &ops);
+    drive(&mut mm_reclaim::WTinyLfu::with_reach(IDS as usize, capacity, 0), &ops);
     drive(&mut TwoList::new(IDS as usize), &ops);
-    drive(&mut mm_reclaim::MgLru::new(IDS as usize), &ops);
+    drive(&mut mm_reclaim::GenClock::new(IDS as usize), &ops);
     drive_driver(&crate::decode_ops::<DriverOp>(data, 1000));
 }

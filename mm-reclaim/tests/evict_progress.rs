@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use mm_reclaim::{default_policy, Clock, MgLru, Mode, PageId, Policy, S3Fifo, Scan, Shadow, TwoList};
+use mm_reclaim::{default_policy, Clock, GenClock, Mode, PageId, Policy, S3Fifo, Scan, Shadow, TwoList, WTinyLfu};
 
 /// Locked pages, pages whose accessed bits are set (once, or for ever),
 /// and a count of every question asked.
@@ -57,7 +57,7 @@ fn hammered_with_one_evictable(p: &mut dyn Policy, pages: PageId, free: PageId) 
 /// evictable pages (the `reclaim_model` crashes: "s3fifo: gave up").
 #[test]
 fn s3fifo_finds_the_main_queue_behind_a_locked_small_queue() {
-    for mut p in [S3Fifo::new(256, 100), default_policy(256, 100, Mode::Callback)] {
+    for mut p in [S3Fifo::new(256, 100), S3Fifo::with_params(256, 100, 10, 300, 1)] {
         // 90 pages through the small queue and out: their shadows are ghost
         // hits, so they come back into the main queue.
         for page in 0..90 {
@@ -86,7 +86,39 @@ fn s3fifo_finds_the_main_queue_behind_a_locked_small_queue() {
         p.check().unwrap();
     }
     hammered_with_one_evictable(&mut S3Fifo::new(256, 100), 100, 40);
-    hammered_with_one_evictable(&mut default_policy(256, 100, Mode::AccessedBits), 100, 40);
+}
+
+/// W-TinyLFU: the window holds only locked pages, above its target, that
+/// lose their duels, and the main region's pages have references to spend.
+/// Each losing candidate is held until the window is all held; the main
+/// region's victim must still be found, after work linear in the pages.
+#[test]
+fn wtinylfu_finds_the_main_region_behind_a_locked_window() {
+    for mut p in [WTinyLfu::new(256, 100), default_policy(256, 100, Mode::AccessedBits)] {
+        // 100 pages, then one eviction: the window shrinks to its target
+        // and the rest fill the main region.
+        for page in 0..100 {
+            insert(&mut p, page, None);
+        }
+        let mut host = Host::default();
+        let (first, _) = p.evict(&mut host).unwrap();
+        // 30 locked newcomers, each losing its duel (seen once, against
+        // main pages seen twice) and so held, one after the other.
+        for page in 100..130 {
+            insert(&mut p, page, None);
+        }
+        for page in (0..100).filter(|&x| x != first) {
+            p.access(page);
+        }
+        let mut host = Host { locked: (100..130).collect(), ..Host::default() };
+        let (victim, _) = p.evict(&mut host).expect("the main region's pages are evictable");
+        assert!(victim < 100, "victim {victim} is from the main region");
+        assert!(host.looks <= 2 * (30 + 3 * 130 + 130), "{} looks", host.looks);
+        assert_eq!(p.len(), 128);
+        p.check().unwrap();
+    }
+    hammered_with_one_evictable(&mut WTinyLfu::new(256, 100), 100, 40);
+    hammered_with_one_evictable(&mut WTinyLfu::new(256, 10), 100, 40);
 }
 
 /// Two lists: the inactive list is all locked, and so is the active list
@@ -134,8 +166,8 @@ fn clock_finds_the_one_evictable_page() {
 
 /// Generations: the same, with the pages spread over several generations.
 #[test]
-fn mglru_finds_the_one_evictable_page() {
-    let mut p = MgLru::new(256);
+fn genclock_finds_the_one_evictable_page() {
+    let mut p = GenClock::new(256);
     for page in 0..100 {
         insert(&mut p, page, None);
         if page % 10 == 0 {
@@ -149,5 +181,5 @@ fn mglru_finds_the_one_evictable_page() {
     assert_eq!(p.evict(&mut host).map(|v| v.0), Some(70));
     assert!(host.looks <= 4 * 100, "{} looks", host.looks);
     p.check().unwrap();
-    hammered_with_one_evictable(&mut MgLru::new(256), 100, 40);
+    hammered_with_one_evictable(&mut GenClock::new(256), 100, 40);
 }

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mm_paging::X86_64;
-use mm_reclaim::{Level, Mode, Reclaim, S3Fifo, Shrinker, Shrunk};
+use mm_reclaim::{Level, Mode, Reclaim, Shrinker, Shrunk, WTinyLfu};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::{BackingStore, DirectMap, PhysAddr, StoreError, StoreErrorKind, StoreOp, VirtAddr, Zone, SLOT_SIZE};
@@ -51,7 +51,7 @@ pub use pressure::pressure;
 pub use ring3::user;
 
 /// The kernel's machine.
-pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, S3Fifo>;
+pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, WTinyLfu>;
 
 static MACHINE: spin::Once<KMachine> = spin::Once::new();
 /// The compressed swap tier when there is no disk (kept here to print its

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use mm_paging::{Entry, Lookup, X86_64};
-use mm_reclaim::{Level, Mode, Reclaim, S3Fifo};
+use mm_reclaim::{Level, Mode, Reclaim, WTinyLfu};
 use mm_swap::zswap::{Compressed, ZswapConfig};
 use mm_swap::{Swap, SwapConfig};
 use mm_types::testkit::{MemStore, RefFrameProvider, SimPhysMemory};
@@ -20,7 +20,7 @@ use crate::scenario::{anon_rw, Touch, TouchError};
 use crate::{Figures, Machine, PageIds, TaskError};
 
 /// The simulated machine.
-pub type SimMachine = Machine<X86_64, SimPhysMemory, RefFrameProvider, S3Fifo>;
+pub type SimMachine = Machine<X86_64, SimPhysMemory, RefFrameProvider, WTinyLfu>;
 
 /// What the simulated machine has.
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,4 @@
-//! [`MgLru`] (documented on the type).
+//! [`GenClock`] (documented on the type).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -9,7 +9,10 @@ use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 /// Generations kept at once.
 pub const GENS: usize = 4;
 
-/// A multi-generation LRU (after Linux's MGLRU, much simplified): pages
+/// A generational CLOCK (named `mglru` before 0.2: it borrows the
+/// generations of Linux's multi-generation LRU, not its tiers, refault
+/// controller or page-table aging, so it is a CLOCK with a few hands):
+/// pages
 /// live in generations numbered by a sequence; the oldest generation is
 /// evicted from, the youngest receives pages found referenced. Eviction
 /// takes the oldest generation's tail: a page referenced since it was last
@@ -24,7 +27,7 @@ pub const GENS: usize = 4;
 /// CLOCK); a page whose shadow says it was evicted within the last `GENS`
 /// generations (a refault of the working set) enters the youngest.
 #[derive(Clone, Debug)]
-pub struct MgLru {
+pub struct GenClock {
     gens: Lists<GENS>,
     referenced: Vec<bool>,
     /// Sequence of the oldest and youngest generations.
@@ -32,10 +35,10 @@ pub struct MgLru {
     max_seq: u64,
 }
 
-impl MgLru {
+impl GenClock {
     /// Generations for page ids below `ids`.
     pub fn new(ids: usize) -> Self {
-        MgLru { gens: Lists::new(ids), referenced: vec![false; ids], min_seq: 0, max_seq: 1 }
+        GenClock { gens: Lists::new(ids), referenced: vec![false; ids], min_seq: 0, max_seq: 1 }
     }
 
     fn list(seq: u64) -> usize {
@@ -54,9 +57,9 @@ impl MgLru {
     }
 }
 
-impl Policy for MgLru {
+impl Policy for GenClock {
     fn name(&self) -> &'static str {
-        "mglru"
+        "genclock"
     }
 
     fn len(&self) -> usize {
