@@ -3,10 +3,12 @@
 //! `replay --policy NAME TRACE CAPACITY_PAGES [--bits]` replays a trace
 //! (little-endian `u64` page ids, plain or gzip) under demand paging with
 //! `CAPACITY_PAGES` frames and prints `misses=N accesses=N` as its last
-//! line. NAME is `clock`, `twolist`, `mglru`, `s3fifo`,
-//! `s3fifo:SMALL,GHOST,PROMOTE` (sizes in
-//! percent of the capacity), `opt` (Belady's MIN), `default` (the crate's
-//! default policy) or `all` (a table of every policy and `opt`).
+//! line. NAME is `clock`, `twolist`, `genclock`, `s3fifo`,
+//! `s3fifo:SMALL,GHOST,PROMOTE` (sizes in percent of the capacity),
+//! `wtinylfu`, `wtinylfu:REACH` (the window moves on refaults within
+//! `capacity / REACH` departures; 0: a fixed 1 % window), `opt` (Belady's
+//! MIN), `default` (the crate's default policy) or `all` (a table of every
+//! policy and `opt`).
 //! `--bits` replays as a kernel sees accesses: each access sets the page's
 //! accessed bit, and policies learn of it only when they scan.
 //!
@@ -20,14 +22,14 @@
 //! scans, a zigzag loop, bursts of short reuse), seeded, so that a policy
 //! chosen on real traces can be checked on workloads it never saw.
 //!
-//! `replay --cv DIR [--bits]` estimates how the default policy's parameter
-//! choice does on traces it was not chosen on: leave-one-trace-out cross
-//! validation over the same cells. For each trace, the S3-FIFO parameters
-//! (small queue, ghost window, promotion threshold) are chosen from a grid
-//! by their mean miss ratio over the other traces' cells, then scored on
-//! the held-out trace's cells; the mean of those held-out scores is the
-//! out-of-sample estimate. It prints them beside the in-sample figures and
-//! the untuned policies (whose in-sample mean is already out of sample).
+//! `replay --cv DIR [--bits]` estimates how a parameter choice does on
+//! traces it was not chosen on: leave-one-trace-out cross validation over
+//! the same cells, for S3-FIFO's three parameters (small queue, ghost
+//! window, promotion threshold) and for W-TinyLFU's reach. For each trace,
+//! the setting with the best mean miss ratio over the other traces' cells
+//! is scored on the held-out trace's cells; the mean of those held-out
+//! scores is the out-of-sample estimate. It prints them beside every
+//! policy's in-sample mean and worst cell against CLOCK.
 
 use std::io::Read;
 

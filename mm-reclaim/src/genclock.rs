@@ -9,11 +9,10 @@ use crate::{PageId, Policy, PolicyError, Scan, Shadow};
 /// Generations kept at once.
 pub const GENS: usize = 4;
 
-/// A generational CLOCK (named `mglru` before 0.2: it borrows the
+/// A generational CLOCK (named `MgLru` until this release: it borrows the
 /// generations of Linux's multi-generation LRU, not its tiers, refault
 /// controller or page-table aging, so it is a CLOCK with a few hands):
-/// pages
-/// live in generations numbered by a sequence; the oldest generation is
+/// pages live in generations numbered by a sequence; the oldest generation is
 /// evicted from, the youngest receives pages found referenced. Eviction
 /// takes the oldest generation's tail: a page referenced since it was last
 /// looked at (software flag or accessed bits) moves to the youngest
