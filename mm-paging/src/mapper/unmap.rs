@@ -110,16 +110,15 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         // The tables above level 1 on the way down, to free those that empty.
         let mut path = [PhysAddr::ZERO; 5];
         let mut t = self.root;
-        for level in (2..=levels).rev() {
+        let mut level = levels;
+        while level > 1 {
             let e = self.table(t)[level_index(v, level)].load(Ordering::Relaxed);
-            if e == 0 && walk.sparse {
-                return Some(Ok(Flush::range(va, 1)));
-            }
             if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
-                return None;
+                return (e == 0 && walk.sparse).then(|| Ok(Flush::range(va, 1)));
             }
             path[level as usize - 1] = t;
             t = self.arch.table_phys(e);
+            level -= 1;
         }
         let idx = level_index(v, 1);
         let slot = &self.table(t)[idx];
@@ -170,6 +169,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
 /// entry is the neighbour, so the common answer "not empty" costs a load or
 /// two instead of a scan of the table.
 fn empty_outside(table: &[AtomicU64; ENTRIES], lo: usize, hi: usize) -> bool {
+    // The neighbours first, without the loop's bookkeeping.
+    if (hi < ENTRIES && table[hi].load(Ordering::Relaxed) != 0)
+        || (lo > 0 && table[lo - 1].load(Ordering::Relaxed) != 0)
+    {
+        return false;
+    }
     let (mut down, mut up) = (lo, hi);
     while down > 0 || up < ENTRIES {
         if up < ENTRIES {
