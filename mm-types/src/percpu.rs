@@ -1,27 +1,147 @@
 //! The per-CPU hook: how a crate learns which CPU it runs on, and a
 //! container of per-CPU values built on it.
+//!
+//! Two contracts are on offer. By default the current CPU is a hint and every
+//! per-CPU value sits behind its own lock ([`PerCpu`]'s locked mode: one
+//! atomic exchange and one store per access). A kernel that runs each
+//! allocator call pinned to its CPU and never re-enters it there (Linux's
+//! per-CPU lists rely on the same: preemption or interrupts are off) can say
+//! so with [`Pinned`] (or its own [`CpuLocal::PINNING`]); per-CPU values are
+//! then used by their own CPU with plain loads and stores, no locked
+//! instruction, and other CPUs reach them only by asking (a drain request the
+//! owner honours at its next access, or the kernel runs on that CPU).
 
+use core::fmt;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::cell::{MutPtr, UnsafeCell};
 use crate::sync::{Mutex, MutexGuard};
 
 /// Tells a crate the current CPU and how many CPUs there are. Supplied by the
 /// kernel (from its per-CPU area or the APIC id), by threads on the host, or
 /// by a loom model.
 ///
-/// The answer is a hint for picking a per-CPU structure: the task may migrate
-/// right after asking, so crates keep each per-CPU structure correct even when
-/// two contexts use the same one (see [`PerCpu`]).
+/// By default ([`Pinning::HINT`]) the answer is a hint for picking a per-CPU
+/// structure: the task may migrate right after asking, so crates keep each
+/// per-CPU structure correct even when two contexts use the same one (see
+/// [`PerCpu`]). A source whose [`PINNING`](CpuLocal::PINNING) is a promise
+/// ([`Pinning::promise`]) lets per-CPU structures built for it skip the lock.
 pub trait CpuLocal: Sync {
+    /// Whether structures built for this source may trust its answer as a
+    /// pinned, non-re-entered CPU ([`Pinning::promise`], whose `# Safety`
+    /// section is the contract) or only as a hint ([`Pinning::HINT`], the
+    /// default).
+    const PINNING: Pinning = Pinning::HINT;
     /// The current CPU, below [`cpu_count`](CpuLocal::cpu_count).
     fn current_cpu(&self) -> usize;
     /// Number of CPUs.
     fn cpu_count(&self) -> usize;
 }
 
+/// What a [`CpuLocal`] source's answer can be trusted for: a hint (the
+/// default) or a promise of pinned, non-re-entered use, which only an
+/// `unsafe` call ([`Pinning::promise`]) can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pinning {
+    pinned: bool,
+}
+
+impl Pinning {
+    /// The current CPU is a hint: per-CPU values are locked.
+    pub const HINT: Pinning = Pinning { pinned: false };
+
+    /// The promise of pinned use: per-CPU values built with it are used by
+    /// their own CPU without a lock.
+    ///
+    /// # Safety
+    ///
+    /// For every per-CPU structure built with this value (a [`PerCpu`] made
+    /// by [`PerCpu::with_pinning`], or an allocator whose CPU source's
+    /// [`CpuLocal::PINNING`] is this value), the kernel guarantees, for each
+    /// operation on it (an allocator call, or the life of a
+    /// [`PerCpuGuard`] from [`PerCpu::current`]):
+    ///
+    /// 1. *Pinned*: from the moment the CPU source is asked until the
+    ///    operation returns, the caller runs on the CPU the source answered
+    ///    and is not migrated (preemption is off, or the task is bound to
+    ///    that CPU and nothing else of the same structure runs there).
+    /// 2. *Not re-entered*: no other operation on the same structure starts
+    ///    on that CPU before this one ends. An interrupt or NMI handler that
+    ///    could run during the operation must not use the structure, or the
+    ///    kernel disables interrupts around every operation.
+    /// 3. *Distinct*: two CPUs running at once never get the same answer,
+    ///    and every answer is below the structure's slot count (`N`; a
+    ///    larger answer panics rather than share a slot).
+    ///
+    /// Operations that reach other CPUs' values (draining all caches,
+    /// statistics) also come from pinned contexts; they then touch only the
+    /// calling CPU's value and ask the others to drain
+    /// ([`PerCpu::request_drain_others`]).
+    pub const unsafe fn promise() -> Pinning {
+        Pinning { pinned: true }
+    }
+
+    /// Whether this is the promise of pinned use.
+    pub const fn is_pinned(self) -> bool {
+        self.pinned
+    }
+}
+
+/// A CPU source its user promises to use pinned: answers as `C` does, with
+/// [`CpuLocal::PINNING`] a promise, so per-CPU structures built for it take
+/// no lock on their own CPU.
+///
+/// ```
+/// use mm_types::percpu::{CpuLocal, Pinned, SingleCpu};
+/// // SAFETY: this doctest is one thread, with no interrupt handlers, and
+/// // the only CPU id is 0.
+/// let cpus = unsafe { Pinned::new(SingleCpu) };
+/// assert!(<Pinned<SingleCpu> as CpuLocal>::PINNING.is_pinned());
+/// assert_eq!(cpus.current_cpu(), 0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Pinned<C> {
+    inner: C,
+}
+
+impl<C: CpuLocal> Pinned<C> {
+    /// Wraps `inner` with the promise of pinned use.
+    ///
+    /// # Safety
+    ///
+    /// Every structure that uses this source (or a copy of it) is used as
+    /// [`Pinning::promise`]'s `# Safety` section requires, with `inner`'s
+    /// answer the CPU the caller runs on.
+    pub const unsafe fn new(inner: C) -> Self {
+        Pinned { inner }
+    }
+
+    /// The wrapped source.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+}
+
+impl<C: CpuLocal> CpuLocal for Pinned<C> {
+    // SAFETY: the only way to a `Pinned` value is `Pinned::new`, whose caller made the promise for
+    // every use of this source.
+    const PINNING: Pinning = unsafe { Pinning::promise() };
+    #[inline]
+    fn current_cpu(&self) -> usize {
+        self.inner.current_cpu()
+    }
+    #[inline]
+    fn cpu_count(&self) -> usize {
+        self.inner.cpu_count()
+    }
+}
+
 /// A shared reference answers as the value does, so one CPU source can
 /// serve several allocators.
 impl<T: CpuLocal + ?Sized> CpuLocal for &T {
+    const PINNING: Pinning = T::PINNING;
     fn current_cpu(&self) -> usize {
         (**self).current_cpu()
     }
@@ -61,17 +181,40 @@ impl CpuLocal for FixedCpu {
     }
 }
 
-/// Padding that keeps each per-CPU value on its own cache line.
-#[derive(Debug, Default)]
+/// One CPU's slot: its value, the lock of the locked mode, and the drain
+/// request flag of the pinned mode, alone on its cache line(s).
 #[repr(align(64))]
-struct CacheLine<T>(T);
+struct Slot<T> {
+    /// Locked mode: held while a guard lives. Pinned mode: unused.
+    lock: Mutex<()>,
+    /// Pinned mode: another context asked the owner to drain. Written by
+    /// others with a plain release store, read by the owner with a plain
+    /// acquire load and cleared with a plain store: no locked instruction.
+    drain: AtomicBool,
+    value: UnsafeCell<T>,
+}
 
-/// One value per CPU, for up to `N` CPUs, each behind its own lock.
+/// One value per CPU, for up to `N` CPUs.
 ///
-/// The lock is what keeps a value consistent when a task migrates between
-/// asking for its CPU and using the value, or when another CPU drains it; in
-/// a kernel that disables preemption around the access it is never
-/// contended, and costs one atomic exchange and one store.
+/// In the *locked* mode ([`PerCpu::new`], or [`PerCpu::with_pinning`] with
+/// [`Pinning::HINT`]) each value has its own lock. The lock is what keeps a
+/// value consistent when a task migrates between asking for its CPU and using
+/// the value, or when another CPU drains it; in a kernel that disables
+/// preemption around the access it is never contended, and costs one atomic
+/// exchange and one store.
+///
+/// In the *pinned* mode ([`PerCpu::with_pinning`] with [`Pinning::promise`])
+/// the kernel has promised that each CPU's value is used only by that CPU,
+/// one operation at a time, so [`current`](PerCpu::current) hands it out
+/// with no lock and no locked instruction. Other CPUs' values are then out
+/// of reach: [`for_each`](PerCpu::for_each) and [`cpu`](PerCpu::cpu) panic,
+/// [`for_each_reachable`](PerCpu::for_each_reachable) visits only the
+/// caller's own value, and drain-all becomes a request
+/// ([`request_drain_others`](PerCpu::request_drain_others)) that each owner
+/// takes at its next access ([`PerCpuGuard::take_drain_request`]) or when the
+/// kernel runs a drain on that CPU (from an IPI or a per-CPU work item). A CPU
+/// that is offline or parked can be reached with
+/// [`cpu_quiescent`](PerCpu::cpu_quiescent).
 ///
 /// ```
 /// use mm_types::percpu::{FixedCpu, PerCpu};
@@ -82,33 +225,159 @@ struct CacheLine<T>(T);
 /// counters.for_each(|_, c| total += *c);
 /// assert_eq!(total, 5);
 /// ```
-#[derive(Debug)]
 pub struct PerCpu<T, const N: usize> {
-    slots: [CacheLine<Mutex<T>>; N],
+    slots: [Slot<T>; N],
+    pinned: bool,
 }
 
+// SAFETY: a value moves with the container only when it is owned (T: Send).
+unsafe impl<T: Send, const N: usize> Send for PerCpu<T, N> {}
+// SAFETY: each value is reached by one context at a time: under its slot lock (locked mode), or
+// (pinned mode) only by its own CPU, one operation at a time, as `Pinning::promise` requires, or by
+// `cpu_quiescent`'s caller while the owner is stopped. So sharing the container hands each value to
+// one thread at a time, which needs T: Send only.
+unsafe impl<T: Send, const N: usize> Sync for PerCpu<T, N> {}
+
 impl<T, const N: usize> PerCpu<T, N> {
-    /// Makes one value per CPU slot with `init(cpu)`.
-    pub fn new(mut init: impl FnMut(usize) -> T) -> Self {
-        PerCpu { slots: core::array::from_fn(|i| CacheLine(Mutex::new(init(i)))) }
+    /// Makes one value per CPU slot with `init(cpu)`, in the locked mode.
+    pub fn new(init: impl FnMut(usize) -> T) -> Self {
+        PerCpu::with_pinning(Pinning::HINT, init)
     }
 
-    /// The current CPU's value, locked. CPU ids at or above `N` share slots
-    /// (modulo `N`), which stays correct, only slower.
+    /// Makes one value per CPU slot with `init(cpu)`, in the pinned mode if
+    /// `pinning` is the promise (an allocator passes its CPU source's
+    /// [`CpuLocal::PINNING`]), else in the locked mode.
+    pub fn with_pinning(pinning: Pinning, mut init: impl FnMut(usize) -> T) -> Self {
+        PerCpu {
+            slots: core::array::from_fn(|i| Slot {
+                lock: Mutex::new(()),
+                drain: AtomicBool::new(false),
+                value: UnsafeCell::new(init(i)),
+            }),
+            pinned: pinning.is_pinned(),
+        }
+    }
+
+    /// Whether the values are used pinned, without locks.
+    #[inline]
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// The current CPU's value: locked in the locked mode (CPU ids at or
+    /// above `N` then share slots modulo `N`, which stays correct, only
+    /// slower); handed out with no lock in the pinned mode.
+    ///
+    /// # Panics
+    ///
+    /// In the pinned mode, if the CPU id is at or above `N` (sharing a slot
+    /// would break the promise).
+    #[inline]
     pub fn current(&self, cpus: &impl CpuLocal) -> PerCpuGuard<'_, T> {
-        self.cpu(cpus.current_cpu())
+        let cpu = cpus.current_cpu();
+        if self.pinned {
+            assert!(cpu < N, "pinned per-CPU access from CPU {cpu}, above the {N} slots");
+            let slot = &self.slots[cpu];
+            // Under the promise (`Pinning::promise`, made when this container was built pinned),
+            // this CPU's context is the only one using the slot until the guard drops.
+            PerCpuGuard { slot, value: slot.value.get_mut(), _lock: None, _pinned: PhantomData }
+        } else {
+            self.lock(cpu % N)
+        }
+    }
+
+    #[inline]
+    fn lock(&self, index: usize) -> PerCpuGuard<'_, T> {
+        let slot = &self.slots[index];
+        let lock = slot.lock.lock();
+        PerCpuGuard { slot, value: slot.value.get_mut(), _lock: Some(lock), _pinned: PhantomData }
     }
 
     /// A given CPU's value, locked.
+    ///
+    /// # Panics
+    ///
+    /// In the pinned mode: another CPU's value is out of reach (see
+    /// [`cpu_quiescent`](PerCpu::cpu_quiescent)).
     pub fn cpu(&self, cpu: usize) -> PerCpuGuard<'_, T> {
-        PerCpuGuard { guard: self.slots[cpu % N].0.lock() }
+        assert!(!self.pinned, "PerCpu::cpu on a pinned PerCpu");
+        self.lock(cpu % N)
+    }
+
+    /// A given CPU's value, reached from another CPU while its owner is
+    /// stopped: locked in the locked mode, direct in the pinned mode (CPU
+    /// hot-unplug, or statistics of a stopped machine).
+    ///
+    /// # Safety
+    ///
+    /// In the pinned mode, no operation on this container's slot `cpu % N`
+    /// runs while the guard lives, nor starts before it drops: the CPU is
+    /// offline, parked, or otherwise known idle (in host tests: its thread
+    /// was joined). In the locked mode this is safe.
+    pub unsafe fn cpu_quiescent(&self, cpu: usize) -> PerCpuGuard<'_, T> {
+        if self.pinned {
+            let slot = &self.slots[cpu % N];
+            // The caller's promise: the owner is stopped, so this context alone uses the slot.
+            PerCpuGuard { slot, value: slot.value.get_mut(), _lock: None, _pinned: PhantomData }
+        } else {
+            self.lock(cpu % N)
+        }
     }
 
     /// Visits every CPU's value in turn, each under its lock (the drain-all
-    /// path).
+    /// path of the locked mode).
+    ///
+    /// # Panics
+    ///
+    /// In the pinned mode (use
+    /// [`for_each_reachable`](PerCpu::for_each_reachable) and
+    /// [`request_drain_others`](PerCpu::request_drain_others)).
     pub fn for_each(&self, mut f: impl FnMut(usize, &mut T)) {
-        for (i, slot) in self.slots.iter().enumerate() {
-            f(i, &mut slot.0.lock());
+        assert!(!self.pinned, "PerCpu::for_each on a pinned PerCpu");
+        for i in 0..N {
+            f(i, &mut self.lock(i));
+        }
+    }
+
+    /// Visits every value the caller may reach now: all of them, each under
+    /// its lock, in the locked mode; only the calling CPU's own in the
+    /// pinned mode. Returns whether every value was visited.
+    pub fn for_each_reachable(&self, cpus: &impl CpuLocal, mut f: impl FnMut(usize, &mut T)) -> bool {
+        if self.pinned {
+            let mut own = self.current(cpus);
+            f(cpus.current_cpu(), &mut own);
+            false
+        } else {
+            self.for_each(f);
+            true
+        }
+    }
+
+    /// Pinned mode: asks every CPU but the caller's to drain its value (the
+    /// owner sees it through [`PerCpuGuard::take_drain_request`]); returns
+    /// how many requests were posted. A plain store per CPU, no locked
+    /// instruction. Locked mode: does nothing and returns 0, since
+    /// [`for_each`](PerCpu::for_each) reaches every value.
+    pub fn request_drain_others(&self, cpus: &impl CpuLocal) -> usize {
+        if !self.pinned {
+            return 0;
+        }
+        let me = cpus.current_cpu();
+        let mut posted = 0;
+        for (_, slot) in self.slots.iter().enumerate().filter(|&(i, _)| i != me) {
+            // Release: what the requester did before asking (for example, what made it short of
+            // memory) happens before the owner's drain, which acquires the flag.
+            slot.drain.store(true, Ordering::Release);
+            posted += 1;
+        }
+        posted
+    }
+
+    /// Asks one CPU to drain its value (pinned mode; a no-op in the locked
+    /// mode). A plain store.
+    pub fn request_drain(&self, cpu: usize) {
+        if self.pinned {
+            self.slots[cpu % N].drain.store(true, Ordering::Release);
         }
     }
 
@@ -118,21 +387,60 @@ impl<T, const N: usize> PerCpu<T, N> {
     }
 }
 
-/// A locked per-CPU value; see [`PerCpu`].
+impl<T, const N: usize> fmt::Debug for PerCpu<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerCpu").field("slots", &N).field("pinned", &self.pinned).finish_non_exhaustive()
+    }
+}
+
+/// Access to one CPU's value; see [`PerCpu`]. Locked mode: holds the slot's
+/// lock. Pinned mode: holds nothing, and is neither `Send` nor `Sync`, so it
+/// stays in the context (and on the CPU) that got it.
 pub struct PerCpuGuard<'a, T> {
-    guard: MutexGuard<'a, T>,
+    slot: &'a Slot<T>,
+    value: MutPtr<T>,
+    /// Locked mode: the slot lock, released when the guard drops (after the
+    /// value pointer, so every access through the guard is inside the lock).
+    _lock: Option<MutexGuard<'a, ()>>,
+    _pinned: PhantomData<*mut T>,
+}
+
+impl<T> PerCpuGuard<'_, T> {
+    /// Whether another CPU asked this value's owner to drain it (pinned mode;
+    /// always false in the locked mode), clearing the request. The owner
+    /// then drains before going on. A plain load, and a plain store when a
+    /// request was there: no locked instruction.
+    ///
+    /// A request posted between the load and the clearing store is folded
+    /// into this one: the drain that follows comes after both.
+    #[inline]
+    pub fn take_drain_request(&mut self) -> bool {
+        // Acquire: pairs with the requester's release store (`request_drain_others`).
+        if self.slot.drain.load(Ordering::Acquire) {
+            self.slot.drain.store(false, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl<T> Deref for PerCpuGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
-        &self.guard
+        // SAFETY: the guard is the one context using the slot's value while it lives: it holds the
+        // slot lock (locked mode), or the pinned promise (or `cpu_quiescent`'s caller) excludes
+        // every other user of the slot until it drops.
+        unsafe { self.value.deref() }
     }
 }
 
 impl<T> DerefMut for PerCpuGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
+        // SAFETY: as in `deref`; `&mut self` keeps this the only reference made through the guard.
+        unsafe { self.value.deref() }
     }
 }
 
@@ -151,5 +459,60 @@ mod tests {
         assert_eq!(seen, [1, 10]);
         assert_eq!(p.slots(), 2);
         assert_eq!((SingleCpu.current_cpu(), SingleCpu.cpu_count()), (0, 1));
+        assert!(!p.is_pinned());
+        assert_eq!(p.request_drain_others(&SingleCpu), 0);
+        assert!(!p.cpu(1).take_drain_request());
+        assert!(p.for_each_reachable(&SingleCpu, |_, _| {}));
+    }
+
+    #[test]
+    fn pinned_owner_and_requests() {
+        // SAFETY: one thread, no interrupt handlers; CPU ids 0 and 1 are each used by this thread
+        // only while the other's guards are gone.
+        let pin = unsafe { Pinning::promise() };
+        let p: PerCpu<u32, 2> = PerCpu::with_pinning(pin, |i| i as u32);
+        assert!(p.is_pinned());
+        let cpu0 = FixedCpu { cpu: 0, count: 2 };
+        let cpu1 = FixedCpu { cpu: 1, count: 2 };
+        *p.current(&cpu0) += 10;
+        assert_eq!(p.request_drain_others(&cpu0), 1);
+        assert!(!p.current(&cpu0).take_drain_request());
+        {
+            let mut g = p.current(&cpu1);
+            assert!(g.take_drain_request());
+            assert!(!g.take_drain_request());
+        }
+        let mut seen = std::vec::Vec::new();
+        assert!(!p.for_each_reachable(&cpu1, |i, v| seen.push((i, *v))));
+        assert_eq!(seen, [(1, 1)]);
+        p.request_drain(0);
+        assert!(p.current(&cpu0).take_drain_request());
+        // SAFETY: nothing else uses slot 0 while this guard lives.
+        assert_eq!(*unsafe { p.cpu_quiescent(0) }, 10);
+        // SAFETY: in the locked mode this is a plain lock.
+        assert_eq!(*unsafe { PerCpu::<u8, 1>::new(|_| 3).cpu_quiescent(0) }, 3);
+        assert!(std::format!("{p:?}").contains("pinned: true"));
+        // SAFETY: this test is one thread with no interrupt handlers, and the only CPU id is 0.
+        let wrapped = unsafe { Pinned::new(SingleCpu) };
+        assert!(<Pinned<SingleCpu> as CpuLocal>::PINNING.is_pinned());
+        assert!(<&Pinned<SingleCpu> as CpuLocal>::PINNING.is_pinned());
+        assert!(!<SingleCpu as CpuLocal>::PINNING.is_pinned());
+        assert_eq!((wrapped.current_cpu(), wrapped.cpu_count(), wrapped.inner().cpu_count()), (0, 1, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "above the 2 slots")]
+    fn pinned_cpu_id_past_the_slots_panics() {
+        // SAFETY: one thread; the access panics before touching a slot.
+        let p: PerCpu<u32, 2> = PerCpu::with_pinning(unsafe { Pinning::promise() }, |_| 0);
+        let _ = p.current(&FixedCpu { cpu: 2, count: 3 });
+    }
+
+    #[test]
+    #[should_panic(expected = "for_each on a pinned")]
+    fn pinned_for_each_panics() {
+        // SAFETY: one thread; the call panics before touching a slot.
+        let p: PerCpu<u32, 2> = PerCpu::with_pinning(unsafe { Pinning::promise() }, |_| 0);
+        p.for_each(|_, _| {});
     }
 }
