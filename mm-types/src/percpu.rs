@@ -339,6 +339,15 @@ impl<T, const N: usize> PerCpu<T, N> {
         }
     }
 
+    /// Visits every CPU's value through exclusive access to the container
+    /// (teardown): no lock and no request needed, in either mode.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(usize, &mut T)) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            // SAFETY: `&mut self` excludes every guard and every other access to the slots.
+            f(i, unsafe { slot.value.get_mut().deref() });
+        }
+    }
+
     /// Visits every value the caller may reach now: all of them, each under
     /// its lock, in the locked mode; only the calling CPU's own in the
     /// pinned mode. Returns whether every value was visited.
@@ -491,6 +500,10 @@ mod tests {
         assert_eq!(*unsafe { p.cpu_quiescent(0) }, 10);
         // SAFETY: in the locked mode this is a plain lock.
         assert_eq!(*unsafe { PerCpu::<u8, 1>::new(|_| 3).cpu_quiescent(0) }, 3);
+        let mut p = p;
+        let mut sum = 0;
+        p.for_each_mut(|_, v| sum += *v);
+        assert_eq!(sum, 11);
         assert!(std::format!("{p:?}").contains("pinned: true"));
         // SAFETY: this test is one thread with no interrupt handlers, and the only CPU id is 0.
         let wrapped = unsafe { Pinned::new(SingleCpu) };

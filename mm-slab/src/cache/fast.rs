@@ -22,6 +22,10 @@ impl<const N: usize> CacheCore<N> {
             return self.alloc_locked(env);
         }
         let mut cpu = self.cpus.current(&env.cpus);
+        // `C::PINNING` is a constant: the locked mode (where nobody posts requests) pays nothing.
+        if C::PINNING.is_pinned() && cpu.take_drain_request() {
+            self.flush_requested(env, &mut cpu)?;
+        }
         match self.pop_cpu(&mut cpu) {
             Some(result) => result,
             None => self.refill(env, &mut cpu),
@@ -82,6 +86,9 @@ impl<const N: usize> CacheCore<N> {
         }
         let obj = ptr.as_ptr();
         let mut cpu = self.cpus.current(&env.cpus);
+        if C::PINNING.is_pinned() && cpu.take_drain_request() {
+            self.flush_requested(env, &mut cpu)?;
+        }
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
                 let node = self.node.lock();
