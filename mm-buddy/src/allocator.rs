@@ -895,7 +895,11 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
             let z = self.preferred_zone[flags.highest_zone().index()].load(Ordering::Relaxed) as usize;
             if z < 3 {
                 let mob = self.mobility_index(flags);
-                let mut pcp = self.own_pcp();
+                // A pending drain request (pinned mode) is honoured out of line, so the hit path
+                // keeps its registers.
+                let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
+                    return self.allocate_after_drain(order, flags);
+                };
                 if let Some(f) = pcp.lists[z][o as usize][mob].pop(&self.mem) {
                     self.region(f).set_state(f, state::allocated(o));
                     drop(pcp);
@@ -914,12 +918,11 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
         let (r, f, order) = self.check_free(block)?;
         if order <= PCP_MAX_ORDER {
             let mob = if self.config.mobility_grouping { r.pageblock_mobility(f) } else { MOVABLE };
-            let mut pcp = self.own_pcp();
-            let list = &mut pcp.lists[r.zone][order as usize][mob];
-            list.push(&self.mem, f);
-            if list.len() > self.pcp_limits[order as usize].1 {
-                self.drain_batch(list, r.zone, order);
-            }
+            let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
+                self.free_after_drain(r.zone, f, order, mob);
+                return Ok(());
+            };
+            self.push_pcp(&mut pcp, r.zone, f, order, mob);
             Ok(())
         } else {
             let zone = &self.zones[r.zone];
@@ -954,6 +957,34 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
             self.zero(frame, o);
         }
         Ok(block_of(frame, o))
+    }
+
+    /// A drain request was pending (pinned mode): honour it, then allocate.
+    #[cold]
+    #[inline(never)]
+    fn allocate_after_drain(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        self.drain_local();
+        mm_types::FrameProvider::allocate(self, order, flags)
+    }
+
+    /// A drain request was pending (pinned mode) when freeing a block that
+    /// `check_free` already took: honour it, then cache the block.
+    #[cold]
+    #[inline(never)]
+    fn free_after_drain(&self, zone: usize, f: u64, order: u8, mob: usize) {
+        let mut pcp = self.own_pcp();
+        self.push_pcp(&mut pcp, zone, f, order, mob);
+    }
+
+    /// Pushes a freed block (already marked cached) on this CPU's list,
+    /// draining a batch past the high mark.
+    #[inline(always)]
+    fn push_pcp(&self, pcp: &mut PcpSet, zone: usize, f: u64, order: u8, mob: usize) {
+        let list = &mut pcp.lists[zone][order as usize][mob];
+        list.push(&self.mem, f);
+        if list.len() > self.pcp_limits[order as usize].1 {
+            self.drain_batch(list, zone, order);
+        }
     }
 
     /// Returns one batch from a per-CPU list above its high mark to the zone.

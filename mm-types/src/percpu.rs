@@ -15,9 +15,12 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
-use crate::sync::atomic::{AtomicBool, Ordering};
-use crate::sync::cell::{MutPtr, UnsafeCell};
-use crate::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+use crate::sync::atomic::AtomicBool;
+use crate::sync::atomic::{AtomicU8, Ordering};
+#[cfg(loom)]
+use crate::sync::cell::MutPtr;
+use crate::sync::cell::UnsafeCell;
 
 /// Tells a crate the current CPU and how many CPUs there are. Supplied by the
 /// kernel (from its per-CPU area or the APIC id), by threads on the host, or
@@ -181,18 +184,26 @@ impl CpuLocal for FixedCpu {
     }
 }
 
-/// One CPU's slot: its value, the lock of the locked mode, and the drain
-/// request flag of the pinned mode, alone on its cache line(s).
+/// One CPU's slot: its value, the lock of the locked mode, and the mode
+/// word of the pinned mode, alone on its cache line(s).
 #[repr(align(64))]
 struct Slot<T> {
     /// Locked mode: held while a guard lives. Pinned mode: unused.
-    lock: Mutex<()>,
-    /// Pinned mode: another context asked the owner to drain. Written by
-    /// others with a plain release store, read by the owner with a plain
-    /// acquire load and cleared with a plain store: no locked instruction.
-    drain: AtomicBool,
+    lock: SlotLock,
+    /// [`PINNED`] in the pinned mode (0 in the locked mode), plus [`DRAIN`]
+    /// while another context asks the owner to drain. Requests are plain
+    /// release stores of `PINNED | DRAIN`; the owner reads the word with one
+    /// plain acquire load per access (checking the mode and the request at
+    /// once) and clears a request with a plain store of `PINNED`: no locked
+    /// instruction anywhere.
+    mode: AtomicU8,
     value: UnsafeCell<T>,
 }
+
+/// [`Slot::mode`]: the container is pinned.
+const PINNED: u8 = 1;
+/// [`Slot::mode`]: a drain is requested.
+const DRAIN: u8 = 2;
 
 /// One value per CPU, for up to `N` CPUs.
 ///
@@ -250,8 +261,8 @@ impl<T, const N: usize> PerCpu<T, N> {
     pub fn with_pinning(pinning: Pinning, mut init: impl FnMut(usize) -> T) -> Self {
         PerCpu {
             slots: core::array::from_fn(|i| Slot {
-                lock: Mutex::new(()),
-                drain: AtomicBool::new(false),
+                lock: SlotLock::new(),
+                mode: AtomicU8::new(if pinning.is_pinned() { PINNED } else { 0 }),
                 value: UnsafeCell::new(init(i)),
             }),
             pinned: pinning.is_pinned(),
@@ -266,31 +277,68 @@ impl<T, const N: usize> PerCpu<T, N> {
 
     /// The current CPU's value: locked in the locked mode (CPU ids at or
     /// above `N` then share slots modulo `N`, which stays correct, only
-    /// slower); handed out with no lock in the pinned mode.
+    /// slower); handed out with no lock in the pinned mode when `cpus` is a
+    /// pinned source too (otherwise locked: still exclusive, only slower).
     ///
     /// # Panics
     ///
-    /// In the pinned mode, if the CPU id is at or above `N` (sharing a slot
-    /// would break the promise).
+    /// With a pinned source, if the CPU id is at or above `N` (sharing a
+    /// slot would break the promise), or if the container is in the locked
+    /// mode (build it with `PerCpu::with_pinning(C::PINNING, ..)`).
     #[inline]
     pub fn current(&self, cpus: &impl CpuLocal) -> PerCpuGuard<'_, T> {
         let cpu = cpus.current_cpu();
-        if self.pinned {
+        // With a source that promises nothing (`C::PINNING` is a constant) this folds to the lock.
+        // A locked source on a pinned container locks too, which is sound: the container's promise
+        // covers every access through `current`, so the slot has no other user anyway.
+        if pinned_source(cpus) {
             assert!(cpu < N, "pinned per-CPU access from CPU {cpu}, above the {N} slots");
             let slot = &self.slots[cpu];
+            // Acquire: pairs with a requester's release store (`request_drain_others`), so what
+            // it did before asking happens before the drain that follows.
+            let mode = slot.mode.load(Ordering::Acquire);
+            let pending = mode != PINNED && unusual(mode);
             // Under the promise (`Pinning::promise`, made when this container was built pinned),
             // this CPU's context is the only one using the slot until the guard drops.
-            PerCpuGuard { slot, value: slot.value.get_mut(), _lock: None, _pinned: PhantomData }
+            PerCpuGuard::new(slot, Held::NONE, pending)
         } else {
             self.lock(cpu % N)
+        }
+    }
+
+
+    /// [`current`](Self::current) for a fast path: `None` when the current
+    /// CPU's slot is not plainly ready, that is, with a pinned source, when
+    /// a drain request is pending (or the container is in the locked mode).
+    /// The caller then leaves for an out-of-line path that uses `current`
+    /// and [`PerCpuGuard::take_drain_request`]; the fast path itself keeps
+    /// to one plain load and one compare. With a locked source this is
+    /// always `Some` (the locked guard).
+    ///
+    /// # Panics
+    ///
+    /// With a pinned source, if the CPU id is at or above `N`.
+    #[inline(always)]
+    pub fn current_fast(&self, cpus: &impl CpuLocal) -> Option<PerCpuGuard<'_, T>> {
+        let cpu = cpus.current_cpu();
+        if pinned_source(cpus) {
+            assert!(cpu < N, "pinned per-CPU access from CPU {cpu}, above the {N} slots");
+            let slot = &self.slots[cpu];
+            // Acquire: as in `current`.
+            if slot.mode.load(Ordering::Acquire) != PINNED {
+                return None;
+            }
+            // Under the promise, as in `current`.
+            Some(PerCpuGuard::new(slot, Held::NONE, false))
+        } else {
+            Some(self.lock(cpu % N))
         }
     }
 
     #[inline]
     fn lock(&self, index: usize) -> PerCpuGuard<'_, T> {
         let slot = &self.slots[index];
-        let lock = slot.lock.lock();
-        PerCpuGuard { slot, value: slot.value.get_mut(), _lock: Some(lock), _pinned: PhantomData }
+        PerCpuGuard::new(slot, slot.lock.lock(), false)
     }
 
     /// A given CPU's value, locked.
@@ -317,8 +365,9 @@ impl<T, const N: usize> PerCpu<T, N> {
     pub unsafe fn cpu_quiescent(&self, cpu: usize) -> PerCpuGuard<'_, T> {
         if self.pinned {
             let slot = &self.slots[cpu % N];
+            let pending = slot.mode.load(Ordering::Acquire) & DRAIN != 0;
             // The caller's promise: the owner is stopped, so this context alone uses the slot.
-            PerCpuGuard { slot, value: slot.value.get_mut(), _lock: None, _pinned: PhantomData }
+            PerCpuGuard::new(slot, Held::NONE, pending)
         } else {
             self.lock(cpu % N)
         }
@@ -376,7 +425,7 @@ impl<T, const N: usize> PerCpu<T, N> {
         for (_, slot) in self.slots.iter().enumerate().filter(|&(i, _)| i != me) {
             // Release: what the requester did before asking (for example, what made it short of
             // memory) happens before the owner's drain, which acquires the flag.
-            slot.drain.store(true, Ordering::Release);
+            slot.mode.store(PINNED | DRAIN, Ordering::Release);
             posted += 1;
         }
         posted
@@ -386,7 +435,7 @@ impl<T, const N: usize> PerCpu<T, N> {
     /// mode). A plain store.
     pub fn request_drain(&self, cpu: usize) {
         if self.pinned {
-            self.slots[cpu % N].drain.store(true, Ordering::Release);
+            self.slots[cpu % N].mode.store(PINNED | DRAIN, Ordering::Release);
         }
     }
 
@@ -407,26 +456,70 @@ impl<T, const N: usize> fmt::Debug for PerCpu<T, N> {
 /// stays in the context (and on the CPU) that got it.
 pub struct PerCpuGuard<'a, T> {
     slot: &'a Slot<T>,
+    /// Under loom, the tracked access to the value (dropped before `held`,
+    /// so it ends inside the lock).
+    #[cfg(loom)]
     value: MutPtr<T>,
-    /// Locked mode: the slot lock, released when the guard drops (after the
-    /// value pointer, so every access through the guard is inside the lock).
-    _lock: Option<MutexGuard<'a, ()>>,
+    /// Whether this guard holds the slot lock (locked mode); under loom, the
+    /// lock's guard itself, released when dropped.
+    #[cfg_attr(loom, allow(dead_code))]
+    held: Held<'a>,
+    /// A drain request was seen when the guard was made (pinned mode).
+    pending: bool,
     _pinned: PhantomData<*mut T>,
 }
 
-impl<T> PerCpuGuard<'_, T> {
-    /// Whether another CPU asked this value's owner to drain it (pinned mode;
-    /// always false in the locked mode), clearing the request. The owner
-    /// then drains before going on. A plain load, and a plain store when a
-    /// request was there: no locked instruction.
+impl<'a, T> PerCpuGuard<'a, T> {
+    #[inline(always)]
+    fn new(slot: &'a Slot<T>, held: Held<'a>, pending: bool) -> Self {
+        PerCpuGuard {
+            slot,
+            #[cfg(loom)]
+            value: slot.value.get_mut(),
+            held,
+            pending,
+            _pinned: PhantomData,
+        }
+    }
+
+    /// The value, for `Deref`: the caller is the one context using it.
     ///
-    /// A request posted between the load and the clearing store is folded
+    /// # Safety
+    ///
+    /// The returned reference is the only one to the value while it lives.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn value(&self) -> &mut T {
+        #[cfg(not(loom))]
+        // SAFETY: forwarded contract.
+        return unsafe { &mut *self.slot.value.get() };
+        #[cfg(loom)]
+        // SAFETY: forwarded contract.
+        return unsafe { self.value.deref() };
+    }
+
+    /// Whether a drain request was seen when the guard was made (pinned
+    /// mode; always false in the locked mode), without taking it: a fast
+    /// path can test this, drop the guard and leave the drain to an
+    /// out-of-line path that calls [`take_drain_request`](Self::take_drain_request).
+    #[inline(always)]
+    pub fn drain_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Whether another CPU asked this value's owner to drain it (pinned mode,
+    /// as seen when the guard was made; always false in the locked mode),
+    /// clearing the request. The owner then drains before going on. The
+    /// request was read with the guard's one plain load; clearing it is a
+    /// plain store: no locked instruction.
+    ///
+    /// A request posted between that load and the clearing store is folded
     /// into this one: the drain that follows comes after both.
-    #[inline]
+    #[inline(always)]
     pub fn take_drain_request(&mut self) -> bool {
-        // Acquire: pairs with the requester's release store (`request_drain_others`).
-        if self.slot.drain.load(Ordering::Acquire) {
-            self.slot.drain.store(false, Ordering::Relaxed);
+        if self.pending {
+            self.pending = false;
+            self.slot.mode.store(PINNED, Ordering::Relaxed);
             true
         } else {
             false
@@ -441,7 +534,7 @@ impl<T> Deref for PerCpuGuard<'_, T> {
         // SAFETY: the guard is the one context using the slot's value while it lives: it holds the
         // slot lock (locked mode), or the pinned promise (or `cpu_quiescent`'s caller) excludes
         // every other user of the slot until it drops.
-        unsafe { self.value.deref() }
+        unsafe { self.value() }
     }
 }
 
@@ -449,7 +542,96 @@ impl<T> DerefMut for PerCpuGuard<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` keeps this the only reference made through the guard.
-        unsafe { self.value.deref() }
+        unsafe { self.value() }
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> Drop for PerCpuGuard<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.held {
+            self.slot.lock.unlock();
+        }
+    }
+}
+
+/// A pinned source met a slot whose mode word is not plain [`PINNED`]:
+/// whether a drain is requested (panics on a locked container).
+#[cold]
+#[inline(never)]
+fn unusual(mode: u8) -> bool {
+    assert!(mode & PINNED != 0, "a pinned CPU source on a locked PerCpu");
+    mode & DRAIN != 0
+}
+
+/// Whether `cpus`'s type promises pinned use (a constant per type).
+#[inline(always)]
+fn pinned_source<C: CpuLocal>(_: &C) -> bool {
+    C::PINNING.is_pinned()
+}
+
+/// The slot lock of the locked mode: a test-and-test-and-set spin lock
+/// (`lock cmpxchg` to take, a plain release store to give back), or loom's
+/// mutex under loom, which needs its own lock to explore the schedules.
+#[cfg(not(loom))]
+struct SlotLock(AtomicBool);
+
+/// What a guard keeps of the slot lock: whether it holds it.
+#[cfg(not(loom))]
+type Held<'a> = bool;
+
+#[cfg(not(loom))]
+impl SlotLock {
+    fn new() -> Self {
+        SlotLock(AtomicBool::new(false))
+    }
+
+    #[inline(always)]
+    fn lock(&self) -> Held<'_> {
+        while self.0.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            while self.0.load(Ordering::Relaxed) {
+                crate::sync::spin_loop();
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn unlock(&self) {
+        // Release: the guard's writes to the value happen before the next holder's reads.
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+trait NoLock {
+    const NONE: Self;
+}
+
+#[cfg(not(loom))]
+impl NoLock for bool {
+    const NONE: bool = false;
+}
+
+#[cfg(loom)]
+struct SlotLock(crate::sync::Mutex<()>);
+
+#[cfg(loom)]
+type Held<'a> = Option<crate::sync::MutexGuard<'a, ()>>;
+
+#[cfg(loom)]
+impl<'a> NoLock for Held<'a> {
+    const NONE: Self = None;
+}
+
+#[cfg(loom)]
+impl SlotLock {
+    fn new() -> Self {
+        SlotLock(crate::sync::Mutex::new(()))
+    }
+
+    fn lock(&self) -> Held<'_> {
+        Some(self.0.lock())
     }
 }
 
@@ -481,8 +663,8 @@ mod tests {
         let pin = unsafe { Pinning::promise() };
         let p: PerCpu<u32, 2> = PerCpu::with_pinning(pin, |i| i as u32);
         assert!(p.is_pinned());
-        let cpu0 = FixedCpu { cpu: 0, count: 2 };
-        let cpu1 = FixedCpu { cpu: 1, count: 2 };
+        // SAFETY: as above.
+        let (cpu0, cpu1) = unsafe { (Pinned::new(FixedCpu { cpu: 0, count: 2 }), Pinned::new(FixedCpu { cpu: 1, count: 2 })) };
         *p.current(&cpu0) += 10;
         assert_eq!(p.request_drain_others(&cpu0), 1);
         assert!(!p.current(&cpu0).take_drain_request());
@@ -518,7 +700,8 @@ mod tests {
     fn pinned_cpu_id_past_the_slots_panics() {
         // SAFETY: one thread; the access panics before touching a slot.
         let p: PerCpu<u32, 2> = PerCpu::with_pinning(unsafe { Pinning::promise() }, |_| 0);
-        let _ = p.current(&FixedCpu { cpu: 2, count: 3 });
+        // SAFETY: as above.
+        let _ = p.current(&unsafe { Pinned::new(FixedCpu { cpu: 2, count: 3 }) });
     }
 
     #[test]

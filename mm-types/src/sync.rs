@@ -40,6 +40,13 @@ pub mod cell {
         pub fn get_mut(&self) -> MutPtr<T> {
             MutPtr(self.0.get())
         }
+
+        /// The raw pointer to the value (not under loom: use
+        /// [`get_mut`](Self::get_mut) where loom should track the access).
+        #[inline(always)]
+        pub fn get(&self) -> *mut T {
+            self.0.get()
+        }
     }
 
     /// A pointer from [`UnsafeCell::get_mut`] (under loom, a tracked one:

@@ -14,7 +14,7 @@
 
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
-use mm_types::percpu::{FixedCpu, PerCpu, Pinning};
+use mm_types::percpu::{FixedCpu, PerCpu, Pinned, Pinning};
 use mm_types::sync::Mutex;
 
 #[test]
@@ -102,7 +102,8 @@ fn pinned_owner_honours_drain_requests() {
         let owner = {
             let (pool, caches, reason, posted) = (pool.clone(), caches.clone(), reason.clone(), posted.clone());
             loom::thread::spawn(move || {
-                let me = FixedCpu { cpu: 0, count: 2 };
+                // SAFETY: as for `pinned`: this thread alone is CPU 0.
+                let me = unsafe { Pinned::new(FixedCpu { cpu: 0, count: 2 }) };
                 let mut honoured = false;
                 for _ in 0..2 {
                     let request_was_posted = posted.load(Ordering::Acquire);
@@ -121,7 +122,8 @@ fn pinned_owner_honours_drain_requests() {
             })
         };
         // The main thread is CPU 1: it works on its own cache, then asks CPU 0 to drain.
-        let me = FixedCpu { cpu: 1, count: 2 };
+        // SAFETY: as for `pinned`: this thread alone is CPU 1.
+        let me = unsafe { Pinned::new(FixedCpu { cpu: 1, count: 2 }) };
         pair(&mut caches.current(&me), &pool);
         // SAFETY: the owner reads `reason` only after taking the request posted below.
         reason.with_mut(|r| unsafe { *r = 7 });
