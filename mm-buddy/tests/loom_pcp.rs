@@ -17,9 +17,9 @@ use std::cell::Cell;
 
 use loom::sync::Arc;
 use mm_buddy::{BuddyAllocator, BuddyConfig};
+use mm_types::percpu::Pinned;
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::SimPhysMemory;
-use mm_types::percpu::Pinned;
 use mm_types::{AllocFlags, CpuLocal, FrameError, FrameProvider, Order, PhysAddr};
 
 loom::thread_local! {
@@ -102,7 +102,8 @@ fn racing_frees_of_one_block_one_wins() {
 fn pinned_owner_and_drain_request_conserve_frames() {
     model(|| {
         let mem = SimPhysMemory::new(PhysAddr::new(16 << 20).unwrap(), 65 * 4096);
-        let config = BuddyConfig { max_order: 3, pcp_batch: 2, pcp_high: 2, min_free_kib: Some(0), ..Default::default() };
+        let config =
+            BuddyConfig { max_order: 3, pcp_batch: 2, pcp_high: 2, min_free_kib: Some(0), ..Default::default() };
         // SAFETY: the worker thread is CPU 0 alone and the model's thread CPU 1 alone, each making
         // one call at a time; CPU 0's caches are reached from CPU 1 only after the join.
         let cpus = unsafe { Pinned::new(LoomCpus) };

@@ -18,9 +18,9 @@ use std::ptr::NonNull;
 
 use loom::sync::Arc;
 use mm_slab::{Cache, CacheConfig};
+use mm_types::percpu::Pinned;
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
-use mm_types::percpu::Pinned;
 use mm_types::{CpuLocal, PhysAddr};
 
 loom::thread_local! {

@@ -53,7 +53,8 @@ fn pinned_kmalloc_gives_the_same_objects_and_counts_as_locked() {
     let (mem_l, mem_p) = (ram(), ram());
     let (frames_l, frames_p) = (RefFrameProvider::new(&mem_l), RefFrameProvider::new(&mem_p));
     let l: Kmalloc<_, _, _, 2> = Kmalloc::new(&frames_l, mem_l.clone(), ThreadCpu, KmallocConfig::default()).unwrap();
-    let p: Kmalloc<_, _, _, 2> = Kmalloc::new(&frames_p, mem_p.clone(), pinned_cpus(), KmallocConfig::default()).unwrap();
+    let p: Kmalloc<_, _, _, 2> =
+        Kmalloc::new(&frames_p, mem_p.clone(), pinned_cpus(), KmallocConfig::default()).unwrap();
     let (off_l, off_p) = (mem_l.linear_offset().unwrap() as usize, mem_p.linear_offset().unwrap() as usize);
     let steps = if cfg!(miri) { 200 } else { 20_000 };
     let mut rng = Rng(3);
@@ -64,7 +65,11 @@ fn pinned_kmalloc_gives_the_same_objects_and_counts_as_locked() {
         if (r % 3 != 0 && live.len() < 300) || live.is_empty() {
             let layout = Layout::from_size_align(8 + (r >> 16) as usize % 700, 8).unwrap();
             let (a, b) = (l.alloc(layout).unwrap(), p.alloc(layout).unwrap());
-            assert_eq!(a.as_ptr().addr() - off_l, b.as_ptr().addr() - off_p, "step {step}: a different object");
+            assert_eq!(
+                a.as_ptr().addr().wrapping_sub(off_l),
+                b.as_ptr().addr().wrapping_sub(off_p),
+                "step {step}: another object"
+            );
             live.push((a, b, layout));
         } else {
             let (a, b, layout) = live.swap_remove((r >> 32) as usize % live.len());
@@ -96,7 +101,8 @@ fn pinned_kmalloc_gives_the_same_objects_and_counts_as_locked() {
 fn flush_requests_reach_other_cpus() {
     let mem = ram();
     let frames = RefFrameProvider::new(&mem);
-    let cache: Cache<_, _, _, 2> = Cache::new(&frames, mem.clone(), pinned_cpus(), CacheConfig::new("obj", 64)).unwrap();
+    let cache: Cache<_, _, _, 2> =
+        Cache::new(&frames, mem.clone(), pinned_cpus(), CacheConfig::new("obj", 64)).unwrap();
     set_cpu(0);
     let a = cache.alloc().unwrap();
     // SAFETY: freed once.
@@ -128,7 +134,8 @@ fn pinned_threads_lose_and_duplicate_no_object() {
     // MODEL.md 2: each thread is one CPU; afterwards every object is accounted for once.
     let mem = ram();
     let frames = RefFrameProvider::new(&mem);
-    let cache: Cache<_, _, _, 2> = Cache::new(&frames, mem.clone(), pinned_cpus(), CacheConfig::new("obj", 48)).unwrap();
+    let cache: Cache<_, _, _, 2> =
+        Cache::new(&frames, mem.clone(), pinned_cpus(), CacheConfig::new("obj", 48)).unwrap();
     let rounds = if cfg!(miri) { 60 } else { 20_000 };
     let kept: Vec<Vec<usize>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..2)

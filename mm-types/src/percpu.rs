@@ -306,7 +306,6 @@ impl<T, const N: usize> PerCpu<T, N> {
         }
     }
 
-
     /// [`current`](Self::current) for a fast path: `None` when the current
     /// CPU's slot is not plainly ready, that is, with a pinned source, when
     /// a drain request is pending (or the container is in the locked mode).
@@ -664,7 +663,8 @@ mod tests {
         let p: PerCpu<u32, 2> = PerCpu::with_pinning(pin, |i| i as u32);
         assert!(p.is_pinned());
         // SAFETY: as above.
-        let (cpu0, cpu1) = unsafe { (Pinned::new(FixedCpu { cpu: 0, count: 2 }), Pinned::new(FixedCpu { cpu: 1, count: 2 })) };
+        let (cpu0, cpu1) =
+            unsafe { (Pinned::new(FixedCpu { cpu: 0, count: 2 }), Pinned::new(FixedCpu { cpu: 1, count: 2 })) };
         *p.current(&cpu0) += 10;
         assert_eq!(p.request_drain_others(&cpu0), 1);
         assert!(!p.current(&cpu0).take_drain_request());

@@ -127,10 +127,8 @@ pub fn ir(which: &str) -> bool {
     println!("| workload | {} |", suite.allocators.join(" | "));
     println!("|---|{}", "---|".repeat(suite.allocators.len()));
     for (w, allocs) in suite.workloads {
-        let peers: Vec<Option<f64>> = suite.allocators[1..]
-            .iter()
-            .map(|a| if allocs.contains(a) { measure(&bin, a, w) } else { None })
-            .collect();
+        let peers: Vec<Option<f64>> =
+            suite.allocators[1..].iter().map(|a| if allocs.contains(a) { measure(&bin, a, w) } else { None }).collect();
         // One row for the default (locked) build, one for the pinned one:
         // the same peer figures, each row's ratios against its own cost.
         let rows = std::iter::once((w.to_string(), ours)).chain(suite.pinned.map(|p| (format!("{w}, pinned"), p)));
