@@ -65,6 +65,19 @@ impl<C: CpuLocal, const CPUS: usize> OursWith<C, CPUS> {
         OursWith { buddy }
     }
 
+    /// One order-0 frame through `&self`, as threads share the allocator.
+    #[inline]
+    pub fn alloc_shared(&self) -> usize {
+        self.buddy.allocate(Order::ZERO, AllocFlags::empty()).unwrap().start().as_u64() as usize
+    }
+
+    /// Frees what [`alloc_shared`](Self::alloc_shared) returned.
+    #[inline]
+    pub fn free_shared(&self, frame: usize) {
+        let b = FrameBlock::new(FrameNumber::new(frame as u64).unwrap(), Order::ZERO).unwrap();
+        self.buddy.free(b).unwrap();
+    }
+
     /// Whether a max-order block can be allocated (and frees it again).
     pub fn max_order_available(&self) -> bool {
         self.buddy.drain_all();

@@ -67,6 +67,14 @@ impl OursPinned {
 }
 
 impl<C: CpuLocal + 'static> OursWith<C> {
+    /// One alloc+free pair of `layout` through `&self`, as threads share it.
+    #[inline]
+    pub fn pair_shared(&self, layout: Layout) {
+        let p = self.heap.alloc(layout).unwrap();
+        // SAFETY: allocated just above with `layout`, freed once.
+        unsafe { self.heap.free(std::hint::black_box(p), layout).unwrap() }
+    }
+
     /// Bytes of slab memory held.
     pub fn slab_bytes(&self) -> usize {
         self.heap.slab_bytes()
