@@ -669,8 +669,11 @@ mod tests {
         assert_eq!(p.request_drain_others(&cpu0), 1);
         assert!(!p.current(&cpu0).take_drain_request());
         {
+            assert!(p.current_fast(&cpu1).is_none(), "a pending request leaves the fast path");
             let mut g = p.current(&cpu1);
+            assert!(g.drain_pending());
             assert!(g.take_drain_request());
+            assert!(!g.drain_pending());
             assert!(!g.take_drain_request());
         }
         let mut seen = std::vec::Vec::new();
