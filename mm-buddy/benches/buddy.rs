@@ -22,6 +22,7 @@ fn pair(c: &mut Criterion) {
         }};
     }
     run!("mm-buddy", Ours::new(&mem));
+    run!("mm-buddy-pinned", OursPinned::new(&mem));
     run!("buddy_system_allocator", Bsa::new());
     run!("bitmap-allocator", Bitmap::new());
     run!("frame-alloc", FrameAlloc::new());

@@ -77,6 +77,10 @@ fn main() {
             let a = Ours::new(&mem);
             run(a, workload)
         }
+        "mm-buddy-pinned" => {
+            let mem = ours_memory();
+            run(OursPinned::new(&mem), workload)
+        }
         "buddy_system_allocator" => run(Bsa::new(), workload),
         "bitmap-allocator" => run(Bitmap::new(), workload),
         "frame-alloc" => run(FrameAlloc::new(), workload),

@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use mm_types::percpu::PerCpu;
+use mm_types::percpu::{PerCpu, PerCpuGuard};
 use mm_types::sync::Mutex;
 use mm_types::{
     AllocFlags, CpuLocal, FrameBlock, FrameError, FrameNumber, FrameRange, Order, PhysMemory, PhysRange, Zone as ZoneId,
@@ -139,7 +139,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             pb_order: config.max_order.min(9),
             regions: RegionTable::new(),
             zones: [Zone::new(), Zone::new(), Zone::new()],
-            pcp: PerCpu::new(|_| PcpSet::new()),
+            pcp: PerCpu::with_pinning(C::PINNING, |_| PcpSet::new()),
             pcp_limits: core::array::from_fn(|o| batch_and_high(o as u8, config.pcp_batch, config.pcp_high)),
             preferred_zone: [const { AtomicU8::new(3) }; 3],
             add_lock: Mutex::new(()),
@@ -319,7 +319,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     /// Allocation from one zone through the per-CPU cache.
     #[inline]
     fn alloc_pcp(&self, z: usize, top: usize, order: u8, mob: usize, flags: AllocFlags) -> Option<u64> {
-        let mut pcp = self.pcp.current(&self.cpus);
+        let mut pcp = self.own_pcp();
         let list = &mut pcp.lists[z][order as usize][mob];
         let frame = match list.pop(&self.mem) {
             Some(f) => f,
@@ -396,10 +396,62 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         }
     }
 
+    /// This CPU's caches. With a pinned CPU source this takes no lock, and
+    /// honours a drain request another CPU posted first.
+    #[inline(always)]
+    fn own_pcp(&self) -> PerCpuGuard<'_, PcpSet> {
+        let mut pcp = self.pcp.current(&self.cpus);
+        // `C::PINNING` is a constant: the locked mode (where nobody posts requests) pays nothing.
+        if C::PINNING.is_pinned() && pcp.take_drain_request() {
+            self.drain_requested(&mut pcp);
+        }
+        pcp
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_requested(&self, set: &mut PcpSet) {
+        self.drain_set(set, u32::MAX);
+    }
+
     /// Returns every block held in per-CPU caches to the buddy lists (done
     /// before an allocation reports out-of-memory, and by reclaim).
+    ///
+    /// With a pinned CPU source ([`CpuLocal::PINNING`]) other CPUs' caches
+    /// are out of reach: this drains the calling CPU's caches and asks every
+    /// other CPU to drain its own, which it does at its next allocation or
+    /// free, or when the kernel runs [`drain_local`](Self::drain_local) there
+    /// (from an IPI or a per-CPU work item, as Linux's `drain_all_pages`
+    /// does). A kernel that needs the frames now runs `drain_local` on every
+    /// CPU and waits for them.
     pub fn drain_all(&self) {
-        self.pcp.for_each(|_, set| self.drain_set(set, u32::MAX));
+        self.pcp.for_each_reachable(&self.cpus, |_, set| self.drain_set(set, u32::MAX));
+        self.pcp.request_drain_others(&self.cpus);
+    }
+
+    /// Returns every block held in the calling CPU's caches to the buddy
+    /// lists: what a kernel runs on each CPU when [`drain_all`](Self::drain_all)
+    /// has to reach the others with a pinned CPU source.
+    pub fn drain_local(&self) {
+        let mut pcp = self.pcp.current(&self.cpus);
+        let _ = pcp.take_drain_request();
+        self.drain_set(&mut pcp, u32::MAX);
+    }
+
+    /// Returns every block held in CPU `cpu`'s caches to the buddy lists
+    /// from another CPU: for a CPU going offline (hot-unplug) with a pinned
+    /// CPU source. With a locked one, this takes the slot lock as usual.
+    ///
+    /// # Safety
+    ///
+    /// With a pinned CPU source, CPU `cpu` runs no operation on this
+    /// allocator during the call (it is offline, parked, or known idle).
+    pub unsafe fn drain_cpu_quiescent(&self, cpu: usize) {
+        // SAFETY: forwarded: the owner of slot `cpu` is stopped for the whole call (pinned mode), or
+        // the slot is locked (locked mode).
+        let mut pcp = unsafe { self.pcp.cpu_quiescent(cpu) };
+        let _ = pcp.take_drain_request();
+        self.drain_set(&mut pcp, u32::MAX);
     }
 
     fn drain_set(&self, set: &mut PcpSet, limit: u32) {
@@ -634,15 +686,26 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         self.zones.iter().map(|z| z.free.load(Ordering::Relaxed)).sum()
     }
 
-    /// Frames held in per-CPU caches, all CPUs.
+    /// Frames held in per-CPU caches, all CPUs; with a pinned CPU source,
+    /// the calling CPU's caches only (the others are out of reach without
+    /// their owners; [`drain_all`](Self::drain_all) asks them to drain).
     pub fn cached_frames(&self) -> u64 {
         let mut n = 0;
-        self.pcp.for_each(|_, s| n += s.frames());
+        self.pcp.for_each_reachable(&self.cpus, |_, s| n += s.frames());
         n
     }
 
     /// Frames held in one CPU slot's caches.
+    ///
+    /// # Panics
+    ///
+    /// With a pinned CPU source, if `cpu` is not the calling CPU (another
+    /// CPU's caches are out of reach).
     pub fn cpu_cached_frames(&self, cpu: usize) -> u64 {
+        if self.pcp.is_pinned() {
+            assert_eq!(cpu, self.cpus.current_cpu(), "another CPU's caches are out of reach when pinned");
+            return self.pcp.current(&self.cpus).frames();
+        }
         self.pcp.cpu(cpu).frames()
     }
 
@@ -682,7 +745,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             (a.counts(), a.claimed_pageblocks)
         };
         let mut cached = 0;
-        self.pcp.for_each(|_, s| cached += s.zone_frames(zone.index()));
+        self.pcp.for_each_reachable(&self.cpus, |_, s| cached += s.zone_frames(zone.index()));
         ZoneStats {
             zone,
             managed_frames: z.managed.load(Ordering::Relaxed),
@@ -702,7 +765,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
 
     /// Checks every invariant of `MODEL.md` that can be observed from the
     /// metadata (1, 3, 4 and 9), under all locks; for tests and fuzzing. It
-    /// walks all memory: linear in the number of blocks.
+    /// walks all memory: linear in the number of blocks. With a pinned CPU
+    /// source only the calling CPU's per-CPU lists are in reach, so
+    /// invariant 1 is checked as "they hold at most the cached frames".
     pub fn check(&self) -> Result<(), &'static str> {
         let mut guards: [Option<mm_types::sync::MutexGuard<'_, FreeArea>>; 3] = [None, None, None];
         for (z, g) in guards.iter_mut().enumerate() {
@@ -771,7 +836,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         }
         let mut pcp_frames = [0u64; 3];
         let mut over_high = false;
-        self.pcp.for_each(|_, s| {
+        let all = self.pcp.for_each_reachable(&self.cpus, |_, s| {
             for (z, frames) in pcp_frames.iter_mut().enumerate() {
                 *frames += s.zone_frames(z);
                 for (o, by_mob) in s.lists[z].iter().enumerate() {
@@ -780,7 +845,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                 }
             }
         });
-        if pcp_frames != cached {
+        // With a pinned CPU source only this CPU's lists are in reach: they hold at most the cached
+        // frames.
+        if if all { pcp_frames != cached } else { pcp_frames.iter().zip(&cached).any(|(p, c)| p > c) } {
             return Err("1: per-CPU lists and cached heads disagree");
         }
         if over_high {
@@ -828,7 +895,11 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
             let z = self.preferred_zone[flags.highest_zone().index()].load(Ordering::Relaxed) as usize;
             if z < 3 {
                 let mob = self.mobility_index(flags);
-                let mut pcp = self.pcp.current(&self.cpus);
+                // A pending drain request (pinned mode) is honoured out of line, so the hit path
+                // keeps its registers.
+                let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
+                    return self.allocate_after_drain(order, flags);
+                };
                 if let Some(f) = pcp.lists[z][o as usize][mob].pop(&self.mem) {
                     self.region(f).set_state(f, state::allocated(o));
                     drop(pcp);
@@ -847,12 +918,11 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
         let (r, f, order) = self.check_free(block)?;
         if order <= PCP_MAX_ORDER {
             let mob = if self.config.mobility_grouping { r.pageblock_mobility(f) } else { MOVABLE };
-            let mut pcp = self.pcp.current(&self.cpus);
-            let list = &mut pcp.lists[r.zone][order as usize][mob];
-            list.push(&self.mem, f);
-            if list.len() > self.pcp_limits[order as usize].1 {
-                self.drain_batch(list, r.zone, order);
-            }
+            let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
+                self.free_after_drain(r.zone, f, order, mob);
+                return Ok(());
+            };
+            self.push_pcp(&mut pcp, r.zone, f, order, mob);
             Ok(())
         } else {
             let zone = &self.zones[r.zone];
@@ -887,6 +957,34 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
             self.zero(frame, o);
         }
         Ok(block_of(frame, o))
+    }
+
+    /// A drain request was pending (pinned mode): honour it, then allocate.
+    #[cold]
+    #[inline(never)]
+    fn allocate_after_drain(&self, order: Order, flags: AllocFlags) -> Result<FrameBlock, FrameError> {
+        self.drain_local();
+        mm_types::FrameProvider::allocate(self, order, flags)
+    }
+
+    /// A drain request was pending (pinned mode) when freeing a block that
+    /// `check_free` already took: honour it, then cache the block.
+    #[cold]
+    #[inline(never)]
+    fn free_after_drain(&self, zone: usize, f: u64, order: u8, mob: usize) {
+        let mut pcp = self.own_pcp();
+        self.push_pcp(&mut pcp, zone, f, order, mob);
+    }
+
+    /// Pushes a freed block (already marked cached) on this CPU's list,
+    /// draining a batch past the high mark.
+    #[inline(always)]
+    fn push_pcp(&self, pcp: &mut PcpSet, zone: usize, f: u64, order: u8, mob: usize) {
+        let list = &mut pcp.lists[zone][order as usize][mob];
+        list.push(&self.mem, f);
+        if list.len() > self.pcp_limits[order as usize].1 {
+            self.drain_batch(list, zone, order);
+        }
     }
 
     /// Returns one batch from a per-CPU list above its high mark to the zone.

@@ -20,6 +20,7 @@ fn pair(c: &mut Criterion) {
         }};
     }
     peer!("mm-slab", Ours::new());
+    peer!("mm-slab-pinned", OursPinned::new());
     peer!("axallocator-slab", AxSlab::new());
     peer!("talc", Talc::new());
     peer!("linked_list_allocator", LinkedList::new());
@@ -48,6 +49,7 @@ fn mixed(c: &mut Criterion) {
         }};
     }
     peer!("mm-slab", Ours::new());
+    peer!("mm-slab-pinned", OursPinned::new());
     peer!("axallocator-slab", AxSlab::new());
     peer!("talc", Talc::new());
     peer!("linked_list_allocator", LinkedList::new());

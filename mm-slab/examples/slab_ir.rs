@@ -80,6 +80,7 @@ fn main() {
             }
             ops
         }
+        "mm-slab-pinned" => run(&mut OursPinned::new(), workload),
         "axallocator-slab" => run(&mut AxSlab::new(), workload),
         "talc" => run(&mut Talc::new(), workload),
         "linked_list_allocator" => run(&mut LinkedList::new(), workload),

@@ -15,7 +15,7 @@
 
 use core::ptr::{self, NonNull};
 
-use mm_types::percpu::PerCpu;
+use mm_types::percpu::{PerCpu, Pinning};
 use mm_types::sync::Mutex;
 use mm_types::AllocFlags;
 
@@ -55,7 +55,7 @@ pub(crate) struct CpuSlab {
 }
 
 // SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them;
-// the CPU slot's lock serialises every use.
+// the CPU slot serialises every use (its lock, or the pinned promise).
 unsafe impl Send for CpuSlab {}
 
 impl CpuSlab {
@@ -148,8 +148,10 @@ fn mix(mut z: u64) -> u64 {
 
 impl<const N: usize> CacheCore<N> {
     /// Checks the configuration and computes the geometry. `salt` makes the
-    /// keys of caches built from one secret differ.
-    pub fn new(config: &CacheConfig, salt: u64) -> Result<Self, SlabError> {
+    /// keys of caches built from one secret differ; `pinning` is the CPU
+    /// source's [`CpuLocal::PINNING`](mm_types::CpuLocal::PINNING), which
+    /// picks the per-CPU slabs' mode.
+    pub fn new(config: &CacheConfig, salt: u64, pinning: Pinning) -> Result<Self, SlabError> {
         if config.ctor.is_some() && config.flags.contains(CacheFlags::POISON) {
             return Err(SlabError::InvalidConfig("a constructor cannot be combined with poisoning"));
         }
@@ -179,7 +181,7 @@ impl<const N: usize> CacheCore<N> {
             cpu_partial: config.cpu_partial.max(1),
             frame_flags: config.frame_flags,
             ctor: config.ctor,
-            cpus: PerCpu::new(|_| CpuSlab::new()),
+            cpus: PerCpu::with_pinning(pinning, |_| CpuSlab::new()),
             node: Mutex::new(Node {
                 partial: SlabList::new(),
                 full: SlabList::new(),
@@ -208,7 +210,7 @@ mod tests {
         for (i, &size) in strides.iter().enumerate() {
             for flags in [CacheFlags::empty(), CacheFlags::DEBUG] {
                 let config = CacheConfig { flags, max_order: 4, ..CacheConfig::new("index", size) };
-                let core = CacheCore::<1>::new(&config, i as u64).unwrap();
+                let core = CacheCore::<1>::new(&config, i as u64, Pinning::HINT).unwrap();
                 let (stride, objects) = (core.geo.stride, core.geo.objects);
                 let naive = |o: usize| (o % stride == 0 && o / stride < objects).then(|| o / stride);
                 let edges = (0..64).flat_map(|k| [1usize << k, (1usize << k).wrapping_neg(), usize::MAX >> k]);

@@ -170,9 +170,10 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
                 align: (1 << KMALLOC_CLASSES[i].trailing_zeros()).min(64),
                 ..CacheConfig::new(NAMES[i], KMALLOC_CLASSES[i])
             };
-            CacheCore::new(&cache, i as u64).unwrap_or_else(|e| {
+            CacheCore::new(&cache, i as u64, C::PINNING).unwrap_or_else(|e| {
                 error.get_or_insert(e);
-                CacheCore::new(&CacheConfig::new(NAMES[i], KMALLOC_CLASSES[i]), i as u64).expect("defaults are valid")
+                CacheCore::new(&CacheConfig::new(NAMES[i], KMALLOC_CLASSES[i]), i as u64, C::PINNING)
+                    .expect("defaults are valid")
             })
         });
         if let Some(e) = error {
@@ -364,14 +365,39 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
         result.map(|()| total)
     }
 
+    /// Returns the calling CPU's slabs of every class to the shared lists
+    /// (see [`Cache::flush_local`](crate::Cache::flush_local)): with a
+    /// pinned CPU source, what the kernel runs on each CPU after
+    /// [`shrink`](Self::shrink) asked the others.
+    pub fn flush_local(&self) -> Result<(), SlabError> {
+        self.caches.iter().map(|c| c.flush_local(&self.env)).fold(Ok(()), Result::and)
+    }
+
+    /// Returns CPU `cpu`'s slabs of every class to the shared lists from
+    /// another CPU (see
+    /// [`Cache::flush_cpu_quiescent`](crate::Cache::flush_cpu_quiescent)).
+    ///
+    /// # Safety
+    ///
+    /// With a pinned CPU source, CPU `cpu` runs no operation on this
+    /// allocator during the call: it is offline, parked, or known idle.
+    pub unsafe fn flush_cpu_quiescent(&self, cpu: usize) -> Result<(), SlabError> {
+        let mut result = Ok(());
+        for c in &self.caches {
+            // SAFETY: forwarded contract.
+            result = result.and(unsafe { c.flush_cpu_quiescent(&self.env, cpu) });
+        }
+        result
+    }
+
     /// Validates every class (see [`Cache::validate`](crate::Cache::validate)).
     pub fn validate(&self, mut report: impl FnMut(Corruption)) -> usize {
-        self.caches.iter().map(|c| c.validate(&mut report)).sum()
+        self.caches.iter().map(|c| c.validate(&self.env.cpus, &mut report)).sum()
     }
 
     /// Statistics of every class, smallest first.
     pub fn stats(&self) -> impl Iterator<Item = CacheStats> + '_ {
-        self.caches.iter().map(CacheCore::stats)
+        self.caches.iter().map(|c| c.stats(&self.env.cpus))
     }
 
     /// Bytes of frames held by slabs of all classes.
@@ -444,7 +470,9 @@ impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Drop
     /// Gives empty slabs back; slabs with live objects and live large
     /// allocations are leaked rather than freed under their users.
     fn drop(&mut self) {
-        let _ = self.shrink();
+        for cache in &mut self.caches {
+            let _ = cache.shrink_exclusive(&self.env);
+        }
     }
 }
 

@@ -50,7 +50,7 @@ pub struct Cache<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, cons
 impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Cache<'a, P, M, C, N> {
     /// Creates an empty cache; slabs are taken on first use.
     pub fn new(frames: &'a P, mem: M, cpus: C, config: CacheConfig) -> Result<Self, SlabError> {
-        Ok(Cache { core: CacheCore::new(&config, 0)?, env: Env { frames, mem, cpus } })
+        Ok(Cache { core: CacheCore::new(&config, 0, C::PINNING)?, env: Env { frames, mem, cpus } })
     }
 
     /// Allocates one object. Its contents are whatever the last user (or the
@@ -87,8 +87,34 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// Returns every CPU's slabs to the shared lists (before CPU hot-unplug,
     /// or to get exact statistics), keeping up to the configured number of
     /// empty slabs. Returns the number of slabs released.
+    ///
+    /// With a pinned CPU source ([`CpuLocal::PINNING`]) only the calling
+    /// CPU's slabs are in reach: every other CPU is asked to flush, and does
+    /// at its next allocation or free from this cache, or when the kernel
+    /// runs [`flush_local`](Self::flush_local) there (from an IPI or a
+    /// per-CPU work item). The same holds for [`shrink`](Self::shrink).
     pub fn flush_cpus(&self) -> Result<usize, SlabError> {
         self.core.shrink(&self.env, false)
+    }
+
+    /// Returns the calling CPU's slabs to the shared lists: what a kernel
+    /// with a pinned CPU source runs on each CPU to honour
+    /// [`flush_cpus`](Self::flush_cpus) at once.
+    pub fn flush_local(&self) -> Result<(), SlabError> {
+        self.core.flush_local(&self.env)
+    }
+
+    /// Returns CPU `cpu`'s slabs to the shared lists from another CPU (CPU
+    /// hot-unplug with a pinned CPU source; with a locked one this takes
+    /// the slot lock as usual).
+    ///
+    /// # Safety
+    ///
+    /// With a pinned CPU source, CPU `cpu` runs no operation on this cache
+    /// during the call: it is offline, parked, or known idle.
+    pub unsafe fn flush_cpu_quiescent(&self, cpu: usize) -> Result<(), SlabError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.core.flush_cpu_quiescent(&self.env, cpu) }
     }
 
     /// Walks every slab and calls `report` for each corruption found (a
@@ -96,12 +122,12 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// in debug caches overwritten poison or red zones). Returns how many
     /// were found.
     pub fn validate(&self, mut report: impl FnMut(Corruption)) -> usize {
-        self.core.validate(&mut report)
+        self.core.validate(&self.env.cpus, &mut report)
     }
 
     /// Current statistics.
     pub fn stats(&self) -> CacheStats {
-        self.core.stats()
+        self.core.stats(&self.env.cpus)
     }
 
     /// How objects are laid out.
@@ -115,8 +141,11 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// slabs holding those objects are leaked, never freed under their
     /// users.
     pub fn destroy(self) -> Result<(), SlabError> {
-        match self.core.live() {
-            0 => self.shrink().map(|_| ()),
+        // Exclusive access reaches every CPU's slabs, in either mode.
+        let mut this = self;
+        let shrunk = this.core.shrink_exclusive(&this.env);
+        match this.core.live(&this.env.cpus) {
+            0 => shrunk.map(|_| ()),
             live => Err(SlabError::CacheBusy { live }),
         }
     }
@@ -126,7 +155,7 @@ impl<P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> Drop
     /// Gives empty slabs back. Slabs that still hold objects are leaked
     /// rather than freed under their users.
     fn drop(&mut self) {
-        let _ = self.shrink();
+        let _ = self.core.shrink_exclusive(&self.env);
     }
 }
 

@@ -6,6 +6,10 @@
 //! out twice, the counts agree, `validate` finds nothing, and after the last
 //! shrink every frame is back with the provider.
 //!
+//! The same race with a pinned CPU source (`Pinned`): the owners use their
+//! CPU slabs with no lock, the third context's flush becomes a request, and
+//! loom's tracked cell reports any access of a CPU slab that races.
+//!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p mm-slab --test loom_cpu_slab`.
 #![cfg(loom)]
 
@@ -14,6 +18,7 @@ use std::ptr::NonNull;
 
 use loom::sync::Arc;
 use mm_slab::{Cache, CacheConfig};
+use mm_types::percpu::Pinned;
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
 use mm_types::{CpuLocal, PhysAddr};
@@ -131,6 +136,61 @@ fn concurrent_allocations_never_share_an_object() {
             // SAFETY: each object freed once.
             unsafe { cache.free(ptr(a)).unwrap() };
         }
+        assert_eq!(cache.validate(|c| panic!("{c}")), 0);
+        cache.shrink().unwrap();
+        assert_eq!(cache.stats().slabs, 0);
+    });
+}
+
+#[test]
+fn pinned_fast_path_against_remote_frees_and_flush_requests() {
+    model(|| {
+        let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), 16 * 4096);
+        let world: &'static World = Box::leak(Box::new(World { frames: RefFrameProvider::new(&mem), mem }));
+        let config = CacheConfig { min_empty_slabs: 0, cpu_partial: 1, max_order: 0, ..CacheConfig::new("loom", 2000) };
+        // SAFETY: CPU 0 is the model's thread until it spawns, then the `local` thread alone; CPU 1
+        // is the `remote` thread alone; the model's thread is CPU 2 from then on. Each makes one
+        // call at a time, and CPUs 0 and 1 are reached from CPU 2 only after the joins.
+        let cpus = unsafe { Pinned::new(LoomCpus) };
+        let cache: Cache<'static, _, _, _, 3> = Cache::new(&world.frames, world.mem.clone(), cpus, config).unwrap();
+        let cache = Arc::new(cache);
+        let objs: Vec<usize> = (0..4).map(|_| cache.alloc().unwrap().as_ptr().expose_provenance()).collect();
+        let local = {
+            let cache = cache.clone();
+            let (a, b) = (objs[2], objs[3]);
+            spawn(move || {
+                CPU.with(|c| c.set(0));
+                // SAFETY: objects of this cache, each freed once.
+                unsafe { cache.free(ptr(a)).unwrap() };
+                let again = cache.alloc().unwrap();
+                // SAFETY: as above.
+                unsafe {
+                    cache.free(again).unwrap();
+                    cache.free(ptr(b)).unwrap();
+                }
+            })
+        };
+        let remote = {
+            let cache = cache.clone();
+            let (a, b) = (objs[0], objs[1]);
+            spawn(move || {
+                CPU.with(|c| c.set(1));
+                // SAFETY: as above.
+                unsafe {
+                    cache.free(ptr(a)).unwrap();
+                    cache.free(ptr(b)).unwrap();
+                }
+            })
+        };
+        CPU.with(|c| c.set(2));
+        cache.flush_cpus().unwrap();
+        local.join().unwrap();
+        remote.join().unwrap();
+        for cpu in 0..2 {
+            // SAFETY: the threads acting as CPUs 0 and 1 were joined.
+            unsafe { cache.flush_cpu_quiescent(cpu).unwrap() };
+        }
+        assert_eq!(cache.stats().active_objects, 0);
         assert_eq!(cache.validate(|c| panic!("{c}")), 0);
         cache.shrink().unwrap();
         assert_eq!(cache.stats().slabs, 0);

@@ -12,6 +12,7 @@ mod error;
 #[allow(unsafe_code)]
 mod frame;
 mod page;
+#[allow(unsafe_code)]
 pub mod percpu;
 #[allow(unsafe_code)]
 mod phys;
@@ -19,6 +20,7 @@ mod range;
 mod state;
 mod store;
 mod swap;
+#[allow(unsafe_code)]
 pub mod sync;
 
 #[cfg(feature = "std")]

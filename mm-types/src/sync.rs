@@ -17,6 +17,61 @@ pub use loom::sync::atomic;
 #[cfg(not(loom))]
 pub use core::sync::atomic;
 
+/// Interior mutability whose accesses loom tracks: `core::cell::UnsafeCell`
+/// normally, `loom::cell::UnsafeCell` under loom (which reports two
+/// unsynchronised accesses from different threads as a failure).
+pub mod cell {
+    #[cfg(loom)]
+    pub use loom::cell::{MutPtr, UnsafeCell};
+
+    /// A cell handing out raw mutable access; see the module docs.
+    #[cfg(not(loom))]
+    #[derive(Debug, Default)]
+    pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        /// A cell holding `value`.
+        pub const fn new(value: T) -> Self {
+            UnsafeCell(core::cell::UnsafeCell::new(value))
+        }
+
+        /// A pointer to the value, for access the caller synchronises.
+        pub fn get_mut(&self) -> MutPtr<T> {
+            MutPtr(self.0.get())
+        }
+
+        /// The raw pointer to the value (not under loom: use
+        /// [`get_mut`](Self::get_mut) where loom should track the access).
+        #[inline(always)]
+        pub fn get(&self) -> *mut T {
+            self.0.get()
+        }
+    }
+
+    /// A pointer from [`UnsafeCell::get_mut`] (under loom, a tracked one:
+    /// the access lasts as long as the pointer lives).
+    #[cfg(not(loom))]
+    #[derive(Debug)]
+    pub struct MutPtr<T>(*mut T);
+
+    #[cfg(not(loom))]
+    impl<T> MutPtr<T> {
+        /// The value.
+        ///
+        /// # Safety
+        ///
+        /// No other reference to the value is used while the returned one
+        /// lives (the caller holds whatever excludes other contexts).
+        #[allow(clippy::mut_from_ref)]
+        pub unsafe fn deref(&self) -> &mut T {
+            // SAFETY: the caller excludes every other access (forwarded contract); the pointer comes
+            // from a live cell.
+            unsafe { &mut *self.0 }
+        }
+    }
+}
+
 /// Hint to the CPU that the caller spins (modelled as a yield under loom).
 pub fn spin_loop() {
     #[cfg(loom)]

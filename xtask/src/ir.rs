@@ -10,6 +10,10 @@ use crate::{cargo, root, run};
 struct Suite {
     example: &'static str,
     package: &'static str,
+    /// Our allocator with a pinned CPU source (no lock on the per-CPU fast
+    /// paths), measured on its own row under each workload, against the
+    /// same peer figures.
+    pinned: Option<&'static str>,
     allocators: &'static [&'static str],
     workloads: &'static [(&'static str, &'static [&'static str])],
 }
@@ -17,6 +21,7 @@ struct Suite {
 const BUDDY: Suite = Suite {
     example: "buddy_ir",
     package: "mm-buddy",
+    pinned: Some("mm-buddy-pinned"),
     allocators: &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc", "free-list"],
     workloads: &[
         ("pair", &["mm-buddy", "buddy_system_allocator", "bitmap-allocator", "frame-alloc", "free-list"]),
@@ -29,6 +34,7 @@ const BUDDY: Suite = Suite {
 const SLAB: Suite = Suite {
     example: "slab_ir",
     package: "mm-slab",
+    pinned: Some("mm-slab-pinned"),
     allocators: &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"],
     workloads: &[
         ("pair", &["mm-slab", "axallocator-slab", "talc", "linked_list_allocator", "glibc"]),
@@ -40,6 +46,7 @@ const SLAB: Suite = Suite {
 const PAGING: Suite = Suite {
     example: "paging_ir",
     package: "mm-paging",
+    pinned: None,
     allocators: &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"],
     workloads: &[
         ("map", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
@@ -53,6 +60,7 @@ const PAGING: Suite = Suite {
 const VMALLOC: Suite = Suite {
     example: "vmalloc_ir",
     package: "mm-vmalloc",
+    pinned: None,
     allocators: &["mm-vmalloc", "first-fit"],
     workloads: &[
         ("pair_1page", &["mm-vmalloc", "first-fit"]),
@@ -119,21 +127,27 @@ pub fn ir(which: &str) -> bool {
     println!("| workload | {} |", suite.allocators.join(" | "));
     println!("|---|{}", "---|".repeat(suite.allocators.len()));
     for (w, allocs) in suite.workloads {
-        let mut cells = Vec::new();
-        let ours_ir = measure(&bin, ours, w);
-        for a in suite.allocators {
-            if !allocs.contains(a) {
-                cells.push("n/a".to_string());
-                continue;
+        let peers: Vec<Option<f64>> =
+            suite.allocators[1..].iter().map(|a| if allocs.contains(a) { measure(&bin, a, w) } else { None }).collect();
+        // One row for the default (locked) build, one for the pinned one:
+        // the same peer figures, each row's ratios against its own cost.
+        let rows = std::iter::once((w.to_string(), ours)).chain(suite.pinned.map(|p| (format!("{w}, pinned"), p)));
+        for (label, variant) in rows {
+            let ours_ir = measure(&bin, variant, w);
+            let mut cells = vec![match ours_ir {
+                Some(v) => format!("{v:.0} Ir"),
+                None => "failed".to_string(),
+            }];
+            for (a, v) in suite.allocators[1..].iter().zip(&peers) {
+                cells.push(match (v, ours_ir) {
+                    _ if !allocs.contains(a) => "n/a".to_string(),
+                    (Some(v), Some(o)) => format!("{v:.0} Ir (ours/peer {:.2})", o / v),
+                    (Some(v), None) => format!("{v:.0} Ir"),
+                    (None, _) => "failed".to_string(),
+                });
             }
-            let v = if *a == ours { ours_ir } else { measure(&bin, a, w) };
-            cells.push(match (v, ours_ir) {
-                (Some(v), Some(o)) if *a != ours => format!("{v:.0} Ir (ours/peer {:.2})", o / v),
-                (Some(v), _) => format!("{v:.0} Ir"),
-                (None, _) => "failed".to_string(),
-            });
+            println!("| {label} | {} |", cells.join(" | "));
         }
-        println!("| {w} | {} |", cells.join(" | "));
     }
     true
 }

@@ -2,13 +2,28 @@
 //! map, reached through the boot identity map of the first 4 GiB.
 
 use mm_buddy::{AddReport, BuddyAllocator, BuddyConfig, BuddyError};
-use mm_types::percpu::SingleCpu;
+use mm_types::percpu::{Pinned, SingleCpu};
 use mm_types::{DirectMap, PhysAddr, PhysRange, VirtAddr};
 
 use crate::pvh::BootInfo;
 
+/// The CPU source of the frame allocator and the heap: one CPU, with the
+/// promise of pinned use, so their per-CPU fast paths take no lock.
+pub type KernelCpu = Pinned<SingleCpu>;
+
+/// The kernel's CPU source.
+pub const fn kernel_cpu() -> KernelCpu {
+    // SAFETY: this kernel runs on one CPU (so every call is on CPU 0, and nothing migrates), and
+    // with interrupts off in ring 0: the timer interrupts only ring 3, and the exceptions that
+    // reach mm-vma (and so the allocators) are user page faults and system calls, raised from
+    // ring 3 or by kernel code touching user memory, never from inside an allocator call (which
+    // touches only identity-mapped RAM). Kernel threads switch only at explicit points outside
+    // allocator calls. So no allocator operation is re-entered or migrated.
+    unsafe { Pinned::new(SingleCpu) }
+}
+
 /// The allocator type: one CPU, the identity map as direct map.
-pub type Frames = BuddyAllocator<'static, DirectMap, SingleCpu, 1>;
+pub type Frames = BuddyAllocator<'static, DirectMap, KernelCpu, 1>;
 
 static FRAMES: spin::Once<Frames> = spin::Once::new();
 
@@ -28,7 +43,7 @@ pub fn identity_map() -> DirectMap {
 /// Builds the allocator from the memory map, reserving `reserved`.
 pub fn init(info: &BootInfo, reserved: &[PhysRange]) -> Result<(&'static Frames, AddReport), BuddyError> {
     let direct = identity_map();
-    let frames = FRAMES.try_call_once(|| BuddyAllocator::new(direct, SingleCpu, BuddyConfig::default()))?;
+    let frames = FRAMES.try_call_once(|| BuddyAllocator::new(direct, kernel_cpu(), BuddyConfig::default()))?;
     let limit = PhysRange::new(PhysAddr::ZERO, IDENTITY_LIMIT).expect("4 GiB");
     let mut usable = [PhysRange::empty(PhysAddr::ZERO); MAX_USABLE];
     let mut n = 0;

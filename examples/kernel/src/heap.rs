@@ -9,14 +9,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use mm_slab::{GlobalSlab, Kmalloc, KmallocConfig, SlabError, TypedCache};
-use mm_types::percpu::SingleCpu;
 use mm_types::DirectMap;
 
-use crate::frames::{self, Frames};
+use crate::frames::{self, Frames, KernelCpu};
 use crate::kprintln;
 
 #[global_allocator]
-static HEAP: GlobalSlab<'static, Frames, DirectMap, SingleCpu, 1> = GlobalSlab::new();
+static HEAP: GlobalSlab<'static, Frames, DirectMap, KernelCpu, 1> = GlobalSlab::new();
 
 /// A boot-time secret for freelist obfuscation: the time-stamp counter is
 /// what this machine offers without a random-number instruction check.
@@ -29,12 +28,12 @@ fn boot_secret() -> u64 {
 /// Installs the heap. Nothing may allocate before this.
 pub fn init(frames: &'static Frames) -> Result<(), SlabError> {
     let config = KmallocConfig { secret: boot_secret(), ..KmallocConfig::default() };
-    let heap = Kmalloc::new(frames, frames::identity_map(), SingleCpu, config)?;
+    let heap = Kmalloc::new(frames, frames::identity_map(), frames::kernel_cpu(), config)?;
     HEAP.init(heap).map(|_| ()).map_err(|_| SlabError::InvalidConfig("heap installed twice"))
 }
 
 /// The installed heap.
-pub fn heap() -> &'static Kmalloc<'static, Frames, DirectMap, SingleCpu, 1> {
+pub fn heap() -> &'static Kmalloc<'static, Frames, DirectMap, KernelCpu, 1> {
     HEAP.get().expect("heap::init ran during boot")
 }
 
@@ -69,8 +68,8 @@ pub fn smoke(frames: &'static Frames) -> bool {
         }
     }
     ok &= heap().large_allocations() == 0;
-    let inodes: TypedCache<Inode, Frames, DirectMap, SingleCpu, 1> =
-        match TypedCache::new(frames, frames::identity_map(), SingleCpu, "inode") {
+    let inodes: TypedCache<Inode, Frames, DirectMap, KernelCpu, 1> =
+        match TypedCache::new(frames, frames::identity_map(), frames::kernel_cpu(), "inode") {
             Ok(c) => c,
             Err(e) => {
                 kprintln!("slab: inode cache: {}", e);

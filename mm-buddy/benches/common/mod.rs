@@ -6,7 +6,7 @@
 
 use bitmap_allocator::BitAlloc;
 use mm_buddy::{BuddyAllocator, BuddyConfig};
-use mm_types::percpu::SingleCpu;
+use mm_types::percpu::{CpuLocal, Pinned, SingleCpu};
 use mm_types::testkit::SimPhysMemory;
 use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr};
 
@@ -26,21 +26,56 @@ pub trait Frames {
     fn free(&mut self, frame: usize, order: u8);
 }
 
-/// mm-buddy, through its per-CPU caches, over simulated RAM.
-pub struct Ours {
-    buddy: BuddyAllocator<'static, SimPhysMemory, SingleCpu, 1>,
+/// mm-buddy, through its per-CPU caches, over simulated RAM, with the CPU
+/// source `C` (locked per-CPU slots by default, [`OursPinned`] pinned).
+pub struct OursWith<C: CpuLocal, const CPUS: usize = 1> {
+    buddy: BuddyAllocator<'static, SimPhysMemory, C, CPUS>,
 }
+
+/// Ours with the default (locked) per-CPU slots.
+pub type Ours = OursWith<SingleCpu>;
+/// Ours with a pinned CPU source: no lock on the per-CPU fast paths.
+pub type OursPinned = OursWith<Pinned<SingleCpu>>;
 
 impl Ours {
     /// A fresh allocator over `mem` (see [`ours_memory`]).
     pub fn new(mem: &SimPhysMemory) -> Self {
+        Self::with_cpus(mem, SingleCpu)
+    }
+}
+
+impl OursPinned {
+    /// A fresh pinned allocator over `mem`.
+    pub fn new(mem: &SimPhysMemory) -> Self {
+        // SAFETY: each allocator is used by the one thread that built it, with no signal handler
+        // that allocates from it, and the only CPU id is 0.
+        Self::with_cpus(mem, unsafe { Pinned::new(SingleCpu) })
+    }
+}
+
+impl<C: CpuLocal, const CPUS: usize> OursWith<C, CPUS> {
+    /// A fresh allocator over `mem` with the CPU source `cpus`.
+    pub fn with_cpus(mem: &SimPhysMemory, cpus: C) -> Self {
         let config = BuddyConfig { min_free_kib: Some(0), ..BuddyConfig::default() };
-        let buddy = BuddyAllocator::new(mem.clone(), SingleCpu, config).unwrap();
+        let buddy = BuddyAllocator::new(mem.clone(), cpus, config).unwrap();
         // Each benchmark builds a new allocator only after dropping the last.
         // SAFETY: so the simulated RAM is used by this allocator alone, which holds a handle to it.
         let rep = unsafe { buddy.add_memory(mem.span()).unwrap() };
         assert_eq!(rep.frames as usize, FRAMES);
-        Ours { buddy }
+        OursWith { buddy }
+    }
+
+    /// One order-0 frame through `&self`, as threads share the allocator.
+    #[inline]
+    pub fn alloc_shared(&self) -> usize {
+        self.buddy.allocate(Order::ZERO, AllocFlags::empty()).unwrap().start().as_u64() as usize
+    }
+
+    /// Frees what [`alloc_shared`](Self::alloc_shared) returned.
+    #[inline]
+    pub fn free_shared(&self, frame: usize) {
+        let b = FrameBlock::new(FrameNumber::new(frame as u64).unwrap(), Order::ZERO).unwrap();
+        self.buddy.free(b).unwrap();
     }
 
     /// Whether a max-order block can be allocated (and frees it again).
@@ -61,7 +96,7 @@ pub fn ours_memory() -> SimPhysMemory {
     SimPhysMemory::new(PhysAddr::new(base).unwrap(), (FRAMES as u64 + META_FRAMES) * 4096)
 }
 
-impl Frames for Ours {
+impl<C: CpuLocal, const CPUS: usize> Frames for OursWith<C, CPUS> {
     #[inline]
     fn alloc(&mut self, order: u8) -> Option<usize> {
         self.buddy.allocate(Order::new(order).unwrap(), AllocFlags::empty()).ok().map(|b| b.start().as_u64() as usize)

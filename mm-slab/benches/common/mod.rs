@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use axallocator::{BaseAllocator, ByteAllocator, SlabByteAllocator};
 use mm_buddy::{BuddyAllocator, BuddyConfig};
 use mm_slab::{Kmalloc, KmallocConfig};
-use mm_types::percpu::SingleCpu;
+use mm_types::percpu::{CpuLocal, Pinned, SingleCpu};
 use mm_types::testkit::SimPhysMemory;
 use mm_types::PhysAddr;
 
@@ -30,19 +30,49 @@ pub fn arena() -> (*mut u8, usize) {
     (unsafe { std::alloc::alloc_zeroed(layout) }, ARENA)
 }
 
-/// mm-slab's kmalloc over mm-buddy over simulated RAM.
-pub struct Ours {
-    heap: Kmalloc<'static, BuddyAllocator<'static, SimPhysMemory, SingleCpu>, SimPhysMemory, SingleCpu>,
+/// mm-slab's kmalloc over mm-buddy over simulated RAM, both with the CPU
+/// source `C` (locked per-CPU slots by default, [`OursPinned`] pinned).
+pub struct OursWith<C: CpuLocal + 'static> {
+    heap: Kmalloc<'static, BuddyAllocator<'static, SimPhysMemory, C>, SimPhysMemory, C>,
+}
+
+/// Ours with the default (locked) per-CPU slots.
+pub type Ours = OursWith<SingleCpu>;
+/// Ours with a pinned CPU source: no lock on the per-CPU fast paths.
+pub type OursPinned = OursWith<Pinned<SingleCpu>>;
+
+impl<C: CpuLocal + Copy + 'static> OursWith<C> {
+    pub fn with_cpus(cpus: C) -> Self {
+        let mem = SimPhysMemory::new(PhysAddr::new(1 << 30).unwrap(), ARENA as u64);
+        let buddy = BuddyAllocator::new(mem.clone(), cpus, BuddyConfig::default()).unwrap();
+        // SAFETY: the simulated RAM belongs to this allocator alone.
+        unsafe { buddy.add_memory(mem.span()).unwrap() };
+        let buddy: &'static _ = Box::leak(Box::new(buddy));
+        OursWith { heap: Kmalloc::new(buddy, mem, cpus, KmallocConfig::default()).unwrap() }
+    }
 }
 
 impl Ours {
     pub fn new() -> Self {
-        let mem = SimPhysMemory::new(PhysAddr::new(1 << 30).unwrap(), ARENA as u64);
-        let buddy = BuddyAllocator::new(mem.clone(), SingleCpu, BuddyConfig::default()).unwrap();
-        // SAFETY: the simulated RAM belongs to this allocator alone.
-        unsafe { buddy.add_memory(mem.span()).unwrap() };
-        let buddy: &'static _ = Box::leak(Box::new(buddy));
-        Ours { heap: Kmalloc::new(buddy, mem, SingleCpu, KmallocConfig::default()).unwrap() }
+        Self::with_cpus(SingleCpu)
+    }
+}
+
+impl OursPinned {
+    pub fn new() -> Self {
+        // SAFETY: each heap is used by the one thread that built it, with no signal handler that
+        // allocates from it, and the only CPU id is 0.
+        Self::with_cpus(unsafe { Pinned::new(SingleCpu) })
+    }
+}
+
+impl<C: CpuLocal + 'static> OursWith<C> {
+    /// One alloc+free pair of `layout` through `&self`, as threads share it.
+    #[inline]
+    pub fn pair_shared(&self, layout: Layout) {
+        let p = self.heap.alloc(layout).unwrap();
+        // SAFETY: allocated just above with `layout`, freed once.
+        unsafe { self.heap.free(std::hint::black_box(p), layout).unwrap() }
     }
 
     /// Bytes of slab memory held.
@@ -56,7 +86,7 @@ impl Ours {
     }
 }
 
-impl Heap for Ours {
+impl<C: CpuLocal + 'static> Heap for OursWith<C> {
     #[inline(always)]
     fn alloc(&mut self, layout: Layout) -> *mut u8 {
         self.heap.alloc(layout).unwrap().as_ptr()

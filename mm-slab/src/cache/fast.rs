@@ -21,11 +21,46 @@ impl<const N: usize> CacheCore<N> {
         if self.debug {
             return self.alloc_locked(env);
         }
-        let mut cpu = self.cpus.current(&env.cpus);
+        // A pending flush request (pinned mode) is honoured out of line, so the hit path keeps its
+        // registers.
+        let Some(mut cpu) = self.cpus.current_fast(&env.cpus) else {
+            return self.alloc_after_flush(env);
+        };
         match self.pop_cpu(&mut cpu) {
             Some(result) => result,
             None => self.refill(env, &mut cpu),
         }
+    }
+
+    /// A flush request was pending (pinned mode): honour it, then allocate.
+    #[cold]
+    #[inline(never)]
+    fn alloc_after_flush<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<NonNull<u8>, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+        C: CpuLocal,
+    {
+        self.flush_local(env)?;
+        self.alloc(env)
+    }
+
+    /// A flush request was pending (pinned mode): honour it, then free.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_after_flush<P, M, C>(&self, env: &Env<'_, P, M, C>, ptr: NonNull<u8>) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        M: PhysMemory,
+        C: CpuLocal,
+    {
+        self.flush_local(env)?;
+        // SAFETY: forwarded contract.
+        unsafe { self.free(env, ptr) }
     }
 
     /// Pops the CPU freelist: `None` when it is empty.
@@ -81,7 +116,10 @@ impl<const N: usize> CacheCore<N> {
             return unsafe { self.free_locked(env, ptr.as_ptr()) };
         }
         let obj = ptr.as_ptr();
-        let mut cpu = self.cpus.current(&env.cpus);
+        let Some(mut cpu) = self.cpus.current_fast(&env.cpus) else {
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_after_flush(env, ptr) };
+        };
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
                 let node = self.node.lock();

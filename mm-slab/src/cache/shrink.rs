@@ -77,15 +77,103 @@ impl<const N: usize> CacheCore<N> {
     /// Returns every CPU's slabs to the node lists; with `all_empty`, also
     /// releases every empty slab (reclaim's shrinker). Returns the number
     /// of slabs given back to the frame provider.
+    ///
+    /// With a pinned CPU source only the calling CPU's slabs are in reach:
+    /// every other CPU is asked to flush, which it does at its next
+    /// allocation or free from this cache (or when the kernel runs
+    /// [`flush_local`](crate::Cache::flush_local) there).
     pub fn shrink<P, M, C>(&self, env: &Env<'_, P, M, C>, all_empty: bool) -> Result<usize, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        C: mm_types::CpuLocal,
+    {
+        let mut release = None;
+        self.cpus.for_each_reachable(&env.cpus, |_, cpu| {
+            let mut node = self.node.lock();
+            self.unfreeze_cpu(&mut node, cpu, &mut release);
+        });
+        self.cpus.request_drain_others(&env.cpus);
+        self.shrink_node(env, all_empty, release)
+    }
+
+    /// [`shrink`](Self::shrink) with exclusive access (teardown): reaches
+    /// every CPU's slabs in either mode.
+    pub fn shrink_exclusive<P, M, C>(&mut self, env: &Env<'_, P, M, C>) -> Result<usize, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+    {
+        let release = self.flush_exclusive();
+        self.shrink_node(env, true, release)
+    }
+
+    /// Returns every CPU's slabs to the node lists through exclusive access;
+    /// returns the chain of slabs to release.
+    fn flush_exclusive(&mut self) -> Option<SlabRef> {
+        // The CPU slabs are moved out first: `unfreeze_cpu` needs `&self`.
+        let mut taken: [CpuSlab; N] = core::array::from_fn(|_| CpuSlab::new());
+        self.cpus.for_each_mut(|i, cpu| core::mem::swap(&mut taken[i], cpu));
+        let mut release = None;
+        let mut node = self.node.lock();
+        for cpu in &mut taken {
+            self.unfreeze_cpu(&mut node, cpu, &mut release);
+        }
+        release
+    }
+
+    /// Returns the calling CPU's slabs to the node lists (and takes a flush
+    /// request posted for it).
+    pub fn flush_local<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+        C: mm_types::CpuLocal,
+    {
+        let mut cpu = self.cpus.current(&env.cpus);
+        let _ = cpu.take_drain_request();
+        self.flush_requested(env, &mut cpu)
+    }
+
+    /// Returns CPU `cpu`'s slabs to the node lists from another CPU.
+    ///
+    /// # Safety
+    ///
+    /// With a pinned CPU source, CPU `cpu` runs no operation on this cache
+    /// during the call (it is offline, parked or known idle).
+    pub unsafe fn flush_cpu_quiescent<P, M, C>(&self, env: &Env<'_, P, M, C>, cpu: usize) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+    {
+        // SAFETY: forwarded: slot `cpu`'s owner is stopped (pinned mode), or the slot is locked.
+        let mut slot = unsafe { self.cpus.cpu_quiescent(cpu) };
+        let _ = slot.take_drain_request();
+        self.flush_requested(env, &mut slot)
+    }
+
+    /// The calling CPU honours a flush request (pinned mode): its slabs go
+    /// back to the node lists, and slabs left empty beyond the kept minimum
+    /// to the frame provider.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn flush_requested<P, M, C>(&self, env: &Env<'_, P, M, C>, cpu: &mut CpuSlab) -> Result<(), SlabError>
     where
         P: FrameProvider + ?Sized,
     {
         let mut release = None;
-        self.cpus.for_each(|_, cpu| {
-            let mut node = self.node.lock();
-            self.unfreeze_cpu(&mut node, cpu, &mut release);
-        });
+        self.unfreeze_cpu(&mut self.node.lock(), cpu, &mut release);
+        // SAFETY: the chain holds slabs `unfreeze_cpu` took off every list and this CPU.
+        unsafe { self.release(env, release) }
+    }
+
+    /// Gives back the `release` chain and, with `all_empty`, every empty
+    /// slab; returns how many slabs went back.
+    fn shrink_node<P, M, C>(
+        &self,
+        env: &Env<'_, P, M, C>,
+        all_empty: bool,
+        mut release: Option<SlabRef>,
+    ) -> Result<usize, SlabError>
+    where
+        P: FrameProvider + ?Sized,
+    {
         let mut guard = self.node.lock();
         let node = &mut *guard;
         if all_empty {
@@ -103,13 +191,14 @@ impl<const N: usize> CacheCore<N> {
             p = slab.get_ref(&node.headers).next;
         }
         drop(guard);
-        // SAFETY: the chain holds slabs `unfreeze_cpu` and the loop above took off every list and
-        // CPU.
+        // SAFETY: the chain holds slabs `unfreeze_cpu` (through the callers) and the loop above took
+        // off every list and CPU.
         unsafe { self.release(env, release) }.map(|()| count)
     }
 
-    /// Objects allocated and not freed.
-    pub fn live(&self) -> usize {
-        self.stats().active_objects
+    /// Objects allocated and not freed (with a pinned CPU source, objects
+    /// free in other CPUs' freelists count too; see [`stats`](Self::stats)).
+    pub fn live(&self, cpus: &impl mm_types::CpuLocal) -> usize {
+        self.stats(cpus).active_objects
     }
 }

@@ -1,5 +1,7 @@
 //! Validation of every slab and the cache's statistics.
 
+use mm_types::CpuLocal;
+
 use super::CacheCore;
 use crate::config::CacheFlags;
 use crate::error::{Corruption, CorruptionKind};
@@ -9,13 +11,16 @@ use crate::stats::CacheStats;
 
 impl<const N: usize> CacheCore<N> {
     /// Walks every slab and reports each inconsistency (MODEL.md 7).
-    pub fn validate(&self, report: &mut dyn FnMut(Corruption)) -> usize {
+    ///
+    /// With a pinned CPU source only the calling CPU's slabs are in reach:
+    /// other CPUs' current and partial slabs are not walked.
+    pub fn validate(&self, cpus: &impl CpuLocal, report: &mut dyn FnMut(Corruption)) -> usize {
         let mut found = 0;
         let mut emit = |c: Corruption| {
             found += 1;
             report(c);
         };
-        self.cpus.for_each(|_, cpu| {
+        self.cpus.for_each_reachable(cpus, |_, cpu| {
             let node = self.node.lock();
             if let Some(current) = cpu.current(&self.geo) {
                 self.check_slab(current, SlabState::Frozen, cpu.freelist, &node.headers, &mut emit);
@@ -121,10 +126,14 @@ impl<const N: usize> CacheCore<N> {
     }
 
     /// A snapshot of the cache's counters (like a /proc/slabinfo line).
-    pub fn stats(&self) -> CacheStats {
+    ///
+    /// With a pinned CPU source other CPUs' freelists are out of reach:
+    /// their free objects count as active (as SLUB's slabinfo counts CPU
+    /// slabs), until those CPUs flush.
+    pub fn stats(&self, cpus: &impl CpuLocal) -> CacheStats {
         let mut cpu_free = 0;
         let mut cpu_partial = 0;
-        self.cpus.for_each(|_, cpu| {
+        self.cpus.for_each_reachable(cpus, |_, cpu| {
             let mut p = cpu.freelist;
             let mut n = 0;
             while p != 0 && n < self.geo.objects {

@@ -1,0 +1,114 @@
+//! 64-byte alloc+free pairs from 1 and 2 threads at once, each thread on its
+//! own CPU id: mm-slab's kmalloc shared as it is (per-CPU slabs, locked or
+//! pinned) against each peer behind a spin lock, as a kernel would share a
+//! heap whose API takes `&mut self`. One iteration is one pair on every
+//! thread, so a design that scales keeps the same time per iteration with 2
+//! threads as with 1.
+//!
+//! `cargo bench -p mm-slab --bench threads`
+
+mod common;
+
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use common::*;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mm_types::percpu::{CpuLocal, Pinned};
+use mm_types::sync::Mutex;
+
+std::thread_local! {
+    static CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The CPU id each benchmark thread sets for itself.
+#[derive(Clone, Copy, Debug)]
+struct ThreadCpu;
+
+impl CpuLocal for ThreadCpu {
+    fn current_cpu(&self) -> usize {
+        CPU.with(Cell::get)
+    }
+    fn cpu_count(&self) -> usize {
+        2
+    }
+}
+
+const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
+    Ok(l) => l,
+    Err(_) => panic!("a valid layout"),
+};
+
+/// A heap the threads share.
+trait Shared: Sync {
+    fn pair(&self);
+}
+
+impl<C: CpuLocal + 'static> Shared for OursWith<C> {
+    #[inline]
+    fn pair(&self) {
+        self.pair_shared(LAYOUT);
+    }
+}
+
+/// A peer behind a spin lock, taken once per call as a kernel would.
+struct Locked<H>(Mutex<H>);
+
+impl<H: Heap + Send> Shared for Locked<H> {
+    #[inline]
+    fn pair(&self) {
+        let p = self.0.lock().alloc(LAYOUT);
+        self.0.lock().free(std::hint::black_box(p), LAYOUT);
+    }
+}
+
+/// `iters` pairs on each of `threads` threads (CPU ids 0..threads), timed
+/// from a common start to the last thread's end.
+fn run<S: Shared>(s: &S, threads: usize, iters: u64) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let end = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        for cpu in 0..threads {
+            let (start, end) = (&start, &end);
+            scope.spawn(move || {
+                CPU.with(|c| c.set(cpu));
+                s.pair();
+                start.wait();
+                for _ in 0..iters {
+                    s.pair();
+                }
+                end.wait();
+            });
+        }
+        start.wait();
+        let t = Instant::now();
+        end.wait();
+        t.elapsed()
+    })
+}
+
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pair_64B_threads");
+    for n in [1, 2] {
+        g.throughput(Throughput::Elements(n as u64));
+        macro_rules! bench {
+            ($name:expr, $make:expr) => {{
+                let h = $make;
+                g.bench_with_input(BenchmarkId::new($name, n), &n, |b, &n| b.iter_custom(|iters| run(&h, n, iters)));
+            }};
+        }
+        bench!("mm-slab", OursWith::with_cpus(ThreadCpu));
+        // SAFETY: each benchmark thread sets a CPU id of its own before its first call and makes
+        // one call at a time; no signal handler allocates.
+        bench!("mm-slab-pinned", OursWith::with_cpus(unsafe { Pinned::new(ThreadCpu) }));
+        bench!("axallocator-slab+spin", Locked(Mutex::new(AxSlab::new())));
+        bench!("talc+spin", Locked(Mutex::new(Talc::new())));
+        bench!("linked_list_allocator+spin", Locked(Mutex::new(LinkedList::new())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, threads);
+criterion_main!(benches);
