@@ -15,7 +15,7 @@ use mm_types::{
 
 use crate::error::BuddyError;
 use crate::pcp::{batch_and_high, PcpSet, PCP_MAX_ORDER};
-use crate::region::{self, Region, RegionTable};
+use crate::region::{self, Region, RegionTable, MAX_FRAMES};
 use crate::state::{self, FrameState};
 use crate::stats::{Fragmentation, WatermarkState, Watermarks, ZoneStats};
 use crate::zone::{
@@ -151,8 +151,8 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         &self.config
     }
 
-    fn ctx(&self) -> Ctx<'_, 'a, M> {
-        Ctx { mem: &self.mem, regions: &self.regions, max_order: self.config.max_order, pb_order: self.pb_order }
+    fn ctx(&self) -> Ctx<'_, 'a> {
+        Ctx { regions: &self.regions, max_order: self.config.max_order, pb_order: self.pb_order }
     }
 
     /// Hands the usable RAM of a boot memory map to the allocator, minus the
@@ -218,6 +218,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         if self.regions.iter().any(|r| r.start < end && start < r.end) {
             return Err(BuddyError::Overlap(range));
         }
+        if end > MAX_FRAMES {
+            return Err(BuddyError::BeyondLimit(range));
+        }
         if self.mem.translate(frames.start().start_address(), (frames.len() << 12) as usize).is_err() {
             return Err(BuddyError::Unreachable(range));
         }
@@ -249,8 +252,8 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         let first = start + meta_frames;
         // The caller gives us `[start, end)`.
         // SAFETY: its first `meta_frames` frames become metadata, reachable through `M` for `'a`.
-        let meta = unsafe { crate::meta::carve(&self.mem, start, meta_frames) };
-        let r = Region::new(first, end, z, pb, meta);
+        let (links, meta) = unsafe { crate::meta::carve(&self.mem, start, meta_frames, 2 * (end - first) as usize) };
+        let r = Region::new(first, end, z, pb, links, meta);
         let mut pb_frame = first;
         while pb_frame < end {
             r.set_pageblock_mobility(pb_frame, MOVABLE);
@@ -321,8 +324,8 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     fn alloc_pcp(&self, z: usize, top: usize, order: u8, mob: usize, flags: AllocFlags) -> Option<u64> {
         let mut pcp = self.own_pcp();
         let list = &mut pcp.lists[z][order as usize][mob];
-        let frame = match list.pop(&self.mem) {
-            Some(f) => f,
+        let (frame, r) = match list.pop(&self.regions) {
+            Some(x) => x,
             None => {
                 let (batch, _) = self.pcp_limits[order as usize];
                 let zone = &self.zones[z];
@@ -342,16 +345,16 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                     for i in (0..pieces).rev() {
                         let f = head + (i << order);
                         r.set_state(f, state::cached(order));
-                        list.push(&self.mem, f);
+                        list.push(r, f);
                     }
                     got += pieces;
                 }
                 zone.free.fetch_sub(got << order, Ordering::Relaxed);
                 drop(area);
-                list.pop(&self.mem)?
+                list.pop(&self.regions)?
             }
         };
-        self.region(frame).set_state(frame, state::allocated(order));
+        r.set_state(frame, state::allocated(order));
         Some(frame)
     }
 
@@ -616,7 +619,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     /// Takes `[start, end)` out of the free run that begins at `run_start`:
     /// unlinks the free blocks overlapping it, gives back the parts outside,
     /// and marks the taken part as allocated blocks.
-    fn carve(&self, area: &mut FreeArea, ctx: &Ctx<'_, 'a, M>, r: &Region<'a>, run_start: u64, start: u64, end: u64) {
+    fn carve(&self, area: &mut FreeArea, ctx: &Ctx<'_, 'a>, r: &Region<'a>, run_start: u64, start: u64, end: u64) {
         let mut head = run_start;
         while head < end {
             let order = area.unlink(ctx, r, head);
@@ -818,7 +821,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                     }
                     let mut walked = 0;
                     let mut bad = false;
-                    area.lists[o][m].for_each(&self.mem, |f| {
+                    area.lists[o][m].for_each(&self.regions, |f| {
                         walked += 1;
                         let ok = self.regions.find(f).is_some_and(|r| {
                             r.zone == z && state::decode(r.state(f)) == FrameState::Free { order: o as u8, mobility: m }
@@ -900,8 +903,8 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
                 let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
                     return self.allocate_after_drain(order, flags);
                 };
-                if let Some(f) = pcp.lists[z][o as usize][mob].pop(&self.mem) {
-                    self.region(f).set_state(f, state::allocated(o));
+                if let Some((f, r)) = pcp.lists[z][o as usize][mob].pop(&self.regions) {
+                    r.set_state(f, state::allocated(o));
                     drop(pcp);
                     if flags.contains(AllocFlags::ZERO) {
                         self.zero(f, o);
@@ -919,10 +922,10 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
         if order <= PCP_MAX_ORDER {
             let mob = if self.config.mobility_grouping { r.pageblock_mobility(f) } else { MOVABLE };
             let Some(mut pcp) = self.pcp.current_fast(&self.cpus) else {
-                self.free_after_drain(r.zone, f, order, mob);
+                self.free_after_drain(r, f, order, mob);
                 return Ok(());
             };
-            self.push_pcp(&mut pcp, r.zone, f, order, mob);
+            self.push_pcp(&mut pcp, r, f, order, mob);
             Ok(())
         } else {
             let zone = &self.zones[r.zone];
@@ -971,19 +974,19 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
     /// `check_free` already took: honour it, then cache the block.
     #[cold]
     #[inline(never)]
-    fn free_after_drain(&self, zone: usize, f: u64, order: u8, mob: usize) {
+    fn free_after_drain(&self, r: &Region<'_>, f: u64, order: u8, mob: usize) {
         let mut pcp = self.own_pcp();
-        self.push_pcp(&mut pcp, zone, f, order, mob);
+        self.push_pcp(&mut pcp, r, f, order, mob);
     }
 
     /// Pushes a freed block (already marked cached) on this CPU's list,
     /// draining a batch past the high mark.
     #[inline(always)]
-    fn push_pcp(&self, pcp: &mut PcpSet, zone: usize, f: u64, order: u8, mob: usize) {
-        let list = &mut pcp.lists[zone][order as usize][mob];
-        list.push(&self.mem, f);
+    fn push_pcp(&self, pcp: &mut PcpSet, r: &Region<'_>, f: u64, order: u8, mob: usize) {
+        let list = &mut pcp.lists[r.zone][order as usize][mob];
+        list.push(r, f);
         if list.len() > self.pcp_limits[order as usize].1 {
-            self.drain_batch(list, zone, order);
+            self.drain_batch(list, r.zone, order);
         }
     }
 
@@ -1001,8 +1004,8 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
         let mut area = zone.area.lock();
         let mut n = 0u64;
         while n < limit as u64 {
-            let Some(x) = list.pop(&self.mem) else { break };
-            area.free(&ctx, self.region(x), x, order);
+            let Some((x, r)) = list.pop(&self.regions) else { break };
+            area.free(&ctx, r, x, order);
             n += 1;
         }
         zone.free.fetch_add(n << order, Ordering::Relaxed);

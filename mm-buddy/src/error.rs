@@ -16,6 +16,10 @@ pub enum BuddyError {
     Overlap(PhysRange),
     /// The range is not reachable through the physical memory accessor.
     Unreachable(PhysRange),
+    /// The range reaches frame numbers the free lists' 32-bit links cannot
+    /// hold (physical addresses at or above 16 TiB less one frame; see
+    /// [`MAX_FRAMES`](crate::MAX_FRAMES)).
+    BeyondLimit(PhysRange),
     /// A contiguous request for zero frames.
     ZeroLength,
     /// An alignment that is not a power of two.
@@ -42,6 +46,9 @@ impl fmt::Display for BuddyError {
             BuddyError::TooManyRegions => write!(f, "all {} region slots are in use", crate::MAX_REGIONS),
             BuddyError::Overlap(r) => write!(f, "{r:?} overlaps managed memory"),
             BuddyError::Unreachable(r) => write!(f, "{r:?} is not reachable through the physical memory accessor"),
+            BuddyError::BeyondLimit(r) => {
+                write!(f, "{r:?} reaches above frame {:#x}, beyond what the free lists can link", crate::MAX_FRAMES)
+            }
             BuddyError::ZeroLength => f.write_str("contiguous request for zero frames"),
             BuddyError::BadAlignment(a) => write!(f, "alignment {a} is not a power of two"),
             BuddyError::NoContiguousRange { frames } => write!(f, "no free run of {frames} frames"),

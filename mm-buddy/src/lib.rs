@@ -9,7 +9,6 @@ extern crate std;
 #[allow(unsafe_code)]
 mod allocator;
 mod error;
-#[allow(unsafe_code)]
 mod free_list;
 #[allow(unsafe_code)]
 mod meta;
@@ -22,6 +21,6 @@ mod zone;
 pub use allocator::{AddReport, BuddyAllocator, BuddyConfig, MAX_RESERVED};
 pub use error::BuddyError;
 pub use pcp::PCP_MAX_ORDER;
-pub use region::MAX_REGIONS;
+pub use region::{MAX_FRAMES, MAX_REGIONS};
 pub use stats::{Fragmentation, WatermarkState, Watermarks, ZoneStats};
 pub use zone::MAX_ORDER_LIMIT;

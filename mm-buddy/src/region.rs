@@ -1,8 +1,8 @@
 //! Regions: contiguous runs of managed frames in one zone, each with its
-//! metadata (a state byte per frame, a mobility byte per pageblock) carved
-//! from the first frames of the run itself.
+//! metadata (two list links and a state byte per frame, a mobility byte per
+//! pageblock) carved from the first frames of the run itself.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::state;
 
@@ -15,25 +15,51 @@ pub(crate) struct Region<'a> {
     pub end: u64,
     pub zone: usize,
     pb_order: u32,
+    /// `[next, prev]` per frame, for the free lists (`free_list`).
+    links: &'a [AtomicU32],
     states: &'a [AtomicU8],
     pageblocks: &'a [AtomicU8],
 }
 
-/// Bytes of metadata for `frames` frames starting at `start`.
+/// Frame numbers the allocator manages are below this (the free lists link
+/// frames with 32-bit numbers, `u32::MAX` meaning none): physical memory
+/// up to 16 TiB less one frame.
+pub const MAX_FRAMES: u64 = u32::MAX as u64;
+
+/// Bytes of list links per frame.
+pub(crate) const LINK_BYTES: u64 = 8;
+
+/// Bytes of metadata for `frames` frames starting at `start`: the links
+/// (first, so that they are aligned), then a state byte per frame and a
+/// mobility byte per pageblock.
 pub(crate) fn metadata_bytes(start: u64, frames: u64, pb_order: u32) -> u64 {
     let first_pb = start >> pb_order;
     let last_pb = (start + frames).saturating_sub(1) >> pb_order;
-    frames + (last_pb - first_pb + 1)
+    frames * LINK_BYTES + frames + (last_pb - first_pb + 1)
 }
 
 impl<'a> Region<'a> {
-    /// A region over `[start, end)` whose metadata lives in `meta` (zeroed:
-    /// every frame a tail, every pageblock unmovable until set).
-    pub fn new(start: u64, end: u64, zone: usize, pb_order: u32, meta: &'a [AtomicU8]) -> Self {
+    /// A region over `[start, end)` whose links live in `links` (two words
+    /// per frame, written before they are read) and whose other metadata
+    /// lives in `meta` (zeroed: every frame a tail, every pageblock
+    /// unmovable until set).
+    pub fn new(start: u64, end: u64, zone: usize, pb_order: u32, links: &'a [AtomicU32], meta: &'a [AtomicU8]) -> Self {
         let frames = (end - start) as usize;
         let (states, pageblocks) = meta.split_at(frames);
+        debug_assert!(links.len() >= 2 * frames);
         debug_assert!(pageblocks.len() as u64 > ((end - 1) >> pb_order) - (start >> pb_order));
-        Region { start, end, zone, pb_order, states, pageblocks }
+        Region { start, end, zone, pb_order, links, states, pageblocks }
+    }
+
+    /// Link word `slot` (0: next, 1: prev) of `frame`.
+    #[inline]
+    pub fn link(&self, frame: u64, slot: usize) -> u32 {
+        self.links[2 * (frame - self.start) as usize + slot].load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn set_link(&self, frame: u64, slot: usize, value: u32) {
+        self.links[2 * (frame - self.start) as usize + slot].store(value, Ordering::Relaxed);
     }
 
     #[inline]
@@ -135,4 +161,30 @@ impl<'a> RegionTable<'a> {
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
+
+    /// The region of a frame on a list.
+    #[inline]
+    pub fn of(&self, frame: u64) -> &Region<'a> {
+        self.find(frame).unwrap_or_else(|| unmanaged(frame))
+    }
+
+    /// The region of `frame`, a list neighbour of a frame of `r`: `r` itself
+    /// if it holds it (lists mostly link frames of one region), else looked
+    /// up.
+    #[inline]
+    pub fn near<'t>(&'t self, r: &'t Region<'t>, frame: u64) -> &'t Region<'t> {
+        if r.contains(frame) {
+            r
+        } else {
+            self.of(frame)
+        }
+    }
+}
+
+/// Frames on lists belong to a region; kept out of line so the list paths
+/// stay small.
+#[cold]
+#[inline(never)]
+fn unmanaged(frame: u64) -> ! {
+    panic!("frame {frame:#x} on a free list belongs to no region")
 }

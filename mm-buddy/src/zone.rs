@@ -8,7 +8,6 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_types::sync::Mutex;
-use mm_types::PhysMemory;
 
 use crate::free_list::FreeList;
 use crate::region::{Region, RegionTable};
@@ -35,14 +34,13 @@ pub(crate) const WMARK_LOW: usize = 1;
 pub(crate) const WMARK_HIGH: usize = 2;
 
 /// Everything the algorithm needs besides the lists.
-pub(crate) struct Ctx<'r, 'a, M> {
-    pub mem: &'r M,
+pub(crate) struct Ctx<'r, 'a> {
     pub regions: &'r RegionTable<'a>,
     pub max_order: u8,
     pub pb_order: u8,
 }
 
-impl<'a, M> Ctx<'_, 'a, M> {
+impl<'a> Ctx<'_, 'a> {
     fn region(&self, frame: u64) -> &Region<'a> {
         self.regions.find(frame).expect("frames on buddy lists belong to a region")
     }
@@ -86,21 +84,13 @@ impl Zone {
 }
 
 impl FreeArea {
-    fn add<M: PhysMemory>(
-        &mut self,
-        ctx: &Ctx<'_, '_, M>,
-        r: &Region<'_>,
-        head: u64,
-        order: u8,
-        mob: usize,
-        back: bool,
-    ) {
+    fn add(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, head: u64, order: u8, mob: usize, back: bool) {
         r.set_state(head, state::free(order, mob));
         let list = &mut self.lists[order as usize][mob];
         if back {
-            list.push_back(ctx.mem, head);
+            list.push_back(ctx.regions, r, head);
         } else {
-            list.push_front(ctx.mem, head);
+            list.push_front(ctx.regions, r, head);
         }
     }
 
@@ -108,7 +98,7 @@ impl FreeArea {
     /// alignment and `max_order` allow, with their pageblock's mobility.
     /// The range must not merge with anything outside it (callers add fresh
     /// memory or the remainder of a block they split).
-    pub fn add_range<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, start: u64, end: u64) {
+    pub fn add_range(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, start: u64, end: u64) {
         for (head, order) in aligned_blocks(start, end, ctx.max_order) {
             let mob = r.pageblock_mobility(head);
             self.add(ctx, r, head, order, mob, false);
@@ -116,22 +106,22 @@ impl FreeArea {
     }
 
     /// Unlinks the free block at `head` (its byte says which list).
-    pub fn unlink<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, head: u64) -> u8 {
+    pub fn unlink(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, head: u64) -> u8 {
         let FrameState::Free { order, mobility } = state::decode(r.state(head)) else {
             unreachable!("unlinking a block that is not free")
         };
-        self.lists[order as usize][mobility].remove(ctx.mem, head);
+        self.lists[order as usize][mobility].remove(ctx.regions, r, head);
         r.set_state(head, state::TAIL);
         order
     }
 
     /// Takes a free block of exactly `order` for `mob`, or `None`. The head's
     /// byte is left for the caller to set.
-    pub fn take<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, order: u8, mob: usize) -> Option<u64> {
+    pub fn take(&mut self, ctx: &Ctx<'_, '_>, order: u8, mob: usize) -> Option<u64> {
         for o in order..=ctx.max_order {
             if let Some(head) = self.lists[o as usize][mob].first() {
                 let r = ctx.region(head);
-                self.lists[o as usize][mob].remove(ctx.mem, head);
+                self.lists[o as usize][mob].remove(ctx.regions, r, head);
                 self.split(ctx, r, head, o, order, mob);
                 return Some(head);
             }
@@ -144,17 +134,11 @@ impl FreeArea {
     /// block available as [`take`](Self::take) does. Returns the head and the
     /// run's order; the caller hands out its `order`-sized pieces (per-CPU
     /// refill), which saves a buddy-list operation per piece.
-    pub fn take_run<M: PhysMemory>(
-        &mut self,
-        ctx: &Ctx<'_, '_, M>,
-        order: u8,
-        cap: u8,
-        mob: usize,
-    ) -> Option<(u64, u8)> {
+    pub fn take_run(&mut self, ctx: &Ctx<'_, '_>, order: u8, cap: u8, mob: usize) -> Option<(u64, u8)> {
         for o in order..=ctx.max_order {
             if let Some(head) = self.lists[o as usize][mob].first() {
                 let r = ctx.region(head);
-                self.lists[o as usize][mob].remove(ctx.mem, head);
+                self.lists[o as usize][mob].remove(ctx.regions, r, head);
                 let keep = o.min(cap);
                 self.split(ctx, r, head, o, keep, mob);
                 return Some((head, keep));
@@ -165,7 +149,7 @@ impl FreeArea {
 
     /// Splits the block `head` of order `high` down to `low`, returning the
     /// upper halves to the lists of `mob`.
-    fn split<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, head: u64, high: u8, low: u8, mob: usize) {
+    fn split(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, head: u64, high: u8, low: u8, mob: usize) {
         let mut o = high;
         while o > low {
             o -= 1;
@@ -176,7 +160,7 @@ impl FreeArea {
     /// Fallback: take the largest free block of another mobility, claiming
     /// its pageblock(s) for `mob` when that keeps mobilities apart (whole
     /// pageblocks, or pageblocks at least half free).
-    fn steal<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, order: u8, mob: usize) -> Option<u64> {
+    fn steal(&mut self, ctx: &Ctx<'_, '_>, order: u8, mob: usize) -> Option<u64> {
         for o in (order..=ctx.max_order).rev() {
             for &from in &FALLBACK[mob] {
                 let Some(head) = self.lists[o as usize][from].first() else { continue };
@@ -196,7 +180,7 @@ impl FreeArea {
                 };
                 // The claim may have moved the block to `mob`'s list.
                 let FrameState::Free { mobility: now, .. } = state::decode(r.state(head)) else { unreachable!() };
-                self.lists[o as usize][now].remove(ctx.mem, head);
+                self.lists[o as usize][now].remove(ctx.regions, r, head);
                 self.split(ctx, r, head, o, order, if claimed { mob } else { from });
                 return Some(head);
             }
@@ -206,7 +190,7 @@ impl FreeArea {
 
     /// Gives the pageblock holding `frame` to `mob` if at least half of it is
     /// free, moving its free blocks to `mob`'s lists.
-    fn claim_pageblock<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, frame: u64, mob: usize) -> bool {
+    fn claim_pageblock(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, frame: u64, mob: usize) -> bool {
         let pb_start = frame & !((1u64 << ctx.pb_order) - 1);
         let from = pb_start.max(r.start);
         let to = (pb_start + (1 << ctx.pb_order)).min(r.end);
@@ -224,7 +208,7 @@ impl FreeArea {
         r.for_each_block(from, to, |head, b| {
             if let FrameState::Free { order, mobility } = state::decode(b) {
                 if mobility != mob {
-                    self.lists[order as usize][mobility].remove(ctx.mem, head);
+                    self.lists[order as usize][mobility].remove(ctx.regions, r, head);
                     self.add(ctx, r, head, order, mob, false);
                 }
             }
@@ -234,7 +218,7 @@ impl FreeArea {
 
     /// Frees the block `head` of `order` (whose byte the caller has already
     /// claimed), merging with free buddies. Returns the merged order.
-    pub fn free<M: PhysMemory>(&mut self, ctx: &Ctx<'_, '_, M>, r: &Region<'_>, head: u64, order: u8) -> u8 {
+    pub fn free(&mut self, ctx: &Ctx<'_, '_>, r: &Region<'_>, head: u64, order: u8) -> u8 {
         let mut head = head;
         let mut o = order;
         while o < ctx.max_order {
@@ -244,7 +228,7 @@ impl FreeArea {
             }
             match state::decode(r.state(buddy)) {
                 FrameState::Free { order: bo, mobility } if bo == o => {
-                    self.lists[o as usize][mobility].remove(ctx.mem, buddy);
+                    self.lists[o as usize][mobility].remove(ctx.regions, r, buddy);
                     r.set_state(buddy, state::TAIL);
                 }
                 _ => break,

@@ -40,8 +40,9 @@ fn boot_map_with_holes_and_reserved_ranges() {
     let rep = unsafe { b.add_boot_memory(&mem.ram_ranges(), &[image]).unwrap() };
     let usable = (32 - 1) * 256 - 128;
     assert_eq!(rep.frames + rep.metadata_frames + rep.skipped_frames, usable, "{rep:?} {:?}", mem.ram_ranges());
-    // 1 byte per frame plus one per pageblock: a few frames per region.
-    assert!(rep.metadata_frames <= rep.regions as u64 * 3, "{rep:?}");
+    // 9 bytes per frame (two 32-bit links and a state byte) plus one per
+    // pageblock: about 0.22 % of the frames, and a partial frame per region.
+    assert!(rep.metadata_frames <= (rep.frames + rep.metadata_frames) * 9 / 4096 + rep.regions as u64 * 2, "{rep:?}");
     // Pieces: [1,2) MiB, [2.5, 8) MiB, [9, 16) MiB (DMA), [16, 33) MiB (DMA32).
     assert_eq!(rep.regions, 4);
     assert_eq!(b.managed_frames(), rep.frames);
@@ -189,19 +190,35 @@ fn every_bad_free_is_reported_and_changes_nothing() {
     assert_eq!(b.allocate(o(0), bad), Err(FrameError::InvalidFlags(bad)));
 }
 
+/// Frame numbers at or above `MAX_FRAMES` (16 TiB) cannot be linked: memory
+/// reaching there is refused whole, with nothing added.
+#[test]
+fn memory_beyond_the_link_limit_is_refused() {
+    let base = (1u64 << 44) - (64 << 10);
+    let mem = SimPhysMemory::new(pa(base), 1 << 20);
+    let b: Buddy = BuddyAllocator::new(mem.clone(), SingleCpu, exact()).unwrap();
+    let range = mem.ram_ranges()[0];
+    // SAFETY: the simulated RAM is ours.
+    assert_eq!(unsafe { b.add_memory(range) }, Err(BuddyError::BeyondLimit(range)));
+    assert_eq!(b.managed_frames(), 0);
+    assert_eq!(mm_buddy::MAX_FRAMES, (1 << 32) - 1);
+    assert!(BuddyError::BeyondLimit(range).to_string().contains("beyond what the free lists can link"));
+}
+
 /// MODEL 6: an order above `max_order` is refused before the head byte is
 /// read. (Orders of 32 and more used to build the byte of another state:
 /// "allocated, order 32" is the byte of "cached, order 0", so a per-CPU
 /// cached frame passed the check and went to the buddy lists as a 2^32-frame
-/// block.)
+/// block. Managed frames now lie below frame 2^32 - 1, where no frame but 0
+/// heads an order-32 block; the check is the same for every order.)
 #[test]
 fn free_with_an_order_above_max_order_is_refused() {
-    // 1 MiB straddling frame 2^32 (16 TiB), so that frame can head an
-    // order-32 block; the region's metadata lies below it.
-    let base = (1u64 << 44) - (64 << 10);
+    // 1 MiB straddling frame 2^31 (8 TiB), so that frame can head an
+    // order-31 block; the region's metadata lies below it.
+    let base = (1u64 << 43) - (64 << 10);
     let mem = SimPhysMemory::new(pa(base), 1 << 20);
     let b = buddy_over(&mem, exact());
-    let target = FrameNumber::new(1 << 32).unwrap();
+    let target = FrameNumber::new(1 << 31).unwrap();
     let mut held = Vec::new();
     let x = loop {
         let x = b.allocate(o(0), AllocFlags::empty()).unwrap();
@@ -211,14 +228,13 @@ fn free_with_an_order_above_max_order_is_refused() {
         held.push(x);
     };
     let max = o(b.config().max_order);
-    // Allocated at order 0, named as order 32.
-    let as_32 = FrameBlock::new(target, o(32)).unwrap();
-    assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
-    // Cached on the per-CPU list at order 0, named as order 32.
+    // Allocated at order 0, named as order 31.
+    let as_31 = FrameBlock::new(target, o(31)).unwrap();
+    assert_eq!(b.free(as_31), Err(FrameError::OrderTooLarge { order: o(31), max }));
+    // Cached on the per-CPU list at order 0, named as larger orders.
     b.free(x).unwrap();
     let before = (b.free_frame_count(), b.cached_frames());
     assert!(before.1 > 0, "the frame sits in the per-CPU cache");
-    assert_eq!(b.free(as_32), Err(FrameError::OrderTooLarge { order: o(32), max }));
     for order in [11, 20, 21, 31] {
         let blk = FrameBlock::new(target, o(order)).unwrap();
         assert_eq!(b.free(blk), Err(FrameError::OrderTooLarge { order: o(order), max }), "order {order}");

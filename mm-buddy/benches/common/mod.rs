@@ -12,9 +12,10 @@ use mm_types::{AllocFlags, FrameBlock, FrameNumber, FrameProvider, Order, PhysAd
 
 /// Frames in 1 GiB.
 pub const FRAMES: usize = 1 << 18;
-/// Frames our allocator uses for metadata in front of the GiB (1 byte per
-/// frame plus 1 per pageblock, rounded up to frames).
-const META_FRAMES: u64 = 65;
+/// Frames our allocator uses for metadata in front of the GiB (9 bytes per
+/// frame, two list links and a state byte, plus 1 per pageblock, rounded up
+/// to frames).
+const META_FRAMES: u64 = 578;
 /// Where the managed GiB starts (4 MiB aligned, so max-order blocks align).
 const MANAGED_BASE: u64 = 64 << 20;
 
