@@ -530,10 +530,16 @@ impl<T> Deref for PerCpuGuard<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
+        #[cfg(not(loom))]
         // SAFETY: the guard is the one context using the slot's value while it lives: it holds the
         // slot lock (locked mode), or the pinned promise (or `cpu_quiescent`'s caller) excludes
-        // every other user of the slot until it drops.
-        unsafe { self.value() }
+        // every other user of the slot until it drops. A shared reference only: several may live
+        // at once through `&self`, and no `&mut` can be made meanwhile (`deref_mut` takes
+        // `&mut self`).
+        return unsafe { &*self.slot.value.get() };
+        #[cfg(loom)]
+        // SAFETY: as above; loom tracks the access through the guard's pointer.
+        return unsafe { self.value() };
     }
 }
 
@@ -637,6 +643,23 @@ impl SlotLock {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// Two shared borrows through one guard at once, locked and pinned (a
+    /// `&mut` made for each `deref` would alias the first; miri checks).
+    #[test]
+    fn shared_borrows_through_one_guard() {
+        let locked: PerCpu<u64, 2> = PerCpu::new(|i| i as u64);
+        let g = locked.current(&FixedCpu { cpu: 1, count: 2 });
+        let (a, b) = (&*g, &*g);
+        assert_eq!(*a + *b, 2);
+        drop(g);
+        // SAFETY: one thread, no interrupt handlers, CPU ids below 2.
+        let cpus = unsafe { Pinned::new(FixedCpu { cpu: 1, count: 2 }) };
+        let pinned: PerCpu<u64, 2> = PerCpu::with_pinning(<Pinned<FixedCpu> as CpuLocal>::PINNING, |i| i as u64 + 5);
+        let g = pinned.current(&cpus);
+        let (a, b) = (&*g, &*g);
+        assert_eq!(*a + *b, 12);
+    }
 
     #[test]
     fn slots_wrap_and_drain() {
