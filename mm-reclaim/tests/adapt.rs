@@ -24,6 +24,7 @@ fn run(trace: &[PageId], capacity: usize, mode: Mode) -> (u64, usize, u64) {
 /// A loop over 150 pages with 100 frames: CLOCK misses every access; a
 /// stable part of the loop stays resident and the window stays small.
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn a_loop_larger_than_the_cache_keeps_the_window_small() {
     let trace: Vec<PageId> = (0..60).flat_map(|_| 0..150).collect();
     for mode in MODES {
@@ -38,6 +39,7 @@ fn a_loop_larger_than_the_cache_keeps_the_window_small() {
 /// mixed in (two scan pages per hot reference): the hot set stays resident
 /// and the window does not grow.
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn a_scan_passes_through_the_window() {
     let mut trace = Vec::new();
     let mut scan = 1000;
@@ -63,6 +65,7 @@ fn a_scan_passes_through_the_window() {
 /// to hold the reuse, since the main region holds pages that were hot once
 /// and a newcomer loses the duel against them; the misses stay near CLOCK's.
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn a_shifting_hot_set_grows_the_window() {
     let mut trace: Vec<PageId> = (0..200).flat_map(|_| 0..60).collect();
     let start = trace.len();
@@ -88,6 +91,7 @@ fn a_shifting_hot_set_grows_the_window() {
 /// the window's candidates must still duel the main region's victims, or
 /// the loop flushes the cache as under CLOCK.
 #[test]
+#[cfg_attr(miri, ignore = "long replays of safe code; mm-reclaim has no unsafe code")]
 fn duels_happen_below_the_capacity() {
     let trace: Vec<PageId> = (0..60).flat_map(|_| 0..150).collect();
     let n = ids(&trace);
