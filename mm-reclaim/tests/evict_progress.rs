@@ -56,7 +56,7 @@ fn hammered_with_one_evictable(p: &mut dyn Policy, pages: PageId, free: PageId) 
 /// queue again, so the step budget ran out and `evict` gave up with 90
 /// evictable pages (the `reclaim_model` crashes: "s3fifo: gave up").
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn s3fifo_finds_the_main_queue_behind_a_locked_small_queue() {
     for mut p in [S3Fifo::new(256, 100), S3Fifo::with_params(256, 100, 10, 300, 1)] {
         // 90 pages through the small queue and out: their shadows are ghost
@@ -94,7 +94,7 @@ fn s3fifo_finds_the_main_queue_behind_a_locked_small_queue() {
 /// Each losing candidate is held until the window is all held; the main
 /// region's victim must still be found, after work linear in the pages.
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn wtinylfu_finds_the_main_region_behind_a_locked_window() {
     for mut p in [WTinyLfu::new(256, 100), default_policy(256, 100, Mode::AccessedBits)] {
         // 100 pages, then one eviction: the window shrinks to its target
@@ -128,7 +128,7 @@ fn wtinylfu_finds_the_main_region_behind_a_locked_window() {
 /// the inactive list, so the step budget ran out before the evictable page
 /// was deactivated.
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn twolist_deactivates_through_a_locked_inactive_list() {
     let mut p = TwoList::new(256);
     for page in 0..100 {
@@ -153,7 +153,7 @@ fn twolist_deactivates_through_a_locked_inactive_list() {
 /// CLOCK: one unlocked page among locked ones is found whether or not its
 /// references stay cleared (they used to keep every page going round).
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn clock_finds_the_one_evictable_page() {
     let mut p = Clock::new(256);
     for page in 0..100 {
@@ -170,7 +170,7 @@ fn clock_finds_the_one_evictable_page() {
 
 /// Generations: the same, with the pages spread over several generations.
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn genclock_finds_the_one_evictable_page() {
     let mut p = GenClock::new(256);
     for page in 0..100 {

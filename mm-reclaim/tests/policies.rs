@@ -160,7 +160,7 @@ impl Scan for Refuse {
 /// unevictable and some referenced by "hardware"): every tracked page is on
 /// exactly one list, counts match, victims were tracked and evictable.
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn bookkeeping_under_random_events() {
     let policies: [Box<dyn Policy>; 4] = [
         Box::new(Clock::new(64)),
@@ -279,7 +279,7 @@ fn oom_victim_choice() {
 /// another CPU): every policy still returns from `evict` after a bounded
 /// number of looks.
 #[test]
-#[cfg_attr(miri, ignore = "safe code only (mm-reclaim forbids unsafe code): nothing for miri to check, and slow interpreted")]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn evict_ends_when_every_page_stays_referenced() {
     struct Hot(u64);
     impl Scan for Hot {
