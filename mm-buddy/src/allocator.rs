@@ -255,7 +255,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         }
         let first = start + meta_frames;
         // The caller gives us `[start, end)`.
-        // SAFETY: its first `meta_frames` frames become metadata, reachable through `M` for `'a`.
+        // SAFETY: its first `meta_frames` frames become metadata, reachable through `M` for `'a`; they hold
+        // `metadata_bytes` bytes, which count 8 link bytes for every frame of the range, so the
+        // `2 * (end - first)` link words fit.
         let (links, meta) = unsafe { crate::meta::carve(&self.mem, start, meta_frames, 2 * (end - first) as usize) };
         let r = Region::new(first, end, z, pb, links, meta);
         let mut pb_frame = first;
