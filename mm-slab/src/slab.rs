@@ -296,10 +296,31 @@ pub(crate) unsafe fn poison(obj: *mut u8, geo: &Geometry) {
 ///
 /// The object is free and its bytes are not written concurrently.
 pub(crate) unsafe fn check_poison(obj: *mut u8, geo: &Geometry) -> Option<(usize, u8)> {
-    (8..geo.size).find_map(|off| {
-        // SAFETY: `off` is inside the object.
+    // SAFETY: bytes 8..size are inside the object, which nobody writes meanwhile (caller's contract).
+    unsafe { first_not(obj, 8..geo.size, POISON_FREE) }
+}
+
+/// First byte of `obj[range]` that is not `pattern`, as `(offset, found)`,
+/// read eight bytes at a time (these scans are the debug checks' cost).
+///
+/// # Safety
+///
+/// `obj[range]` is readable and not written concurrently.
+unsafe fn first_not(obj: *mut u8, range: core::ops::Range<usize>, pattern: u8) -> Option<(usize, u8)> {
+    let wide = u64::from_ne_bytes([pattern; 8]);
+    let mut off = range.start;
+    while off + 8 <= range.end {
+        // SAFETY: `off..off + 8` is inside the range (caller's contract); the read is unaligned-safe.
+        let w = unsafe { obj.add(off).cast::<u64>().read_unaligned() };
+        if w != wide {
+            break;
+        }
+        off += 8;
+    }
+    (off..range.end).find_map(|off| {
+        // SAFETY: `off` is inside the range.
         let b = unsafe { obj.add(off).read() };
-        (b != POISON_FREE).then_some((off, b))
+        (b != pattern).then_some((off, b))
     })
 }
 
@@ -320,11 +341,8 @@ pub(crate) unsafe fn paint_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) {
 ///
 /// As for [`paint_red_zone`].
 pub(crate) unsafe fn check_red_zone(obj: *mut u8, geo: &Geometry, pattern: u8) -> Option<(usize, u8)> {
-    (geo.size..geo.stride).find_map(|off| {
-        // SAFETY: `off` is inside the object's stride.
-        let b = unsafe { obj.add(off).read() };
-        (b != pattern).then_some((off, b))
-    })
+    // SAFETY: bytes size..stride follow the object inside its stride, unused concurrently (caller's contract).
+    unsafe { first_not(obj, geo.size..geo.stride, pattern) }
 }
 
 /// Reads (and with `set = Some(v)`, writes) the debug bitmap bit of object
@@ -392,5 +410,38 @@ impl SlabList {
         let slab = self.head?;
         self.remove(slab, headers);
         Some(slab)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_not;
+
+    #[test]
+    fn first_not_finds_the_first_odd_byte_anywhere() {
+        // Every start within a word, every end up to a few words on (fewer under miri).
+        let mut buf = [0xa5u8; 40];
+        let len = if cfg!(miri) { 20 } else { 40 };
+        let p = buf.as_mut_ptr();
+        for start in 0..9 {
+            for end in start..=len {
+                // SAFETY: the range is inside `buf`, which nothing else touches.
+                assert_eq!(unsafe { first_not(p, start..end, 0xa5) }, None);
+                for bad in start..end {
+                    // SAFETY: as above.
+                    unsafe {
+                        p.add(bad).write(0x5a);
+                        if bad + 3 < end {
+                            p.add(bad + 3).write(0);
+                        }
+                        assert_eq!(first_not(p, start..end, 0xa5), Some((bad, 0x5a)), "{start}..{end}");
+                        p.add(bad).write(0xa5);
+                        if bad + 3 < end {
+                            p.add(bad + 3).write(0xa5);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
