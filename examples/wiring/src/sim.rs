@@ -199,10 +199,7 @@ impl Sim {
                         if let (true, Some(store)) = (stored && self.plain_area == Some(slot.area()), &self.store) {
                             return Ok(store.peek_word(slot.offset(), off));
                         }
-                        let mut page = [0u8; 4096];
-                        swap.read_slot(slot, &mut page).map_err(PeekError::Swap)?;
-                        let b: [u8; 8] = page[off..off + 8].try_into().expect("8 bytes");
-                        return Ok(u64::from_le_bytes(b));
+                        return read_word(swap, slot, off);
                     }
                 }
             }
@@ -212,6 +209,18 @@ impl Sim {
         unsafe { self.ram.read_bytes(PhysAddr::new_truncate(phys), &mut b) }.map_err(|_| PeekError::NotUser)?;
         Ok(u64::from_le_bytes(b))
     }
+}
+
+/// The 8 bytes at `off` of `slot`, read whole and checked against its
+/// checksum. Out of line: its page-sized buffer would otherwise make every
+/// [`Sim::value_at`] call set up (and under AddressSanitizer, poison) a
+/// 4 KiB stack frame, though most calls find a frame.
+#[inline(never)]
+fn read_word(swap: &mm_swap::Swap, slot: mm_types::SwapSlot, off: usize) -> Result<u64, PeekError> {
+    let mut page = [0u8; 4096];
+    swap.read_slot(slot, &mut page).map_err(PeekError::Swap)?;
+    let b: [u8; 8] = page[off..off + 8].try_into().expect("8 bytes");
+    Ok(u64::from_le_bytes(b))
 }
 
 /// Where a page-table entry's page is: a frame (as the difference between
