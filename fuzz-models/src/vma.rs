@@ -7,12 +7,14 @@
 //! where its data lives (a cell of its own, a cell shared with other spaces,
 //! an object's page, or zeros). Checked after every step: each result and
 //! error is the model's (the address an `mmap` without a fixed address
-//! returns is the model's highest fit, MODEL 21); every page's VMA and
-//! rights agree with the model; every read returns the last value written
-//! to that page in that address space (or by a sharer), or zero, or the
-//! object's byte; every illegal access faults with the model's reason; each
-//! space and the reverse map check themselves. At the end every frame is
-//! back with the provider.
+//! returns is the model's highest fit, MODEL 21); every read returns the
+//! last value written to that page in that address space (or by a sharer),
+//! or zero, or the object's byte; every illegal access faults with the
+//! model's reason; what every space would read from every page, seen
+//! without a fault, is the model's, and a page the model has unmapped has
+//! no entry. Every eighth step and at the end: every page's VMA and rights
+//! agree with the model, and each space and the reverse map check
+//! themselves. At the end every frame is back with the provider.
 
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -504,32 +506,41 @@ impl Harness {
         }
     }
 
-    /// The value at [`SLOT`] of page `idx` of space `s` as the space would
-    /// read it, found without a fault: in the frame mapped, or the swap
-    /// entry's cached frame or slot. `None`: nothing there yet.
-    fn peek(&self, s: usize, idx: u64) -> Option<u32> {
-        let mut b = [0u8; 4];
-        match self.spaces[s].page_table().lookup(addr(idx)).expect("a user address") {
-            mm_paging::Lookup::Unmapped => return None,
-            mm_paging::Lookup::Mapped(t) => {
-                let at = PhysAddr::new(t.frame.as_u64() + SLOT).expect("valid");
-                // SAFETY: simulated RAM; nothing runs concurrently with the model.
-                unsafe { mm_types::PhysMemory::read_bytes(&self.world.ram, at, &mut b) }.expect("simulated RAM");
-            }
-            mm_paging::Lookup::Swapped(entry) => self.world.swap.peek(entry, SLOT as usize, &mut b),
-        }
-        Some(u32::from_le_bytes(b))
-    }
-
-    fn check(&self) {
-        // What every space would read from every page, without a fault.
-        for s in 0..self.spaces.len() {
-            for (&idx, p) in &self.model.spaces[s] {
-                match self.peek(s, idx) {
-                    Some(v) => assert_eq!(v, self.model.value(p), "space {s} page {idx}: {p:?}, seen without a fault"),
-                    None => assert!(!matches!(p.data, Data::Cell(_)), "space {s} page {idx}: written, now nowhere"),
+    /// What every space would read from every page, without a fault, found
+    /// with one walk of each page table; and when `whole`, every page's
+    /// VMA against the model, each space's own check and the reverse map.
+    fn check(&self, whole: bool) {
+        let mut seen = [None; PAGES as usize];
+        for (s, space) in self.spaces.iter().enumerate() {
+            seen.fill(None);
+            space
+                .page_table()
+                .for_each_entry(addr(0), PAGES * P, |e| {
+                    let (va, v) = match e {
+                        mm_paging::Entry::Page(m) => (m.va, self.read_frame(m.frame)),
+                        mm_paging::Entry::Swap { va, slot } => (va, self.read_slot(slot)),
+                    };
+                    // Pages of this window are 4 KiB (the model maps no huge pages).
+                    seen[((va.as_u64() - W) / P) as usize] = Some(v);
+                })
+                .expect("the window is a user range");
+            // The model's pages in order beside the window's: one pass, no look-ups.
+            let mut model = self.model.spaces[s].iter().peekable();
+            for (idx, got) in (0..).zip(seen) {
+                match (model.next_if(|&(&i, _)| i == idx).map(|(_, p)| p), got) {
+                    (Some(p), Some(v)) => {
+                        assert_eq!(v, self.model.value(p), "space {s} page {idx}: {p:?}, seen without a fault")
+                    }
+                    (Some(p), None) => {
+                        assert!(!matches!(p.data, Data::Cell(_)), "space {s} page {idx}: written, now nowhere")
+                    }
+                    (None, got) => assert_eq!(got, None, "space {s} page {idx}: unmapped, yet in the page table"),
                 }
             }
+            assert!(model.next().is_none(), "the model has pages outside the window");
+        }
+        if !whole {
+            return;
         }
         for (s, space) in self.spaces.iter().enumerate() {
             space.check().unwrap();
@@ -553,6 +564,22 @@ impl Harness {
         }
         let all: Vec<&SimSpace> = self.spaces.iter().collect();
         self.world.mm.check_rmap(&all).unwrap();
+    }
+
+    /// The value at [`SLOT`] of a mapped frame.
+    fn read_frame(&self, frame: PhysAddr) -> u32 {
+        let mut b = [0u8; 4];
+        let at = PhysAddr::new(frame.as_u64() + SLOT).expect("valid");
+        // SAFETY: simulated RAM; nothing runs concurrently with the model.
+        unsafe { mm_types::PhysMemory::read_bytes(&self.world.ram, at, &mut b) }.expect("simulated RAM");
+        u32::from_le_bytes(b)
+    }
+
+    /// The value at [`SLOT`] of a swapped page: in its cached frame or slot.
+    fn read_slot(&self, slot: mm_types::SwapSlot) -> u32 {
+        let mut b = [0u8; 4];
+        self.world.swap.peek(slot, SLOT as usize, &mut b);
+        u32::from_le_bytes(b)
     }
 }
 
@@ -578,9 +605,12 @@ pub fn run(data: &[u8]) {
             objects: BTreeMap::new(),
         },
     };
-    for op in &ops {
+    // Contents after every step; the structures' whole-state checks (every
+    // page's VMA, each space's own walk, the reverse map) every eighth step
+    // and at the end, where a broken structure still shows.
+    for (step, op) in (1..).zip(&ops) {
         h.step(op);
-        h.check();
+        h.check(step % 8 == 0);
     }
     // Every page reads back as the model says.
     for s in 0..h.spaces.len() {
@@ -588,7 +618,7 @@ pub fn run(data: &[u8]) {
             h.check_read(s, idx);
         }
     }
-    h.check();
+    h.check(true);
     let Harness { world, spaces, .. } = h;
     drop(spaces);
     assert_eq!(world.mm.tracked_frames(), 0);
