@@ -7,7 +7,7 @@
 //! - `cargo xtask test [STEP...]`: the whole check suite, or the named steps
 //!   (see `STEPS`). Installs what it needs on a fresh machine (rustup targets
 //!   and components, QEMU through apt-get) and says so.
-//! - `cargo xtask fuzz [--trace-compares] [MINUTES] [TARGET...]`: runs the
+//! - `cargo xtask fuzz [--sanitizer=NAME] [--trace-compares] [MINUTES] [TARGET...]`: runs the
 //!   cargo-fuzz targets in turn and tabulates runs and crashes (see
 //!   `fuzz.rs`).
 
@@ -314,7 +314,7 @@ fn usage() -> ! {
     eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
     eprintln!(
-        "  cargo xtask fuzz [--trace-compares] [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table"
+        "  cargo xtask fuzz [--sanitizer=NAME] [--trace-compares] [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table"
     );
     eprintln!(
         "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging, slab, vmalloc)\n\nsteps:"
