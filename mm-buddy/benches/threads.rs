@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::cell::Cell;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -17,23 +16,7 @@ use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mm_types::percpu::{CpuLocal, Pinned};
 use mm_types::sync::Mutex;
-
-std::thread_local! {
-    static CPU: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The CPU id each benchmark thread sets for itself.
-#[derive(Clone, Copy, Debug)]
-struct ThreadCpu;
-
-impl CpuLocal for ThreadCpu {
-    fn current_cpu(&self) -> usize {
-        CPU.with(Cell::get)
-    }
-    fn cpu_count(&self) -> usize {
-        2
-    }
-}
+use mm_types::testkit::ThreadCpus;
 
 /// An allocator the threads share: one order-0 frame at a time.
 trait Shared: Sync {
@@ -76,7 +59,7 @@ fn run<S: Shared>(s: &S, threads: usize, iters: u64) -> Duration {
         for cpu in 0..threads {
             let (start, end) = (&start, &end);
             scope.spawn(move || {
-                CPU.with(|c| c.set(cpu));
+                ThreadCpus::set_current(cpu);
                 let held = s.alloc();
                 start.wait();
                 for _ in 0..iters {
@@ -105,10 +88,11 @@ fn threads(c: &mut Criterion) {
                 g.bench_with_input(BenchmarkId::new($name, n), &n, |b, &n| b.iter_custom(|iters| run(&a, n, iters)));
             }};
         }
-        bench!("mm-buddy", OursWith::<ThreadCpu, 2>::with_cpus(&mem, ThreadCpu));
+        bench!("mm-buddy", OursWith::<ThreadCpus, 2>::with_cpus(&mem, ThreadCpus::new(2)));
         // SAFETY: each benchmark thread sets a CPU id of its own before its first call and makes
         // one call at a time; no signal handler allocates.
-        bench!("mm-buddy-pinned", OursWith::<Pinned<ThreadCpu>, 2>::with_cpus(&mem, unsafe { Pinned::new(ThreadCpu) }));
+        let pinned = unsafe { Pinned::new(ThreadCpus::new(2)) };
+        bench!("mm-buddy-pinned", OursWith::<Pinned<ThreadCpus>, 2>::with_cpus(&mem, pinned));
         bench!("buddy_system_allocator+spin", Locked(Mutex::new(Bsa::new())));
         bench!("bitmap-allocator+spin", Locked(Mutex::new(Bitmap::new())));
         bench!("frame-alloc+spin", Locked(Mutex::new(FrameAlloc::new())));

@@ -4,37 +4,19 @@
 //! CPUs, and threads on their own CPUs lose and duplicate no frame. Comments
 //! name the MODEL.md invariants checked.
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use mm_buddy::{BuddyAllocator, BuddyConfig};
 use mm_types::percpu::{CpuLocal, Pinned};
-use mm_types::testkit::{SimPhysMemory, XorShift as Rng};
+use mm_types::testkit::{SimPhysMemory, ThreadCpus, XorShift as Rng};
 use mm_types::{AllocFlags, FrameBlock, FrameError, FrameProvider, Order, PhysAddr};
 
-std::thread_local! {
-    static CPU: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The CPU id this thread set for itself.
-#[derive(Clone, Copy, Debug)]
-struct ThreadCpu;
-
-impl CpuLocal for ThreadCpu {
-    fn current_cpu(&self) -> usize {
-        CPU.with(Cell::get)
-    }
-    fn cpu_count(&self) -> usize {
-        2
-    }
-}
-
 fn set_cpu(cpu: usize) {
-    CPU.with(|c| c.set(cpu));
+    ThreadCpus::set_current(cpu);
 }
 
-type Locked = BuddyAllocator<'static, SimPhysMemory, ThreadCpu, 2>;
-type PinnedBuddy = BuddyAllocator<'static, SimPhysMemory, Pinned<ThreadCpu>, 2>;
+type Locked = BuddyAllocator<'static, SimPhysMemory, ThreadCpus, 2>;
+type PinnedBuddy = BuddyAllocator<'static, SimPhysMemory, Pinned<ThreadCpus>, 2>;
 
 fn config() -> BuddyConfig {
     BuddyConfig { pcp_batch: 8, pcp_high: 16, min_free_kib: Some(0), ..BuddyConfig::default() }
@@ -46,7 +28,7 @@ fn memory() -> SimPhysMemory {
 
 fn locked() -> Locked {
     let mem = memory();
-    let b = BuddyAllocator::new(mem.clone(), ThreadCpu, config()).unwrap();
+    let b = BuddyAllocator::new(mem.clone(), ThreadCpus::new(2), config()).unwrap();
     // SAFETY: the simulated RAM is used by nothing else and outlives `b`.
     unsafe { b.add_memory(mem.span()).unwrap() };
     b
@@ -57,7 +39,7 @@ fn pinned() -> PinnedBuddy {
     // SAFETY: every test below uses a pinned allocator either from one thread (switching CPU ids only
     // between calls) or from threads that each set a CPU id of their own, and no signal handler
     // allocates; the main thread reaches other CPUs' caches only after joining their threads.
-    let cpus = unsafe { Pinned::new(ThreadCpu) };
+    let cpus = unsafe { Pinned::new(ThreadCpus::new(2)) };
     let b = BuddyAllocator::new(mem.clone(), cpus, config()).unwrap();
     // SAFETY: as for `locked`.
     unsafe { b.add_memory(mem.span()).unwrap() };
@@ -95,7 +77,7 @@ fn pinned_gives_the_same_frames_and_counts_as_locked() {
             assert_eq!((l.free(x), p.free(x)), (Err(FrameError::DoubleFree(x)), Err(FrameError::DoubleFree(x))));
         }
         assert_eq!(l.free_frame_count(), p.free_frame_count(), "step {step}");
-        let cpu = ThreadCpu.current_cpu();
+        let cpu = ThreadCpus::new(2).current_cpu();
         assert_eq!(l.cpu_cached_frames(cpu), p.cpu_cached_frames(cpu), "step {step}");
     }
     l.check().unwrap();
@@ -212,7 +194,7 @@ fn pinned_threads_lose_and_duplicate_no_frame() {
 fn cpus_cache_frames_of_separate_metadata_lines() {
     let mem = SimPhysMemory::new(PhysAddr::new(16 << 20).unwrap(), 8 << 20);
     let config = BuddyConfig { min_free_kib: Some(0), ..BuddyConfig::default() };
-    let b: Locked = BuddyAllocator::new(mem.clone(), ThreadCpu, config).unwrap();
+    let b: Locked = BuddyAllocator::new(mem.clone(), ThreadCpus::new(2), config).unwrap();
     // SAFETY: the simulated RAM is used by nothing else and outlives `b`.
     unsafe { b.add_memory(mem.span()).unwrap() };
     let group = |f: &FrameBlock| f.start().as_u64() / 64;

@@ -10,7 +10,6 @@
 mod common;
 
 use std::alloc::Layout;
-use std::cell::Cell;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -18,23 +17,7 @@ use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mm_types::percpu::{CpuLocal, Pinned};
 use mm_types::sync::Mutex;
-
-std::thread_local! {
-    static CPU: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The CPU id each benchmark thread sets for itself.
-#[derive(Clone, Copy, Debug)]
-struct ThreadCpu;
-
-impl CpuLocal for ThreadCpu {
-    fn current_cpu(&self) -> usize {
-        CPU.with(Cell::get)
-    }
-    fn cpu_count(&self) -> usize {
-        2
-    }
-}
+use mm_types::testkit::ThreadCpus;
 
 const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
     Ok(l) => l,
@@ -73,7 +56,7 @@ fn run<S: Shared>(s: &S, threads: usize, iters: u64) -> Duration {
         for cpu in 0..threads {
             let (start, end) = (&start, &end);
             scope.spawn(move || {
-                CPU.with(|c| c.set(cpu));
+                ThreadCpus::set_current(cpu);
                 s.pair();
                 start.wait();
                 for _ in 0..iters {
@@ -99,10 +82,10 @@ fn threads(c: &mut Criterion) {
                 g.bench_with_input(BenchmarkId::new($name, n), &n, |b, &n| b.iter_custom(|iters| run(&h, n, iters)));
             }};
         }
-        bench!("mm-slab", OursWith::with_cpus(ThreadCpu));
+        bench!("mm-slab", OursWith::with_cpus(ThreadCpus::new(2)));
         // SAFETY: each benchmark thread sets a CPU id of its own before its first call and makes
         // one call at a time; no signal handler allocates.
-        bench!("mm-slab-pinned", OursWith::with_cpus(unsafe { Pinned::new(ThreadCpu) }));
+        bench!("mm-slab-pinned", OursWith::with_cpus(unsafe { Pinned::new(ThreadCpus::new(2)) }));
         bench!("axallocator-slab+spin", Locked(Mutex::new(AxSlab::new())));
         bench!("talc+spin", Locked(Mutex::new(Talc::new())));
         bench!("linked_list_allocator+spin", Locked(Mutex::new(LinkedList::new())));

@@ -6,41 +6,23 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use mm_slab::{Cache, CacheConfig, Kmalloc, KmallocConfig};
-use mm_types::percpu::{CpuLocal, Pinned};
-use mm_types::testkit::{RefFrameProvider, SimPhysMemory, XorShift as Rng};
+use mm_types::percpu::Pinned;
+use mm_types::testkit::{RefFrameProvider, SimPhysMemory, ThreadCpus, XorShift as Rng};
 use mm_types::{PhysAddr, PhysMemory};
 
-std::thread_local! {
-    static CPU: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The CPU id this thread set for itself.
-#[derive(Clone, Copy, Debug)]
-struct ThreadCpu;
-
-impl CpuLocal for ThreadCpu {
-    fn current_cpu(&self) -> usize {
-        CPU.with(Cell::get)
-    }
-    fn cpu_count(&self) -> usize {
-        2
-    }
-}
-
 fn set_cpu(cpu: usize) {
-    CPU.with(|c| c.set(cpu));
+    ThreadCpus::set_current(cpu);
 }
 
 /// The pinned CPU source of these tests.
-fn pinned_cpus() -> Pinned<ThreadCpu> {
+fn pinned_cpus() -> Pinned<ThreadCpus> {
     // SAFETY: every test below uses a pinned allocator either from one thread (switching CPU ids only
     // between calls) or from threads that each set a CPU id of their own; no signal handler
     // allocates; other CPUs' slabs are reached from the main thread only after joining.
-    unsafe { Pinned::new(ThreadCpu) }
+    unsafe { Pinned::new(ThreadCpus::new(2)) }
 }
 
 fn ram() -> SimPhysMemory {
@@ -52,7 +34,8 @@ fn pinned_kmalloc_gives_the_same_objects_and_counts_as_locked() {
     // MODEL.md 2 and 3: one call sequence over two CPUs, switched between calls, in both modes.
     let (mem_l, mem_p) = (ram(), ram());
     let (frames_l, frames_p) = (RefFrameProvider::new(&mem_l), RefFrameProvider::new(&mem_p));
-    let l: Kmalloc<_, _, _, 2> = Kmalloc::new(&frames_l, mem_l.clone(), ThreadCpu, KmallocConfig::default()).unwrap();
+    let l: Kmalloc<_, _, _, 2> =
+        Kmalloc::new(&frames_l, mem_l.clone(), ThreadCpus::new(2), KmallocConfig::default()).unwrap();
     let p: Kmalloc<_, _, _, 2> =
         Kmalloc::new(&frames_p, mem_p.clone(), pinned_cpus(), KmallocConfig::default()).unwrap();
     let (off_l, off_p) = (mem_l.linear_offset().unwrap() as usize, mem_p.linear_offset().unwrap() as usize);

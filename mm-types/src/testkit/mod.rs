@@ -11,7 +11,7 @@
 //! - [`PageSample`]: zero, text-like and random page contents, the mix
 //!   compressed-swap figures are reported on.
 //! - [`HostCpus`]: a [`CpuLocal`](crate::CpuLocal) that gives each host
-//!   thread a CPU id.
+//!   thread a CPU id; [`ThreadCpus`]: one where each thread sets its own.
 //! - `loom_model` (under `--cfg loom`): `spawn` and `model`, as every loom
 //!   test uses them.
 //!
@@ -44,7 +44,7 @@ mod pages;
 mod ref_frames;
 mod sim_memory;
 
-pub use cpus::HostCpus;
+pub use cpus::{HostCpus, ThreadCpus};
 pub use fuzzing::XorShift;
 pub use mem_store::MemStore;
 pub use pages::PageSample;
