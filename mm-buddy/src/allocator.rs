@@ -648,8 +648,13 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     pub fn free_contiguous(&self, range: FrameRange) -> Result<(), FrameError> {
         let start = range.start().as_u64();
         let blocks = || aligned_blocks(start, start + range.len(), self.config.max_order);
+        // The caller's range, not yet known to be ours: blocks built with the checks.
+        let checked = |head, order| {
+            FrameBlock::new(FrameNumber::new(head).expect("inside the range"), Order::new(order).expect("small"))
+                .expect("aligned inside the range")
+        };
         for (head, order) in blocks() {
-            let block = block_of(head, order);
+            let block = checked(head, order);
             let r = self.regions.find(head).ok_or(FrameError::NotOwned(block))?;
             let b = r.state(head);
             if b != state::allocated(order) {
@@ -657,7 +662,7 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
             }
         }
         for (head, order) in blocks() {
-            mm_types::FrameProvider::free(self, block_of(head, order))?;
+            mm_types::FrameProvider::free(self, checked(head, order))?;
         }
         Ok(())
     }
@@ -873,7 +878,10 @@ const ZONE_DMA_END: u64 = (16 << 20) >> 12;
 const ZONE_DMA32_END: u64 = (1 << 32) >> 12;
 
 fn block_of(head: u64, order: u8) -> FrameBlock {
-    FrameBlock::new(FrameNumber::new(head).expect("managed"), Order::new(order).expect("small")).expect("aligned")
+    // SAFETY: every block the allocator names is one of its managed frames (below `MAX_FRAMES`, so far
+    // inside the physical address space), of an order at most `max_order`, and naturally aligned: the
+    // buddy lists hold only such blocks, and splits and merges keep them so.
+    unsafe { FrameBlock::new_unchecked(head, order) }
 }
 
 fn isqrt(n: u64) -> u64 {
