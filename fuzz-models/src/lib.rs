@@ -19,6 +19,7 @@
 //! | [`vma`] | `vma_model` | mm-vma |
 //! | [`reclaim`] | `reclaim_model` | mm-reclaim |
 //! | [`swap`] | `swap_model`, `zswap_model` | mm-swap |
+//! | [`pagecache`] | `pagecache_model` | mm-pagecache |
 //! | [`wiring`] | `wiring_model` | the reference kernel's wiring |
 
 // Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
@@ -26,6 +27,7 @@
 
 #[allow(unsafe_code)]
 pub mod buddy;
+pub mod pagecache;
 pub mod paging;
 pub mod reclaim;
 #[allow(unsafe_code)]

@@ -71,6 +71,18 @@ const VMALLOC: Suite = Suite {
     ],
 };
 
+const PAGECACHE: Suite = Suite {
+    example: "index_ir",
+    package: "mm-pagecache",
+    pinned: None,
+    allocators: &["mm-pagecache", "BTreeMap"],
+    workloads: &[
+        ("get_hit", &["mm-pagecache", "BTreeMap"]),
+        ("insert_remove", &["mm-pagecache", "BTreeMap"]),
+        ("next_dirty", &["mm-pagecache", "BTreeMap"]),
+    ],
+};
+
 fn ensure_valgrind() -> bool {
     if Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()) {
         return true;
@@ -112,8 +124,9 @@ pub fn ir(which: &str) -> bool {
         "paging" | "mm-paging" => PAGING,
         "slab" | "mm-slab" => SLAB,
         "vmalloc" | "mm-vmalloc" => VMALLOC,
+        "pagecache" | "mm-pagecache" => PAGECACHE,
         other => {
-            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging, slab, vmalloc)");
+            eprintln!("xtask ir: unknown suite {other} (known: buddy, paging, slab, vmalloc, pagecache)");
             return false;
         }
     };

@@ -43,8 +43,18 @@ const STEPS: &[(&str, &str)] = &[
 ];
 
 /// Library crates of the root workspace.
-pub const CRATES: &[&str] =
-    &["mm-types", "mm-paging", "mm-buddy", "mm-slab", "mm-vmalloc", "mm-vma", "mm-reclaim", "mm-swap", "mm-wiring"];
+pub const CRATES: &[&str] = &[
+    "mm-types",
+    "mm-paging",
+    "mm-buddy",
+    "mm-slab",
+    "mm-vmalloc",
+    "mm-vma",
+    "mm-reclaim",
+    "mm-swap",
+    "mm-pagecache",
+    "mm-wiring",
+];
 
 /// Unpublished crates that hold only tests' code (the fuzz models): run by
 /// `test` and miri, not built for the kernel target or packaged.
@@ -317,7 +327,7 @@ fn usage() -> ! {
         "  cargo xtask fuzz [--sanitizer=NAME] [--trace-compares] [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table"
     );
     eprintln!(
-        "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging, slab, vmalloc)\n\nsteps:"
+        "  cargo xtask ir [SUITE]       instructions per operation under callgrind, ours and peers (buddy, paging, slab, vmalloc, pagecache)\n\nsteps:"
     );
     for (n, d) in STEPS {
         eprintln!("  {n:<7} {d}");
