@@ -15,8 +15,8 @@
 //! `memory`, `thread`): the code under test does its unsafe work inside
 //! `SimPhysMemory`'s own anonymous mapping, which AddressSanitizer neither
 //! poisons nor splits into objects, so it saw nothing there, while costing
-//! every run two to three times (miri checks the unsafe code in `cargo
-//! test`). They are built without LLVM's comparison tracing
+//! every run two to three times (the miri step of `cargo xtask test`
+//! checks the unsafe code). They are built without LLVM's comparison tracing
 //! (`--no-trace-compares`) unless `--trace-compares` is given: the models
 //! decode operations and take their arguments modulo the state, so traced
 //! comparisons guide little, while tracing every compare took half of each

@@ -17,8 +17,8 @@ fn small() -> bool {
 /// use, and a swap-in in flight is protected from reclaim in any case.
 #[test]
 fn pressure_keeps_every_page() {
-    // 1 MiB of RAM (256 frames), 3 MiB of task memory; under miri 128 KiB.
-    let ram = if small() { 128 << 10 } else { 1 << 20 };
+    // 1 MiB of RAM (256 frames), 3 MiB of task memory; under miri 96 KiB.
+    let ram = if small() { 96 << 10 } else { 1 << 20 };
     let counts: &[usize] = if small() { &[1] } else { &[1, 2, 3, 4] };
     for &n in counts {
         let mut sim = Sim::new(SimConfig { ram, swap_slots: 4096, second_area: 0, zswap: None });
