@@ -267,10 +267,9 @@ impl PageIndex {
     ///
     /// [`IndexError::Occupied`] if a page is cached there already.
     pub fn insert(&mut self, index: u64, frame: FrameNumber) -> Result<Option<u64>, IndexError> {
-        if let Some(Entry::Page(_)) = self.get(index) {
-            return Err(IndexError::Occupied { index });
-        }
-        let old = self.store(index, frame.as_u64(), false);
+        // One descent: `store` refuses a page over a page before changing anything (the path to a
+        // cached page exists, so it grows and makes nothing on the way).
+        let old = self.store(index, frame.as_u64(), false).map_err(|()| IndexError::Occupied { index })?;
         self.pages += 1;
         if old.is_some() {
             self.shadows -= 1;
@@ -287,7 +286,7 @@ impl PageIndex {
     /// [`IndexError::NotCached`] if no page is cached there.
     pub fn evict(&mut self, index: u64, shadow: u64) -> Result<FrameNumber, IndexError> {
         let frame = self.page(index).ok_or(IndexError::NotCached { index })?;
-        self.store(index, shadow, true);
+        self.store(index, shadow, true).expect("a shadow may replace a page");
         self.pages -= 1;
         self.shadows += 1;
         Ok(frame)
@@ -295,8 +294,9 @@ impl PageIndex {
 
     /// Writes `value` at `index` (a shadow if `shadow`, else a frame
     /// number), growing the tree and making nodes as needed, and clears the
-    /// slot's tags. Returns the shadow it replaced, if any.
-    fn store(&mut self, index: u64, value: u64, shadow: bool) -> Option<u64> {
+    /// slot's tags. Returns the shadow it replaced, if any; refuses (`Err`,
+    /// nothing changed) a page where a page is cached.
+    fn store(&mut self, index: u64, value: u64, shadow: bool) -> Result<Option<u64>, ()> {
         if self.root.is_none() {
             // As tall as `index` needs, no taller (no empty first children).
             self.set_height((1..MAX_HEIGHT).find(|&h| Self::covers(h, index)).unwrap_or(MAX_HEIGHT));
@@ -328,6 +328,9 @@ impl PageIndex {
                     level -= 1;
                 }
                 Slots::Leaf(entries) => {
+                    if !shadow && node.present & !node.shadows & bit != 0 {
+                        return Err(());
+                    }
                     let old = (node.present & node.shadows & bit != 0).then_some(entries[i]);
                     entries[i] = value;
                     node.present |= bit;
@@ -344,7 +347,7 @@ impl PageIndex {
                         // Only a page that was there (now a shadow) can have had tags.
                         self.refresh_tags(index);
                     }
-                    return old;
+                    return Ok(old);
                 }
             }
         }
