@@ -118,6 +118,7 @@ impl Evictor for Probe<'_> {
 /// with 90 evictable pages on the list. The same shape for the default
 /// W-TinyLFU: locked newcomers fill its window above its share.
 #[test]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn direct_reclaim_gets_past_locked_pages() {
     use mm_reclaim::{default_policy, Mode};
     let policies: [fn() -> Box<dyn Policy + Send>; 2] =
@@ -208,6 +209,7 @@ impl Shrinker for CountingShrinker {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn shrinkers_are_called_in_proportion_to_their_size() {
     let r = clocks(4096);
     fill(&r, 0..4096, PageKind::File);
@@ -307,6 +309,7 @@ fn policy_refusals_reach_the_caller() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn anon_and_file_balance() {
     // No swap: anonymous pages are never scanned, even at priority 0.
     let r = clocks(512);
@@ -372,6 +375,7 @@ impl<F: FnMut(&[Victim], &mut [Outcome])> Evictor for Racing<'_, F> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "safe code only (the crate forbids unsafe): slow interpreted")]
 fn pages_removed_reused_or_accessed_while_isolated() {
     // Fewer pages under miri: the batches are the same.
     let n: u32 = if cfg!(miri) { 1024 } else { 4096 };
