@@ -9,6 +9,7 @@ extern crate std;
 mod addr;
 pub mod align;
 mod error;
+mod file;
 #[allow(unsafe_code)]
 mod frame;
 mod page;
@@ -33,6 +34,7 @@ pub mod x86;
 
 pub use addr::{Address, PagingMode, PhysAddr, VirtAddr, PHYS_ADDR_BITS, PHYS_ADDR_MAX};
 pub use error::AddrError;
+pub use file::{FileBacking, FileError, FileErrorKind, FileId, FileMappings, FileOp, NoMappings};
 pub use frame::{AllocFlags, FrameError, FrameProvider, Mobility, OwnedFrames, Zone, DMA32_LIMIT, DMA_LIMIT};
 pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_BYTES, PAGE_SHIFT, PAGE_SIZE};
 pub use percpu::CpuLocal;

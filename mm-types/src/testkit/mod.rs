@@ -5,6 +5,9 @@
 //!   implementing [`PhysMemory`](crate::PhysMemory).
 //! - [`MemStore`]: an in-memory [`BackingStore`](crate::BackingStore) with fault
 //!   injection (fail the Nth read or write, corrupt a slot).
+//! - [`MemFile`]: an in-memory [`FileBacking`](crate::FileBacking) that
+//!   counts its requests, with fault injection (fail the Nth read or write
+//!   request, every write or sync; read-only).
 //! - [`RefFrameProvider`]: a slow, obviously correct
 //!   [`FrameProvider`](crate::FrameProvider) with the same error reporting
 //!   the real allocators promise, and allocation-failure injection.
@@ -39,6 +42,7 @@ mod cpus;
 pub mod fuzzing;
 #[cfg(loom)]
 pub mod loom_model;
+mod mem_file;
 mod mem_store;
 mod pages;
 mod ref_frames;
@@ -46,6 +50,7 @@ mod sim_memory;
 
 pub use cpus::{HostCpus, ThreadCpus};
 pub use fuzzing::XorShift;
+pub use mem_file::MemFile;
 pub use mem_store::MemStore;
 pub use pages::PageSample;
 pub use ref_frames::RefFrameProvider;

@@ -63,6 +63,12 @@ impl RefFrameProvider {
         s.fail_at = s.allocations.saturating_add(n.max(1));
     }
 
+    /// Allocations asked for so far, failed ones included (a model's way
+    /// to tell whether an injected failure has fired).
+    pub fn allocations(&self) -> u64 {
+        self.lock().allocations
+    }
+
     /// Number of free frames.
     pub fn free_frame_count(&self) -> u64 {
         self.lock().free.count
