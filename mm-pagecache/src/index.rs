@@ -37,15 +37,18 @@ pub enum Tag {
     Locked = 2,
     /// Its contents are valid (read in completely, or written whole).
     Uptodate = 3,
+    /// The readahead marker: reading this page starts the next window
+    /// (Linux's `PG_readahead`).
+    Readahead = 4,
 }
 
 impl Tag {
     /// Every tag.
-    pub const ALL: [Tag; TAGS] = [Tag::Dirty, Tag::Writeback, Tag::Locked, Tag::Uptodate];
+    pub const ALL: [Tag; TAGS] = [Tag::Dirty, Tag::Writeback, Tag::Locked, Tag::Uptodate, Tag::Readahead];
 }
 
 /// Number of tags.
-const TAGS: usize = 4;
+const TAGS: usize = 5;
 
 /// What an index holds at one page index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,976 @@
+//! The page cache: files' pages in frames, read through readahead, written
+//! back in batches, with dirty limits and errors kept for fsync.
+//!
+//! Locking: each file has its own lock (its index, size and dirty count);
+//! a call holds it for the whole call, I/O included, so two calls on one
+//! file are ordered and calls on different files never meet. The only
+//! lock shared by all files is the list of files with dirty pages, taken
+//! briefly (after a file's lock, never before).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+use mm_types::sync::atomic::{AtomicU64, Ordering};
+use mm_types::sync::Mutex;
+use mm_types::{
+    AllocFlags, FileBacking, FileError, FileErrorKind, FileId, FileMappings, FrameBlock, FrameNumber, FrameProvider,
+    Order, PhysMemory, PAGE_SIZE,
+};
+
+use crate::errseq::{ErrSeq, ErrSince};
+use crate::frames::{page_mut, page_ref};
+use crate::readahead::{Readahead, Window};
+use crate::{CacheError, Entry, PageIndex, Tag};
+
+const PS: u64 = PAGE_SIZE as u64;
+
+/// Pages that hold `bytes` bytes.
+fn pages_of(bytes: u64) -> u64 {
+    bytes.div_ceil(PS)
+}
+
+/// Limits of a [`PageCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Dirty pages (all files) above which background writeback should run
+    /// ([`PageCache::needs_writeback`]).
+    pub dirty_background: u64,
+    /// Dirty pages above which a writer is throttled: it writes pages back
+    /// itself before its write returns (Linux's `balance_dirty_pages`).
+    pub dirty_limit: u64,
+    /// The largest readahead window, in pages (0: no readahead).
+    pub readahead_max: u64,
+}
+
+impl CacheConfig {
+    /// Limits for a machine of `frames` frames: background writeback above
+    /// a tenth of them dirty, writers throttled above a fifth (Linux's
+    /// default ratios), readahead up to 32 pages (128 KiB, Linux's
+    /// default).
+    pub const fn for_memory(frames: u64) -> Self {
+        let background = if frames / 10 > 0 { frames / 10 } else { 1 };
+        let limit = if frames / 5 > background { frames / 5 } else { background + 1 };
+        CacheConfig { dirty_background: background, dirty_limit: limit, readahead_max: 32 }
+    }
+}
+
+impl Default for CacheConfig {
+    /// [`CacheConfig::for_memory`] of 256 MiB.
+    fn default() -> Self {
+        Self::for_memory(1 << 16)
+    }
+}
+
+/// What a writeback pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WritebackReport {
+    /// Pages written.
+    pub pages: u64,
+    /// Pages whose write failed: they stay cached and dirty.
+    pub failed: u64,
+    /// The first failure.
+    pub error: Option<FileError>,
+}
+
+impl WritebackReport {
+    fn add(&mut self, o: WritebackReport) {
+        self.pages += o.pages;
+        self.failed += o.failed;
+        self.error = self.error.or(o.error);
+    }
+}
+
+/// Counters of a [`PageCache`] since it was made, and its totals now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Pages found cached by reads.
+    pub hits: u64,
+    /// Pages reads had to wait for.
+    pub misses: u64,
+    /// Read requests to backings.
+    pub read_requests: u64,
+    /// Pages those requests read.
+    pub pages_read: u64,
+    /// Read requests that failed.
+    pub read_errors: u64,
+    /// Readahead windows started by a miss of a sequential reader.
+    pub windows: u64,
+    /// Windows started by a reader reaching a marker.
+    pub async_windows: u64,
+    /// Pages read in where an evicted page had left its shadow.
+    pub refaults: u64,
+    /// Pages written back.
+    pub written_back: u64,
+    /// Write requests to backings.
+    pub write_requests: u64,
+    /// Write requests that failed (their pages stayed dirty).
+    pub writeback_errors: u64,
+    /// Writes that found the dirty limit passed and wrote back first.
+    pub throttled: u64,
+    /// Clean pages evicted (leaving a shadow).
+    pub evicted: u64,
+    /// Clean pages dropped (no shadow).
+    pub dropped: u64,
+    /// Pages cached now, all files.
+    pub cached: u64,
+    /// Dirty pages now, all files.
+    pub dirty: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    read_requests: AtomicU64,
+    pages_read: AtomicU64,
+    read_errors: AtomicU64,
+    windows: AtomicU64,
+    async_windows: AtomicU64,
+    refaults: AtomicU64,
+    written_back: AtomicU64,
+    write_requests: AtomicU64,
+    writeback_errors: AtomicU64,
+    throttled: AtomicU64,
+    evicted: AtomicU64,
+    dropped: AtomicU64,
+    cached: AtomicU64,
+    dirty: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// One file's state, under its lock.
+struct FileState {
+    index: PageIndex,
+    /// The size in bytes, as the cache knows it.
+    size: u64,
+    /// Pages tagged dirty.
+    dirty: u64,
+    /// On the cache's list of files with dirty pages.
+    listed: bool,
+}
+
+/// A file in the cache: its page index, size and writeback errors, and the
+/// backing its pages come from. Made by [`PageCache::open`]; reads and
+/// writes go through an [`OpenFile`].
+pub struct CachedFile {
+    id: FileId,
+    backing: Box<dyn FileBacking + Send + Sync>,
+    state: Mutex<FileState>,
+    errors: ErrSeq,
+}
+
+impl fmt::Debug for CachedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.state.lock();
+        f.debug_struct("CachedFile")
+            .field("id", &self.id)
+            .field("size", &st.size)
+            .field("pages", &st.index.pages())
+            .field("dirty", &st.dirty)
+            .finish()
+    }
+}
+
+impl CachedFile {
+    /// The number the cache gave this file (its mappers' name for it).
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.state.lock().size
+    }
+
+    /// Pages cached now.
+    pub fn cached_pages(&self) -> u64 {
+        self.state.lock().index.pages()
+    }
+
+    /// Dirty pages now.
+    pub fn dirty_pages(&self) -> u64 {
+        self.state.lock().dirty
+    }
+
+    /// The frame of page `page`, if cached.
+    pub fn page(&self, page: u64) -> Option<FrameNumber> {
+        self.state.lock().index.page(page)
+    }
+
+    /// Whether page `page` carries `tag`.
+    pub fn has_tag(&self, page: u64, tag: Tag) -> bool {
+        self.state.lock().index.has_tag(page, tag)
+    }
+
+    /// What page `page` holds: a page, an evicted page's shadow, or
+    /// nothing.
+    pub fn entry(&self, page: u64) -> Option<Entry> {
+        self.state.lock().index.get(page)
+    }
+
+    /// The last writeback error recorded, reported or not.
+    pub fn last_error(&self) -> Option<FileErrorKind> {
+        self.errors.last()
+    }
+
+    /// The backing.
+    pub fn backing(&self) -> &(dyn FileBacking + Send + Sync) {
+        &*self.backing
+    }
+
+    /// Checks the file's invariants: the index's own, the dirty count
+    /// against the dirty tags, no page past the end of the file, no tag
+    /// left from writeback or readahead locking.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let st = self.state.lock();
+        st.index.check()?;
+        if st.index.tagged_from(0, Tag::Dirty).count() as u64 != st.dirty {
+            return Err("dirty count differs from the dirty tags");
+        }
+        if st.index.next_tagged(0, Tag::Writeback).is_some() || st.index.next_tagged(0, Tag::Locked).is_some() {
+            return Err("a page left under writeback or locked");
+        }
+        if st.index.next_entry(pages_of(st.size)).is_some() {
+            return Err("an entry past the end of the file");
+        }
+        if st.index.entries_from(0).any(|(i, e)| matches!(e, Entry::Page(_)) && !st.index.has_tag(i, Tag::Uptodate)) {
+            return Err("a cached page not up to date");
+        }
+        if st.dirty > 0 && !st.listed {
+            return Err("a file with dirty pages off the dirty list");
+        }
+        Ok(())
+    }
+}
+
+/// A file as one opener sees it: its readahead state and the point from
+/// which writeback errors are reported to it (Linux's `struct file`).
+#[derive(Debug)]
+pub struct OpenFile {
+    file: Arc<CachedFile>,
+    ra: Readahead,
+    since: ErrSince,
+}
+
+impl OpenFile {
+    /// Opens `file`: no readahead history; writeback errors from now on
+    /// (and one nobody has been told of yet) reach this opener's fsync.
+    pub fn new(file: Arc<CachedFile>) -> Self {
+        let since = file.errors.sample();
+        OpenFile { file, ra: Readahead::new(), since }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &Arc<CachedFile> {
+        &self.file
+    }
+
+    /// The readahead state.
+    pub fn readahead(&self) -> &Readahead {
+        &self.ra
+    }
+}
+
+/// The page cache: files' pages in frames from a [`FrameProvider`],
+/// reached through a [`PhysMemory`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use mm_pagecache::{CacheConfig, OpenFile, PageCache};
+/// use mm_types::testkit::{MemFile, RefFrameProvider, SimPhysMemory};
+/// use mm_types::{NoMappings, PhysAddr};
+///
+/// let mem = SimPhysMemory::new(PhysAddr::new(1 << 20)?, 1 << 20);
+/// let frames = RefFrameProvider::new(&mem);
+/// // SAFETY: nothing else writes the cache's frames (no mappings here).
+/// let cache = unsafe { PageCache::new(frames, mem, CacheConfig::default(), Box::new(NoMappings)) }?;
+/// let disk = Arc::new(MemFile::with_contents(b"hello, page cache".to_vec()));
+/// let mut f = OpenFile::new(cache.open(disk.clone()));
+/// let mut buf = [0u8; 5];
+/// assert_eq!(cache.read(&mut f, 7, &mut buf)?, 5);
+/// assert_eq!(&buf, b"page ");
+/// cache.write(&mut f, 0, b"HELLO")?;
+/// assert_eq!(&disk.contents()[..5], b"hello", "not written back yet");
+/// cache.fsync(&mut f)?;
+/// assert_eq!(&disk.contents()[..5], b"HELLO");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PageCache<F: FrameProvider, M: PhysMemory> {
+    frames: F,
+    mem: M,
+    config: CacheConfig,
+    mappings: Box<dyn FileMappings + Send + Sync>,
+    next_id: AtomicU64,
+    dirty_files: Mutex<VecDeque<Arc<CachedFile>>>,
+    stats: Counters,
+}
+
+impl<F: FrameProvider, M: PhysMemory> fmt::Debug for PageCache<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageCache").field("config", &self.config).field("stats", &self.stats()).finish()
+    }
+}
+
+impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
+    /// A cache taking frames from `frames`, reaching them through `mem`,
+    /// with `config`'s limits and `mappings` to reach the mappings of its
+    /// pages.
+    ///
+    /// [`CacheError::Config`] if the background threshold is above the
+    /// limit or the limit is 0.
+    ///
+    /// # Safety
+    ///
+    /// Every frame `frames` hands out is reachable through `mem`. While a
+    /// frame holds a cached page, nothing but this cache writes it, except
+    /// stores through mappings of the page, which the caller keeps from
+    /// overlapping the cache's own copies: a call of this cache that copies
+    /// a page (a read, a write, a writeback) does not run while a CPU
+    /// stores to that page through a mapping (on one CPU, with the calls
+    /// made from system calls and the flusher, they cannot overlap), and
+    /// writeback write-protects the mappings first
+    /// ([`FileMappings::mkclean`]).
+    pub unsafe fn new(
+        frames: F,
+        mem: M,
+        config: CacheConfig,
+        mappings: Box<dyn FileMappings + Send + Sync>,
+    ) -> Result<Self, CacheError> {
+        if config.dirty_limit == 0 {
+            return Err(CacheError::Config("dirty_limit is 0: no page could ever be written"));
+        }
+        if config.dirty_background > config.dirty_limit {
+            return Err(CacheError::Config("dirty_background is above dirty_limit"));
+        }
+        Ok(PageCache {
+            frames,
+            mem,
+            config,
+            mappings,
+            next_id: AtomicU64::new(1),
+            dirty_files: Mutex::new(VecDeque::new()),
+            stats: Counters::default(),
+        })
+    }
+
+    /// The limits.
+    pub fn config(&self) -> CacheConfig {
+        self.config
+    }
+
+    /// The frame provider.
+    pub fn frames(&self) -> &F {
+        &self.frames
+    }
+
+    /// The physical memory access.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    /// Counters and totals.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.stats;
+        CacheStats {
+            hits: get(&s.hits),
+            misses: get(&s.misses),
+            read_requests: get(&s.read_requests),
+            pages_read: get(&s.pages_read),
+            read_errors: get(&s.read_errors),
+            windows: get(&s.windows),
+            async_windows: get(&s.async_windows),
+            refaults: get(&s.refaults),
+            written_back: get(&s.written_back),
+            write_requests: get(&s.write_requests),
+            writeback_errors: get(&s.writeback_errors),
+            throttled: get(&s.throttled),
+            evicted: get(&s.evicted),
+            dropped: get(&s.dropped),
+            cached: get(&s.cached),
+            dirty: get(&s.dirty),
+        }
+    }
+
+    /// Dirty pages now, all files.
+    pub fn dirty_pages(&self) -> u64 {
+        get(&self.stats.dirty)
+    }
+
+    /// Whether dirty pages are above the background threshold: the
+    /// kernel's flusher should call [`writeback`](PageCache::writeback).
+    pub fn needs_writeback(&self) -> bool {
+        self.dirty_pages() > self.config.dirty_background
+    }
+
+    /// A new cached file over `backing`, empty, its size the backing's.
+    pub fn open(&self, backing: impl FileBacking + Send + Sync + 'static) -> Arc<CachedFile> {
+        let size = backing.size();
+        Arc::new(CachedFile {
+            id: FileId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            backing: Box::new(backing),
+            state: Mutex::new(FileState { index: PageIndex::new(), size, dirty: 0, listed: false }),
+            errors: ErrSeq::new(),
+        })
+    }
+
+    fn alloc(&self, zero: bool) -> Result<FrameNumber, CacheError> {
+        let flags = if zero { AllocFlags::ZERO } else { AllocFlags::empty() };
+        self.frames.allocate(Order::ZERO, flags).map(|b| b.start()).map_err(CacheError::Frames)
+    }
+
+    fn free(&self, frame: FrameNumber) {
+        // Order 0 at a frame number is always a valid block.
+        let r = FrameBlock::new(frame, Order::ZERO).map(|b| self.frames.free(b));
+        debug_assert!(matches!(r, Ok(Ok(()))), "the provider refused a frame it gave: {r:?}");
+    }
+
+    /// Reads the missing pages of window `w` (up to the end of the file)
+    /// in batches, marking the marker page. An error matters only for the
+    /// batch holding `demanded`: other pages were read ahead and are
+    /// simply not there (a read of them tries again).
+    fn read_window(
+        &self,
+        file: &CachedFile,
+        st: &mut FileState,
+        w: Window,
+        demanded: Option<u64>,
+    ) -> Result<(), CacheError> {
+        let end = w.start.saturating_add(w.size).min(pages_of(st.size));
+        let max_batch = file.backing.max_batch().max(1) as u64;
+        let mut p = w.start;
+        while p < end {
+            if st.index.page(p).is_some() {
+                p += 1;
+                continue;
+            }
+            let mut n = 1;
+            while p + n < end && n < max_batch && st.index.page(p + n).is_none() {
+                n += 1;
+            }
+            let mut frames = Vec::with_capacity(n as usize);
+            let mut short = false;
+            while (frames.len() as u64) < n {
+                match self.alloc(false) {
+                    Ok(f) => frames.push(f),
+                    Err(e) => {
+                        // Out of frames: read what there is room for if
+                        // that holds the page asked for; otherwise the
+                        // page asked for fails, or readahead stops.
+                        let got = frames.len() as u64;
+                        if demanded.is_some_and(|d| d >= p + got && d < p + n) {
+                            frames.into_iter().for_each(|f| self.free(f));
+                            return Err(e);
+                        }
+                        if got == 0 {
+                            return Ok(());
+                        }
+                        n = got;
+                        short = true;
+                        break;
+                    }
+                }
+            }
+            let wanted = demanded.is_some_and(|d| (p..p + n).contains(&d));
+            let r = {
+                let mut bufs = Vec::with_capacity(frames.len());
+                for &f in &frames {
+                    // SAFETY: fresh from the provider: only this call has it,
+                    // and it is freed (below) only after `bufs` is gone.
+                    match unsafe { page_mut(&self.mem, f) } {
+                        Ok(b) => bufs.push(b),
+                        Err(e) => {
+                            drop(bufs);
+                            frames.into_iter().for_each(|f| self.free(f));
+                            return Err(e);
+                        }
+                    }
+                }
+                file.backing.read_pages(p, &mut bufs)
+            };
+            add(&self.stats.read_requests, 1);
+            add(&self.stats.pages_read, n);
+            if let Err(e) = r {
+                add(&self.stats.read_errors, 1);
+                frames.into_iter().for_each(|f| self.free(f));
+                if wanted {
+                    return Err(CacheError::Io(e));
+                }
+                return Ok(());
+            }
+            for (k, f) in frames.into_iter().enumerate() {
+                let at = p + k as u64;
+                match st.index.insert(at, f) {
+                    Ok(Some(_shadow)) => add(&self.stats.refaults, 1),
+                    Ok(None) => {}
+                    Err(_) => unreachable!("page {at} was checked missing under the file's lock"),
+                }
+                st.index.set_tag(at, Tag::Uptodate).expect("just inserted");
+                if w.marker == Some(at) {
+                    st.index.set_tag(at, Tag::Readahead).expect("just inserted");
+                }
+            }
+            add(&self.stats.cached, n);
+            if short {
+                return Ok(());
+            }
+            p += n;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` into `buf`: the number
+    /// read, short at the end of the file (0 at or past it). Misses read
+    /// through readahead (see [`Readahead`]).
+    ///
+    /// Errors: [`CacheError::Io`] if the backing fails the read of a page
+    /// asked for, [`CacheError::Frames`] if no frame is left for one
+    /// (either only when nothing was read yet; otherwise the read is
+    /// short).
+    pub fn read(&self, of: &mut OpenFile, offset: u64, buf: &mut [u8]) -> Result<usize, CacheError> {
+        let OpenFile { file, ra, .. } = of;
+        let mut st = file.state.lock();
+        let end = offset.saturating_add(buf.len() as u64).min(st.size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let (first, last) = (offset / PS, (end - 1) / PS);
+        let max = self.config.readahead_max;
+        let eof = pages_of(st.size);
+        let mut done = 0usize;
+        for p in first..=last {
+            let want = last - p + 1;
+            let frame = match st.index.page(p) {
+                Some(f) => {
+                    add(&self.stats.hits, 1);
+                    if st.index.has_tag(p, Tag::Readahead) {
+                        st.index.clear_tag(p, Tag::Readahead).expect("cached");
+                        let index = &st.index;
+                        let w = ra.on_marker(p, want, max, |from, limit| {
+                            (from..from.saturating_add(limit).min(eof)).find(|&i| index.page(i).is_none())
+                        });
+                        if w.size > 0 {
+                            add(&self.stats.async_windows, 1);
+                            // Pages read ahead: a failure here is not this
+                            // read's (the page asked for is cached).
+                            let _ = self.read_window(file, &mut st, w, None);
+                        }
+                    }
+                    f
+                }
+                None => {
+                    add(&self.stats.misses, 1);
+                    let w = ra.on_miss(p, want, max);
+                    if w.marker.is_some() {
+                        add(&self.stats.windows, 1);
+                    }
+                    if let Err(e) = self.read_window(file, &mut st, w, Some(p)) {
+                        if p > first {
+                            ra.prev = Some(p - 1);
+                        }
+                        return if done > 0 { Ok(done) } else { Err(e) };
+                    }
+                    st.index.page(p).expect("the window starts at the page asked for")
+                }
+            };
+            let from = if p == first { (offset % PS) as usize } else { 0 };
+            let to = if p == last { ((end - 1) % PS) as usize + 1 } else { PAGE_SIZE };
+            // SAFETY: a cached page, under the file's lock: the cache's
+            // contract keeps other writers off it during the copy.
+            let page = unsafe { page_ref(&self.mem, frame) }?;
+            buf[done..done + (to - from)].copy_from_slice(&page[from..to]);
+            done += to - from;
+        }
+        ra.prev = Some(last);
+        Ok(done)
+    }
+
+    /// Marks page `page` dirty (counted once), putting the file on the
+    /// dirty list.
+    fn dirty(&self, file: &Arc<CachedFile>, st: &mut FileState, page: u64) {
+        if !st.index.has_tag(page, Tag::Dirty) {
+            st.index.set_tag(page, Tag::Dirty).expect("cached");
+            st.dirty += 1;
+            add(&self.stats.dirty, 1);
+            if !st.listed {
+                st.listed = true;
+                self.dirty_files.lock().push_back(file.clone());
+            }
+        }
+    }
+
+    /// Writes `data` at `offset`: the number of bytes written (short only
+    /// if frames ran out or a partial page could not be read after some
+    /// bytes were written). The file grows to cover the write. Pages are
+    /// dirtied in the cache and written back later (by
+    /// [`fsync`](PageCache::fsync), [`writeback`](PageCache::writeback), or
+    /// this writer itself if the dirty limit is passed).
+    ///
+    /// Errors: [`CacheError::ReadOnly`], [`CacheError::TooLarge`] if the
+    /// write ends past 2^64 bytes, [`CacheError::Io`] if the backing
+    /// refuses the new size or fails reading a partly written page,
+    /// [`CacheError::Frames`] if no frame is left; nothing was written then.
+    pub fn write(&self, of: &mut OpenFile, offset: u64, data: &[u8]) -> Result<usize, CacheError> {
+        let file = &of.file;
+        if file.backing.read_only() {
+            return Err(CacheError::ReadOnly);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let len = data.len() as u64;
+        let end = offset.checked_add(len).ok_or(CacheError::TooLarge { offset, len })?;
+        let mut st = file.state.lock();
+        let old_size = st.size;
+        if end > old_size {
+            file.backing.set_size(end).map_err(CacheError::Io)?;
+            st.size = end;
+        }
+        let (first, last) = (offset / PS, (end - 1) / PS);
+        let mut done = 0usize;
+        let mut failed = None;
+        for p in first..=last {
+            let from = if p == first { (offset % PS) as usize } else { 0 };
+            let to = if p == last { ((end - 1) % PS) as usize + 1 } else { PAGE_SIZE };
+            let frame = match st.index.page(p) {
+                Some(f) => f,
+                None => match self.page_for_write(file, &mut st, p, from == 0 && to == PAGE_SIZE, old_size) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+            };
+            // SAFETY: a cached page, under the file's lock (the cache's
+            // contract keeps other writers off it).
+            let page = unsafe { page_mut(&self.mem, frame) }?;
+            page[from..to].copy_from_slice(&data[done..done + (to - from)]);
+            done += to - from;
+            self.dirty(file, &mut st, p);
+        }
+        if let Some(e) = failed {
+            // The file ends where the written bytes do (not where the
+            // write would have ended; where it was if none were): a best
+            // effort, the error stands.
+            let reached = if done == 0 { old_size } else { (offset + done as u64).max(old_size) };
+            if reached < st.size && file.backing.set_size(reached).is_ok() {
+                st.size = reached;
+            }
+            if done == 0 {
+                // Nothing dirtied, but the writer still waits its turn if
+                // earlier failures left the cache over the limit.
+                drop(st);
+                self.balance_dirty(&of.file);
+                return Err(e);
+            }
+        }
+        drop(st);
+        self.balance_dirty(&of.file);
+        Ok(done)
+    }
+
+    /// A new cached page at `p` for a write: read in first if the write
+    /// covers only part of it and the backing has bytes there, zeroed if it
+    /// has none, left as it comes if the write covers it whole.
+    fn page_for_write(
+        &self,
+        file: &CachedFile,
+        st: &mut FileState,
+        p: u64,
+        whole: bool,
+        old_size: u64,
+    ) -> Result<FrameNumber, CacheError> {
+        let has_data = p * PS < old_size;
+        let f = self.alloc(!whole && !has_data)?;
+        if !whole && has_data {
+            // SAFETY: fresh from the provider: only this call has it.
+            let r = unsafe { page_mut(&self.mem, f) }
+                .and_then(|b| file.backing.read_pages(p, &mut [b]).map_err(CacheError::Io));
+            add(&self.stats.read_requests, 1);
+            add(&self.stats.pages_read, 1);
+            if let Err(e) = r {
+                add(&self.stats.read_errors, 1);
+                self.free(f);
+                return Err(e);
+            }
+        }
+        if let Ok(Some(_)) = st.index.insert(p, f) {
+            add(&self.stats.refaults, 1);
+        }
+        st.index.set_tag(p, Tag::Uptodate).expect("just inserted");
+        add(&self.stats.cached, 1);
+        Ok(f)
+    }
+
+    /// A writer past the dirty limit writes pages back before it goes on:
+    /// its own file's first, then other files', until the dirty pages are
+    /// back at the background threshold (or every dirty page was tried).
+    fn balance_dirty(&self, file: &CachedFile) {
+        let dirty = self.dirty_pages();
+        if dirty <= self.config.dirty_limit {
+            return;
+        }
+        add(&self.stats.throttled, 1);
+        let goal = dirty - self.config.dirty_background;
+        let r = self.writeback_file(file, 0..u64::MAX, goal);
+        let tried = r.pages + r.failed;
+        if tried < goal {
+            self.writeback(goal - tried);
+        }
+    }
+
+    /// Writes back dirty pages of `file` in `pages`, at most `budget`
+    /// pages tried, in index order, consecutive dirty pages in one request
+    /// (up to the backing's batch). A failed request leaves its pages dirty
+    /// and records the error for every opener's next fsync.
+    fn writeback_file(&self, file: &CachedFile, pages: Range<u64>, budget: u64) -> WritebackReport {
+        let mut st = file.state.lock();
+        let max_batch = file.backing.max_batch().max(1) as u64;
+        let mut rep = WritebackReport::default();
+        let mut pos = pages.start;
+        while rep.pages + rep.failed < budget {
+            let Some((i, _)) = st.index.next_tagged(pos, Tag::Dirty) else { break };
+            if i >= pages.end {
+                break;
+            }
+            let room = (budget - rep.pages - rep.failed).min(max_batch);
+            let mut n = 1;
+            while n < room && i + n < pages.end && st.index.has_tag(i + n, Tag::Dirty) {
+                n += 1;
+            }
+            let mut frames = Vec::with_capacity(n as usize);
+            for k in i..i + n {
+                // Stores through mappings fault from here on and dirty the
+                // page again.
+                self.mappings.mkclean(file.id, k);
+                st.index.clear_tag(k, Tag::Dirty).expect("dirty, so cached");
+                st.index.set_tag(k, Tag::Writeback).expect("cached");
+                frames.push(st.index.page(k).expect("cached"));
+            }
+            let r = {
+                let bufs: Vec<&[u8; PAGE_SIZE]> = frames
+                    .iter()
+                    .map(|&f| {
+                        // SAFETY: cached pages under the file's lock, their
+                        // mappings write-protected: nothing writes them
+                        // during the request.
+                        unsafe { page_ref(&self.mem, f) }.expect("a cached page's frame was reachable when cached")
+                    })
+                    .collect();
+                file.backing.write_pages(i, &bufs)
+            };
+            add(&self.stats.write_requests, 1);
+            for k in i..i + n {
+                st.index.clear_tag(k, Tag::Writeback).expect("cached");
+            }
+            match r {
+                Ok(()) => {
+                    rep.pages += n;
+                    st.dirty -= n;
+                    sub(&self.stats.dirty, n);
+                    add(&self.stats.written_back, n);
+                }
+                Err(e) => {
+                    // No data lost: the pages stay dirty.
+                    for k in i..i + n {
+                        st.index.set_tag(k, Tag::Dirty).expect("cached");
+                    }
+                    file.errors.record(e.kind);
+                    add(&self.stats.writeback_errors, 1);
+                    rep.failed += n;
+                    rep.error = rep.error.or(Some(e));
+                }
+            }
+            pos = i + n;
+        }
+        rep
+    }
+
+    /// Background writeback: dirty pages of the files on the dirty list,
+    /// oldest-dirtied file first, at most `budget` pages tried. A file
+    /// still dirty afterwards goes to the back of the list. Call it when
+    /// [`needs_writeback`](PageCache::needs_writeback) says so (a kernel's
+    /// flusher), or with `u64::MAX` to write everything (sync).
+    pub fn writeback(&self, budget: u64) -> WritebackReport {
+        let mut rep = WritebackReport::default();
+        let mut rounds = self.dirty_files.lock().len();
+        while rounds > 0 && rep.pages + rep.failed < budget {
+            rounds -= 1;
+            let Some(f) = self.dirty_files.lock().pop_front() else { break };
+            rep.add(self.writeback_file(&f, 0..u64::MAX, budget - rep.pages - rep.failed));
+            let mut st = f.state.lock();
+            if st.dirty > 0 {
+                self.dirty_files.lock().push_back(f.clone());
+            } else {
+                st.listed = false;
+            }
+        }
+        rep
+    }
+
+    /// Writes back every dirty page of the file in `pages`, makes the
+    /// backing durable, and reports any writeback error of the file since
+    /// this opener last synced (Linux's `msync` of a range, `fsync` over
+    /// all pages).
+    ///
+    /// Errors: [`CacheError::Writeback`] with the last error's kind (this
+    /// call's own or an earlier one, in the background or through another
+    /// opener); each error reaches each opener once.
+    pub fn sync_range(&self, of: &mut OpenFile, pages: Range<u64>) -> Result<(), CacheError> {
+        let file = &of.file;
+        self.writeback_file(file, pages, u64::MAX);
+        if let Err(e) = file.backing.sync() {
+            file.errors.record(e.kind);
+        }
+        file.errors.check_and_advance(&mut of.since).map_err(CacheError::Writeback)
+    }
+
+    /// [`sync_range`](PageCache::sync_range) over the whole file.
+    pub fn fsync(&self, of: &mut OpenFile) -> Result<(), CacheError> {
+        self.sync_range(of, 0..u64::MAX)
+    }
+
+    /// Marks a cached page dirty: a store through a shared mapping (the
+    /// address-space side calls it from the write fault, as Linux's
+    /// `page_mkwrite`, or when an unmapped mapping's dirty bit was set).
+    ///
+    /// Errors: [`CacheError::ReadOnly`], [`CacheError::NotCached`].
+    pub fn mark_dirty(&self, file: &Arc<CachedFile>, page: u64) -> Result<(), CacheError> {
+        if file.backing.read_only() {
+            return Err(CacheError::ReadOnly);
+        }
+        let mut st = file.state.lock();
+        if st.index.page(page).is_none() {
+            return Err(CacheError::NotCached { page });
+        }
+        self.dirty(file, &mut st, page);
+        drop(st);
+        self.balance_dirty(file);
+        Ok(())
+    }
+
+    /// Sets the file's size. Shrinking unmaps the pages past the new end
+    /// from every address space first (through the [`FileMappings`]), then
+    /// drops them (dirty or not: their bytes are gone from the file) and
+    /// zeroes the tail of a partial last page; growing adds zeros.
+    ///
+    /// Errors: [`CacheError::ReadOnly`], [`CacheError::Io`] if the backing
+    /// refuses the size (the cache is unchanged then).
+    pub fn truncate(&self, file: &CachedFile, size: u64) -> Result<(), CacheError> {
+        if file.backing.read_only() {
+            return Err(CacheError::ReadOnly);
+        }
+        let keep = pages_of(size);
+        self.mappings.unmap_pages(file.id, keep..u64::MAX, &mut |_| {});
+        let mut st = file.state.lock();
+        file.backing.set_size(size).map_err(CacheError::Io)?;
+        st.size = size;
+        let gone_dirty = st.index.tagged_from(keep, Tag::Dirty).count() as u64;
+        let mut gone = 0;
+        st.index.truncate(keep, |_, e| {
+            if let Entry::Page(f) = e {
+                self.free(f);
+                gone += 1;
+            }
+        });
+        st.dirty -= gone_dirty;
+        sub(&self.stats.dirty, gone_dirty);
+        sub(&self.stats.cached, gone);
+        if size % PS != 0 {
+            if let Some(f) = st.index.page(size / PS) {
+                // SAFETY: a cached page, under the file's lock.
+                let page = unsafe { page_mut(&self.mem, f) }?;
+                page[(size % PS) as usize..].fill(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts a clean cached page for reclaim: its frame goes back to the
+    /// provider and `shadow` (the reclaim policy's record of the eviction)
+    /// takes its place, to be returned when the page is read in again.
+    /// The caller has unmapped the page from every address space.
+    ///
+    /// Errors: [`CacheError::NotCached`], [`CacheError::Busy`] if the page
+    /// is dirty (write it back first), under writeback or locked.
+    pub fn evict(&self, file: &CachedFile, page: u64, shadow: u64) -> Result<(), CacheError> {
+        let mut st = file.state.lock();
+        if st.index.page(page).is_none() {
+            return Err(CacheError::NotCached { page });
+        }
+        for tag in [Tag::Dirty, Tag::Writeback, Tag::Locked] {
+            if st.index.has_tag(page, tag) {
+                return Err(CacheError::Busy { page, tag });
+            }
+        }
+        let f = st.index.evict(page, shadow).map_err(|_| CacheError::NotCached { page })?;
+        drop(st);
+        self.free(f);
+        sub(&self.stats.cached, 1);
+        add(&self.stats.evicted, 1);
+        Ok(())
+    }
+
+    /// Drops every clean page of the file (dirty ones stay): the pages
+    /// dropped. Shadows stay. The next read goes to the backing.
+    pub fn drop_clean(&self, file: &CachedFile) -> u64 {
+        let mut st = file.state.lock();
+        let mut n = 0;
+        let mut pos = 0;
+        while let Some((i, e)) = st.index.next_entry(pos) {
+            if let Entry::Page(f) = e {
+                if ![Tag::Dirty, Tag::Writeback, Tag::Locked].iter().any(|&t| st.index.has_tag(i, t)) {
+                    st.index.remove(i);
+                    self.free(f);
+                    n += 1;
+                }
+            }
+            match i.checked_add(1) {
+                Some(next) => pos = next,
+                None => break,
+            }
+        }
+        sub(&self.stats.cached, n);
+        add(&self.stats.dropped, n);
+        n
+    }
+
+    /// Lets go of a file: writes back its dirty pages, then drops every
+    /// page and shadow, so its frames return to the provider (call it
+    /// before the last reference goes; frames of a file dropped with pages
+    /// cached are lost to the provider).
+    ///
+    /// Errors: [`CacheError::Writeback`] if a page could not be written:
+    /// nothing is dropped then, the file keeps its dirty pages.
+    pub fn release(&self, file: &CachedFile) -> Result<(), CacheError> {
+        let r = self.writeback_file(file, 0..u64::MAX, u64::MAX);
+        if let Some(e) = r.error {
+            return Err(CacheError::Writeback(e.kind));
+        }
+        let mut st = file.state.lock();
+        let mut n = 0;
+        st.index.truncate(0, |_, e| {
+            if let Entry::Page(f) = e {
+                self.free(f);
+                n += 1;
+            }
+        });
+        sub(&self.stats.cached, n);
+        Ok(())
+    }
+}

@@ -1,0 +1,458 @@
+//! The page cache over in-memory files: reads through readahead, writes and
+//! writeback, errors kept for fsync, dirty limits, truncation, eviction and
+//! every frame given back. Comments name MODEL.md invariants.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use mm_pagecache::{BlockDevice, CacheConfig, CacheError, Entry, OpenFile, PageCache, Tag};
+use mm_types::testkit::{MemFile, MemStore, RefFrameProvider, SimPhysMemory};
+use mm_types::{FileErrorKind, FileId, FileMappings, FileOp, FrameError, NoMappings, PhysAddr, PAGE_SIZE};
+
+const PS: u64 = PAGE_SIZE as u64;
+
+type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
+
+/// A cache over `ram_pages` frames of simulated RAM, with the frame
+/// provider shared so the test can count what is allocated.
+fn cache_with(
+    ram_pages: u64,
+    config: CacheConfig,
+    mappings: Box<dyn FileMappings + Send + Sync>,
+) -> (Cache, Arc<RefFrameProvider>) {
+    let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), ram_pages * PS);
+    let frames = Arc::new(RefFrameProvider::new(&mem));
+    // SAFETY: the tests map no pages: only the cache writes its frames.
+    let cache = unsafe { PageCache::new(frames.clone(), mem, config, mappings) }.unwrap();
+    (cache, frames)
+}
+
+fn cache(ram_pages: u64) -> (Cache, Arc<RefFrameProvider>) {
+    cache_with(ram_pages, CacheConfig::default(), Box::new(NoMappings))
+}
+
+/// A file of `pages` pages, each 8-byte word `(page * 7 + word) % 251`
+/// repeated in its 8 bytes (word-wise: cheap under miri).
+fn patterned(pages: u64) -> Arc<MemFile> {
+    let mut bytes = vec![0u8; (pages * PS) as usize];
+    for (w, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        let (page, word) = (w as u64 / (PS / 8), w as u64 % (PS / 8));
+        chunk.fill(((page * 7 + word) % 251) as u8);
+    }
+    Arc::new(MemFile::with_contents(bytes))
+}
+
+/// The byte at `offset` of a [`patterned`] file.
+fn pattern_at(offset: u64) -> u8 {
+    ((offset / PS * 7 + offset % PS / 8) % 251) as u8
+}
+
+fn read_all(cache: &Cache, f: &mut OpenFile, chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = cache.read(f, out.len() as u64, &mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn pages(small: u64, big: u64) -> u64 {
+    if cfg!(miri) {
+        small
+    } else {
+        big
+    }
+}
+
+#[test]
+fn a_sequential_reader_is_read_ahead_in_growing_windows() {
+    let n = pages(36, 512);
+    let (cache, frames) = cache(n + 16);
+    let disk = patterned(n);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let got = read_all(&cache, &mut f, PAGE_SIZE);
+    assert!(got == disk.contents(), "every byte as on disk");
+    let s = cache.stats();
+    // MODEL C6: one miss (page 0), then every window started by a marker.
+    assert_eq!(s.misses, 1, "{s:?}");
+    assert_eq!(s.hits, n - 1);
+    assert!(s.async_windows >= 2, "{s:?}");
+    assert_eq!(disk.pages_read(), n, "every page read once");
+    // Windows of 4, 8, 16, then 32 pages: far fewer requests than pages.
+    assert_eq!(disk.read_requests(), 3 + (n - 28).div_ceil(32), "{s:?}");
+    assert_eq!(file.cached_pages(), n);
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0, "every frame back");
+}
+
+/// The target: a sequential reader needs at least 8 times fewer
+/// backing requests with readahead than without (the bench `read` times
+/// both).
+#[test]
+fn readahead_needs_at_least_8x_fewer_requests() {
+    let n = pages(40, 1024);
+    let requests = |readahead_max| {
+        let config = CacheConfig { readahead_max, ..CacheConfig::default() };
+        let (cache, _) = cache_with(n + 8, config, Box::new(NoMappings));
+        let disk = patterned(n);
+        let mut f = OpenFile::new(cache.open(disk.clone()));
+        assert!(read_all(&cache, &mut f, PAGE_SIZE) == disk.contents());
+        disk.read_requests()
+    };
+    let (with, without) = (requests(32), requests(0));
+    assert_eq!(without, n);
+    assert!(with * 8 <= without, "{with} requests with readahead, {without} without");
+}
+
+#[test]
+fn random_reads_are_not_read_ahead_and_readahead_can_be_off() {
+    let (cache, _) = cache(32);
+    let disk = patterned(24);
+    let mut f = OpenFile::new(cache.open(disk.clone()));
+    let mut b = [0u8; 8];
+    for p in [17u64, 3, 22, 11, 6] {
+        cache.read(&mut f, p * PS + 100, &mut b).unwrap();
+        assert_eq!(b[0], pattern_at(p * PS + 100));
+    }
+    assert_eq!((disk.read_requests(), disk.pages_read()), (5, 5), "only the pages asked for");
+    // Readahead off: a sequential reader pays a request a page.
+    let config = CacheConfig { readahead_max: 0, ..CacheConfig::default() };
+    let (cache, _) = cache_with(64, config, Box::new(NoMappings));
+    let disk = patterned(16);
+    let mut f = OpenFile::new(cache.open(disk.clone()));
+    assert!(read_all(&cache, &mut f, PAGE_SIZE) == disk.contents());
+    assert_eq!(disk.read_requests(), 16);
+    // A read spanning pages asks for them in one request, with or
+    // without readahead.
+    let disk = patterned(16);
+    let mut f = OpenFile::new(cache.open(disk.clone()));
+    let mut big = vec![0u8; 6 * PAGE_SIZE];
+    assert_eq!(cache.read(&mut f, 2 * PS, &mut big).unwrap(), big.len());
+    assert_eq!((disk.read_requests(), disk.pages_read()), (1, 6));
+}
+
+#[test]
+fn reads_stop_at_the_end_of_the_file() {
+    let (cache, _) = cache(16);
+    let disk = Arc::new(MemFile::with_contents(vec![9; 5000]));
+    let mut f = OpenFile::new(cache.open(disk));
+    let mut b = [0u8; 4000];
+    assert_eq!(cache.read(&mut f, 3000, &mut b).unwrap(), 2000);
+    assert!(b[..2000].iter().all(|&x| x == 9));
+    assert_eq!(cache.read(&mut f, 5000, &mut b).unwrap(), 0);
+    assert_eq!(cache.read(&mut f, u64::MAX - 1, &mut b).unwrap(), 0);
+    // The file's second page was read whole: its tail past the end is zero
+    // in the frame (MODEL C3), and nothing past page 1 is cached.
+    f.file().check().unwrap();
+    assert_eq!(f.file().cached_pages(), 2);
+}
+
+#[test]
+fn writes_are_cached_dirty_and_reach_the_file_at_fsync() {
+    let (cache, frames) = cache(64);
+    let disk = patterned(4);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let mut expect = disk.contents();
+    // A partial page: the rest is read in first. A whole page: not read.
+    assert_eq!(cache.write(&mut f, PS + 10, b"abc").unwrap(), 3);
+    assert_eq!(disk.read_requests(), 1);
+    cache.write(&mut f, 2 * PS, &[5; PAGE_SIZE]).unwrap();
+    assert_eq!(disk.read_requests(), 1, "a page written whole is not read");
+    expect[PAGE_SIZE + 10..PAGE_SIZE + 13].copy_from_slice(b"abc");
+    expect[2 * PAGE_SIZE..3 * PAGE_SIZE].fill(5);
+    // Past the end: the file grows, the gap reads as zeros.
+    cache.write(&mut f, 6 * PS + 1, b"z").unwrap();
+    expect.resize(6 * PAGE_SIZE + 2, 0);
+    expect[6 * PAGE_SIZE + 1] = b'z';
+    assert_eq!(file.size(), 6 * PS + 2);
+    assert_eq!((file.dirty_pages(), cache.dirty_pages()), (3, 3));
+    assert!(file.has_tag(1, Tag::Dirty) && !file.has_tag(0, Tag::Dirty));
+    // Reads see the cache, not the disk.
+    let mut back = vec![0u8; expect.len()];
+    assert_eq!(cache.read(&mut f, 0, &mut back).unwrap(), expect.len());
+    assert!(back == expect);
+    assert!(disk.contents() != expect);
+    file.check().unwrap();
+    cache.fsync(&mut f).unwrap();
+    assert!(disk.contents() == expect, "written back");
+    assert_eq!((file.dirty_pages(), cache.dirty_pages()), (0, 0));
+    // Pages 1 and 2 are consecutive: one request; page 6 another.
+    assert_eq!((disk.write_requests(), disk.pages_written()), (2, 3));
+    assert_eq!(disk.syncs(), 1);
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn a_failed_writeback_keeps_the_data_and_every_opener_hears_once() {
+    let (cache, _) = cache(64);
+    let disk = patterned(8);
+    let file = cache.open(disk.clone());
+    let mut a = OpenFile::new(file.clone());
+    let mut b = OpenFile::new(file.clone());
+    cache.write(&mut a, 0, &[1; 3 * PAGE_SIZE]).unwrap();
+    disk.fail_nth_write(1);
+    // MODEL C4, C7: the pages stay dirty and cached; the error is this fsync's.
+    assert_eq!(cache.fsync(&mut a), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(file.dirty_pages(), 3);
+    assert_eq!(file.last_error(), Some(FileErrorKind::Io));
+    file.check().unwrap();
+    // The other opener's fsync writes the pages, and hears of the failure
+    // too, once.
+    assert_eq!(cache.fsync(&mut b), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(file.dirty_pages(), 0);
+    assert_eq!(cache.fsync(&mut b), Ok(()));
+    assert_eq!(cache.fsync(&mut a), Ok(()), "a heard of it already");
+    assert!(disk.contents()[..3 * PAGE_SIZE].iter().all(|&x| x == 1), "nothing lost");
+    // A failure that lasts: every fsync says so, and the next opener's
+    // fsync after it is fixed hears of the last failure.
+    cache.write(&mut a, PS, b"y").unwrap();
+    disk.fail_writes(true);
+    assert_eq!(cache.fsync(&mut a), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(cache.fsync(&mut a), Err(CacheError::Writeback(FileErrorKind::Io)));
+    disk.fail_writes(false);
+    assert_eq!(cache.fsync(&mut b), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(cache.fsync(&mut a), Ok(()));
+    assert_eq!(disk.contents()[PAGE_SIZE], b'y');
+    // A background failure reaches both openers' next fsync, and a later
+    // opener (nobody had seen it).
+    cache.write(&mut a, 0, b"x").unwrap();
+    disk.fail_nth_write(1);
+    let r = cache.writeback(u64::MAX);
+    assert_eq!((r.pages, r.failed), (0, 1));
+    assert_eq!(r.error.map(|e| (e.op, e.page)), Some((FileOp::Write, Some(0))));
+    let mut c = OpenFile::new(file.clone());
+    assert_eq!(cache.fsync(&mut c), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(cache.fsync(&mut a), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(cache.fsync(&mut b), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert_eq!(disk.contents()[0], b'x', "the retry wrote it");
+    let s = cache.stats();
+    assert_eq!(s.writeback_errors, 4, "{s:?}");
+    // A failing sync is reported like a failing write.
+    disk.fail_syncs(true);
+    assert_eq!(cache.fsync(&mut a), Err(CacheError::Writeback(FileErrorKind::Io)));
+}
+
+#[test]
+fn writers_past_the_dirty_limit_write_back_before_they_go_on() {
+    let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 32 };
+    let (cache, _) = cache_with(64, config, Box::new(NoMappings));
+    let disk = Arc::new(MemFile::new(0));
+    let other = Arc::new(MemFile::new(0));
+    let mut f = OpenFile::new(cache.open(disk.clone()));
+    let mut g = OpenFile::new(cache.open(other.clone()));
+    // Another file's dirty pages first, under the limit.
+    cache.write(&mut g, 0, &[2; 6 * PAGE_SIZE]).unwrap();
+    assert_eq!(cache.stats().throttled, 0);
+    assert!(cache.needs_writeback());
+    for p in 0..5 {
+        cache.write(&mut f, p * PS, &[3; PAGE_SIZE]).unwrap();
+        // MODEL C8: never above the limit after a write returns.
+        assert!(cache.dirty_pages() <= config.dirty_limit, "page {p}: {}", cache.dirty_pages());
+    }
+    let s = cache.stats();
+    assert!(s.throttled > 0, "{s:?}");
+    assert!(disk.pages_written() > 0, "the writer wrote its own pages");
+    // The flusher brings the rest down.
+    let r = cache.writeback(u64::MAX);
+    assert_eq!(r.failed, 0);
+    assert_eq!(cache.dirty_pages(), 0);
+    assert!(!cache.needs_writeback());
+    assert!(disk.contents().iter().all(|&x| x == 3) && other.contents().iter().all(|&x| x == 2));
+    f.file().check().unwrap();
+    g.file().check().unwrap();
+}
+
+/// Records the hook's calls.
+#[derive(Default)]
+struct Recorder {
+    unmapped: Mutex<Vec<(FileId, Range<u64>)>>,
+    cleaned: Mutex<Vec<(FileId, u64)>>,
+}
+
+/// The hook the cache holds: the test keeps the other end.
+struct Shared(Arc<Recorder>);
+
+impl FileMappings for Shared {
+    fn unmap_pages(&self, file: FileId, pages: Range<u64>, _: &mut dyn FnMut(u64)) {
+        self.0.unmapped.lock().unwrap().push((file, pages));
+    }
+    fn mkclean(&self, file: FileId, page: u64) -> bool {
+        self.0.cleaned.lock().unwrap().push((file, page));
+        false
+    }
+}
+
+#[test]
+fn truncation_unmaps_then_drops_and_zeroes_the_partial_page() {
+    let rec = Arc::new(Recorder::default());
+    let (cache, frames) = cache_with(64, CacheConfig::default(), Box::new(Shared(rec.clone())));
+    let disk = patterned(8);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    read_all(&cache, &mut f, PAGE_SIZE);
+    cache.write(&mut f, 6 * PS, b"dirty").unwrap();
+    assert_eq!((file.cached_pages(), file.dirty_pages()), (8, 1));
+    // Down to 2.5 pages: pages 3.. unmapped first, then dropped, dirty or
+    // not; page 2's tail zeroed.
+    cache.truncate(&file, 2 * PS + 100).unwrap();
+    assert_eq!(rec.unmapped.lock().unwrap().as_slice(), &[(file.id(), 3..u64::MAX)]);
+    assert_eq!((file.cached_pages(), file.dirty_pages(), cache.dirty_pages()), (3, 0, 0));
+    assert_eq!(disk.contents().len(), 2 * PAGE_SIZE + 100);
+    // Growing again: the old tail reads as zeros, from the cache.
+    cache.truncate(&file, 4 * PS).unwrap();
+    let mut b = vec![0u8; PAGE_SIZE];
+    cache.read(&mut f, 2 * PS, &mut b).unwrap();
+    assert_eq!(b[99], pattern_at(2 * PS + 99));
+    assert!(b[100..].iter().all(|&x| x == 0), "the partial page's tail is zero");
+    file.check().unwrap();
+    // Writeback write-protects each page's mappings first.
+    cache.write(&mut f, 0, b"w").unwrap();
+    cache.fsync(&mut f).unwrap();
+    assert_eq!(rec.cleaned.lock().unwrap().as_slice(), &[(file.id(), 0)]);
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn evicted_pages_leave_shadows_and_dirty_ones_are_refused() {
+    let (cache, frames) = cache(64);
+    let disk = patterned(8);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let mut b = [0u8; 1];
+    cache.read(&mut f, 0, &mut b).unwrap();
+    cache.write(&mut f, PS, b"d").unwrap();
+    assert_eq!(cache.evict(&file, 1, 77), Err(CacheError::Busy { page: 1, tag: Tag::Dirty }));
+    assert_eq!(cache.evict(&file, 7, 77), Err(CacheError::NotCached { page: 7 }));
+    cache.evict(&file, 0, 42).unwrap();
+    assert_eq!(file.entry(0), Some(Entry::Shadow(42)));
+    assert_eq!(cache.evict(&file, 0, 1), Err(CacheError::NotCached { page: 0 }), "a shadow is not a page");
+    // Read again: a refault, the contents from the disk.
+    let reads = disk.read_requests();
+    cache.read(&mut f, 5, &mut b).unwrap();
+    assert_eq!(b[0], pattern_at(5));
+    assert_eq!(disk.read_requests(), reads + 1);
+    assert_eq!(cache.stats().refaults, 1);
+    // drop_clean keeps the dirty page.
+    let dropped = cache.drop_clean(&file);
+    assert!(dropped >= 1);
+    assert_eq!((file.cached_pages(), file.dirty_pages()), (1, 1));
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(disk.contents()[PAGE_SIZE], b'd');
+    assert_eq!(frames.allocated_blocks(), 0);
+    assert_eq!(cache.stats().cached, 0);
+}
+
+#[test]
+fn read_errors_reach_the_reader_only_for_pages_it_asked_for() {
+    let (cache, frames) = cache(64);
+    let disk = patterned(64);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let mut b = [0u8; 1];
+    // The first request (the page asked for, and its window) fails.
+    disk.fail_nth_read(1);
+    let err = cache.read(&mut f, 0, &mut b).unwrap_err();
+    assert_eq!(err, CacheError::Io(mm_types::FileError::page(FileOp::Read, 0, FileErrorKind::Io)));
+    assert_eq!(file.cached_pages(), 0);
+    // Then it works; a failing readahead window (the second request, at
+    // the marker) is not the reader's error: those pages are read later.
+    cache.read(&mut f, 0, &mut b).unwrap();
+    disk.fail_nth_read(1);
+    for p in 1..16 {
+        cache.read(&mut f, p * PS, &mut b).unwrap();
+        assert_eq!(b[0], pattern_at(p * PS));
+    }
+    assert!(cache.stats().read_errors == 2);
+    file.check().unwrap();
+    // No frame for the page asked for: the provider's error, not I/O.
+    frames.fail_nth_allocation(1);
+    let err = cache.read(&mut f, 40 * PS, &mut b).unwrap_err();
+    assert!(matches!(err, CacheError::Frames(FrameError::OutOfMemory { .. })), "{err:?}");
+    frames.fail_nth_allocation(1);
+    let err = cache.write(&mut f, 50 * PS, &[1; PAGE_SIZE]).unwrap_err();
+    assert!(matches!(err, CacheError::Frames(_)), "{err:?}");
+    assert_eq!(file.size(), 64 * PS, "the failed write did not grow the file");
+    file.check().unwrap();
+}
+
+#[test]
+fn refused_operations_say_why_and_change_nothing() {
+    let (cache, _) = cache(16);
+    let disk = patterned(2);
+    disk.set_read_only(true);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    assert_eq!(cache.write(&mut f, 0, b"x"), Err(CacheError::ReadOnly));
+    assert_eq!(cache.truncate(&file, 0), Err(CacheError::ReadOnly));
+    let mut b = [0u8; 1];
+    cache.read(&mut f, 0, &mut b).unwrap();
+    assert_eq!(cache.mark_dirty(&file, 0), Err(CacheError::ReadOnly));
+    assert_eq!(file.dirty_pages(), 0);
+    // Writable: an offset past 2^64 bytes, a page not cached.
+    let disk = patterned(2);
+    let file = cache.open(disk);
+    let mut f = OpenFile::new(file.clone());
+    assert_eq!(cache.write(&mut f, u64::MAX - 1, b"abc"), Err(CacheError::TooLarge { offset: u64::MAX - 1, len: 3 }));
+    assert_eq!(cache.mark_dirty(&file, 1), Err(CacheError::NotCached { page: 1 }));
+    assert_eq!(cache.write(&mut f, 0, b""), Ok(0));
+    assert_eq!(file.size(), 2 * PS);
+    // Configurations that cannot work.
+    let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), 16 * PS);
+    let frames = RefFrameProvider::new(&mem);
+    let bad = CacheConfig { dirty_background: 9, dirty_limit: 8, readahead_max: 0 };
+    // SAFETY: no cache is made.
+    let r = unsafe { PageCache::new(&frames, mem.clone(), bad, Box::new(NoMappings)) };
+    assert!(matches!(r, Err(CacheError::Config(_))));
+    let none = CacheConfig { dirty_background: 0, dirty_limit: 0, readahead_max: 0 };
+    // SAFETY: no cache is made.
+    let r = unsafe { PageCache::new(&frames, mem, none, Box::new(NoMappings)) };
+    assert!(matches!(r, Err(CacheError::Config(_))));
+}
+
+#[test]
+fn a_block_device_is_cached_like_a_file() {
+    let (cache, _) = cache(32);
+    let store = Arc::new(MemStore::new(16));
+    let file = cache.open(BlockDevice::new(store.clone()));
+    let mut f = OpenFile::new(file.clone());
+    assert_eq!(file.size(), 16 * PS);
+    cache.write(&mut f, 3 * PS + 8, &0xdead_beef_u64.to_le_bytes()).unwrap();
+    cache.fsync(&mut f).unwrap();
+    assert_eq!(store.peek_word(3, 8), 0xdead_beef);
+    assert_eq!(store.flushes(), 1);
+    // Its size is fixed.
+    assert!(matches!(cache.truncate(&file, PS), Err(CacheError::Io(e)) if e.kind == FileErrorKind::BeyondEnd));
+    assert!(matches!(cache.write(&mut f, 16 * PS, b"x"), Err(CacheError::Io(_))));
+    assert_eq!(file.size(), 16 * PS);
+    // A read-only device.
+    let ro = cache.open(BlockDevice::read_only(Arc::new(MemStore::new(4))));
+    let mut r = OpenFile::new(ro);
+    assert_eq!(cache.write(&mut r, 0, b"x"), Err(CacheError::ReadOnly));
+}
+
+/// `mark_dirty` stands in for a mapper's store through a shared mapping.
+#[test]
+fn pages_dirtied_through_mappings_are_written_back() {
+    let (cache, _) = cache(16);
+    let disk = patterned(4);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let mut b = [0u8; 1];
+    cache.read(&mut f, 0, &mut b).unwrap();
+    cache.mark_dirty(&file, 2).unwrap();
+    cache.mark_dirty(&file, 2).unwrap();
+    assert_eq!(file.dirty_pages(), 1, "counted once");
+    cache.fsync(&mut f).unwrap();
+    assert_eq!((disk.write_requests(), disk.pages_written()), (1, 1));
+    file.check().unwrap();
+}
