@@ -19,7 +19,8 @@
 //! | [`vma`] | `vma_model` | mm-vma |
 //! | [`reclaim`] | `reclaim_model` | mm-reclaim |
 //! | [`swap`] | `swap_model`, `zswap_model` | mm-swap |
-//! | [`pagecache`] | `pagecache_model` | mm-pagecache |
+//! | [`pagecache`] | `pagecache_model` | mm-pagecache (the page index) |
+//! | [`pagecache_file`] | `pagecache_file_model` | mm-pagecache (the cache) |
 //! | [`wiring`] | `wiring_model` | the reference kernel's wiring |
 
 // Unsafe code only in the modules marked `#[allow(unsafe_code)]` below.
@@ -28,6 +29,8 @@
 #[allow(unsafe_code)]
 pub mod buddy;
 pub mod pagecache;
+#[allow(unsafe_code)]
+pub mod pagecache_file;
 pub mod paging;
 pub mod reclaim;
 #[allow(unsafe_code)]

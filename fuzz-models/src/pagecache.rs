@@ -46,7 +46,7 @@ pub enum Op {
     Evict(At, u64),
     /// Remove whatever is there.
     Remove(At),
-    /// Put a tag on the page (`tag % 4`).
+    /// Put a tag on the page (`tag % 5`).
     SetTag(At, u8),
     /// Take a tag off.
     ClearTag(At, u8),
@@ -56,7 +56,9 @@ pub enum Op {
     Truncate(At),
 }
 
-type Model = BTreeMap<u64, (Entry, [bool; 4])>;
+type Model = BTreeMap<u64, (Entry, [bool; TAGS])>;
+
+const TAGS: usize = Tag::ALL.len();
 
 fn tag(t: u8) -> Tag {
     Tag::ALL[usize::from(t) % Tag::ALL.len()]
@@ -79,7 +81,7 @@ pub fn run(data: &[u8]) {
                 };
                 assert_eq!(index.insert(at, frame), want, "insert at {at}");
                 if want.is_ok() {
-                    model.insert(at, (Entry::Page(frame), [false; 4]));
+                    model.insert(at, (Entry::Page(frame), [false; TAGS]));
                 }
                 at
             }
@@ -88,7 +90,7 @@ pub fn run(data: &[u8]) {
                 match model.get(&at) {
                     Some(&(Entry::Page(f), _)) => {
                         assert_eq!(index.evict(at, shadow), Ok(f));
-                        model.insert(at, (Entry::Shadow(shadow), [false; 4]));
+                        model.insert(at, (Entry::Shadow(shadow), [false; TAGS]));
                     }
                     _ => assert_eq!(index.evict(at, shadow), Err(IndexError::NotCached { index: at })),
                 }

@@ -1,0 +1,403 @@
+//! mm-pagecache's cache model: two files, two openers each, read, written,
+//! synced, written back, truncated, evicted and released through one
+//! cache, with read, write and frame failures injected, against the bytes
+//! each file should hold (MODEL.md C1 to C11).
+//!
+//! Every read returns the model's bytes (C1), short or failing only when
+//! an injected failure fired during it, and then with the error that says
+//! so (C11). Every fsync reports a writeback error exactly when one fired
+//! since that opener's last fsync (C7); one that succeeds leaves the
+//! backing equal to the model (C2). Refusals of eviction match the page's
+//! state (C10); no write returns with the cache over its dirty limit
+//! unless a writeback failed since it was last within it (C8). Every eighth step and at the end each
+//! page is checked where its authoritative copy lives: a cached page's
+//! frame equals the model (C3, and C4: a dirty page exists nowhere else),
+//! an uncached page's backing bytes equal the model (no data lost). At the
+//! end every file is released and every frame is back with the provider.
+
+use std::sync::Arc;
+use std::vec::Vec;
+
+use arbitrary::Arbitrary;
+use mm_pagecache::{CacheConfig, CacheError, CachedFile, Entry, OpenFile, PageCache, Tag};
+use mm_types::testkit::{MemFile, RefFrameProvider, SimPhysMemory};
+use mm_types::{FileBacking, FileErrorKind, FileOp, NoMappings, PhysAddr, PhysMemory, PAGE_SIZE};
+
+const PS: u64 = PAGE_SIZE as u64;
+/// Pages a file may reach (offsets are drawn below this).
+const MAX_PAGES: u64 = 20;
+const FILES: usize = 2;
+const OPENERS: usize = 2;
+
+/// Where in a file.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+pub struct Off(u8, u16);
+
+impl Off {
+    fn get(self) -> u64 {
+        u64::from(self.0) % MAX_PAGES * PS + u64::from(self.1) % PS
+    }
+}
+
+/// One step.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Op {
+    /// Read `len % 3 pages` bytes through an opener.
+    Read(u8, u8, Off, u16),
+    /// Write `len % 2 pages` bytes of a pattern through an opener.
+    Write(u8, u8, Off, u16, u8),
+    /// fsync through an opener.
+    Fsync(u8, u8),
+    /// msync of pages `first .. first + n` through an opener.
+    SyncRange(u8, u8, u8, u8),
+    /// Background writeback of at most `budget % 16` pages.
+    Writeback(u8),
+    /// Set a file's size.
+    Truncate(u8, Off),
+    /// Evict a page, leaving a shadow.
+    Evict(u8, u8, u16),
+    /// Drop a file's clean pages.
+    DropClean(u8),
+    /// A store through a mapping dirties a page.
+    MarkDirty(u8, u8),
+    /// The file's next write request fails.
+    FailWrite(u8),
+    /// The file's next read request fails.
+    FailRead(u8),
+    /// The next frame allocation fails.
+    FailAlloc,
+    /// Write the file back and drop all its pages.
+    Release(u8),
+}
+
+type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
+
+struct ModelFile {
+    disk: Arc<MemFile>,
+    file: Arc<CachedFile>,
+    openers: Vec<OpenFile>,
+    /// The bytes the file should hold.
+    bytes: Vec<u8>,
+    /// Per opener: a writeback error fired since its last fsync.
+    owed: [bool; OPENERS],
+    /// The write and read request numbers that fail, while armed.
+    fail_write_at: Option<u64>,
+    fail_read_at: Option<u64>,
+}
+
+impl ModelFile {
+    /// Notes injected failures that fired: a failed write owes every
+    /// opener an error. Returns (write failed, read failed).
+    fn fired(&mut self) -> (bool, bool) {
+        let w = self.fail_write_at.is_some_and(|at| self.disk.write_requests() >= at);
+        let r = self.fail_read_at.is_some_and(|at| self.disk.read_requests() >= at);
+        if w {
+            self.fail_write_at = None;
+            self.owed = [true; OPENERS];
+        }
+        if r {
+            self.fail_read_at = None;
+        }
+        (w, r)
+    }
+}
+
+struct Model {
+    cache: Cache,
+    frames: Arc<RefFrameProvider>,
+    files: Vec<ModelFile>,
+    fail_alloc_at: Option<u64>,
+    /// A writeback failed since the dirty pages were last within the
+    /// limit: the cache may stay over it (C8).
+    excused: bool,
+}
+
+impl Model {
+    /// Whether the injected allocation failure fired.
+    fn alloc_fired(&mut self) -> bool {
+        let f = self.fail_alloc_at.is_some_and(|at| self.frames.allocations() >= at);
+        if f {
+            self.fail_alloc_at = None;
+        }
+        f
+    }
+
+    /// Notes failures that fired in every file (a throttled write or the
+    /// flusher may write any file back). Returns whether any write failed.
+    fn fired_all(&mut self) -> bool {
+        let mut any = false;
+        for f in &mut self.files {
+            any |= f.fired().0;
+        }
+        self.excused |= any;
+        any
+    }
+}
+
+fn pattern(seed: u8, i: u64) -> u8 {
+    seed.wrapping_add((i % 253) as u8).wrapping_mul(31) ^ (i >> 8) as u8
+}
+
+/// Runs one fuzz input.
+pub fn run(data: &[u8]) {
+    let ops: Vec<Op> = crate::decode_ops(data, 300);
+    let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).expect("aligned"), 64 * PS);
+    let frames = Arc::new(RefFrameProvider::new(&mem));
+    let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 8 };
+    // SAFETY: nothing maps the cache's pages; the model reads frames only
+    // between the cache's calls.
+    let cache = unsafe { PageCache::new(frames.clone(), mem, config, Box::new(NoMappings)) }.expect("valid config");
+    let mut files = Vec::new();
+    for (i, initial) in [5 * PAGE_SIZE + 123, 0].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..initial as u64).map(|b| pattern(0x5a, b)).collect();
+        let disk = Arc::new(MemFile::with_contents(bytes.clone()));
+        // One device takes small requests: batches split.
+        disk.set_max_batch(if i == 0 { 3 } else { 64 });
+        let file = cache.open(disk.clone());
+        let openers = (0..OPENERS).map(|_| OpenFile::new(file.clone())).collect();
+        files.push(ModelFile {
+            disk,
+            file,
+            openers,
+            bytes,
+            owed: [false; OPENERS],
+            fail_write_at: None,
+            fail_read_at: None,
+        });
+    }
+    let mut m = Model { cache, frames, files, fail_alloc_at: None, excused: false };
+    for (step, op) in (1..).zip(&ops) {
+        apply(&mut m, op, step);
+        if m.cache.dirty_pages() <= m.cache.config().dirty_limit {
+            m.excused = false;
+        }
+        let dirty: u64 = m.files.iter().map(|f| f.file.dirty_pages()).sum();
+        assert_eq!(dirty, m.cache.dirty_pages(), "step {step}: the total is the files' sum");
+        let cached: u64 = m.files.iter().map(|f| f.file.cached_pages()).sum();
+        assert_eq!(cached, m.cache.stats().cached, "step {step}");
+        if step % 8 == 0 {
+            whole(&m, step);
+        }
+    }
+    whole(&m, ops.len() as u64);
+    // Disarm and let go of everything: every frame comes back.
+    m.frames.fail_nth_allocation(u64::MAX);
+    for f in &m.files {
+        f.disk.fail_nth_write(u64::MAX);
+        m.cache.release(&f.file).expect("writes work again");
+        assert!(f.disk.contents() == f.bytes, "released: the backing holds the file");
+        assert_eq!(f.file.cached_pages(), 0);
+    }
+    assert_eq!(m.frames.allocated_blocks(), 0, "every frame back with the provider");
+}
+
+fn apply(m: &mut Model, op: &Op, step: u64) {
+    match *op {
+        Op::Read(f, o, at, len) => {
+            let (fi, oi) = (usize::from(f) % FILES, usize::from(o) % OPENERS);
+            let (at, len) = (at.get(), usize::from(len) % (3 * PAGE_SIZE));
+            let mut buf = vec![0u8; len];
+            let mf = &mut m.files[fi];
+            let r = m.cache.read(&mut mf.openers[oi], at, &mut buf);
+            let (_, read_failed) = mf.fired();
+            let alloc_failed = m.alloc_fired();
+            let mf = &m.files[fi];
+            let want = mf.bytes.get(at as usize..).map_or(&[][..], |b| &b[..len.min(b.len())]);
+            match r {
+                Ok(n) => {
+                    assert!(buf[..n] == want[..n], "step {step}: read {len} at {at} of file {fi}: wrong bytes");
+                    assert!(
+                        n == want.len() || read_failed || alloc_failed,
+                        "step {step}: short read {n} of {}",
+                        want.len()
+                    );
+                }
+                Err(CacheError::Io(e)) => {
+                    assert!(read_failed && e.op == FileOp::Read && e.kind == FileErrorKind::Io, "step {step}: {e:?}")
+                }
+                Err(CacheError::Frames(_)) => assert!(alloc_failed, "step {step}: frames ran out"),
+                Err(e) => panic!("step {step}: read failed: {e:?}"),
+            }
+        }
+        Op::Write(f, o, at, len, seed) => {
+            let (fi, oi) = (usize::from(f) % FILES, usize::from(o) % OPENERS);
+            let (at, len) = (at.get(), usize::from(len) % (2 * PAGE_SIZE));
+            let data: Vec<u8> = (0..len as u64).map(|i| pattern(seed, i)).collect();
+            let r = m.cache.write(&mut m.files[fi].openers[oi], at, &data);
+            let (own_write_failed, read_failed) = m.files[fi].fired();
+            let alloc_failed = m.alloc_fired();
+            m.excused |= own_write_failed;
+            m.fired_all();
+            let n = match r {
+                Ok(n) => {
+                    assert!(n == len || read_failed || alloc_failed, "step {step}: short write {n} of {len}");
+                    n
+                }
+                Err(CacheError::Io(e)) => {
+                    assert!(read_failed && e.op == FileOp::Read, "step {step}: {e:?}");
+                    0
+                }
+                Err(CacheError::Frames(_)) => {
+                    assert!(alloc_failed, "step {step}: frames ran out");
+                    0
+                }
+                Err(e) => panic!("step {step}: write failed: {e:?}"),
+            };
+            let mf = &mut m.files[fi];
+            if n > 0 {
+                let end = at as usize + n;
+                if mf.bytes.len() < end {
+                    mf.bytes.resize(end, 0);
+                }
+                mf.bytes[at as usize..end].copy_from_slice(&data[..n]);
+            }
+            assert_eq!(mf.file.size(), mf.bytes.len() as u64, "step {step}: size after the write");
+            // C8: back under the limit unless a writeback failed.
+            let cfg = m.cache.config();
+            assert!(
+                m.cache.dirty_pages() <= cfg.dirty_limit || m.excused || len == 0,
+                "step {step}: over the dirty limit with no writeback failure since it was within it"
+            );
+        }
+        Op::Fsync(f, o) | Op::SyncRange(f, o, _, _) => {
+            let (fi, oi) = (usize::from(f) % FILES, usize::from(o) % OPENERS);
+            let range = match *op {
+                Op::SyncRange(_, _, first, n) => {
+                    let first = u64::from(first) % MAX_PAGES;
+                    first..first + u64::from(n) % MAX_PAGES
+                }
+                _ => 0..u64::MAX,
+            };
+            let r = m.cache.sync_range(&mut m.files[fi].openers[oi], range.clone());
+            m.fired_all();
+            let mf = &mut m.files[fi];
+            if mf.owed[oi] {
+                assert_eq!(r, Err(CacheError::Writeback(FileErrorKind::Io)), "step {step}: an error owed");
+                mf.owed[oi] = false;
+            } else {
+                assert_eq!(r, Ok(()), "step {step}: no error owed");
+                // C2: the synced pages are on the backing.
+                let disk = mf.disk.contents();
+                let from = (range.start * PS).min(mf.bytes.len() as u64) as usize;
+                let to = range.end.saturating_mul(PS).min(mf.bytes.len() as u64) as usize;
+                assert!(disk[from..to] == mf.bytes[from..to], "step {step}: synced bytes not on the backing");
+            }
+        }
+        Op::Writeback(budget) => {
+            let budget = u64::from(budget) % 16;
+            let r = m.cache.writeback(budget);
+            let failed = m.fired_all();
+            assert!(r.pages + r.failed <= budget, "step {step}: {r:?} over budget {budget}");
+            assert_eq!(r.failed > 0, failed, "step {step}: {r:?}");
+        }
+        Op::Truncate(f, at) => {
+            let mf = &mut m.files[usize::from(f) % FILES];
+            let size = at.get();
+            m.cache.truncate(&mf.file, size).expect("a writable file takes any size");
+            mf.bytes.resize(size as usize, 0);
+            assert_eq!(mf.file.size(), size);
+        }
+        Op::Evict(f, page, shadow) => {
+            let mf = &m.files[usize::from(f) % FILES];
+            let page = u64::from(page) % MAX_PAGES;
+            let entry = mf.file.entry(page);
+            let dirty = mf.file.has_tag(page, Tag::Dirty);
+            let r = m.cache.evict(&mf.file, page, u64::from(shadow));
+            match entry {
+                Some(Entry::Page(_)) if dirty => assert_eq!(r, Err(CacheError::Busy { page, tag: Tag::Dirty })),
+                Some(Entry::Page(_)) => {
+                    assert_eq!(r, Ok(()));
+                    assert_eq!(mf.file.entry(page), Some(Entry::Shadow(u64::from(shadow))));
+                }
+                _ => assert_eq!(r, Err(CacheError::NotCached { page })),
+            }
+        }
+        Op::DropClean(f) => {
+            let mf = &m.files[usize::from(f) % FILES];
+            let before = mf.file.cached_pages();
+            let n = m.cache.drop_clean(&mf.file);
+            assert_eq!(mf.file.cached_pages(), before - n);
+            assert_eq!(mf.file.cached_pages(), mf.file.dirty_pages(), "step {step}: only dirty pages stay");
+        }
+        Op::MarkDirty(f, page) => {
+            let mf = &m.files[usize::from(f) % FILES];
+            let page = u64::from(page) % MAX_PAGES;
+            let cached = mf.file.page(page).is_some();
+            let throttled = m.cache.stats().throttled;
+            let r = m.cache.mark_dirty(&mf.file, page);
+            m.fired_all();
+            if cached {
+                assert_eq!(r, Ok(()));
+                let mf = &m.files[usize::from(f) % FILES];
+                // Dirty, unless the limit made the writer write it back.
+                assert!(
+                    mf.file.has_tag(page, Tag::Dirty) || m.cache.stats().throttled > throttled,
+                    "step {step}: page {page} not dirty"
+                );
+            } else {
+                assert_eq!(r, Err(CacheError::NotCached { page }));
+            }
+        }
+        Op::FailWrite(f) => {
+            let mf = &mut m.files[usize::from(f) % FILES];
+            mf.disk.fail_nth_write(1);
+            mf.fail_write_at = Some(mf.disk.write_requests() + 1);
+        }
+        Op::FailRead(f) => {
+            let mf = &mut m.files[usize::from(f) % FILES];
+            mf.disk.fail_nth_read(1);
+            mf.fail_read_at = Some(mf.disk.read_requests() + 1);
+        }
+        Op::FailAlloc => {
+            m.frames.fail_nth_allocation(1);
+            m.fail_alloc_at = Some(m.frames.allocations() + 1);
+        }
+        Op::Release(f) => {
+            let fi = usize::from(f) % FILES;
+            let r = m.cache.release(&m.files[fi].file);
+            let failed = m.fired_all();
+            let mf = &m.files[fi];
+            if failed && r.is_err() {
+                assert_eq!(r, Err(CacheError::Writeback(FileErrorKind::Io)));
+                assert!(mf.file.dirty_pages() > 0, "step {step}: nothing dropped");
+            } else {
+                assert_eq!(r, Ok(()), "step {step}");
+                assert_eq!(mf.file.cached_pages(), 0);
+                assert!(mf.disk.contents() == mf.bytes, "step {step}: released: the backing holds the file");
+            }
+        }
+    }
+}
+
+/// Every page where its authoritative copy lives: a cached page's frame,
+/// else the backing.
+fn whole(m: &Model, step: u64) {
+    for (fi, mf) in m.files.iter().enumerate() {
+        mf.file.check().unwrap_or_else(|e| panic!("step {step}: file {fi}: {e}"));
+        assert_eq!(mf.file.size(), mf.bytes.len() as u64);
+        assert_eq!(mf.disk.size(), mf.bytes.len() as u64, "step {step}: the backing's size");
+        let disk = mf.disk.contents();
+        let mut frame = [0u8; PAGE_SIZE];
+        for page in 0..mf.bytes.len().div_ceil(PAGE_SIZE) as u64 {
+            let (from, to) = ((page * PS) as usize, ((page + 1) * PS).min(mf.bytes.len() as u64) as usize);
+            match mf.file.page(page) {
+                Some(f) => {
+                    // SAFETY: no cache call runs: nothing writes the frame.
+                    unsafe { m.cache.mem().read_bytes(f.start_address(), &mut frame) }.expect("simulated RAM");
+                    assert!(
+                        frame[..to - from] == mf.bytes[from..to],
+                        "step {step}: file {fi} page {page}: cached copy"
+                    );
+                    assert!(frame[to - from..].iter().all(|&b| b == 0), "step {step}: file {fi} page {page}: tail");
+                    if !mf.file.has_tag(page, Tag::Dirty) {
+                        assert!(
+                            disk[from..to] == mf.bytes[from..to],
+                            "step {step}: file {fi} page {page}: clean but stale"
+                        );
+                    }
+                }
+                None => assert!(disk[from..to] == mf.bytes[from..to], "step {step}: file {fi} page {page}: lost"),
+            }
+        }
+    }
+}
