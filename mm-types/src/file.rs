@@ -223,8 +223,11 @@ pub struct FileId(pub u64);
 /// The hook through which a page cache reaches the mappings of a file's
 /// pages (implemented by the address-space side, through its reverse map).
 ///
-/// A page cache calls it without holding its own locks, so an
-/// implementation may call back into the cache.
+/// [`unmap_pages`](FileMappings::unmap_pages) is called without the
+/// cache's locks held, so it may call back into the cache;
+/// [`mkclean`](FileMappings::mkclean) is called with the file's lock held
+/// (the page must not change between it and the write), so it must not
+/// call back into the cache for that file.
 pub trait FileMappings {
     /// Removes every mapping of pages `pages` of `file` from every address
     /// space (truncation: the pages are about to go). A mapping's dirty

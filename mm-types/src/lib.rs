@@ -14,6 +14,8 @@ mod file;
 mod frame;
 mod page;
 #[allow(unsafe_code)]
+mod pageswap;
+#[allow(unsafe_code)]
 pub mod percpu;
 #[allow(unsafe_code)]
 mod phys;
@@ -37,6 +39,7 @@ pub use error::AddrError;
 pub use file::{FileBacking, FileError, FileErrorKind, FileId, FileMappings, FileOp, NoMappings};
 pub use frame::{AllocFlags, FrameError, FrameProvider, Mobility, OwnedFrames, Zone, DMA32_LIMIT, DMA_LIMIT};
 pub use page::{FrameBlock, FrameNumber, Order, PageNumber, PageSize, PAGE_BYTES, PAGE_SHIFT, PAGE_SIZE};
+pub use pageswap::{PageSwap, PageSwapError};
 pub use percpu::CpuLocal;
 pub use phys::{DirectMap, PhysAccessError, PhysMemory};
 pub use range::{AddrRange, FrameRange, PageRange, PhysRange, StepIter, VirtRange};

@@ -50,6 +50,21 @@ impl SwapSlot {
     pub const fn offset(self) -> u64 {
         self.offset
     }
+
+    /// The slot as one number (area in bits 50 to 54, offset below): how a
+    /// value entry of a page index stores it.
+    pub const fn to_bits(self) -> u64 {
+        (self.area as u64) << 50 | self.offset
+    }
+
+    /// The slot [`to_bits`](SwapSlot::to_bits) made, or `None` for a number
+    /// it cannot have made.
+    pub const fn from_bits(bits: u64) -> Option<SwapSlot> {
+        if bits >> 55 != 0 {
+            return None;
+        }
+        SwapSlot::new((bits >> 50) as u8, bits & (Self::OFFSET_LIMIT - 1))
+    }
 }
 
 impl fmt::Debug for SwapSlot {
@@ -70,5 +85,15 @@ mod tests {
         assert!(SwapSlot::new(0, 1 << 50).is_none());
         assert!(SwapSlot::new(0, 0) < SwapSlot::new(0, 1), "ordered by area, then offset");
         assert!(SwapSlot::new(0, 9) < SwapSlot::new(1, 0));
+    }
+
+    #[test]
+    fn bits_round_trip() {
+        for s in [SwapSlot::new(0, 0), SwapSlot::new(31, (1 << 50) - 1), SwapSlot::new(7, 12345)] {
+            let s = s.unwrap();
+            assert_eq!(SwapSlot::from_bits(s.to_bits()), Some(s));
+        }
+        assert_eq!(SwapSlot::from_bits(32 << 50), None, "area 32");
+        assert_eq!(SwapSlot::from_bits(1 << 55), None);
     }
 }

@@ -8,6 +8,8 @@
 //! - [`MemFile`]: an in-memory [`FileBacking`](crate::FileBacking) that
 //!   counts its requests, with fault injection (fail the Nth read or write
 //!   request, every write or sync; read-only).
+//! - [`MemSwap`]: an in-memory [`PageSwap`](crate::PageSwap) over a
+//!   [`SimPhysMemory`]'s frames (fail the Nth swap-out or swap-in).
 //! - [`RefFrameProvider`]: a slow, obviously correct
 //!   [`FrameProvider`](crate::FrameProvider) with the same error reporting
 //!   the real allocators promise, and allocation-failure injection.
@@ -44,6 +46,7 @@ pub mod fuzzing;
 pub mod loom_model;
 mod mem_file;
 mod mem_store;
+mod mem_swap;
 mod pages;
 mod ref_frames;
 mod sim_memory;
@@ -52,6 +55,7 @@ pub use cpus::{HostCpus, ThreadCpus};
 pub use fuzzing::XorShift;
 pub use mem_file::MemFile;
 pub use mem_store::MemStore;
+pub use mem_swap::MemSwap;
 pub use pages::PageSample;
 pub use ref_frames::RefFrameProvider;
 pub use sim_memory::{SimPhysMemory, SimPhysMemoryBuilder};
