@@ -18,7 +18,7 @@ use mm_types::sync::atomic::{AtomicU64, Ordering};
 use mm_types::sync::Mutex;
 use mm_types::{
     AllocFlags, FileBacking, FileError, FileErrorKind, FileId, FileMappings, FrameBlock, FrameNumber, FrameProvider,
-    Order, PhysMemory, PAGE_SIZE,
+    Order, PageSwap, PhysMemory, SwapSlot, PAGE_SIZE,
 };
 
 use crate::errseq::{ErrSeq, ErrSince};
@@ -26,10 +26,10 @@ use crate::frames::{page_mut, page_ref};
 use crate::readahead::{Readahead, Window};
 use crate::{CacheError, Entry, PageIndex, Tag};
 
-const PS: u64 = PAGE_SIZE as u64;
+pub(crate) const PS: u64 = PAGE_SIZE as u64;
 
 /// Pages that hold `bytes` bytes.
-fn pages_of(bytes: u64) -> u64 {
+pub(crate) fn pages_of(bytes: u64) -> u64 {
     bytes.div_ceil(PS)
 }
 
@@ -115,6 +115,10 @@ pub struct CacheStats {
     pub evicted: u64,
     /// Clean pages dropped (no shadow).
     pub dropped: u64,
+    /// Shmem pages written to swap.
+    pub swap_outs: u64,
+    /// Shmem pages read back from swap.
+    pub swap_ins: u64,
     /// Pages cached now, all files.
     pub cached: u64,
     /// Dirty pages now, all files.
@@ -122,30 +126,32 @@ pub struct CacheStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    read_requests: AtomicU64,
-    pages_read: AtomicU64,
-    read_errors: AtomicU64,
-    windows: AtomicU64,
-    async_windows: AtomicU64,
-    refaults: AtomicU64,
-    written_back: AtomicU64,
-    write_requests: AtomicU64,
-    writeback_errors: AtomicU64,
-    throttled: AtomicU64,
-    evicted: AtomicU64,
-    dropped: AtomicU64,
-    cached: AtomicU64,
-    dirty: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) read_requests: AtomicU64,
+    pub(crate) pages_read: AtomicU64,
+    pub(crate) read_errors: AtomicU64,
+    pub(crate) windows: AtomicU64,
+    pub(crate) async_windows: AtomicU64,
+    pub(crate) refaults: AtomicU64,
+    pub(crate) written_back: AtomicU64,
+    pub(crate) write_requests: AtomicU64,
+    pub(crate) writeback_errors: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) swap_outs: AtomicU64,
+    pub(crate) swap_ins: AtomicU64,
+    pub(crate) cached: AtomicU64,
+    pub(crate) dirty: AtomicU64,
 }
 
-fn add(c: &AtomicU64, n: u64) {
+pub(crate) fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-fn sub(c: &AtomicU64, n: u64) {
+pub(crate) fn sub(c: &AtomicU64, n: u64) {
     c.fetch_sub(n, Ordering::Relaxed);
 }
 
@@ -154,24 +160,31 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 /// One file's state, under its lock.
-struct FileState {
-    index: PageIndex,
+pub(crate) struct FileState {
+    pub(crate) index: PageIndex,
     /// The size in bytes, as the cache knows it.
-    size: u64,
+    pub(crate) size: u64,
     /// Pages tagged dirty.
-    dirty: u64,
+    pub(crate) dirty: u64,
     /// On the cache's list of files with dirty pages.
-    listed: bool,
+    pub(crate) listed: bool,
+    /// Readahead of faults through mappings (a mapping has no open file
+    /// of its own: the file keeps one state for all of them, as Linux
+    /// uses the mapping's file).
+    pub(crate) fault_ra: Readahead,
 }
 
 /// A file in the cache: its page index, size and writeback errors, and the
 /// backing its pages come from. Made by [`PageCache::open`]; reads and
 /// writes go through an [`OpenFile`].
 pub struct CachedFile {
-    id: FileId,
-    backing: Box<dyn FileBacking + Send + Sync>,
-    state: Mutex<FileState>,
-    errors: ErrSeq,
+    pub(crate) id: FileId,
+    pub(crate) backing: Box<dyn FileBacking + Send + Sync>,
+    pub(crate) state: Mutex<FileState>,
+    pub(crate) errors: ErrSeq,
+    /// A shmem file: pages only in memory and in swap, value entries are
+    /// swap slots, nothing is ever dirty or written back.
+    pub(crate) shmem: bool,
 }
 
 impl fmt::Debug for CachedFile {
@@ -223,6 +236,20 @@ impl CachedFile {
         self.state.lock().index.get(page)
     }
 
+    /// Whether this is a shmem file ([`PageCache::open_shmem`]).
+    pub fn is_shmem(&self) -> bool {
+        self.shmem
+    }
+
+    /// The swap slot holding page `page` of a shmem file, if it is swapped
+    /// out.
+    pub fn swap_slot(&self, page: u64) -> Option<SwapSlot> {
+        match self.state.lock().index.get(page) {
+            Some(Entry::Shadow(v)) if self.shmem => SwapSlot::from_bits(v),
+            _ => None,
+        }
+    }
+
     /// The last writeback error recorded, reported or not.
     pub fn last_error(&self) -> Option<FileErrorKind> {
         self.errors.last()
@@ -253,6 +280,15 @@ impl CachedFile {
         }
         if st.dirty > 0 && !st.listed {
             return Err("a file with dirty pages off the dirty list");
+        }
+        if self.shmem {
+            if st.dirty > 0 {
+                return Err("a dirty shmem page");
+            }
+            if st.index.entries_from(0).any(|(_, e)| matches!(e, Entry::Shadow(v) if SwapSlot::from_bits(v).is_none()))
+            {
+                return Err("a shmem value entry that is not a swap slot");
+            }
         }
         Ok(())
     }
@@ -311,13 +347,14 @@ impl OpenFile {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PageCache<F: FrameProvider, M: PhysMemory> {
-    frames: F,
-    mem: M,
+    pub(crate) frames: F,
+    pub(crate) mem: M,
     config: CacheConfig,
     mappings: Box<dyn FileMappings + Send + Sync>,
-    next_id: AtomicU64,
+    pub(crate) swap: Option<Box<dyn PageSwap + Send + Sync>>,
+    pub(crate) next_id: AtomicU64,
     dirty_files: Mutex<VecDeque<Arc<CachedFile>>>,
-    stats: Counters,
+    pub(crate) stats: Counters,
 }
 
 impl<F: FrameProvider, M: PhysMemory> fmt::Debug for PageCache<F, M> {
@@ -362,10 +399,19 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             mem,
             config,
             mappings,
+            swap: None,
             next_id: AtomicU64::new(1),
             dirty_files: Mutex::new(VecDeque::new()),
             stats: Counters::default(),
         })
+    }
+
+    /// The same cache with `swap` for its shmem files' pages
+    /// ([`swap_out`](PageCache::swap_out)). Without one, shmem pages stay
+    /// in memory.
+    pub fn with_swap(mut self, swap: Box<dyn PageSwap + Send + Sync>) -> Self {
+        self.swap = Some(swap);
+        self
     }
 
     /// The limits.
@@ -401,6 +447,8 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             throttled: get(&s.throttled),
             evicted: get(&s.evicted),
             dropped: get(&s.dropped),
+            swap_outs: get(&s.swap_outs),
+            swap_ins: get(&s.swap_ins),
             cached: get(&s.cached),
             dirty: get(&s.dirty),
         }
@@ -423,17 +471,24 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         Arc::new(CachedFile {
             id: FileId(self.next_id.fetch_add(1, Ordering::Relaxed)),
             backing: Box::new(backing),
-            state: Mutex::new(FileState { index: PageIndex::new(), size, dirty: 0, listed: false }),
+            state: Mutex::new(FileState {
+                index: PageIndex::new(),
+                size,
+                dirty: 0,
+                listed: false,
+                fault_ra: Readahead::new(),
+            }),
             errors: ErrSeq::new(),
+            shmem: false,
         })
     }
 
-    fn alloc(&self, zero: bool) -> Result<FrameNumber, CacheError> {
+    pub(crate) fn alloc(&self, zero: bool) -> Result<FrameNumber, CacheError> {
         let flags = if zero { AllocFlags::ZERO } else { AllocFlags::empty() };
         self.frames.allocate(Order::ZERO, flags).map(|b| b.start()).map_err(CacheError::Frames)
     }
 
-    fn free(&self, frame: FrameNumber) {
+    pub(crate) fn free(&self, frame: FrameNumber) {
         // Order 0 at a frame number is always a valid block.
         let r = FrameBlock::new(frame, Order::ZERO).map(|b| self.frames.free(b));
         debug_assert!(matches!(r, Ok(Ok(()))), "the provider refused a frame it gave: {r:?}");
@@ -542,6 +597,9 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// (either only when nothing was read yet; otherwise the read is
     /// short).
     pub fn read(&self, of: &mut OpenFile, offset: u64, buf: &mut [u8]) -> Result<usize, CacheError> {
+        if of.file.shmem {
+            return self.read_shmem(&of.file, offset, buf);
+        }
         let OpenFile { file, ra, .. } = of;
         let mut st = file.state.lock();
         let end = offset.saturating_add(buf.len() as u64).min(st.size);
@@ -597,6 +655,75 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         }
         ra.prev = Some(last);
         Ok(done)
+    }
+
+    /// The frame of page `page` for a fault through a mapping, read in if
+    /// needed (through readahead, as a read of one page would be; a shmem
+    /// page from swap, or zeroed if never written). The page stays the
+    /// cache's: the mapper maps it (read-only in a private mapping, which
+    /// copies on write) and must unmap it before the cache may drop it.
+    ///
+    /// Errors: [`CacheError::BeyondEnd`] for a page at or past the end of
+    /// the file (the faulting access gets a bus error, not a page),
+    /// [`CacheError::Io`], [`CacheError::Frames`], [`CacheError::Swap`].
+    pub fn fault(&self, file: &CachedFile, page: u64) -> Result<FrameNumber, CacheError> {
+        let mut st = file.state.lock();
+        if page >= pages_of(st.size) {
+            return Err(CacheError::BeyondEnd { page });
+        }
+        if file.shmem {
+            return self.shmem_page(&mut st, page);
+        }
+        let max = self.config.readahead_max;
+        let eof = pages_of(st.size);
+        if let Some(f) = st.index.page(page) {
+            add(&self.stats.hits, 1);
+            if st.index.has_tag(page, Tag::Readahead) {
+                st.index.clear_tag(page, Tag::Readahead).expect("cached");
+                let mut ra = st.fault_ra;
+                let index = &st.index;
+                let w = ra.on_marker(page, 1, max, |from, limit| {
+                    (from..from.saturating_add(limit).min(eof)).find(|&i| index.page(i).is_none())
+                });
+                st.fault_ra = ra;
+                if w.size > 0 {
+                    add(&self.stats.async_windows, 1);
+                    let _ = self.read_window(file, &mut st, w, None);
+                }
+            }
+            st.fault_ra.prev = Some(page);
+            return Ok(f);
+        }
+        add(&self.stats.misses, 1);
+        let mut ra = st.fault_ra;
+        let w = ra.on_miss(page, 1, max);
+        ra.prev = Some(page);
+        st.fault_ra = ra;
+        if w.marker.is_some() {
+            add(&self.stats.windows, 1);
+        }
+        self.read_window(file, &mut st, w, Some(page))?;
+        Ok(st.index.page(page).expect("the window starts at the page asked for"))
+    }
+
+    /// Calls `f` with every cached, up-to-date page of the 16-page aligned
+    /// block around `page` other than `page` itself, below the end of the
+    /// file: the neighbours a read fault maps at once (Linux's
+    /// fault-around), so a reader of a mapped file takes one fault per
+    /// block instead of one per page.
+    pub fn cached_around(&self, file: &CachedFile, page: u64, mut f: impl FnMut(u64, FrameNumber)) {
+        const AROUND: u64 = 16;
+        let st = file.state.lock();
+        let start = page & !(AROUND - 1);
+        let end = start.saturating_add(AROUND).min(pages_of(st.size));
+        for p in start..end {
+            if p == page || !st.index.has_tag(p, Tag::Uptodate) {
+                continue;
+            }
+            if let Some(frame) = st.index.page(p) {
+                f(p, frame);
+            }
+        }
     }
 
     /// Marks page `page` dirty (counted once), putting the file on the
@@ -661,7 +788,9 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             let page = unsafe { page_mut(&self.mem, frame) }?;
             page[from..to].copy_from_slice(&data[done..done + (to - from)]);
             done += to - from;
-            self.dirty(file, &mut st, p);
+            if !file.shmem {
+                self.dirty(file, &mut st, p);
+            }
         }
         if let Some(e) = failed {
             // The file ends where the written bytes do (not where the
@@ -695,6 +824,9 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         whole: bool,
         old_size: u64,
     ) -> Result<FrameNumber, CacheError> {
+        if file.shmem {
+            return self.shmem_page(st, p);
+        }
         let has_data = p * PS < old_size;
         let f = self.alloc(!whole && !has_data)?;
         if !whole && has_data {
@@ -858,6 +990,10 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         if st.index.page(page).is_none() {
             return Err(CacheError::NotCached { page });
         }
+        if file.shmem {
+            // Its only copy is this page: nothing to write back.
+            return Ok(());
+        }
         self.dirty(file, &mut st, page);
         drop(st);
         self.balance_dirty(file);
@@ -878,16 +1014,16 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         let keep = pages_of(size);
         self.mappings.unmap_pages(file.id, keep..u64::MAX, &mut |_| {});
         let mut st = file.state.lock();
+        if file.shmem && size % PS != 0 && matches!(st.index.get(size / PS), Some(Entry::Shadow(_))) {
+            // The partial last page is in swap: back first, so its tail
+            // can be zeroed (a refusal here changes nothing).
+            self.shmem_page(&mut st, size / PS)?;
+        }
         file.backing.set_size(size).map_err(CacheError::Io)?;
         st.size = size;
         let gone_dirty = st.index.tagged_from(keep, Tag::Dirty).count() as u64;
         let mut gone = 0;
-        st.index.truncate(keep, |_, e| {
-            if let Entry::Page(f) = e {
-                self.free(f);
-                gone += 1;
-            }
-        });
+        st.index.truncate(keep, |_, e| gone += self.drop_entry(file, e));
         st.dirty -= gone_dirty;
         sub(&self.stats.dirty, gone_dirty);
         sub(&self.stats.cached, gone);
@@ -901,6 +1037,25 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         Ok(())
     }
 
+    /// Lets go of an entry taken out of a file's index: a page's frame
+    /// goes back to the provider (1 is returned, a page less cached), a
+    /// shmem file's swap slot back to swap.
+    fn drop_entry(&self, file: &CachedFile, e: Entry) -> u64 {
+        match e {
+            Entry::Page(f) => {
+                self.free(f);
+                1
+            }
+            Entry::Shadow(v) if file.shmem => {
+                if let (Some(swap), Some(slot)) = (&self.swap, SwapSlot::from_bits(v)) {
+                    swap.free(slot);
+                }
+                0
+            }
+            Entry::Shadow(_) => 0,
+        }
+    }
+
     /// Evicts a clean cached page for reclaim: its frame goes back to the
     /// provider and `shadow` (the reclaim policy's record of the eviction)
     /// takes its place, to be returned when the page is read in again.
@@ -909,6 +1064,9 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// Errors: [`CacheError::NotCached`], [`CacheError::Busy`] if the page
     /// is dirty (write it back first), under writeback or locked.
     pub fn evict(&self, file: &CachedFile, page: u64, shadow: u64) -> Result<(), CacheError> {
+        if file.shmem {
+            return Err(CacheError::NeedsSwap { page });
+        }
         let mut st = file.state.lock();
         if st.index.page(page).is_none() {
             return Err(CacheError::NotCached { page });
@@ -929,6 +1087,10 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// Drops every clean page of the file (dirty ones stay): the pages
     /// dropped. Shadows stay. The next read goes to the backing.
     pub fn drop_clean(&self, file: &CachedFile) -> u64 {
+        if file.shmem {
+            // Every shmem page is its only copy.
+            return 0;
+        }
         let mut st = file.state.lock();
         let mut n = 0;
         let mut pos = 0;
@@ -964,12 +1126,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         }
         let mut st = file.state.lock();
         let mut n = 0;
-        st.index.truncate(0, |_, e| {
-            if let Entry::Page(f) = e {
-                self.free(f);
-                n += 1;
-            }
-        });
+        st.index.truncate(0, |_, e| n += self.drop_entry(file, e));
         sub(&self.stats.cached, n);
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use mm_types::{FileError, FileErrorKind, FrameError, PhysAddr};
+use mm_types::{FileError, FileErrorKind, FrameError, PageSwapError, PhysAddr};
 
 use crate::Tag;
 
@@ -73,6 +73,24 @@ pub enum CacheError {
     /// A frame the provider handed out that the physical memory access
     /// cannot reach (the kernel's setup is wrong).
     Unreachable(PhysAddr),
+    /// A fault at a page at or past the end of the file: the access gets a
+    /// bus error.
+    BeyondEnd {
+        /// The page index.
+        page: u64,
+    },
+    /// A shmem page has no backing to be dropped to: it goes to swap
+    /// ([`PageCache::swap_out`](crate::PageCache::swap_out)).
+    NeedsSwap {
+        /// The page index.
+        page: u64,
+    },
+    /// Only a shmem file's pages go to swap.
+    NotShmem,
+    /// The cache has no swap ([`PageCache::with_swap`](crate::PageCache::with_swap)).
+    NoSwap,
+    /// Swap failed a shmem page's swap-out or swap-in: what it said.
+    Swap(PageSwapError),
     /// A configuration that cannot work.
     Config(&'static str),
 }
@@ -88,6 +106,11 @@ impl fmt::Display for CacheError {
             CacheError::NotCached { page } => write!(f, "page {page} is not cached"),
             CacheError::Busy { page, tag } => write!(f, "page {page} is {tag:?}"),
             CacheError::Unreachable(a) => write!(f, "frame {a:?} is not reachable through physical memory access"),
+            CacheError::BeyondEnd { page } => write!(f, "page {page} is past the end of the file"),
+            CacheError::NeedsSwap { page } => write!(f, "shmem page {page} can only go to swap"),
+            CacheError::NotShmem => write!(f, "only shmem pages go to swap"),
+            CacheError::NoSwap => write!(f, "the cache has no swap"),
+            CacheError::Swap(e) => write!(f, "swap failed: {e}"),
             CacheError::Config(why) => write!(f, "bad cache configuration: {why}"),
         }
     }

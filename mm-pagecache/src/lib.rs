@@ -17,6 +17,8 @@ mod errseq;
 mod frames;
 mod index;
 mod readahead;
+#[allow(unsafe_code)]
+mod shmem;
 
 pub use blockdev::BlockDevice;
 pub use cache::{CacheConfig, CacheStats, CachedFile, OpenFile, PageCache, WritebackReport};

@@ -456,3 +456,36 @@ fn pages_dirtied_through_mappings_are_written_back() {
     assert_eq!((disk.write_requests(), disk.pages_written()), (1, 1));
     file.check().unwrap();
 }
+
+/// Faults through a mapping: pages read through the file's own readahead,
+/// a bus error past the end, the cached neighbours for fault-around.
+#[test]
+fn faults_read_ahead_and_stop_at_the_end() {
+    let n = pages(24, 64);
+    let (cache, frames) = cache(n + 8);
+    let disk = patterned(n);
+    let file = cache.open(disk.clone());
+    let mut page = [0u8; PAGE_SIZE];
+    for p in 0..n {
+        let f = cache.fault(&file, p).unwrap();
+        // SAFETY: the cache's page; no cache call runs meanwhile.
+        unsafe { mm_types::PhysMemory::read_bytes(cache.mem(), f.start_address(), &mut page) }.unwrap();
+        assert!(page[..] == disk.contents()[(p * PS) as usize..((p + 1) * PS) as usize], "page {p}");
+    }
+    assert!(disk.read_requests() * 4 <= n, "{} requests for {n} pages", disk.read_requests());
+    assert_eq!(cache.fault(&file, n), Err(CacheError::BeyondEnd { page: n }));
+    // Fault-around: the cached neighbours in page 5's 16-page block.
+    cache.drop_clean(&file);
+    for p in [1, 5, 6, 15, 16] {
+        cache.fault(&file, p).unwrap();
+    }
+    let mut around = Vec::new();
+    cache.cached_around(&file, 5, |p, _| around.push(p));
+    // Readahead read more than asked: every cached page of 0..16 but 5.
+    let want: Vec<u64> = (0..16).filter(|&p| p != 5 && file.page(p).is_some()).collect();
+    assert_eq!(around, want);
+    assert!(around.contains(&1) && around.contains(&6) && around.contains(&15) && !around.contains(&16));
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
