@@ -31,6 +31,9 @@ pub enum HookError {
     /// The device refused for a reason of its own that is neither memory
     /// nor the entry (a use-count limit, a frame it cannot reach).
     Refused,
+    /// The page lies at or past the end of the object (a mapping of a file
+    /// longer than the file): the access gets a bus error, as in Linux.
+    BeyondEnd,
 }
 
 impl fmt::Display for HookError {
@@ -41,6 +44,7 @@ impl fmt::Display for HookError {
             HookError::Io => "I/O error",
             HookError::Corrupt => "the page read back failed its checksum",
             HookError::BadEntry => "the device does not hold the page the entry names",
+            HookError::BeyondEnd => "the page is past the end of the object",
             HookError::Refused => "the device refused",
         })
     }

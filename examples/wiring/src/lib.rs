@@ -14,6 +14,8 @@
 //! - [`tracked::TrackedFrames`]: the frame provider of user pages, which puts
 //!   them on mm-reclaim's lists (it never reclaims itself: a fault that
 //!   finds no memory fails, and [`Machine::with_task`] reclaims and retries);
+//! - [`files::CachePager`]: mm-pagecache behind mm-vma's `Pager` hook, so
+//!   files (and shmem files) map into address spaces through the cache;
 //! - [`Machine`]: all of it for a set of tasks (one address space each),
 //!   with background reclaim, the OOM choice and the figures scenarios
 //!   print;
@@ -35,6 +37,7 @@ extern crate std;
 
 #[allow(unsafe_code)]
 pub mod evict;
+pub mod files;
 pub mod scenario;
 #[cfg(any(test, feature = "std"))]
 #[allow(unsafe_code)]
