@@ -1,7 +1,8 @@
-//! mm-pagecache's cache model: two files, two openers each, read, written,
-//! synced, written back, truncated, evicted and released through one
-//! cache, with read, write and frame failures injected, against the bytes
-//! each file should hold (MODEL.md C1 to C11).
+//! mm-pagecache's cache model: two files and a shmem file, two openers
+//! each, read, written, synced, written back, truncated, evicted, swapped
+//! out and released through one cache, with read, write, swap and frame
+//! failures injected, against the bytes each file should hold (MODEL.md
+//! C1 to C12).
 //!
 //! Every read returns the model's bytes (C1), short or failing only when
 //! an injected failure fired during it, and then with the error that says
@@ -12,21 +13,23 @@
 //! unless a writeback failed since it was last within it (C8). Every eighth step and at the end each
 //! page is checked where its authoritative copy lives: a cached page's
 //! frame equals the model (C3, and C4: a dirty page exists nowhere else),
-//! an uncached page's backing bytes equal the model (no data lost). At the
-//! end every file is released and every frame is back with the provider.
+//! an uncached page's backing bytes equal the model (no data lost), a
+//! swapped shmem page's slot equals the model, a shmem hole is zeros. At
+//! the end every file is released and every frame and slot is back.
 
 use std::sync::Arc;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
 use mm_pagecache::{CacheConfig, CacheError, CachedFile, Entry, OpenFile, PageCache, Tag};
-use mm_types::testkit::{MemFile, RefFrameProvider, SimPhysMemory};
-use mm_types::{FileBacking, FileErrorKind, FileOp, NoMappings, PhysAddr, PhysMemory, PAGE_SIZE};
+use mm_types::testkit::{MemFile, MemSwap, RefFrameProvider, SimPhysMemory};
+use mm_types::{FileErrorKind, FileOp, NoMappings, PageSwap, PageSwapError, PhysAddr, PhysMemory};
+use mm_types::{SwapSlot, PAGE_SIZE};
 
 const PS: u64 = PAGE_SIZE as u64;
 /// Pages a file may reach (offsets are drawn below this).
 const MAX_PAGES: u64 = 20;
-const FILES: usize = 2;
+const FILES: usize = 3;
 const OPENERS: usize = 2;
 
 /// Where in a file.
@@ -66,14 +69,43 @@ pub enum Op {
     FailRead(u8),
     /// The next frame allocation fails.
     FailAlloc,
-    /// Write the file back and drop all its pages.
+    /// Write the file back and drop all its pages (a shmem file's pages
+    /// are gone: it reads as zeros after).
     Release(u8),
+    /// Send a shmem page to swap (the nth cached page).
+    SwapOut(u8, u8),
+    /// The next swap-out fails.
+    FailSwapOut,
+    /// The next swap-in fails.
+    FailSwapIn,
+    /// A fault through a mapping at a page.
+    Fault(u8, u8),
 }
 
 type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
 
+/// The cache's end of the swap the model watches.
+struct Shared(Arc<MemSwap>);
+
+// SAFETY: forwards to `MemSwap`, which keeps the contract.
+unsafe impl PageSwap for Shared {
+    unsafe fn swap_out(&self, frame: PhysAddr) -> Result<SwapSlot, PageSwapError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.0.swap_out(frame) }
+    }
+    unsafe fn swap_in(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), PageSwapError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.0.swap_in(slot, frame) }
+    }
+    fn free(&self, slot: SwapSlot) {
+        self.0.free(slot)
+    }
+}
+
 struct ModelFile {
+    /// The backing (a shmem file's is never touched: a stand-in).
     disk: Arc<MemFile>,
+    shmem: bool,
     file: Arc<CachedFile>,
     openers: Vec<OpenFile>,
     /// The bytes the file should hold.
@@ -106,13 +138,25 @@ struct Model {
     cache: Cache,
     frames: Arc<RefFrameProvider>,
     files: Vec<ModelFile>,
+    swap: Arc<MemSwap>,
     fail_alloc_at: Option<u64>,
+    fail_out_at: Option<u64>,
+    fail_in_at: Option<u64>,
     /// A writeback failed since the dirty pages were last within the
     /// limit: the cache may stay over it (C8).
     excused: bool,
 }
 
 impl Model {
+    /// Whether the injected swap-in failure fired.
+    fn swap_in_fired(&mut self) -> bool {
+        let f = self.fail_in_at.is_some_and(|at| self.swap.swap_ins() >= at);
+        if f {
+            self.fail_in_at = None;
+        }
+        f
+    }
+
     /// Whether the injected allocation failure fired.
     fn alloc_fired(&mut self) -> bool {
         let f = self.fail_alloc_at.is_some_and(|at| self.frames.allocations() >= at);
@@ -146,17 +190,25 @@ pub fn run(data: &[u8]) {
     let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 8 };
     // SAFETY: nothing maps the cache's pages; the model reads frames only
     // between the cache's calls.
-    let cache = unsafe { PageCache::new(frames.clone(), mem, config, Box::new(NoMappings)) }.expect("valid config");
+    let cache =
+        unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(NoMappings)) }.expect("valid config");
+    let swap = Arc::new(MemSwap::new(&mem, 16));
+    let cache = cache.with_swap(Box::new(Shared(swap.clone())));
     let mut files = Vec::new();
-    for (i, initial) in [5 * PAGE_SIZE + 123, 0].into_iter().enumerate() {
-        let bytes: Vec<u8> = (0..initial as u64).map(|b| pattern(0x5a, b)).collect();
+    for (i, initial) in [5 * PAGE_SIZE + 123, 0, 2 * PAGE_SIZE + 7].into_iter().enumerate() {
+        let shmem = i == 2;
+        let mut bytes: Vec<u8> = (0..initial as u64).map(|b| pattern(0x5a, b)).collect();
+        if shmem {
+            bytes.fill(0);
+        }
         let disk = Arc::new(MemFile::with_contents(bytes.clone()));
         // One device takes small requests: batches split.
         disk.set_max_batch(if i == 0 { 3 } else { 64 });
-        let file = cache.open(disk.clone());
+        let file = if shmem { cache.open_shmem(initial as u64) } else { cache.open(disk.clone()) };
         let openers = (0..OPENERS).map(|_| OpenFile::new(file.clone())).collect();
         files.push(ModelFile {
             disk,
+            shmem,
             file,
             openers,
             bytes,
@@ -165,7 +217,8 @@ pub fn run(data: &[u8]) {
             fail_read_at: None,
         });
     }
-    let mut m = Model { cache, frames, files, fail_alloc_at: None, excused: false };
+    let mut m =
+        Model { cache, frames, files, swap, fail_alloc_at: None, fail_out_at: None, fail_in_at: None, excused: false };
     for (step, op) in (1..).zip(&ops) {
         apply(&mut m, op, step);
         if m.cache.dirty_pages() <= m.cache.config().dirty_limit {
@@ -185,10 +238,11 @@ pub fn run(data: &[u8]) {
     for f in &m.files {
         f.disk.fail_nth_write(u64::MAX);
         m.cache.release(&f.file).expect("writes work again");
-        assert!(f.disk.contents() == f.bytes, "released: the backing holds the file");
+        assert!(f.shmem || f.disk.contents() == f.bytes, "released: the backing holds the file");
         assert_eq!(f.file.cached_pages(), 0);
     }
     assert_eq!(m.frames.allocated_blocks(), 0, "every frame back with the provider");
+    assert_eq!(m.swap.used(), 0, "every swap slot back");
 }
 
 fn apply(m: &mut Model, op: &Op, step: u64) {
@@ -201,13 +255,14 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let r = m.cache.read(&mut mf.openers[oi], at, &mut buf);
             let (_, read_failed) = mf.fired();
             let alloc_failed = m.alloc_fired();
+            let swap_failed = m.swap_in_fired();
             let mf = &m.files[fi];
             let want = mf.bytes.get(at as usize..).map_or(&[][..], |b| &b[..len.min(b.len())]);
             match r {
                 Ok(n) => {
                     assert!(buf[..n] == want[..n], "step {step}: read {len} at {at} of file {fi}: wrong bytes");
                     assert!(
-                        n == want.len() || read_failed || alloc_failed,
+                        n == want.len() || read_failed || alloc_failed || swap_failed,
                         "step {step}: short read {n} of {}",
                         want.len()
                     );
@@ -216,6 +271,7 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
                     assert!(read_failed && e.op == FileOp::Read && e.kind == FileErrorKind::Io, "step {step}: {e:?}")
                 }
                 Err(CacheError::Frames(_)) => assert!(alloc_failed, "step {step}: frames ran out"),
+                Err(CacheError::Swap(PageSwapError::Io(_))) => assert!(swap_failed, "step {step}: swap-in failed"),
                 Err(e) => panic!("step {step}: read failed: {e:?}"),
             }
         }
@@ -226,11 +282,15 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let r = m.cache.write(&mut m.files[fi].openers[oi], at, &data);
             let (own_write_failed, read_failed) = m.files[fi].fired();
             let alloc_failed = m.alloc_fired();
+            let swap_failed = m.swap_in_fired();
             m.excused |= own_write_failed;
             m.fired_all();
             let n = match r {
                 Ok(n) => {
-                    assert!(n == len || read_failed || alloc_failed, "step {step}: short write {n} of {len}");
+                    assert!(
+                        n == len || read_failed || alloc_failed || swap_failed,
+                        "step {step}: short write {n} of {len}"
+                    );
                     n
                 }
                 Err(CacheError::Io(e)) => {
@@ -239,6 +299,10 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
                 }
                 Err(CacheError::Frames(_)) => {
                     assert!(alloc_failed, "step {step}: frames ran out");
+                    0
+                }
+                Err(CacheError::Swap(PageSwapError::Io(_))) => {
+                    assert!(swap_failed, "step {step}: swap-in failed");
                     0
                 }
                 Err(e) => panic!("step {step}: write failed: {e:?}"),
@@ -276,6 +340,9 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
                 mf.owed[oi] = false;
             } else {
                 assert_eq!(r, Ok(()), "step {step}: no error owed");
+                if mf.shmem {
+                    return;
+                }
                 // C2: the synced pages are on the backing.
                 let disk = mf.disk.contents();
                 let from = (range.start * PS).min(mf.bytes.len() as u64) as usize;
@@ -291,11 +358,21 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             assert_eq!(r.failed > 0, failed, "step {step}: {r:?}");
         }
         Op::Truncate(f, at) => {
-            let mf = &mut m.files[usize::from(f) % FILES];
             let size = at.get();
-            m.cache.truncate(&mf.file, size).expect("a writable file takes any size");
-            mf.bytes.resize(size as usize, 0);
-            assert_eq!(mf.file.size(), size);
+            let fi = usize::from(f) % FILES;
+            let r = m.cache.truncate(&m.files[fi].file, size);
+            // A shmem file brings a swapped partial last page back first.
+            let (alloc_failed, swap_failed) = (m.alloc_fired(), m.swap_in_fired());
+            let mf = &mut m.files[fi];
+            match r {
+                Ok(()) => {
+                    mf.bytes.resize(size as usize, 0);
+                    assert_eq!(mf.file.size(), size);
+                }
+                Err(CacheError::Frames(_)) => assert!(mf.shmem && alloc_failed, "step {step}: frames ran out"),
+                Err(CacheError::Swap(_)) => assert!(mf.shmem && swap_failed, "step {step}: swap-in failed"),
+                Err(e) => panic!("step {step}: truncate: {e:?}"),
+            }
         }
         Op::Evict(f, page, shadow) => {
             let mf = &m.files[usize::from(f) % FILES];
@@ -304,6 +381,7 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let dirty = mf.file.has_tag(page, Tag::Dirty);
             let r = m.cache.evict(&mf.file, page, u64::from(shadow));
             match entry {
+                _ if mf.shmem => assert_eq!(r, Err(CacheError::NeedsSwap { page })),
                 Some(Entry::Page(_)) if dirty => assert_eq!(r, Err(CacheError::Busy { page, tag: Tag::Dirty })),
                 Some(Entry::Page(_)) => {
                     assert_eq!(r, Ok(()));
@@ -317,7 +395,11 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let before = mf.file.cached_pages();
             let n = m.cache.drop_clean(&mf.file);
             assert_eq!(mf.file.cached_pages(), before - n);
-            assert_eq!(mf.file.cached_pages(), mf.file.dirty_pages(), "step {step}: only dirty pages stay");
+            if mf.shmem {
+                assert_eq!(n, 0, "step {step}: a shmem page is its only copy");
+            } else {
+                assert_eq!(mf.file.cached_pages(), mf.file.dirty_pages(), "step {step}: only dirty pages stay");
+            }
         }
         Op::MarkDirty(f, page) => {
             let mf = &m.files[usize::from(f) % FILES];
@@ -329,9 +411,10 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             if cached {
                 assert_eq!(r, Ok(()));
                 let mf = &m.files[usize::from(f) % FILES];
-                // Dirty, unless the limit made the writer write it back.
+                // Dirty, unless the limit made the writer write it back (a
+                // shmem page never is: nothing to write it to).
                 assert!(
-                    mf.file.has_tag(page, Tag::Dirty) || m.cache.stats().throttled > throttled,
+                    mf.file.has_tag(page, Tag::Dirty) != mf.shmem || m.cache.stats().throttled > throttled,
                     "step {step}: page {page} not dirty"
                 );
             } else {
@@ -356,15 +439,83 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let fi = usize::from(f) % FILES;
             let r = m.cache.release(&m.files[fi].file);
             let failed = m.fired_all();
-            let mf = &m.files[fi];
+            let mf = &mut m.files[fi];
             if failed && r.is_err() {
                 assert_eq!(r, Err(CacheError::Writeback(FileErrorKind::Io)));
                 assert!(mf.file.dirty_pages() > 0, "step {step}: nothing dropped");
             } else {
                 assert_eq!(r, Ok(()), "step {step}");
                 assert_eq!(mf.file.cached_pages(), 0);
-                assert!(mf.disk.contents() == mf.bytes, "step {step}: released: the backing holds the file");
+                if mf.shmem {
+                    // Its pages are gone: it reads as zeros.
+                    mf.bytes.fill(0);
+                    assert_eq!(m.cache.shmem_pages(&mf.file), (0, 0));
+                } else {
+                    assert!(mf.disk.contents() == mf.bytes, "step {step}: released: the backing holds the file");
+                }
             }
+        }
+        Op::SwapOut(f, n) => {
+            let mf = &m.files[usize::from(f) % FILES];
+            // The nth cached page, if there is one (so that swap-outs find
+            // pages to take); otherwise a page that may hold nothing.
+            let cached: Vec<u64> = (0..MAX_PAGES).filter(|&p| mf.file.page(p).is_some()).collect();
+            let page = if cached.is_empty() { u64::from(n) % MAX_PAGES } else { cached[usize::from(n) % cached.len()] };
+            let cached = mf.file.page(page).is_some();
+            let used = m.swap.used();
+            let r = m.cache.swap_out(&mf.file, page);
+            let fired = m.fail_out_at.is_some_and(|at| m.swap.swap_outs() >= at);
+            if fired {
+                m.fail_out_at = None;
+            }
+            match r {
+                Ok(slot) => {
+                    assert!(mf.shmem && cached && !fired, "step {step}");
+                    assert_eq!(mf.file.swap_slot(page), Some(slot));
+                    assert_eq!(m.swap.used(), used + 1);
+                }
+                Err(CacheError::NotShmem) => assert!(!mf.shmem),
+                Err(CacheError::NotCached { page: p }) => assert!(p == page && mf.shmem && !cached),
+                Err(CacheError::Swap(PageSwapError::Io(_))) => assert!(fired, "step {step}: swap-out failed"),
+                Err(CacheError::Swap(PageSwapError::Full)) => assert_eq!(used, 16, "step {step}: swap full"),
+                Err(e) => panic!("step {step}: swap-out: {e:?}"),
+            }
+            if r.is_err() {
+                assert_eq!(mf.file.page(page).is_some(), cached, "step {step}: a refused swap-out changes nothing");
+            }
+        }
+        Op::Fault(f, page) => {
+            let fi = usize::from(f) % FILES;
+            let page = u64::from(page) % MAX_PAGES;
+            let r = m.cache.fault(&m.files[fi].file, page);
+            let (_, read_failed) = m.files[fi].fired();
+            let (alloc_failed, swap_failed) = (m.alloc_fired(), m.swap_in_fired());
+            let mf = &m.files[fi];
+            let len = mf.bytes.len() as u64;
+            match r {
+                Ok(frame) => {
+                    assert!(page * PS < len, "step {step}: a page past the end");
+                    let mut got = [0u8; PAGE_SIZE];
+                    // SAFETY: no cache call runs: nothing writes the frame.
+                    unsafe { m.cache.mem().read_bytes(frame.start_address(), &mut got) }.expect("simulated RAM");
+                    let (from, to) = ((page * PS) as usize, ((page + 1) * PS).min(len) as usize);
+                    assert!(got[..to - from] == mf.bytes[from..to], "step {step}: fault of page {page}: wrong bytes");
+                    assert_eq!(mf.file.page(page), Some(frame), "step {step}: the cached page");
+                }
+                Err(CacheError::BeyondEnd { page: p }) => assert!(p == page && page * PS >= len, "step {step}"),
+                Err(CacheError::Io(_)) => assert!(read_failed, "step {step}: fault read failed"),
+                Err(CacheError::Frames(_)) => assert!(alloc_failed, "step {step}: frames ran out"),
+                Err(CacheError::Swap(_)) => assert!(swap_failed, "step {step}: swap-in failed"),
+                Err(e) => panic!("step {step}: fault: {e:?}"),
+            }
+        }
+        Op::FailSwapOut => {
+            m.swap.fail_nth_swap_out(1);
+            m.fail_out_at = Some(m.swap.swap_outs() + 1);
+        }
+        Op::FailSwapIn => {
+            m.swap.fail_nth_swap_in(1);
+            m.fail_in_at = Some(m.swap.swap_ins() + 1);
         }
     }
 }
@@ -375,7 +526,7 @@ fn whole(m: &Model, step: u64) {
     for (fi, mf) in m.files.iter().enumerate() {
         mf.file.check().unwrap_or_else(|e| panic!("step {step}: file {fi}: {e}"));
         assert_eq!(mf.file.size(), mf.bytes.len() as u64);
-        assert_eq!(mf.disk.size(), mf.bytes.len() as u64, "step {step}: the backing's size");
+        assert_eq!(mf.file.backing().size(), mf.bytes.len() as u64, "step {step}: the backing's size");
         let disk = mf.disk.contents();
         let mut frame = [0u8; PAGE_SIZE];
         for page in 0..mf.bytes.len().div_ceil(PAGE_SIZE) as u64 {
@@ -389,13 +540,21 @@ fn whole(m: &Model, step: u64) {
                         "step {step}: file {fi} page {page}: cached copy"
                     );
                     assert!(frame[to - from..].iter().all(|&b| b == 0), "step {step}: file {fi} page {page}: tail");
-                    if !mf.file.has_tag(page, Tag::Dirty) {
+                    if !mf.shmem && !mf.file.has_tag(page, Tag::Dirty) {
                         assert!(
                             disk[from..to] == mf.bytes[from..to],
                             "step {step}: file {fi} page {page}: clean but stale"
                         );
                     }
                 }
+                None if mf.shmem => match mf.file.swap_slot(page) {
+                    Some(slot) => {
+                        let p = m.swap.page(slot).unwrap_or_else(|| panic!("step {step}: {slot:?} not in use"));
+                        assert!(p[..to - from] == mf.bytes[from..to], "step {step}: page {page}: swapped copy");
+                        assert!(p[to - from..].iter().all(|&b| b == 0), "step {step}: page {page}: swapped tail");
+                    }
+                    None => assert!(mf.bytes[from..to].iter().all(|&b| b == 0), "step {step}: page {page}: a hole"),
+                },
                 None => assert!(disk[from..to] == mf.bytes[from..to], "step {step}: file {fi} page {page}: lost"),
             }
         }
