@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
-use mm_pagecache::{CacheConfig, CacheError, CachedFile, Entry, OpenFile, PageCache, Tag};
+use mm_pagecache::{CacheConfig, CacheError, CachedFile, Entry, OpenFile, PageCache, Reclaimed, Tag};
 use mm_types::testkit::{MemFile, MemSwap, RefFrameProvider, SimPhysMemory};
 use mm_types::{FileErrorKind, FileOp, NoMappings, PageSwap, PageSwapError, PhysAddr, PhysMemory};
 use mm_types::{SwapSlot, PAGE_SIZE};
@@ -80,6 +80,9 @@ pub enum Op {
     FailSwapIn,
     /// A fault through a mapping at a page.
     Fault(u8, u8),
+    /// Reclaim the nth cached page (written back first if dirty, or to
+    /// swap).
+    Reclaim(u8, u8, u16),
 }
 
 type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
@@ -507,6 +510,44 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
                 Err(CacheError::Frames(_)) => assert!(alloc_failed, "step {step}: frames ran out"),
                 Err(CacheError::Swap(_)) => assert!(swap_failed, "step {step}: swap-in failed"),
                 Err(e) => panic!("step {step}: fault: {e:?}"),
+            }
+        }
+        Op::Reclaim(f, n, shadow) => {
+            let fi = usize::from(f) % FILES;
+            let mf = &m.files[fi];
+            let cached: Vec<u64> = (0..MAX_PAGES).filter(|&p| mf.file.page(p).is_some()).collect();
+            let page = if cached.is_empty() { u64::from(n) % MAX_PAGES } else { cached[usize::from(n) % cached.len()] };
+            let was_cached = mf.file.page(page).is_some();
+            let dirty = mf.file.has_tag(page, Tag::Dirty);
+            let used = m.swap.used();
+            let r = m.cache.reclaim(&mf.file, page, u64::from(shadow));
+            let write_failed = m.fired_all();
+            let out_failed = m.fail_out_at.is_some_and(|at| m.swap.swap_outs() >= at);
+            if out_failed {
+                m.fail_out_at = None;
+            }
+            let mf = &m.files[fi];
+            match r {
+                Ok(Reclaimed::Dropped) => assert!(was_cached && !dirty && !mf.shmem, "step {step}"),
+                Ok(Reclaimed::WrittenBack) => {
+                    assert!(was_cached && dirty && !mf.shmem, "step {step}");
+                    let (from, to) = ((page * PS) as usize, ((page + 1) * PS).min(mf.bytes.len() as u64) as usize);
+                    assert!(mf.disk.contents()[from..to] == mf.bytes[from..to], "step {step}: written back");
+                }
+                Ok(Reclaimed::Swapped(slot)) => {
+                    assert!(was_cached && mf.shmem, "step {step}");
+                    assert_eq!(mf.file.swap_slot(page), Some(slot));
+                }
+                Err(CacheError::NotCached { .. }) => assert!(!was_cached, "step {step}"),
+                Err(CacheError::Writeback(_)) => assert!(dirty && write_failed, "step {step}: writeback failed"),
+                Err(CacheError::Swap(PageSwapError::Io(_))) => assert!(out_failed, "step {step}"),
+                Err(CacheError::Swap(PageSwapError::Full)) => assert_eq!(used, 16, "step {step}"),
+                Err(e) => panic!("step {step}: reclaim: {e:?}"),
+            }
+            if r.is_ok() {
+                assert!(mf.file.page(page).is_none(), "step {step}: reclaimed but still cached");
+            } else {
+                assert_eq!(mf.file.page(page).is_some(), was_cached, "step {step}: a refusal changes nothing");
             }
         }
         Op::FailSwapOut => {

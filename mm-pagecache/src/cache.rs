@@ -84,6 +84,17 @@ impl WritebackReport {
     }
 }
 
+/// How [`PageCache::reclaim`] freed a page's frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaimed {
+    /// A clean page: dropped, its shadow left.
+    Dropped,
+    /// A dirty page: written back, then dropped.
+    WrittenBack,
+    /// A shmem page: sent to this slot.
+    Swapped(SwapSlot),
+}
+
 /// Counters of a [`PageCache`] since it was made, and its totals now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -1054,6 +1065,32 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             }
             Entry::Shadow(_) => 0,
         }
+    }
+
+    /// Frees page `page`'s frame for reclaim, whatever the page's state:
+    /// a clean page is evicted (leaving `shadow`), a dirty one written back
+    /// first (alone, in one request) and then evicted, a shmem page sent to
+    /// swap. The caller has unmapped the page from every address space
+    /// (the reverse map's work, as for anonymous pages).
+    ///
+    /// Errors: [`CacheError::NotCached`]; [`CacheError::Busy`] for a page
+    /// under writeback or locked; [`CacheError::Writeback`] if writing a
+    /// dirty page back failed (it stays cached and dirty, and the error
+    /// reaches every opener's next fsync); a shmem page's
+    /// [`swap_out`](PageCache::swap_out) errors.
+    pub fn reclaim(&self, file: &CachedFile, page: u64, shadow: u64) -> Result<Reclaimed, CacheError> {
+        if file.shmem {
+            return self.swap_out(file, page).map(Reclaimed::Swapped);
+        }
+        let dirty = file.state.lock().index.has_tag(page, Tag::Dirty);
+        if dirty {
+            let r = self.writeback_file(file, page..page + 1, 1);
+            if let Some(e) = r.error {
+                return Err(CacheError::Writeback(e.kind));
+            }
+        }
+        self.evict(file, page, shadow)?;
+        Ok(if dirty { Reclaimed::WrittenBack } else { Reclaimed::Dropped })
     }
 
     /// Evicts a clean cached page for reclaim: its frame goes back to the

@@ -21,7 +21,7 @@ mod readahead;
 mod shmem;
 
 pub use blockdev::BlockDevice;
-pub use cache::{CacheConfig, CacheStats, CachedFile, OpenFile, PageCache, WritebackReport};
+pub use cache::{CacheConfig, CacheStats, CachedFile, OpenFile, PageCache, Reclaimed, WritebackReport};
 pub use error::{CacheError, IndexError};
 pub use errseq::{ErrSeq, ErrSince};
 pub use index::{Entry, PageIndex, Tag};

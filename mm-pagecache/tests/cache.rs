@@ -492,3 +492,32 @@ fn faults_read_ahead_and_stop_at_the_end() {
     cache.release(&file).unwrap();
     assert_eq!(frames.allocated_blocks(), 0);
 }
+
+/// Reclaim of a file page whatever its state: clean dropped, dirty written
+/// back first, a failed write keeping it (MODEL C4, C10).
+#[test]
+fn reclaim_writes_dirty_pages_back_before_dropping_them() {
+    use mm_pagecache::Reclaimed;
+    let (cache, frames) = cache(16);
+    let disk = patterned(4);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    let mut b = [0u8; 1];
+    cache.read(&mut f, 0, &mut b).unwrap();
+    cache.write(&mut f, PS, b"dirty").unwrap();
+    cache.write(&mut f, 2 * PS, b"fails").unwrap();
+    assert_eq!(cache.reclaim(&file, 0, 5), Ok(Reclaimed::Dropped));
+    assert_eq!(file.entry(0), Some(Entry::Shadow(5)));
+    assert_eq!(cache.reclaim(&file, 1, 6), Ok(Reclaimed::WrittenBack));
+    assert_eq!(&disk.contents()[PAGE_SIZE..PAGE_SIZE + 5], b"dirty");
+    assert_eq!((disk.write_requests(), disk.pages_written()), (1, 1), "that page alone");
+    disk.fail_nth_write(1);
+    assert_eq!(cache.reclaim(&file, 2, 7), Err(CacheError::Writeback(FileErrorKind::Io)));
+    assert!(file.page(2).is_some() && file.has_tag(2, Tag::Dirty), "kept, dirty");
+    assert_eq!(cache.fsync(&mut f), Err(CacheError::Writeback(FileErrorKind::Io)), "and reported");
+    assert_eq!(&disk.contents()[2 * PAGE_SIZE..2 * PAGE_SIZE + 5], b"fails");
+    assert_eq!(cache.reclaim(&file, 10, 8), Err(CacheError::NotCached { page: 10 }));
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
