@@ -479,9 +479,20 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// A new cached file over `backing`, empty, its size the backing's.
     pub fn open(&self, backing: impl FileBacking + Send + Sync + 'static) -> Arc<CachedFile> {
         let size = backing.size();
+        self.new_file(Box::new(backing), size, false)
+    }
+
+    /// A new empty file of `size` bytes over `backing`, with the next
+    /// number.
+    pub(crate) fn new_file(
+        &self,
+        backing: Box<dyn FileBacking + Send + Sync>,
+        size: u64,
+        shmem: bool,
+    ) -> Arc<CachedFile> {
         Arc::new(CachedFile {
             id: FileId(self.next_id.fetch_add(1, Ordering::Relaxed)),
-            backing: Box::new(backing),
+            backing,
             state: Mutex::new(FileState {
                 index: PageIndex::new(),
                 size,
@@ -490,7 +501,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 fault_ra: Readahead::new(),
             }),
             errors: ErrSeq::new(),
-            shmem: false,
+            shmem,
         })
     }
 

@@ -14,14 +14,12 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 
 use mm_types::sync::atomic::{AtomicU64, Ordering};
-use mm_types::sync::Mutex;
-use mm_types::{FileBacking, FileError, FileErrorKind, FileId, FileOp, FrameNumber, FrameProvider, PhysMemory};
+use mm_types::{FileBacking, FileError, FileErrorKind, FileOp, FrameNumber, FrameProvider, PhysMemory};
 use mm_types::{SwapSlot, PAGE_SIZE};
 
 use crate::cache::{add, sub, FileState, PS};
-use crate::errseq::ErrSeq;
 use crate::frames::page_ref;
-use crate::{CacheError, CachedFile, Entry, PageCache, PageIndex, Readahead, Tag};
+use crate::{CacheError, CachedFile, Entry, PageCache, Tag};
 
 /// A shmem file's backing: its size and nothing else (the cache never
 /// reads or writes it: holes read as zeros, pages go to swap).
@@ -80,19 +78,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_shmem(&self, size: u64) -> Arc<CachedFile> {
-        Arc::new(CachedFile {
-            id: FileId(self.next_id.fetch_add(1, Ordering::Relaxed)),
-            backing: Box::new(Shmem { size: AtomicU64::new(size) }),
-            state: Mutex::new(FileState {
-                index: PageIndex::new(),
-                size,
-                dirty: 0,
-                listed: false,
-                fault_ra: Readahead::new(),
-            }),
-            errors: ErrSeq::new(),
-            shmem: true,
-        })
+        self.new_file(Box::new(Shmem { size: AtomicU64::new(size) }), size, true)
     }
 
     /// Page `p` of a shmem file in memory: cached already, brought back
