@@ -70,7 +70,7 @@ fn units(r: &Path) -> Vec<Unit> {
     const LONG: &[(&str, &str, u32)] = &[
         ("mm-wiring", "scenarios", 224),
         ("mm-swap", "zswap", 103),
-        ("mm-pagecache", "cache", 50),
+        ("mm-pagecache", "cache", 30),
         ("mm-paging", "paging", 98),
         ("mm-slab", "hardened_freelist", 96),
         ("mm-vmalloc", "vmalloc", 84),
