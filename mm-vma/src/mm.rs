@@ -62,6 +62,27 @@ pub trait Pager: Send + Sync {
     /// The frame holding the 4 KiB page at byte `offset` (page aligned) of
     /// `object`, read in if needed.
     fn page(&self, object: u32, offset: u64) -> Result<PhysAddr, HookError>;
+
+    /// Whether stores to `object`'s pages through shared mappings must be
+    /// reported ([`dirtied`](Pager::dirtied)): true for a file whose pages
+    /// are written back to a backing. Such pages are then mapped
+    /// read-only in shared mappings until a write fault reports the store
+    /// and makes the entry writable (Linux's write-notify, `page_mkwrite`),
+    /// and `mprotect` never makes their entries writable by itself. The
+    /// default (no tracking) suits memory-only objects.
+    fn tracks_writes(&self, object: u32) -> bool {
+        let _ = object;
+        false
+    }
+
+    /// A store through a shared mapping is about to change the page at
+    /// byte `offset` of `object`: the pager marks it dirty. Called before
+    /// the entry becomes writable; an error fails the fault and the entry
+    /// stays read-only.
+    fn dirtied(&self, object: u32, offset: u64) -> Result<(), HookError> {
+        let _ = (object, offset);
+        Ok(())
+    }
 }
 
 /// The swap slots page tables hold: the swap device side of faults, fork
@@ -188,6 +209,9 @@ pub struct FaultStats {
     pub spurious: u64,
     /// Faults refused (the caller raises a segfault or bus error).
     pub refused: u64,
+    /// Stores through shared mappings reported to the pager before their
+    /// page became writable ([`Pager::tracks_writes`]).
+    pub write_notify: u64,
 }
 
 #[derive(Default)]
@@ -201,6 +225,7 @@ struct Counters {
     stack_growth: AtomicU64,
     spurious: AtomicU64,
     refused: AtomicU64,
+    write_notify: AtomicU64,
 }
 
 /// What address spaces share (one per machine, as Linux's global page
@@ -539,6 +564,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             FaultCount::StackGrowth => &c.stack_growth,
             FaultCount::Spurious => &c.spurious,
             FaultCount::Refused => &c.refused,
+            FaultCount::WriteNotify => &c.write_notify,
         };
         a.fetch_add(1, Ordering::Relaxed);
     }
@@ -557,6 +583,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             stack_growth: r(&c.stack_growth),
             spurious: r(&c.spurious),
             refused: r(&c.refused),
+            write_notify: r(&c.write_notify),
         }
     }
 }
@@ -580,4 +607,5 @@ pub(crate) enum FaultCount {
     StackGrowth,
     Spurious,
     Refused,
+    WriteNotify,
 }

@@ -9,9 +9,17 @@
 //! too) shares its pages through the file, never by handing frames around.
 //! A page past the end of the file is a bus error, not a page.
 //!
-//! Still to come (issue 24): dirty tracking of shared mappings of files
-//! with a backing (the PTE dirty bit to the cache, write-protection before
-//! writeback through the reverse map), and file pages on reclaim's lists.
+//! Shared mappings of files with a backing are write-tracked: their pages
+//! map read-only, and a store faults once, marks the cached page dirty
+//! (`mark_dirty`) and only then makes the entry writable, so writeback
+//! sees every page written through a mapping. After writeback the mappings
+//! must be write-protected again (`AddressSpace::write_protect_page` on
+//! each mapping the reverse map names) so that the next store is seen too.
+//!
+//! Still to come (issue 24): that write-protection as the cache's
+//! `FileMappings` hook over the reverse map (today the kernel has no
+//! shared file mappings, and a cache built with `NoMappings` does not
+//! write-protect), and file pages on reclaim's lists.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -70,5 +78,17 @@ where
         let file = self.file(object).ok_or(HookError::BadEntry)?;
         let frame = self.cache.fault(&file, offset / PAGE_BYTES).map_err(hook_error)?;
         Ok(frame.start_address())
+    }
+
+    /// A file with a backing: stores through shared mappings must reach
+    /// the cache as dirty pages. A shmem page is its only copy: nothing to
+    /// track.
+    fn tracks_writes(&self, object: u32) -> bool {
+        self.file(object).is_some_and(|f| !f.is_shmem())
+    }
+
+    fn dirtied(&self, object: u32, offset: u64) -> Result<(), HookError> {
+        let file = self.file(object).ok_or(HookError::BadEntry)?;
+        self.cache.mark_dirty(&file, offset / PAGE_BYTES).map_err(hook_error)
     }
 }

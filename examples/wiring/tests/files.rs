@@ -104,3 +104,35 @@ fn a_shared_shmem_mapping_is_shared_across_fork_through_the_file() {
     w.cache.release(&shm).unwrap();
     assert_eq!(w.frames.free_frame_count(), free, "every frame back");
 }
+
+/// A shared mapping of a file with a backing: stores mark the cached page
+/// dirty through the pager's write-notify, fsync writes them back, and
+/// after write-protection (the kernel's part of writeback) the next store
+/// dirties the page again.
+#[test]
+fn stores_through_a_shared_file_mapping_reach_the_file() {
+    let w = world();
+    let disk = Arc::new(MemFile::with_contents(vec![0; 2 * PAGE_SIZE]));
+    let file = w.cache.open(disk.clone());
+    w.pager.register(4, file.clone());
+    let mut space = mm_vma::AddressSpace::new(&w.mm, Layout::X86_64).unwrap();
+    let base = space.mmap(MapRequest::object(2 * PS, RW, 4, 0).shared()).unwrap();
+    let mut b = [0u8; 1];
+    space.read_user(base + PS, &mut b).unwrap();
+    assert_eq!(file.dirty_pages(), 0, "a read dirties nothing");
+    space.write_user(base + PS + 5, b"mapped").unwrap();
+    assert_eq!(file.dirty_pages(), 1);
+    let mut f = OpenFile::new(file.clone());
+    w.cache.fsync(&mut f).unwrap();
+    assert_eq!(&disk.contents()[PAGE_SIZE + 5..PAGE_SIZE + 11], b"mapped");
+    assert_eq!(file.dirty_pages(), 0);
+    // Writeback's write-protection of the mapping: the next store is seen.
+    assert!(space.write_protect_page(base + PS));
+    space.write_user(base + PS + 5, b"again!").unwrap();
+    assert_eq!(file.dirty_pages(), 1);
+    w.cache.fsync(&mut f).unwrap();
+    assert_eq!(&disk.contents()[PAGE_SIZE + 5..PAGE_SIZE + 11], b"again!");
+    assert_eq!(w.mm.fault_stats().write_notify, 2);
+    drop(space);
+    w.cache.release(&file).unwrap();
+}

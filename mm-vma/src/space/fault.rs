@@ -86,6 +86,13 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     return Ok(FaultKind::Spurious);
                 }
                 if v.flags.contains(VmaFlags::SHARED) {
+                    if let Backing::Object { object, offset } = v.backing {
+                        // A write-tracked page learns of the store first.
+                        if let Some(pager) = self.mm.hooks.pager.clone().filter(|p| p.tracks_writes(object)) {
+                            pager.dirtied(object, offset + (page - v.start)).map_err(hook)?;
+                            self.mm.count(FaultCount::WriteNotify);
+                        }
+                    }
                     let f = self.pt().update_flags(page, PAGE_BYTES, |m| m.flags | MapFlags::WRITE).expect("mapped");
                     self.gather.batch.add(f);
                     self.mm.count(FaultCount::Spurious);
@@ -205,6 +212,17 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let flags = page_flags(v);
         self.mm.count(FaultCount::Pager);
         if v.flags.contains(VmaFlags::SHARED) {
+            // A write-tracked page is mapped writable only by a write, which
+            // the pager hears of first.
+            let flags = if !pager.tracks_writes(object) {
+                flags
+            } else if write {
+                pager.dirtied(object, offset).map_err(hook)?;
+                self.mm.count(FaultCount::WriteNotify);
+                flags
+            } else {
+                flags - MapFlags::WRITE
+            };
             self.map_new(page, frame, flags, PageKind::File)?;
         } else if !write {
             self.map_new(page, frame, flags - MapFlags::WRITE, PageKind::File)?;

@@ -176,13 +176,49 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             let (s, e) = (v.start.max(start), v.end.min(end));
             let flags = page_flags(&v);
             let private = !v.flags.contains(VmaFlags::SHARED);
+            // Write-tracked pages of a shared mapping become writable only
+            // through a write fault that reports the store.
+            let tracked = match v.backing {
+                Backing::Object { object, .. } if !private => {
+                    mm.hooks.pager.as_ref().is_some_and(|p| p.tracks_writes(object))
+                }
+                _ => false,
+            };
             let flush = mm.with_sharing(|shared| {
-                pt.update_flags(s, e - s, |m| if private && shared(m.frame) { flags - MapFlags::WRITE } else { flags })
+                pt.update_flags(s, e - s, |m| {
+                    let keep_ro = (private && shared(m.frame)) || (tracked && !m.flags.contains(MapFlags::WRITE));
+                    if keep_ro {
+                        flags - MapFlags::WRITE
+                    } else {
+                        flags
+                    }
+                })
             });
             self.gather.batch.add(flush.expect("VMA flags always include READ"));
         }
         self.finish();
         Ok(())
+    }
+
+    /// Write-protects the page holding `addr` if it is mapped writable, and
+    /// says whether it was: one mapping's part of writeback's
+    /// `page_mkclean` (the kernel finds the mappings of a page through the
+    /// reverse map). The next store faults and, for a write-tracked page
+    /// of a shared mapping ([`Pager::tracks_writes`](crate::Pager::tracks_writes)),
+    /// is reported to the pager again before the entry becomes writable.
+    pub fn write_protect_page(&mut self, addr: VirtAddr) -> bool {
+        let page = VirtAddr::new(addr.as_u64() & !(PAGE_BYTES - 1)).expect("a page of a canonical address");
+        let writable = matches!(
+            self.page_table().lookup(page),
+            Ok(mm_paging::Lookup::Mapped(t)) if t.flags.contains(MapFlags::WRITE) && t.size == PageSize::Size4KiB
+        );
+        if writable {
+            let pt = self.pt.as_mut().expect("present until drop");
+            let flush = pt.update_flags(page, PAGE_BYTES, |m| m.flags - MapFlags::WRITE).expect("mapped");
+            self.gather.batch.add(flush);
+            self.finish();
+        }
+        writable
     }
 
     /// Sets the program break (`brk`): grows or shrinks the heap that

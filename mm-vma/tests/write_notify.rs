@@ -1,0 +1,145 @@
+//! Write-notify for shared mappings of write-tracked objects (files with a
+//! backing): pages map read-only until a store, which the pager hears of
+//! before the entry becomes writable; `mprotect` never makes such an entry
+//! writable by itself; write-protection (writeback's `page_mkclean`) makes
+//! the next store report again. Untracked objects and private mappings are
+//! not reported.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mm_paging::{MapFlags, X86_64};
+use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+use mm_types::{AllocFlags, FrameProvider, Order, PhysAddr, Protection, VirtAddr};
+use mm_vma::sim::SimFrames;
+use mm_vma::{FaultError, HookError, Hooks, Layout, MapRequest, MmContext, Pager};
+
+const PS: u64 = 4096;
+const RW: Protection = Protection::READ.union(Protection::WRITE);
+/// Object 1 is write-tracked, object 2 is not.
+const TRACKED: u32 = 1;
+const UNTRACKED: u32 = 2;
+
+/// Zeroed pages per (object, offset), the stores it heard of.
+struct Recording {
+    frames: SimFrames,
+    pages: Mutex<BTreeMap<(u32, u64), PhysAddr>>,
+    dirtied: Mutex<Vec<(u32, u64)>>,
+    fail: AtomicBool,
+}
+
+impl Pager for Recording {
+    fn page(&self, object: u32, offset: u64) -> Result<PhysAddr, HookError> {
+        let mut pages = self.pages.lock().unwrap();
+        if let Some(&f) = pages.get(&(object, offset)) {
+            return Ok(f);
+        }
+        let f = self.frames.allocate_frame(AllocFlags::ZERO).map_err(|_| HookError::OutOfMemory)?;
+        pages.insert((object, offset), f);
+        Ok(f)
+    }
+    fn tracks_writes(&self, object: u32) -> bool {
+        object == TRACKED
+    }
+    fn dirtied(&self, object: u32, offset: u64) -> Result<(), HookError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(HookError::Io);
+        }
+        self.dirtied.lock().unwrap().push((object, offset));
+        Ok(())
+    }
+}
+
+fn world() -> (Arc<MmContext<X86_64, SimPhysMemory, SimFrames>>, Arc<Recording>) {
+    let ram = SimPhysMemory::new(PhysAddr::new(0x10_0000).unwrap(), 128 * PS);
+    let frames: SimFrames = Arc::new(RefFrameProvider::new(&ram).with_max_order(Order::ZERO));
+    let pager = Arc::new(Recording {
+        frames: frames.clone(),
+        pages: Mutex::new(BTreeMap::new()),
+        dirtied: Mutex::new(Vec::new()),
+        fail: AtomicBool::new(false),
+    });
+    let hooks = Hooks { pager: Some(pager.clone() as Arc<dyn Pager>), ..Hooks::default() };
+    (MmContext::new(X86_64::FOUR_LEVEL, ram, frames, hooks).unwrap(), pager)
+}
+
+fn writable(space: &mm_vma::AddressSpace<X86_64, SimPhysMemory, SimFrames>, va: VirtAddr) -> bool {
+    space.page_table().translate(va).is_some_and(|t| t.flags.contains(MapFlags::WRITE))
+}
+
+#[test]
+fn stores_are_reported_before_the_page_becomes_writable_and_again_after_write_protection() {
+    let (mm, pager) = world();
+    let mut space = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    let a = space.mmap(MapRequest::object(2 * PS, RW, TRACKED, 0).shared()).unwrap();
+    // A read maps the page read-only: nothing reported.
+    let mut b = [0u8; 4];
+    space.read_user(a, &mut b).unwrap();
+    assert!(!writable(&space, a));
+    assert!(pager.dirtied.lock().unwrap().is_empty());
+    // The first store is reported, the next ones are not.
+    space.write_user(a, b"one").unwrap();
+    space.write_user(a + 8, b"two").unwrap();
+    assert!(writable(&space, a));
+    // A store into an unmapped page: reported at its first fault.
+    space.write_user(a + PS, b"new").unwrap();
+    assert_eq!(pager.dirtied.lock().unwrap().as_slice(), &[(TRACKED, 0), (TRACKED, PS)]);
+    // Writeback write-protects the page: the next store is reported again.
+    assert!(space.write_protect_page(a + 100));
+    assert!(!space.write_protect_page(a + 100), "already read-only");
+    space.write_user(a, b"three").unwrap();
+    assert_eq!(pager.dirtied.lock().unwrap().len(), 3);
+    assert_eq!(mm.fault_stats().write_notify, 3);
+    // The bytes went to the pager's page: a second mapping sees them.
+    let b2 = space.mmap(MapRequest::object(PS, Protection::READ, TRACKED, 0).shared()).unwrap();
+    let mut got = [0u8; 5];
+    space.read_user(b2, &mut got).unwrap();
+    assert_eq!(&got, b"three");
+}
+
+#[test]
+fn mprotect_never_makes_a_tracked_entry_writable() {
+    let (mm, pager) = world();
+    let mut space = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    let a = space.mmap(MapRequest::object(PS, RW, TRACKED, 0).shared()).unwrap();
+    let mut b = [0u8; 1];
+    space.read_user(a, &mut b).unwrap();
+    space.mprotect(a, PS, Protection::READ).unwrap();
+    space.mprotect(a, PS, RW).unwrap();
+    assert!(!writable(&space, a), "still read-only: the store must be reported");
+    space.write_user(a, b"x").unwrap();
+    assert_eq!(pager.dirtied.lock().unwrap().as_slice(), &[(TRACKED, 0)]);
+    // A writable entry keeps its write right across mprotect to RW again.
+    space.mprotect(a, PS, RW).unwrap();
+    assert!(writable(&space, a));
+    // Down to read-only removes it, as for any mapping.
+    space.mprotect(a, PS, Protection::READ).unwrap();
+    assert!(!writable(&space, a));
+    assert_eq!(mm.fault_stats().write_notify, 1);
+}
+
+#[test]
+fn a_refused_report_fails_the_store_and_untracked_or_private_stores_are_not_reported() {
+    let (mm, pager) = world();
+    let mut space = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    let a = space.mmap(MapRequest::object(PS, RW, TRACKED, 0).shared()).unwrap();
+    pager.fail.store(true, Ordering::SeqCst);
+    assert_eq!(space.write_user(a, b"x"), Err(FaultError::Hook(HookError::Io)));
+    let mut b = [0u8; 1];
+    space.read_user(a, &mut b).unwrap();
+    assert_eq!(space.write_user(a, b"x"), Err(FaultError::Hook(HookError::Io)), "a mapped page too");
+    assert!(!writable(&space, a), "the entry stays read-only");
+    pager.fail.store(false, Ordering::SeqCst);
+    space.write_user(a, b"x").unwrap();
+    // Untracked: mapped writable at once, never reported.
+    let u = space.mmap(MapRequest::object(PS, RW, UNTRACKED, 0).shared()).unwrap();
+    space.read_user(u, &mut b).unwrap();
+    assert!(writable(&space, u));
+    space.write_user(u, b"y").unwrap();
+    // Private mapping of a tracked object: copy on write, not reported.
+    let p = space.mmap(MapRequest::object(PS, RW, TRACKED, PS)).unwrap();
+    space.write_user(p, b"z").unwrap();
+    assert_eq!(pager.dirtied.lock().unwrap().as_slice(), &[(TRACKED, 0)]);
+    assert_eq!(mm.fault_stats().write_notify, 1);
+}
