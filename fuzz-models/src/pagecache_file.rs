@@ -191,10 +191,11 @@ pub fn run(data: &[u8]) {
     let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).expect("aligned"), 64 * PS);
     let frames = Arc::new(RefFrameProvider::new(&mem));
     let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 8 };
-    // SAFETY: nothing maps the cache's pages; the model reads frames only
-    // between the cache's calls.
-    let cache =
-        unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(NoMappings)) }.expect("valid config");
+    let made =
+        // SAFETY: nothing maps the cache's pages; the model reads frames
+        // only between the cache's calls.
+        unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(NoMappings)) };
+    let cache = made.expect("valid config");
     let swap = Arc::new(MemSwap::new(&mem, 16));
     let cache = cache.with_swap(Box::new(Shared(swap.clone())));
     let mut files = Vec::new();

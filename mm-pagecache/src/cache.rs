@@ -629,42 +629,15 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             return Ok(0);
         }
         let (first, last) = (offset / PS, (end - 1) / PS);
-        let max = self.config.readahead_max;
-        let eof = pages_of(st.size);
         let mut done = 0usize;
         for p in first..=last {
-            let want = last - p + 1;
-            let frame = match st.index.page(p) {
-                Some(f) => {
-                    add(&self.stats.hits, 1);
-                    if st.index.has_tag(p, Tag::Readahead) {
-                        st.index.clear_tag(p, Tag::Readahead).expect("cached");
-                        let index = &st.index;
-                        let w = ra.on_marker(p, want, max, |from, limit| {
-                            (from..from.saturating_add(limit).min(eof)).find(|&i| index.page(i).is_none())
-                        });
-                        if w.size > 0 {
-                            add(&self.stats.async_windows, 1);
-                            // Pages read ahead: a failure here is not this
-                            // read's (the page asked for is cached).
-                            let _ = self.read_window(file, &mut st, w, None);
-                        }
+            let frame = match self.page_through(file, &mut st, ra, p, last - p + 1) {
+                Ok(f) => f,
+                Err(e) => {
+                    if p > first {
+                        ra.prev = Some(p - 1);
                     }
-                    f
-                }
-                None => {
-                    add(&self.stats.misses, 1);
-                    let w = ra.on_miss(p, want, max);
-                    if w.marker.is_some() {
-                        add(&self.stats.windows, 1);
-                    }
-                    if let Err(e) = self.read_window(file, &mut st, w, Some(p)) {
-                        if p > first {
-                            ra.prev = Some(p - 1);
-                        }
-                        return if done > 0 { Ok(done) } else { Err(e) };
-                    }
-                    st.index.page(p).expect("the window starts at the page asked for")
+                    return if done > 0 { Ok(done) } else { Err(e) };
                 }
             };
             let from = if p == first { (offset % PS) as usize } else { 0 };
@@ -696,36 +669,51 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         if file.shmem {
             return self.shmem_page(&mut st, page);
         }
+        let mut ra = st.fault_ra;
+        let r = self.page_through(file, &mut st, &mut ra, page, 1);
+        ra.prev = Some(page);
+        st.fault_ra = ra;
+        r
+    }
+
+    /// Page `p` of a regular file for a reader whose readahead state is
+    /// `ra` and who wants `want` pages from there: the cached page
+    /// (reaching a marker reads the next window), or the page read in
+    /// through a window. Only the page asked for can fail the call.
+    fn page_through(
+        &self,
+        file: &CachedFile,
+        st: &mut FileState,
+        ra: &mut Readahead,
+        p: u64,
+        want: u64,
+    ) -> Result<FrameNumber, CacheError> {
         let max = self.config.readahead_max;
-        let eof = pages_of(st.size);
-        if let Some(f) = st.index.page(page) {
+        if let Some(f) = st.index.page(p) {
             add(&self.stats.hits, 1);
-            if st.index.has_tag(page, Tag::Readahead) {
-                st.index.clear_tag(page, Tag::Readahead).expect("cached");
-                let mut ra = st.fault_ra;
+            if st.index.has_tag(p, Tag::Readahead) {
+                st.index.clear_tag(p, Tag::Readahead).expect("cached");
+                let eof = pages_of(st.size);
                 let index = &st.index;
-                let w = ra.on_marker(page, 1, max, |from, limit| {
+                let w = ra.on_marker(p, want, max, |from, limit| {
                     (from..from.saturating_add(limit).min(eof)).find(|&i| index.page(i).is_none())
                 });
-                st.fault_ra = ra;
                 if w.size > 0 {
                     add(&self.stats.async_windows, 1);
-                    let _ = self.read_window(file, &mut st, w, None);
+                    // Pages read ahead: a failure here is not the reader's
+                    // (the page asked for is cached).
+                    let _ = self.read_window(file, st, w, None);
                 }
             }
-            st.fault_ra.prev = Some(page);
             return Ok(f);
         }
         add(&self.stats.misses, 1);
-        let mut ra = st.fault_ra;
-        let w = ra.on_miss(page, 1, max);
-        ra.prev = Some(page);
-        st.fault_ra = ra;
+        let w = ra.on_miss(p, want, max);
         if w.marker.is_some() {
             add(&self.stats.windows, 1);
         }
-        self.read_window(file, &mut st, w, Some(page))?;
-        Ok(st.index.page(page).expect("the window starts at the page asked for"))
+        self.read_window(file, st, w, Some(p))?;
+        Ok(st.index.page(p).expect("the window starts at the page asked for"))
     }
 
     /// Calls `f` with every cached, up-to-date page of the 16-page aligned
