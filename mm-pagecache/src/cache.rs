@@ -122,6 +122,9 @@ pub struct CacheStats {
     pub writeback_errors: u64,
     /// Writes that found the dirty limit passed and wrote back first.
     pub throttled: u64,
+    /// Pages written back that stayed dirty: a mapping of theirs could not
+    /// be write-protected at the time (its address space was busy).
+    pub writeback_exposed: u64,
     /// Clean pages evicted (leaving a shadow).
     pub evicted: u64,
     /// Clean pages dropped (no shadow).
@@ -150,6 +153,7 @@ pub(crate) struct Counters {
     pub(crate) write_requests: AtomicU64,
     pub(crate) writeback_errors: AtomicU64,
     pub(crate) throttled: AtomicU64,
+    pub(crate) writeback_exposed: AtomicU64,
     pub(crate) evicted: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) swap_outs: AtomicU64,
@@ -456,6 +460,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             write_requests: get(&s.write_requests),
             writeback_errors: get(&s.writeback_errors),
             throttled: get(&s.throttled),
+            writeback_exposed: get(&s.writeback_exposed),
             evicted: get(&s.evicted),
             dropped: get(&s.dropped),
             swap_outs: get(&s.swap_outs),
@@ -506,14 +511,31 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     }
 
     pub(crate) fn alloc(&self, zero: bool) -> Result<FrameNumber, CacheError> {
-        let flags = if zero { AllocFlags::ZERO } else { AllocFlags::empty() };
+        // Cached pages are movable (nothing but the index and page tables
+        // name their frames), as Linux's page cache allocates them.
+        let flags = if zero { AllocFlags::ZERO | AllocFlags::MOVABLE } else { AllocFlags::MOVABLE };
         self.frames.allocate(Order::ZERO, flags).map(|b| b.start()).map_err(CacheError::Frames)
     }
 
     pub(crate) fn free(&self, frame: FrameNumber) {
+        self.mappings.removed(frame);
         // Order 0 at a frame number is always a valid block.
         let r = FrameBlock::new(frame, Order::ZERO).map(|b| self.frames.free(b));
         debug_assert!(matches!(r, Ok(Ok(()))), "the provider refused a frame it gave: {r:?}");
+    }
+
+    /// Caches frame `f` as page `at` of `file` (nothing is cached there)
+    /// and tells the hook; a shadow found there counts as a refault.
+    pub(crate) fn insert(&self, file: &CachedFile, st: &mut FileState, at: u64, f: FrameNumber) {
+        let old = st.index.insert(at, f).expect("the caller checked that no page is cached there");
+        // A shmem file's value entries are swap slots, not shadows.
+        let shadow = if file.shmem { None } else { old };
+        if shadow.is_some() {
+            add(&self.stats.refaults, 1);
+        }
+        st.index.set_tag(at, Tag::Uptodate).expect("just inserted");
+        add(&self.stats.cached, 1);
+        self.mappings.added(file.id, at, f, file.shmem, shadow);
     }
 
     /// Reads the missing pages of window `w` (up to the end of the file)
@@ -590,18 +612,13 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 return Ok(());
             }
             for (k, f) in frames.into_iter().enumerate() {
+                // Checked missing under the file's lock.
                 let at = p + k as u64;
-                match st.index.insert(at, f) {
-                    Ok(Some(_shadow)) => add(&self.stats.refaults, 1),
-                    Ok(None) => {}
-                    Err(_) => unreachable!("page {at} was checked missing under the file's lock"),
-                }
-                st.index.set_tag(at, Tag::Uptodate).expect("just inserted");
+                self.insert(file, st, at, f);
                 if w.marker == Some(at) {
                     st.index.set_tag(at, Tag::Readahead).expect("just inserted");
                 }
             }
-            add(&self.stats.cached, n);
             if short {
                 return Ok(());
             }
@@ -667,7 +684,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             return Err(CacheError::BeyondEnd { page });
         }
         if file.shmem {
-            return self.shmem_page(&mut st, page);
+            return self.shmem_page(file, &mut st, page);
         }
         let mut ra = st.fault_ra;
         let r = self.page_through(file, &mut st, &mut ra, page, 1);
@@ -835,7 +852,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         old_size: u64,
     ) -> Result<FrameNumber, CacheError> {
         if file.shmem {
-            return self.shmem_page(st, p);
+            return self.shmem_page(file, st, p);
         }
         let has_data = p * PS < old_size;
         let f = self.alloc(!whole && !has_data)?;
@@ -851,11 +868,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 return Err(e);
             }
         }
-        if let Ok(Some(_)) = st.index.insert(p, f) {
-            add(&self.stats.refaults, 1);
-        }
-        st.index.set_tag(p, Tag::Uptodate).expect("just inserted");
-        add(&self.stats.cached, 1);
+        self.insert(file, st, p, f);
         Ok(f)
     }
 
@@ -896,13 +909,20 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 n += 1;
             }
             let mut frames = Vec::with_capacity(n as usize);
+            // Pages with a mapping the hook could not write-protect: a
+            // store may land during or after the write, so they stay dirty.
+            let mut exposed = Vec::new();
             for k in i..i + n {
+                let f = st.index.page(k).expect("dirty, so cached");
                 // Stores through mappings fault from here on and dirty the
                 // page again.
-                self.mappings.mkclean(file.id, k);
-                st.index.clear_tag(k, Tag::Dirty).expect("dirty, so cached");
+                if self.mappings.mkclean(file.id, k, f) {
+                    st.index.clear_tag(k, Tag::Dirty).expect("cached");
+                } else {
+                    exposed.push(k);
+                }
                 st.index.set_tag(k, Tag::Writeback).expect("cached");
-                frames.push(st.index.page(k).expect("cached"));
+                frames.push(f);
             }
             let r = {
                 let bufs: Vec<&[u8; PAGE_SIZE]> = frames
@@ -922,10 +942,12 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             }
             match r {
                 Ok(()) => {
+                    let cleaned = n - exposed.len() as u64;
                     rep.pages += n;
-                    st.dirty -= n;
-                    sub(&self.stats.dirty, n);
+                    st.dirty -= cleaned;
+                    sub(&self.stats.dirty, cleaned);
                     add(&self.stats.written_back, n);
+                    add(&self.stats.writeback_exposed, exposed.len() as u64);
                 }
                 Err(e) => {
                     // No data lost: the pages stay dirty.
@@ -1010,26 +1032,53 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         Ok(())
     }
 
-    /// Sets the file's size. Shrinking unmaps the pages past the new end
-    /// from every address space first (through the [`FileMappings`]), then
-    /// drops them (dirty or not: their bytes are gone from the file) and
-    /// zeroes the tail of a partial last page; growing adds zeros.
+    /// Sets the file's size. Shrinking first makes faults past the new
+    /// end fail, then unmaps the pages there from every address space
+    /// (through the [`FileMappings`]), then drops them (dirty or not:
+    /// their bytes are gone from the file) and zeroes the tail of a
+    /// partial last page; growing adds zeros. Calls that change one file's
+    /// size are serialized by the caller (Linux's inode lock).
     ///
-    /// Errors: [`CacheError::ReadOnly`], [`CacheError::Io`] if the backing
-    /// refuses the size (the cache is unchanged then).
+    /// Errors: [`CacheError::ReadOnly`]; [`CacheError::Mapped`] if a page
+    /// could not be unmapped now, [`CacheError::Io`] if the backing
+    /// refuses the size (the file keeps its size and pages then).
     pub fn truncate(&self, file: &CachedFile, size: u64) -> Result<(), CacheError> {
         if file.backing.read_only() {
             return Err(CacheError::ReadOnly);
         }
         let keep = pages_of(size);
-        self.mappings.unmap_pages(file.id, keep..u64::MAX, &mut |_| {});
+        let mut st = file.state.lock();
+        let old = st.size;
+        // Faults past the new end fail from here on, so nothing maps the
+        // pages there again once they are unmapped.
+        st.size = old.min(size);
+        let going: Vec<(u64, FrameNumber)> = st.index.tagged_from(keep, Tag::Uptodate).collect();
+        drop(st);
+        let restore = |st: &mut FileState| {
+            // A write may have grown the file meanwhile: its size stands.
+            if st.size == old.min(size) {
+                st.size = old;
+            }
+        };
+        for (k, f) in going {
+            if !self.mappings.unmap(file.id, k, f) {
+                restore(&mut file.state.lock());
+                return Err(CacheError::Mapped { page: k });
+            }
+        }
         let mut st = file.state.lock();
         if file.shmem && size % PS != 0 && matches!(st.index.get(size / PS), Some(Entry::Shadow(_))) {
             // The partial last page is in swap: back first, so its tail
             // can be zeroed (a refusal here changes nothing).
-            self.shmem_page(&mut st, size / PS)?;
+            if let Err(e) = self.shmem_page(file, &mut st, size / PS) {
+                restore(&mut st);
+                return Err(e);
+            }
         }
-        file.backing.set_size(size).map_err(CacheError::Io)?;
+        if let Err(e) = file.backing.set_size(size) {
+            restore(&mut st);
+            return Err(CacheError::Io(e));
+        }
         st.size = size;
         let gone_dirty = st.index.tagged_from(keep, Tag::Dirty).count() as u64;
         let mut gone = 0;

@@ -62,6 +62,13 @@ pub enum CacheError {
         /// The page index.
         page: u64,
     },
+    /// The page is mapped in an address space that could not be reached
+    /// now (busy): it cannot leave the cache yet; try again once that
+    /// space is free.
+    Mapped {
+        /// The page index.
+        page: u64,
+    },
     /// The page cannot be evicted now: it carries this tag (dirty, under
     /// writeback, locked).
     Busy {
@@ -104,6 +111,7 @@ impl fmt::Display for CacheError {
             CacheError::ReadOnly => write!(f, "the file is read-only"),
             CacheError::TooLarge { offset, len } => write!(f, "{len} bytes at offset {offset} end past 2^64"),
             CacheError::NotCached { page } => write!(f, "page {page} is not cached"),
+            CacheError::Mapped { page } => write!(f, "page {page} is mapped in an address space that is busy"),
             CacheError::Busy { page, tag } => write!(f, "page {page} is {tag:?}"),
             CacheError::Unreachable(a) => write!(f, "frame {a:?} is not reachable through physical memory access"),
             CacheError::BeyondEnd { page } => write!(f, "page {page} is past the end of the file"),

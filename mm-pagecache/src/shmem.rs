@@ -83,7 +83,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
 
     /// Page `p` of a shmem file in memory: cached already, brought back
     /// from swap (its slot freed), or a new zeroed page for a hole.
-    pub(crate) fn shmem_page(&self, st: &mut FileState, p: u64) -> Result<FrameNumber, CacheError> {
+    pub(crate) fn shmem_page(&self, file: &CachedFile, st: &mut FileState, p: u64) -> Result<FrameNumber, CacheError> {
         let slot = match st.index.get(p) {
             Some(Entry::Page(f)) => return Ok(f),
             Some(Entry::Shadow(v)) => Some(SwapSlot::from_bits(v).expect("a shmem value entry is a swap slot")),
@@ -100,9 +100,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 return Err(CacheError::Swap(e));
             }
         }
-        st.index.insert(p, f).expect("no page was cached at the index");
-        st.index.set_tag(p, Tag::Uptodate).expect("just inserted");
-        add(&self.stats.cached, 1);
+        self.insert(file, st, p, f);
         // The page is back in memory: its only copy again.
         if let (Some(slot), Some(swap)) = (slot, self.swap.as_deref()) {
             swap.free(slot);
@@ -127,7 +125,7 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             match st.index.get(p) {
                 None => dst.fill(0),
                 Some(_) => {
-                    let f = match self.shmem_page(&mut st, p) {
+                    let f = match self.shmem_page(file, &mut st, p) {
                         Ok(f) => f,
                         Err(e) if done == 0 => return Err(e),
                         Err(_) => return Ok(done),

@@ -2,12 +2,11 @@
 //! writeback, errors kept for fsync, dirty limits, truncation, eviction and
 //! every frame given back. Comments name MODEL.md invariants.
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use mm_pagecache::{BlockDevice, CacheConfig, CacheError, Entry, OpenFile, PageCache, Tag};
 use mm_types::testkit::{MemFile, MemStore, RefFrameProvider, SimPhysMemory};
-use mm_types::{FileErrorKind, FileId, FileMappings, FileOp, FrameError, NoMappings, PhysAddr, PAGE_SIZE};
+use mm_types::{FileErrorKind, FileId, FileMappings, FileOp, FrameError, FrameNumber, NoMappings, PhysAddr, PAGE_SIZE};
 
 const PS: u64 = PAGE_SIZE as u64;
 
@@ -273,23 +272,44 @@ fn writers_past_the_dirty_limit_write_back_before_they_go_on() {
     g.file().check().unwrap();
 }
 
-/// Records the hook's calls.
+/// What the hook heard a frame holds: file, page, shadow.
+type Holds = std::collections::BTreeMap<FrameNumber, (FileId, u64, Option<u64>)>;
+
+/// Records the hook's calls; `busy` pages are mapped where the hook
+/// cannot reach them now.
 #[derive(Default)]
 struct Recorder {
-    unmapped: Mutex<Vec<(FileId, Range<u64>)>>,
+    unmapped: Mutex<Vec<(FileId, u64)>>,
     cleaned: Mutex<Vec<(FileId, u64)>>,
+    /// Frames the hook was told hold file pages: (file, page, shadow).
+    holds: Mutex<Holds>,
+    busy: Mutex<Vec<u64>>,
 }
 
 /// The hook the cache holds: the test keeps the other end.
 struct Shared(Arc<Recorder>);
 
 impl FileMappings for Shared {
-    fn unmap_pages(&self, file: FileId, pages: Range<u64>, _: &mut dyn FnMut(u64)) {
-        self.0.unmapped.lock().unwrap().push((file, pages));
+    fn unmap(&self, file: FileId, page: u64, frame: FrameNumber) -> bool {
+        assert_eq!(self.0.holds.lock().unwrap().get(&frame).map(|h| (h.0, h.1)), Some((file, page)));
+        if self.0.busy.lock().unwrap().contains(&page) {
+            return false;
+        }
+        self.0.unmapped.lock().unwrap().push((file, page));
+        true
     }
-    fn mkclean(&self, file: FileId, page: u64) -> bool {
+    fn mkclean(&self, file: FileId, page: u64, frame: FrameNumber) -> bool {
+        assert_eq!(self.0.holds.lock().unwrap().get(&frame).map(|h| (h.0, h.1)), Some((file, page)));
         self.0.cleaned.lock().unwrap().push((file, page));
-        false
+        !self.0.busy.lock().unwrap().contains(&page)
+    }
+    fn added(&self, file: FileId, page: u64, frame: FrameNumber, shmem: bool, shadow: Option<u64>) {
+        assert!(!shmem);
+        let old = self.0.holds.lock().unwrap().insert(frame, (file, page, shadow));
+        assert_eq!(old, None, "frame {frame:?} added twice");
+    }
+    fn removed(&self, frame: FrameNumber) {
+        self.0.holds.lock().unwrap().remove(&frame);
     }
 }
 
@@ -301,13 +321,23 @@ fn truncation_unmaps_then_drops_and_zeroes_the_partial_page() {
     let file = cache.open(disk.clone());
     let mut f = OpenFile::new(file.clone());
     read_all(&cache, &mut f, PAGE_SIZE);
+    assert_eq!(rec.holds.lock().unwrap().len(), 8, "the hook knows every cached page's frame");
     cache.write(&mut f, 6 * PS, b"dirty").unwrap();
     assert_eq!((file.cached_pages(), file.dirty_pages()), (8, 1));
+    // A page mapped where the hook cannot reach it now: the truncation is
+    // refused and changes nothing.
+    rec.busy.lock().unwrap().push(5);
+    assert_eq!(cache.truncate(&file, 2 * PS + 100), Err(CacheError::Mapped { page: 5 }));
+    assert_eq!((file.size(), file.cached_pages(), file.dirty_pages()), (8 * PS, 8, 1));
+    rec.busy.lock().unwrap().clear();
+    rec.unmapped.lock().unwrap().clear();
     // Down to 2.5 pages: pages 3.. unmapped first, then dropped, dirty or
     // not; page 2's tail zeroed.
     cache.truncate(&file, 2 * PS + 100).unwrap();
-    assert_eq!(rec.unmapped.lock().unwrap().as_slice(), &[(file.id(), 3..u64::MAX)]);
+    let id = file.id();
+    assert_eq!(rec.unmapped.lock().unwrap().as_slice(), &[(id, 3), (id, 4), (id, 5), (id, 6), (id, 7)]);
     assert_eq!((file.cached_pages(), file.dirty_pages(), cache.dirty_pages()), (3, 0, 0));
+    assert_eq!(rec.holds.lock().unwrap().len(), 3, "the dropped frames were reported removed");
     assert_eq!(disk.contents().len(), 2 * PAGE_SIZE + 100);
     // Growing again: the old tail reads as zeros, from the cache.
     cache.truncate(&file, 4 * PS).unwrap();
@@ -322,6 +352,52 @@ fn truncation_unmaps_then_drops_and_zeroes_the_partial_page() {
     assert_eq!(rec.cleaned.lock().unwrap().as_slice(), &[(file.id(), 0)]);
     cache.release(&file).unwrap();
     assert_eq!(frames.allocated_blocks(), 0);
+    assert!(rec.holds.lock().unwrap().is_empty(), "every frame reported removed");
+}
+
+#[test]
+fn a_page_whose_mappings_cannot_be_write_protected_stays_dirty_after_writeback() {
+    let rec = Arc::new(Recorder::default());
+    let (cache, frames) = cache_with(64, CacheConfig::default(), Box::new(Shared(rec.clone())));
+    let disk = patterned(4);
+    let file = cache.open(disk.clone());
+    let mut f = OpenFile::new(file.clone());
+    cache.write(&mut f, PS, b"one").unwrap();
+    cache.write(&mut f, 2 * PS, b"two").unwrap();
+    rec.busy.lock().unwrap().push(2);
+    // Both written (fsync makes what was written durable), but page 2 may
+    // be stored to through a mapping the hook could not reach: it stays
+    // dirty, to be written again.
+    cache.fsync(&mut f).unwrap();
+    assert_eq!(&disk.contents()[2 * PAGE_SIZE..2 * PAGE_SIZE + 3], b"two");
+    assert_eq!((file.dirty_pages(), cache.dirty_pages()), (1, 1));
+    assert!(file.has_tag(2, Tag::Dirty) && !file.has_tag(1, Tag::Dirty));
+    assert_eq!(cache.stats().writeback_exposed, 1);
+    // Once the mapping is reachable, the next writeback cleans it.
+    rec.busy.lock().unwrap().clear();
+    assert_eq!(cache.writeback(u64::MAX).pages, 1);
+    assert_eq!(cache.dirty_pages(), 0);
+    file.check().unwrap();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn a_page_read_again_after_eviction_reports_its_shadow() {
+    let rec = Arc::new(Recorder::default());
+    let (cache, _frames) = cache_with(64, CacheConfig::default(), Box::new(Shared(rec.clone())));
+    let file = cache.open(patterned(4));
+    let mut f = OpenFile::new(file.clone());
+    read_all(&cache, &mut f, PAGE_SIZE);
+    let old = file.page(1).unwrap();
+    cache.evict(&file, 1, 77).unwrap();
+    assert!(!rec.holds.lock().unwrap().contains_key(&old), "the evicted frame was reported removed");
+    let mut b = [0u8; 8];
+    cache.read(&mut f, PS, &mut b).unwrap();
+    let new = file.page(1).unwrap();
+    assert_eq!(rec.holds.lock().unwrap().get(&new), Some(&(file.id(), 1, Some(77))));
+    assert_eq!(cache.stats().refaults, 1);
+    cache.release(&file).unwrap();
 }
 
 #[test]

@@ -3,9 +3,8 @@
 //! mappings of a file's pages.
 
 use core::fmt;
-use core::ops::Range;
 
-use crate::page::PAGE_SIZE;
+use crate::page::{FrameNumber, PAGE_SIZE};
 use crate::store::{StoreError, StoreErrorKind, StoreOp};
 
 /// The operation that failed.
@@ -220,27 +219,51 @@ forward_file!(#[cfg(feature = "std")] std::sync::Arc<B>);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId(pub u64);
 
-/// The hook through which a page cache reaches the mappings of a file's
-/// pages (implemented by the address-space side, through its reverse map).
+/// The hook through which a page cache reaches the rest of the memory
+/// manager: the mappings of its pages (implemented by the address-space
+/// side, through its reverse map) and the record of which frames hold
+/// which file pages (the kernel's per-frame table, Linux's
+/// `page->mapping` and `page->index`, from which reclaim finds a victim's
+/// file).
 ///
-/// [`unmap_pages`](FileMappings::unmap_pages) is called without the
-/// cache's locks held, so it may call back into the cache;
-/// [`mkclean`](FileMappings::mkclean) is called with the file's lock held
-/// (the page must not change between it and the write), so it must not
-/// call back into the cache for that file.
+/// [`unmap`](FileMappings::unmap) is called without the cache's locks
+/// held, so it may call back into the cache;
+/// [`mkclean`](FileMappings::mkclean), [`added`](FileMappings::added) and
+/// [`removed`](FileMappings::removed) are called with the file's lock held
+/// (the page must not change meanwhile), so they must not call back into
+/// the cache for that file, nor wait for a lock that is held while the
+/// cache is called (an address space's, in a fault): take such locks
+/// with a try, and answer `false` when one is busy.
 pub trait FileMappings {
-    /// Removes every mapping of pages `pages` of `file` from every address
-    /// space (truncation: the pages are about to go). A mapping's dirty
-    /// bit is handed back to the cache before the mapping goes
-    /// ([`FileMappings::unmap_pages`] returns the dirty pages' indices
-    /// through `dirty`).
-    fn unmap_pages(&self, file: FileId, pages: Range<u64>, dirty: &mut dyn FnMut(u64));
+    /// Removes every mapping of page `page` of `file`, held in `frame`,
+    /// from every address space: the page is about to leave the cache
+    /// (truncation). Returns `false` if some mapping could not be removed
+    /// now (its address space is busy); the cache keeps the page then.
+    fn unmap(&self, file: FileId, page: u64, frame: FrameNumber) -> bool;
 
-    /// Write-protects every mapping of page `page` of `file` and clears
-    /// their dirty bits, returning whether any was set (writeback is about
-    /// to write the page: a store through a mapping after this faults and
-    /// dirties the page again, as Linux's `page_mkclean`).
-    fn mkclean(&self, file: FileId, page: u64) -> bool;
+    /// Write-protects every mapping of page `page` of `file`, held in
+    /// `frame`, before writeback writes it: a store through a mapping
+    /// after this faults and dirties the page again (Linux's
+    /// `page_mkclean`). Returns whether every mapping is read-only now;
+    /// `false` (a mapping it could not reach now) keeps the page dirty
+    /// after the write, so a store that lands during or after the write
+    /// is written again later.
+    fn mkclean(&self, file: FileId, page: u64, frame: FrameNumber) -> bool;
+
+    /// Frame `frame` now holds page `page` of `file` (read in, or made
+    /// for a write or a hole). `shmem` says the page lives only in memory
+    /// and swap; `shadow` is what an eviction of that page left in the
+    /// file's index (reclaim's record, for its refault distance), if any.
+    fn added(&self, file: FileId, page: u64, frame: FrameNumber, shmem: bool, shadow: Option<u64>) {
+        let _ = (file, page, frame, shmem, shadow);
+    }
+
+    /// Frame `frame` left the cache and is about to go back to the frame
+    /// provider (also called for frames that were never
+    /// [`added`](FileMappings::added), when a read into them failed).
+    fn removed(&self, frame: FrameNumber) {
+        let _ = frame;
+    }
 }
 
 /// No mappings at all: for a cache whose pages are only read and written
@@ -249,8 +272,10 @@ pub trait FileMappings {
 pub struct NoMappings;
 
 impl FileMappings for NoMappings {
-    fn unmap_pages(&self, _: FileId, _: Range<u64>, _: &mut dyn FnMut(u64)) {}
-    fn mkclean(&self, _: FileId, _: u64) -> bool {
-        false
+    fn unmap(&self, _: FileId, _: u64, _: FrameNumber) -> bool {
+        true
+    }
+    fn mkclean(&self, _: FileId, _: u64, _: FrameNumber) -> bool {
+        true
     }
 }

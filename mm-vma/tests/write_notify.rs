@@ -143,3 +143,29 @@ fn a_refused_report_fails_the_store_and_untracked_or_private_stores_are_not_repo
     assert_eq!(pager.dirtied.lock().unwrap().as_slice(), &[(TRACKED, 0)]);
     assert_eq!(mm.fault_stats().write_notify, 1);
 }
+
+#[test]
+fn zapping_a_pagers_page_unmaps_it_even_in_a_locked_vma_and_the_next_access_asks_again() {
+    let (mm, pager) = world();
+    let mut space = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    let mut req = MapRequest::object(2 * PS, RW, UNTRACKED, 0).shared();
+    // A locked VMA keeps its pages from reclaim, not from the pager.
+    req.flags |= mm_vma::VmaFlags::LOCKED;
+    let a = space.mmap(req).unwrap();
+    space.write_user(a, b"kept").unwrap();
+    assert!(!space.is_evictable(a));
+    let frame = pager.pages.lock().unwrap()[&(UNTRACKED, 0)];
+    assert_eq!(mm.mappings(frame).len(), 1);
+    // Only the frame named is zapped: not another one, not an empty page.
+    assert!(space.zap_page(a, PhysAddr::new(frame.as_u64() + PS).unwrap()).is_none());
+    assert!(space.zap_page(a + PS, frame).is_none());
+    let gone = space.zap_page(a + 5, frame).expect("mapped there");
+    assert_eq!(gone.frame, frame);
+    assert!(gone.flags.contains(MapFlags::DIRTY), "the store set the dirty bit");
+    assert!(mm.mappings(frame).is_empty(), "the reverse map forgot the mapping");
+    assert_eq!(space.counts().resident, 1, "page 1 stays (populated by the lock)");
+    let mut b = [0u8; 4];
+    space.read_user(a, &mut b).unwrap();
+    assert_eq!(&b, b"kept", "faulted in again from the pager's page");
+    assert_eq!(mm.mappings(frame).len(), 1);
+}

@@ -2,7 +2,7 @@
 //! its accessed bit, and the eviction itself.
 
 use mm_paging::{AccessBits, PagingArch, Unmapped};
-use mm_types::{FrameProvider, PageKind, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
+use mm_types::{FrameProvider, PageKind, PageSize, PhysAddr, PhysMemory, SwapSlot, VirtAddr, PAGE_BYTES};
 
 use super::{page_of, paging, space, AddressSpace, SpaceError};
 use crate::vma::VmaFlags;
@@ -57,18 +57,39 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 self.counts.swapped += 1;
                 gone.expect("the page was present")
             }
-            None => {
-                let mut gone = None;
-                let f = self.pt().unmap_present(page, PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
-                self.gather.batch.add(f);
-                match gone {
-                    Some(Unmapped::Page { va, frame, size, flags }) => mm_paging::Mapping { va, frame, size, flags },
-                    _ => unreachable!("the page was present"),
-                }
-            }
+            None => self.unmap_present_page(page),
         };
         self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
         self.finish();
         Ok(gone)
+    }
+
+    /// Removes the mapping of `frame` at `addr` if that is what is mapped
+    /// there, whatever the VMA's flags: a pager's page is leaving the
+    /// pager (a file truncated, a cached page reclaimed), and the next
+    /// access faults and asks the pager again. Returns the mapping removed
+    /// (its dirty bit says whether it was written since it was made
+    /// writable), `None` if `addr` does not map `frame` with a 4 KiB page.
+    pub fn zap_page(&mut self, addr: VirtAddr, frame: PhysAddr) -> Option<mm_paging::Mapping> {
+        let page = page_of(addr);
+        let t = self.page_table().translate(page)?;
+        if t.frame != frame || t.size != PageSize::Size4KiB || frame == self.mm.zero_page() {
+            return None;
+        }
+        let gone = self.unmap_present_page(page);
+        self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
+        self.finish();
+        Some(gone)
+    }
+
+    /// Unmaps the present 4 KiB page at `page`, its flush gathered.
+    fn unmap_present_page(&mut self, page: VirtAddr) -> mm_paging::Mapping {
+        let mut gone = None;
+        let f = self.pt().unmap_present(page, PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
+        self.gather.batch.add(f);
+        match gone {
+            Some(Unmapped::Page { va, frame, size, flags }) => mm_paging::Mapping { va, frame, size, flags },
+            _ => unreachable!("the page was present"),
+        }
     }
 }
