@@ -25,6 +25,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use mm_pagecache::CacheConfig;
 use mm_paging::X86_64;
 use mm_reclaim::{Level, Mode, Reclaim, Shrinker, Shrunk, WTinyLfu};
 use mm_swap::zswap::{Compressed, ZswapConfig};
@@ -142,7 +143,8 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
         n,
     );
     let root = paging::tables()?.lock().root();
-    let m = Machine::new(buddy, ids, swap, reclaim, LAYOUT, |f, hooks| {
+    let cache = CacheConfig::for_memory(capacity as u64);
+    let m = Machine::new(buddy, ids, swap, reclaim, LAYOUT, frames::identity_map(), cache, |f, hooks| {
         let hooks = Hooks { tlb: Some(Arc::new(uspace::Tlb)), ..hooks };
         // SAFETY: CPL 0 (reading the paging mode); the kernel's tables live for the whole run and
         // their entries 0 and 256-511 never change.

@@ -23,16 +23,24 @@
 //! to its slot again first (mm-vma MODEL 24). A cached page nobody maps
 //! (read ahead, or all mappers gone) is dropped from the cache the same
 //! way, written first if it is dirty.
+//!
+//! A page of the page cache (its owner recorded in [`FilePages`]) is
+//! unmapped from every space ([`AddressSpace::zap_page`]) and handed to
+//! the cache's `reclaim`: a clean page is dropped with its shadow left, a
+//! dirty one written back first, a shmem page sent to swap. A space that
+//! is busy keeps the page (the mappings already removed fault it back).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use mm_pagecache::{CacheError, CachedFile, Reclaimed};
 use mm_paging::PagingArch;
 use mm_reclaim::{Evictor, Outcome, PageId, Shadow, Victim};
 use mm_swap::SwapError;
 use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory};
 use mm_vma::{AddressSpace, MmContext, RmapEntry, SpaceId};
 
+use crate::files::FilePages;
 use crate::swapdev::SwapDevice;
 use crate::PageIds;
 
@@ -54,6 +62,12 @@ pub struct EvictStats {
     pub kept: u64,
     /// Victims that could not be written (swap full, write error).
     pub failed: u64,
+    /// Clean file pages dropped (their shadow left).
+    pub file_dropped: u64,
+    /// Dirty file pages written back, then dropped.
+    pub file_written: u64,
+    /// Shmem pages sent to swap.
+    pub shmem_swapped: u64,
 }
 
 /// The evictor; see the [module documentation](self).
@@ -63,6 +77,7 @@ pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider 
     spaces: &'a S,
     ids: PageIds,
     cpu: usize,
+    files: Option<&'a dyn FilePages>,
     /// What it did so far.
     pub stats: EvictStats,
 }
@@ -83,7 +98,48 @@ where
         ids: PageIds,
         cpu: usize,
     ) -> Self {
-        MmEvictor { mm, device, spaces, ids, cpu, stats: EvictStats::default() }
+        MmEvictor { mm, device, spaces, ids, cpu, files: None, stats: EvictStats::default() }
+    }
+
+    /// Evicts the page cache's pages too, reaching them through `files`.
+    pub fn with_files(mut self, files: &'a dyn FilePages) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    fn evict_file(&mut self, frame: PhysAddr, file: &CachedFile, page: u64, shadow: Shadow) -> Outcome {
+        let maps = self.mm.mappings(frame);
+        if !self.all_evictable(&maps) {
+            self.stats.kept += 1;
+            return Outcome::Keep;
+        }
+        for m in &maps {
+            let mut done = false;
+            self.spaces.with_space(m.space, &mut |s| done = s.zap_page(m.va, frame).is_some());
+            if !done {
+                // The mappings removed so far fault the page back.
+                self.stats.kept += 1;
+                return Outcome::Keep;
+            }
+        }
+        let files = self.files.expect("an owner was found through it");
+        match files.reclaim(file, page, shadow.0) {
+            Ok(Reclaimed::Dropped) => self.stats.file_dropped += 1,
+            Ok(Reclaimed::WrittenBack) => self.stats.file_written += 1,
+            Ok(Reclaimed::Swapped(_)) => self.stats.shmem_swapped += 1,
+            // Not written (the page stays, dirty or in memory; the
+            // error reaches fsync): as a failed swap-out.
+            Err(CacheError::Writeback(_) | CacheError::Swap(_) | CacheError::NoSwap) => {
+                self.stats.failed += 1;
+                return Outcome::Failed;
+            }
+            // Locked, under writeback, or gone meanwhile.
+            Err(_) => {
+                self.stats.kept += 1;
+                return Outcome::Keep;
+            }
+        }
+        Outcome::Freed
     }
 
     /// Whether every mapping's space is free and maps the page evictably.
@@ -96,6 +152,9 @@ where
     }
 
     fn evict_one(&mut self, frame: PhysAddr, shadow: Shadow) -> Outcome {
+        if let Some((file, page)) = self.files.and_then(|f| f.owner(frame)) {
+            return self.evict_file(frame, &file, page, shadow);
+        }
         let maps = self.mm.mappings(frame);
         if maps.is_empty() {
             // Mapped by nobody: a swap-cache page (read ahead, or its
@@ -215,9 +274,12 @@ where
     }
 
     fn can_evict(&self, kind: PageKind) -> bool {
-        // Anonymous pages need a free slot; this kernel has no file pages
-        // of its own (a pager's pages are its own to drop).
-        kind == PageKind::Anon && self.device.swap().used_slots() < self.device.swap().capacity()
+        match kind {
+            // Anonymous and shmem pages need a free slot.
+            PageKind::Anon => self.device.swap().used_slots() < self.device.swap().capacity(),
+            // File pages go back to their files (with a page cache).
+            PageKind::File => self.files.is_some(),
+        }
     }
 
     fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {

@@ -37,6 +37,7 @@ extern crate std;
 
 #[allow(unsafe_code)]
 pub mod evict;
+#[allow(unsafe_code)]
 pub mod files;
 pub mod scenario;
 #[cfg(any(test, feature = "std"))]
@@ -51,14 +52,16 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use mm_pagecache::{CacheConfig, CacheStats, PageCache};
 use mm_paging::PagingArch;
-use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim};
+use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim, Shadow};
 use mm_swap::Swap;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory, VirtAddr};
-use mm_vma::{AddressSpace, FaultError, Hooks, Layout, MmContext, SpaceError, SpaceId, SwapSlots};
+use mm_vma::{AddressSpace, FaultError, Hooks, Layout, MmContext, Pager, SpaceError, SpaceId, SwapSlots};
 
 use evict::{EvictStats, MmEvictor, Spaces};
-use swapdev::SwapDevice;
+use files::{CachePager, FileRmap, FrameOwners};
+use swapdev::{ShmemSwap, SwapDevice};
 use tracked::{Tracked, TrackedFrames};
 
 /// Reclaim's page ids: frame `base + 4096 * id` for ids below `frames`.
@@ -126,6 +129,10 @@ pub type Frames<F0, P> = Tracked<F0, P>;
 pub type MachineMm<A, M, F0, P> = MmContext<A, M, Frames<F0, P>>;
 /// A task's address space.
 pub type TaskSpace<A, M, F0, P> = AddressSpace<A, M, Frames<F0, P>>;
+/// A [`Machine`]'s page cache.
+pub type MachineCache<M, F0, P> = PageCache<Frames<F0, P>, M>;
+/// A [`Machine`]'s files as mm-vma objects (the cache's pager).
+pub type MachinePager<M, F0, P> = CachePager<Frames<F0, P>, M>;
 
 /// Direct reclaim runs in a row that free nothing before a task's access
 /// is declared out of memory (the OOM killer's turn).
@@ -196,6 +203,22 @@ pub struct Figures {
     pub oom_kills: u64,
     /// Free frames of the allocator underneath.
     pub free_frames: u64,
+    /// Pages reclaim evicted from the anonymous list (swapped out, or
+    /// shmem pages sent to swap) and from the file list (dropped or
+    /// written back).
+    pub evicted_anon: u64,
+    /// See [`evicted_anon`](Self::evicted_anon).
+    pub evicted_file: u64,
+    /// Clean file pages reclaim dropped.
+    pub file_dropped: u64,
+    /// Dirty file pages reclaim wrote back before dropping them.
+    pub file_written: u64,
+    /// Shmem pages reclaim sent to swap.
+    pub shmem_swapped: u64,
+    /// File pages read back where an eviction had left a shadow.
+    pub file_refaults: u64,
+    /// The page cache's counters (hits, misses, readahead, writeback).
+    pub cache: CacheStats,
 }
 
 /// Every piece wired for a set of tasks; see the [crate documentation](crate).
@@ -216,6 +239,10 @@ where
     pub tasks: Arc<TaskTable<A, M, Frames<F0, P>>>,
     /// Reclaim's page ids.
     pub ids: PageIds,
+    /// The page cache: files, and shmem files for shared memory.
+    pub cache: Arc<MachineCache<M, F0, P>>,
+    /// The cache's files as mm-vma objects.
+    pub pager: Arc<MachinePager<M, F0, P>>,
     layout: Layout,
     counters: Counters,
 }
@@ -236,6 +263,9 @@ impl Counters {
         t.uncached += e.uncached;
         t.kept += e.kept;
         t.failed += e.failed;
+        t.file_dropped += e.file_dropped;
+        t.file_written += e.file_written;
+        t.shmem_swapped += e.shmem_swapped;
         *self.passes.lock() += u64::from(p.passes);
     }
 }
@@ -247,24 +277,55 @@ where
     F0: FrameProvider + Send + Sync + 'static,
     P: Policy + Send + 'static,
 {
-    /// Wires `frames` (covering `ids`), `swap` and `reclaim` together.
-    /// `build_mm` makes the `MmContext` from the hooks given (adding its own TLB
-    /// hook; a kernel shares its root entries there).
+    /// Wires `frames` (covering `ids`), `swap` and `reclaim` together,
+    /// with a page cache of `cache`'s limits reaching its frames through
+    /// `mem` (its shmem files swap to `swap` too). `build_mm` makes the
+    /// `MmContext` from the hooks given (adding its own TLB hook; a kernel
+    /// shares its root entries there).
+    ///
+    /// # Panics
+    ///
+    /// If `cache` is not a valid configuration (its background threshold
+    /// above its limit, or a limit of 0).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         frames: F0,
         ids: PageIds,
         swap: Arc<Swap>,
         reclaim: Reclaim<P>,
         layout: Layout,
+        mem: M,
+        cache: CacheConfig,
         build_mm: impl FnOnce(Frames<F0, P>, Hooks) -> Result<Arc<MachineMm<A, M, F0, P>>, SpaceError>,
     ) -> Result<Self, SpaceError> {
         let frames = Tracked(Arc::new(TrackedFrames::new(frames, Arc::new(reclaim), ids)));
-        let device = Arc::new(SwapDevice::new(swap));
-        let hooks = Hooks { swap: Some(device.clone() as Arc<dyn SwapSlots>), ..Hooks::default() };
+        let device = Arc::new(SwapDevice::new(swap.clone()));
+        let owners = Arc::new(FrameOwners::new(ids));
+        let lists = frames.reclaim().clone();
+        let rmap = FileRmap::new(
+            owners.clone(),
+            Box::new(move |id, kind, shadow| {
+                // The provider filed the frame as anonymous when it handed
+                // it out (movable): it moves to its own list, with the
+                // shadow its last eviction left (a refault).
+                let _ = lists.remove(id);
+                let r = lists.insert(id, kind, shadow.map(Shadow));
+                debug_assert!(r.is_ok(), "a cached frame filed twice: {r:?}");
+            }),
+        );
+        let cache = files::machine_cache(frames.clone(), mem.clone(), cache, rmap.clone());
+        let cache = Arc::new(cache.with_swap(Box::new(ShmemSwap::new(swap, mem, 0))));
+        let pager = Arc::new(CachePager::with_owners(cache.clone(), owners));
+        let hooks = Hooks {
+            swap: Some(device.clone() as Arc<dyn SwapSlots>),
+            pager: Some(pager.clone() as Arc<dyn Pager>),
+            ..Hooks::default()
+        };
         let mm = build_mm(frames.clone(), hooks)?;
         device.attach(&mm);
         let tasks = Arc::new(TaskTable::new());
-        let m = Machine { mm, device, frames, tasks, ids, layout, counters: Counters::default() };
+        rmap.attach(mm.clone(), tasks.clone());
+        let m = Machine { mm, device, frames, tasks, ids, cache, pager, layout, counters: Counters::default() };
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.
         let (frames, r) = (m.frames.clone(), m.frames.reclaim().clone());
@@ -346,7 +407,7 @@ where
         &self,
         f: E,
     ) -> Progress {
-        let mut ev = MmEvictor::new(&self.mm, &self.device, &*self.tasks, self.ids, 0);
+        let mut ev = MmEvictor::new(&self.mm, &self.device, &*self.tasks, self.ids, 0).with_files(&*self.pager);
         let p = f(self.reclaim(), &mut ev);
         self.counters.add(&ev.stats, &p);
         p
@@ -516,6 +577,13 @@ where
             oom_kills: *self.counters.kills.lock(),
             free_frames,
             dropped_cached: evicted.uncached,
+            evicted_anon: rs.evicted.anon,
+            evicted_file: rs.evicted.file,
+            file_dropped: evicted.file_dropped,
+            file_written: evicted.file_written,
+            shmem_swapped: evicted.shmem_swapped,
+            file_refaults: rs.refaults.file,
+            cache: self.cache.stats(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::boxed::Box;
 use std::sync::Arc;
 use std::vec::Vec;
 
+use mm_pagecache::CacheConfig;
 use mm_paging::{Entry, Lookup, X86_64};
 use mm_reclaim::{Level, Mode, Reclaim, WTinyLfu};
 use mm_swap::zswap::{Compressed, ZswapConfig};
@@ -86,7 +87,8 @@ impl Sim {
             mm_reclaim::default_policy(n, n, Mode::AccessedBits),
             n,
         );
-        let machine = Machine::new(frames, ids, swap, reclaim, Layout::X86_64, |f, hooks| {
+        let cache = CacheConfig::for_memory(total);
+        let machine = Machine::new(frames, ids, swap, reclaim, Layout::X86_64, ram.clone(), cache, |f, hooks| {
             MmContext::new(X86_64::FOUR_LEVEL, ram.clone(), f, hooks)
         })
         .expect("room for the zero page");

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use mm_paging::PagingArch;
 use mm_reclaim::Shadow;
 use mm_swap::{Swap, SwapError, SwappedIn};
-use mm_types::{FrameProvider, PhysAddr, PhysMemory, SwapSlot};
+use mm_types::{FrameProvider, PageSwap, PageSwapError, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 use mm_vma::{HookError, MmContext, SwapSlots};
 
 /// What a failed swap-in tells the fault: the fault fails (the task gets
@@ -301,5 +301,72 @@ where
             Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
         }
         self.forget_if_free(slot);
+    }
+}
+
+/// mm-swap as the page cache's swap for shmem files ([`PageSwap`]): a
+/// shmem page goes to a slot of its own with one user (the file's index
+/// names it, no page table does) and comes back by a checked read of the
+/// slot, never through the swap cache that faults of anonymous pages use.
+pub struct ShmemSwap<M> {
+    swap: Arc<Swap>,
+    mem: M,
+    cpu: usize,
+}
+
+impl<M> ShmemSwap<M> {
+    /// Shmem pages to `swap`, their frames reached through `mem`, slots
+    /// taken from `cpu`'s cluster.
+    pub fn new(swap: Arc<Swap>, mem: M, cpu: usize) -> Self {
+        ShmemSwap { swap, mem, cpu }
+    }
+}
+
+/// What the page cache hears of an mm-swap failure: a read of `slot`
+/// (`Some`), or a write of `frame` to a new slot (`None`).
+fn page_swap_error(e: SwapError, slot: Option<SwapSlot>, frame: PhysAddr) -> PageSwapError {
+    match (e, slot) {
+        (SwapError::Full, _) => PageSwapError::Full,
+        (SwapError::Store(e), _) => PageSwapError::Io(e),
+        (SwapError::Corrupt(s), _) => PageSwapError::Corrupt(s),
+        (SwapError::Unreachable(a), _) => PageSwapError::Unreachable(a),
+        // A slot the index named that swap does not hold written.
+        (_, Some(s)) => PageSwapError::Invalid(s),
+        // A write to a new slot refused otherwise (the slot went bad
+        // under the write): the device could not take the page.
+        (e, None) => {
+            debug_assert!(matches!(e, SwapError::Bad(_)), "swap-out of {frame:?}: {e:?}");
+            PageSwapError::Io(mm_types::StoreError {
+                op: mm_types::StoreOp::Write,
+                slot: None,
+                kind: mm_types::StoreErrorKind::Io,
+            })
+        }
+    }
+}
+
+// SAFETY: `swap_out` only reads `frame` (mm-swap's write of it to a slot)
+// and `swap_in` only writes it (a read of the slot into it); a slot read
+// holds what was written to it or the read fails its checksum
+// (`PageSwapError::Corrupt`).
+unsafe impl<M: PhysMemory + Send + Sync> PageSwap for ShmemSwap<M> {
+    unsafe fn swap_out(&self, frame: PhysAddr) -> Result<SwapSlot, PageSwapError> {
+        // SAFETY: the caller owns `frame` and nothing writes it during the
+        // call (PageSwap's contract), which is what mm-swap asks.
+        unsafe { self.swap.swap_out(self.cpu, frame, 1, &self.mem) }.map_err(|e| page_swap_error(e, None, frame))
+    }
+
+    unsafe fn swap_in(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), PageSwapError> {
+        let p = self.mem.translate(frame, SLOT_SIZE).map_err(|_| PageSwapError::Unreachable(frame))?;
+        // SAFETY: `translate` checked the frame's SLOT_SIZE bytes; the
+        // caller owns the frame and nothing else reads or writes it during
+        // the call (PageSwap's contract).
+        let buf = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
+        self.swap.read_slot(slot, buf).map_err(|e| page_swap_error(e, Some(slot), frame))
+    }
+
+    fn free(&self, slot: SwapSlot) {
+        let r = self.swap.free(slot);
+        debug_assert!(r.is_ok(), "the page cache freed a slot it did not hold: {r:?}");
     }
 }
