@@ -1169,27 +1169,31 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         Ok(())
     }
 
-    /// Drops every clean page of the file (dirty ones stay): the pages
-    /// dropped. Shadows stay. The next read goes to the backing.
+    /// Drops every clean page of the file (dirty ones stay), unmapping
+    /// each from every address space first (a page whose mappings cannot
+    /// all be removed now stays): the pages dropped. Shadows stay. The
+    /// next read goes to the backing.
     pub fn drop_clean(&self, file: &CachedFile) -> u64 {
         if file.shmem {
             // Every shmem page is its only copy.
             return 0;
         }
+        let clean =
+            |st: &FileState, i: u64| ![Tag::Dirty, Tag::Writeback, Tag::Locked].iter().any(|&t| st.index.has_tag(i, t));
+        let candidates: Vec<(u64, FrameNumber)> = {
+            let st = file.state.lock();
+            st.index.tagged_from(0, Tag::Uptodate).filter(|&(i, _)| clean(&st, i)).collect()
+        };
+        let unmapped: Vec<(u64, FrameNumber)> =
+            candidates.into_iter().filter(|&(i, f)| self.mappings.unmap(file.id, i, f)).collect();
         let mut st = file.state.lock();
         let mut n = 0;
-        let mut pos = 0;
-        while let Some((i, e)) = st.index.next_entry(pos) {
-            if let Entry::Page(f) = e {
-                if ![Tag::Dirty, Tag::Writeback, Tag::Locked].iter().any(|&t| st.index.has_tag(i, t)) {
-                    st.index.remove(i);
-                    self.free(f);
-                    n += 1;
-                }
-            }
-            match i.checked_add(1) {
-                Some(next) => pos = next,
-                None => break,
+        for (i, f) in unmapped {
+            // Still the same page, and still clean (a write meanwhile keeps it).
+            if st.index.page(i) == Some(f) && clean(&st, i) {
+                st.index.remove(i);
+                self.free(f);
+                n += 1;
             }
         }
         sub(&self.stats.cached, n);
@@ -1197,19 +1201,31 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         n
     }
 
-    /// Lets go of a file: writes back its dirty pages, then drops every
-    /// page and shadow, so its frames return to the provider (call it
-    /// before the last reference goes; frames of a file dropped with pages
-    /// cached are lost to the provider).
+    /// Lets go of a file: unmaps its pages from every address space,
+    /// writes back its dirty pages, then drops every page and shadow, so
+    /// its frames return to the provider (call it once nothing maps the
+    /// file anew, before the last reference goes; frames of a file dropped
+    /// with pages cached are lost to the provider).
     ///
-    /// Errors: [`CacheError::Writeback`] if a page could not be written:
-    /// nothing is dropped then, the file keeps its dirty pages.
+    /// Errors, with nothing dropped: [`CacheError::Mapped`] if a page
+    /// could not be unmapped now; [`CacheError::Writeback`] if a page could
+    /// not be written (the file keeps its dirty pages).
     pub fn release(&self, file: &CachedFile) -> Result<(), CacheError> {
+        let cached: Vec<(u64, FrameNumber)> = file.state.lock().index.tagged_from(0, Tag::Uptodate).collect();
+        for (i, f) in cached {
+            if !self.mappings.unmap(file.id, i, f) {
+                return Err(CacheError::Mapped { page: i });
+            }
+        }
         let r = self.writeback_file(file, 0..u64::MAX, u64::MAX);
         if let Some(e) = r.error {
             return Err(CacheError::Writeback(e.kind));
         }
         let mut st = file.state.lock();
+        if let Some((i, _)) = st.index.next_tagged(0, Tag::Dirty) {
+            // Dirtied again meanwhile (mapped anew): not ours to drop.
+            return Err(CacheError::Busy { page: i, tag: Tag::Dirty });
+        }
         let mut n = 0;
         st.index.truncate(0, |_, e| n += self.drop_entry(file, e));
         sub(&self.stats.cached, n);

@@ -597,3 +597,28 @@ fn reclaim_writes_dirty_pages_back_before_dropping_them() {
     cache.release(&file).unwrap();
     assert_eq!(frames.allocated_blocks(), 0);
 }
+
+#[test]
+fn dropping_and_releasing_unmap_first_and_keep_what_cannot_be_unmapped() {
+    let rec = Arc::new(Recorder::default());
+    let (cache, frames) = cache_with(64, CacheConfig::default(), Box::new(Shared(rec.clone())));
+    let file = cache.open(patterned(4));
+    let mut f = OpenFile::new(file.clone());
+    read_all(&cache, &mut f, PAGE_SIZE);
+    cache.write(&mut f, 3 * PS, b"dirty").unwrap();
+    // Page 1 is mapped where the hook cannot reach it now: it stays, as
+    // does the dirty page 3; pages 0 and 2 were unmapped, then dropped.
+    rec.busy.lock().unwrap().push(1);
+    assert_eq!(cache.drop_clean(&file), 2);
+    let id = file.id();
+    assert_eq!(rec.unmapped.lock().unwrap().as_slice(), &[(id, 0), (id, 2)]);
+    assert_eq!((file.page(0), file.page(1).is_some(), file.page(3).is_some()), (None, true, true));
+    // Releasing unmaps every page first; it refuses while one is busy,
+    // and nothing is written or dropped.
+    assert_eq!(cache.release(&file), Err(CacheError::Mapped { page: 1 }));
+    assert_eq!((file.cached_pages(), file.dirty_pages()), (2, 1));
+    rec.busy.lock().unwrap().clear();
+    cache.release(&file).unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+    assert!(rec.holds.lock().unwrap().is_empty());
+}

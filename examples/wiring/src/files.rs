@@ -33,7 +33,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 
 use mm_pagecache::{CacheError, CachedFile, PageCache, Reclaimed};
@@ -97,8 +97,10 @@ pub type ToLists = Box<dyn Fn(PageId, PageKind, Option<u64>) + Send + Sync>;
 pub struct FileRmap<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone>(Arc<RmapInner<A, M, F>>);
 
 struct RmapInner<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
-    mm: spin::Once<Arc<MmContext<A, M, F>>>,
-    spaces: spin::Once<Arc<dyn Spaces<A, M, F> + Send + Sync>>,
+    // Weak: the context holds the cache (through its pager), which holds
+    // this hook.
+    mm: spin::Once<Weak<MmContext<A, M, F>>>,
+    spaces: spin::Once<Weak<dyn Spaces<A, M, F> + Send + Sync>>,
     owners: Arc<FrameOwners>,
     to_lists: ToLists,
 }
@@ -118,17 +120,23 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> FileRmap<A,
         FileRmap(Arc::new(RmapInner { mm: spin::Once::new(), spaces: spin::Once::new(), owners, to_lists }))
     }
 
-    /// Reaches mappings through `mm`'s reverse map and `spaces`.
-    pub fn attach(&self, mm: Arc<MmContext<A, M, F>>, spaces: Arc<dyn Spaces<A, M, F> + Send + Sync>) {
-        self.0.mm.call_once(|| mm);
+    /// Reaches mappings through `mm`'s reverse map and `spaces` (held
+    /// weakly: they own the cache that owns this hook).
+    pub fn attach(&self, mm: &Arc<MmContext<A, M, F>>, spaces: Weak<dyn Spaces<A, M, F> + Send + Sync>) {
+        self.0.mm.call_once(|| Arc::downgrade(mm));
         self.0.spaces.call_once(|| spaces);
     }
 
     /// Runs `f` on every mapping of `frame`; `false` if a space was busy
     /// (the others were still visited).
     fn each_mapping(&self, frame: PhysAddr, mut f: impl FnMut(&mut AddressSpace<A, M, F>, RmapEntry)) -> bool {
-        // Before `attach` nothing can map a cached page.
-        let (Some(mm), Some(spaces)) = (self.0.mm.get(), self.0.spaces.get()) else { return true };
+        // Before `attach` (and once the spaces are gone) nothing maps a
+        // cached page.
+        let (Some(mm), Some(spaces)) =
+            (self.0.mm.get().and_then(Weak::upgrade), self.0.spaces.get().and_then(Weak::upgrade))
+        else {
+            return true;
+        };
         let mut all = true;
         for m in mm.mappings(frame) {
             all &= spaces.with_space(m.space, &mut |s| f(s, m)).is_some();

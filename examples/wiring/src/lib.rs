@@ -324,7 +324,8 @@ where
         let mm = build_mm(frames.clone(), hooks)?;
         device.attach(&mm);
         let tasks = Arc::new(TaskTable::new());
-        rmap.attach(mm.clone(), tasks.clone());
+        let spaces: alloc::sync::Weak<TaskTable<A, M, Frames<F0, P>>> = Arc::downgrade(&tasks);
+        rmap.attach(&mm, spaces);
         let m = Machine { mm, device, frames, tasks, ids, cache, pager, layout, counters: Counters::default() };
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.

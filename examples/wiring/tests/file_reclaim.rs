@@ -53,6 +53,10 @@ fn check_pages(s: &Sim, task: SpaceId, base: VirtAddr, pages: u64, want: impl Fn
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "minutes under miri: reclaim under pressure runs only safe code here; the unsafe parts (the cache's construction, ShmemSwap) run under miri in the small tests"
+)]
 fn a_file_bigger_than_memory_is_read_through_reclaim_of_its_clean_pages() {
     let s = sim(192, 0);
     let pages = 320;
@@ -77,6 +81,10 @@ fn a_file_bigger_than_memory_is_read_through_reclaim_of_its_clean_pages() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "minutes under miri: reclaim under pressure runs only safe code here; the unsafe parts (the cache's construction, ShmemSwap) run under miri in the small tests"
+)]
 fn dirty_pages_of_a_shared_file_mapping_are_written_back_before_reclaim_drops_them() {
     let s = sim(192, 0);
     let pages = 300;
@@ -166,6 +174,10 @@ fn truncation_unmaps_the_pages_it_drops_and_a_later_access_is_a_bus_error() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "minutes under miri: reclaim under pressure runs only safe code here; the unsafe parts (the cache's construction, ShmemSwap) run under miri in the small tests"
+)]
 fn shmem_shared_across_fork_goes_to_swap_under_pressure_and_comes_back() {
     let s = sim(192, 1024);
     let pages = 300;
@@ -188,4 +200,25 @@ fn shmem_shared_across_fork_goes_to_swap_under_pressure_and_comes_back() {
     assert!(f.cache.swap_ins > 0, "{f:?}");
     assert_eq!(f.evicted_file, 0, "shmem pages are on the anonymous list");
     shm.check().unwrap();
+}
+
+#[test]
+fn a_shmem_page_sent_to_swap_comes_back_through_a_checked_read() {
+    let s = sim(128, 64);
+    let shm = s.machine.cache.open_shmem(2 * PS);
+    s.machine.pager.register(6, shm.clone());
+    let t = s.spawn(1)[0];
+    let a = mmap(&s, t, MapRequest::object(2 * PS, RW, 6, 0).shared());
+    write(&s, t, a + PS + 8, b"in swap").unwrap();
+    // The page leaves every mapping, then memory: its slot holds it.
+    let frame = shm.page(1).unwrap();
+    assert!(s.machine.tasks.get(t).unwrap().lock().zap_page(a + PS, frame.start_address()).is_some());
+    let slot = s.machine.cache.swap_out(&shm, 1).unwrap();
+    assert_eq!(shm.swap_slot(1), Some(slot));
+    assert_eq!(s.machine.device.swap().used_slots(), 1);
+    let mut b = [0u8; 7];
+    read(&s, t, a + PS + 8, &mut b).unwrap();
+    assert_eq!(&b, b"in swap");
+    assert_eq!(s.machine.device.swap().used_slots(), 0, "back in memory: the slot is free");
+    assert_eq!(s.machine.cache.stats().swap_ins, 1);
 }
