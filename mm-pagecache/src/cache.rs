@@ -40,7 +40,9 @@ pub struct CacheConfig {
     /// ([`PageCache::needs_writeback`]).
     pub dirty_background: u64,
     /// Dirty pages above which a writer is throttled: it writes pages back
-    /// itself before its write returns (Linux's `balance_dirty_pages`).
+    /// itself before its write returns, or after its write fault
+    /// ([`PageCache::balance_dirty_pages`]; Linux's
+    /// `balance_dirty_pages`).
     pub dirty_limit: u64,
     /// The largest readahead window, in pages (0: no readahead).
     pub readahead_max: u64,
@@ -1012,6 +1014,10 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// Marks a cached page dirty: a store through a shared mapping (the
     /// address-space side calls it from the write fault, as Linux's
     /// `page_mkwrite`, or when an unmapped mapping's dirty bit was set).
+    /// It does not throttle: the fault holds its address space, which
+    /// writeback's `mkclean` needs, so the caller calls
+    /// [`balance_dirty_pages`](Self::balance_dirty_pages) once it has let
+    /// go.
     ///
     /// Errors: [`CacheError::ReadOnly`], [`CacheError::NotCached`].
     pub fn mark_dirty(&self, file: &Arc<CachedFile>, page: u64) -> Result<(), CacheError> {
@@ -1027,9 +1033,23 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             return Ok(());
         }
         self.dirty(file, &mut st, page);
-        drop(st);
-        self.balance_dirty(file);
         Ok(())
+    }
+
+    /// Throttles a task that dirtied pages through mappings
+    /// ([`mark_dirty`](Self::mark_dirty)), called once it holds no address
+    /// space (Linux's `balance_dirty_pages_ratelimited` after a write
+    /// fault): above the dirty limit, pages are written back, the
+    /// oldest-dirtied file's first, until the total is back at the
+    /// background threshold. Whether it had to.
+    pub fn balance_dirty_pages(&self) -> bool {
+        let dirty = self.dirty_pages();
+        if dirty <= self.config.dirty_limit {
+            return false;
+        }
+        add(&self.stats.throttled, 1);
+        self.writeback(dirty - self.config.dirty_background);
+        true
     }
 
     /// Sets the file's size. Shrinking first makes faults past the new

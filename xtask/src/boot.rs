@@ -60,20 +60,101 @@ fn swap_disk() -> Option<PathBuf> {
     }
 }
 
+/// The scratch disk's size: a raw device the `files` scenario maps as a
+/// file and writes through.
+const SCRATCH_DISK_BYTES: u64 = 16 << 20;
+
+/// The scratch disk image (`target/scratch.img`), zeroed for every boot
+/// (the `files` scenario checks what it wrote against zeros elsewhere).
+fn scratch_disk() -> Option<PathBuf> {
+    let path = root().join("target").join("scratch.img");
+    let made = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(SCRATCH_DISK_BYTES));
+    match made {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!("xtask: cannot create the scratch disk image {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The files the ext4 image holds: path, size in bytes, pattern seed.
+/// The kernel's `files` scenario expects exactly these (its `FILES`).
+pub const EXT4_FILES: &[(&str, u64, u64)] = &[("big.bin", 24 << 20, 1), ("small.bin", 10_000, 2)];
+
+/// Word `k` (8 bytes, little-endian) of the file with pattern `seed`: the
+/// same function as the kernel's `files::word`, so the kernel can check
+/// every byte it reads.
+pub fn file_word(seed: u64, k: u64) -> u64 {
+    (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.wrapping_mul(0x0101_0101_0101_0101)
+}
+
+/// The ext4 image (`target/files.ext4`), made afresh from a folder of
+/// [`EXT4_FILES`] with `mkfs.ext4 -d`, once per run of the xtask.
+fn ext4_image() -> Option<PathBuf> {
+    static IMAGE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(make_ext4_image).clone()
+}
+
+fn make_ext4_image() -> Option<PathBuf> {
+    let mkfs = setup::mkfs_ext4()?;
+    let target = root().join("target");
+    let src = target.join("files-src");
+    let image = target.join("files.ext4");
+    let made = (|| -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src)?;
+        for &(name, size, seed) in EXT4_FILES {
+            let bytes: Vec<u8> =
+                (0..size.div_ceil(8)).flat_map(|k| file_word(seed, k).to_le_bytes()).take(size as usize).collect();
+            std::fs::write(src.join(name), bytes)?;
+        }
+        let _ = std::fs::remove_file(&image);
+        Ok(())
+    })();
+    if let Err(e) = made {
+        eprintln!("xtask: cannot write the ext4 image's files in {}: {e}", src.display());
+        return None;
+    }
+    let total: u64 = EXT4_FILES.iter().map(|f| f.1).sum();
+    let size_mib = (total >> 20) + 16;
+    let ok = run(Command::new(&mkfs)
+        .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"])
+        .arg(&src)
+        .arg(&image)
+        .arg(format!("{size_mib}M")));
+    ok.then_some(image)
+}
+
 /// Boots `kernel` with `-append scenario`, echoing serial output if `echo`.
 pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Option<Boot> {
     if !setup::ensure_qemu() {
         return None;
     }
     let disk = swap_disk()?;
+    let scratch = scratch_disk()?;
+    let ext4 = ext4_image()?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-cpu", "qemu64", "-m", memory, "-accel", "tcg", "-smp", "1"])
         .args(["-display", "none", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        // The swap disk: a raw image on a virtio-blk PCI device.
+        // The disks, raw images on virtio-blk PCI devices the kernel tells
+        // apart by serial number: swap, an ext4 file system (read-only)
+        // and a scratch device.
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=swap", disk.display()))
-        .args(["-device", "virtio-blk-pci,drive=swap"])
+        .args(["-device", "virtio-blk-pci,drive=swap,serial=swap"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=ext4,readonly=on", ext4.display()))
+        .args(["-device", "virtio-blk-pci,drive=ext4,serial=ext4"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=scratch", scratch.display()))
+        .args(["-device", "virtio-blk-pci,drive=scratch,serial=scratch"])
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", scenario])
@@ -142,6 +223,11 @@ pub const SCENARIO_DOCS: &[(&str, &[&str], &str)] = &[
         "four tasks write three times the RAM: reclaim, swap to a virtio-blk disk, fork after, every page checked",
     ),
     ("oom", &[], "no swap; a task wanting twice the RAM is killed by the OOM killer, the others finish intact"),
+    (
+        "files",
+        &[],
+        "ext4 and scratch-disk files and shared memory mapped by tasks under pressure; every byte read back from disk and swap",
+    ),
     ("user", &[], "ring 3 programs under swap, preempted by the timer; bad user programs are contained"),
     (
         "faults",
@@ -271,6 +357,18 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: oom: killed task ",
             "corrupt 0 errors 0; killed [1]",
             "mm-kernel: oom: the biggest task was killed and the others finished intact: true",
+        ],
+    ),
+    (
+        "files",
+        64,
+        &[
+            "mm-kernel: files: in order read ",
+            "; every thread ended normally: true",
+            " words wrong",
+            "mm-kernel: files: page cache: ",
+            "mm-kernel: files: reclaim took file and anonymous pages, wrote dirty ones back and read ahead: true",
+            "mm-kernel: files: every byte intact: true",
         ],
     ),
     (

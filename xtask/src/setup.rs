@@ -50,10 +50,50 @@ pub fn ensure_target(toolchain: Option<&str>, target: &str) -> bool {
 /// Makes sure `qemu-system-x86_64` is on the PATH, installing Debian's
 /// `qemu-system-x86` package when it is not.
 pub fn ensure_qemu() -> bool {
-    if output(Command::new("qemu-system-x86_64").arg("--version")).is_some() {
+    ensure_tool("qemu-system-x86_64", &["--version"], "qemu-system-x86")
+}
+
+/// Where `mkfs.ext4` is (it lives in `/sbin`, often off a user's PATH),
+/// installing Debian's `e2fsprogs` when it is nowhere.
+pub fn mkfs_ext4() -> Option<String> {
+    let find = || {
+        ["mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+            .into_iter()
+            .find(|p| output(Command::new(p).arg("-V")).is_some())
+            .map(String::from)
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    eprintln!("xtask: mkfs.ext4 not found; installing Debian's e2fsprogs with apt-get");
+    if !apt_install("e2fsprogs") {
+        return None;
+    }
+    let found = find();
+    if found.is_none() {
+        eprintln!("xtask: mkfs.ext4 still not found after installing e2fsprogs");
+    }
+    found
+}
+
+/// Makes sure `binary` runs (`binary args` succeeds), installing Debian's
+/// `package` with apt-get when it does not.
+fn ensure_tool(binary: &str, args: &[&str], package: &str) -> bool {
+    if output(Command::new(binary).args(args)).is_some() {
         return true;
     }
-    eprintln!("xtask: qemu-system-x86_64 not found; installing Debian's qemu-system-x86 with apt-get");
+    eprintln!("xtask: {binary} not found; installing Debian's {package} with apt-get");
+    apt_install(package) && {
+        let found = output(Command::new(binary).args(args)).is_some();
+        if !found {
+            eprintln!("xtask: {binary} still not found after installing {package}");
+        }
+        found
+    }
+}
+
+/// `apt-get install` of `package` (through sudo unless root).
+fn apt_install(package: &str) -> bool {
     let is_root = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
     let apt = |args: &[&str]| {
         let mut c = if is_root {
@@ -66,11 +106,5 @@ pub fn ensure_qemu() -> bool {
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run(&mut c)
     };
-    apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"]) && {
-        let found = output(Command::new("qemu-system-x86_64").arg("--version")).is_some();
-        if !found {
-            eprintln!("xtask: qemu-system-x86_64 still not found after installing");
-        }
-        found
-    }
+    apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "--no-install-recommends", package])
 }

@@ -1,5 +1,5 @@
-//! The swap disk: a virtio-blk PCI device (QEMU `-device virtio-blk-pci`)
-//! driven by the `virtio-drivers` crate, as an mm-types backing store.
+//! The disks: virtio-blk PCI devices (QEMU `-device virtio-blk-pci`, named
+//! by their serial numbers) driven by the `virtio-drivers` crate, as mm-types backing stores.
 //!
 //! PCI configuration space is reached through q35's ECAM window at
 //! 0xb000_0000 (the memory map reserves it), mapped uncached with
@@ -127,7 +127,7 @@ unsafe impl Hal for KernelHal {
 /// Buffers `share` copied because they were not physically contiguous.
 static BOUNCED: spin::Mutex<Vec<Box<[u8]>>> = spin::Mutex::new(Vec::new());
 
-/// The swap disk as a backing store of 4 KiB slots.
+/// A virtio-blk disk as a backing store of 4 KiB slots.
 pub struct VirtioDisk {
     blk: spin::Mutex<VirtIOBlk<KernelHal, PciTransport>>,
     slots: u64,
@@ -135,35 +135,73 @@ pub struct VirtioDisk {
 
 const SECTORS_PER_SLOT: usize = SLOT_SIZE / SECTOR_SIZE;
 
+/// The disks found on PCI bus 0, by serial number (QEMU's
+/// `-device virtio-blk-pci,serial=NAME`), not yet taken.
+static DISKS: spin::Mutex<Vec<(Vec<u8>, VirtioDisk)>> = spin::Mutex::new(Vec::new());
+static PROBED: spin::Once<()> = spin::Once::new();
+
 impl VirtioDisk {
-    /// Finds the first virtio-blk device on PCI bus 0 and sets it up;
-    /// `None` if there is none.
-    pub fn probe(frames: &'static Frames) -> Option<VirtioDisk> {
-        FRAMES.call_once(|| frames);
-        let ecam = ioremap(ECAM, ECAM_SIZE)?;
-        // SAFETY: `ecam` maps the 256 MiB ECAM window the memory map reserves, uncached, for the
-        // kernel's life; nothing else uses it.
-        let cam = unsafe { MmioCam::new(ecam.as_ptr(), Cam::Ecam) };
-        let mut root = PciRoot::new(cam);
-        let (df, _info) =
-            root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Block))?;
+    /// The virtio-blk disk whose serial number is `serial`; `None` if
+    /// there is none (or it was taken already). The first call finds and
+    /// sets up every virtio-blk device on PCI bus 0.
+    pub fn take(frames: &'static Frames, serial: &str) -> Option<VirtioDisk> {
+        PROBED.call_once(|| probe_all(frames));
+        let mut disks = DISKS.lock();
+        let i = disks.iter().position(|(s, _)| s.as_slice() == serial.as_bytes())?;
+        Some(disks.swap_remove(i).1)
+    }
+
+    fn check_slot(&self, op: StoreOp, slot: u64) -> Result<(), StoreError> {
+        if slot < self.slots {
+            Ok(())
+        } else {
+            Err(StoreError::slot(op, slot, StoreErrorKind::OutOfRange))
+        }
+    }
+}
+
+/// Sets up every virtio-blk device on PCI bus 0 and files it by serial.
+fn probe_all(frames: &'static Frames) {
+    FRAMES.call_once(|| frames);
+    let Some(ecam) = ioremap(ECAM, ECAM_SIZE) else {
+        kprintln!("disk: cannot map the PCI configuration window");
+        return;
+    };
+    // SAFETY: `ecam` maps the 256 MiB ECAM window the memory map reserves, uncached, for the
+    // kernel's life; nothing else uses it.
+    let cam = unsafe { MmioCam::new(ecam.as_ptr(), Cam::Ecam) };
+    let mut root = PciRoot::new(cam);
+    let found: Vec<_> =
+        root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Block)).collect();
+    for (df, _) in found {
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, df) {
             Ok(t) => t,
             Err(e) => {
                 kprintln!("disk: virtio-blk at {}: {:?}", df, e);
-                return None;
+                continue;
             }
         };
-        let blk = match VirtIOBlk::<KernelHal, _>::new(transport) {
+        let mut blk = match VirtIOBlk::<KernelHal, _>::new(transport) {
             Ok(b) => b,
             Err(e) => {
                 kprintln!("disk: virtio-blk set-up failed: {:?}", e);
-                return None;
+                continue;
             }
         };
+        let mut id = [0u8; 20];
+        let serial = match blk.device_id(&mut id) {
+            Ok(n) => id[..n].to_vec(),
+            Err(_) => Vec::new(),
+        };
         let slots = blk.capacity() / SECTORS_PER_SLOT as u64;
-        kprintln!("disk: virtio-blk at {}: {} sectors, {} swap slots", df, blk.capacity(), slots);
-        Some(VirtioDisk { blk: spin::Mutex::new(blk), slots })
+        kprintln!(
+            "disk: virtio-blk at {}: serial {:?}, {} sectors, {} slots of 4 KiB",
+            df,
+            core::str::from_utf8(&serial).unwrap_or("?"),
+            blk.capacity(),
+            slots
+        );
+        DISKS.lock().push((serial, VirtioDisk { blk: spin::Mutex::new(blk), slots }));
     }
 }
 

@@ -18,6 +18,7 @@ mod boot;
 mod clock;
 mod disk;
 mod frames;
+mod fs;
 mod heap;
 mod interrupts;
 mod paging;
@@ -268,10 +269,11 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         "faults" => tasks::faults(buddy, ram_end, words.next()),
         "pressure" => tasks::pressure(buddy, ram_end),
         "oom" => tasks::oom(buddy, ram_end),
+        "files" => tasks::files(buddy, ram_end),
         "user" => tasks::user(buddy, ram_end),
         other => {
             kprintln!(
-                "unknown scenario {:?} (known: smoke, pressure, oom, user, faults [null|rodata|stack|user])",
+                "unknown scenario {:?} (known: smoke, pressure, oom, files, user, faults [null|rodata|stack|user])",
                 other
             );
             false

@@ -42,11 +42,13 @@ use crate::sched::{self, Ended, Exit};
 use crate::uspace::{self, LAYOUT};
 
 mod faults;
+mod files;
 mod oom;
 mod pressure;
 mod ring3;
 
 pub use faults::faults;
+pub use files::files;
 pub use oom::oom;
 pub use pressure::pressure;
 pub use ring3::user;
@@ -122,7 +124,7 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
     let ids = PageIds { base: PhysAddr::ZERO, frames: (ram_end / 4096) as u32 };
     let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
     if slots > 0 {
-        match crate::disk::VirtioDisk::probe(buddy) {
+        match crate::disk::VirtioDisk::take(buddy, "swap") {
             Some(disk) => {
                 let disk = DISK.call_once(|| disk);
                 swap.add_area(Box::new(disk), 0).ok()?;
@@ -262,6 +264,9 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         // space is let go before reclaim, so reclaim can take its pages.
         let r = m.tasks.get(SpaceId(id))?.try_lock()?.fault(addr, access);
         if r != Err(FaultError::OutOfMemory) {
+            // The space is let go: a task that dirtied file pages through
+            // its mappings writes some back if too many are dirty.
+            m.cache.balance_dirty_pages();
             return Some(r.map(|_| ()));
         }
         if m.reclaim_for_retry(&mut dry) {

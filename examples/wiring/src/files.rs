@@ -294,6 +294,9 @@ where
         self.file(object).is_some_and(|f| !f.is_shmem())
     }
 
+    /// The page is dirty in the cache before the entry becomes writable;
+    /// the task is throttled later, once its space is let go
+    /// ([`PageCache::balance_dirty_pages`]).
     fn dirtied(&self, object: u32, offset: u64) -> Result<(), HookError> {
         let file = self.file(object).ok_or(HookError::BadEntry)?;
         self.cache.mark_dirty(&file, offset / PAGE_BYTES).map_err(hook_error)

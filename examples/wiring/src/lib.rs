@@ -52,7 +52,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use mm_pagecache::{CacheConfig, CacheStats, PageCache};
+use mm_pagecache::{CacheConfig, CacheStats, CachedFile, PageCache};
 use mm_paging::PagingArch;
 use mm_reclaim::{Level, PageId, Policy, Progress, Reclaim, Shadow};
 use mm_swap::Swap;
@@ -245,6 +245,7 @@ where
     pub pager: Arc<MachinePager<M, F0, P>>,
     layout: Layout,
     counters: Counters,
+    next_object: core::sync::atomic::AtomicU32,
 }
 
 /// The machine's counters.
@@ -326,7 +327,18 @@ where
         let tasks = Arc::new(TaskTable::new());
         let spaces: alloc::sync::Weak<TaskTable<A, M, Frames<F0, P>>> = Arc::downgrade(&tasks);
         rmap.attach(&mm, spaces);
-        let m = Machine { mm, device, frames, tasks, ids, cache, pager, layout, counters: Counters::default() };
+        let m = Machine {
+            mm,
+            device,
+            frames,
+            tasks,
+            ids,
+            cache,
+            pager,
+            layout,
+            counters: Counters::default(),
+            next_object: core::sync::atomic::AtomicU32::new(1),
+        };
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.
         let (frames, r) = (m.frames.clone(), m.frames.reclaim().clone());
@@ -338,6 +350,35 @@ where
             }
         }));
         Ok(m)
+    }
+
+    /// Makes `file` (opened in [`cache`](Self::cache)) mappable by every
+    /// task, and its pages reclaimable: the object number a mapping
+    /// request names it by ([`MapRequest::object`](mm_vma::MapRequest::object)).
+    pub fn add_file(&self, file: Arc<CachedFile>) -> u32 {
+        let object = self.next_object.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.pager.register(object, file);
+        object
+    }
+
+    /// `MAP_SHARED | MAP_ANONYMOUS` in `space`: a new shmem file of
+    /// `len` bytes, mapped shared with `prot`. Its pages are shared with the
+    /// task's children through the file (never by handing frames around),
+    /// made on first touch, and go to swap under pressure. The mapping's
+    /// address and the file.
+    pub fn map_shared_anon(
+        &self,
+        space: &mut TaskSpace<A, M, F0, P>,
+        len: u64,
+        prot: mm_types::Protection,
+    ) -> Result<(VirtAddr, Arc<CachedFile>), SpaceError> {
+        let file = self.cache.open_shmem(len);
+        let object = self.add_file(file.clone());
+        let r = space.mmap(mm_vma::MapRequest::object(len, prot, object, 0).shared());
+        if r.is_err() {
+            self.pager.unregister(object);
+        }
+        Ok((r?, file))
     }
 
     /// The reclaim driver.
@@ -448,6 +489,10 @@ where
             let s = self.tasks.get(id).ok_or(TaskError::Gone)?;
             let r = f(&mut s.lock());
             drop(s);
+            // A task that dirtied file pages through its mappings is
+            // throttled now that its space is free for writeback's
+            // write-protection.
+            self.cache.balance_dirty_pages();
             match r {
                 Ok(v) => return Ok(v),
                 Err(FaultError::OutOfMemory) => {
@@ -521,7 +566,13 @@ where
 
     /// Background reclaim (kswapd): nothing unless `level()` is below its
     /// low watermark, then until it is back at high or nothing more can go.
+    ///
+    /// It is the flusher too: above the page cache's background threshold,
+    /// dirty pages are written back first (down to the threshold).
     pub fn background(&self, level: &mut dyn FnMut() -> Level) -> Progress {
+        if self.cache.needs_writeback() {
+            self.cache.writeback(self.cache.dirty_pages().saturating_sub(self.cache.config().dirty_background / 2));
+        }
         self.run(|r, ev| r.background(level, ev))
     }
 

@@ -205,10 +205,10 @@ fn shmem_shared_across_fork_goes_to_swap_under_pressure_and_comes_back() {
 #[test]
 fn a_shmem_page_sent_to_swap_comes_back_through_a_checked_read() {
     let s = sim(128, 64);
-    let shm = s.machine.cache.open_shmem(2 * PS);
-    s.machine.pager.register(6, shm.clone());
     let t = s.spawn(1)[0];
-    let a = mmap(&s, t, MapRequest::object(2 * PS, RW, 6, 0).shared());
+    // MAP_SHARED | MAP_ANONYMOUS: a shmem file of its own.
+    let (a, shm) = s.machine.map_shared_anon(&mut s.machine.tasks.get(t).unwrap().lock(), 2 * PS, RW).unwrap();
+    assert!(shm.is_shmem() && shm.size() == 2 * PS);
     write(&s, t, a + PS + 8, b"in swap").unwrap();
     // The page leaves every mapping, then memory: its slot holds it.
     let frame = shm.page(1).unwrap();
