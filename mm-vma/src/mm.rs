@@ -83,6 +83,16 @@ pub trait Pager: Send + Sync {
         let _ = (object, offset);
         Ok(())
     }
+
+    /// Fault-around: calls `f(offset, frame)` for pages of `object` near
+    /// byte `offset` that are in memory now (no I/O, no allocation), so a
+    /// read fault maps them too, read-only, and their first reads do not
+    /// fault (Linux's `filemap_map_pages`). The address space maps only
+    /// those inside the faulting VMA whose entries are empty. The default
+    /// offers none.
+    fn cached_around(&self, object: u32, offset: u64, f: &mut dyn FnMut(u64, PhysAddr)) {
+        let _ = (object, offset, f);
+    }
 }
 
 /// The swap slots page tables hold: the swap device side of faults, fork
@@ -212,6 +222,9 @@ pub struct FaultStats {
     /// Stores through shared mappings reported to the pager before their
     /// page became writable ([`Pager::tracks_writes`]).
     pub write_notify: u64,
+    /// Pages a read fault of an object's page mapped around it because the
+    /// pager had them in memory ([`Pager::cached_around`]): faults saved.
+    pub mapped_around: u64,
 }
 
 #[derive(Default)]
@@ -226,6 +239,7 @@ struct Counters {
     spurious: AtomicU64,
     refused: AtomicU64,
     write_notify: AtomicU64,
+    mapped_around: AtomicU64,
 }
 
 /// What address spaces share (one per machine, as Linux's global page
@@ -565,6 +579,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             FaultCount::Spurious => &c.spurious,
             FaultCount::Refused => &c.refused,
             FaultCount::WriteNotify => &c.write_notify,
+            FaultCount::MappedAround => &c.mapped_around,
         };
         a.fetch_add(1, Ordering::Relaxed);
     }
@@ -584,6 +599,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             spurious: r(&c.spurious),
             refused: r(&c.refused),
             write_notify: r(&c.write_notify),
+            mapped_around: r(&c.mapped_around),
         }
     }
 }
@@ -608,4 +624,5 @@ pub(crate) enum FaultCount {
     Spurious,
     Refused,
     WriteNotify,
+    MappedAround,
 }

@@ -300,6 +300,15 @@ impl Pager for SimPager {
         pages.insert((object, offset), frame);
         Ok(frame)
     }
+
+    /// The pages it holds of the faulting page's 16-page block
+    /// (fault-around).
+    fn cached_around(&self, object: u32, offset: u64, f: &mut dyn FnMut(u64, PhysAddr)) {
+        let block = offset / (16 * 4096) * (16 * 4096);
+        for (&(_, off), &frame) in self.pages.lock().unwrap().range((object, block)..(object, block + 16 * 4096)) {
+            f(off, frame);
+        }
+    }
 }
 
 impl Drop for SimPager {

@@ -49,6 +49,14 @@ impl Pager for Recording {
         self.dirtied.lock().unwrap().push((object, offset));
         Ok(())
     }
+    /// Every page it holds of the object's 16-page block.
+    fn cached_around(&self, object: u32, offset: u64, f: &mut dyn FnMut(u64, PhysAddr)) {
+        let block = offset / (16 * PS) * 16 * PS;
+        for (&(o, off), &frame) in self.pages.lock().unwrap().range((object, block)..(object, block + 16 * PS)) {
+            assert_eq!(o, object);
+            f(off, frame);
+        }
+    }
 }
 
 fn world() -> (Arc<MmContext<X86_64, SimPhysMemory, SimFrames>>, Arc<Recording>) {
@@ -168,4 +176,41 @@ fn zapping_a_pagers_page_unmaps_it_even_in_a_locked_vma_and_the_next_access_asks
     space.read_user(a, &mut b).unwrap();
     assert_eq!(&b, b"kept", "faulted in again from the pager's page");
     assert_eq!(mm.mappings(frame).len(), 1);
+}
+
+#[test]
+fn a_read_fault_maps_the_pagers_pages_around_it_read_only() {
+    let (mm, pager) = world();
+    let mut space = mm_vma::AddressSpace::new(&mm, Layout::X86_64).unwrap();
+    // The pager holds pages 0-3 and 17 of the object; a private mapping of
+    // pages 1-20 (offset one page in).
+    for p in [0u64, 1, 2, 3, 17] {
+        pager.page(UNTRACKED, p * PS).unwrap();
+    }
+    let a = space.mmap(MapRequest::object(20 * PS, RW, UNTRACKED, PS)).unwrap();
+    let mut b = [0u8; 1];
+    space.read_user(a + PS, &mut b).unwrap();
+    // Object pages 1 and 3 are mapped too (at a and a + 2 pages); page 0
+    // lies before the VMA, page 17 outside the faulting page's block.
+    assert_eq!(mm.fault_stats().mapped_around, 2);
+    for (va, mapped) in [(a, true), (a + PS, true), (a + 2 * PS, true), (a + 16 * PS, false)] {
+        assert_eq!(space.page_table().translate(va).is_some(), mapped, "{va:?}");
+    }
+    assert!(!writable(&space, a), "mapped read-only");
+    // Reading them does not fault; writing copies (a private mapping).
+    let faults = mm.fault_stats().pager;
+    space.read_user(a, &mut b).unwrap();
+    space.read_user(a + 2 * PS, &mut b).unwrap();
+    assert_eq!(mm.fault_stats().pager, faults);
+    space.write_user(a, b"mine").unwrap();
+    assert_eq!(mm.fault_stats().cow_copied, 1);
+    assert_ne!(space.page_table().translate(a).unwrap().frame, pager.pages.lock().unwrap()[&(UNTRACKED, PS)]);
+    // In a shared mapping of a tracked object, a page mapped around is
+    // read-only until its store is reported.
+    let t = space.mmap(MapRequest::object(4 * PS, RW, TRACKED, 0).shared()).unwrap();
+    pager.page(TRACKED, PS).unwrap();
+    space.read_user(t, &mut b).unwrap();
+    assert!(space.page_table().translate(t + PS).is_some() && !writable(&space, t + PS));
+    space.write_user(t + PS, b"x").unwrap();
+    assert_eq!(pager.dirtied.lock().unwrap().as_slice(), &[(TRACKED, PS)]);
 }

@@ -301,6 +301,13 @@ where
         let file = self.file(object).ok_or(HookError::BadEntry)?;
         self.cache.mark_dirty(&file, offset / PAGE_BYTES).map_err(hook_error)
     }
+
+    /// The cached pages of the faulting page's 16-page block.
+    fn cached_around(&self, object: u32, offset: u64, f: &mut dyn FnMut(u64, PhysAddr)) {
+        if let Some(file) = self.file(object) {
+            self.cache.cached_around(&file, offset / PAGE_BYTES, |p, frame| f(p * PAGE_BYTES, frame.start_address()));
+        }
+    }
 }
 
 impl<F: FrameProvider, M: PhysMemory> FilePages for CachePager<F, M> {

@@ -234,6 +234,39 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             }
             self.mm.count(FaultCount::CowCopied);
         }
+        if !write {
+            self.map_around(page, v, object, offset, &*pager);
+        }
         Ok(FaultKind::Pager)
+    }
+
+    /// Fault-around after a read fault of `page` (byte `offset` of
+    /// `object`): the pager's pages in memory near it, inside `v`, whose
+    /// entries are empty, mapped read-only (a store faults as for any
+    /// read-only entry: copy-on-write, or write-notify).
+    fn map_around(&mut self, page: VirtAddr, v: &Vma, object: u32, offset: u64, pager: &dyn crate::Pager) {
+        let mut near = alloc::vec::Vec::new();
+        pager.cached_around(object, offset, &mut |off, frame| near.push((off, frame)));
+        let flags = page_flags(v) - MapFlags::WRITE;
+        for (off, frame) in near {
+            // The neighbour's address, if it lies inside the VMA.
+            let va = if off >= offset {
+                page.as_u64().checked_add(off - offset)
+            } else {
+                page.as_u64().checked_sub(offset - off)
+            };
+            let Some(va) = va.and_then(|a| VirtAddr::new(a).ok()) else { continue };
+            if va == page || va < v.start || va >= v.end || off % PAGE_BYTES != 0 {
+                continue;
+            }
+            if !matches!(self.page_table().lookup(va), Ok(Lookup::Unmapped)) {
+                continue;
+            }
+            // A page table that cannot be allocated now only means one
+            // fault more later.
+            if self.map_new(va, frame, flags, PageKind::File).is_ok() {
+                self.mm.count(FaultCount::MappedAround);
+            }
+        }
     }
 }

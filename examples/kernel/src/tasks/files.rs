@@ -360,13 +360,14 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
     let f = m.figures(buddy.free_frame_count());
     let c = f.cache;
     kprintln!(
-        "files: page cache: {} hits, {} misses; readahead {} windows ({} started at a marker), {} pages in {} requests",
+        "files: page cache: {} hits, {} misses; readahead {} windows ({} started at a marker), {} pages in {} requests; {} pages mapped around faults",
         c.hits,
         c.misses,
         c.windows,
         c.async_windows,
         c.pages_read,
-        c.read_requests
+        c.read_requests,
+        f.faults.mapped_around
     );
     kprintln!(
         "files: writeback: {} pages in {} requests ({} failed, {} throttled writers); file refaults {}",
