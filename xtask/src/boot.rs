@@ -365,6 +365,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
         &[
             "mm-kernel: files: in order read ",
             "; every thread ended normally: true",
+            "mm-kernel: files: msync of the device mapping: ok",
             " words wrong",
             "mm-kernel: files: page cache: ",
             "mm-kernel: files: reclaim took file and anonymous pages, wrote dirty ones back and read ahead: true",

@@ -178,6 +178,35 @@ impl core::fmt::Display for SwapoffError {
     }
 }
 
+/// Why [`Machine::msync`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsyncError {
+    /// No such task.
+    Gone,
+    /// Part of the range is not mapped (Linux's `ENOMEM`).
+    NotMapped {
+        /// The first address of the range that is not.
+        addr: VirtAddr,
+    },
+    /// The range is not page aligned or wraps (Linux's `EINVAL`).
+    BadRange,
+    /// Writing a file back failed, now or since the last `msync` or
+    /// `fsync` through the machine heard of it (Linux's `EIO`): what the
+    /// backing said.
+    Writeback(mm_types::FileErrorKind),
+}
+
+impl core::fmt::Display for MsyncError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MsyncError::Gone => write!(f, "msync: no such task"),
+            MsyncError::NotMapped { addr } => write!(f, "msync: {addr:#x} is not mapped"),
+            MsyncError::BadRange => write!(f, "msync: the range is not page aligned or wraps"),
+            MsyncError::Writeback(k) => write!(f, "msync: writeback failed: {k:?}"),
+        }
+    }
+}
+
 /// What a scenario prints at its end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Figures {
@@ -246,6 +275,9 @@ where
     layout: Layout,
     counters: Counters,
     next_object: core::sync::atomic::AtomicU32,
+    /// An opener per file added, through which `msync` hears of
+    /// writeback errors (as the mapping's open file does in Linux).
+    openers: spin::Mutex<alloc::collections::BTreeMap<u32, mm_pagecache::OpenFile>>,
 }
 
 /// The machine's counters.
@@ -338,6 +370,7 @@ where
             layout,
             counters: Counters::default(),
             next_object: core::sync::atomic::AtomicU32::new(1),
+            openers: spin::Mutex::new(alloc::collections::BTreeMap::new()),
         };
         // A page read back from swap goes on reclaim's list with the shadow
         // its eviction left: a refault.
@@ -357,8 +390,58 @@ where
     /// request names it by ([`MapRequest::object`](mm_vma::MapRequest::object)).
     pub fn add_file(&self, file: Arc<CachedFile>) -> u32 {
         let object = self.next_object.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.openers.lock().insert(object, mm_pagecache::OpenFile::new(file.clone()));
         self.pager.register(object, file);
         object
+    }
+
+    /// `msync(addr, len, MS_SYNC)` in task `id`: the file pages that
+    /// shared mappings in the range map are written back and made
+    /// durable, and any writeback error of those files not yet reported
+    /// through the machine is returned (once). Private and anonymous
+    /// mappings in the range have nothing to write.
+    pub fn msync(&self, id: SpaceId, addr: VirtAddr, len: u64) -> Result<(), MsyncError> {
+        const PS: u64 = mm_types::PAGE_BYTES;
+        if addr.as_u64() % PS != 0 {
+            return Err(MsyncError::BadRange);
+        }
+        let end = addr.as_u64().checked_add(len.next_multiple_of(PS)).ok_or(MsyncError::BadRange)?;
+        let end = VirtAddr::new(end).map_err(|_| MsyncError::BadRange)?;
+        // The objects and page ranges, read with the space held; the
+        // writeback runs with it let go (it write-protects the mappings).
+        let mut ranges = Vec::new();
+        {
+            let space = self.tasks.get(id).ok_or(MsyncError::Gone)?;
+            let space = space.lock();
+            let mut at = addr;
+            for v in space.vmas().overlapping(addr, end) {
+                if v.start > at {
+                    return Err(MsyncError::NotMapped { addr: at });
+                }
+                let to = if v.end < end { v.end } else { end };
+                if let (mm_vma::Backing::Object { object, offset }, true) =
+                    (v.backing, v.flags.contains(mm_vma::VmaFlags::SHARED))
+                {
+                    let first = (offset + (at - v.start)) / PS;
+                    let last = (offset + (to - v.start)).div_ceil(PS);
+                    ranges.push((object, first..last));
+                }
+                at = to;
+            }
+            if at < end {
+                return Err(MsyncError::NotMapped { addr: at });
+            }
+        }
+        let mut first_error = None;
+        for (object, pages) in ranges {
+            // Taken out while it syncs: no lock held across the I/O.
+            let Some(mut of) = self.openers.lock().remove(&object) else { continue };
+            if let Err(mm_pagecache::CacheError::Writeback(k)) = self.cache.sync_range(&mut of, pages) {
+                first_error.get_or_insert(MsyncError::Writeback(k));
+            }
+            self.openers.lock().insert(object, of);
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// `MAP_SHARED | MAP_ANONYMOUS` in `space`: a new shmem file of

@@ -222,3 +222,42 @@ fn a_shmem_page_sent_to_swap_comes_back_through_a_checked_read() {
     assert_eq!(s.machine.device.swap().used_slots(), 0, "back in memory: the slot is free");
     assert_eq!(s.machine.cache.stats().swap_ins, 1);
 }
+
+#[test]
+fn msync_writes_back_the_shared_file_pages_of_its_range_and_reports_errors_once() {
+    let s = sim(256, 0);
+    let disk = Arc::new(MemFile::with_contents(vec![0; 4 * PAGE_SIZE]));
+    let file = s.machine.cache.open(disk.clone());
+    let object = s.machine.add_file(file.clone());
+    let t = s.spawn(1)[0];
+    // The file's pages 1-3 at `a`, then an anonymous page right after.
+    let a = mmap(&s, t, MapRequest::object(3 * PS, RW, object, PS).shared());
+    let anon = s
+        .machine
+        .tasks
+        .get(t)
+        .unwrap()
+        .lock()
+        .mmap(MapRequest::anonymous(PS, RW).at(mm_vma::Placement::FixedNoReplace(a + 3 * PS)))
+        .unwrap();
+    assert_eq!(anon, a + 3 * PS);
+    for p in 0..3 {
+        write(&s, t, a + p * PS, b"mapped").unwrap();
+    }
+    // The middle page only: file page 2.
+    s.machine.msync(t, a + PS, PS).unwrap();
+    assert_eq!(&disk.contents()[2 * PAGE_SIZE..2 * PAGE_SIZE + 6], b"mapped");
+    assert_eq!(&disk.contents()[PAGE_SIZE..PAGE_SIZE + 6], &[0; 6], "page 1 is outside the range");
+    assert_eq!(file.dirty_pages(), 2);
+    // A failed write reaches the next msync, once.
+    disk.fail_nth_write(1);
+    assert_eq!(s.machine.msync(t, a, 4 * PS), Err(mm_wiring::MsyncError::Writeback(mm_types::FileErrorKind::Io)));
+    s.machine.msync(t, a, 4 * PS).unwrap();
+    assert_eq!(file.dirty_pages(), 0);
+    for p in 1..4 {
+        assert_eq!(&disk.contents()[p * PAGE_SIZE..p * PAGE_SIZE + 6], b"mapped", "file page {p}");
+    }
+    // Past what is mapped, or unaligned.
+    assert_eq!(s.machine.msync(t, a, 5 * PS), Err(mm_wiring::MsyncError::NotMapped { addr: a + 4 * PS }));
+    assert_eq!(s.machine.msync(t, a + 1, PS), Err(mm_wiring::MsyncError::BadRange));
+}

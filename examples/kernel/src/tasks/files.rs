@@ -239,6 +239,9 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
     // and anonymous memory, then checks both.
     let t = tallies[2].clone();
     let anon_pages = ANON_BYTES / PS;
+    let synced = Arc::new(AtomicU64::new(0));
+    let synced_by = synced.clone();
+    let dev_bytes = dev.size();
     ok &= spawn("device", writer, move |k| {
         for p in 0..dev_pages.max(anon_pages) {
             if p < dev_pages {
@@ -249,6 +252,12 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
                 let _ = k.write(writer, a_anon + p * PS, stamp(5, p));
             }
             turn(p);
+        }
+        // msync of the whole device mapping: every page on the disk.
+        let m = super::MACHINE.get().expect("set up");
+        match m.msync(writer, a_dev, dev_bytes) {
+            Ok(()) => synced_by.store(1, Ordering::SeqCst),
+            Err(e) => kprintln!("files: {}", e),
         }
         for p in 0..dev_pages.max(anon_pages) {
             if p < dev_pages {
@@ -293,7 +302,9 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
         ok &= bad == 0 && checked > 0;
     }
     kprintln!("files: the tasks ran {} ms; every thread ended normally: {}", ms, clean_exits);
-    ok &= clean_exits;
+    let synced = synced.load(Ordering::SeqCst) == 1;
+    kprintln!("files: msync of the device mapping: {}", if synced { "ok" } else { "failed" });
+    ok &= clean_exits && synced;
     let during = m.figures(buddy.free_frame_count());
 
     // The tasks go; every cache is dropped; every byte comes back from
