@@ -16,6 +16,13 @@
 //! an uncached page's backing bytes equal the model (no data lost), a
 //! swapped shmem page's slot equals the model, a shmem hole is zeros. At
 //! the end every file is released and every frame and slot is back.
+//!
+//! A mapper stands in for the address spaces: faulted pages become mapped
+//! (and `Map` maps more), `Busy` makes the mapper unreachable (a space in
+//! use), and the cache's hook must never free a mapped frame (truncation,
+//! `drop_clean` and `release` unmap first, keeping or refusing what a busy
+//! mapper holds), must keep a page it could not write-protect dirty, and
+//! must tell the mapper exactly which frames hold which pages (C13).
 
 use std::sync::Arc;
 use std::vec::Vec;
@@ -23,13 +30,21 @@ use std::vec::Vec;
 use arbitrary::Arbitrary;
 use mm_pagecache::{CacheConfig, CacheError, CachedFile, Entry, OpenFile, PageCache, Reclaimed, Tag};
 use mm_types::testkit::{MemFile, MemSwap, RefFrameProvider, SimPhysMemory};
-use mm_types::{FileErrorKind, FileOp, NoMappings, PageSwap, PageSwapError, PhysAddr, PhysMemory};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use mm_types::{
+    FileErrorKind, FileId, FileMappings, FileOp, FrameNumber, PageSwap, PageSwapError, PhysAddr, PhysMemory,
+};
 use mm_types::{SwapSlot, PAGE_SIZE};
 
 const PS: u64 = PAGE_SIZE as u64;
 /// Pages a file may reach (offsets are drawn below this).
 const MAX_PAGES: u64 = 20;
 const FILES: usize = 3;
+/// Pages a file may hold: a write at the last offset reaches past it.
+const SPAN: u64 = MAX_PAGES + 3;
 const OPENERS: usize = 2;
 
 /// Where in a file.
@@ -83,6 +98,67 @@ pub enum Op {
     /// Reclaim the nth cached page (written back first if dirty, or to
     /// swap).
     Reclaim(u8, u8, u16),
+    /// The mapper maps the nth cached page of a file.
+    Map(u8, u8),
+    /// The mapper lets go of every mapping.
+    UnmapAll,
+    /// The mapper becomes unreachable (busy) or reachable again.
+    Busy(bool),
+}
+
+/// The address spaces, as the cache's hook sees them.
+#[derive(Default)]
+struct Mapper {
+    /// What the cache said each frame holds.
+    holds: Mutex<BTreeMap<FrameNumber, (FileId, u64)>>,
+    /// Frames some mapping maps.
+    mapped: Mutex<BTreeSet<FrameNumber>>,
+    busy: AtomicBool,
+}
+
+impl Mapper {
+    fn check_holds(&self, file: FileId, page: u64, frame: FrameNumber) {
+        assert_eq!(self.holds.lock().unwrap().get(&frame), Some(&(file, page)), "the hook was told another page");
+    }
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+    fn is_mapped(&self, frame: FrameNumber) -> bool {
+        self.mapped.lock().unwrap().contains(&frame)
+    }
+    /// Unmaps `frame` as the kernel's reclaim does before it evicts:
+    /// whether it could (not mapped, or the mapper is reachable).
+    fn unmap_for_reclaim(&self, frame: Option<FrameNumber>) -> bool {
+        match frame {
+            Some(f) if self.is_mapped(f) => !self.busy() && self.mapped.lock().unwrap().remove(&f),
+            _ => true,
+        }
+    }
+}
+
+/// The cache's end of the mapper.
+struct Hook(Arc<Mapper>);
+
+impl FileMappings for Hook {
+    fn unmap(&self, file: FileId, page: u64, frame: FrameNumber) -> bool {
+        self.0.check_holds(file, page, frame);
+        if !self.0.is_mapped(frame) {
+            return true;
+        }
+        !self.0.busy() && self.0.mapped.lock().unwrap().remove(&frame)
+    }
+    fn mkclean(&self, file: FileId, page: u64, frame: FrameNumber) -> bool {
+        self.0.check_holds(file, page, frame);
+        !(self.0.busy() && self.0.is_mapped(frame))
+    }
+    fn added(&self, file: FileId, page: u64, frame: FrameNumber, _shmem: bool, _shadow: Option<u64>) {
+        let old = self.0.holds.lock().unwrap().insert(frame, (file, page));
+        assert_eq!(old, None, "{frame:?} added while it held a page");
+    }
+    fn removed(&self, frame: FrameNumber) {
+        assert!(!self.0.is_mapped(frame), "{frame:?} freed while a mapping maps it");
+        self.0.holds.lock().unwrap().remove(&frame);
+    }
 }
 
 type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
@@ -145,9 +221,12 @@ struct Model {
     fail_alloc_at: Option<u64>,
     fail_out_at: Option<u64>,
     fail_in_at: Option<u64>,
-    /// A writeback failed since the dirty pages were last within the
-    /// limit: the cache may stay over it (C8).
+    /// A writeback failed (or left a page dirty that a busy mapping
+    /// maps) since the dirty pages were last within the limit: the cache
+    /// may stay over it (C8).
     excused: bool,
+    mapper: Arc<Mapper>,
+    exposed: u64,
 }
 
 impl Model {
@@ -191,10 +270,11 @@ pub fn run(data: &[u8]) {
     let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).expect("aligned"), 64 * PS);
     let frames = Arc::new(RefFrameProvider::new(&mem));
     let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 8 };
+    let mapper = Arc::new(Mapper::default());
     let made =
         // SAFETY: nothing maps the cache's pages; the model reads frames
         // only between the cache's calls.
-        unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(NoMappings)) };
+        unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(Hook(mapper.clone()))) };
     let cache = made.expect("valid config");
     let swap = Arc::new(MemSwap::new(&mem, 16));
     let cache = cache.with_swap(Box::new(Shared(swap.clone())));
@@ -221,10 +301,23 @@ pub fn run(data: &[u8]) {
             fail_read_at: None,
         });
     }
-    let mut m =
-        Model { cache, frames, files, swap, fail_alloc_at: None, fail_out_at: None, fail_in_at: None, excused: false };
+    let mut m = Model {
+        cache,
+        frames,
+        files,
+        swap,
+        fail_alloc_at: None,
+        fail_out_at: None,
+        fail_in_at: None,
+        excused: false,
+        mapper,
+        exposed: 0,
+    };
     for (step, op) in (1..).zip(&ops) {
         apply(&mut m, op, step);
+        let exposed = m.cache.stats().writeback_exposed;
+        m.excused |= exposed > m.exposed;
+        m.exposed = exposed;
         if m.cache.dirty_pages() <= m.cache.config().dirty_limit {
             m.excused = false;
         }
@@ -238,6 +331,7 @@ pub fn run(data: &[u8]) {
     }
     whole(&m, ops.len() as u64);
     // Disarm and let go of everything: every frame comes back.
+    m.mapper.busy.store(false, Ordering::Relaxed);
     m.frames.fail_nth_allocation(u64::MAX);
     for f in &m.files {
         f.disk.fail_nth_write(u64::MAX);
@@ -246,6 +340,7 @@ pub fn run(data: &[u8]) {
         assert_eq!(f.file.cached_pages(), 0);
     }
     assert_eq!(m.frames.allocated_blocks(), 0, "every frame back with the provider");
+    assert!(m.mapper.holds.lock().unwrap().is_empty() && m.mapper.mapped.lock().unwrap().is_empty());
     assert_eq!(m.swap.used(), 0, "every swap slot back");
 }
 
@@ -364,14 +459,22 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
         Op::Truncate(f, at) => {
             let size = at.get();
             let fi = usize::from(f) % FILES;
+            let keep = size.div_ceil(PS);
+            let busy_beyond = m.mapper.busy()
+                && (keep..SPAN).any(|p| m.files[fi].file.page(p).is_some_and(|f| m.mapper.is_mapped(f)));
             let r = m.cache.truncate(&m.files[fi].file, size);
             // A shmem file brings a swapped partial last page back first.
             let (alloc_failed, swap_failed) = (m.alloc_fired(), m.swap_in_fired());
             let mf = &mut m.files[fi];
             match r {
                 Ok(()) => {
+                    assert!(!busy_beyond, "step {step}: truncated a page a busy mapping maps");
                     mf.bytes.resize(size as usize, 0);
                     assert_eq!(mf.file.size(), size);
+                }
+                Err(CacheError::Mapped { page }) => {
+                    assert!(busy_beyond && page >= keep, "step {step}: refused for page {page}");
+                    assert_eq!(mf.file.size(), mf.bytes.len() as u64, "step {step}: a refusal changes nothing");
                 }
                 Err(CacheError::Frames(_)) => assert!(mf.shmem && alloc_failed, "step {step}: frames ran out"),
                 Err(CacheError::Swap(_)) => assert!(mf.shmem && swap_failed, "step {step}: swap-in failed"),
@@ -381,6 +484,9 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
         Op::Evict(f, page, shadow) => {
             let mf = &m.files[usize::from(f) % FILES];
             let page = u64::from(page) % MAX_PAGES;
+            if !m.mapper.unmap_for_reclaim(mf.file.page(page)) {
+                return; // Mapped where reclaim cannot reach now: kept.
+            }
             let entry = mf.file.entry(page);
             let dirty = mf.file.has_tag(page, Tag::Dirty);
             let r = m.cache.evict(&mf.file, page, u64::from(shadow));
@@ -402,7 +508,15 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             if mf.shmem {
                 assert_eq!(n, 0, "step {step}: a shmem page is its only copy");
             } else {
-                assert_eq!(mf.file.cached_pages(), mf.file.dirty_pages(), "step {step}: only dirty pages stay");
+                for p in 0..SPAN {
+                    if let Some(f) = mf.file.page(p) {
+                        let busy_mapped = m.mapper.busy() && m.mapper.is_mapped(f);
+                        assert!(
+                            mf.file.has_tag(p, Tag::Dirty) || busy_mapped,
+                            "step {step}: page {p} stayed, clean and unmappable"
+                        );
+                    }
+                }
             }
         }
         Op::MarkDirty(f, page) => {
@@ -442,10 +556,16 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
         }
         Op::Release(f) => {
             let fi = usize::from(f) % FILES;
+            let busy_mapped = m.mapper.busy()
+                && (0..SPAN).any(|p| m.files[fi].file.page(p).is_some_and(|f| m.mapper.is_mapped(f)));
+            let cached = m.files[fi].file.cached_pages();
             let r = m.cache.release(&m.files[fi].file);
             let failed = m.fired_all();
             let mf = &mut m.files[fi];
-            if failed && r.is_err() {
+            if busy_mapped {
+                assert!(matches!(r, Err(CacheError::Mapped { .. })), "step {step}: released what a busy mapping maps");
+                assert_eq!(mf.file.cached_pages(), cached, "step {step}: nothing dropped");
+            } else if failed && r.is_err() {
                 assert_eq!(r, Err(CacheError::Writeback(FileErrorKind::Io)));
                 assert!(mf.file.dirty_pages() > 0, "step {step}: nothing dropped");
             } else {
@@ -466,6 +586,9 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             // pages to take); otherwise a page that may hold nothing.
             let cached: Vec<u64> = (0..MAX_PAGES).filter(|&p| mf.file.page(p).is_some()).collect();
             let page = if cached.is_empty() { u64::from(n) % MAX_PAGES } else { cached[usize::from(n) % cached.len()] };
+            if !m.mapper.unmap_for_reclaim(mf.file.page(page)) {
+                return;
+            }
             let cached = mf.file.page(page).is_some();
             let used = m.swap.used();
             let r = m.cache.swap_out(&mf.file, page);
@@ -506,6 +629,8 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
                     let (from, to) = ((page * PS) as usize, ((page + 1) * PS).min(len) as usize);
                     assert!(got[..to - from] == mf.bytes[from..to], "step {step}: fault of page {page}: wrong bytes");
                     assert_eq!(mf.file.page(page), Some(frame), "step {step}: the cached page");
+                    // The faulting mapper maps it now.
+                    m.mapper.mapped.lock().unwrap().insert(frame);
                 }
                 Err(CacheError::BeyondEnd { page: p }) => assert!(p == page && page * PS >= len, "step {step}"),
                 Err(CacheError::Io(_)) => assert!(read_failed, "step {step}: fault read failed"),
@@ -519,6 +644,9 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             let mf = &m.files[fi];
             let cached: Vec<u64> = (0..MAX_PAGES).filter(|&p| mf.file.page(p).is_some()).collect();
             let page = if cached.is_empty() { u64::from(n) % MAX_PAGES } else { cached[usize::from(n) % cached.len()] };
+            if !m.mapper.unmap_for_reclaim(mf.file.page(page)) {
+                return;
+            }
             let was_cached = mf.file.page(page).is_some();
             let dirty = mf.file.has_tag(page, Tag::Dirty);
             let used = m.swap.used();
@@ -560,12 +688,35 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
             m.swap.fail_nth_swap_in(1);
             m.fail_in_at = Some(m.swap.swap_ins() + 1);
         }
+        Op::Map(f, n) => {
+            let mf = &m.files[usize::from(f) % FILES];
+            let cached: Vec<FrameNumber> = (0..SPAN).filter_map(|p| mf.file.page(p)).collect();
+            if !cached.is_empty() {
+                m.mapper.mapped.lock().unwrap().insert(cached[usize::from(n) % cached.len()]);
+            }
+        }
+        Op::UnmapAll => m.mapper.mapped.lock().unwrap().clear(),
+        Op::Busy(b) => m.mapper.busy.store(b, Ordering::Relaxed),
     }
 }
 
 /// Every page where its authoritative copy lives: a cached page's frame,
 /// else the backing.
 fn whole(m: &Model, step: u64) {
+    // C13: the hook knows exactly the cached pages' frames; every mapped
+    // frame holds a cached page.
+    let mut told = m.mapper.holds.lock().unwrap().clone();
+    for mf in &m.files {
+        for p in 0..SPAN {
+            if let Some(f) = mf.file.page(p) {
+                assert_eq!(told.remove(&f), Some((mf.file.id(), p)), "step {step}: the hook was not told of {f:?}");
+            }
+        }
+    }
+    assert!(told.is_empty(), "step {step}: the hook holds frames no file caches: {told:?}");
+    for f in m.mapper.mapped.lock().unwrap().iter() {
+        assert!(m.mapper.holds.lock().unwrap().contains_key(f), "step {step}: a mapped frame is not cached");
+    }
     for (fi, mf) in m.files.iter().enumerate() {
         mf.file.check().unwrap_or_else(|e| panic!("step {step}: file {fi}: {e}"));
         assert_eq!(mf.file.size(), mf.bytes.len() as u64);
