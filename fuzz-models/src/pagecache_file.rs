@@ -556,8 +556,8 @@ fn apply(m: &mut Model, op: &Op, step: u64) {
         }
         Op::Release(f) => {
             let fi = usize::from(f) % FILES;
-            let busy_mapped = m.mapper.busy()
-                && (0..SPAN).any(|p| m.files[fi].file.page(p).is_some_and(|f| m.mapper.is_mapped(f)));
+            let busy_mapped =
+                m.mapper.busy() && (0..SPAN).any(|p| m.files[fi].file.page(p).is_some_and(|f| m.mapper.is_mapped(f)));
             let cached = m.files[fi].file.cached_pages();
             let r = m.cache.release(&m.files[fi].file);
             let failed = m.fired_all();

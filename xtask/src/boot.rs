@@ -366,6 +366,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: files: in order read ",
             "; every thread ended normally: true",
             "mm-kernel: files: msync of the device mapping: ok",
+            "mm-kernel: files: a read past the end of a mapped file ended its thread with a bus error: true",
             " words wrong",
             "mm-kernel: files: page cache: ",
             "mm-kernel: files: reclaim took file and anonymous pages, wrote dirty ones back and read ahead: true",

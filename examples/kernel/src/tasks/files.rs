@@ -10,7 +10,10 @@
 //! - shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`, a shmem file)
 //!   written half by a task and half by its child, each reading the
 //!   other's half (shared through the file, not by frame sharing);
-//! - anonymous memory, so reclaim has both kinds to choose from.
+//! - anonymous memory, so reclaim has both kinds to choose from;
+//! - a small ext4 file mapped longer than it is: its partial last page
+//!   reads zeros past the end, and the page after it is a bus error that
+//!   ends the thread (and its task) that touched it.
 //!
 //! Together they want more than the RAM, so reclaim drops clean file
 //! pages, writes dirty ones back, and sends anonymous and shmem pages to
@@ -175,20 +178,23 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
     let ok_sizes = big.size() == BIG.1 && small.size() == SMALL.1;
 
     // The tasks and their mappings.
-    let Some(ids) = (0..4).map(|_| m.spawn().ok()).collect::<Option<alloc::vec::Vec<_>>>() else {
+    let Some(ids) = (0..5).map(|_| m.spawn().ok()).collect::<Option<alloc::vec::Vec<_>>>() else {
         kprintln!("files: cannot create the tasks");
         return false;
     };
-    let (seq, rnd, writer, sharer) = (ids[0], ids[1], ids[2], ids[3]);
+    let (seq, rnd, writer, sharer, edge) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let osmall = m.add_file(small.clone());
     let maps = (|| {
         let a = map(m, seq, MapRequest::object(BIG.1, Protection::READ, obig, 0))?;
         let b = map(m, rnd, MapRequest::object(BIG.1, RW, obig, 0))?;
         let c = map(m, writer, MapRequest::object(dev.size(), RW, odev, 0).shared())?;
         let (d, shm) = m.map_shared_anon(&mut m.tasks.get(sharer)?.lock(), SHM_BYTES, RW).ok()?;
         let e = map(m, writer, scenario::anon_rw(ANON_BYTES))?;
-        Some((a, b, c, d, e, shm))
+        // One page longer than the file's pages.
+        let f = map(m, edge, MapRequest::object(SMALL.1.div_ceil(PS) * PS + PS, Protection::READ, osmall, 0))?;
+        Some((a, b, c, d, e, shm, f))
     })();
-    let Some((a_seq, a_rnd, a_dev, a_shm, a_anon, shm)) = maps else {
+    let Some((a_seq, a_rnd, a_dev, a_shm, a_anon, shm, a_small)) = maps else {
         kprintln!("files: cannot map the files");
         return false;
     };
@@ -289,13 +295,31 @@ pub fn files(buddy: &'static Frames, ram_end: u64) -> bool {
             }
         });
     }
+    // The small file's last word, the zeros after it in its last page,
+    // then the page past the end: a bus error ends this thread.
+    let t = tallies[5].clone();
+    let past = a_small + SMALL.1.div_ceil(PS) * PS;
+    ok &= spawn("beyond", edge, move |k| {
+        let last = (SMALL.1 / 8 - 1) * 8;
+        t.check(k.read(edge, a_small + last) == Ok(word(SMALL.2, last / 8)));
+        t.check(k.read(edge, a_small + SMALL.1.next_multiple_of(8)) == Ok(0));
+        t.check(k.read(edge, past - 8) == Ok(0));
+        let _ = k.read(edge, past);
+        t.check(false); // not reached
+    });
     spawn_kswapd(m, buddy);
     let start = crate::clock::now_ms();
     let ended = sched::run(tasks::activate);
     unload();
     let ms = crate::clock::now_ms() - start;
-    let clean_exits = ended.iter().all(|e| e.exit == Exit::Done);
-    let names = ["in order", "at random", "device and anonymous", "shared (parent)", "shared (child)"];
+    let bus_error = Exit::Fault { vector: 14, addr: past.as_u64() };
+    let beyond = ended.iter().find(|e| e.name == "beyond").map(|e| e.exit);
+    kprintln!(
+        "files: a read past the end of a mapped file ended its thread with a bus error: {}",
+        beyond == Some(bus_error)
+    );
+    let clean_exits = beyond == Some(bus_error) && ended.iter().all(|e| e.name == "beyond" || e.exit == Exit::Done);
+    let names = ["in order", "at random", "device and anonymous", "shared (parent)", "shared (child)", "past the end"];
     for (i, name) in names.iter().enumerate() {
         let (checked, bad) = tallies[i].get();
         kprintln!("files: {} read {} and found {} wrong", name, checked, bad);
