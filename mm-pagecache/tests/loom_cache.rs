@@ -1,15 +1,19 @@
 //! Loom models of the cache's per-file lock against its shared state: a
 //! reader, truncation and reclaim on one file at once (MODEL C1, C9, C10),
-//! and writers, the flusher and truncation against the dirty counts and
-//! the list of dirty files (C4).
+//! writers, the flusher and truncation against the dirty counts and the
+//! list of dirty files (C4), and a fault that maps its page (holding its
+//! address space, as mm-vma's fault does) against truncation, whose hook
+//! takes that space with a try (C9, C10: no frame freed while mapped).
 #![cfg(loom)]
 
 use std::sync::Arc;
 
 use mm_pagecache::{CacheConfig, CacheError, OpenFile, PageCache};
+use mm_types::sync::atomic::{AtomicU64, Ordering};
+use mm_types::sync::Mutex;
 use mm_types::testkit::loom_model::{model, spawn};
 use mm_types::testkit::{MemFile, RefFrameProvider, SimPhysMemory};
-use mm_types::{NoMappings, PhysAddr, PAGE_SIZE};
+use mm_types::{FileId, FileMappings, FrameNumber, NoMappings, PhysAddr, PAGE_SIZE};
 
 type Cache = PageCache<Arc<RefFrameProvider>, SimPhysMemory>;
 
@@ -104,6 +108,80 @@ fn writers_flusher_and_truncation_keep_the_counts() {
         for f in [&fa, &fb] {
             cache.release(f).unwrap();
         }
+        assert_eq!(frames.allocated_blocks(), 0);
+    });
+}
+
+/// One address space: its lock (held by a fault while it calls the cache
+/// and maps the page) and the frame it maps (0: none; a frame number + 1).
+struct Space {
+    lock: Mutex<()>,
+    mapped: AtomicU64,
+}
+
+/// The cache's hook over the one space, taking its lock with a try as the
+/// kernel's reverse-map hook does.
+struct SpaceHook(Arc<Space>);
+
+impl FileMappings for SpaceHook {
+    fn unmap(&self, _: FileId, _: u64, frame: FrameNumber) -> bool {
+        let Some(_g) = self.0.lock.try_lock() else { return false };
+        let _ = self.0.mapped.compare_exchange(frame.as_u64() + 1, 0, Ordering::SeqCst, Ordering::SeqCst);
+        true
+    }
+    fn mkclean(&self, _: FileId, _: u64, _: FrameNumber) -> bool {
+        self.0.lock.try_lock().is_some()
+    }
+    fn removed(&self, frame: FrameNumber) {
+        assert_ne!(self.0.mapped.load(Ordering::SeqCst), frame.as_u64() + 1, "a mapped frame was freed");
+    }
+}
+
+/// A fault of page 1 that maps it, and truncation to one page, at once:
+/// the truncation either unmaps the page before dropping it, or finds the
+/// space busy and changes nothing; the fault either maps the page or, once
+/// the truncation has begun, gets `BeyondEnd`. No frame is freed while
+/// mapped, and the space never maps a page the file no longer caches.
+#[test]
+fn a_mapping_fault_and_truncation() {
+    model(|| {
+        let space = Arc::new(Space { lock: Mutex::new(()), mapped: AtomicU64::new(0) });
+        let mem = SimPhysMemory::new(PhysAddr::new(1 << 20).unwrap(), 16 * PAGE_SIZE as u64);
+        let frames = Arc::new(RefFrameProvider::new(&mem));
+        let config = CacheConfig { readahead_max: 0, ..CacheConfig::default() };
+        // SAFETY: the model only maps pages, it never stores to them.
+        let cache = unsafe { PageCache::new(frames.clone(), mem, config, Box::new(SpaceHook(space.clone()))) };
+        let cache = Arc::new(cache.unwrap());
+        let file = cache.open(Arc::new(MemFile::with_contents(vec![5; 2 * PAGE_SIZE])));
+        let fault = {
+            let (cache, file, space) = (cache.clone(), file.clone(), space.clone());
+            spawn(move || {
+                let _g = space.lock.lock();
+                match cache.fault(&file, 1) {
+                    Ok(f) => space.mapped.store(f.as_u64() + 1, Ordering::SeqCst),
+                    Err(CacheError::BeyondEnd { page: 1 }) => {}
+                    Err(e) => panic!("fault: {e}"),
+                }
+            })
+        };
+        let r = cache.truncate(&file, PAGE_SIZE as u64);
+        fault.join().unwrap();
+        let mapped = space.mapped.load(Ordering::SeqCst);
+        match r {
+            Ok(()) => {
+                assert_eq!(file.size(), PAGE_SIZE as u64);
+                assert!(file.page(1).is_none());
+                assert_eq!(mapped, 0, "the space maps a truncated page");
+            }
+            Err(CacheError::Mapped { page: 1 }) => {
+                assert_eq!(file.size(), 2 * PAGE_SIZE as u64, "a refused truncation changes nothing");
+                assert_eq!(file.page(1).map(|f| f.as_u64() + 1), Some(mapped));
+            }
+            Err(e) => panic!("truncate: {e}"),
+        }
+        file.check().unwrap();
+        space.mapped.store(0, Ordering::SeqCst);
+        cache.release(&file).unwrap();
         assert_eq!(frames.allocated_blocks(), 0);
     });
 }
