@@ -232,11 +232,14 @@ fn unload() {
 static KSWAPD_WAKES: AtomicU64 = AtomicU64::new(0);
 
 /// Wakes the background reclaim thread if free memory is below the level
-/// it wakes at (Linux wakes kswapd in the allocator's slow path likewise).
-/// Called before every fault of task memory.
+/// it wakes at (Linux wakes kswapd in the allocator's slow path likewise),
+/// or if the page cache holds more dirty pages than its background
+/// threshold (the thread is the flusher too). Called before every fault of
+/// task memory.
 fn wake_kswapd(buddy: &Frames) {
     let l = kswapd_level(buddy);
-    if l.free < l.low && sched::wake("kswapd") {
+    let dirty = MACHINE.get().is_some_and(|m| m.cache.needs_writeback());
+    if (l.free < l.low || dirty) && sched::wake("kswapd") {
         KSWAPD_WAKES.fetch_add(1, Ordering::Relaxed);
     }
 }
