@@ -7,5 +7,5 @@ mm_fuzz_models::model_tests! {
     seed: 0xf11e,
     len: (1024, 120),
     count: (300, 2),
-    min_corpus: 1000,
+    min_corpus: 2000,
 }
