@@ -46,18 +46,7 @@ const SWAP_DISK_BYTES: u64 = 256 << 20;
 
 /// The swap disk image (`target/swap.img`), created empty if missing.
 fn swap_disk() -> Option<PathBuf> {
-    let dir = root().join("target");
-    let path = dir.join("swap.img");
-    let made = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path))
-        .and_then(|f| f.set_len(SWAP_DISK_BYTES));
-    match made {
-        Ok(()) => Some(path),
-        Err(e) => {
-            eprintln!("xtask: cannot create the swap disk image {}: {e}", path.display());
-            None
-        }
-    }
+    disk_image("swap", SWAP_DISK_BYTES, false)
 }
 
 /// The scratch disk's size: a raw device the `files` scenario maps as a
@@ -67,29 +56,33 @@ const SCRATCH_DISK_BYTES: u64 = 16 << 20;
 /// The scratch disk image (`target/scratch.img`), zeroed for every boot
 /// (the `files` scenario checks what it wrote against zeros elsewhere).
 fn scratch_disk() -> Option<PathBuf> {
-    let path = root().join("target").join("scratch.img");
-    let made = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_len(SCRATCH_DISK_BYTES));
+    disk_image("scratch", SCRATCH_DISK_BYTES, true)
+}
+
+/// `target/NAME.img` of `bytes` bytes (sparse), emptied first if `zeroed`.
+fn disk_image(name: &str, bytes: u64, zeroed: bool) -> Option<PathBuf> {
+    let dir = root().join("target");
+    let path = dir.join(format!("{name}.img"));
+    let made = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).truncate(zeroed).write(true).open(&path))
+        .and_then(|f| f.set_len(bytes));
     match made {
         Ok(()) => Some(path),
         Err(e) => {
-            eprintln!("xtask: cannot create the scratch disk image {}: {e}", path.display());
+            eprintln!("xtask: cannot create the {name} disk image {}: {e}", path.display());
             None
         }
     }
 }
 
 /// The files the ext4 image holds: path, size in bytes, pattern seed.
-/// The kernel's `files` scenario expects exactly these (its `FILES`).
+/// The kernel's `files` scenario expects exactly these (its `BIG` and
+/// `SMALL`).
 pub const EXT4_FILES: &[(&str, u64, u64)] = &[("big.bin", 24 << 20, 1), ("small.bin", 10_000, 2)];
 
 /// Word `k` (8 bytes, little-endian) of the file with pattern `seed`: the
-/// same function as the kernel's `files::word`, so the kernel can check
-/// every byte it reads.
+/// same function as `word` in the kernel's `src/tasks/files.rs`, so the
+/// kernel can check every byte it reads.
 pub fn file_word(seed: u64, k: u64) -> u64 {
     (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.wrapping_mul(0x0101_0101_0101_0101)
 }

@@ -36,9 +36,9 @@ impl Ext4Read for DiskReader {
             if off == 0 && n == SLOT_SIZE {
                 let whole: &mut [u8; SLOT_SIZE] =
                     (&mut dst[done..done + SLOT_SIZE]).try_into().expect("a slot's length");
-                self.disk.read_slot(slot, whole).map_err(Box::new)?;
+                self.disk.read_slot(slot, whole)?;
             } else {
-                self.disk.read_slot(slot, &mut self.slot).map_err(Box::new)?;
+                self.disk.read_slot(slot, &mut self.slot)?;
                 dst[done..done + n].copy_from_slice(&self.slot[off..off + n]);
             }
             done += n;
