@@ -42,6 +42,7 @@ pub mod types;
 pub mod vma;
 #[allow(unsafe_code)]
 pub mod vmalloc;
+#[allow(unsafe_code)]
 pub mod wiring;
 
 use arbitrary::{Arbitrary, Unstructured};

@@ -2,7 +2,12 @@
 //! simulation under random task creation, mappings, writes, reads, forks,
 //! kills and reclaim, against a model of every task's pages.
 //!
-//! Regions are private or shared anonymous memory. Every read must return
+//! Regions are private or shared anonymous memory, or mappings of the
+//! machine's two files through its page cache: a file with a backing
+//! (write-tracked, written back by writeback, `msync`, throttling and
+//! reclaim) and a shmem file (to swap under pressure), mapped privately
+//! (copy on write: a page not yet written shows the file's current bytes)
+//! or shared (every shared mapping and the file are one object). Every read must return
 //! the last value written to that page through any mapping of it (the task
 //! itself, its parent before a fork, or any task sharing the region), or 0
 //! if none was written. After every step the contents **every** task would
@@ -18,8 +23,12 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use arbitrary::Arbitrary;
-use mm_types::VirtAddr;
-use mm_vma::{FaultError, SpaceError, SpaceId};
+use std::sync::Arc;
+
+use mm_pagecache::CachedFile;
+use mm_types::testkit::MemFile;
+use mm_types::{PhysMemory, Protection, VirtAddr};
+use mm_vma::{FaultError, MapRequest, SpaceError, SpaceId};
 
 use mm_wiring::scenario::{anon_rw, Touch};
 use mm_wiring::sim::{Sim, SimConfig};
@@ -81,6 +90,59 @@ pub enum Op {
     Reclaim(u8),
     /// Background reclaim if memory is low.
     Tick,
+    /// Map the whole of a file (the one with a backing, else the shmem
+    /// one), privately or shared.
+    MapFile {
+        /// The task.
+        task: u8,
+        /// The file with a backing (else shmem).
+        backed: bool,
+        /// `MAP_SHARED`.
+        shared: bool,
+    },
+    /// `msync` of a region: afterwards the backing holds every page of a
+    /// shared mapping of the backed file in it.
+    Msync {
+        /// The task.
+        task: u8,
+        /// The region.
+        region: u8,
+    },
+    /// Write every dirty file page back (the flusher, or `sync`).
+    Flush,
+    /// Drop the backed file's clean pages (unmapping them first).
+    DropCaches,
+}
+
+/// Pages of each file.
+const FILE_PAGES: u64 = 8;
+
+/// The machine's files: the object numbers mappings name, the cached
+/// files, the backing of the first.
+struct Files {
+    objects: [u32; 2],
+    files: [Arc<CachedFile>; 2],
+    disk: Arc<MemFile>,
+}
+
+impl Files {
+    /// The first 8 bytes of page `p` of file `f` where its authoritative
+    /// copy lives: the cached frame, else the backing (file 0) or the
+    /// swap slot or a hole (file 1, shmem).
+    fn word(&self, sim: &Sim, f: usize, p: u64) -> u64 {
+        let mut b = [0u8; 8];
+        if let Some(frame) = self.files[f].page(p) {
+            // SAFETY: simulated RAM; nothing runs concurrently with the model.
+            unsafe { sim.ram.read_bytes(frame.start_address(), &mut b) }.expect("simulated RAM");
+        } else if f == 0 {
+            b.copy_from_slice(&self.disk.contents()[(p * 4096) as usize..][..8]);
+        } else if let Some(slot) = self.files[1].swap_slot(p) {
+            let mut page = [0u8; 4096];
+            sim.machine.device.swap().read_slot(slot, &mut page).expect("a shmem page's slot reads back");
+            b.copy_from_slice(&page[..8]);
+        }
+        u64::from_le_bytes(b)
+    }
 }
 
 /// A region of a task: its pages' values live in `objects[obj]`, which
@@ -92,6 +154,17 @@ struct Region {
     pages: u64,
     obj: usize,
     shared: bool,
+    /// A private mapping of this file: a page not in `obj` shows the
+    /// file's (object `file`'s) value.
+    file: Option<usize>,
+}
+
+impl Region {
+    /// The value the model expects at page `p`.
+    fn want(&self, objects: &[BTreeMap<u64, u64>], p: u64) -> u64 {
+        let own = objects[self.obj].get(&p).copied();
+        own.or_else(|| self.file.and_then(|f| objects[f].get(&p).copied())).unwrap_or(0)
+    }
 }
 
 #[derive(Clone)]
@@ -102,15 +175,35 @@ struct Task {
 
 /// The contents every task would read, and (when `whole`) every
 /// structure's own check.
-fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>], whole: bool, seen: &mut Vec<Option<u64>>) {
+fn check(
+    sim: &Sim,
+    files: &Files,
+    tasks: &[Task],
+    objects: &[BTreeMap<u64, u64>],
+    whole: bool,
+    seen: &mut Vec<Option<u64>>,
+) {
     for (t, task) in tasks.iter().enumerate() {
         for (r, reg) in task.regions.iter().enumerate() {
             sim.peek_pages(task.id, reg.base, reg.pages, !whole, seen).expect("every page readable");
             for (p, got) in (0..).zip(seen.iter()) {
-                let got = got.unwrap_or(0);
-                let want = objects[reg.obj].get(&p).copied().unwrap_or(0);
+                // A file page mapped nowhere here shows the file's bytes.
+                let file = reg.file.or((reg.obj < 2).then_some(reg.obj));
+                let got = match (got, file) {
+                    (Some(v), _) => *v,
+                    (None, Some(f)) => files.word(sim, f, p),
+                    (None, None) => 0,
+                };
+                let want = reg.want(objects, p);
                 assert_eq!(got, want, "task {t} region {r} page {p} (shared: {}), seen without a fault", reg.shared);
             }
+        }
+    }
+    // The files themselves, whether mapped or not.
+    for f in 0..2 {
+        for p in 0..FILE_PAGES {
+            let want = objects[f].get(&p).copied().unwrap_or(0);
+            assert_eq!(files.word(sim, f, p), want, "file {f} page {p}");
         }
     }
     sim.machine.check_clean_cache().expect("clean swap-cache pages match their slots");
@@ -127,6 +220,9 @@ fn check(sim: &Sim, tasks: &[Task], objects: &[BTreeMap<u64, u64>], whole: bool,
     }
     let refs: Vec<&_> = guards.iter().map(|g| &**g).collect();
     sim.machine.mm.check_rmap(&refs).expect("reverse map");
+    for f in &files.files {
+        f.check().expect("a cached file");
+    }
 }
 
 /// Runs one fuzz input.
@@ -137,7 +233,16 @@ pub fn run(data: &[u8]) {
     // is never right here.
     let mut sim = Sim::new(SimConfig { ram: 192 << 10, swap_slots: 1024, second_area: 0, zswap: None });
     let mut tasks: Vec<Task> = Vec::new();
-    let mut objects: Vec<BTreeMap<u64, u64>> = Vec::new();
+    // Objects 0 and 1 are the files' pages.
+    let mut objects: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(), BTreeMap::new()];
+    let disk = Arc::new(MemFile::with_contents(vec![0; (FILE_PAGES * 4096) as usize]));
+    let backed = sim.machine.cache.open(disk.clone());
+    let shmem = sim.machine.cache.open_shmem(FILE_PAGES * 4096);
+    let files = Files {
+        objects: [sim.machine.add_file(backed.clone()), sim.machine.add_file(shmem.clone())],
+        files: [backed, shmem],
+        disk,
+    };
     let mut seen = Vec::new();
     let pick = |n: usize, i: u8| (n > 0).then(|| usize::from(i) % n);
     for op in ops {
@@ -170,7 +275,7 @@ pub fn run(data: &[u8]) {
                         // Out of memory with reclaim tried: refused, nothing changed.
                         let Ok(base) = base else { continue };
                         objects.push(BTreeMap::new());
-                        tasks[t].regions.push(Region { base, pages, obj: objects.len() - 1, shared });
+                        tasks[t].regions.push(Region { base, pages, obj: objects.len() - 1, shared, file: None });
                     }
                 }
             }
@@ -188,8 +293,7 @@ pub fn run(data: &[u8]) {
                 let reg = &tasks[t].regions[r];
                 let p = u64::from(page) % reg.pages;
                 let got = sim.read(tasks[t].id, reg.base + p * 4096).expect("a read with swap to spare");
-                let want = objects[reg.obj].get(&p).copied().unwrap_or(0);
-                assert_eq!(got, want, "task {t} region {r} page {p}");
+                assert_eq!(got, reg.want(&objects, p), "task {t} region {r} page {p}");
             }
             Op::Sweep { task, region, write, seed } => {
                 let Some(t) = pick(tasks.len(), task) else { continue };
@@ -203,7 +307,7 @@ pub fn run(data: &[u8]) {
                         objects[reg.obj].insert(p, v);
                     } else {
                         let got = sim.read(id, a).expect("a read with swap to spare");
-                        assert_eq!(got, objects[reg.obj].get(&p).copied().unwrap_or(0), "task {t} region {r} page {p}");
+                        assert_eq!(got, reg.want(&objects, p), "task {t} region {r} page {p}");
                     }
                 }
             }
@@ -230,6 +334,48 @@ pub fn run(data: &[u8]) {
                 sim.machine.reclaim_now(u64::from(n));
             }
             Op::Tick => sim.tick(),
+            Op::MapFile { task, backed, shared } => {
+                let Some(t) = pick(tasks.len(), task) else { continue };
+                if tasks[t].regions.len() >= 4 {
+                    continue;
+                }
+                let f = usize::from(!backed);
+                let mut req =
+                    MapRequest::object(FILE_PAGES * 4096, Protection::READ | Protection::WRITE, files.objects[f], 0);
+                if shared {
+                    req = req.shared();
+                }
+                let space = sim.machine.tasks.get(tasks[t].id).expect("a live task");
+                let base = space.lock().mmap(req).expect("a file mapping is lazy: nothing to allocate but a VMA");
+                let region = if shared {
+                    Region { base, pages: FILE_PAGES, obj: f, shared, file: None }
+                } else {
+                    objects.push(BTreeMap::new());
+                    Region { base, pages: FILE_PAGES, obj: objects.len() - 1, shared, file: Some(f) }
+                };
+                tasks[t].regions.push(region);
+            }
+            Op::Msync { task, region } => {
+                let Some(t) = pick(tasks.len(), task) else { continue };
+                let Some(r) = pick(tasks[t].regions.len(), region) else { continue };
+                let reg = tasks[t].regions[r];
+                sim.machine.msync(tasks[t].id, reg.base, reg.pages * 4096).expect("msync with no write failing");
+                if reg.shared && reg.obj == 0 {
+                    let c = files.disk.contents();
+                    for p in 0..reg.pages {
+                        let want = objects[0].get(&p).copied().unwrap_or(0);
+                        let got = u64::from_le_bytes(c[(p * 4096) as usize..][..8].try_into().expect("8 bytes"));
+                        assert_eq!(got, want, "msync: page {p} on the backing");
+                    }
+                }
+            }
+            Op::Flush => {
+                let r = sim.machine.cache.writeback(u64::MAX);
+                assert_eq!(r.failed, 0, "writeback with no write failing");
+            }
+            Op::DropCaches => {
+                sim.machine.cache.drop_clean(&files.files[0]);
+            }
         }
         step += 1;
         // Contents after every step; the structures' whole-state checks
@@ -239,15 +385,32 @@ pub fn run(data: &[u8]) {
         // interpreter can afford.
         let whole = step % 8 == 0 || step == n;
         if whole || !cfg!(miri) {
-            check(&sim, &tasks, &objects, whole, &mut seen);
+            check(&sim, &files, &tasks, &objects, whole, &mut seen);
         }
     }
     for t in tasks {
         assert!(sim.machine.kill(t.id));
     }
+    // The files let go: the backing holds the file's pages, and every
+    // frame and slot comes back.
+    for f in &files.files {
+        sim.machine.cache.release(f).expect("nothing maps the files any more");
+    }
+    let c = files.disk.contents();
+    for p in 0..FILE_PAGES {
+        let got = u64::from_le_bytes(c[(p * 4096) as usize..][..8].try_into().expect("8 bytes"));
+        assert_eq!(got, objects[0].get(&p).copied().unwrap_or(0), "released: page {p} on the backing");
+    }
     assert_eq!(sim.machine.device.swap().used_slots(), 0, "slots leaked");
     assert_eq!(sim.machine.device.shadows(), 0, "shadows leaked");
     sim.machine.reclaim_now(u64::MAX);
     assert_eq!(sim.machine.mm.tracked_frames(), 0, "frames still mapped or pinned");
-    assert_eq!(sim.free(), sim.total - 1, "frames leaked");
+    assert_eq!(
+        sim.free(),
+        sim.total - 1,
+        "frames leaked: cache {:?} swap cached {} reclaim lists {:?}",
+        sim.machine.cache.stats().cached,
+        sim.machine.device.swap().cached().len(),
+        (sim.machine.reclaim().len(mm_types::PageKind::Anon), sim.machine.reclaim().len(mm_types::PageKind::File))
+    );
 }

@@ -347,7 +347,7 @@ where
             }),
         );
         let cache = files::machine_cache(frames.clone(), mem.clone(), cache, rmap.clone());
-        let cache = Arc::new(cache.with_swap(Box::new(ShmemSwap::new(swap, mem, 0))));
+        let cache = Arc::new(cache.with_swap(Box::new(ShmemSwap::new(device.clone(), mem, 0))));
         let pager = Arc::new(CachePager::with_owners(cache.clone(), owners));
         let hooks = Hooks {
             swap: Some(device.clone() as Arc<dyn SwapSlots>),

@@ -308,17 +308,20 @@ where
 /// shmem page goes to a slot of its own with one user (the file's index
 /// names it, no page table does) and comes back by a checked read of the
 /// slot, never through the swap cache that faults of anonymous pages use.
-pub struct ShmemSwap<M> {
-    swap: Arc<Swap>,
+/// A shmem slot may still be read into that cache by an anonymous page's
+/// swap-in reading ahead: when the file lets go of the slot, that copy is
+/// given back through the device, as any readahead page.
+pub struct ShmemSwap<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> {
+    device: Arc<SwapDevice<A, M, F>>,
     mem: M,
     cpu: usize,
 }
 
-impl<M> ShmemSwap<M> {
-    /// Shmem pages to `swap`, their frames reached through `mem`, slots
-    /// taken from `cpu`'s cluster.
-    pub fn new(swap: Arc<Swap>, mem: M, cpu: usize) -> Self {
-        ShmemSwap { swap, mem, cpu }
+impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> ShmemSwap<A, M, F> {
+    /// Shmem pages to `device`'s swap, their frames reached through `mem`,
+    /// slots taken from `cpu`'s cluster.
+    pub fn new(device: Arc<SwapDevice<A, M, F>>, mem: M, cpu: usize) -> Self {
+        ShmemSwap { device, mem, cpu }
     }
 }
 
@@ -349,11 +352,18 @@ fn page_swap_error(e: SwapError, slot: Option<SwapSlot>, frame: PhysAddr) -> Pag
 // and `swap_in` only writes it (a read of the slot into it); a slot read
 // holds what was written to it or the read fails its checksum
 // (`PageSwapError::Corrupt`).
-unsafe impl<M: PhysMemory + Send + Sync> PageSwap for ShmemSwap<M> {
+unsafe impl<A, M, F> PageSwap for ShmemSwap<A, M, F>
+where
+    A: PagingArch,
+    M: PhysMemory + Clone + Send + Sync,
+    F: FrameProvider + Clone,
+    SwapDevice<A, M, F>: Send + Sync,
+{
     unsafe fn swap_out(&self, frame: PhysAddr) -> Result<SwapSlot, PageSwapError> {
         // SAFETY: the caller owns `frame` and nothing writes it during the
         // call (PageSwap's contract), which is what mm-swap asks.
-        unsafe { self.swap.swap_out(self.cpu, frame, 1, &self.mem) }.map_err(|e| page_swap_error(e, None, frame))
+        unsafe { self.device.swap().swap_out(self.cpu, frame, 1, &self.mem) }
+            .map_err(|e| page_swap_error(e, None, frame))
     }
 
     unsafe fn swap_in(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), PageSwapError> {
@@ -362,11 +372,15 @@ unsafe impl<M: PhysMemory + Send + Sync> PageSwap for ShmemSwap<M> {
         // caller owns the frame and nothing else reads or writes it during
         // the call (PageSwap's contract).
         let buf = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
-        self.swap.read_slot(slot, buf).map_err(|e| page_swap_error(e, Some(slot), frame))
+        self.device.swap().read_slot(slot, buf).map_err(|e| page_swap_error(e, Some(slot), frame))
     }
 
     fn free(&self, slot: SwapSlot) {
-        let r = self.swap.free(slot);
-        debug_assert!(r.is_ok(), "the page cache freed a slot it did not hold: {r:?}");
+        match self.device.swap().free(slot) {
+            // A copy an anonymous swap-in read ahead: nothing maps it.
+            Ok(Some(f)) => self.device.let_go(&self.device.mm(), f),
+            Ok(None) => {}
+            Err(e) => debug_assert!(false, "the page cache freed a slot it did not hold: {e:?}"),
+        }
     }
 }
