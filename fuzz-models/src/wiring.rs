@@ -200,9 +200,9 @@ fn check(
         }
     }
     // The files themselves, whether mapped or not.
-    for f in 0..2 {
+    for (f, object) in objects.iter().enumerate().take(2) {
         for p in 0..FILE_PAGES {
-            let want = objects[f].get(&p).copied().unwrap_or(0);
+            let want = object.get(&p).copied().unwrap_or(0);
             assert_eq!(files.word(sim, f, p), want, "file {f} page {p}");
         }
     }
