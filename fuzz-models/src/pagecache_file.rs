@@ -272,8 +272,9 @@ pub fn run(data: &[u8]) {
     let config = CacheConfig { dirty_background: 4, dirty_limit: 8, readahead_max: 8 };
     let mapper = Arc::new(Mapper::default());
     let made =
-        // SAFETY: nothing maps the cache's pages; the model reads frames
-        // only between the cache's calls.
+        // SAFETY: the model's mapper only records mappings and never
+        // stores through them; the model reads frames only between the
+        // cache's calls.
         unsafe { PageCache::new(frames.clone(), mem.clone(), config, Box::new(Hook(mapper.clone()))) };
     let cache = made.expect("valid config");
     let swap = Arc::new(MemSwap::new(&mem, 16));
