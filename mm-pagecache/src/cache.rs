@@ -638,9 +638,6 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
     /// (either only when nothing was read yet; otherwise the read is
     /// short).
     pub fn read(&self, of: &mut OpenFile, offset: u64, buf: &mut [u8]) -> Result<usize, CacheError> {
-        if of.file.shmem {
-            return self.read_shmem(&of.file, offset, buf);
-        }
         let OpenFile { file, ra, .. } = of;
         let mut st = file.state.lock();
         let end = offset.saturating_add(buf.len() as u64).min(st.size);
@@ -650,7 +647,18 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
         let (first, last) = (offset / PS, (end - 1) / PS);
         let mut done = 0usize;
         for p in first..=last {
-            let frame = match self.page_through(file, &mut st, ra, p, last - p + 1) {
+            // The page's frame; `None` for a shmem hole (zeros, no frame).
+            let frame = if !file.shmem {
+                self.page_through(file, &mut st, ra, p, last - p + 1).map(Some)
+            } else if st.index.get(p).is_none() {
+                Ok(None)
+            } else {
+                self.shmem_page(file, &mut st, p).map(|f| {
+                    add(&self.stats.hits, 1);
+                    Some(f)
+                })
+            };
+            let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
                     if p > first {
@@ -661,10 +669,17 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             };
             let from = if p == first { (offset % PS) as usize } else { 0 };
             let to = if p == last { ((end - 1) % PS) as usize + 1 } else { PAGE_SIZE };
-            // SAFETY: a cached page, under the file's lock: the cache's
-            // contract keeps other writers off it during the copy.
-            let page = unsafe { page_ref(&self.mem, frame) }?;
-            buf[done..done + (to - from)].copy_from_slice(&page[from..to]);
+            let dst = &mut buf[done..done + (to - from)];
+            match frame {
+                None => dst.fill(0),
+                Some(f) => {
+                    // SAFETY: a cached page, under the file's lock: the
+                    // cache's contract keeps other writers off it during
+                    // the copy.
+                    let page = unsafe { page_ref(&self.mem, f) }?;
+                    dst.copy_from_slice(&page[from..to]);
+                }
+            }
             done += to - from;
         }
         ra.prev = Some(last);
@@ -930,9 +945,11 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
                 let bufs: Vec<&[u8; PAGE_SIZE]> = frames
                     .iter()
                     .map(|&f| {
-                        // SAFETY: cached pages under the file's lock, their
-                        // mappings write-protected: nothing writes them
-                        // during the request.
+                        // SAFETY: cached pages under the file's lock; their
+                        // mappings were write-protected, or (a mapping the
+                        // hook could not reach, whose page stays dirty) the
+                        // cache's contract keeps stores through it from
+                        // overlapping this call.
                         unsafe { page_ref(&self.mem, f) }.expect("a cached page's frame was reachable when cached")
                     })
                     .collect();

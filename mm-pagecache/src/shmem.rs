@@ -17,8 +17,7 @@ use mm_types::sync::atomic::{AtomicU64, Ordering};
 use mm_types::{FileBacking, FileError, FileErrorKind, FileOp, FrameNumber, FrameProvider, PhysMemory};
 use mm_types::{SwapSlot, PAGE_SIZE};
 
-use crate::cache::{add, sub, FileState, PS};
-use crate::frames::page_ref;
+use crate::cache::{add, sub, FileState};
 use crate::{CacheError, CachedFile, Entry, PageCache, Tag};
 
 /// A shmem file's backing: its size and nothing else (the cache never
@@ -106,39 +105,6 @@ impl<F: FrameProvider, M: PhysMemory> PageCache<F, M> {
             swap.free(slot);
         }
         Ok(f)
-    }
-
-    /// [`PageCache::read`] of a shmem file: cached pages and pages brought
-    /// back from swap are copied, holes read as zeros.
-    pub(crate) fn read_shmem(&self, file: &CachedFile, offset: u64, buf: &mut [u8]) -> Result<usize, CacheError> {
-        let mut st = file.state.lock();
-        let end = offset.saturating_add(buf.len() as u64).min(st.size);
-        if offset >= end {
-            return Ok(0);
-        }
-        let (first, last) = (offset / PS, (end - 1) / PS);
-        let mut done = 0usize;
-        for p in first..=last {
-            let from = if p == first { (offset % PS) as usize } else { 0 };
-            let to = if p == last { ((end - 1) % PS) as usize + 1 } else { PAGE_SIZE };
-            let dst = &mut buf[done..done + (to - from)];
-            match st.index.get(p) {
-                None => dst.fill(0),
-                Some(_) => {
-                    let f = match self.shmem_page(file, &mut st, p) {
-                        Ok(f) => f,
-                        Err(e) if done == 0 => return Err(e),
-                        Err(_) => return Ok(done),
-                    };
-                    add(&self.stats.hits, 1);
-                    // SAFETY: a cached page, under the file's lock.
-                    let page = unsafe { page_ref(&self.mem, f) }?;
-                    dst.copy_from_slice(&page[from..to]);
-                }
-            }
-            done += to - from;
-        }
-        Ok(done)
     }
 
     /// Sends page `page` of a shmem file to swap: the page's bytes go to a
