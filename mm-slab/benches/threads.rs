@@ -5,6 +5,10 @@
 //! thread, so a design that scales keeps the same time per iteration with 2
 //! threads as with 1.
 //!
+//! A second group hands objects from one CPU to the other, which frees
+//! them: every free is remote (MODEL.md 3), the case the CPU's deferred
+//! frees serve.
+//!
 //! `cargo bench -p mm-slab --bench threads`
 
 mod common;
@@ -93,5 +97,49 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, threads);
+/// Objects per hand-over in the remote-free benchmark.
+const BATCH: usize = 64;
+
+/// `iters` rounds of: CPU 0 allocates `BATCH` objects and hands them to
+/// CPU 1, which frees them (every free is remote: the objects belong to
+/// CPU 0's slabs). Both run at once, a bounded queue between them.
+fn producer_consumer<C: CpuLocal + 'static>(h: &OursWith<C>, iters: u64) -> Duration {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<usize>>(4);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+    std::thread::scope(|scope| {
+        let t = Instant::now();
+        scope.spawn(move || {
+            ThreadCpus::set_current(1);
+            for mut batch in rx {
+                for p in batch.drain(..) {
+                    h.free_shared(std::ptr::with_exposed_provenance_mut(p), LAYOUT);
+                }
+                let _ = back_tx.send(batch);
+            }
+        });
+        ThreadCpus::set_current(0);
+        for _ in 0..iters {
+            let mut batch = back_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH));
+            batch.extend((0..BATCH).map(|_| h.alloc_shared(LAYOUT).expose_provenance()));
+            tx.send(batch).unwrap();
+        }
+        drop(tx);
+        t
+    })
+    .elapsed()
+}
+
+fn remote_frees(c: &mut Criterion) {
+    let mut g = c.benchmark_group("remote_free_64B");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let h = OursWith::with_cpus(ThreadCpus::new(2));
+    g.bench_function("mm-slab", |b| b.iter_custom(|iters| producer_consumer(&h, iters)));
+    // SAFETY: each thread sets a CPU id of its own before its first call and makes one call at a
+    // time; no signal handler allocates.
+    let h = OursWith::with_cpus(unsafe { Pinned::new(ThreadCpus::new(2)) });
+    g.bench_function("mm-slab-pinned", |b| b.iter_custom(|iters| producer_consumer(&h, iters)));
+    g.finish();
+}
+
+criterion_group!(benches, threads, remote_frees);
 criterion_main!(benches);

@@ -5,8 +5,9 @@
 //!
 //! - Each CPU slot ([`CpuSlab`], inside [`PerCpu`]) has its own lock. It
 //!   protects the CPU freelist (free objects of the CPU's current slab,
-//!   served without touching any shared state), the current slab pointer
-//!   and the CPU partial list.
+//!   served without touching any shared state), the current slab pointer,
+//!   the CPU partial list and the CPU's deferred frees (objects of other
+//!   slabs, given to their slabs a batch at a time under one node lock).
 //! - The node lock protects every slab header (its own freelist, its
 //!   in-use count, its state and links) and the shared partial, full and
 //!   empty lists.
@@ -42,6 +43,15 @@ pub(crate) struct Env<'a, P: ?Sized, M, C> {
     pub cpus: C,
 }
 
+/// Frees of objects outside the CPU's current slab wait in the CPU slot
+/// until this many are pending, then go to their slabs under one node lock
+/// (MODEL.md 3). One under loom, so that the models reach the flush of a
+/// full batch with two frees.
+#[cfg(not(loom))]
+pub(crate) const DEFERRED_FREES: usize = 16;
+#[cfg(loom)]
+pub(crate) const DEFERRED_FREES: usize = 1;
+
 /// One CPU's share of a cache.
 pub(crate) struct CpuSlab {
     /// First object of the CPU freelist (0 if empty); all of them belong to
@@ -52,6 +62,11 @@ pub(crate) struct CpuSlab {
     /// Slabs frozen to this CPU, linked through `next`.
     partial: Option<SlabRef>,
     partial_len: usize,
+    /// Frees not yet given to their slabs: object starts of live slabs of
+    /// this cache (checked when pushed), still counted in their slabs'
+    /// `inuse`. The first `deferred_len` entries are meaningful.
+    deferred: [*mut u8; DEFERRED_FREES],
+    deferred_len: usize,
 }
 
 // SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them;
@@ -66,7 +81,14 @@ impl CpuSlab {
     }
 
     const fn new() -> Self {
-        CpuSlab { freelist: 0, slab: ptr::without_provenance_mut(NO_SLAB), partial: None, partial_len: 0 }
+        CpuSlab {
+            freelist: 0,
+            slab: ptr::without_provenance_mut(NO_SLAB),
+            partial: None,
+            partial_len: 0,
+            deferred: [ptr::null_mut(); DEFERRED_FREES],
+            deferred_len: 0,
+        }
     }
 }
 
@@ -94,6 +116,8 @@ unsafe impl Send for Node {}
 pub(crate) struct CacheCore<const N: usize> {
     /// `!(slab bytes - 1)`: masks an object address to its slab start.
     slab_mask: usize,
+    /// Offset of the header block from a slab start.
+    header_offset: usize,
     pub geo: Geometry,
     pub name: &'static str,
     pub flags: CacheFlags,
@@ -169,6 +193,7 @@ impl<const N: usize> CacheCore<N> {
         let keys = Keys { link: if hardened { mix(base) as usize } else { 0 }, magic: mix(base ^ 0x5a5a) | 1 };
         Ok(CacheCore {
             slab_mask: !(geo.slab_bytes() - 1),
+            header_offset: geo.header_offset(),
             geo,
             name: config.name,
             flags: config.flags,

@@ -373,6 +373,12 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
         self.caches.iter().map(|c| c.flush_local(&self.env)).fold(Ok(()), Result::and)
     }
 
+    /// Gives the calling CPU's deferred frees of every class to their slabs
+    /// now (see [`Cache::flush_deferred`](crate::Cache::flush_deferred)).
+    pub fn flush_deferred(&self) -> Result<(), SlabError> {
+        self.caches.iter().map(|c| c.flush_deferred_local(&self.env)).fold(Ok(()), Result::and)
+    }
+
     /// Returns CPU `cpu`'s slabs of every class to the shared lists from
     /// another CPU (see
     /// [`Cache::flush_cpu_quiescent`](crate::Cache::flush_cpu_quiescent)).

@@ -65,6 +65,12 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// exactly; otherwise when the object was the last one freed) double
     /// frees are reported and change nothing.
     ///
+    /// Without `CHECK_FREE`, a free outside the CPU's current slab is
+    /// queued (see [`flush_deferred`](Self::flush_deferred)): a repeat of
+    /// the CPU's last queued free is reported at once, a double free of the
+    /// last object on its slab's freelist by the call that flushes its
+    /// batch (an `Err` naming that object; the rest of the batch is freed).
+    ///
     /// # Safety
     ///
     /// `ptr` is not used after this call, and the slab-size-aligned block of
@@ -102,6 +108,17 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// [`flush_cpus`](Self::flush_cpus) at once.
     pub fn flush_local(&self) -> Result<(), SlabError> {
         self.core.flush_local(&self.env)
+    }
+
+    /// Gives the calling CPU's deferred frees to their slabs now. A free of
+    /// an object outside the CPU's current slab waits in the CPU slot until
+    /// 16 have gathered, which then go to their slabs under one node lock;
+    /// until then their slabs count those objects as in use (and cannot be
+    /// released). [`flush_cpus`](Self::flush_cpus), [`shrink`](Self::shrink)
+    /// and [`flush_local`](Self::flush_local) flush them too. Returns the
+    /// first error found among them (a double free found under the lock).
+    pub fn flush_deferred(&self) -> Result<(), SlabError> {
+        self.core.flush_deferred_local(&self.env)
     }
 
     /// Returns CPU `cpu`'s slabs to the shared lists from another CPU (CPU

@@ -5,6 +5,7 @@
 
 use core::ptr;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Geometry;
 
@@ -32,12 +33,23 @@ pub(crate) enum SlabState {
     Empty = 3,
 }
 
-/// Per-slab metadata, in the last [`HEADER_BYTES`] of the slab.
+/// The last [`HEADER_BYTES`] of every slab: the magic value, which the
+/// free path reads without the node lock, and the header fields, which
+/// only the node lock's holder touches. Kept apart so that a `&mut` to the
+/// fields (under the lock) never covers the word read without it.
 #[repr(C, align(64))]
+pub(crate) struct HeaderBlock {
+    /// `magic_key ^ address of this block`: tells a slab of this cache from
+    /// anything else (another cache has another key). Written when the slab
+    /// is formatted (before anyone can reach it) and cleared when it is
+    /// released (when no object of it is live); read by every free.
+    magic: AtomicU64,
+    header: SlabHeader,
+}
+
+/// Per-slab metadata under the node lock.
+#[repr(C)]
 pub(crate) struct SlabHeader {
-    /// `magic_key ^ address of this header`: tells a slab of this cache from
-    /// anything else (another cache has another key).
-    pub magic: u64,
     /// First object of the slab's own freelist (address, 0 if none). CPU
     /// freelists are separate: see the cache module.
     pub freelist: usize,
@@ -48,13 +60,14 @@ pub(crate) struct SlabHeader {
     pub next: Option<SlabRef>,
     /// Physical address of the slab's first frame.
     pub phys: u64,
-    /// Objects not on `freelist` (allocated, or on a CPU freelist).
+    /// Objects not on `freelist` (allocated, on a CPU freelist, or waiting
+    /// in a CPU's deferred frees).
     pub inuse: u16,
     /// A [`SlabState`].
     pub state: SlabState,
 }
 
-static_assertions::const_assert!(core::mem::size_of::<SlabHeader>() == HEADER_BYTES);
+static_assertions::const_assert!(core::mem::size_of::<HeaderBlock>() == HEADER_BYTES);
 
 /// A live slab of one cache, named by its header.
 ///
@@ -65,7 +78,7 @@ static_assertions::const_assert!(core::mem::size_of::<SlabHeader>() == HEADER_BY
 /// reached through the cache's [`Headers`] token, that is, under its node
 /// lock.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct SlabRef(NonNull<SlabHeader>);
+pub(crate) struct SlabRef(NonNull<HeaderBlock>);
 
 impl SlabRef {
     /// Names the slab whose header is at `hdr`.
@@ -74,7 +87,7 @@ impl SlabRef {
     ///
     /// `hdr` is the header of a live slab (see the type's invariant).
     #[inline(always)]
-    pub unsafe fn from_raw(hdr: *mut SlabHeader) -> Self {
+    pub unsafe fn from_raw(hdr: *mut HeaderBlock) -> Self {
         // SAFETY: a live header is inside mapped slab memory, so not null.
         SlabRef(unsafe { NonNull::new_unchecked(hdr) })
     }
@@ -105,20 +118,29 @@ impl SlabRef {
     #[inline(always)]
     pub fn get(self, _headers: &mut Headers) -> &mut SlabHeader {
         // SAFETY: the slab is live (the type's invariant), and `&mut Headers` is the node lock's token,
-        // held exclusively: no other reference to any header of this cache exists meanwhile.
-        unsafe { &mut *self.0.as_ptr() }
+        // held exclusively: no other reference to any header of this cache exists meanwhile. The
+        // reference covers the fields only, not the magic word other CPUs read.
+        unsafe { &mut *ptr::addr_of_mut!((*self.0.as_ptr()).header) }
     }
 
     /// The header, read-only, for a holder of the cache's header token.
     #[inline(always)]
     pub fn get_ref(self, _headers: &Headers) -> &SlabHeader {
         // SAFETY: as for `get`; a shared token rules out writers.
-        unsafe { &*self.0.as_ptr() }
+        unsafe { &*ptr::addr_of!((*self.0.as_ptr()).header) }
     }
 
     /// Whether the header carries the magic of a cache with `magic_key`.
-    pub fn magic_ok(self, magic_key: u64, headers: &Headers) -> bool {
-        self.get_ref(headers).magic == magic_key ^ self.addr() as u64
+    pub fn magic_ok(self, magic_key: u64) -> bool {
+        // SAFETY: the slab is live, so its header block is readable.
+        unsafe { magic_ok(self.0.as_ptr(), magic_key) }
+    }
+
+    /// Clears the magic of a slab on its way back to the frame provider: a
+    /// stale pointer into it is then recognised as foreign.
+    pub fn clear_magic(self) {
+        // SAFETY: the slab is live, so its header block is readable; the magic is an atomic.
+        unsafe { (*self.0.as_ptr()).magic.store(0, Ordering::Relaxed) }
     }
 
     /// The header of a slab that nothing else names any more (it left every
@@ -131,7 +153,7 @@ impl SlabRef {
     /// used.
     pub unsafe fn owned<'a>(self) -> &'a mut SlabHeader {
         // SAFETY: live (the type's invariant) and, per the contract, unreachable by anyone else.
-        unsafe { &mut *self.0.as_ptr() }
+        unsafe { &mut *ptr::addr_of_mut!((*self.0.as_ptr()).header) }
     }
 }
 
@@ -154,7 +176,7 @@ impl Headers {
 
 /// The header of the slab holding `obj`: mask to the slab start, add the
 /// header offset. Pure address arithmetic (keeps `obj`'s provenance).
-pub(crate) fn header_of(obj: *mut u8, geo: &Geometry) -> *mut SlabHeader {
+pub(crate) fn header_of(obj: *mut u8, geo: &Geometry) -> *mut HeaderBlock {
     obj.map_addr(|a| (a & !(geo.slab_bytes() - 1)) + geo.header_offset()).cast()
 }
 
@@ -233,17 +255,12 @@ pub(crate) unsafe fn format(base: *mut u8, geo: &Geometry, keys: Keys, fill: Fil
         unsafe { base.add(geo.bitmap_offset).write_bytes(0, geo.header_offset() - geo.bitmap_offset) };
     }
     // SAFETY: the header area is the slab's last HEADER_BYTES, aligned to 64 because the slab is page aligned.
-    let hdr = unsafe { base.add(geo.header_offset()) }.cast::<SlabHeader>();
+    let hdr = unsafe { base.add(geo.header_offset()) }.cast::<HeaderBlock>();
     // SAFETY: as above; `write` does not read the old bytes.
     unsafe {
-        hdr.write(SlabHeader {
-            magic: keys.magic ^ hdr.addr() as u64,
-            freelist: next,
-            prev: None,
-            next: None,
-            phys,
-            inuse: 0,
-            state: SlabState::Frozen,
+        hdr.write(HeaderBlock {
+            magic: AtomicU64::new(keys.magic ^ hdr.addr() as u64),
+            header: SlabHeader { freelist: next, prev: None, next: None, phys, inuse: 0, state: SlabState::Frozen },
         })
     };
     // SAFETY: the header was just written; the slab is live until released.
@@ -272,9 +289,10 @@ pub(crate) struct Fill {
 /// # Safety
 ///
 /// `hdr` is readable for [`HEADER_BYTES`] bytes.
-pub(crate) unsafe fn magic_ok(hdr: *mut SlabHeader, magic_key: u64) -> bool {
-    // SAFETY: per the contract; a read of a plain u64.
-    unsafe { (*hdr).magic == magic_key ^ hdr.addr() as u64 }
+pub(crate) unsafe fn magic_ok(hdr: *mut HeaderBlock, magic_key: u64) -> bool {
+    // SAFETY: per the contract. An atomic load: the free path reads the magic without the node lock,
+    // and no reference to the header fields covers it.
+    unsafe { (*ptr::addr_of!((*hdr).magic)).load(Ordering::Relaxed) == magic_key ^ hdr.addr() as u64 }
 }
 
 /// Fills the object's bytes after its link word with [`POISON_FREE`].

@@ -35,6 +35,10 @@ pub struct CacheStats {
     pub cpu_partial_slabs: usize,
     /// Free objects sitting on CPU freelists.
     pub cpu_free_objects: usize,
+    /// Freed objects of other slabs waiting in CPU slots to go back to
+    /// their slabs (a batch at a time, under one node lock); counted as
+    /// freed in `active_objects`, still in use in their slabs.
+    pub cpu_deferred_frees: usize,
     /// Slabs taken from the frame provider since creation.
     pub slabs_grown: u64,
     /// Slabs given back to the frame provider since creation.

@@ -256,8 +256,9 @@ impl CpuLocal for Switch {
 #[test]
 fn a_stale_write_to_a_remotely_freed_link_is_caught_on_refill() {
     // MODEL.md 3 and 6: an object freed from another CPU goes on its slab's
-    // own freelist; the owning CPU takes that list over when its CPU
-    // freelist runs dry and pops it on the fast path.
+    // own freelist (once the freeing CPU's deferred frees are flushed); the
+    // owning CPU takes that list over when its CPU freelist runs dry and
+    // pops it on the fast path.
     let mem = ram();
     let flags = CacheFlags::HARDENED_FREELIST;
     for &(size, align) in geometries() {
@@ -280,6 +281,7 @@ fn a_stale_write_to_a_remotely_freed_link_is_caught_on_refill() {
                 cache.free(objs[2]).unwrap();
                 cache.free(objs[1]).unwrap();
             }
+            cache.flush_local().unwrap();
             damage.apply(objs[1]);
             cpu.0.store(0, Ordering::Relaxed);
             // Use up CPU 0's freelist: the rest of the slab.

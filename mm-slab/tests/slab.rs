@@ -72,6 +72,10 @@ fn empty_slabs_go_back_and_shrink_releases_the_rest() {
         // SAFETY: each allocated object is freed once.
         unsafe { cache.free(*p).unwrap() };
     }
+    // Frees outside the CPU's current slab wait in batches of 16.
+    assert!(cache.stats().cpu_deferred_frees > 0);
+    cache.flush_deferred().unwrap();
+    assert_eq!(cache.stats().cpu_deferred_frees, 0);
     // The CPU keeps its current slab and one partial slab (the first that
     // stopped being full); the node keeps one empty slab; the other three
     // went back to the frame provider as they emptied.
@@ -86,6 +90,84 @@ fn empty_slabs_go_back_and_shrink_releases_the_rest() {
     let p = cache.alloc().unwrap();
     // SAFETY: allocated just above.
     unsafe { cache.free(p).unwrap() };
+}
+
+#[test]
+fn frees_outside_the_current_slab_go_back_a_batch_at_a_time() {
+    // MODEL.md 3 and 8: the sixteenth queued free waits; the seventeenth
+    // sends all sixteen to their slabs, and the slab they emptied goes back.
+    let mem = ram(4);
+    let frames = RefFrameProvider::new(&mem);
+    let config = CacheConfig { min_empty_slabs: 0, cpu_partial: 1, ..CacheConfig::new("batch", 512) };
+    let cache: Cache<_, _, _> = Cache::new(&frames, mem.clone(), SingleCpu, config).unwrap();
+    let per_slab = cache.geometry().objects;
+    assert!(per_slab < 16, "the scenario empties a slab within one batch");
+    // Three full slabs; the third is the CPU's current slab.
+    let objs: Vec<_> = (0..per_slab * 3).map(|_| cache.alloc().unwrap()).collect();
+    let (first, second) = (&objs[..per_slab], &objs[per_slab..2 * per_slab]);
+    // One object of the second slab (it will take the CPU's one partial
+    // place), then the whole first slab, then the second slab's rest.
+    let order: Vec<_> = second[..1].iter().chain(first).chain(&second[1..]).copied().collect();
+    // SAFETY: each allocated object is freed once.
+    unsafe {
+        for p in &order[..16] {
+            cache.free(*p).unwrap();
+        }
+    }
+    let s = cache.stats();
+    assert_eq!((s.cpu_deferred_frees, s.active_objects, s.slabs), (16, per_slab * 3 - 16, 3), "{s:?}");
+    assert_eq!(frames.allocated_blocks(), 3, "the emptied slab waits for its batch");
+    // SAFETY: as above.
+    unsafe { cache.free(order[16]).unwrap() };
+    let s = cache.stats();
+    assert_eq!((s.cpu_deferred_frees, s.active_objects, s.slabs, s.slabs_released), (1, per_slab * 3 - 17, 2, 1));
+    assert_eq!(frames.allocated_blocks(), 2);
+    assert_eq!(cache.validate(|c| panic!("{c}")), 0);
+    // SAFETY: as above, the rest.
+    unsafe {
+        for p in order[17..].iter().chain(&objs[2 * per_slab..]) {
+            cache.free(*p).unwrap();
+        }
+    }
+    assert_eq!(cache.stats().active_objects, 0);
+    cache.shrink().unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn a_deferred_double_free_is_reported_when_its_batch_goes_back() {
+    // MODEL.md 5: a repeat of the last queued free is refused at once; an
+    // older one is found under the node lock when the batch is flushed,
+    // reported there by address, and nothing else is lost.
+    let mem = ram(4);
+    let frames = RefFrameProvider::new(&mem);
+    let cache: Cache<_, _, _> = Cache::new(&frames, mem.clone(), SingleCpu, CacheConfig::new("twice", 512)).unwrap();
+    let per_slab = cache.geometry().objects;
+    let objs: Vec<_> = (0..per_slab * 2).map(|_| cache.alloc().unwrap()).collect();
+    let (x, y) = (objs[0], objs[1]);
+    // SAFETY: `x` and `y` are freed once each; the repeated frees must be refused.
+    unsafe {
+        cache.free(x).unwrap();
+        assert_eq!(cache.free(x), Err(SlabError::DoubleFree { addr: x.as_ptr().addr() }));
+        cache.free(y).unwrap();
+        cache.flush_deferred().unwrap();
+        // `y` is its slab's last freed object, no longer queued.
+        cache.free(y).unwrap();
+        assert_eq!(cache.flush_deferred(), Err(SlabError::DoubleFree { addr: y.as_ptr().addr() }));
+        // `x` is not at the head of its slab's freelist: with the queue
+        // between, neither check sees it (as on the locked path).
+        cache.free(objs[2]).unwrap();
+    }
+    assert_eq!(cache.stats().active_objects, per_slab * 2 - 3);
+    assert_eq!(cache.validate(|c| panic!("{c}")), 0);
+    // SAFETY: the rest, each freed once.
+    unsafe {
+        for p in &objs[3..] {
+            cache.free(*p).unwrap();
+        }
+    }
+    cache.shrink().unwrap();
+    assert_eq!(frames.allocated_blocks(), 0);
 }
 
 #[test]

@@ -75,6 +75,19 @@ impl<C: CpuLocal + 'static> OursWith<C> {
         unsafe { self.heap.free(std::hint::black_box(p), layout).unwrap() }
     }
 
+    /// One allocation of `layout` through `&self`.
+    #[inline]
+    pub fn alloc_shared(&self, layout: Layout) -> *mut u8 {
+        self.heap.alloc(layout).unwrap().as_ptr()
+    }
+
+    /// Frees `p` (allocated with `layout` by any thread) through `&self`.
+    #[inline]
+    pub fn free_shared(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: the callers free each allocation once, with its layout.
+        unsafe { self.heap.free(std::ptr::NonNull::new(p).unwrap(), layout).unwrap() }
+    }
+
     /// Bytes of slab memory held.
     pub fn slab_bytes(&self) -> usize {
         self.heap.slab_bytes()

@@ -130,7 +130,7 @@ impl<const N: usize> CacheCore<N> {
         let mut guard = self.node.lock();
         let node = &mut *guard;
         // SAFETY: forwarded contract; the header is read under the node lock.
-        let slab = unsafe { self.check_object(obj, &node.headers)? };
+        let slab = unsafe { self.check_object(obj)? };
         let base = slab.base(&self.geo);
         let index = self.index_of(obj.addr() - base.addr());
         let h = slab.get(&mut node.headers);

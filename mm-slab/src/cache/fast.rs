@@ -97,6 +97,22 @@ impl<const N: usize> CacheCore<N> {
         SlabError::Corrupted(Corruption { cache: self.name, object, kind: CorruptionKind::FreePointer { decoded } })
     }
 
+    /// The error for a free of `obj`, which is not an object start of the
+    /// CPU's current slab.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn misplaced(&self, obj: *mut u8) -> SlabError {
+        // SAFETY: forwarded contract. An offset that is not an object start always yields an error.
+        match unsafe { self.check_object(obj) } {
+            Err(e) => e,
+            Ok(_) => unreachable!("{obj:p} is not an object start"),
+        }
+    }
+
     /// Frees one object (MODEL.md 3).
     ///
     /// # Safety
@@ -122,10 +138,8 @@ impl<const N: usize> CacheCore<N> {
         };
         if obj.addr() & self.slab_mask == cpu.slab.addr() {
             if self.hardened && !self.is_object_offset(obj.addr() - cpu.slab.addr()) {
-                let node = self.node.lock();
-                // SAFETY: forwarded contract; the header is read under the node lock. An offset that
-                // is not an object start always yields an error here.
-                return unsafe { self.check_object(obj, &node.headers) }.map(|_| ());
+                // SAFETY: forwarded contract.
+                return Err(unsafe { self.misplaced(obj) });
             }
             if obj.addr() == cpu.freelist {
                 return Err(SlabError::DoubleFree { addr: obj.addr() });
@@ -136,6 +150,6 @@ impl<const N: usize> CacheCore<N> {
             return Ok(());
         }
         // SAFETY: forwarded contract.
-        unsafe { self.free_slow(env, &mut cpu, obj) }
+        unsafe { self.free_deferred(env, &mut cpu, obj) }
     }
 }

@@ -11,10 +11,13 @@ use crate::slab;
 use crate::slab::{SlabRef, SlabState};
 
 impl<const N: usize> CacheCore<N> {
-    /// Returns a CPU's current and partial slabs to the node lists (merging
-    /// the CPU freelist back into its slab). Empty slabs beyond the kept
-    /// minimum are added to the `release` chain.
-    fn unfreeze_cpu(&self, node: &mut Node, cpu: &mut CpuSlab, release: &mut Option<SlabRef>) {
+    /// Gives a CPU's deferred frees to their slabs and returns its current
+    /// and partial slabs to the node lists (merging the CPU freelist back
+    /// into its slab). Empty slabs beyond the kept minimum are added to the
+    /// `release` chain. Returns the first error of the deferred frees (a
+    /// double free); everything else is done regardless.
+    fn unfreeze_cpu(&self, node: &mut Node, cpu: &mut CpuSlab, release: &mut Option<SlabRef>) -> Result<(), SlabError> {
+        let deferred = self.drain_deferred(node, cpu, release);
         if let Some(current) = cpu.current(&self.geo) {
             let freelist = core::mem::take(&mut cpu.freelist);
             self.merge_cpu_freelist(node, current, freelist);
@@ -26,6 +29,7 @@ impl<const N: usize> CacheCore<N> {
             self.place(node, slab, release);
         }
         cpu.partial_len = 0;
+        deferred
     }
 
     /// Appends a CPU freelist (objects of `slab`) to the slab's own.
@@ -88,12 +92,17 @@ impl<const N: usize> CacheCore<N> {
         C: mm_types::CpuLocal,
     {
         let mut release = None;
+        let mut deferred = Ok(());
         self.cpus.for_each_reachable(&env.cpus, |_, cpu| {
             let mut node = self.node.lock();
-            self.unfreeze_cpu(&mut node, cpu, &mut release);
+            let r = self.unfreeze_cpu(&mut node, cpu, &mut release);
+            if deferred.is_ok() {
+                deferred = r;
+            }
         });
         self.cpus.request_drain_others(&env.cpus);
-        self.shrink_node(env, all_empty, release)
+        let shrunk = self.shrink_node(env, all_empty, release);
+        deferred.and(shrunk)
     }
 
     /// [`shrink`](Self::shrink) with exclusive access (teardown): reaches
@@ -102,22 +111,28 @@ impl<const N: usize> CacheCore<N> {
     where
         P: FrameProvider + ?Sized,
     {
-        let release = self.flush_exclusive();
-        self.shrink_node(env, true, release)
+        let (release, deferred) = self.flush_exclusive();
+        let shrunk = self.shrink_node(env, true, release);
+        deferred.and(shrunk)
     }
 
     /// Returns every CPU's slabs to the node lists through exclusive access;
-    /// returns the chain of slabs to release.
-    fn flush_exclusive(&mut self) -> Option<SlabRef> {
+    /// returns the chain of slabs to release and the first error of the
+    /// deferred frees.
+    fn flush_exclusive(&mut self) -> (Option<SlabRef>, Result<(), SlabError>) {
         // The CPU slabs are moved out first: `unfreeze_cpu` needs `&self`.
         let mut taken: [CpuSlab; N] = core::array::from_fn(|_| CpuSlab::new());
         self.cpus.for_each_mut(|i, cpu| core::mem::swap(&mut taken[i], cpu));
         let mut release = None;
+        let mut deferred = Ok(());
         let mut node = self.node.lock();
         for cpu in &mut taken {
-            self.unfreeze_cpu(&mut node, cpu, &mut release);
+            let r = self.unfreeze_cpu(&mut node, cpu, &mut release);
+            if deferred.is_ok() {
+                deferred = r;
+            }
         }
-        release
+        (release, deferred)
     }
 
     /// Returns the calling CPU's slabs to the node lists (and takes a flush
@@ -158,9 +173,10 @@ impl<const N: usize> CacheCore<N> {
         P: FrameProvider + ?Sized,
     {
         let mut release = None;
-        self.unfreeze_cpu(&mut self.node.lock(), cpu, &mut release);
+        let deferred = self.unfreeze_cpu(&mut self.node.lock(), cpu, &mut release);
         // SAFETY: the chain holds slabs `unfreeze_cpu` took off every list and this CPU.
-        unsafe { self.release(env, release) }
+        let released = unsafe { self.release(env, release) };
+        deferred.and(released)
     }
 
     /// Gives back the `release` chain and, with `all_empty`, every empty

@@ -6,11 +6,11 @@ use core::ptr::NonNull;
 
 use mm_types::{CpuLocal, FrameBlock, FrameProvider, Order, PhysAddr, PhysMemory};
 
-use super::{CacheCore, CpuSlab, Env, Node, NO_SLAB};
+use super::{CacheCore, CpuSlab, Env, Node, DEFERRED_FREES, NO_SLAB};
 use crate::config::CacheFlags;
 use crate::error::{Corruption, CorruptionKind, SlabError};
 use crate::slab;
-use crate::slab::{Fill, Headers, SlabRef, SlabState};
+use crate::slab::{Fill, SlabRef, SlabState};
 
 impl<const N: usize> CacheCore<N> {
     /// The CPU freelist is empty: take remote frees of the current slab, or
@@ -81,16 +81,17 @@ impl<const N: usize> CacheCore<N> {
         h.inuse = self.geo.objects as u16;
     }
 
-    /// Frees an object that is not in the CPU's current slab: push it on
-    /// its slab's own freelist under the node lock and move the slab
-    /// between lists.
+    /// Frees an object outside the CPU's current slab (MODEL.md 3 and 5):
+    /// checks it against its slab header at once, then queues it in the
+    /// CPU slot; a full queue first goes to its slabs under one node lock.
+    /// A repeat of the CPU's last queued free is `DoubleFree`; other double
+    /// frees are found when the queue goes to the slabs.
     ///
     /// # Safety
     ///
     /// As for [`free`](Self::free).
-    #[cold]
     #[inline(never)]
-    pub(super) unsafe fn free_slow<P, M, C>(
+    pub(super) unsafe fn free_deferred<P, M, C>(
         &self,
         env: &Env<'_, P, M, C>,
         cpu: &mut CpuSlab,
@@ -98,15 +99,120 @@ impl<const N: usize> CacheCore<N> {
     ) -> Result<(), SlabError>
     where
         P: FrameProvider + ?Sized,
-        M: PhysMemory,
+    {
+        // SAFETY: forwarded contract: the slab-aligned block is readable.
+        unsafe { self.check_object(obj) }?;
+        let n = cpu.deferred_len;
+        if n > 0 && cpu.deferred[n - 1] == obj {
+            return Err(SlabError::DoubleFree { addr: obj.addr() });
+        }
+        if n == DEFERRED_FREES {
+            // SAFETY: forwarded contract.
+            return unsafe { self.flush_deferred_and_push(env, cpu, obj) };
+        }
+        cpu.deferred[n] = obj;
+        cpu.deferred_len = n + 1;
+        Ok(())
+    }
+
+    /// The CPU's deferred frees are a full batch: give them to their slabs,
+    /// then queue `obj`. An error of the batch (a double free found under
+    /// the node lock) is returned; `obj` is queued all the same.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn flush_deferred_and_push<P, M, C>(
+        &self,
+        env: &Env<'_, P, M, C>,
+        cpu: &mut CpuSlab,
+        obj: *mut u8,
+    ) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+    {
+        let result = self.flush_deferred(env, cpu);
+        cpu.deferred[0] = obj;
+        cpu.deferred_len = 1;
+        result
+    }
+
+    /// Gives the calling CPU's deferred frees to their slabs now (see
+    /// [`flush_deferred`](Self::flush_deferred)).
+    pub fn flush_deferred_local<P, M, C>(&self, env: &Env<'_, P, M, C>) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
         C: CpuLocal,
     {
-        // The header is read under the node lock: other CPUs write headers
-        // under it.
-        let mut guard = self.node.lock();
-        let node = &mut *guard;
+        let mut cpu = self.cpus.current(&env.cpus);
+        self.flush_deferred(env, &mut cpu)
+    }
+
+    /// Gives the CPU's deferred frees to their slabs under one node lock,
+    /// then returns the slabs that emptied beyond the kept minimum to the
+    /// frame provider. Returns the first error; the other frees are done.
+    pub(super) fn flush_deferred<P, M, C>(&self, env: &Env<'_, P, M, C>, cpu: &mut CpuSlab) -> Result<(), SlabError>
+    where
+        P: FrameProvider + ?Sized,
+    {
+        let mut release = None;
+        let result = self.drain_deferred(&mut self.node.lock(), cpu, &mut release);
+        // SAFETY: the chain holds slabs `free_to_slab` took off every list (never a CPU's: a frozen
+        // slab is never parked).
+        let released = unsafe { self.release(env, release) };
+        result.and(released)
+    }
+
+    /// Gives the CPU's deferred frees to their slabs (the node lock is
+    /// held); slabs to release are added to `release`. Returns the first
+    /// error; the other frees are done.
+    pub(super) fn drain_deferred(
+        &self,
+        node: &mut Node,
+        cpu: &mut CpuSlab,
+        release: &mut Option<SlabRef>,
+    ) -> Result<(), SlabError> {
+        let mut result = Ok(());
+        for i in 0..core::mem::take(&mut cpu.deferred_len) {
+            let obj = cpu.deferred[i];
+            // SAFETY: `free` queued `obj` under its contract: the caller gave it up, and its
+            // slab-aligned block is readable memory (slab memory or the direct map, which stay
+            // mapped), even if a double free let its slab go meanwhile.
+            if let Err(e) = unsafe { self.free_to_slab(node, cpu, obj, release) } {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Pushes an object on its own slab's freelist (the node lock is held)
+    /// and moves the slab between lists; a slab that empties beyond the
+    /// kept minimum is added to `release`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free), and `obj`'s offset in its slab passed
+    /// [`check_object`](Self::check_object).
+    unsafe fn free_to_slab(
+        &self,
+        node: &mut Node,
+        cpu: &mut CpuSlab,
+        obj: *mut u8,
+        release: &mut Option<SlabRef>,
+    ) -> Result<(), SlabError> {
+        // The magic is checked again under the lock: a double free may have let the slab go since
+        // `obj` was queued (its offset was checked then, and cannot change).
+        let hdr = obj.map_addr(|a| (a & self.slab_mask) + self.header_offset).cast::<slab::HeaderBlock>();
         // SAFETY: forwarded contract: the slab-aligned block is readable.
-        let slab = unsafe { self.check_object(obj, &node.headers)? };
+        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } {
+            return Err(SlabError::ForeignPointer { addr: obj.addr() });
+        }
+        // SAFETY: the header carries this cache's magic for its own address: a live slab of ours.
+        let slab = unsafe { SlabRef::from_raw(hdr) };
         let h = slab.get(&mut node.headers);
         if h.freelist == obj.addr() || h.inuse == 0 {
             return Err(SlabError::DoubleFree { addr: obj.addr() });
@@ -118,13 +224,13 @@ impl<const N: usize> CacheCore<N> {
         h.inuse -= 1;
         let (inuse, state) = (h.inuse, h.state);
         node.inuse -= 1;
-        let mut release = None;
+        let mut parked = None;
         match state {
             SlabState::Frozen => {}
             SlabState::Full => {
                 node.full.remove(slab, &mut node.headers);
                 if inuse == 0 {
-                    release = self.park_empty(node, slab);
+                    parked = self.park_empty(node, slab);
                 } else if cpu.partial_len < self.cpu_partial {
                     let h = slab.get(&mut node.headers);
                     h.state = SlabState::Frozen;
@@ -139,44 +245,56 @@ impl<const N: usize> CacheCore<N> {
             SlabState::Partial => {
                 if inuse == 0 {
                     node.partial.remove(slab, &mut node.headers);
-                    release = self.park_empty(node, slab);
+                    parked = self.park_empty(node, slab);
                 }
             }
             SlabState::Empty => unreachable!("an empty slab has no object to free"),
         }
-        drop(guard);
-        match release {
-            None => Ok(()),
-            // SAFETY: `park_empty` returns only a slab it took off every list, and the slab was no
-            // CPU's (a frozen slab is never parked).
-            Some(_) => unsafe { self.release(env, release) },
+        if let Some(r) = parked {
+            r.get(&mut node.headers).next = *release;
+            *release = Some(r);
         }
+        Ok(())
     }
 
     /// Checks that `obj` is the start of an object in a slab of this cache
     /// and returns that slab.
     ///
+    /// Needs no lock: it reads the header's magic word only, which no
+    /// reference to the header fields covers and which changes only when a
+    /// slab is formatted or released (never while an object of it is live).
+    ///
     /// # Safety
     ///
-    /// The slab-size-aligned block containing `obj` is readable; `headers`
-    /// is this cache's token (the node lock is held: headers are written
-    /// under it).
-    pub(super) unsafe fn check_object(&self, obj: *mut u8, _headers: &Headers) -> Result<SlabRef, SlabError> {
-        let hdr = slab::header_of(obj, &self.geo);
+    /// The slab-size-aligned block containing `obj` is readable.
+    #[inline(always)]
+    pub(super) unsafe fn check_object(&self, obj: *mut u8) -> Result<SlabRef, SlabError> {
+        let hdr = obj.map_addr(|a| (a & self.slab_mask) + self.header_offset).cast::<slab::HeaderBlock>();
+        let offset = obj.addr() & !self.slab_mask;
         // SAFETY: forwarded contract; the header is inside that block.
-        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } {
-            return Err(SlabError::ForeignPointer { addr: obj.addr() });
-        }
-        let offset = obj.addr() - slab::slab_base(obj.addr(), &self.geo);
-        if offset >= self.geo.objects_bytes() {
-            return Err(SlabError::ForeignPointer { addr: obj.addr() });
-        }
-        if !self.is_object_offset(offset) {
-            return Err(SlabError::Misaligned { addr: obj.addr(), object: obj.addr() - offset % self.geo.stride });
+        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } || !self.is_object_offset(offset) {
+            // SAFETY: forwarded contract.
+            return Err(unsafe { self.bad_object(obj, hdr) });
         }
         // SAFETY: the header carries this cache's magic for its own address: a slab of ours that is
         // live (`release` clears the magic before the frames go back).
         Ok(unsafe { SlabRef::from_raw(hdr) })
+    }
+
+    /// Why `check_object` refused `obj`.
+    ///
+    /// # Safety
+    ///
+    /// As for `check_object`.
+    #[cold]
+    unsafe fn bad_object(&self, obj: *mut u8, hdr: *mut slab::HeaderBlock) -> SlabError {
+        let offset = obj.addr() & !self.slab_mask;
+        // SAFETY: forwarded contract.
+        if !unsafe { slab::magic_ok(hdr, self.keys.magic) } || offset >= self.geo.objects_bytes() {
+            SlabError::ForeignPointer { addr: obj.addr() }
+        } else {
+            SlabError::Misaligned { addr: obj.addr(), object: obj.addr() - offset % self.geo.stride }
+        }
     }
 
     /// An empty slab left its list: keep it on the empty list if fewer than
@@ -221,10 +339,10 @@ impl<const N: usize> CacheCore<N> {
                 // before the frames go.
                 let h = unsafe { slab.owned() };
                 next = h.next;
-                // A stale pointer into the old slab is recognised as foreign.
-                h.magic = 0;
                 h.phys
             };
+            // A stale pointer into the old slab is recognised as foreign.
+            slab.clear_magic();
             let block = PhysAddr::new(phys).ok().and_then(|a| FrameBlock::from_addr(a, order).ok());
             let freed = match block {
                 Some(block) => env.frames.free(block).map_err(SlabError::Frames),

@@ -65,7 +65,7 @@ impl<const N: usize> CacheCore<N> {
     ) -> bool {
         let base = slab.base(&self.geo);
         let corruption = |object: usize, kind| Corruption { cache: self.name, object, kind };
-        if !slab.magic_ok(self.keys.magic, headers) || slab.get_ref(headers).state != state {
+        if !slab.magic_ok(self.keys.magic) || slab.get_ref(headers).state != state {
             emit(corruption(base.addr(), CorruptionKind::Header));
             return false;
         }
@@ -127,13 +127,16 @@ impl<const N: usize> CacheCore<N> {
 
     /// A snapshot of the cache's counters (like a /proc/slabinfo line).
     ///
-    /// With a pinned CPU source other CPUs' freelists are out of reach:
-    /// their free objects count as active (as SLUB's slabinfo counts CPU
-    /// slabs), until those CPUs flush.
+    /// Objects waiting in CPU slots' deferred frees count as freed. With a
+    /// pinned CPU source other CPUs' freelists and deferred frees are out
+    /// of reach: their objects count as active (as SLUB's slabinfo counts
+    /// CPU slabs), until those CPUs flush.
     pub fn stats(&self, cpus: &impl CpuLocal) -> CacheStats {
         let mut cpu_free = 0;
         let mut cpu_partial = 0;
+        let mut deferred = 0;
         self.cpus.for_each_reachable(cpus, |_, cpu| {
+            deferred += cpu.deferred_len;
             let mut p = cpu.freelist;
             let mut n = 0;
             while p != 0 && n < self.geo.objects {
@@ -154,7 +157,7 @@ impl<const N: usize> CacheCore<N> {
             stride: self.geo.stride,
             objects_per_slab: self.geo.objects,
             order: self.geo.order,
-            active_objects: node.inuse.saturating_sub(cpu_free),
+            active_objects: node.inuse.saturating_sub(cpu_free + deferred),
             total_objects: node.slabs * self.geo.objects,
             slabs: node.slabs,
             partial_slabs: node.partial.len,
@@ -163,6 +166,7 @@ impl<const N: usize> CacheCore<N> {
             cpu_slabs: node.slabs - node.partial.len - node.full.len - node.empty.len,
             cpu_partial_slabs: cpu_partial,
             cpu_free_objects: cpu_free,
+            cpu_deferred_frees: deferred,
             slabs_grown: node.grown,
             slabs_released: node.released,
         }
