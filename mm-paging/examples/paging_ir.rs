@@ -5,7 +5,8 @@
 //! Usage: `paging_ir IMPL WORKLOAD`, IMPL one of `mm-paging`, `x86_64`,
 //! `page_table_multiarch`, `page-table-generic`; WORKLOAD one of `map`, `translate`, `unmap`,
 //! `map_huge` (ranges of 1 GiB in one call), `map_page`, `unmap_page` (the
-//! same pages, one call each).
+//! same pages, one call each), `unmap_sparse` (one-page unmaps in tables
+//! whose other live entry is 256 entries away).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -40,6 +41,17 @@ fn measure_unmap_pages<T: Tables>(t: &mut T) -> u64 {
         t.unmap_page(i);
     }
     PAGES
+}
+
+/// Level-1 tables in the sparse workload.
+const SPARSE_TABLES: u64 = 2048;
+
+#[inline(never)]
+fn measure_unmap_sparse<T: Tables>(t: &mut T) -> u64 {
+    for i in 0..SPARSE_TABLES {
+        t.unmap_page(i * 512 + 256);
+    }
+    SPARSE_TABLES
 }
 
 #[inline(never)]
@@ -83,6 +95,18 @@ fn run<T: Tables>(mut t: T, workload: &str) -> u64 {
             let n = measure_unmap(&mut t);
             eprintln!("table pages freed by unmap: {}", pool().available() - before);
             assert_eq!(t.translate(VA), None);
+            n
+        }
+        "unmap_sparse" => {
+            // Two pages per level-1 table, 256 entries apart; the unmap of
+            // the second must find out the table is not empty.
+            for i in 0..SPARSE_TABLES {
+                t.map_page(i * 512);
+                t.map_page(i * 512 + 256);
+            }
+            let n = measure_unmap_sparse(&mut t);
+            assert_eq!(t.translate(VA + 256 * 4096), None);
+            assert_eq!(t.translate(VA), Some(PA));
             n
         }
         other => panic!("unknown workload {other}"),

@@ -63,6 +63,22 @@ pub trait PagingArch: Copy {
     /// The table a non-leaf present entry points to.
     fn table_phys(&self, entry: u64) -> PhysAddr;
 
+    /// Where a table entry keeps the number of non-empty entries of the
+    /// table it points to: the lowest of ten bits that the MMU ignores in
+    /// table entries, or `None` (the default) when the format has no such
+    /// bits.
+    ///
+    /// The field holds the count plus one (0: not known, as in tables built
+    /// by other code). With a count, an unmap that clears an entry knows at
+    /// once whether the table emptied (Linux keeps the same count in the
+    /// table page's `struct page`); without one, the engine looks at the
+    /// table's entries instead. Entries from [`table`](Self::table) must
+    /// leave the field zero.
+    #[inline]
+    fn table_count_shift(&self) -> Option<u32> {
+        None
+    }
+
     /// Entry bits of [`MapFlags::ACCESSED`] and [`MapFlags::DIRTY`].
     fn access_bits(&self) -> (u64, u64);
 

@@ -266,10 +266,13 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// # Safety
     ///
     /// `root` is the root of a valid hierarchy in `arch`'s format whose table
-    /// pages are all reachable through `mem`; nothing else modifies it while
-    /// this value exists; and table pages this value frees (when unmapping
-    /// empties them, or in `destroy`) may be returned to `frames`, so they
-    /// must have come from it.
+    /// pages are all reachable through `mem`, and whose table entries leave
+    /// the count field ([`PagingArch::table_count_shift`]; bits 52-61 on
+    /// x86-64) zero or exact; nothing else modifies it while this value
+    /// exists (a count left stale would free a table early); and table
+    /// pages this value frees (when unmapping empties them, or in
+    /// `destroy`) may be returned to `frames`, so they must have come from
+    /// it.
     pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
         let linear = mem.linear_offset();
         PageTable { arch, mem, frames, root, linear, borrowed: [0; 8] }
@@ -415,7 +418,81 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             self.table(t)[idx].store(value, Ordering::Relaxed);
         }
     }
+
+    /// The live-entry count kept in the table entry `e` for the table
+    /// below, if the format keeps one and it is known.
+    #[inline]
+    fn table_count(&self, e: u64) -> Option<u16> {
+        let shift = self.arch.table_count_shift()?;
+        let field = ((e >> shift) & COUNT_FIELD) as u16;
+        field.checked_sub(1)
+    }
+
+    /// The table entry `e` with its count set to `count`.
+    #[inline]
+    fn with_table_count(&self, e: u64, count: u16) -> u64 {
+        match self.arch.table_count_shift() {
+            Some(shift) => (e & !(COUNT_FIELD << shift)) | (u64::from(count) + 1) << shift,
+            None => e,
+        }
+    }
+
+    /// Adds `delta` to the live-entry count that the table entry `slot`
+    /// keeps for the table below it and says whether the count is now
+    /// zero; `None` (and nothing written) when no count is known.
+    ///
+    /// A load and a store, not an atomic add: every writer of the tables
+    /// holds `&mut self`, and the MMU writes only the accessed bit of a
+    /// table entry, which the engine never reads (losing it costs nothing).
+    #[inline]
+    fn add_count(&self, slot: &AtomicU64, delta: i32) -> Option<bool> {
+        let shift = self.arch.table_count_shift()?;
+        let e = slot.load(Ordering::Relaxed);
+        if e & (COUNT_FIELD << shift) == 0 {
+            return None;
+        }
+        let new = e.wrapping_add((i64::from(delta) as u64) << shift);
+        debug_assert!(
+            (1..=ENTRIES as u64 + 1).contains(&((new >> shift) & COUNT_FIELD))
+                && new >> shift >> 10 == e >> shift >> 10,
+            "table count {:?} {delta:+}",
+            self.table_count(e)
+        );
+        slot.store(new, Ordering::Relaxed);
+        Some((new >> shift) & COUNT_FIELD == 1)
+    }
+
+    /// Checks every live-entry count kept in table entries against the
+    /// entries of the table below (a known count must equal the number of
+    /// non-empty entries). Returns the first table whose count is wrong: a
+    /// virtual address it maps and its level. For tests and debugging: it
+    /// reads every table page.
+    pub fn check_table_counts(&self) -> Result<(), (VirtAddr, u8)> {
+        let levels = self.arch.levels();
+        (0..ENTRIES)
+            .filter(|&i| !self.is_borrowed(i))
+            .try_for_each(|i| self.check_counts_below(self.root, levels, i, i as u64 * level_span(levels)))
+    }
+
+    fn check_counts_below(&self, t: PhysAddr, level: u8, idx: usize, va: u64) -> Result<(), (VirtAddr, u8)> {
+        let e = self.table(t)[idx].load(Ordering::Relaxed);
+        if level == 1 || !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+            return Ok(());
+        }
+        let child = self.arch.table_phys(e);
+        let live = self.table(child).iter().filter(|s| s.load(Ordering::Relaxed) != 0).count();
+        if self.table_count(e).is_some_and(|c| usize::from(c) != live) {
+            return Err((VirtAddr::new_sign_extended(va, mode_of(self.arch.levels())), level - 1));
+        }
+        (0..ENTRIES).try_for_each(|i| {
+            self.check_counts_below(child, level - 1, i, va.wrapping_add(i as u64 * level_span(level - 1)))
+        })
+    }
 }
+
+/// The ten bits of a table entry's live-entry count field
+/// ([`PagingArch::table_count_shift`]).
+const COUNT_FIELD: u64 = 0x3ff;
 
 /// One entry of a table at some level that a walk over a range touches.
 #[derive(Clone, Copy)]

@@ -39,6 +39,10 @@ bitflags! {
 
 /// Physical address bits of an entry (4 KiB-aligned, up to 52 bits).
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Bits 52-61 of a table entry, which the MMU ignores in non-leaf entries:
+/// the live-entry count of the table below plus one (0: not known, as in
+/// tables built by other code).
+const COUNT_SHIFT: u32 = 52;
 const SWAP_AREA_SHIFT: u32 = 1;
 const SWAP_OFFSET_SHIFT: u32 = 12;
 
@@ -145,6 +149,11 @@ impl PagingArch for X86_64 {
     #[inline]
     fn table_phys(&self, entry: u64) -> PhysAddr {
         PhysAddr::new_truncate(entry & ADDR_MASK)
+    }
+
+    #[inline]
+    fn table_count_shift(&self) -> Option<u32> {
+        Some(COUNT_SHIFT)
     }
 
     #[inline]

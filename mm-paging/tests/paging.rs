@@ -679,3 +679,65 @@ fn single_page_unmaps_free_tables_as_they_empty() {
     }
     assert_eq!(frames.allocated_blocks(), 0, "every table page went back");
 }
+
+#[test]
+fn live_entry_counts_follow_every_change_and_free_sparse_tables() {
+    // MODEL 3: the count each table entry keeps for the table below
+    // matches that table after maps (one page and ranges), swap entries,
+    // splits, protects and unmaps; a table whose live entries sit far
+    // apart is freed when its last one goes.
+    let (ram, frames) = setup();
+    let f = MapFlags::KERNEL_DATA;
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    let check = |pt: &Pt<'_>, what: &str| assert_eq!(pt.check_table_counts(), Ok(()), "after {what}");
+    // The first and last page of one level-1 table.
+    let (lo, hi) = (0x4000_0000u64, 0x4000_0000 + 511 * 0x1000);
+    pt.map(va(lo), pa(lo), PageSize::Size4KiB, f).unwrap().ignore();
+    pt.map(va(hi), pa(hi), PageSize::Size4KiB, f).unwrap().ignore();
+    check(&pt, "two single-page maps");
+    pt.map_range(va(0x4020_0000), pa(0x4020_0000), 0x40_0000 + 0x3000, f, HugePages::all()).unwrap().ignore();
+    check(&pt, "a range with a 2 MiB page");
+    pt.set_swap(va(0x5000_0000), SwapSlot::new(0, 9).unwrap()).unwrap().1.ignore();
+    pt.set_swap(va(0x4060_1000), SwapSlot::new(0, 10).unwrap()).unwrap().1.ignore();
+    check(&pt, "swap entries in a new table and over a mapping");
+    pt.split(va(0x4020_0000)).unwrap().ignore();
+    pt.protect_range(va(0x4020_0000), 0x2000, MapFlags::READ).unwrap().ignore();
+    check(&pt, "a split and a protect");
+    pt.unmap_range(va(0x4020_0000), 0x40_0000 + 0x3000, |_| {}).unwrap().ignore();
+    pt.unmap_range(va(0x5000_0000), 0x1000, |_| {}).unwrap().ignore();
+    check(&pt, "range and swap-entry unmaps");
+    let tables = pt.table_pages();
+    pt.unmap_range(va(lo), 0x1000, |_| {}).unwrap().ignore();
+    assert_eq!(pt.table_pages(), tables, "the last page still needs its table");
+    check(&pt, "the first page's unmap");
+    pt.unmap_range(va(hi), 0x1000, |_| {}).unwrap().ignore();
+    assert_eq!(pt.table_pages(), 1, "the last unmap frees every table but the root");
+    pt.destroy(|_| {});
+    assert_eq!(frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn a_count_changed_behind_the_tables_back_is_reported() {
+    // The checker itself: an entry written by other code (here the `x86_64`
+    // crate, against `from_root`'s contract) leaves the count stale.
+    use x86_64::structures::paging::{
+        Mapper, OffsetPageTable, Page, PageTable as XTable, PageTableFlags, PhysFrame, Size4KiB,
+    };
+    let (ram, frames) = setup();
+    let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames).unwrap();
+    pt.map(va(0x7000_0000), pa(0x1000), PageSize::Size4KiB, MapFlags::KERNEL_DATA).unwrap().ignore();
+    assert_eq!(pt.check_table_counts(), Ok(()));
+    let offset = ram.translate_offset();
+    let mut alloc = mm_types::x86::X86FrameAllocator::new(&frames, mm_types::AllocFlags::ZERO);
+    // SAFETY: the root is a live table page of `pt`, which is not used while `xpt` writes it.
+    let mut xpt = unsafe {
+        let table = &mut *((pt.root().as_u64() + offset) as *mut XTable);
+        OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
+    };
+    let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(0x7000_1000));
+    let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(0x2000));
+    // SAFETY: the frame is a number nobody dereferences.
+    unsafe { xpt.map_to(page, frame, PageTableFlags::PRESENT, &mut alloc).unwrap().ignore() };
+    assert_eq!(pt.check_table_counts(), Err((va(0x7000_0000), 1)));
+    pt.destroy(|_| {});
+}

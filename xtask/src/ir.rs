@@ -54,6 +54,7 @@ const PAGING: Suite = Suite {
         ("unmap", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
         ("map_page", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
         ("unmap_page", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
+        ("unmap_sparse", &["mm-paging", "x86_64", "page_table_multiarch", "page-table-generic"]),
     ],
 };
 

@@ -1,7 +1,7 @@
 //! Mapping: single pages, ranges (huge pages where they fit) and
 //! scattered frames, each planned, preallocated, then applied.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
@@ -40,7 +40,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let levels = self.arch.levels();
         let root = self.root;
         let op = MapOp { src: Source::Linear(phys.as_u64().wrapping_sub(va.as_u64())), flags, huge };
-        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op))?;
+        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op).map(|_| ()))?;
         Ok(Flush::NONE)
     }
 
@@ -61,7 +61,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let levels = self.arch.levels();
         let root = self.root;
         let op = MapOp { src: Source::Frames { base: va.as_u64(), frames }, flags, huge: HugePages::empty() };
-        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op))?;
+        self.planned(|w| w.map_walk(Node::Real(root), levels, va.as_u64(), end, &op).map(|_| ()))?;
         Ok(Flush::NONE)
     }
 
@@ -133,26 +133,34 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let mut t = self.root;
         let mut level = levels;
+        // The entry pointing to `t`, which keeps its live-entry count (none
+        // for the root).
+        let mut above: Option<&AtomicU64> = None;
         while level > 1 {
             let slot = &self.table(t)[level_index(v, level)];
             let e = slot.load(Ordering::Relaxed);
             if e == 0 {
                 // Tables are missing from this level down: take them all,
-                // then link them top-down.
+                // then link them top-down, each with the one entry below it.
                 let mut pre = self.preallocate(u64::from(level - 1))?;
+                if let Some(above) = above {
+                    self.add_count(above, 1);
+                }
                 let mut parent = slot;
                 while level > 1 {
                     let new = self.take(&mut pre);
-                    parent.store(self.arch.table(new), Ordering::Relaxed);
+                    parent.store(self.with_table_count(self.arch.table(new), 1), Ordering::Relaxed);
                     t = new;
                     level -= 1;
                     parent = &self.table(t)[level_index(v, level)];
                 }
-                break;
+                parent.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+                return Ok(Flush::NONE);
             }
             if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
                 return Err(PagingError::AlreadyMapped { addr: va });
             }
+            above = Some(slot);
             t = self.arch.table_phys(e);
             level -= 1;
         }
@@ -161,6 +169,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             return Err(PagingError::AlreadyMapped { addr: va });
         }
         slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+        if let Some(above) = above {
+            self.add_count(above, 1);
+        }
         Ok(Flush::NONE)
     }
 }
@@ -176,15 +187,18 @@ struct MapOp<'s> {
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
-    /// Maps `[va, end)` below `node` (a table at `level`).
-    fn map_walk(&mut self, node: Node, level: u8, va: u64, end: u128, op: &MapOp<'_>) -> Result<(), PagingError> {
+    /// Maps `[va, end)` below `node` (a table at `level`). Returns how many
+    /// entries of `node` it filled (each was empty), for the count kept in
+    /// the entry above.
+    fn map_walk(&mut self, node: Node, level: u8, va: u64, end: u128, op: &MapOp<'_>) -> Result<usize, PagingError> {
         let span = level_span(level);
         let leaf_ok = self.pt.arch.leaf_level(level) && op.huge.allows_level(level);
+        let mut filled = 0;
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             if level == 1 {
                 // The whole run of 4 KiB pages inside this table at once.
                 let n = ((slot_end_of_table(v, end) - v as u128) / u128::from(PAGE_BYTES)) as usize;
-                return self.map_leaves(node, idx, n, v, op);
+                return self.map_leaves(node, idx, n, v, op).map(|()| n);
             }
             let e = self.entry(node, level, idx);
             let linear = match op.src {
@@ -194,14 +208,19 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
             if let Some(phys) = linear.filter(|p| leaf_ok && covers && p % span == 0 && e == 0) {
                 let leaf = self.pt.arch.leaf(PhysAddr::new(phys).expect("checked range"), op.flags, level);
                 self.store(node, idx, leaf);
+                filled += 1;
             } else {
                 let Some(child) = self.child(node, level, idx, e, Descend::CREATE) else {
                     return Err(PagingError::AlreadyMapped { addr: VirtAddr::new(v).expect("checked range") });
                 };
-                self.map_walk(child, level - 1, v, slot_end, op)?;
+                if e == 0 {
+                    filled += 1;
+                }
+                let below = self.map_walk(child, level - 1, v, slot_end, op)?;
+                self.add_count(node, idx, below as i32);
             }
         }
-        Ok(())
+        Ok(filled)
     }
 
     /// Fills `n` level-1 entries from `idx` (plan: checks they are empty).

@@ -48,12 +48,20 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         let new = self.arch.swap_entry(swap);
         let old = self.planned(|w| {
             let mut node = Node::Real(root);
+            // The entry pointing to `node`, which keeps its live-entry count
+            // (none for the root).
+            let mut above = None;
             for level in (2..=levels).rev() {
                 let idx = level_index(va.as_u64(), level);
                 let e = w.entry(node, level, idx);
-                node = w
+                let child = w
                     .child(node, level, idx, e, Descend::CREATE_OR_SPLIT)
                     .ok_or(PagingError::AlreadyMapped { addr: va })?;
+                if let (0, Some((n, i))) = (e, above) {
+                    w.add_count(n, i, 1);
+                }
+                above = Some((node, idx));
+                node = child;
             }
             let idx = level_index(va.as_u64(), 1);
             let e = w.entry(node, 1, idx);
@@ -61,6 +69,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 return Err(PagingError::AlreadyMapped { addr: va });
             }
             w.store(node, idx, new);
+            if let (0, Some((n, i))) = (e, above) {
+                w.add_count(n, i, 1);
+            }
             Ok((e != 0).then(|| Mapping {
                 va,
                 frame: w.pt.arch.leaf_phys(e, 1),

@@ -142,22 +142,28 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 flags: self.arch.leaf_flags(e, 1),
             },
         });
-        if walk.free_tables {
-            // Free each table that is now empty, bottom up (the root is
-            // never freed: the last parent is the root).
-            let mut child = t;
-            let mut child_idx = idx;
-            for level in 2..=levels {
-                if !empty_outside(self.table(child), child_idx, child_idx + 1) {
-                    break;
-                }
-                let parent = path[level as usize - 1];
-                let parent_idx = level_index(v, level);
-                self.table(parent)[parent_idx].store(0, Ordering::Relaxed);
-                self.free_table(child);
-                child = parent;
-                child_idx = parent_idx;
+        // Each table that is now empty is freed, bottom up (the root never
+        // is: the last parent is the root). The entry above a table keeps
+        // its live-entry count when the format has room; else the table's
+        // entries tell.
+        let mut child = t;
+        let mut child_idx = idx;
+        for level in 2..=levels {
+            let parent = path[level as usize - 1];
+            let parent_idx = level_index(v, level);
+            let above = &self.table(parent)[parent_idx];
+            let empty = match self.add_count(above, -1) {
+                Some(zero) => zero,
+                None => walk.free_tables && empty_outside(self.table(child), child_idx, child_idx + 1),
+            };
+            if !empty || !walk.free_tables {
+                break;
             }
+            debug_assert!(empty_outside(self.table(child), child_idx, child_idx), "a count of 0 on a live table");
+            above.store(0, Ordering::Relaxed);
+            self.free_table(child);
+            child = parent;
+            child_idx = parent_idx;
         }
         Some(Ok(Flush::range(va, 1)))
     }
@@ -194,8 +200,9 @@ fn empty_outside(table: &[AtomicU64; ENTRIES], lo: usize, hi: usize) -> bool {
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
-    /// Unmaps `[va, end)` below `node` (a table at `level`). Returns whether
-    /// the node is now empty (apply; always false in plan).
+    /// Unmaps `[va, end)` below `node` (a table at `level`). Returns how
+    /// many entries of `node` it cleared (apply; 0 in plan), for the count
+    /// kept in the entry above.
     fn unmap_walk(
         &mut self,
         node: Node,
@@ -204,13 +211,14 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
         end: u128,
         walk: Walk,
         removed: &mut impl FnMut(Unmapped),
-    ) -> Result<bool, PagingError> {
+    ) -> Result<usize, PagingError> {
         if level == 1 {
             if let Node::Real(t) = node {
                 return self.unmap_leaves(t, va, end, walk, removed);
             }
         }
         let arch = &self.pt.arch;
+        let mut cleared = 0;
         for Slot { v, idx, end: slot_end, covers } in slots(va, end, level) {
             let e = self.entry(node, level, idx);
             let addr = VirtAddr::new(v).expect("checked range");
@@ -223,6 +231,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
             }
             if let Some(swap) = arch.swap_of(e) {
                 self.store(node, idx, 0);
+                cleared += 1;
                 if self.applying() {
                     removed(Unmapped::Swap { va: addr, slot: swap });
                 }
@@ -230,6 +239,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 return Err(PagingError::NotMapped { addr });
             } else if arch.is_leaf(e, level) && covers {
                 self.store(node, idx, 0);
+                cleared += 1;
                 if self.applying() {
                     let frame = arch.leaf_phys(e, level);
                     let flags = arch.leaf_flags(e, level);
@@ -237,25 +247,36 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 }
             } else {
                 let child = self.child(node, level, idx, e, Descend::SPLIT).expect("present");
-                let emptied = self.unmap_walk(child, level - 1, v, slot_end, walk, removed)?;
+                let below = self.unmap_walk(child, level - 1, v, slot_end, walk, removed)?;
+                let emptied = match self.add_count(node, idx, -(below as i32)) {
+                    Some(zero) => zero,
+                    None => self.emptied(child, level - 1, v, slot_end),
+                };
                 if emptied && walk.free_tables {
                     self.free_child(node, idx, child);
+                    cleared += 1;
                 }
             }
         }
-        // The entries this walk touched are `[lo, hi)` of the node: a child
-        // table that did not empty is still there, so those are checked
-        // too, before the rest.
+        Ok(if self.applying() { cleared } else { 0 })
+    }
+
+    /// Whether the table `node` at `level`, whose entries for `[va, end)`
+    /// a walk just went through, is empty (apply pass; false in plan), by
+    /// looking at its entries: for formats that keep no count. A child
+    /// table that did not empty is still there, so the walked entries are
+    /// checked too, before the rest.
+    fn emptied(&self, node: Node, level: u8, va: u64, end: u128) -> bool {
         let (lo, hi) = (level_index(va, level), level_index((end - 1) as u64, level) + 1);
-        Ok(self.applying()
+        self.applying()
             && matches!(node, Node::Real(t) if {
                 let table = self.pt.table(t);
                 table[lo..hi].iter().all(|e| e.load(Ordering::Relaxed) == 0) && empty_outside(table, lo, hi)
-            }))
+            })
     }
 
     /// Unmaps the level-1 entries of table `t` in `[va, end)` (clipped to the
-    /// table); returns whether the table is now empty.
+    /// table); returns how many it cleared.
     fn unmap_leaves(
         &self,
         t: PhysAddr,
@@ -263,7 +284,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
         end: u128,
         walk: Walk,
         removed: &mut impl FnMut(Unmapped),
-    ) -> Result<bool, PagingError> {
+    ) -> Result<usize, PagingError> {
         let arch = &self.pt.arch;
         let table = self.pt.table(t);
         let first = level_index(va, 1);
@@ -271,7 +292,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
         let slots = &table[first..first + n];
         if !self.applying() {
             if walk.sparse {
-                return Ok(false);
+                return Ok(0);
             }
             let bad = slots.iter().position(|s| {
                 let e = s.load(Ordering::Relaxed);
@@ -281,15 +302,17 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 Some(i) => {
                     Err(PagingError::NotMapped { addr: VirtAddr::new(va + i as u64 * PAGE_BYTES).expect("in range") })
                 }
-                None => Ok(false),
+                None => Ok(0),
             };
         }
         let base = VirtAddr::new(va).expect("checked range");
+        let mut cleared = 0;
         for (i, s) in slots.iter().enumerate() {
             if walk.sparse && s.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let e = s.swap(0, Ordering::Relaxed);
+            cleared += 1;
             let va =
                 VirtAddr::new_sign_extended(base.as_u64() + i as u64 * PAGE_BYTES, mm_types::PagingMode::FiveLevel);
             removed(match arch.swap_of(e) {
@@ -302,6 +325,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                 },
             });
         }
-        Ok(empty_outside(table, first, first + n))
+        Ok(cleared)
     }
 }

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 
 use super::{Node, PageTable, Prealloc, NO_PAGE};
-use crate::arch::PagingArch;
+use crate::arch::{PagingArch, ENTRIES};
 use crate::error::PagingError;
 
 /// What a pass does.
@@ -131,13 +131,27 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
             Pass::Apply { pre } => pre,
         };
         let t: PhysAddr = self.pt.take(pre);
+        // A new table starts empty; a split one has every entry filled.
+        let mut count = 0;
         if let Node::Split(_) = virtual_node {
             let new = self.pt.fresh_table(t);
             for (i, slot) in new.iter().enumerate() {
                 slot.store(self.pt.entry(virtual_node, level - 1, i), Ordering::Relaxed);
             }
+            count = ENTRIES as u16;
         }
-        self.pt.store(node, idx, self.pt.arch.table(t));
+        self.pt.store(node, idx, self.pt.with_table_count(self.pt.arch.table(t), count));
         Some(Node::Real(t))
+    }
+
+    /// Adds `delta` to the live-entry count kept in entry `idx` of `node`
+    /// for the table below it (apply pass; see `PageTable::add_count`).
+    /// Returns whether the count is now zero, if it is known.
+    #[inline]
+    pub fn add_count(&self, node: Node, idx: usize, delta: i32) -> Option<bool> {
+        match node {
+            Node::Real(t) if self.applying() => self.pt.add_count(&self.pt.table(t)[idx], delta),
+            _ => None,
+        }
     }
 }
