@@ -305,9 +305,17 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             // (or vouched for by `from_root`); `&self` keeps it alive.
             // SAFETY: `linear` is the accessor's linear offset.
             Some(offset) => unsafe { entries_linear(offset, phys) },
-            // SAFETY: as above.
-            None => unsafe { entries(&self.mem, phys) },
+            None => self.table_checked(phys),
         }
+    }
+
+    /// [`table`](Self::table) through the checked accessor (no linear
+    /// map), out of line: inlined, its checks would take registers from
+    /// every walk of the direct-map case.
+    #[inline(never)]
+    fn table_checked(&self, phys: PhysAddr) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: as in `table`.
+        unsafe { entries(&self.mem, phys) }
     }
 
     /// The entry `idx` of a node at `level`.
@@ -460,6 +468,13 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         );
         slot.store(new, Ordering::Relaxed);
         Some((new >> shift) & COUNT_FIELD == 1)
+    }
+
+    /// [`add_count`](Self::add_count) returning the new count.
+    #[inline]
+    fn add_count_value(&self, slot: &AtomicU64, delta: i32) -> Option<u16> {
+        self.add_count(slot, delta)?;
+        self.table_count(slot.load(Ordering::Relaxed))
     }
 
     /// Checks every live-entry count kept in table entries against the

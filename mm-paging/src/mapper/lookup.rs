@@ -6,9 +6,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
 use super::{mode_of, page_size, slots, Entry, Lookup, Mapping, PageTable, Slot, Translation};
-use crate::arch::{level_span, PagingArch};
+use crate::arch::{level_span, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::flags::{AccessBits, MapFlags};
+use crate::table::entries_linear;
 use crate::tlb::Flush;
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
@@ -16,31 +17,57 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     #[inline]
     pub fn translate(&self, va: VirtAddr) -> Option<Translation> {
         self.arch.check_va(va).ok()?;
+        let v = va.as_u64();
+        let (e, level) = match self.linear {
+            // The common case, a direct map: each table is an addition away.
+            Some(offset) => self.walk_to_leaf(v, |t| {
+                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
+                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
+                // `from_root`); `&self` keeps it alive.
+                unsafe { entries_linear(offset, t) }
+            })?,
+            None => self.walk_checked(v)?,
+        };
+        let frame = self.arch.leaf_phys(e, level);
+        let span = level_span(level);
+        Some(Translation {
+            phys: PhysAddr::new_truncate(frame.as_u64() + (v & (span - 1))),
+            frame,
+            // Clearing low bits of a canonical address keeps it canonical.
+            page: VirtAddr::new_sign_extended(v & !(span - 1), mm_types::PagingMode::FiveLevel),
+            size: page_size(level),
+            flags: self.arch.leaf_flags(e, level),
+        })
+    }
+
+    /// `walk_to_leaf` through the checked accessor (no linear map), out of
+    /// line: its checks would cost the direct-map walk registers.
+    #[inline(never)]
+    fn walk_checked(&self, v: u64) -> Option<(u64, u8)> {
+        self.walk_to_leaf(v, |t| self.table(t))
+    }
+
+    /// The present leaf entry translating `v` and its level, reaching each
+    /// table through `table`.
+    #[inline(always)]
+    fn walk_to_leaf<'t>(&'t self, v: u64, table: impl Fn(PhysAddr) -> &'t [AtomicU64; ENTRIES]) -> Option<(u64, u8)> {
         let mut t = self.root;
         let mut level = self.arch.levels();
-        let v = va.as_u64();
         let mut shift = 12 + 9 * (level as u32 - 1);
-        loop {
-            let e = self.table(t)[((v >> shift) & 511) as usize].load(Ordering::Relaxed);
+        while level > 1 {
+            let e = table(t)[((v >> shift) & 511) as usize].load(Ordering::Relaxed);
             if !self.arch.is_present(e) {
                 return None;
             }
             if self.arch.is_leaf(e, level) {
-                let frame = self.arch.leaf_phys(e, level);
-                let span = level_span(level);
-                return Some(Translation {
-                    phys: PhysAddr::new_truncate(frame.as_u64() + (v & (span - 1))),
-                    frame,
-                    // Clearing low bits of a canonical address keeps it canonical.
-                    page: VirtAddr::new_sign_extended(v & !(span - 1), mm_types::PagingMode::FiveLevel),
-                    size: page_size(level),
-                    flags: self.arch.leaf_flags(e, level),
-                });
+                return Some((e, level));
             }
             t = self.arch.table_phys(e);
             level -= 1;
             shift -= 9;
         }
+        let e = table(t)[((v >> 12) & 511) as usize].load(Ordering::Relaxed);
+        self.arch.is_present(e).then_some((e, 1))
     }
 
     /// What `va` holds: a mapping, a swap entry or nothing.

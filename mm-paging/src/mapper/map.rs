@@ -10,6 +10,7 @@ use super::{slot_end_of_table, slots, Node, PageTable, Slot, Source};
 use crate::arch::{level_index, level_span, PagingArch};
 use crate::error::PagingError;
 use crate::flags::{HugePages, MapFlags};
+use crate::table::entries_linear;
 use crate::tlb::Flush;
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
@@ -116,21 +117,50 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     }
 
     /// [`map`](Self::map) of one 4 KiB page (the page-fault path) in one
-    /// descent, without the plan and apply passes: the one place where
-    /// tables may be missing is found on the way down, and every table from
-    /// there to level 1 is allocated before any is linked, so a refusal
-    /// still changes nothing.
+    /// descent, without the plan and apply passes.
     #[inline]
     fn map_page(&mut self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<Flush, PagingError> {
         if !flags.contains(MapFlags::READ) {
             return Err(PagingError::InvalidFlags);
         }
         self.arch.check_va(va)?;
-        let levels = self.arch.levels();
         let v = va.as_u64();
-        if self.is_borrowed(level_index(v, levels)) {
+        if self.is_borrowed(level_index(v, self.arch.levels())) {
             return Err(PagingError::KernelRange { addr: va });
         }
+        let found = match self.linear {
+            Some(offset) => self.level1_slot_and_above(v, |t| {
+                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
+                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
+                // `from_root`); `&self` keeps it alive.
+                unsafe { entries_linear(offset, t) }
+            }),
+            None => self.level1_slot_and_above(v, |t| self.table(t)),
+        };
+        match found {
+            Ok((slot, above)) => {
+                if slot.load(Ordering::Relaxed) != 0 {
+                    return Err(PagingError::AlreadyMapped { addr: va });
+                }
+                slot.store(self.arch.leaf(frame, flags, 1), Ordering::Relaxed);
+                self.add_count(above, 1);
+                Ok(Flush::NONE)
+            }
+            // A table is missing on the way.
+            Err(0) => self.map_page_creating(va, frame, flags),
+            Err(_) => Err(PagingError::AlreadyMapped { addr: va }),
+        }
+    }
+
+    /// [`map_page`](Self::map_page) where tables are missing: the one
+    /// place where they start is found on the way down, and every table
+    /// from there to level 1 is allocated before any is linked, so a
+    /// refusal still changes nothing. Out of line: most faults find their
+    /// tables.
+    #[inline(never)]
+    fn map_page_creating(&self, va: VirtAddr, frame: PhysAddr, flags: MapFlags) -> Result<Flush, PagingError> {
+        let v = va.as_u64();
+        let levels = self.arch.levels();
         let mut t = self.root;
         let mut level = levels;
         // The entry pointing to `t`, which keeps its live-entry count (none

@@ -9,6 +9,7 @@ use super::walk::{Descend, Walker};
 use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Unmapped, Walk};
 use crate::arch::{level_index, PagingArch, ENTRIES};
 use crate::error::PagingError;
+use crate::table::entries_linear;
 use crate::tlb::Flush;
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
@@ -103,25 +104,22 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         if v & (PAGE_BYTES - 1) != 0 || self.arch.check_va(va).is_err() {
             return None;
         }
-        let levels = self.arch.levels();
-        if self.is_borrowed(level_index(v, levels)) {
+        if self.is_borrowed(level_index(v, self.arch.levels())) {
             return None;
         }
-        // The tables above level 1 on the way down, to free those that empty.
-        let mut path = [PhysAddr::ZERO; 5];
-        let mut t = self.root;
-        let mut level = levels;
-        while level > 1 {
-            let e = self.table(t)[level_index(v, level)].load(Ordering::Relaxed);
-            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
-                return (e == 0 && walk.sparse).then(|| Ok(Flush::range(va, 1)));
-            }
-            path[level as usize - 1] = t;
-            t = self.arch.table_phys(e);
-            level -= 1;
-        }
-        let idx = level_index(v, 1);
-        let slot = &self.table(t)[idx];
+        let found = match self.linear {
+            Some(offset) => self.level1_slot_and_above(v, |t| {
+                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
+                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
+                // `from_root`); `&self` keeps it alive.
+                unsafe { entries_linear(offset, t) }
+            }),
+            None => self.level1_slot_and_above(v, |t| self.table(t)),
+        };
+        let (slot, above) = match found {
+            Ok(found) => found,
+            Err(e) => return (e == 0 && walk.sparse).then(|| Ok(Flush::range(va, 1))),
+        };
         let e = slot.load(Ordering::Relaxed);
         let swap = self.arch.swap_of(e);
         if e == 0 || (!self.arch.is_present(e) && swap.is_none()) {
@@ -142,30 +140,80 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
                 flags: self.arch.leaf_flags(e, 1),
             },
         });
-        // Each table that is now empty is freed, bottom up (the root never
-        // is: the last parent is the root). The entry above a table keeps
-        // its live-entry count when the format has room; else the table's
-        // entries tell.
-        let mut child = t;
-        let mut child_idx = idx;
+        // The entry above the level-1 table keeps its live-entry count when
+        // the format has room: then only a table that emptied needs more.
+        match self.add_count(above, -1) {
+            Some(false) => {}
+            Some(true) | None if walk.free_tables => self.free_emptied_tables(v),
+            Some(true) | None => {}
+        }
+        Some(Ok(Flush::range(va, 1)))
+    }
+
+    /// The level-1 entry of `v` and the level-2 entry pointing to its
+    /// table, reaching each table through `table`; or the first entry on
+    /// the way that is not a table (empty, a huge leaf, a swap entry).
+    #[inline(always)]
+    pub(super) fn level1_slot_and_above<'t>(
+        &'t self,
+        v: u64,
+        table: impl Fn(PhysAddr) -> &'t [AtomicU64; ENTRIES],
+    ) -> Result<(&'t AtomicU64, &'t AtomicU64), u64> {
+        let mut t = self.root;
+        let mut level = self.arch.levels();
+        loop {
+            let slot = &table(t)[level_index(v, level)];
+            let e = slot.load(Ordering::Relaxed);
+            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
+                return Err(e);
+            }
+            t = self.arch.table_phys(e);
+            level -= 1;
+            if level == 1 {
+                return Ok((&table(t)[level_index(v, 1)], slot));
+            }
+        }
+    }
+
+    /// After a one-page unmap at `v` whose level-1 table emptied (its count
+    /// says so) or may have (no count is kept): frees each table that is
+    /// now empty, bottom up (the root never: the last parent is the root).
+    /// Out of line: most unmaps leave their table in use.
+    #[inline(never)]
+    fn free_emptied_tables(&self, v: u64) {
+        let levels = self.arch.levels();
+        // The tables on the way down, root first: all present (the unmap
+        // just came through them).
+        let mut path = [PhysAddr::ZERO; 5];
+        let mut t = self.root;
+        for level in (1..=levels).rev() {
+            path[level as usize - 1] = t;
+            if level > 1 {
+                t = self.arch.table_phys(self.table(t)[level_index(v, level)].load(Ordering::Relaxed));
+            }
+        }
         for level in 2..=levels {
-            let parent = path[level as usize - 1];
-            let parent_idx = level_index(v, level);
-            let above = &self.table(parent)[parent_idx];
-            let empty = match self.add_count(above, -1) {
-                Some(zero) => zero,
-                None => walk.free_tables && empty_outside(self.table(child), child_idx, child_idx + 1),
+            let (parent, child) = (path[level as usize - 1], path[level as usize - 2]);
+            let above = &self.table(parent)[level_index(v, level)];
+            let child_idx = level_index(v, level - 1);
+            // The level-1 table's count was already taken down by the unmap;
+            // each higher table loses the entry this loop just cleared.
+            let count = if level == 2 {
+                self.table_count(above.load(Ordering::Relaxed))
+            } else {
+                self.add_count_value(above, -1)
             };
-            if !empty || !walk.free_tables {
+            let empty = match count {
+                Some(n) => n == 0,
+                None => empty_outside(self.table(child), child_idx, child_idx + 1),
+            };
+            if !empty {
                 break;
             }
             debug_assert!(empty_outside(self.table(child), child_idx, child_idx), "a count of 0 on a live table");
             above.store(0, Ordering::Relaxed);
             self.free_table(child);
-            child = parent;
-            child_idx = parent_idx;
         }
-        Some(Ok(Flush::range(va, 1)))
     }
 }
 
