@@ -7,5 +7,5 @@ mm_fuzz_models::model_tests! {
     seed: 0x9e37_79b9,
     len: (1024, 160),
     count: (100, 2),
-    min_corpus: 8,
+    min_corpus: 800,
 }

@@ -7,5 +7,5 @@ mm_fuzz_models::model_tests! {
     seed: 0x51ab,
     len: (2048, 2048),
     count: (300, 3),
-    min_corpus: 100,
+    min_corpus: 700,
 }
