@@ -112,7 +112,9 @@ fn producer_consumer<C: CpuLocal + 'static>(h: &OursWith<C>, iters: u64) -> Dura
             ThreadCpus::set_current(1);
             for mut batch in rx {
                 for p in batch.drain(..) {
-                    h.free_shared(std::ptr::with_exposed_provenance_mut(p), LAYOUT);
+                    // SAFETY: each object of a batch came from `alloc_shared(LAYOUT)` on `h` and is
+                    // freed here once.
+                    unsafe { h.free_shared(std::ptr::with_exposed_provenance_mut(p), LAYOUT) };
                 }
                 let _ = back_tx.send(batch);
             }

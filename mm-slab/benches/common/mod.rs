@@ -82,9 +82,14 @@ impl<C: CpuLocal + 'static> OursWith<C> {
     }
 
     /// Frees `p` (allocated with `layout` by any thread) through `&self`.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from `alloc_shared(layout)` on this heap, is freed once, and
+    /// is not used afterwards.
     #[inline]
-    pub fn free_shared(&self, p: *mut u8, layout: Layout) {
-        // SAFETY: the callers free each allocation once, with its layout.
+    pub unsafe fn free_shared(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
         unsafe { self.heap.free(std::ptr::NonNull::new(p).unwrap(), layout).unwrap() }
     }
 
