@@ -470,13 +470,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         Some((new >> shift) & COUNT_FIELD == 1)
     }
 
-    /// [`add_count`](Self::add_count) returning the new count.
-    #[inline]
-    fn add_count_value(&self, slot: &AtomicU64, delta: i32) -> Option<u16> {
-        self.add_count(slot, delta)?;
-        self.table_count(slot.load(Ordering::Relaxed))
-    }
-
     /// Checks every live-entry count kept in table entries against the
     /// entries of the table below (a known count must equal the number of
     /// non-empty entries). Returns the first table whose count is wrong: a

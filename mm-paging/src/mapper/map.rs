@@ -10,7 +10,6 @@ use super::{slot_end_of_table, slots, Node, PageTable, Slot, Source};
 use crate::arch::{level_index, level_span, PagingArch};
 use crate::error::PagingError;
 use crate::flags::{HugePages, MapFlags};
-use crate::table::entries_linear;
 use crate::tlb::Flush;
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
@@ -128,15 +127,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         if self.is_borrowed(level_index(v, self.arch.levels())) {
             return Err(PagingError::KernelRange { addr: va });
         }
-        let found = match self.linear {
-            Some(offset) => self.level1_slot_and_above(v, |t| {
-                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
-                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
-                // `from_root`); `&self` keeps it alive.
-                unsafe { entries_linear(offset, t) }
-            }),
-            None => self.level1_slot_and_above(v, |t| self.table(t)),
-        };
+        let found = self.level1_slot_and_above(v);
         match found {
             Ok((slot, above)) => {
                 if slot.load(Ordering::Relaxed) != 0 {

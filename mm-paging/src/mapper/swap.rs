@@ -113,14 +113,6 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     }
 
     pub(super) fn level1_slot(&self, va: VirtAddr) -> Option<&AtomicU64> {
-        let mut t = self.root;
-        for level in (2..=self.arch.levels()).rev() {
-            let e = self.table(t)[level_index(va.as_u64(), level)].load(Ordering::Relaxed);
-            if !self.arch.is_present(e) || self.arch.is_leaf(e, level) {
-                return None;
-            }
-            t = self.arch.table_phys(e);
-        }
-        Some(&self.table(t)[level_index(va.as_u64(), 1)])
+        self.level1_slot_and_above(va.as_u64()).ok().map(|(slot, _)| slot)
     }
 }

@@ -107,15 +107,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         if self.is_borrowed(level_index(v, self.arch.levels())) {
             return None;
         }
-        let found = match self.linear {
-            Some(offset) => self.level1_slot_and_above(v, |t| {
-                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
-                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
-                // `from_root`); `&self` keeps it alive.
-                unsafe { entries_linear(offset, t) }
-            }),
-            None => self.level1_slot_and_above(v, |t| self.table(t)),
-        };
+        let found = self.level1_slot_and_above(v);
         let (slot, above) = match found {
             Ok(found) => found,
             Err(e) => return (e == 0 && walk.sparse).then(|| Ok(Flush::range(va, 1))),
@@ -151,10 +143,26 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     }
 
     /// The level-1 entry of `v` and the level-2 entry pointing to its
-    /// table, reaching each table through `table`; or the first entry on
-    /// the way that is not a table (empty, a huge leaf, a swap entry).
+    /// table; or the first entry on the way that is not a table (empty, a
+    /// huge leaf, a swap entry). The direct-map case reaches each table by
+    /// an addition; the checked accessor's walk is out of line (`table`).
     #[inline(always)]
-    pub(super) fn level1_slot_and_above<'t>(
+    pub(super) fn level1_slot_and_above(&self, v: u64) -> Result<(&AtomicU64, &AtomicU64), u64> {
+        match self.linear {
+            Some(offset) => self.descend_to_level1(v, |t| {
+                // SAFETY: `offset` is the accessor's linear offset, and every table this walk reaches
+                // belongs to this hierarchy (checked reachable when allocated, or vouched for by
+                // `from_root`); `&self` keeps it alive.
+                unsafe { entries_linear(offset, t) }
+            }),
+            None => self.descend_to_level1(v, |t| self.table(t)),
+        }
+    }
+
+    /// [`level1_slot_and_above`](Self::level1_slot_and_above), reaching
+    /// each table through `table`.
+    #[inline(always)]
+    fn descend_to_level1<'t>(
         &'t self,
         v: u64,
         table: impl Fn(PhysAddr) -> &'t [AtomicU64; ENTRIES],
@@ -198,15 +206,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let child_idx = level_index(v, level - 1);
             // The level-1 table's count was already taken down by the unmap;
             // each higher table loses the entry this loop just cleared.
-            let count = if level == 2 {
-                self.table_count(above.load(Ordering::Relaxed))
+            let zero = if level == 2 {
+                self.table_count(above.load(Ordering::Relaxed)).map(|n| n == 0)
             } else {
-                self.add_count_value(above, -1)
+                self.add_count(above, -1)
             };
-            let empty = match count {
-                Some(n) => n == 0,
-                None => empty_outside(self.table(child), child_idx, child_idx + 1),
-            };
+            let empty = zero.unwrap_or_else(|| empty_outside(self.table(child), child_idx, child_idx + 1));
             if !empty {
                 break;
             }

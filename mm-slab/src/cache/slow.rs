@@ -206,7 +206,7 @@ impl<const N: usize> CacheCore<N> {
     ) -> Result<(), SlabError> {
         // The magic is checked again under the lock: a double free may have let the slab go since
         // `obj` was queued (its offset was checked then, and cannot change).
-        let hdr = obj.map_addr(|a| (a & self.slab_mask) + self.header_offset).cast::<slab::HeaderBlock>();
+        let hdr = self.header_block(obj);
         // SAFETY: forwarded contract: the slab-aligned block is readable.
         if !unsafe { slab::magic_ok(hdr, self.keys.magic) } {
             return Err(SlabError::ForeignPointer { addr: obj.addr() });
@@ -269,7 +269,7 @@ impl<const N: usize> CacheCore<N> {
     /// The slab-size-aligned block containing `obj` is readable.
     #[inline(always)]
     pub(super) unsafe fn check_object(&self, obj: *mut u8) -> Result<SlabRef, SlabError> {
-        let hdr = obj.map_addr(|a| (a & self.slab_mask) + self.header_offset).cast::<slab::HeaderBlock>();
+        let hdr = self.header_block(obj);
         let offset = obj.addr() & !self.slab_mask;
         // SAFETY: forwarded contract; the header is inside that block.
         if !unsafe { slab::magic_ok(hdr, self.keys.magic) } || !self.is_object_offset(offset) {
@@ -279,6 +279,13 @@ impl<const N: usize> CacheCore<N> {
         // SAFETY: the header carries this cache's magic for its own address: a slab of ours that is
         // live (`release` clears the magic before the frames go back).
         Ok(unsafe { SlabRef::from_raw(hdr) })
+    }
+
+    /// The header block of the slab-size-aligned block holding `obj`
+    /// (`slab::header_of` with the cache's precomputed mask and offset).
+    #[inline(always)]
+    fn header_block(&self, obj: *mut u8) -> *mut slab::HeaderBlock {
+        obj.map_addr(|a| (a & self.slab_mask) + self.header_offset).cast()
     }
 
     /// Why `check_object` refused `obj`.
