@@ -427,7 +427,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         let p = rmap.get_mut(&frame.as_u64()).expect("unpin of a frame that is not pinned");
         assert!(p.pins > 0, "unpin of a frame that is not pinned");
         p.pins -= 1;
-        self.maybe_free(&mut rmap, frame.as_u64())
+        let unused = Self::forget_unused(&mut rmap, frame.as_u64());
+        drop(rmap);
+        self.free_unused(unused)
     }
 
     /// Who owns a frame mapped in some space (`None` if untracked).
@@ -472,7 +474,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         let i = p.maps.iter().position(|&m| m == (space, va)).expect("the mapping was in the reverse map");
         p.maps.swap_remove(i);
         p.dirty |= dirty;
-        self.maybe_free(&mut rmap, frame.as_u64())
+        let unused = Self::forget_unused(&mut rmap, frame.as_u64());
+        drop(rmap);
+        self.free_unused(unused)
     }
 
     /// Whether a mapping of `frame` removed since the last
@@ -510,18 +514,25 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         m.1 = to;
     }
 
-    fn maybe_free(&self, rmap: &mut BTreeMap<u64, PageInfo>, frame: u64) -> bool {
+    /// Drops `frame`'s entry if nothing maps or pins it any more; returns
+    /// it if it is an anonymous page, which the caller frees once the
+    /// reverse map's lock is released ([`free_unused`](Self::free_unused)).
+    /// The lock is a leaf: the frame provider (which may take reclaim's
+    /// locks, whose holders call back into the reverse map) is never called
+    /// under it.
+    fn forget_unused(rmap: &mut BTreeMap<u64, PageInfo>, frame: u64) -> Option<PhysAddr> {
         let p = &rmap[&frame];
         if !p.maps.is_empty() || p.pins > 0 {
-            return false;
+            return None;
         }
-        let kind = p.kind;
-        rmap.remove(&frame);
-        if kind == PageKind::Anon {
-            self.free_frame(PhysAddr::new_truncate(frame));
-            return true;
-        }
-        false
+        let kind = rmap.remove(&frame).map(|p| p.kind);
+        (kind == Some(PageKind::Anon)).then(|| PhysAddr::new_truncate(frame))
+    }
+
+    /// Frees what [`forget_unused`](Self::forget_unused) returned; whether
+    /// there was a frame. Nothing refers to it any more: its entry is gone.
+    fn free_unused(&self, frame: Option<PhysAddr>) -> bool {
+        frame.map(|f| self.free_frame(f)).is_some()
     }
 
     pub(crate) fn alloc_frame(&self) -> Option<PhysAddr> {
