@@ -125,7 +125,7 @@ fn make_ext4_image() -> Option<PathBuf> {
 }
 
 /// Boots `kernel` with `-append scenario`, echoing serial output if `echo`.
-pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Option<Boot> {
+pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, cpus: u64, echo: bool) -> Option<Boot> {
     if !setup::ensure_qemu() {
         return None;
     }
@@ -133,7 +133,9 @@ pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Optio
     let scratch = scratch_disk()?;
     let ext4 = ext4_image()?;
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-cpu", "qemu64", "-m", memory, "-accel", "tcg", "-smp", "1"])
+    // Multi-threaded TCG (QEMU's default for x86 on an x86 host): each
+    // virtual CPU is a host thread, so they really run in parallel.
+    cmd.args(["-machine", "q35", "-cpu", "qemu64", "-m", memory, "-accel", "tcg", "-smp", &cpus.to_string()])
         .args(["-display", "none", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         // The disks, raw images on virtio-blk PCI devices the kernel tells
@@ -153,7 +155,7 @@ pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, echo: bool) -> Optio
         .args(["-append", scenario])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    eprintln!("$ qemu-system-x86_64 ... -m {memory} -kernel {} -append {scenario}", kernel.display());
+    eprintln!("$ qemu-system-x86_64 ... -m {memory} -smp {cpus} -kernel {} -append {scenario}", kernel.display());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -257,18 +259,22 @@ pub fn list_scenarios() {
     }
 }
 
-/// `cargo xtask run`: build, boot, show the output.
-pub fn run_interactive(scenario: &str) -> bool {
+/// `cargo xtask run`: build, boot, show the output; `cpus` and `ram` (MiB)
+/// override what the boot test gives the scenario.
+pub fn run_interactive(scenario: &str, cpus: Option<u64>, ram: Option<u64>) -> bool {
     if let Err(why) = check_scenario(scenario) {
         eprintln!("xtask: {why}; the scenarios are:");
         list_scenarios();
         return false;
     }
     let Some(kernel) = build_kernel() else { return false };
-    // The RAM the boot test gives the scenario (by its first word), else 128 MiB.
+    // The RAM and CPUs the boot test gives the scenario (by its first
+    // word), else 128 MiB and 4 CPUs.
     let first = scenario.split_whitespace().next().unwrap_or("");
-    let ram = SCENARIOS.iter().find(|s| s.0.split_whitespace().next() == Some(first)).map_or(128, |s| s.1);
-    let Some(b) = boot(&kernel, scenario, &format!("{ram}M"), true) else { return false };
+    let known = SCENARIOS.iter().find(|s| s.0.split_whitespace().next() == Some(first));
+    let ram = ram.unwrap_or(known.map_or(128, |s| s.1));
+    let cpus = cpus.unwrap_or(known.map_or(4, |s| s.2));
+    let Some(b) = boot(&kernel, scenario, &format!("{ram}M"), cpus, true) else { return false };
     let ok = b.status == Some(SUCCESS_STATUS);
     eprintln!(
         "xtask: QEMU exited with status {} ({})",
@@ -280,8 +286,9 @@ pub fn run_interactive(scenario: &str) -> bool {
 
 /// Checks the serial output of a boot: the memory map is announced with its
 /// entry count and exactly that many entries follow, its usable total is
-/// plausible for the RAM given to QEMU, and the scenario reports PASS.
-pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64) -> Result<(), String> {
+/// plausible for the RAM given to QEMU, every CPU came online, and the
+/// scenario reports PASS.
+pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64, cpus: u64) -> Result<(), String> {
     let header =
         lines.iter().position(|l| l.starts_with("mm-kernel: memory map:")).ok_or("no `mm-kernel: memory map:` line")?;
     let count: usize = lines[header]
@@ -306,6 +313,10 @@ pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64) -> Result<()
     if usable_kib > ram_kib || usable_kib < ram_kib * 3 / 4 {
         return Err(format!("usable RAM {usable_kib} KiB is implausible for -m {ram_mib}M"));
     }
+    let online = format!("mm-kernel: smp: {cpus} of {cpus} CPUs online");
+    if !lines.iter().any(|l| l.starts_with(&online)) {
+        return Err(format!("no `{online}` line"));
+    }
     let pass = format!("mm-kernel: scenario {scenario}: PASS");
     if !lines.contains(&pass) {
         return Err(format!("no `{pass}` line"));
@@ -313,12 +324,14 @@ pub fn check_output(lines: &[String], scenario: &str, ram_mib: u64) -> Result<()
     Ok(())
 }
 
-/// Scenarios the boot test runs: command line, RAM in MiB, and lines that
-/// must appear besides the common ones.
-const SCENARIOS: &[(&str, u64, &[&str])] = &[
+/// Scenarios the boot test runs: command line, RAM in MiB, CPUs, and lines
+/// that must appear besides the common ones. Every scenario runs on 4 CPUs;
+/// `smoke` also on 1 (no other CPU to start or shoot down).
+const SCENARIOS: &[(&str, u64, u64, &[&str])] = &[
     (
         "smoke",
         128,
+        4,
         &[
             "mm-kernel: buddy: ok",
             "mm-kernel: heap: mm-slab kmalloc is the global allocator",
@@ -332,6 +345,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     (
         "pressure",
         64,
+        4,
         &[
             "mm-kernel: disk: virtio-blk at ",
             "mm-kernel: pressure: 4 tasks writing ",
@@ -346,6 +360,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     (
         "oom",
         64,
+        4,
         &[
             "mm-kernel: oom: killed task ",
             "corrupt 0 errors 0; killed [1]",
@@ -355,6 +370,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     (
         "files",
         64,
+        4,
         &[
             "mm-kernel: files: in order read ",
             "; every thread ended normally: true",
@@ -369,6 +385,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     (
         "user",
         64,
+        4,
         &[
             "mm-kernel: user: 3 ring 3 tasks writing ",
             "page fault: address 0x100000: protection violation, read access, user mode",
@@ -382,6 +399,7 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
     (
         "faults",
         128,
+        4,
         &[
             "mm-kernel: page fault: address 0x0: page not present, read access, kernel mode",
             "mm-kernel: thread null ends with its task: page fault at 0x0",
@@ -397,6 +415,8 @@ const SCENARIOS: &[(&str, u64, &[&str])] = &[
             "mm-kernel: faults: 4 contained; the kernel went on: true",
         ],
     ),
+    // One CPU: the MADT lists one, and nothing is started or shot down.
+    ("smoke", 128, 1, &["mm-kernel: buddy: ok", "mm-kernel: vmalloc: ok", "mm-kernel: user spaces: ok"]),
 ];
 
 /// The boot step of `cargo xtask test`.
@@ -406,10 +426,10 @@ pub fn boot_test() -> bool {
     }
     let Some(kernel) = build_kernel() else { return false };
     let mut ok = true;
-    for &(scenario, ram_mib, required) in SCENARIOS {
-        let Some(b) = boot(&kernel, scenario, &format!("{ram_mib}M"), false) else { return false };
+    for &(scenario, ram_mib, cpus, required) in SCENARIOS {
+        let Some(b) = boot(&kernel, scenario, &format!("{ram_mib}M"), cpus, false) else { return false };
         let verdict = match b.status {
-            Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib).and_then(|()| {
+            Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib, cpus).and_then(|()| {
                 match required.iter().find(|r| !b.lines.iter().any(|l| l.contains(*r))) {
                     Some(missing) => Err(format!("no line containing `{missing}`")),
                     None => Ok(()),
@@ -418,10 +438,10 @@ pub fn boot_test() -> bool {
             other => Err(format!("QEMU exit status {other:?}, expected {SUCCESS_STATUS}")),
         };
         match verdict {
-            Ok(()) => eprintln!("boot {scenario}: ok ({} serial lines)", b.lines.len()),
+            Ok(()) => eprintln!("boot {scenario} ({cpus} CPUs): ok ({} serial lines)", b.lines.len()),
             Err(why) => {
                 ok = false;
-                eprintln!("boot {scenario}: FAILED: {why}\n--- serial output ---");
+                eprintln!("boot {scenario} ({cpus} CPUs): FAILED: {why}\n--- serial output ---");
                 for l in &b.lines {
                     eprintln!("{l}");
                 }
@@ -435,15 +455,17 @@ pub fn boot_test() -> bool {
         "mm-kernel:   [0x0-0x9fc00] usable",
         "mm-kernel:   [0x100000-0x8000000] usable",
         "mm-kernel: usable RAM: 130047 KiB",
+        "mm-kernel: smp: 4 of 4 CPUs online (APIC ids [0, 1, 2, 3]; 0 past the limit of 8)",
         "mm-kernel: scenario smoke: PASS",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let self_check = check_output(&good, "smoke", 128).is_ok()
-        && check_output(&good[..4], "smoke", 128).is_err()
-        && check_output(&good[1..], "smoke", 128).is_err()
-        && check_output(&good, "smoke", 512).is_err();
+    let self_check = check_output(&good, "smoke", 128, 4).is_ok()
+        && check_output(&good[..5], "smoke", 128, 4).is_err()
+        && check_output(&good[1..], "smoke", 128, 4).is_err()
+        && check_output(&good, "smoke", 512, 4).is_err()
+        && check_output(&good, "smoke", 128, 2).is_err();
     if !self_check {
         eprintln!("boot: the output checker accepts bad output or rejects good output");
     }

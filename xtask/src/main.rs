@@ -340,8 +340,28 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("run") if args.get(1).map(String::as_str) == Some("--list") => boot::list_scenarios(),
         Some("run") => {
-            let scenario = if args.len() > 1 { args[1..].join(" ") } else { "smoke".to_string() };
-            exit(if boot::run_interactive(&scenario) { 0 } else { 1 })
+            let mut words = Vec::new();
+            let (mut cpus, mut ram) = (None, None);
+            let mut rest = args[1..].iter();
+            while let Some(a) = rest.next() {
+                let slot = match a.as_str() {
+                    "--cpus" => &mut cpus,
+                    "--ram" => &mut ram,
+                    _ => {
+                        words.push(a.clone());
+                        continue;
+                    }
+                };
+                match rest.next().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v > 0) {
+                    Some(v) => *slot = Some(v),
+                    None => {
+                        eprintln!("xtask: {a} takes a positive number");
+                        exit(2)
+                    }
+                }
+            }
+            let scenario = if words.is_empty() { "smoke".to_string() } else { words.join(" ") };
+            exit(if boot::run_interactive(&scenario, cpus, ram) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
         Some("fuzz") => exit(if fuzz::fuzz(&args[1..]) { 0 } else { 1 }),

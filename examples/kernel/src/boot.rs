@@ -7,6 +7,9 @@
 //!    write-protect;
 //! 4. load a 64-bit GDT, far-jump to 64-bit code, reload the data segments
 //!    and the full stack pointer, and call `kernel_main(start_info)`.
+//!
+//! Application processors take steps 3 and 4 too, from a real-mode
+//! trampoline (`smp.rs` starts them).
 
 core::arch::global_asm!(
     r#"
@@ -89,12 +92,81 @@ long_mode_entry:
 3:  hlt
     jmp 3b
 
+    /* Application processors (smp.rs) arrive here from the trampoline, in
+       32-bit protected mode with paging off, and take the same way to long
+       mode, with the kernel's own page tables (AP_CR3, below 4 GiB) and the
+       stack and CPU number the boot CPU left in AP_STACK and AP_INDEX. */
+    .code32
+    .global ap_start32
+ap_start32:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %cr4, %eax
+    or $0x20, %eax              /* PAE */
+    mov %eax, %cr4
+    mov AP_CR3, %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx       /* EFER */
+    rdmsr
+    or $0x900, %eax             /* LME | NXE: the kernel's tables use NX */
+    wrmsr
+    mov %cr0, %eax
+    or $0x80010001, %eax        /* PG | WP | PE */
+    mov %eax, %cr0
+    lgdt boot_gdt_ptr
+    ljmp $0x08, $ap_long_mode
+
+    .code64
+ap_long_mode:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    xor %ax, %ax
+    mov %ax, %fs
+    mov %ax, %gs
+    mov AP_STACK(%rip), %rsp
+    mov AP_INDEX(%rip), %rdi
+    xor %ebp, %ebp
+    call ap_main
+4:  hlt
+    jmp 4b
+
+    /* The real-mode trampoline, copied to AP_TRAMPOLINE (smp.rs) and
+       entered there by a start-up IPI with CS = AP_TRAMPOLINE >> 4, IP = 0.
+       It leaves that page before paging is on: the kernel's tables map low
+       memory no-execute. */
+    .set AP_TRAMPOLINE, 0x8000
+    .section .rodata.ap_trampoline, "a"
+    .code16
+    .global ap_trampoline_start
+    .global ap_trampoline_end
+ap_trampoline_start:
+    cli
+    cld
+    xor %ax, %ax
+    mov %ax, %ds
+    lgdtl AP_TRAMPOLINE + (ap_trampoline_gdtr - ap_trampoline_start)
+    mov %cr0, %eax
+    or $1, %eax                 /* PE */
+    mov %eax, %cr0
+    ljmpl $0x18, $ap_start32
+    .balign 8
+ap_trampoline_gdtr:
+    .word boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+ap_trampoline_end:
+    .code64
+
     .section .data
     .balign 8
 boot_gdt:
     .quad 0
     .quad 0x00af9a000000ffff    /* 0x08: 64-bit code */
     .quad 0x00cf92000000ffff    /* 0x10: data */
+    .quad 0x00cf9a000000ffff    /* 0x18: 32-bit code (application processors) */
 boot_gdt_end:
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
@@ -111,7 +183,7 @@ boot_pdpt:
 boot_pd:
     .skip 4096 * 4
 boot_stack:
-    .skip 64 * 1024
+    .skip 256 * 1024
 boot_stack_top:
     .text
     "#,

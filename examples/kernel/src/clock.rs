@@ -1,6 +1,8 @@
 //! The kernel's clock: the TSC, calibrated once against the PIT (channel 2
-//! counts 10 ms at 1,193,182 Hz while the TSC runs). PIT channel 0 is the
-//! timer interrupt that preempts ring 3 ([`start_timer`]).
+//! counts 10 ms at 1,193,182 Hz while the TSC runs). Every CPU reads the
+//! same TSC (QEMU's vCPUs share the host's), so the clock is valid on all.
+//! The timer interrupt is each CPU's local APIC timer (`lapic.rs`); the
+//! legacy PICs are masked ([`quiet_pic`]).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,46 +53,54 @@ pub fn now_ms() -> u64 {
     }
 }
 
-/// Timer interrupts per second.
-pub const TIMER_HZ: u64 = 1000;
+/// Microseconds since an arbitrary point (0 before [`init`]).
+pub fn now_us() -> u64 {
+    match TICKS_PER_MS.load(Ordering::Relaxed) {
+        0 => 0,
+        t => (tsc() as u128 * 1000 / t as u128) as u64,
+    }
+}
 
-/// The interrupt vector of the timer (IRQ 0 once the PICs are remapped).
-pub const TIMER_VECTOR: u8 = 0x20;
+/// Waits `us` microseconds (spinning on the TSC).
+pub fn delay_us(us: u64) {
+    let end = now_us() + us;
+    while now_us() < end {
+        core::hint::spin_loop();
+    }
+}
 
-/// Starts the timer: both 8259 PICs remapped to vectors 0x20-0x2f (away
-/// from the CPU's exceptions) with every line masked but IRQ 0, and PIT
-/// channel 0 as a rate generator at [`TIMER_HZ`]. The kernel itself runs
-/// with interrupts off, so the timer only interrupts ring 3 (whose RFLAGS
-/// has IF set); [`end_of_interrupt`] acknowledges it.
-pub fn start_timer() {
-    let divisor = PIT_HZ / TIMER_HZ;
-    // SAFETY: ports 0x20/0x21 and 0xa0/0xa1 are the two PICs, 0x43/0x40 PIT channel 0; nothing else in
-    // this kernel uses them, and interrupts stay off in the kernel.
+/// Timer interrupts per second, on every CPU.
+pub const TIMER_HZ: u32 = 1000;
+
+/// The interrupt vector of every CPU's local APIC timer.
+pub const TIMER_VECTOR: u8 = 0x30;
+
+/// Where the two 8259 PICs' vectors are moved (0x20-0x2f), away from the
+/// CPU's exceptions: only their spurious interrupts (IRQ 7 and 15, vectors
+/// 0x27 and 0x2f) can still arrive once every line is masked.
+pub const PIC_BASE: u8 = 0x20;
+
+/// Silences the legacy interrupt controllers: both 8259 PICs remapped to
+/// [`PIC_BASE`] with every line masked (the firmware leaves the timer line
+/// open at vector 8, which the CPU would take for a double fault). The
+/// timer is each CPU's local APIC (`lapic.rs`).
+pub fn quiet_pic() {
+    // SAFETY: ports 0x20/0x21 and 0xa0/0xa1 are the two PICs; nothing else in this kernel uses them,
+    // and interrupts stay off in the kernel.
     unsafe {
         let (mut cmd1, mut data1) = (Port::<u8>::new(0x20), Port::<u8>::new(0x21));
         let (mut cmd2, mut data2) = (Port::<u8>::new(0xa0), Port::<u8>::new(0xa1));
         // ICW1: initialise, ICW4 follows; ICW2: vector offsets; ICW3: the
-        // slave on line 2; ICW4: 8086 mode.
+        // slave on line 2; ICW4: 8086 mode; then every line masked.
         cmd1.write(0x11);
         cmd2.write(0x11);
-        data1.write(TIMER_VECTOR);
-        data2.write(TIMER_VECTOR + 8);
+        data1.write(PIC_BASE);
+        data2.write(PIC_BASE + 8);
         data1.write(4);
         data2.write(2);
         data1.write(1);
         data2.write(1);
-        data1.write(0xfe);
+        data1.write(0xff);
         data2.write(0xff);
-        // Channel 0, low then high byte, mode 2 (rate generator).
-        Port::<u8>::new(0x43).write(0b0011_0100);
-        let mut ch0 = Port::<u8>::new(0x40);
-        ch0.write((divisor & 0xff) as u8);
-        ch0.write((divisor >> 8) as u8);
     }
-}
-
-/// Acknowledges the timer interrupt at the master PIC.
-pub fn end_of_interrupt() {
-    // SAFETY: the non-specific end-of-interrupt command to the master PIC, which `start_timer` set up.
-    unsafe { Port::<u8>::new(0x20).write(0x20) };
 }

@@ -129,7 +129,7 @@ static BOUNCED: spin::Mutex<Vec<Box<[u8]>>> = spin::Mutex::new(Vec::new());
 
 /// A virtio-blk disk as a backing store of 4 KiB slots.
 pub struct VirtioDisk {
-    blk: spin::Mutex<VirtIOBlk<KernelHal, PciTransport>>,
+    blk: crate::smp::HaltLock<VirtIOBlk<KernelHal, PciTransport>>,
     slots: u64,
 }
 
@@ -201,7 +201,7 @@ fn probe_all(frames: &'static Frames) {
             blk.capacity(),
             slots
         );
-        DISKS.lock().push((serial, VirtioDisk { blk: spin::Mutex::new(blk), slots }));
+        DISKS.lock().push((serial, VirtioDisk { blk: crate::smp::HaltLock::new(blk), slots }));
     }
 }
 

@@ -2,28 +2,35 @@
 //! map, reached through the boot identity map of the first 4 GiB.
 
 use mm_buddy::{AddReport, BuddyAllocator, BuddyConfig, BuddyError};
-use mm_types::percpu::{Pinned, SingleCpu};
+use mm_types::percpu::Pinned;
 use mm_types::{DirectMap, PhysAddr, PhysRange, VirtAddr};
 
+use crate::percpu::{GsCpu, MAX_CPUS};
 use crate::pvh::BootInfo;
 
-/// The CPU source of the frame allocator and the heap: one CPU, with the
-/// promise of pinned use, so their per-CPU fast paths take no lock.
-pub type KernelCpu = Pinned<SingleCpu>;
+/// The CPU source of the frame allocator and the heap: the CPU number
+/// through GS, with the promise of pinned use, so their per-CPU fast paths
+/// take no lock.
+pub type KernelCpu = Pinned<GsCpu>;
 
 /// The kernel's CPU source.
 pub const fn kernel_cpu() -> KernelCpu {
-    // SAFETY: this kernel runs on one CPU (so every call is on CPU 0, and nothing migrates), and
-    // with interrupts off in ring 0: the timer interrupts only ring 3, and the exceptions that
-    // reach mm-vma (and so the allocators) are user page faults and system calls, raised from
-    // ring 3 or by kernel code touching user memory, never from inside an allocator call (which
-    // touches only identity-mapped RAM). Kernel threads switch only at explicit points outside
-    // allocator calls. So no allocator operation is re-entered or migrated.
-    unsafe { Pinned::new(SingleCpu) }
+    // SAFETY: the three promises of `Pinning::promise`:
+    // 1. Pinned: a thread changes CPU only at a switch (`sched.rs`), which no allocator call
+    //    contains, and ring 0 is never preempted (interrupts are off in the kernel).
+    // 2. Not re-entered: the interrupts the kernel takes (the timer, in ring 3 or an idle CPU;
+    //    the wake-up; NMIs for TLB shootdowns) allocate nothing, and the exceptions that reach
+    //    mm-vma (and so the allocators) are user page faults and system calls, raised from ring 3
+    //    or by kernel code touching user memory, never from inside an allocator call (which
+    //    touches only identity-mapped RAM).
+    // 3. Distinct: each CPU's GS base names its own per-CPU entry, whose number is below
+    //    `MAX_CPUS`, the slot count of every structure built on this source.
+    unsafe { Pinned::new(GsCpu) }
 }
 
-/// The allocator type: one CPU, the identity map as direct map.
-pub type Frames = BuddyAllocator<'static, DirectMap, KernelCpu, 1>;
+/// The allocator type: a slot per possible CPU, the identity map as direct
+/// map.
+pub type Frames = BuddyAllocator<'static, DirectMap, KernelCpu, MAX_CPUS>;
 
 static FRAMES: spin::Once<Frames> = spin::Once::new();
 

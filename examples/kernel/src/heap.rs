@@ -13,9 +13,10 @@ use mm_types::DirectMap;
 
 use crate::frames::{self, Frames, KernelCpu};
 use crate::kprintln;
+use crate::percpu::MAX_CPUS;
 
 #[global_allocator]
-static HEAP: GlobalSlab<'static, Frames, DirectMap, KernelCpu, 1> = GlobalSlab::new();
+static HEAP: GlobalSlab<'static, Frames, DirectMap, KernelCpu, MAX_CPUS> = GlobalSlab::new();
 
 /// A boot-time secret for freelist obfuscation: the time-stamp counter is
 /// what this machine offers without a random-number instruction check.
@@ -33,7 +34,7 @@ pub fn init(frames: &'static Frames) -> Result<(), SlabError> {
 }
 
 /// The installed heap.
-pub fn heap() -> &'static Kmalloc<'static, Frames, DirectMap, KernelCpu, 1> {
+pub fn heap() -> &'static Kmalloc<'static, Frames, DirectMap, KernelCpu, MAX_CPUS> {
     HEAP.get().expect("heap::init ran during boot")
 }
 
@@ -68,7 +69,7 @@ pub fn smoke(frames: &'static Frames) -> bool {
         }
     }
     ok &= heap().large_allocations() == 0;
-    let inodes: TypedCache<Inode, Frames, DirectMap, KernelCpu, 1> =
+    let inodes: TypedCache<Inode, Frames, DirectMap, KernelCpu, MAX_CPUS> =
         match TypedCache::new(frames, frames::identity_map(), frames::kernel_cpu(), "inode") {
             Ok(c) => c,
             Err(e) => {

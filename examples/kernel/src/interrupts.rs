@@ -1,9 +1,11 @@
 //! Exceptions on stable Rust (every one a program can raise), the timer
 //! interrupt and the system-call gate: `global_asm!` entry stubs save the
 //! registers and call [`exception_dispatch`] with a pointer to them; the
-//! double fault runs on its own stack (IST 1 of a TSS), so it is reported
-//! even when the kernel stack is gone. The kernel runs with interrupts
-//! off, so the timer arrives only in ring 3.
+//! double fault runs on its own stack (IST 1 of the CPU's TSS), so it is
+//! reported even when the kernel stack is gone. The kernel runs with
+//! interrupts off, so the timer arrives only in ring 3 and in the idle
+//! loop; TLB shootdowns come as NMIs (`shootdown.rs`), which a CPU takes
+//! even while it spins on a lock with interrupts off.
 //!
 //! A page fault in the loaded user address space goes to mm-vma
 //! ([`crate::tasks::handle_fault`], or [`crate::uspace::handle_fault`] in
@@ -17,10 +19,10 @@ use x86_64::instructions::tables::load_tss;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::idt::InterruptDescriptorTable;
-use x86_64::structures::tss::TaskStateSegment;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
 use crate::kprintln;
+use crate::percpu::MAX_CPUS;
 use crate::sched::Exit;
 
 macro_rules! stubs {
@@ -40,6 +42,12 @@ macro_rules! stubs {
                 "jmp exception_common",
             )*
             "exception_common:",
+            // From ring 3 (CS, 24 bytes up, has RPL 3): take the kernel's
+            // GS base (percpu.rs).
+            "test byte ptr [rsp + 24], 3",
+            "jz 5f",
+            "swapgs",
+            "5:",
             "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
             "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
             "mov rdi, rsp",
@@ -49,11 +57,31 @@ macro_rules! stubs {
             "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
             "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
             "add rsp, 16",
+            // Back to ring 3: give it its GS base back.
+            "test byte ptr [rsp + 8], 3",
+            "jz 6f",
+            "swapgs",
+            "6:",
+            "iretq",
+            // NMIs (TLB shootdowns, `shootdown.rs`) can arrive anywhere,
+            // even between a `swapgs` and its `iretq`: their handler does
+            // not use GS, and saves only what a call clobbers. The CPU
+            // aligned the stack to 16 before its 5-word frame; nine pushes
+            // leave it aligned for the call.
+            ".global nmi_stub",
+            "nmi_stub:",
+            "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+            "push r8", "push r9", "push r10", "push r11",
+            "cld",
+            "call nmi_dispatch",
+            "pop r11", "pop r10", "pop r9", "pop r8",
+            "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
             "iretq",
             ".popsection",
         );
         extern "C" {
             $(fn $name();)*
+            fn nmi_stub();
         }
     };
 }
@@ -73,7 +101,11 @@ stubs! {
     x87_stub: 16, 0;
     alignment_check_stub: 17, 1;
     simd_stub: 19, 0;
-    timer_stub: 32, 0;
+    timer_stub: 48, 0;
+    pic_spurious_master_stub: 39, 0;
+    pic_spurious_slave_stub: 47, 0;
+    wake_stub: 241, 0;
+    apic_spurious_stub: 255, 0;
     syscall_stub: 128, 0;
 }
 
@@ -143,6 +175,16 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) {
     }
     if frame.vector == crate::clock::TIMER_VECTOR as u64 {
         return timer(frame);
+    }
+    if frame.vector == crate::lapic::WAKE_VECTOR as u64 {
+        // An idle CPU was woken (`smp.rs`): it looks for work itself.
+        return crate::lapic::end_of_interrupt();
+    }
+    let pic = crate::clock::PIC_BASE as u64;
+    if frame.vector == crate::lapic::SPURIOUS_VECTOR as u64 || frame.vector == pic + 7 || frame.vector == pic + 15 {
+        // Spurious: acknowledged nowhere (Intel SDM, "Spurious Interrupt";
+        // the 8259's IRQ 7 and 15 with every line masked).
+        return;
     }
     let cr2 = Cr2::read_raw();
     if frame.vector == 14 {
@@ -223,6 +265,14 @@ fn syscall(frame: &ExceptionFrame) {
     }
 }
 
+/// Called by `nmi_stub`: NMIs are TLB shootdowns (`shootdown.rs`). Uses
+/// no lock, no allocator and not GS (the NMI may have come between a
+/// `swapgs` and its `iretq`).
+#[no_mangle]
+extern "C" fn nmi_dispatch() {
+    crate::shootdown::handle_nmi();
+}
+
 /// Times the timer took the CPU from a ring 3 thread.
 static PREEMPTIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -231,11 +281,13 @@ pub fn preemptions() -> u64 {
     PREEMPTIONS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// The timer interrupt. It can only come from ring 3 (the kernel runs with
-/// interrupts off): when the thread has had its time slice, it yields, and
-/// returns to user mode on its next turn.
+/// The timer interrupt. In the kernel it can only arrive while a CPU is
+/// idle (the kernel runs with interrupts off); from ring 3, when the
+/// thread has had its time slice, it yields, and returns to user mode on
+/// its next turn.
 fn timer(frame: &ExceptionFrame) {
-    crate::clock::end_of_interrupt();
+    crate::lapic::end_of_interrupt();
+    crate::percpu::this().counters.ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if frame.cs & 3 == 3 && crate::sched::slice_used() {
         PREEMPTIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         crate::sched::yield_now();
@@ -244,13 +296,15 @@ fn timer(frame: &ExceptionFrame) {
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
-/// Memory only the CPU uses (through the TSS), never read by Rust code.
+/// Memory only the CPU uses (through a TSS), never read by Rust code.
 #[repr(align(16))]
 struct Stack(#[allow(dead_code)] [u8; IST_STACK_SIZE]);
 
-static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+/// Each CPU's double-fault and NMI stacks (IST 1 and 2 of its TSS).
+static mut IST_STACKS: [[Stack; 2]; MAX_CPUS] = [const { [const { Stack([0; IST_STACK_SIZE]) }; 2] }; MAX_CPUS];
 
-struct Tables {
+/// One CPU's GDT and the selectors in it (the same on every CPU).
+pub struct Tables {
     gdt: GlobalDescriptorTable,
     code: SegmentSelector,
     data: SegmentSelector,
@@ -259,49 +313,34 @@ struct Tables {
     tss: SegmentSelector,
 }
 
-/// The TSS: IST 1 for double faults, and RSP0, the stack the CPU takes on
-/// entry from ring 3 ([`set_kernel_stack`]). Only this CPU reads it.
-static mut TSS: TaskStateSegment = TaskStateSegment::new();
-
-/// Sets the stack the CPU switches to when ring 3 traps into the kernel:
-/// the top of the running thread's kernel stack (the scheduler calls this
-/// on every switch).
-pub fn set_kernel_stack(top: u64) {
-    let tss = &raw mut TSS;
-    // SAFETY: one CPU; the TSS is read by the CPU only on a privilege change, which cannot happen
-    // while this store runs (kernel code, interrupts off).
-    unsafe { (*tss).privilege_stack_table[0] = VirtAddr::new(top) };
-}
-
-/// The ring 3 code and data selectors (RPL 3).
+/// The ring 3 code and data selectors (RPL 3), the same in every CPU's GDT.
 pub fn user_selectors() -> (u64, u64) {
-    let t = GDT.get().expect("interrupts::init ran at boot");
+    let t = crate::percpu::this().gdt.get().expect("interrupts::init ran at boot");
     (t.user_code.0 as u64, t.user_data.0 as u64)
 }
 
-static GDT: spin::Once<Tables> = spin::Once::new();
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
-/// Loads a GDT with a TSS (IST 1 = the double-fault stack) and the IDT.
-pub fn init() {
-    let top = VirtAddr::from_ptr(&raw const DOUBLE_FAULT_STACK) + IST_STACK_SIZE as u64;
-    let tss = &raw mut TSS;
-    // SAFETY: boot, one CPU: nothing else uses the TSS yet; the descriptor below records only its address.
-    let tss: &'static TaskStateSegment = unsafe {
-        (*tss).interrupt_stack_table[0] = top;
-        &*tss
-    };
-    let t = GDT.call_once(|| {
+/// Sets CPU `index` up: its per-CPU entry in GS (`percpu.rs`), its own
+/// GDT with its own TSS (IST 1 for double faults, IST 2 for NMIs), and the
+/// IDT every CPU shares. The first thing each CPU does in Rust.
+pub fn init(index: usize, apic_id: u32) {
+    // SAFETY: only the address of CPU `index`'s stacks is taken.
+    let stacks = unsafe { &raw const IST_STACKS[index] };
+    let top = |k: usize| stacks as u64 + (k * IST_STACK_SIZE + IST_STACK_SIZE) as u64;
+    let cpu = crate::percpu::init(index, apic_id, top(0), top(1));
+    let t = cpu.gdt.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let user_data = gdt.append(Descriptor::user_data_segment());
         let user_code = gdt.append(Descriptor::user_code_segment());
-        let tss = gdt.append(Descriptor::tss_segment(tss));
+        let tss = gdt.append(Descriptor::tss_segment(cpu.tss()));
         Tables { gdt, code, data, user_code, user_data, tss }
     });
     t.gdt.load();
-    // SAFETY: the selectors index the GDT just loaded (flat 64-bit kernel code and data), and the TSS is static.
+    // SAFETY: the selectors index the GDT just loaded (flat 64-bit kernel code and data), and the
+    // TSS is this CPU's, static. GS is not reloaded: that would clear the base `percpu::init` set.
     unsafe {
         CS::set_reg(t.code);
         DS::set_reg(t.data);
@@ -313,10 +352,11 @@ pub fn init() {
         let mut idt = InterruptDescriptorTable::new();
         let addr = |f: unsafe extern "C" fn()| VirtAddr::new(f as usize as u64);
         // SAFETY: each address is an entry stub above: it saves the registers and calls a dispatcher
-        // that never returns.
+        // that returns only when the interrupted code may go on.
         unsafe {
             idt.divide_error.set_handler_addr(addr(divide_error_stub));
             idt.debug.set_handler_addr(addr(debug_stub));
+            idt.non_maskable_interrupt.set_handler_addr(addr(nmi_stub)).set_stack_index(1);
             idt.breakpoint.set_handler_addr(addr(breakpoint_stub));
             idt.invalid_opcode.set_handler_addr(addr(invalid_opcode_stub));
             idt.device_not_available.set_handler_addr(addr(device_not_available_stub));
@@ -331,6 +371,10 @@ pub fn init() {
             // IST index 0 is IST 1: the stack set in the TSS above.
             idt.double_fault.set_handler_addr(addr(double_fault_stub)).set_stack_index(0);
             idt[crate::clock::TIMER_VECTOR].set_handler_addr(addr(timer_stub));
+            idt[crate::clock::PIC_BASE + 7].set_handler_addr(addr(pic_spurious_master_stub));
+            idt[crate::clock::PIC_BASE + 15].set_handler_addr(addr(pic_spurious_slave_stub));
+            idt[crate::lapic::WAKE_VECTOR].set_handler_addr(addr(wake_stub));
+            idt[crate::lapic::SPURIOUS_VECTOR].set_handler_addr(addr(apic_spurious_stub));
             // The only gate ring 3 may use.
             idt[SYSCALL_VECTOR as u8].set_handler_addr(addr(syscall_stub)).set_privilege_level(PrivilegeLevel::Ring3);
         }

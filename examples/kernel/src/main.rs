@@ -14,6 +14,7 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod acpi;
 mod boot;
 mod clock;
 mod disk;
@@ -21,10 +22,14 @@ mod frames;
 mod fs;
 mod heap;
 mod interrupts;
+mod lapic;
 mod paging;
+mod percpu;
 mod pvh;
 mod sched;
 mod serial;
+mod shootdown;
+mod smp;
 mod tasks;
 mod user;
 mod uspace;
@@ -220,13 +225,15 @@ fn buddy_smoke(buddy: &frames::Frames) -> bool {
             );
         }
     }
-    // The kernel page tables hold their table pages for good, and vmalloc
-    // its index frames.
-    let tables = paging::tables().map_or(0, |t| t.lock().table_pages()) + vmem::index_frames();
+    // The kernel page tables hold their table pages for good, vmalloc its
+    // index frames, and the other CPUs their stacks.
+    let tables = paging::tables().map_or(0, |t| t.lock().table_pages())
+        + vmem::index_frames()
+        + vmem::vm().map_or(0, |v| v.stats().frames);
     let coalesced = buddy.free_frame_count() + tables == buddy.managed_frames();
     let checked = buddy.check();
     kprintln!(
-        "buddy: all frames free again but the {} page-table and vmalloc index pages: {}; check: {:?}",
+        "buddy: all frames free again but the {} page-table, vmalloc index and CPU stack pages: {}; check: {:?}",
         tables,
         coalesced,
         checked
@@ -256,12 +263,27 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let mut words = label.split_whitespace();
     let scenario = words.next().unwrap_or("smoke");
     kprintln!("command line: {:?}; scenario {}", info.cmdline, label);
-    interrupts::init();
+    // The CPUs, read while the boot tables map the firmware's tables.
+    // SAFETY: the boot tables identity-map the first 4 GiB, where QEMU's ACPI tables lie.
+    let madt = match unsafe { acpi::read_madt(info.rsdp) } {
+        Ok(m) => m,
+        Err(why) => {
+            kprintln!("cannot find the CPUs: {}", why);
+            exit_qemu(ExitCode::Failure);
+        }
+    };
+    // The boot CPU's local APIC id, from CPUID (its registers are not mapped yet).
+    let bsp_apic_id = core::arch::x86_64::__cpuid(1).ebx >> 24;
+    // Per-CPU data first: the allocators read the CPU number through it.
+    interrupts::init(0, bsp_apic_id);
     kprintln!("clock: TSC at {} ticks per ms (calibrated against the PIT)", clock::init());
-    clock::start_timer();
+    clock::quiet_pic();
     // Read before the kernel's own tables unmap page 0, where the map lies.
     let ram_end = ram_end(&info);
     let Some(buddy) = setup_memory(&info) else { finish(false) };
+    if !start_cpus(&madt) {
+        finish(false)
+    }
     let passed = match scenario {
         "smoke" => {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
@@ -271,9 +293,10 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         "oom" => tasks::oom(buddy, ram_end),
         "files" => tasks::files(buddy, ram_end),
         "user" => tasks::user(buddy, ram_end),
+        "smp" => tasks::smp(buddy, ram_end),
         other => {
             kprintln!(
-                "unknown scenario {:?} (known: smoke, pressure, oom, files, user, faults [null|rodata|stack|user])",
+                "unknown scenario {:?} (known: smoke, pressure, oom, files, user, smp, faults [null|rodata|stack|user])",
                 other
             );
             false
@@ -283,6 +306,30 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
 }
 
 static SCENARIO: spin::Once<&'static str> = spin::Once::new();
+
+/// The local APIC (mapped through vmalloc) and its timer on the boot CPU,
+/// then the other CPUs of the MADT.
+fn start_cpus(madt: &acpi::Madt) -> bool {
+    let Some(vm) = vmem::vm() else { return false };
+    if let Err(e) = lapic::map(vm, madt.lapic) {
+        kprintln!("lapic: mapping the local APIC at {:#x} failed: {}", madt.lapic, e);
+        return false;
+    }
+    kprintln!("lapic: timer at {} ticks per ms (calibrated against the TSC)", lapic::calibrate());
+    lapic::start_timer(clock::TIMER_VECTOR, clock::TIMER_HZ);
+    shootdown::join();
+    let online = smp::start_cpus(madt);
+    let ids = &madt.apic_ids[..madt.cpus];
+    kprintln!(
+        "smp: {} of {} CPUs online (APIC ids {:?}; {} past the limit of {})",
+        online,
+        madt.cpus,
+        ids,
+        madt.ignored,
+        acpi::MAX_CPUS
+    );
+    online == madt.cpus
+}
 
 /// The end of RAM below 4 GiB, per the memory map.
 fn ram_end(info: &pvh::BootInfo) -> u64 {

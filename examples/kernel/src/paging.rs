@@ -8,11 +8,12 @@
 //! - a direct map of all RAM at [`DIRECT_MAP`] (Linux's `PAGE_OFFSET`),
 //!   using the largest pages alignment allows.
 
-use mm_paging::{HardwareTlb, HugePages, MapFlags, NoShootdown, PageTable, PagingError, X86_64};
+use mm_paging::{HardwareTlb, HugePages, MapFlags, PageTable, PagingError, X86_64};
 use mm_types::{DirectMap, PageSize, PhysAddr, PhysRange, VirtAddr};
 use mm_vmalloc::SharedPageTable;
 
 use crate::frames::Frames;
+use crate::shootdown::KernelShootdown;
 use crate::vmem::{VMALLOC_SIZE, VMALLOC_START};
 
 /// Where the direct map of physical memory starts.
@@ -21,9 +22,10 @@ pub const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
 /// The kernel's page table type.
 pub type KernelTables = PageTable<X86_64, DirectMap, &'static Frames>;
 
-/// The kernel page table behind its lock, with this CPU's TLB (one CPU: no
-/// shootdown). vmalloc maps through it; everyone else locks it.
-pub type KernelPt = SharedPageTable<X86_64, DirectMap, &'static Frames, HardwareTlb, NoShootdown>;
+/// The kernel page table behind its lock, with the TLB of the CPU that
+/// changes it and a shootdown of every other CPU's. vmalloc maps through
+/// it; everyone else locks it.
+pub type KernelPt = SharedPageTable<X86_64, DirectMap, &'static Frames, HardwareTlb, KernelShootdown>;
 
 static TABLES: spin::Once<KernelPt> = spin::Once::new();
 
@@ -100,7 +102,7 @@ pub fn build_and_switch(frames: &'static Frames, image: &Image, ram_end: u64) ->
     let tables = pt.table_pages();
     // SAFETY: this kernel runs at CPL 0.
     let tlb = unsafe { HardwareTlb::new() };
-    let pt = TABLES.call_once(|| SharedPageTable::new(pt, tlb, NoShootdown));
+    let pt = TABLES.call_once(|| SharedPageTable::new(pt, tlb, KernelShootdown));
     // SAFETY: CPL 0; the tables map everything in use at its current address (image, stack, boot data, RAM).
     unsafe { pt.lock().activate() };
     Ok(Summary { pages, tables, ram_end })

@@ -1,4 +1,5 @@
-//! The PVH boot protocol's `hvm_start_info`: memory map and command line.
+//! The PVH boot protocol's `hvm_start_info`: memory map, command line and
+//! the ACPI root pointer.
 
 use mm_types::{PhysAddr, PhysRange};
 
@@ -57,6 +58,8 @@ pub struct BootInfo {
     pub memmap: &'static [MemMapEntry],
     /// The command line (`-append`), or "" if none.
     pub cmdline: &'static str,
+    /// The ACPI RSDP's physical address (0: the loader gave none).
+    pub rsdp: u64,
 }
 
 /// Reads the start info at `paddr`.
@@ -90,5 +93,5 @@ pub unsafe fn parse(paddr: u64) -> Result<BootInfo, &'static str> {
         let c = unsafe { core::ffi::CStr::from_ptr(info.cmdline_paddr as *const core::ffi::c_char) };
         c.to_str().unwrap_or("")
     };
-    Ok(BootInfo { memmap, cmdline })
+    Ok(BootInfo { memmap, cmdline, rsdp: info.rsdp_paddr })
 }

@@ -17,9 +17,16 @@
 //! In ring 3, threads are preempted: the timer interrupt calls
 //! [`yield_now`] for a thread that has had its [`SLICE_MS`].
 //!
-//! One CPU, and the kernel runs with interrupts off (only ring 3 is
-//! interrupted), so nothing runs between a switch's halves: the table lock
-//! is never held across a switch.
+//! Several CPUs share one run queue (this table, behind one lock): with a
+//! handful of CPUs and turns of milliseconds, the lock is cold, and one
+//! queue balances the load for free (a thread runs wherever a CPU is
+//! free). A thread is marked as on its CPU from the switch to it until
+//! that CPU's scheduler is back on its own stack, so no other CPU takes it
+//! halfway through a switch. The kernel runs with interrupts off (only
+//! ring 3 and idle CPUs are interrupted), so nothing runs between a
+//! switch's halves on one CPU: the table lock is never held across a
+//! switch. Which CPUs run threads is the scenario's choice ([`set_cpus`]):
+//! the boot CPU only, unless it says otherwise.
 
 extern crate alloc;
 
@@ -30,6 +37,9 @@ use mm_types::VirtAddr;
 use mm_vma::SpaceId;
 use mm_vmalloc::VmallocError;
 
+use core::sync::atomic::Ordering;
+
+use crate::percpu::{self, MAX_CPUS};
 use crate::vmem;
 
 // switch_stack(save: *mut u64 /* rdi */, load: u64 /* rsi */): saves the
@@ -130,6 +140,8 @@ pub struct Current {
 }
 
 struct Thread {
+    /// Unique for the kernel's life.
+    id: u64,
     name: &'static str,
     space: Option<SpaceId>,
     /// Saved stack pointer while it does not run.
@@ -139,6 +151,22 @@ struct Thread {
     exit: Option<Exit>,
     /// Waits for [`wake`]; not run until then.
     asleep: bool,
+    /// The CPU running it, from the switch to it until its CPU's
+    /// scheduler is back on its own stack.
+    on_cpu: Option<usize>,
+    /// The only CPU it may run on, if any.
+    only_on: Option<usize>,
+}
+
+/// One CPU's part of the scheduler.
+#[derive(Clone, Copy)]
+struct CpuSched {
+    /// The thread it runs.
+    current: Option<u64>,
+    /// Its scheduler's saved stack pointer while a thread runs.
+    sched_rsp: u64,
+    /// When the running thread got the CPU (ms).
+    slice_start: u64,
 }
 
 struct Sched {
@@ -146,21 +174,53 @@ struct Sched {
     /// switches and `thread_start` hold raw pointers to them.
     #[allow(clippy::vec_box)]
     threads: Vec<Box<Thread>>,
-    current: Option<usize>,
+    cpus: [CpuSched; MAX_CPUS],
     next: usize,
-    /// The scheduler's own saved stack pointer while a thread runs.
-    sched_rsp: u64,
-    /// When the running thread got the CPU (ms).
-    slice_start: u64,
+    next_id: u64,
+    /// Threads that ended since [`run`] started.
+    ended: Vec<Ended>,
+    /// The CPUs that run threads (bit = CPU index).
+    cpu_mask: u64,
+    /// Loads a thread's space before it runs, while [`run`] runs.
+    activate: Option<fn(Option<SpaceId>) -> bool>,
 }
 
-static SCHED: spin::Mutex<Sched> =
-    spin::Mutex::new(Sched { threads: Vec::new(), current: None, next: 0, sched_rsp: 0, slice_start: 0 });
+impl Sched {
+    fn find(&mut self, id: u64) -> &mut Thread {
+        self.threads.iter_mut().find(|t| t.id == id).expect("a running thread is in the table")
+    }
+
+    fn current(&mut self) -> Option<&mut Thread> {
+        let id = self.cpus[percpu::index()].current?;
+        Some(self.find(id))
+    }
+}
+
+static SCHED: spin::Mutex<Sched> = spin::Mutex::new(Sched {
+    threads: Vec::new(),
+    cpus: [CpuSched { current: None, sched_rsp: 0, slice_start: 0 }; MAX_CPUS],
+    next: 0,
+    next_id: 1,
+    ended: Vec::new(),
+    cpu_mask: 1,
+    activate: None,
+});
 
 /// Creates a thread running `body` on a fresh vmalloc'ed stack, in the
 /// address space `space` (the kernel's tables if `None`). It first runs
-/// when [`run`] gets to it.
+/// when [`run`] gets to it, on any CPU of [`set_cpus`].
 pub fn spawn(
+    name: &'static str,
+    space: Option<SpaceId>,
+    body: impl FnMut() + Send + 'static,
+) -> Result<(), VmallocError> {
+    spawn_on(None, name, space, body)
+}
+
+/// As [`spawn`], on CPU `cpu` only if it is `Some` (the CPU must be in
+/// [`set_cpus`]' set, or the thread never runs).
+pub fn spawn_on(
+    cpu: Option<usize>,
     name: &'static str,
     space: Option<SpaceId>,
     body: impl FnMut() + Send + 'static,
@@ -177,17 +237,41 @@ pub fn spawn(
         // used by nothing else.
         unsafe { core::ptr::write_volatile((rsp + 8 * i as u64) as *mut u64, *w) };
     }
-    let t = Thread { name, space, rsp, stack: (bottom, top), body: Box::new(body), exit: None, asleep: false };
-    SCHED.lock().threads.push(Box::new(t));
+    let body = Box::new(body);
+    let mut s = SCHED.lock();
+    let id = s.next_id;
+    s.next_id += 1;
+    let t = Thread {
+        id,
+        name,
+        space,
+        rsp,
+        stack: (bottom, top),
+        body,
+        exit: None,
+        asleep: false,
+        on_cpu: None,
+        only_on: cpu,
+    };
+    s.threads.push(Box::new(t));
+    let mask = s.cpu_mask;
+    drop(s);
+    crate::smp::kick(mask);
     Ok(())
+}
+
+/// Lets the CPUs in `mask` (bit = CPU index) run threads; the boot CPU
+/// always does. Until a scenario calls this, every thread runs on the
+/// boot CPU.
+pub fn set_cpus(mask: u64) {
+    SCHED.lock().cpu_mask = mask | 1;
 }
 
 /// Where a new thread starts (returned into by its first switch).
 extern "C" fn thread_start() -> ! {
     let body: *mut (dyn FnMut() + Send) = {
         let mut s = SCHED.lock();
-        let i = s.current.expect("a thread runs");
-        &mut *s.threads[i].body
+        &mut *s.current().expect("a thread runs").body
     };
     // SAFETY: the closure lives in this thread's boxed entry, which the scheduler removes only after
     // the thread ended and it is off this stack; nothing else touches the closure.
@@ -197,29 +281,30 @@ extern "C" fn thread_start() -> ! {
 
 /// The running thread, if any.
 pub fn current() -> Option<Current> {
-    let s = SCHED.lock();
-    let t = &s.threads[s.current?];
+    let mut s = SCHED.lock();
+    let t = s.current()?;
     Some(Current { name: t.name, space: t.space, stack: t.stack })
 }
 
 /// Threads that have not ended, besides the running one.
 pub fn others() -> usize {
     let s = SCHED.lock();
-    s.threads.iter().enumerate().filter(|(i, t)| Some(*i) != s.current && t.exit.is_none()).count()
+    let cur = s.cpus[percpu::index()].current;
+    s.threads.iter().filter(|t| Some(t.id) != cur && t.exit.is_none()).count()
 }
 
 /// Gives the CPU to the next thread; returns when this one's turn comes
-/// again. Does nothing outside a thread.
+/// again, perhaps on another CPU. Does nothing outside a thread.
 pub fn yield_now() {
     let (save, load) = {
         let mut s = SCHED.lock();
-        let Some(i) = s.current else { return };
-        let load = s.sched_rsp;
-        (&raw mut s.threads[i].rsp, load)
+        let load = s.cpus[percpu::index()].sched_rsp;
+        let Some(t) = s.current() else { return };
+        (&raw mut t.rsp, load)
     };
     // SAFETY: `save` points into this thread's boxed entry, which stays put while the thread lives;
-    // `load` is the scheduler's stack as `run` left it in its own switch. One CPU: nothing else runs
-    // until the scheduler switches back.
+    // `load` is this CPU's scheduler stack as `run_one` left it in its own switch. No other CPU
+    // takes this thread until that scheduler marks it off the CPU, after this switch.
     unsafe { switch_stack(save, load) };
 }
 
@@ -229,7 +314,8 @@ pub const SLICE_MS: u64 = 10;
 
 /// Whether the running thread has had its time slice.
 pub fn slice_used() -> bool {
-    crate::clock::now_ms() >= SCHED.lock().slice_start + SLICE_MS
+    let start = SCHED.lock().cpus[percpu::index()].slice_start;
+    crate::clock::now_ms() >= start + SLICE_MS
 }
 
 /// Gives up the CPU until [`wake`] names the running thread (or until no
@@ -237,8 +323,8 @@ pub fn slice_used() -> bool {
 pub fn sleep() {
     {
         let mut s = SCHED.lock();
-        let Some(i) = s.current else { return };
-        s.threads[i].asleep = true;
+        let Some(t) = s.current() else { return };
+        t.asleep = true;
     }
     yield_now();
 }
@@ -247,9 +333,15 @@ pub fn sleep() {
 /// one.
 pub fn wake(name: &str) -> bool {
     let mut woke = false;
-    for t in SCHED.lock().threads.iter_mut().filter(|t| t.asleep && t.name == name) {
+    let mut s = SCHED.lock();
+    for t in s.threads.iter_mut().filter(|t| t.asleep && t.name == name) {
         t.asleep = false;
         woke = true;
+    }
+    let mask = s.cpu_mask;
+    drop(s);
+    if woke {
+        crate::smp::kick(mask);
     }
     woke
 }
@@ -262,9 +354,9 @@ pub fn wake(name: &str) -> bool {
 pub fn exit(why: Exit) -> ! {
     let load = {
         let mut s = SCHED.lock();
-        let i = s.current.expect("exit outside a thread");
-        s.threads[i].exit = Some(why);
-        s.sched_rsp
+        let load = s.cpus[percpu::index()].sched_rsp;
+        s.current().expect("exit outside a thread").exit = Some(why);
+        load
     };
     let mut abandoned = 0u64;
     // SAFETY: as in `yield_now`; this stack is never switched back to (the scheduler sees `exit` set),
@@ -273,14 +365,14 @@ pub fn exit(why: Exit) -> ! {
     unreachable!("an ended thread was resumed")
 }
 
-/// Ends every waiting thread of task `space` (its task was killed): they
-/// are never resumed. The running thread is left to the caller, which
-/// calls [`exit`].
+/// Ends every thread of task `space` that waits (its task was killed):
+/// they are never resumed. The running thread is left to the caller, which
+/// calls [`exit`]; one running on another CPU ends at its next switch.
 pub fn kill_space(space: SpaceId, why: Exit) {
     let mut s = SCHED.lock();
-    let cur = s.current;
-    for (i, t) in s.threads.iter_mut().enumerate() {
-        if Some(i) != cur && t.space == Some(space) && t.exit.is_none() {
+    let cur = s.cpus[percpu::index()].current;
+    for t in s.threads.iter_mut() {
+        if Some(t.id) != cur && t.space == Some(space) && t.exit.is_none() {
             t.exit = Some(why);
         }
     }
@@ -297,63 +389,123 @@ pub fn alive(name: &str) -> usize {
     SCHED.lock().threads.iter().filter(|t| t.name == name && t.exit.is_none()).count()
 }
 
-/// Runs the threads round robin until every one has ended; `activate`
-/// loads a thread's address space before it runs (false: the space is
-/// gone, and the thread ends without running). Returns how each ended, in
-/// the order they ended.
-pub fn run(mut activate: impl FnMut(Option<SpaceId>) -> bool) -> Vec<Ended> {
-    let mut ended = Vec::new();
+/// Runs the threads round robin until every one has ended, on this CPU
+/// and on the others of [`set_cpus`] (their idle loops call [`run_one`]);
+/// `activate` loads a thread's address space before it runs (false: the
+/// space is gone, and the thread ends without running). Returns how each
+/// ended, in the order they ended.
+pub fn run(activate: fn(Option<SpaceId>) -> bool) -> Vec<Ended> {
+    SCHED.lock().activate = Some(activate);
     loop {
-        reap(&mut ended);
-        let (i, space) = {
-            let mut s = SCHED.lock();
-            if s.threads.is_empty() {
-                return ended;
-            }
-            // The next thread that is not asleep; if all are, they are
-            // all woken (nothing else could wake them).
-            let n = s.threads.len();
-            let awake = (0..n).map(|k| (s.next + k) % n).find(|&i| !s.threads[i].asleep);
-            let i = awake.unwrap_or_else(|| {
-                s.threads.iter_mut().for_each(|t| t.asleep = false);
-                s.next % n
-            });
-            s.next = i + 1;
-            (i, s.threads[i].space)
-        };
-        if !activate(space) {
-            SCHED.lock().threads[i].exit = Some(Exit::OomKilled);
+        if run_one() {
             continue;
         }
-        let (save, load) = {
+        {
             let mut s = SCHED.lock();
-            s.current = Some(i);
-            // Traps from ring 3 land at the top of the thread's stack.
-            crate::interrupts::set_kernel_stack(s.threads[i].stack.1);
-            s.slice_start = crate::clock::now_ms();
-            let load = s.threads[i].rsp;
-            (&raw mut s.sched_rsp, load)
-        };
-        // SAFETY: `save` is the scheduler's slot in a static; `load` is the thread's stack as `spawn`
-        // laid it out or as its last `yield_now` left it. The thread switches back through `yield_now`
-        // or `exit`.
-        unsafe { switch_stack(save, load) };
-        SCHED.lock().current = None;
+            if s.threads.is_empty() {
+                s.activate = None;
+                return core::mem::take(&mut s.ended);
+            }
+        }
+        // Every thread left runs on another CPU or sleeps while one does.
+        crate::smp::idle_wait();
     }
 }
 
-/// Removes ended threads and frees their stacks (the scheduler runs on its
-/// own stack here).
-fn reap(ended: &mut Vec<Ended>) {
+/// Whether a thread waits that this CPU could run (a lock-free-ish look
+/// for the idle loop: a false answer only delays the thread to the next
+/// kick).
+pub fn has_work() -> bool {
+    let me = percpu::index();
+    let s = SCHED.lock();
+    s.activate.is_some()
+        && s.cpu_mask & (1 << me) != 0
+        && s.threads
+            .iter()
+            .any(|t| t.exit.is_none() && t.on_cpu.is_none() && !t.asleep && t.only_on.is_none_or(|c| c == me))
+}
+
+/// Runs one turn of a thread this CPU may run, if there is one (and a
+/// [`run`] is under way); whether it did.
+pub fn run_one() -> bool {
+    let me = percpu::index();
+    reap();
+    let (id, space, activate) = {
+        let mut s = SCHED.lock();
+        let Some(activate) = s.activate else { return false };
+        if s.cpu_mask & (1 << me) == 0 || s.threads.is_empty() {
+            return false;
+        }
+        let n = s.threads.len();
+        let runnable = |t: &Thread| t.exit.is_none() && t.on_cpu.is_none() && t.only_on.is_none_or(|c| c == me);
+        let mut pick = (0..n).map(|k| (s.next + k) % n).find(|&i| runnable(&s.threads[i]) && !s.threads[i].asleep);
+        if pick.is_none() && s.threads.iter().all(|t| t.on_cpu.is_none()) {
+            // Everyone sleeps and no CPU runs a thread that could wake
+            // them: they are all woken.
+            s.threads.iter_mut().for_each(|t| t.asleep = false);
+            pick = (0..n).map(|k| (s.next + k) % n).find(|&i| runnable(&s.threads[i]));
+        }
+        let Some(i) = pick else { return false };
+        s.next = i + 1;
+        let t = &mut s.threads[i];
+        t.on_cpu = Some(me);
+        (t.id, t.space, activate)
+    };
+    if !activate(space) {
+        let mut s = SCHED.lock();
+        let t = s.find(id);
+        t.exit = Some(Exit::OomKilled);
+        t.on_cpu = None;
+        return true;
+    }
+    let (save, load) = {
+        let mut s = SCHED.lock();
+        s.cpus[me].current = Some(id);
+        s.cpus[me].slice_start = crate::clock::now_ms();
+        let (rsp, top) = {
+            let t = s.find(id);
+            (t.rsp, t.stack.1)
+        };
+        // Traps from ring 3 land at the top of the thread's stack.
+        percpu::set_kernel_stack(top);
+        (&raw mut s.cpus[me].sched_rsp, rsp)
+    };
+    percpu::this().counters.switches.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `save` is this CPU's slot in a static; `load` is the thread's stack as `spawn` laid it
+    // out or as its last `yield_now` left it (on whichever CPU). The thread switches back through
+    // `yield_now` or `exit`, on this CPU, to this stack.
+    unsafe { switch_stack(save, load) };
+    let mut s = SCHED.lock();
+    if let Some(id) = s.cpus[me].current.take() {
+        s.find(id).on_cpu = None;
+    }
+    // More runnable threads than this CPU can take next: an idle CPU may.
+    let waiting = s.threads.iter().filter(|t| t.exit.is_none() && t.on_cpu.is_none() && !t.asleep).count();
+    let mask = s.cpu_mask;
+    drop(s);
+    if waiting > 1 {
+        crate::smp::kick(mask);
+    }
+    true
+}
+
+/// Removes ended threads that no CPU runs and frees their stacks.
+fn reap() {
     let gone: Vec<Box<Thread>> = {
         let mut s = SCHED.lock();
-        let (gone, live) = core::mem::take(&mut s.threads).into_iter().partition(|t| t.exit.is_some());
+        if !s.threads.iter().any(|t| t.exit.is_some() && t.on_cpu.is_none()) {
+            return;
+        }
+        let (gone, live): (Vec<_>, Vec<_>) =
+            core::mem::take(&mut s.threads).into_iter().partition(|t| t.exit.is_some() && t.on_cpu.is_none());
         s.threads = live;
+        for t in &gone {
+            let exit = t.exit.expect("ended");
+            s.ended.push(Ended { name: t.name, space: t.space, exit });
+        }
         gone
     };
     for t in gone {
-        let exit = t.exit.expect("ended");
-        ended.push(Ended { name: t.name, space: t.space, exit });
         if let Some(vm) = vmem::vm() {
             let at = VirtAddr::new(t.stack.0).expect("a vmalloc address");
             if let Err(e) = vm.vfree(at) {

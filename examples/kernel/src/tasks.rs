@@ -23,7 +23,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm_pagecache::CacheConfig;
 use mm_paging::X86_64;
@@ -46,12 +46,14 @@ mod files;
 mod oom;
 mod pressure;
 mod ring3;
+mod smp;
 
 pub use faults::faults;
 pub use files::files;
 pub use oom::oom;
 pub use pressure::pressure;
 pub use ring3::user;
+pub use smp::smp;
 
 /// The kernel's machine.
 pub type KMachine = Machine<X86_64, DirectMap, &'static Frames, WTinyLfu>;
@@ -62,8 +64,6 @@ static MACHINE: spin::Once<KMachine> = spin::Once::new();
 static TIER: spin::Once<Compressed<NoDisk>> = spin::Once::new();
 /// The swap disk.
 static DISK: spin::Once<crate::disk::VirtioDisk> = spin::Once::new();
-/// The task loaded in CR3 (0: none).
-static LOADED: AtomicU32 = AtomicU32::new(0);
 
 /// A store with no device: every access fails (the compressed tier in
 /// front of it is the whole of swap until the disk is wired in).
@@ -205,26 +205,25 @@ impl Shrinker for HeapShrinker {
 
 /// Loads task `id`'s page tables (if it is not loaded already).
 fn load(m: &KMachine, id: SpaceId) -> Result<(), TouchError> {
-    if LOADED.load(Ordering::SeqCst) == id.0 {
+    if uspace::loaded() == id.0 {
         return Ok(());
     }
     let s = m.tasks.get(id).ok_or(TouchError::Gone)?;
     let g = s.lock();
+    uspace::set_loaded(id.0);
     // SAFETY: CPL 0; every task space shares the kernel's root entries for everything the kernel
     // touches, and the space lives in the task table until `kill` switches away from it.
     unsafe { g.page_table().activate() };
-    uspace::set_loaded(id.0);
-    LOADED.store(id.0, Ordering::SeqCst);
     Ok(())
 }
 
-/// Back to the kernel's own tables.
-fn unload() {
-    if LOADED.swap(0, Ordering::SeqCst) != 0 {
+/// Back to the kernel's own tables (if a task's are loaded on this CPU).
+pub fn unload() {
+    if uspace::loaded() != 0 {
         let tables = paging::tables().expect("built at boot");
+        uspace::set_loaded(0);
         // SAFETY: CPL 0; these are the tables the kernel booted on.
         unsafe { tables.lock().activate() };
-        uspace::set_loaded(0);
     }
 }
 
@@ -251,7 +250,7 @@ fn wake_kswapd(buddy: &Frames) {
 /// thread's own, the thread ends here ([`sched::exit`]). `None` if no task
 /// is loaded or the address is not user memory.
 pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>> {
-    let id = LOADED.load(Ordering::SeqCst);
+    let id = uspace::loaded();
     if id == 0 {
         return None;
     }
@@ -263,9 +262,14 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
     let access = uspace::access_of(error_code);
     let mut dry = 0;
     loop {
-        // A fault while the space is in use would be a kernel bug. The
-        // space is let go before reclaim, so reclaim can take its pages.
-        let r = m.tasks.get(SpaceId(id))?.try_lock()?.fault(addr, access);
+        // The space is let go before reclaim, so reclaim can take its
+        // pages.
+        // Another CPU may hold the space (a thread of the same task
+        // mapping or faulting, reclaim unmapping): wait for it.
+        let r = m.tasks.get(SpaceId(id))?.lock().fault(addr, access);
+        if r.is_ok() {
+            crate::percpu::this().counters.faults.fetch_add(1, Ordering::Relaxed);
+        }
         if r != Err(FaultError::OutOfMemory) {
             // The space is let go: a task that dirtied file pages through
             // its mappings writes some back if too many are dirty.
@@ -291,7 +295,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
 fn oom_kill(m: &KMachine, buddy: &Frames) -> Option<SpaceId> {
     // The victim's tables may be the loaded ones: leave them first, and
     // come back if the victim was another task.
-    let loaded = LOADED.load(Ordering::SeqCst);
+    let loaded = uspace::loaded();
     unload();
     let victim = m.oom_kill(buddy.free_frame_count());
     if loaded != 0 && victim.is_none_or(|v| v.0 != loaded) {
@@ -306,7 +310,7 @@ fn oom_kill(m: &KMachine, buddy: &Frames) -> Option<SpaceId> {
 /// Frees task `id`'s address space, leaving its tables first if they are
 /// loaded. Used when a task dies.
 pub fn end_task(id: SpaceId) {
-    if LOADED.load(Ordering::SeqCst) == id.0 {
+    if uspace::loaded() == id.0 {
         unload();
     }
     if let Some(m) = MACHINE.get() {
@@ -369,11 +373,18 @@ impl Touch for KernelTouch {
 }
 
 /// Loads a thread's space before it runs. Threads without one (kernel
-/// threads) run on whatever tables are loaded, whose kernel half is the
-/// same in all (Linux's lazy TLB mode).
+/// threads) run on the kernel's own tables: a task's tables must not stay
+/// loaded on a CPU that does not run the task, or the task could end
+/// (its tables freed) while the CPU still walks them.
 fn activate(space: Option<SpaceId>) -> bool {
     let Some(m) = MACHINE.get() else { return space.is_none() };
-    space.is_none_or(|id| load(m, id).is_ok())
+    match space {
+        Some(id) => load(m, id).is_ok(),
+        None => {
+            unload();
+            true
+        }
+    }
 }
 
 /// Runs one thread per worker, plus `kswapd` and any threads already

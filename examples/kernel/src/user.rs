@@ -208,6 +208,9 @@ pub unsafe fn enter(at: Loaded, args: [u64; 3]) -> ! {
             "xor r13d, r13d",
             "xor r14d, r14d",
             "xor r15d, r15d",
+            // Ring 3 gets its GS base; the kernel's waits in
+            // IA32_KERNEL_GS_BASE for the next entry (`percpu.rs`).
+            "swapgs",
             "iretq",
             in("r11") data,
             in("r10") at.stack_top,

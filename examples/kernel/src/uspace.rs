@@ -11,7 +11,7 @@
 extern crate alloc;
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, X86_64};
 use mm_types::{DirectMap, VirtAddr};
@@ -22,6 +22,7 @@ use mm_vma::{
 use crate::frames::{self, Frames};
 use crate::kprintln;
 use crate::paging;
+use crate::shootdown;
 
 /// What user address spaces share.
 pub type UserMm = MmContext<X86_64, DirectMap, &'static Frames>;
@@ -46,37 +47,45 @@ const fn layout_addr(addr: u64) -> VirtAddr {
     }
 }
 
-/// The space loaded in CR3, if any (the fault handler's).
+/// The space the smoke test loaded in CR3, if any (the fault handler's).
 static CURRENT: spin::Mutex<Option<UserSpace>> = spin::Mutex::new(None);
-/// Its id (0: the kernel's tables), read by the TLB hook without the lock.
-static CURRENT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// TLB invalidation: only the loaded space's entries can be cached (one
-/// CPU, kernel entries are global and never change here).
+/// TLB invalidation for user spaces: this CPU's TLB if it has the space
+/// loaded, and a shootdown of the other CPUs that have it loaded
+/// (`shootdown.rs`). Kernel entries are global and never change here.
 pub struct Tlb;
 
-/// Records which space's tables were loaded into CR3 by someone else (the
-/// task switcher in `tasks.rs`), for [`Tlb`].
+/// Records that this CPU is about to load space `id`'s tables into CR3
+/// (0: the kernel's): called before the CR3 load, so that a shootdown for
+/// the space either reaches this CPU or happened before its first walk of
+/// the tables (`shootdown.rs`).
 pub fn set_loaded(id: u32) {
-    CURRENT_ID.store(id, Ordering::SeqCst);
+    crate::percpu::this().loaded.store(id, Ordering::SeqCst);
+}
+
+/// The id of the space this CPU has loaded (0: the kernel's tables).
+pub fn loaded() -> u32 {
+    crate::percpu::this().loaded.load(Ordering::SeqCst)
 }
 
 impl SpaceTlb for Tlb {
     fn flush(&self, space: SpaceId, batch: FlushBatch) {
-        if CURRENT_ID.load(Ordering::SeqCst) == space.0 {
+        let others = shootdown::cpus_with(space);
+        if loaded() == space.0 {
             // SAFETY: this kernel runs at CPL 0.
             let mut tlb = unsafe { HardwareTlb::new() };
-            batch.finish(&mut tlb, &NoShootdown);
+            batch.clone().finish(&mut tlb, &NoShootdown);
         }
+        shootdown::send(others, &batch);
     }
 }
 
 /// Loads `space` into CR3 and makes it current; returns the one it replaces.
 pub fn switch_to(space: UserSpace) -> Option<UserSpace> {
     let mut cur = CURRENT.lock();
+    set_loaded(space.id().0);
     // SAFETY: CPL 0; the space shares the kernel's entries for everything the kernel touches.
     unsafe { space.page_table().activate() };
-    CURRENT_ID.store(space.id().0, Ordering::SeqCst);
     cur.replace(space)
 }
 
@@ -84,9 +93,9 @@ pub fn switch_to(space: UserSpace) -> Option<UserSpace> {
 pub fn switch_to_kernel() -> Option<UserSpace> {
     let mut cur = CURRENT.lock();
     let tables = paging::tables().expect("built at boot");
+    set_loaded(0);
     // SAFETY: CPL 0; these are the tables the kernel booted on.
     unsafe { tables.lock().activate() };
-    CURRENT_ID.store(0, Ordering::SeqCst);
     cur.take()
 }
 

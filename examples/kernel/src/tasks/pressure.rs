@@ -65,7 +65,7 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     let ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
     let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
     let ok = ok && f.swapped_out > 0 && f.faults.swap_in > 0;
-    let ok = fork_check(m, buddy, &first) && ok && m.device.swap().check().is_ok();
+    let ok = fork_check("pressure", m, buddy, &first) && ok && m.device.swap().check().is_ok();
     // Every swap-cache page no mapper wrote since its last write must
     // match its slot (a debug verification of the page-dirty tracking).
     let clean = m.check_clean_cache();
@@ -84,11 +84,11 @@ const FORK_PAGES: u64 = 512;
 /// shared) and overwrite them, which copy-on-write gives it copies of, and
 /// read its own values back; then the parent's thread must find its pages
 /// unchanged.
-fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> bool {
+pub(super) fn fork_check(label: &str, m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> bool {
     type Value = fn(usize, u64) -> u64;
     let before = m.figures(0).faults;
     let Ok(child) = m.fork(parent.id) else {
-        kprintln!("pressure: fork failed");
+        kprintln!("{}: fork failed", label);
         return false;
     };
     let n = parent.pages.min(FORK_PAGES);
@@ -124,7 +124,7 @@ fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> 
         let ended = sched::run(activate);
         seen[i] = count.load(Ordering::Relaxed);
         if ended.iter().any(|e| e.exit != Exit::Done) {
-            kprintln!("pressure: fork: a thread ended badly: {:?}", ended);
+            kprintln!("{}: fork: a thread ended badly: {:?}", label, ended);
             return false;
         }
     }
@@ -133,7 +133,8 @@ fn fork_check(m: &'static KMachine, buddy: &'static Frames, parent: &Worker) -> 
     let cow = (after.cow_copied + after.cow_reused) - (before.cow_copied + before.cow_reused);
     let ok = seen == [n; 3] && cow > 0;
     kprintln!(
-        "pressure: fork: the child saw {} of the parent's {} pages, wrote its own over them ({} copy-on-write faults) and read back {}; the parent's are unchanged: {}; intact: {}",
+        "{}: fork: the child saw {} of the parent's {} pages, wrote its own over them ({} copy-on-write faults) and read back {}; the parent's are unchanged: {}; intact: {}",
+        label,
         seen[0],
         n,
         cow,

@@ -1,0 +1,261 @@
+//! The `smp` scenario: every CPU runs threads of the one run queue.
+//!
+//! 1. Two tasks per CPU write three times the RAM in per-page patterns and
+//!    check every page, with `kswapd` and direct reclaim running on
+//!    whichever CPUs are free, while the tasks fault on the others.
+//! 2. The first task forks; the child's thread and then the parent's check
+//!    copy-on-write, on whichever CPU picks them up.
+//! 3. One space, three threads on three CPUs (fewer if there are fewer): `churn` unmaps a region,
+//!    maps it afresh and writes a generation number into it, and changes
+//!    its protection back and forth; `reader` reads the region after each
+//!    generation and must see that generation (a TLB entry the shootdown
+//!    missed would show it the previous one, or whatever reused its
+//!    frames); `writer` faults in and checks its own region of the same
+//!    space all the while.
+//! 4. Every CPU reports what it did (faults, thread switches, timer ticks,
+//!    shootdowns and their interrupts, frames in its mm-buddy cache and
+//!    objects in its mm-slab caches) and drains its caches.
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use mm_vma::{MapRequest, Placement, Protection};
+use mm_wiring::scenario::{self, Touch};
+
+use super::{activate, kill_all, machine, report, run_workers, unload, workers, KMachine, KernelTouch};
+use crate::frames::Frames;
+use crate::percpu::{self, MAX_CPUS};
+use crate::sched::{self, Exit};
+use crate::{clock, kprintln};
+
+/// Pages of the region `churn` remaps.
+const CHURN_PAGES: u64 = 16;
+/// Generations `churn` maps.
+const ROUNDS: u64 = 200;
+/// Pages `writer` keeps writing meanwhile.
+const WRITER_PAGES: u64 = 64;
+
+/// `smp`: see the module documentation.
+pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
+    let cpus = percpu::online();
+    sched::set_cpus((1u64 << cpus) - 1);
+    let ram = buddy.free_frame_count();
+    let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else {
+        kprintln!("smp: cannot set up the machine");
+        return false;
+    };
+    let tasks = 2 * cpus;
+    let pages = scenario::pressure_pages(tasks, ram);
+    let Some(ws) = workers(m, buddy, &pages) else {
+        kprintln!("smp: cannot create the tasks");
+        return false;
+    };
+    let total: u64 = pages.iter().sum();
+    kprintln!("smp: {} CPUs; {} tasks writing {} pages ({} frames free)", cpus, tasks, total, ram);
+    let first = ws[0];
+    let start = clock::now_ms();
+    let (out, ended) = run_workers(m, buddy, ws);
+    let ms = (clock::now_ms() - start).max(1);
+    kprintln!(
+        "smp: written {} verified {} corrupt {} errors {}; {} threads ended; {} ms, {} pages written per second",
+        out.written,
+        out.verified,
+        out.corrupt,
+        out.errors,
+        ended.len(),
+        ms,
+        out.written * 1000 / ms
+    );
+    report("smp", m, buddy);
+    let f = m.figures(buddy.free_frame_count());
+    let mut ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
+    ok &= ended.iter().all(|e| e.exit == Exit::Done) && f.swapped_out > 0 && f.faults.swap_in > 0;
+    ok &= super::pressure::fork_check("smp", m, buddy, &first);
+    ok &= m.device.swap().check().is_ok();
+    let clean = m.check_clean_cache();
+    kprintln!("smp: clean swap-cache pages match their slots: {}", clean.is_ok());
+    ok &= clean.is_ok();
+    kill_all(m);
+    ok &= shared_space(m, buddy, cpus);
+    ok &= per_cpu_report(buddy, cpus);
+    sched::set_cpus(1);
+    kprintln!("smp: data intact: {}", ok);
+    ok
+}
+
+/// Part 3: `churn`, `reader` and `writer` in one space on three CPUs.
+fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bool {
+    let Ok(id) = m.spawn() else {
+        kprintln!("smp: no space for the shared-space threads");
+        return false;
+    };
+    let shots = total(|c| c.shootdowns.load(Ordering::Relaxed));
+    let generation = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let stale = Arc::new(AtomicU64::new(0));
+    let writer_bad = Arc::new(AtomicU64::new(0));
+    let churn_failed = Arc::new(AtomicBool::new(false));
+    let space = move || m.tasks.get(id).expect("the shared space lives until the end");
+    let Ok(region) = space().lock().mmap(scenario::anon_rw(CHURN_PAGES * 4096)) else { return false };
+
+    let (g, a, failed) = (generation.clone(), acked.clone(), churn_failed.clone());
+    let churn = move || {
+        let mut t = KernelTouch { m, buddy };
+        for round in 1..=ROUNDS {
+            let s = space();
+            let remapped = {
+                let mut s = s.lock();
+                let fresh = MapRequest::anonymous(CHURN_PAGES * 4096, Protection::READ | Protection::WRITE)
+                    .at(Placement::Fixed(region));
+                s.munmap(region, CHURN_PAGES * 4096).and_then(|()| s.mmap(fresh))
+            };
+            let written = remapped.is_ok_and(|at| at == region)
+                && (0..CHURN_PAGES).all(|p| t.write(id, region + p * 4096, round).is_ok());
+            // Read-only and back: two more changes every CPU with the
+            // space loaded must see.
+            let reprotected = {
+                let mut s = s.lock();
+                s.mprotect(region, CHURN_PAGES * 4096, Protection::READ)
+                    .and_then(|()| s.mprotect(region, CHURN_PAGES * 4096, Protection::READ | Protection::WRITE))
+                    .is_ok()
+            };
+            if !written || !reprotected {
+                failed.store(true, Ordering::Relaxed);
+                g.store(ROUNDS, Ordering::Release);
+                return;
+            }
+            g.store(round, Ordering::Release);
+            while a.load(Ordering::Acquire) < round {
+                sched::yield_now();
+            }
+        }
+    };
+    let (g, a, bad, fin) = (generation.clone(), acked.clone(), stale.clone(), done.clone());
+    let reader = move || {
+        let mut t = KernelTouch { m, buddy };
+        let mut seen = 0;
+        while seen < ROUNDS {
+            let now = g.load(Ordering::Acquire);
+            if now == seen {
+                sched::yield_now();
+                continue;
+            }
+            for p in 0..CHURN_PAGES {
+                if t.read(id, region + p * 4096) != Ok(now) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            seen = now;
+            a.store(now, Ordering::Release);
+        }
+        // The writer stops once the last generation was checked.
+        fin.store(true, Ordering::Release);
+    };
+    let (fin, bad) = (done.clone(), writer_bad.clone());
+    let writer = move || {
+        let mut t = KernelTouch { m, buddy };
+        let Ok(mine) = t.map(id, WRITER_PAGES * 4096) else {
+            bad.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut pass = 0u64;
+        while !fin.load(Ordering::Acquire) || pass < 2 {
+            pass += 1;
+            for p in 0..WRITER_PAGES {
+                let _ = t.write(id, mine + p * 4096, pass ^ scenario::pattern(7, p));
+            }
+            for p in 0..WRITER_PAGES {
+                if t.read(id, mine + p * 4096) != Ok(pass ^ scenario::pattern(7, p)) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            sched::yield_now();
+        }
+    };
+    let on = |k: usize| Some(k % cpus);
+    let spawned = sched::spawn_on(on(1), "churn", Some(id), churn).is_ok()
+        && sched::spawn_on(on(2), "reader", Some(id), reader).is_ok()
+        && sched::spawn_on(on(3), "writer", Some(id), writer).is_ok();
+    let start = clock::now_ms();
+    let ended = sched::run(activate);
+    unload();
+    let ms = clock::now_ms() - start;
+    let shots = total(|c| c.shootdowns.load(Ordering::Relaxed)) - shots;
+    let (stale, writer_bad, failed) =
+        (stale.load(Ordering::Relaxed), writer_bad.load(Ordering::Relaxed), churn_failed.load(Ordering::Relaxed));
+    kprintln!(
+        "smp: shared space: {} generations remapped and reprotected in {} ms; stale reads {}, writer pages wrong {}, shootdowns {}; churn failed: {}",
+        generation.load(Ordering::Relaxed),
+        ms,
+        stale,
+        writer_bad,
+        shots,
+        failed
+    );
+    // With fewer than three CPUs the reader's CPU goes idle (and leaves the
+    // space) while it waits, so shootdowns may not be needed.
+    let ok = spawned && !failed && stale == 0 && writer_bad == 0 && (shots > 0 || cpus < 3);
+    let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
+    m.kill(id);
+    kprintln!("smp: shared space: munmap and mprotect raced faults on other CPUs safely: {}", ok);
+    ok
+}
+
+/// The sum of a counter over every CPU.
+fn total(f: impl Fn(&percpu::Counters) -> u64) -> u64 {
+    (0..MAX_CPUS).map(|i| f(&percpu::cpu(i).counters)).sum()
+}
+
+/// Part 4: a thread on each CPU reads that CPU's caches (only the owner
+/// reaches them: the allocators trust the pinned contract) and drains
+/// them; then every CPU's figures.
+fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
+    let caches: Arc<spin::Mutex<Vec<(usize, u64, usize)>>> = Arc::new(spin::Mutex::new(Vec::new()));
+    let flushed = Arc::new(AtomicBool::new(true));
+    for cpu in 0..cpus {
+        let (out, flushed) = (caches.clone(), flushed.clone());
+        let body = move || {
+            let frames = buddy.cpu_cached_frames(percpu::index());
+            let objects: usize = crate::heap::heap().stats().map(|s| s.cpu_free_objects).sum();
+            out.lock().push((percpu::index(), frames, objects));
+            buddy.drain_local();
+            if let Err(e) = crate::heap::heap().flush_local() {
+                kprintln!("smp: flushing the slab caches of CPU {}: {}", percpu::index(), e);
+                flushed.store(false, Ordering::Relaxed);
+            }
+        };
+        if sched::spawn_on(Some(cpu), "drain", None, body).is_err() {
+            return false;
+        }
+    }
+    let ended = sched::run(activate);
+    let mut caches = caches.lock().clone();
+    caches.sort();
+    kprintln!("smp: per CPU: faults, switches, timer ticks, shootdowns sent, IPIs sent/received, wait us, buddy cache frames, slab cache objects");
+    let mut all_busy = true;
+    for &(cpu, frames, objects) in &caches {
+        let c = &percpu::cpu(cpu).counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        kprintln!(
+            "smp:   cpu {}: {} {} {} {} {}/{} {} {} {}",
+            cpu,
+            get(&c.faults),
+            get(&c.switches),
+            get(&c.ticks),
+            get(&c.shootdowns),
+            get(&c.ipis_sent),
+            get(&c.ipis_received),
+            get(&c.shootdown_wait_us),
+            frames,
+            objects
+        );
+        all_busy &= get(&c.faults) > 0 && get(&c.switches) > 0 && get(&c.ipis_received) > 0;
+    }
+    let ok = caches.len() == cpus && ended.iter().all(|e| e.exit == Exit::Done) && flushed.load(Ordering::Relaxed);
+    kprintln!("smp: every CPU faulted, switched and took shootdowns: {}", all_busy);
+    ok && all_busy
+}
