@@ -410,3 +410,74 @@ fn cached_pages_map_again_without_io() {
     e.free(g);
     swap.check().unwrap();
 }
+
+#[test]
+fn alloc_cached_holds_the_page_in_memory_until_written() {
+    let e = env();
+    let (swap, store) = swap_with(16, 1, 0);
+    // A page with two mappers enters the cache under a new slot, unwritten.
+    let f = e.page(9);
+    let writes = store.writes();
+    let s = swap.alloc_cached(0, f, 2).unwrap();
+    assert_eq!(store.writes(), writes, "nothing written yet");
+    assert_eq!((swap.count(s), swap.lookup(s), swap.cached_slot(f)), (Ok(2), Some(f), Some(s)));
+    swap.check().unwrap();
+    // The slot has no data: a read says so, the cached frame is the page.
+    let mut buf = [0u8; 4096];
+    assert_eq!(swap.read_slot(s, &mut buf), Err(SwapError::NotWritten(s)));
+    let reads = store.reads();
+    assert_eq!(swap.swap_in(s, &e.frames, &e.mem), Ok(SwappedIn { frame: f, read: false }));
+    assert_eq!(store.reads(), reads, "a fault maps the cached frame without I/O");
+    // Written once nothing maps it, then dropped: the slot has the page.
+    // SAFETY: the page is unmapped (only the cache holds it).
+    unsafe { swap.write(s, f, &e.mem) }.unwrap();
+    assert_eq!(swap.read_slot(s, &mut buf), Ok(()));
+    assert_eq!(swap.uncache(s), Ok(Some(f)));
+    e.free(f);
+    let SwappedIn { frame: g, read: io } = swap.swap_in(s, &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(g, 9));
+    assert_eq!(swap.free(s), Ok(None));
+    assert_eq!(swap.free(s), Ok(Some(g)));
+    e.free(g);
+    // Never written: the last use hands the frame back as for any cached
+    // page, and the slot is free again.
+    let f = e.page(10);
+    let s = swap.alloc_cached(0, f, 0).unwrap();
+    assert_eq!(swap.count(s), Ok(1), "0 users count as 1");
+    assert_eq!(swap.free(s), Ok(Some(f)));
+    assert!(e.holds(f, 10));
+    e.free(f);
+    assert_eq!(swap.used_slots(), 0);
+    swap.check().unwrap();
+}
+
+#[test]
+fn alloc_cached_allocates_nothing_when_it_fails() {
+    let e = env();
+    let (swap, _store) = swap_with(2, 1, 0);
+    let f = e.page(1);
+    let s = swap.alloc_cached(0, f, 1).unwrap();
+    // One frame is one page: not cached under a second slot.
+    assert_eq!(swap.alloc_cached(0, f, 1), Err(SwapError::FrameCached { frame: f, slot: s }));
+    assert_eq!(swap.used_slots(), 1);
+    let g = e.page(2);
+    let too_many = 16_384;
+    assert!(matches!(swap.alloc_cached(0, g, too_many), Err(SwapError::CountOverflow(_))));
+    assert_eq!((swap.used_slots(), swap.cached_slot(g)), (1, None));
+    let t = swap.alloc_cached(0, g, 16_383).unwrap();
+    assert_eq!(swap.count(t), Ok(16_383));
+    let h = e.page(3);
+    assert_eq!(swap.alloc_cached(0, h, 1), Err(SwapError::Full));
+    assert_eq!(swap.used_slots(), 2);
+    swap.check().unwrap();
+    for (slot, frame, users) in [(s, f, 1), (t, g, 16_383)] {
+        for _ in 1..users {
+            assert_eq!(swap.free(slot), Ok(None));
+        }
+        assert_eq!(swap.free(slot), Ok(Some(frame)));
+        e.free(frame);
+    }
+    e.free(h);
+    assert_eq!((swap.used_slots(), e.frames.allocated_blocks()), (0, 0));
+    swap.check().unwrap();
+}

@@ -41,6 +41,45 @@ impl Swap {
         Ok(())
     }
 
+    /// The first step of an unmap-first swap-out: a new slot (from `cpu`'s
+    /// cluster, as [`Swap::alloc`]) with `users` uses (one per page table
+    /// that will name it; 0 counts as 1), whose page is `frame`, put in the
+    /// swap cache *without being written*. The caller then replaces each
+    /// mapping of the page with the slot (faults on it meanwhile map `frame`
+    /// again, without I/O), writes the page with [`Swap::write`] once no
+    /// mapping can write it any more, and only then drops it from the cache
+    /// ([`Swap::uncache`]).
+    ///
+    /// Until that write succeeds the slot holds no data (a read of it is
+    /// [`SwapError::NotWritten`]): the cached frame is the page's only copy,
+    /// and the caller must keep it cached (its dirty record says so). [`Swap::free`] of the slot's last use hands the frame
+    /// back as for any cached page.
+    ///
+    /// Nothing is allocated on an error: [`SwapError::Full`],
+    /// [`SwapError::CountOverflow`] (more than 16,383 users),
+    /// [`SwapError::FrameCached`] (`frame` is cached for another slot).
+    pub fn alloc_cached(&self, cpu: usize, frame: PhysAddr, users: u16) -> Result<SwapSlot, SwapError> {
+        let slot = self.alloc(cpu)?;
+        let mut taken: u16 = 1;
+        let mut r = Ok(());
+        while r.is_ok() && taken < users {
+            r = self.dup(slot);
+            taken += u16::from(r.is_ok());
+        }
+        if r.is_ok() {
+            r = self.cache(slot, frame);
+        }
+        if let Err(e) = r {
+            for _ in 0..taken {
+                // Not cached: no frame comes back.
+                let back = self.free(slot);
+                debug_assert_eq!(back, Ok(None), "the slot's own uses");
+            }
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
     /// The cached frame of `slot`, if any.
     pub fn lookup(&self, slot: SwapSlot) -> Option<PhysAddr> {
         match self.cache.lock().get(&slot) {
