@@ -2,27 +2,50 @@
 //!
 //! A victim is a frame ([`PageIds`] numbers them). The evictor finds
 //! its mappings in the [`MmContext`]'s reverse map and reaches their address
-//! spaces through [`Spaces`], which may refuse a space that is busy (in use
-//! by its task on another CPU; reclaim never runs inside a fault here):
-//! such a page is kept, as Linux skips pages whose locks it cannot take.
+//! spaces through [`Spaces`], which may refuse a space that is busy (locked
+//! for a fault or another change of its task; reclaim never runs inside a
+//! fault here): such a page is kept, as Linux skips pages whose locks it
+//! cannot take. A task running user code holds no lock: on another CPU it
+//! may write its pages at any moment, through its page table or a TLB
+//! entry, until the mapping is gone and that TLB entry shot down.
 //!
-//! An anonymous page is evicted in this order:
-//! 1. every mapping is checked evictable (not in a locked VMA, space free);
-//! 2. the frame is pinned, written to a new slot with one use per mapping
-//!    (write before unmap: the tasks are not running while reclaim runs);
-//! 3. each mapping is replaced by the slot's swap entry;
-//! 4. the pin is dropped, which frees the frame.
+//! An anonymous page is therefore evicted unmap first, with the swap cache
+//! holding the page throughout (a write made after the page went to swap
+//! and before the unmap would be lost with the frame):
+//! 1. every mapping is checked evictable (not in a locked VMA, space free),
+//!    and the frame pinned by the evictor, so that it stays allocated until
+//!    the eviction is done whatever faults and unmaps do meanwhile;
+//! 2. the page enters the swap cache under a new slot with one use per
+//!    mapping (and one of the evictor's own), *not written yet* and marked
+//!    dirty (`SwapDevice::cache_new`, mm-swap's `alloc_cached`): the
+//!    cached frame is the page for every page table naming the slot;
+//! 3. each mapping is replaced by the slot's swap entry
+//!    ([`AddressSpace::evict`]: unmapped and the TLB flushed through the
+//!    space's hook, a shootdown on SMP), so that a write after it faults
+//!    and finds the page in the cache. A mapping that cannot be replaced (a
+//!    busy space) keeps the page: it stays in the swap cache, dirty, so that
+//!    page tables naming the frame and those naming the slot see one page.
+//!    One that no longer maps the frame (a fault copied or unmapped the
+//!    page since the reverse map was read) is left as it is;
+//! 4. only then the dirty bits the unmapping moved to the page are taken
+//!    ([`MmContext::take_dirty`]) and the page written to its slot, with
+//!    faults on the slot waiting meanwhile. On a failed write the page
+//!    stays resident in the cache, dirty: the authoritative copy, never
+//!    freed with its data only in memory;
+//! 5. the page leaves the cache, and the frame is freed, only if every
+//!    mapping names the slot, the write succeeded, and nothing mapped or
+//!    wrote the page since (`SwapDevice::uncache_if_idle`).
 //!
 //! A page already in the swap cache (faulted in, still named by other page
-//! tables) takes the slot it has: its mappings are replaced by the slot's
-//! entry, and it leaves the cache. Its slot is trusted only if no mapper
-//! wrote the page since it was last written there: a shared mapping maps
-//! the cached frame writable, so the dirty bits of the mappings just
-//! removed (and of earlier ones, which mm-vma moved to the page when they
-//! went) are checked with [`MmContext::take_dirty`], and a dirty page is written
-//! to its slot again first (mm-vma MODEL 24). A cached page nobody maps
-//! (read ahead, or all mappers gone) is dropped from the cache the same
-//! way, written first if it is dirty.
+//! tables) takes the slot it has (one more use per mapping, and the
+//! evictor's), through steps 1 and 3-5. Its slot is trusted
+//! only if no mapper wrote the page since it was last written there: a
+//! shared mapping maps the cached frame writable, so the dirty bits of the
+//! mappings just removed (and of earlier ones, which mm-vma moved to the
+//! page when they went) are checked with [`MmContext::take_dirty`], and a
+//! dirty page is written to its slot again first (mm-vma MODEL 24). A
+//! cached page nobody maps (read ahead, or all mappers gone) is dropped from
+//! the cache the same way, written first if it is dirty.
 //!
 //! A page of the page cache (its owner recorded in [`FilePages`]) is
 //! unmapped from every space ([`AddressSpace::zap_page`]) and handed to
@@ -31,13 +54,12 @@
 //! is busy keeps the page (the mappings already removed fault it back).
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
 use mm_pagecache::{CacheError, CachedFile, Reclaimed};
 use mm_paging::PagingArch;
 use mm_reclaim::{Evictor, Outcome, PageId, Shadow, Victim};
 use mm_swap::SwapError;
-use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory};
+use mm_types::{FrameProvider, PageKind, PhysAddr, PhysMemory, SwapSlot};
 use mm_vma::{AddressSpace, MmContext, RmapEntry, SpaceId};
 
 use crate::files::FilePages;
@@ -49,6 +71,17 @@ pub trait Spaces<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone>
     /// Runs `f` on space `id` if it exists and is free to use now;
     /// `None` otherwise (busy or gone).
     fn with_space(&self, id: SpaceId, f: &mut dyn FnMut(&mut AddressSpace<A, M, F>)) -> Option<()>;
+}
+
+/// What became of one mapping of a page being swapped out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replaced {
+    /// The page table names the slot now.
+    Slot,
+    /// It still maps the page (a busy space, or one that refused).
+    Kept,
+    /// It maps something else now.
+    Gone,
 }
 
 /// Counters of the evictor.
@@ -171,13 +204,31 @@ where
             self.stats.kept += 1;
             return Outcome::Keep;
         }
-        let swap = self.device.swap();
+        // 1. The evictor's own reference: the frame stays allocated until it
+        // is done, whatever faults and unmaps do meanwhile.
+        self.mm.pin(frame).expect("a mapped anonymous frame is tracked");
+        let outcome = self.swap_out_anon(frame, shadow, &maps);
+        // Frees the frame if the swap cache let it go (step 5).
+        self.mm.unpin(frame);
+        outcome
+    }
+
+    /// Steps 2-5 of the [module documentation](self) for an anonymous
+    /// `frame` mapped by `maps`, pinned by the caller.
+    fn swap_out_anon(&mut self, frame: PhysAddr, shadow: Shadow, maps: &[RmapEntry]) -> Outcome {
         let cached = self.device.pinned_slot(frame);
+        // 2. The slot, with one use per mapping and one of the evictor's
+        // own, so that the slot and its cached page outlive the window
+        // whatever page tables drop it meanwhile.
         let slot = match cached {
             Some(slot) => {
-                // Its data is in the slot already: one more use per mapper.
-                for _ in &maps {
-                    if swap.dup(slot).is_err() {
+                // In the cache already: its slot has the page unless it is
+                // dirty (step 4 sees to that).
+                for taken in 0..=maps.len() {
+                    if self.device.swap().dup(slot).is_err() {
+                        for _ in 0..taken {
+                            self.device.drop_use(slot);
+                        }
                         self.stats.failed += 1;
                         return Outcome::Failed;
                     }
@@ -185,65 +236,95 @@ where
                 slot
             }
             None => {
-                self.mm.pin(frame).expect("a mapped anonymous frame is tracked");
-                let users = u16::try_from(maps.len()).unwrap_or(u16::MAX);
-                // SAFETY: reclaim runs while no task runs; the frame is mapped only in the spaces
-                // checked above, unused meanwhile: nothing writes it.
-                match unsafe { swap.swap_out(self.cpu, frame, users, self.mm.mem()) } {
+                // Into the cache under a new slot, not written yet and
+                // marked dirty: from here the cached frame is the page for
+                // every page table naming the slot.
+                let users = u16::try_from(maps.len()).unwrap_or(u16::MAX).saturating_add(1);
+                match self.device.cache_new(self.cpu, frame, users) {
                     Ok(slot) => slot,
                     Err(e) => {
-                        self.mm.unpin(frame);
                         self.stats.failed += 1;
                         return if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep };
                     }
                 }
             }
         };
-        let mut left: Vec<RmapEntry> = Vec::new();
-        for m in &maps {
-            let mut done = false;
-            self.spaces.with_space(m.space, &mut |s| done = s.evict(m.va, Some(slot)).is_ok());
-            if !done {
-                left.push(*m);
+        // 3. Each mapping replaced by the slot's entry: unmapped, and the
+        // TLB flushed through the space's hook (a shootdown on SMP), so a
+        // write from here on faults and finds the page in the cache.
+        let mut left = 0;
+        for m in maps {
+            // A busy space (or one gone) keeps its mapping.
+            let mut r = Replaced::Kept;
+            self.spaces.with_space(m.space, &mut |s| {
+                r = match s.page_table().translate(m.va) {
+                    Some(t) if t.frame == frame => match s.evict(m.va, Some(slot)) {
+                        Ok(_) => Replaced::Slot,
+                        Err(_) => Replaced::Kept,
+                    },
+                    // A fault of the task changed the mapping since the
+                    // reverse map was read (a copy on write, an unmap): it
+                    // is not this page's any more, and must not be replaced.
+                    _ => Replaced::Gone,
+                };
+            });
+            if r != Replaced::Slot {
+                // No page table holds this use of the slot.
+                self.device.drop_use(slot);
+            }
+            if r == Replaced::Kept {
+                // This mapping keeps the page.
+                left += 1;
             }
         }
-        for _ in &left {
-            // This mapping kept the page: its use of the slot goes.
-            let _ = swap.free(slot);
-        }
-        if cached.is_none() {
-            // The page was written after every write its mappers made (no
-            // task ran since): the dirty bits the unmapping moved to the
-            // page are in the slot already.
-            self.mm.take_dirty(frame);
-        }
-        if !left.is_empty() {
-            // Some page tables name the slot, some the frame. A page that
-            // was just written stays in the swap cache (with the pin taken
-            // above) so that both see one page; a cached one stays cached
-            // (dirty if a mapping just removed was).
-            if cached.is_none() && self.device.adopt(slot, frame).is_err() {
-                self.mm.unpin(frame);
-            }
+        let outcome = if left > 0 {
+            // Some page tables name the slot, some the frame: the page
+            // stays in the cache (dirty, if the slot is stale), one page
+            // for both, written when it is dropped.
             self.stats.kept += 1;
-            return Outcome::Keep;
-        }
-        if cached.is_some() {
-            // Every mapper names the slot now; its data is the page's only
-            // if nobody wrote the page since it was written there.
-            if let Err(e) = self.device.clean(slot, frame) {
-                // The page stays in the cache, where faults find it: it is
-                // the authoritative copy until a write succeeds.
+            Outcome::Keep
+        } else {
+            self.write_and_drop(slot, frame, shadow, cached.is_none())
+        };
+        // The evictor's use (the last one if every mapper let go of the slot
+        // meanwhile: the cache then lets its page go).
+        self.device.drop_use(slot);
+        outcome
+    }
+
+    /// Steps 4 and 5: every mapping of `frame` names `slot` now. `fresh`:
+    /// the slot was allocated by this eviction and has no data yet.
+    fn write_and_drop(&mut self, slot: SwapSlot, frame: PhysAddr, shadow: Shadow, fresh: bool) -> Outcome {
+        // 4. The dirty bits the unmapping moved to the page are taken, and
+        // the page written (a cached one only if dirty), now that nothing
+        // can write it: faults on the slot wait for the write.
+        let written = if fresh { self.device.write_new(slot, frame) } else { self.device.clean(slot, frame) };
+        match written {
+            Ok(()) => {}
+            // Mapped again by a fault meanwhile: it stays in the cache.
+            Err(None) => {
+                self.stats.kept += 1;
+                return Outcome::Keep;
+            }
+            // The page stays in the cache, dirty, where faults find it: the
+            // authoritative copy until a write succeeds.
+            Err(Some(e)) => {
                 self.stats.failed += 1;
                 return if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep };
             }
-            self.device.uncache(slot);
-            self.device.keep_shadow(slot, shadow);
-            self.stats.uncached += 1;
-        } else {
-            self.mm.unpin(frame);
+        }
+        // 5. Out of the cache only if its slot holds it: nothing mapped or
+        // wrote it since the write.
+        if !self.device.uncache_if_idle(slot, frame) {
+            self.stats.kept += 1;
+            return Outcome::Keep;
+        }
+        if fresh {
             self.stats.swapped_out += 1;
             self.device.swapped_out(slot, shadow);
+        } else {
+            self.stats.uncached += 1;
+            self.device.keep_shadow(slot, shadow);
         }
         Outcome::Freed
     }

@@ -7,6 +7,14 @@
 //! device holds them. Frames readahead brought in are not pinned until a
 //! fault maps them; [`SwapDevice::drop_cached`] and the release paths
 //! tell the two apart.
+//!
+//! A cached page is written to its slot and dropped from the cache only
+//! while nothing maps it, and tasks may run on other CPUs meanwhile, so
+//! the device keeps faults and those writes apart (`Busy`): a fault holds
+//! its slot from the cache lookup until the page is mapped (nobody writes
+//! or drops the page meanwhile), and a fault on a slot whose page is being
+//! written waits until the write is done (nothing writes the frame while
+//! it is read, as Linux keeps pages stable under writeback).
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -60,14 +68,33 @@ pub struct SwapDevice<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + C
     mm: spin::Once<Weak<MmContext<A, M, F>>>,
     /// Cached frames this device holds a pin on, and their slots.
     pinned: spin::Mutex<BTreeMap<u64, SwapSlot>>,
-    /// Slots whose swap-in is under way: their frame is in the cache,
-    /// unmapped and not pinned yet while readahead allocates (and may
-    /// reclaim), and must not be dropped meanwhile.
-    faulting: spin::Mutex<Vec<SwapSlot>>,
+    /// Slots a fault or a write of their cached page is using.
+    busy: spin::Mutex<Busy>,
     /// What reclaim's policy left for each evicted page, by slot.
     shadows: spin::Mutex<BTreeMap<SwapSlot, Shadow>>,
     refault: spin::Once<Refault>,
     stats: spin::Mutex<DeviceStats>,
+}
+
+/// Slots in use by a fault or by a write of their cached page; see the
+/// [module documentation](self).
+#[derive(Default)]
+struct Busy {
+    /// Slots whose swap-in is under way, from [`SwapSlots::swap_in`] to
+    /// [`SwapSlots::swapped_in`] (by then the fault has mapped the page):
+    /// their frame is in the cache, maybe not mapped nor pinned yet (while
+    /// readahead allocates), and is neither written nor dropped meanwhile.
+    /// One entry per fault.
+    faulting: Vec<SwapSlot>,
+    /// Slots whose cached page is being written to them: faults on them
+    /// wait in `swap_in` until the write is done.
+    writing: Vec<SwapSlot>,
+}
+
+/// Removes one `slot` from `v` (it was pushed by the caller's path).
+fn remove_one(v: &mut Vec<SwapSlot>, slot: SwapSlot) {
+    let i = v.iter().position(|s| *s == slot).expect("pushed earlier");
+    v.swap_remove(i);
 }
 
 /// Called with a page read back from swap and its eviction's shadow.
@@ -81,7 +108,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
             swap,
             mm: spin::Once::new(),
             pinned: spin::Mutex::new(BTreeMap::new()),
-            faulting: spin::Mutex::new(Vec::new()),
+            busy: spin::Mutex::new(Busy::default()),
             shadows: spin::Mutex::new(BTreeMap::new()),
             refault: spin::Once::new(),
             stats: spin::Mutex::new(DeviceStats::default()),
@@ -156,43 +183,92 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     /// a mapper wrote it since it was last written there; whether it was
     /// freed.
     pub fn drop_cached(&self, frame: PhysAddr) -> bool {
-        let mm = self.mm();
         let Some(slot) = self.swap.cached_slot(frame) else { return false };
-        if mm.map_count(frame) != 0 || self.faulting.lock().contains(&slot) {
-            return false;
-        }
-        if self.clean(slot, frame).is_err() {
-            return false;
-        }
-        match self.swap.uncache(slot) {
-            Ok(Some(f)) => {
-                self.let_go(&mm, f);
-                true
-            }
-            _ => false,
-        }
+        self.clean(slot, frame).is_ok() && self.uncache_if_idle(slot, frame)
     }
 
     /// Makes `slot` hold the page of its cached `frame`, which nothing
     /// maps: if the page is dirty (a mapping removed since the last write
     /// had its dirty bit set, mm-vma MODEL 24) it is written to the slot
-    /// again. On a failed write the page stays dirty, and the caller must
-    /// keep it in the cache: it is the only good copy.
-    pub(crate) fn clean(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
-        let mm = self.mm();
-        if !mm.take_dirty(frame) {
-            return Ok(());
+    /// again. `Err(None)` if the page is in use again (a fault is mapping
+    /// it, or a page table maps it): it stays cached, as it is. On a failed
+    /// write (`Err(Some(_))`) the page stays dirty, and the caller must keep
+    /// it in the cache: it is the only good copy.
+    pub(crate) fn clean(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), Option<SwapError>> {
+        if self.write_cached(slot, frame, false)? {
+            self.stats.lock().rewrites += 1;
         }
-        // SAFETY: nothing maps the frame (the caller's promise) and reclaim runs while no task runs: nobody writes it.
-        match unsafe { self.swap.write(slot, frame, mm.mem()) } {
-            Ok(()) => {
-                self.stats.lock().rewrites += 1;
-                Ok(())
+        Ok(())
+    }
+
+    /// [`clean`](Self::clean) for a page put in the cache by
+    /// [`cache_new`](Self::cache_new), whose slot has no data yet: written
+    /// whatever its dirty record says.
+    pub(crate) fn write_new(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), Option<SwapError>> {
+        self.write_cached(slot, frame, true).map(|_| ())
+    }
+
+    /// Writes `frame`, the cached page of `slot`, to the slot if it is
+    /// dirty or `always` (its dirty record taken, and set again if the
+    /// write fails); whether it wrote. Refused with `Err(None)` unless the
+    /// cache still holds it for `slot`, no fault is bringing it in and no
+    /// page table maps it; faults on the slot wait while it is written.
+    fn write_cached(&self, slot: SwapSlot, frame: PhysAddr, always: bool) -> Result<bool, Option<SwapError>> {
+        let mm = self.mm();
+        {
+            let mut busy = self.busy.lock();
+            if busy.faulting.contains(&slot) || mm.map_count(frame) != 0 || self.swap.lookup(slot) != Some(frame) {
+                return Err(None);
             }
+            if !mm.take_dirty(frame) && !always {
+                return Ok(false);
+            }
+            busy.writing.push(slot);
+        }
+        // SAFETY: nothing writes the frame during the call. No page table
+        // maps it (its map count was 0 with no fault under way: each
+        // mapping was replaced by the slot's entry or unmapped, and the
+        // TLB entries of those mappings flushed, on every CPU, before that
+        // returned), and no fault maps it again before the write is done:
+        // one that looked the slot up earlier is in `faulting` until the
+        // page is mapped (and the map count would show it), and one that
+        // looks it up now waits in `swap_in` while the slot is in `writing`.
+        let r = unsafe { self.swap.write(slot, frame, mm.mem()) };
+        remove_one(&mut self.busy.lock().writing, slot);
+        match r {
+            Ok(()) => Ok(true),
             Err(e) => {
                 mm.set_dirty(frame);
-                Err(e)
+                Err(Some(e))
             }
+        }
+    }
+
+    /// Drops `frame`, the cached page of `slot`, from the cache if its
+    /// slot holds it: no fault under way, no page table mapping it, not
+    /// dirty (nothing written since the slot was written), not being
+    /// written. Checked and done under the lock that faults take before
+    /// they look in the cache: a fault after this reads the slot. Whether
+    /// it was dropped (and its pin or frame let go).
+    pub(crate) fn uncache_if_idle(&self, slot: SwapSlot, frame: PhysAddr) -> bool {
+        let mm = self.mm();
+        let busy = self.busy.lock();
+        if busy.faulting.contains(&slot)
+            || busy.writing.contains(&slot)
+            || mm.map_count(frame) != 0
+            || mm.is_dirty(frame)
+            || self.swap.lookup(slot) != Some(frame)
+        {
+            return false;
+        }
+        let gone = self.swap.uncache(slot);
+        drop(busy);
+        match gone {
+            Ok(Some(f)) => {
+                self.let_go(&mm, f);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -202,15 +278,16 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     /// differs is a write the slot lost. `dirty_mapping(frame)` tells
     /// whether a present mapping of `frame` has its dirty bit set (the
     /// caller has the page tables). A debug verification: it reads every
-    /// cached page.
+    /// cached page, so it must run with every task stopped and reclaim not
+    /// running (a host model between steps, a kernel after its workload).
     pub fn check_clean_cache(&self, dirty_mapping: &mut dyn FnMut(PhysAddr) -> bool) -> Result<(), &'static str> {
         let mm = self.mm();
         for (slot, frame) in self.swap.cached() {
             if mm.is_dirty(frame) || dirty_mapping(frame) {
                 continue;
             }
-            // SAFETY: no task runs while the checker does (its caller's setting: a host model or a
-            // stopped kernel); a clean cached page is written by nobody.
+            // SAFETY: every task is stopped and reclaim is not running (the caller's duty, documented
+            // above): nobody writes a cached page meanwhile.
             match unsafe { self.swap.cached_matches(slot, mm.mem()) } {
                 Ok(Some(false)) => return Err("a clean swap-cache page differs from its slot"),
                 Ok(_) => {}
@@ -220,20 +297,30 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
         Ok(())
     }
 
-    /// Keeps `frame` (which holds `slot`'s page and carries the caller's
-    /// pin, handed over to this device) in the swap cache.
-    pub(crate) fn adopt(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), SwapError> {
-        self.swap.cache(slot, frame)?;
+    /// Puts `frame`, a page that `users` page tables map, in the swap
+    /// cache under a new slot (of `cpu`'s cluster) with one use per mapper,
+    /// not written yet and marked dirty ([`MmContext::set_dirty`]): the
+    /// first step of an unmap-first swap-out. The device takes a pin of its
+    /// own on the frame while it holds it.
+    pub(crate) fn cache_new(&self, cpu: usize, frame: PhysAddr, users: u16) -> Result<SwapSlot, SwapError> {
+        let mm = self.mm();
+        let slot = self.swap.alloc_cached(cpu, frame, users)?;
+        mm.pin(frame).expect("a mapped frame is tracked");
         self.pinned.lock().insert(frame.as_u64(), slot);
-        Ok(())
+        mm.set_dirty(frame);
+        Ok(slot)
     }
 
-    /// Drops the swap-cache page of `slot`, all of whose mappers now hold
-    /// the slot instead (reclaim evicting a cached page).
-    pub(crate) fn uncache(&self, slot: SwapSlot) {
-        if let Ok(Some(f)) = self.swap.uncache(slot) {
-            self.let_go(&self.mm(), f);
+    /// Drops one use of `slot` (a page table that no longer names it, or
+    /// the evictor's own use); if it was the last, the cache lets its page
+    /// go and the device gives the frame back.
+    pub(crate) fn drop_use(&self, slot: SwapSlot) {
+        match self.swap.free(slot) {
+            Ok(Some(f)) => self.let_go(&self.mm(), f),
+            Ok(None) => {}
+            Err(e) => panic!("a use of a slot mm-swap does not know: {e}"),
         }
+        self.forget_if_free(slot);
     }
 }
 
@@ -245,7 +332,17 @@ where
 {
     fn swap_in(&self, slot: SwapSlot) -> Result<PhysAddr, HookError> {
         let mm = self.mm();
-        self.faulting.lock().push(slot);
+        loop {
+            let mut busy = self.busy.lock();
+            if !busy.writing.contains(&slot) {
+                // Held until `swapped_in`, or an error below.
+                busy.faulting.push(slot);
+                break;
+            }
+            // Its page is being written: mapped only once that is done.
+            drop(busy);
+            core::hint::spin_loop();
+        }
         let r = self.swap.swap_in(slot, mm.frames(), mm.mem());
         if let Ok(SwappedIn { frame, .. }) = r {
             if let alloc::collections::btree_map::Entry::Vacant(v) = self.pinned.lock().entry(frame.as_u64()) {
@@ -254,14 +351,12 @@ where
                 v.insert(slot);
             }
         }
-        let mut f = self.faulting.lock();
-        let i = f.iter().position(|s| *s == slot).expect("pushed above");
-        f.swap_remove(i);
-        drop(f);
         let mut st = self.stats.lock();
         let SwappedIn { frame, read: io } = match r {
             Ok(x) => x,
             Err(e) => {
+                // No `swapped_in` follows a failed swap-in.
+                remove_one(&mut self.busy.lock().faulting, slot);
                 st.errors += 1;
                 return Err(hook_error(e));
             }
@@ -279,14 +374,11 @@ where
     }
 
     fn swapped_in(&self, slot: SwapSlot, frame: PhysAddr) {
-        match self.swap.free(slot) {
-            // The last user: the cache lets its page go (the page just
-            // mapped, or the original if the fault copied it).
-            Ok(Some(f)) => self.let_go(&self.mm(), f),
-            Ok(None) => {}
-            Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
-        }
-        self.forget_if_free(slot);
+        // The page is mapped: the map count shows it from here on.
+        remove_one(&mut self.busy.lock().faulting, slot);
+        // The last user: the cache lets its page go (the page just mapped,
+        // or the original if the fault copied it).
+        self.drop_use(slot);
         let _ = frame;
     }
 
@@ -295,12 +387,7 @@ where
     }
 
     fn release(&self, slot: SwapSlot) {
-        match self.swap.free(slot) {
-            Ok(Some(f)) => self.let_go(&self.mm(), f),
-            Ok(None) => {}
-            Err(e) => panic!("a page table held a slot mm-swap does not know: {e}"),
-        }
-        self.forget_if_free(slot);
+        self.drop_use(slot);
     }
 }
 
