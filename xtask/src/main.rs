@@ -244,7 +244,8 @@ fn loom_tests() -> bool {
     let mut ok = true;
     let mut any = false;
     for k in CRATES {
-        let Ok(dir) = std::fs::read_dir(r.join(k).join("tests")) else { continue };
+        // By the crate's folder: mm-wiring lives in examples/wiring.
+        let Ok(dir) = std::fs::read_dir(r.join(crate_dir(k)).join("tests")) else { continue };
         let mut names: Vec<String> = dir
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
