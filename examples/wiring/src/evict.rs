@@ -205,8 +205,12 @@ where
             return Outcome::Keep;
         }
         // 1. The evictor's own reference: the frame stays allocated until it
-        // is done, whatever faults and unmaps do meanwhile.
-        self.mm.pin(frame).expect("a mapped anonymous frame is tracked");
+        // is done, whatever faults and unmaps do meanwhile. (Refused only if
+        // its last mapping went since the reverse map was read.)
+        if self.mm.pin(frame).is_err() {
+            self.stats.kept += 1;
+            return Outcome::Keep;
+        }
         let outcome = self.swap_out_anon(frame, shadow, &maps);
         // Frees the frame if the swap cache let it go (step 5).
         self.mm.unpin(frame);
