@@ -445,7 +445,10 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
     }
 
     /// Runs `f` with a predicate telling which frames are shared, under one
-    /// lock (mprotect asks it for every page of a range).
+    /// lock (mprotect asks it for every page of a range). The lock is a
+    /// leaf ([`forget_unused`](Self::forget_unused)): `f` must not call the
+    /// frame provider or a hook (mprotect's `update_flags` rewrites present
+    /// leaves in place: it allocates, frees and splits nothing).
     pub(crate) fn with_sharing<R>(&self, f: impl FnOnce(&dyn Fn(PhysAddr) -> bool) -> R) -> R {
         let rmap = self.rmap.lock();
         let zero = self.zero;
