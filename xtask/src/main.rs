@@ -1,9 +1,11 @@
 //! Project automation.
 //!
-//! - `cargo xtask run [SCENARIO]`: builds the reference kernel and boots it in
-//!   QEMU, showing its serial output (default scenario: `smoke`); an unknown
-//!   scenario is refused before anything is built, and `run --list` prints
-//!   each scenario with what it shows.
+//! - `cargo xtask run [--cpus N] [--ram MIB] [--stress N] [SCENARIO]`: builds
+//!   the reference kernel and boots it in QEMU, showing its serial output
+//!   (default scenario: `smoke`; CPUs and RAM as the boot test gives it,
+//!   else 4 and 128 MiB; `--stress N` boots N times, stopping at a failure);
+//!   an unknown scenario is refused before anything is built, and
+//!   `run --list` prints each scenario with what it shows.
 //! - `cargo xtask test [STEP...]`: the whole check suite, or the named steps
 //!   (see `STEPS`). Installs what it needs on a fresh machine (rustup targets
 //!   and components, QEMU through apt-get) and says so.
@@ -322,7 +324,7 @@ fn round(d: Duration) -> Duration {
 }
 
 fn usage() -> ! {
-    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios)");
+    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios;\n                               --cpus N, --ram MIB: the machine; --stress N: N boots in a row)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
     eprintln!(
         "  cargo xtask fuzz [--sanitizer=NAME] [--trace-compares] [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table"
@@ -342,12 +344,13 @@ fn main() {
         Some("run") if args.get(1).map(String::as_str) == Some("--list") => boot::list_scenarios(),
         Some("run") => {
             let mut words = Vec::new();
-            let (mut cpus, mut ram) = (None, None);
+            let (mut cpus, mut ram, mut stress) = (None, None, None);
             let mut rest = args[1..].iter();
             while let Some(a) = rest.next() {
                 let slot = match a.as_str() {
                     "--cpus" => &mut cpus,
                     "--ram" => &mut ram,
+                    "--stress" => &mut stress,
                     _ => {
                         words.push(a.clone());
                         continue;
@@ -362,7 +365,7 @@ fn main() {
                 }
             }
             let scenario = if words.is_empty() { "smoke".to_string() } else { words.join(" ") };
-            exit(if boot::run_interactive(&scenario, cpus, ram) { 0 } else { 1 })
+            exit(if boot::run_interactive(&scenario, cpus, ram, stress) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
         Some("fuzz") => exit(if fuzz::fuzz(&args[1..]) { 0 } else { 1 }),

@@ -395,7 +395,13 @@ pub fn alive(name: &str) -> usize {
 /// space is gone, and the thread ends without running). Returns how each
 /// ended, in the order they ended.
 pub fn run(activate: fn(Option<SpaceId>) -> bool) -> Vec<Ended> {
-    SCHED.lock().activate = Some(activate);
+    let mask = {
+        let mut s = SCHED.lock();
+        s.activate = Some(activate);
+        s.cpu_mask
+    };
+    // The other CPUs looked for work before there was a run to join.
+    crate::smp::kick(mask);
     loop {
         if run_one() {
             continue;

@@ -1,5 +1,8 @@
 //! The `smp` scenario: every CPU runs threads of the one run queue.
 //!
+//! 0. Scaling: four tasks fault half the RAM in, on 1, 2, 4 ... CPUs in
+//!    turn (the median of three runs each); pages faulted per second, as
+//!    a ratio to one CPU.
 //! 1. Two tasks per CPU write three times the RAM in per-page patterns and
 //!    check every page, with `kswapd` and direct reclaim running on
 //!    whichever CPUs are free, while the tasks fault on the others.
@@ -47,6 +50,7 @@ pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
         kprintln!("smp: cannot set up the machine");
         return false;
     };
+    let scaling_ok = scaling(m, buddy, cpus, ram);
     let tasks = 2 * cpus;
     let pages = scenario::pressure_pages(tasks, ram);
     let Some(ws) = workers(m, buddy, &pages) else {
@@ -71,7 +75,8 @@ pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
     );
     report("smp", m, buddy);
     let f = m.figures(buddy.free_frame_count());
-    let mut ok = out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
+    let mut ok =
+        scaling_ok && out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
     ok &= ended.iter().all(|e| e.exit == Exit::Done) && f.swapped_out > 0 && f.faults.swap_in > 0;
     ok &= super::pressure::fork_check("smp", m, buddy, &first);
     ok &= m.device.swap().check().is_ok();
@@ -84,6 +89,97 @@ pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
     sched::set_cpus(1);
     kprintln!("smp: data intact: {}", ok);
     ok
+}
+
+/// Tasks in the scaling runs.
+const SCALING_TASKS: usize = 4;
+
+/// Runs of each CPU count in the scaling part (the median is reported).
+const SCALING_RUNS: usize = 3;
+
+/// Part 0: the same fault-heavy workload (four tasks each map and write a
+/// quarter of half the free RAM: demand-zero faults, no reclaim) on 1, 2,
+/// 4 ... CPUs, after one unmeasured run on all of them (the first run
+/// pays for growing the heap and for QEMU translating the code); the
+/// median of three runs each, in pages faulted per second on the kernel's
+/// clock, and the ratio to one CPU. Whether every page was right.
+fn scaling(m: &'static KMachine, buddy: &'static Frames, cpus: usize, ram: u64) -> bool {
+    let per_task = ram / 2 / SCALING_TASKS as u64;
+    let pages = per_task * SCALING_TASKS as u64;
+    let mut ok = fault_run(m, buddy, cpus, per_task).is_some();
+    let mut base = 0;
+    let mut n = 1;
+    while n <= cpus {
+        let mut runs = [0u64; SCALING_RUNS];
+        for r in runs.iter_mut() {
+            match fault_run(m, buddy, n, per_task) {
+                Some(us) => *r = us,
+                None => ok = false,
+            }
+        }
+        runs.sort_unstable();
+        let us = runs[SCALING_RUNS / 2].max(1);
+        let rate = pages * 1_000_000 / us;
+        if n == 1 {
+            base = rate.max(1);
+        }
+        kprintln!(
+            "smp: scaling: {} CPU(s): {} pages faulted in {} us (median of {}: {:?}), {} per second, {}.{:02} times 1 CPU",
+            n,
+            pages,
+            us,
+            SCALING_RUNS,
+            runs,
+            rate,
+            rate / base,
+            rate * 100 / base % 100
+        );
+        n *= 2;
+    }
+    sched::set_cpus((1u64 << cpus) - 1);
+    ok
+}
+
+/// One scaling run on the first `n` CPUs: [`SCALING_TASKS`] tasks map and
+/// write `per_task` pages each, then read them back; its time in
+/// microseconds, or `None` if a page was wrong or a thread ended badly.
+fn fault_run(m: &'static KMachine, buddy: &'static Frames, n: usize, per_task: u64) -> Option<u64> {
+    sched::set_cpus((1u64 << n) - 1);
+    let right = Arc::new(AtomicU64::new(0));
+    let mut ids = Vec::new();
+    let mut spawned = true;
+    for k in 0..SCALING_TASKS {
+        let id = m.spawn().ok()?;
+        ids.push(id);
+        let right = right.clone();
+        let body = move || {
+            let mut t = KernelTouch { m, buddy };
+            let Ok(at) = t.map(id, per_task * 4096) else { return };
+            for p in 0..per_task {
+                let _ = t.write(id, at + p * 4096, scenario::pattern(k, p));
+                if p % scenario::TURN == scenario::TURN - 1 {
+                    sched::yield_now();
+                }
+            }
+            let good = (0..per_task).filter(|&p| t.read(id, at + p * 4096) == Ok(scenario::pattern(k, p))).count();
+            right.fetch_add(good as u64, Ordering::Relaxed);
+        };
+        spawned &= sched::spawn("scale", Some(id), body).is_ok();
+    }
+    let start = clock::now_us();
+    let ended = sched::run(activate);
+    let us = clock::now_us() - start;
+    unload();
+    for id in ids {
+        m.kill(id);
+    }
+    let good = spawned
+        && right.load(Ordering::Relaxed) == per_task * SCALING_TASKS as u64
+        && ended.iter().all(|e| e.exit == Exit::Done);
+    if !good {
+        kprintln!("smp: scaling: a run on {} CPU(s) went wrong: {} pages right", n, right.load(Ordering::Relaxed));
+    }
+    good.then_some(us)
 }
 
 /// Part 3: `churn`, `reader` and `writer` in one space on three CPUs.
