@@ -179,10 +179,18 @@ where
     }
 
     fn flush_unmapped(&self) {
-        let pending = core::mem::replace(&mut self.inner.lock().pending, Flush::NONE);
+        // The table's lock is held until every CPU has flushed: a caller
+        // whose unmapped range an earlier caller's flush took over finds
+        // `pending` empty, and must not return (and reuse the range or its
+        // frames) before that flush is done. The shootdown hook must
+        // therefore not wait for a CPU that could be spinning on this lock
+        // with interrupts off (the reference kernel sends NMIs).
+        let mut g = self.inner.lock();
+        let pending = core::mem::replace(&mut g.pending, Flush::NONE);
         let mut batch = FlushBatch::new();
         pending.batch(&mut batch);
         batch.finish(&mut *self.tlb.lock(), &self.shootdown);
+        drop(g);
     }
 
     fn translate(&self, va: VirtAddr) -> Option<Translation> {
