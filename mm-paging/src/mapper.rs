@@ -427,6 +427,33 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
     }
 
+    /// Replaces entry `idx` of a real table and returns what it held, in
+    /// one atomic exchange: an accessed or dirty bit another CPU's MMU sets
+    /// between a read and a store would otherwise be lost.
+    #[inline]
+    fn exchange(&self, node: Node, idx: usize, value: u64) -> u64 {
+        match node {
+            Node::Real(t) => self.table(t)[idx].swap(value, Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
+    /// Sets entry `idx` of a real table to `f(old)` with a compare-and-swap
+    /// loop (so that the MMU's accessed and dirty bits, set concurrently,
+    /// reach `f`), and returns the old entry.
+    #[inline]
+    fn update(&self, node: Node, idx: usize, f: impl Fn(u64) -> u64) -> u64 {
+        let Node::Real(t) = node else { return 0 };
+        let slot = &self.table(t)[idx];
+        let mut e = slot.load(Ordering::Relaxed);
+        loop {
+            match slot.compare_exchange_weak(e, f(e), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(old) => return old,
+                Err(now) => e = now,
+            }
+        }
+    }
+
     /// The live-entry count kept in the table entry `e` for the table
     /// below, if the format keeps one and it is known.
     #[inline]

@@ -87,8 +87,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
             if arch.swap_of(e).is_some() {
                 // Left alone.
             } else if arch.is_leaf(e, level) && covers {
-                let f = (arch.leaf_flags(e, level) & keep) | (flags - keep);
-                self.store(node, idx, arch.leaf(arch.leaf_phys(e, level), f, level));
+                // A compare-and-swap: an accessed or dirty bit another
+                // CPU's MMU sets meanwhile is kept.
+                self.update(node, idx, |e| {
+                    let f = (arch.leaf_flags(e, level) & keep) | (flags - keep);
+                    arch.leaf(arch.leaf_phys(e, level), f, level)
+                });
             } else {
                 let child = self.child(node, level, idx, e, Descend::SPLIT).expect("present");
                 self.protect_walk(child, level - 1, v, slot_end, flags)?;

@@ -68,7 +68,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             if e != 0 && !w.pt.arch.is_present(e) {
                 return Err(PagingError::AlreadyMapped { addr: va });
             }
-            w.store(node, idx, new);
+            // Exchanged, not stored: the dirty bit another CPU's MMU sets
+            // after the read above belongs in the mapping returned.
+            let e = w.exchange(node, 1, idx, new);
             if let (0, Some((n, i))) = (e, above) {
                 w.add_count(n, i, 1);
             }

@@ -291,7 +291,9 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
             } else if !arch.is_present(e) {
                 return Err(PagingError::NotMapped { addr });
             } else if arch.is_leaf(e, level) && covers {
-                self.store(node, idx, 0);
+                // Exchanged: the dirty bit set since the read goes to
+                // `removed`.
+                let e = self.exchange(node, level, idx, 0);
                 cleared += 1;
                 if self.applying() {
                     let frame = arch.leaf_phys(e, level);

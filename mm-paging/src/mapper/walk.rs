@@ -92,6 +92,29 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
         }
     }
 
+    /// Replaces a present leaf at entry `idx` (apply pass) and returns the
+    /// entry it held then, with any accessed or dirty bit another CPU's MMU
+    /// set since it was read; the plan pass writes nothing and returns the
+    /// entry as it is.
+    #[inline]
+    pub fn exchange(&self, node: Node, level: u8, idx: usize, value: u64) -> u64 {
+        if self.applying() {
+            self.pt.exchange(node, idx, value)
+        } else {
+            self.entry(node, level, idx)
+        }
+    }
+
+    /// Sets a present leaf at entry `idx` to `f` of what it holds, keeping
+    /// up with bits the MMU sets meanwhile (apply pass; the plan pass
+    /// writes nothing).
+    #[inline]
+    pub fn update(&self, node: Node, idx: usize, f: impl Fn(u64) -> u64) {
+        if self.applying() {
+            self.pt.update(node, idx, f);
+        }
+    }
+
     /// Unlinks the table below entry `idx` of `node` and frees it (apply
     /// pass).
     pub fn free_child(&self, node: Node, idx: usize, child: Node) {
