@@ -30,8 +30,12 @@ pub struct Counters {
     pub faults: AtomicU64,
     /// Threads this CPU switched to.
     pub switches: AtomicU64,
-    /// Milliseconds this CPU spent waiting for shootdown acknowledgements.
+    /// Microseconds this CPU spent waiting for shootdown acknowledgements.
     pub shootdown_wait_us: AtomicU64,
+    /// Times this CPU halted for a lock another CPU held (the disk's).
+    pub lock_waits: AtomicU64,
+    /// Microseconds it spent so.
+    pub lock_wait_us: AtomicU64,
 }
 
 /// One CPU's own data. The first three words are read through GS by
@@ -76,6 +80,8 @@ impl Cpu {
                 faults: AtomicU64::new(0),
                 switches: AtomicU64::new(0),
                 shootdown_wait_us: AtomicU64::new(0),
+                lock_waits: AtomicU64::new(0),
+                lock_wait_us: AtomicU64::new(0),
             },
             loaded: AtomicU32::new(0),
         }

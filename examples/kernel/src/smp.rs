@@ -197,7 +197,12 @@ impl<T> HaltLock<T> {
 
     /// Takes the lock, halting while another CPU holds it.
     pub fn lock(&self) -> HaltGuard<'_, T> {
-        let bit = 1 << crate::percpu::index();
+        if self.try_take() {
+            return HaltGuard { lock: self };
+        }
+        let cpu = crate::percpu::this();
+        let start = clock::now_us();
+        let bit = 1 << cpu.index();
         while !self.try_take() {
             self.waiters.fetch_or(bit, Ordering::SeqCst);
             // A release between the failed try and the flag above sent no
@@ -211,6 +216,8 @@ impl<T> HaltLock<T> {
             unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
             self.waiters.fetch_and(!bit, Ordering::SeqCst);
         }
+        cpu.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
+        cpu.counters.lock_wait_us.fetch_add(clock::now_us() - start, Ordering::Relaxed);
         HaltGuard { lock: self }
     }
 }

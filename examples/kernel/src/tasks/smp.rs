@@ -331,13 +331,13 @@ fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
     let ended = sched::run(activate);
     let mut caches = caches.lock().clone();
     caches.sort();
-    kprintln!("smp: per CPU: faults, switches, timer ticks, shootdowns sent, IPIs sent/received, wait us, buddy cache frames, slab cache objects");
+    kprintln!("smp: per CPU: faults, switches, timer ticks, shootdowns sent, NMIs sent/received, shootdown wait us, disk lock waits/us, buddy cache frames, slab cache objects");
     let mut all_busy = true;
     for &(cpu, frames, objects) in &caches {
         let c = &percpu::cpu(cpu).counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         kprintln!(
-            "smp:   cpu {}: {} {} {} {} {}/{} {} {} {}",
+            "smp:   cpu {}: {} {} {} {} {}/{} {} {}/{} {} {}",
             cpu,
             get(&c.faults),
             get(&c.switches),
@@ -346,6 +346,8 @@ fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
             get(&c.ipis_sent),
             get(&c.ipis_received),
             get(&c.shootdown_wait_us),
+            get(&c.lock_waits),
+            get(&c.lock_wait_us),
             frames,
             objects
         );
