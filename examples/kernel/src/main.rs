@@ -357,7 +357,7 @@ pub fn finish(passed: bool) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    kprintln!("PANIC: {}", info);
+    serial::print_panic(format_args!("mm-kernel: PANIC on CPU {}: {}\n", percpu::index(), info));
     // Most panics under memory pressure are a failed allocation: say how
     // much memory was left.
     if let Some(b) = frames::get() {

@@ -68,7 +68,25 @@ pub fn init() {
 
 /// Writes formatted text (used by the `kprintln!` macro).
 pub fn print(args: fmt::Arguments<'_>) {
-    // Interrupts stay off in this kernel, so the lock cannot be re-entered.
+    // Interrupts stay off in the kernel and no interrupt handler prints, so
+    // the lock is never re-entered on one CPU; other CPUs wait their turn.
+    let _ = SERIAL.lock().write_fmt(args);
+}
+
+/// Writes a panic report: waits a while for the CPU that holds the port,
+/// then writes anyway (it may be the panicking CPU itself, or stopped for
+/// good), so that a panic is always reported.
+pub fn print_panic(args: fmt::Arguments<'_>) {
+    for _ in 0..10_000_000 {
+        if let Some(mut s) = SERIAL.try_lock() {
+            let _ = s.write_fmt(args);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: the holder has not let go for ten million tries; the port's registers tolerate
+    // interleaved bytes, and the run ends right after this report.
+    unsafe { SERIAL.force_unlock() };
     let _ = SERIAL.lock().write_fmt(args);
 }
 
