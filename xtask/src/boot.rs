@@ -45,19 +45,31 @@ pub struct Boot {
 /// 64 MiB) with room to spare. The image is sparse.
 const SWAP_DISK_BYTES: u64 = 256 << 20;
 
-/// The swap disk image (`target/swap.img`), created empty if missing.
-fn swap_disk() -> Option<PathBuf> {
-    disk_image("swap", SWAP_DISK_BYTES, false)
+/// The swap disk image of boot slot `slot` (`target/swap.img`, then
+/// `swap-1.img` ...: boots that run at once each have their own), created
+/// empty if missing.
+fn swap_disk(slot: usize) -> Option<PathBuf> {
+    disk_image(&slot_name("swap", slot), SWAP_DISK_BYTES, false)
+}
+
+/// `name` for boot slot 0, `name-SLOT` for the others.
+fn slot_name(name: &str, slot: usize) -> String {
+    if slot == 0 {
+        name.to_string()
+    } else {
+        format!("{name}-{slot}")
+    }
 }
 
 /// The scratch disk's size: a raw device the `files` scenario maps as a
 /// file and writes through.
 const SCRATCH_DISK_BYTES: u64 = 16 << 20;
 
-/// The scratch disk image (`target/scratch.img`), zeroed for every boot
-/// (the `files` scenario checks what it wrote against zeros elsewhere).
-fn scratch_disk() -> Option<PathBuf> {
-    disk_image("scratch", SCRATCH_DISK_BYTES, true)
+/// The scratch disk image of boot slot `slot` (`target/scratch.img` ...),
+/// zeroed for every boot (the `files` scenario checks what it wrote against
+/// zeros elsewhere).
+fn scratch_disk(slot: usize) -> Option<PathBuf> {
+    disk_image(&slot_name("scratch", slot), SCRATCH_DISK_BYTES, true)
 }
 
 /// `target/NAME.img` of `bytes` bytes (sparse), emptied first if `zeroed`.
@@ -125,13 +137,15 @@ fn make_ext4_image() -> Option<PathBuf> {
     ok.then_some(image)
 }
 
-/// Boots `kernel` with `-append scenario`, echoing serial output if `echo`.
-pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, cpus: u64, echo: bool) -> Option<Boot> {
+/// Boots `kernel` with `-append scenario`, echoing serial output if `echo`,
+/// with the disk images of boot slot `slot` (boots at once use different
+/// slots: QEMU locks its images).
+pub fn boot(kernel: &PathBuf, scenario: &str, memory: &str, cpus: u64, echo: bool, slot: usize) -> Option<Boot> {
     if !setup::ensure_qemu() {
         return None;
     }
-    let disk = swap_disk()?;
-    let scratch = scratch_disk()?;
+    let disk = swap_disk(slot)?;
+    let scratch = scratch_disk(slot)?;
     let ext4 = ext4_image()?;
     let mut cmd = Command::new("qemu-system-x86_64");
     // Multi-threaded TCG (QEMU's default for x86 on an x86 host): each
@@ -285,7 +299,7 @@ pub fn run_interactive(scenario: &str, cpus: Option<u64>, ram: Option<u64>, stre
     let boots = stress.unwrap_or(1);
     for i in 1..=boots {
         let start = Instant::now();
-        let Some(b) = boot(&kernel, scenario, &format!("{ram}M"), cpus, true) else { return false };
+        let Some(b) = boot(&kernel, scenario, &format!("{ram}M"), cpus, true, 0) else { return false };
         let ok = b.status == Some(SUCCESS_STATUS);
         eprintln!(
             "xtask: QEMU exited with status {} ({}) after {:.1} s",
@@ -462,9 +476,35 @@ pub fn boot_test() -> bool {
         assert!(check_scenario(scenario).is_ok(), "the boot test's scenario {scenario:?} is in SCENARIO_DOCS");
     }
     let Some(kernel) = build_kernel() else { return false };
+    // Installed (if need be) and the ext4 image made once, before boots
+    // run at once.
+    if !setup::ensure_qemu() || ext4_image().is_none() {
+        return false;
+    }
+    // The scenarios that keep to one CPU (the others idle and halted) boot
+    // two at a time, on the machine's two cores; `smp` boots alone after
+    // them, with both cores for its four CPUs.
+    let (alone, paired): (Vec<_>, Vec<_>) = SCENARIOS.iter().partition(|s| s.0 == "smp");
+    let queue = std::sync::Mutex::new(paired.into_iter().collect::<std::collections::VecDeque<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for slot in 0..2 {
+            let (queue, results, kernel) = (&queue, &results, &kernel);
+            s.spawn(move || loop {
+                let Some(&(scenario, ram_mib, cpus, required)) = queue.lock().unwrap().pop_front() else { break };
+                let b = boot(kernel, scenario, &format!("{ram_mib}M"), cpus, false, slot);
+                results.lock().unwrap().push((scenario, ram_mib, cpus, required, b));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    for &(scenario, ram_mib, cpus, required) in alone {
+        let b = boot(&kernel, scenario, &format!("{ram_mib}M"), cpus, false, 0);
+        results.push((scenario, ram_mib, cpus, required, b));
+    }
     let mut ok = true;
-    for &(scenario, ram_mib, cpus, required) in SCENARIOS {
-        let Some(b) = boot(&kernel, scenario, &format!("{ram_mib}M"), cpus, false) else { return false };
+    for (scenario, ram_mib, cpus, required, b) in results {
+        let Some(b) = b else { return false };
         let verdict = match b.status {
             Some(SUCCESS_STATUS) => check_output(&b.lines, scenario, ram_mib, cpus).and_then(|()| {
                 match required.iter().find(|r| !b.lines.iter().any(|l| l.contains(*r))) {

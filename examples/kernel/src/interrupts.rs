@@ -335,7 +335,9 @@ pub fn init(index: usize, apic_id: u32) {
         let data = gdt.append(Descriptor::kernel_data_segment());
         let user_data = gdt.append(Descriptor::user_data_segment());
         let user_code = gdt.append(Descriptor::user_code_segment());
-        let tss = gdt.append(Descriptor::tss_segment(cpu.tss()));
+        // SAFETY: the TSS is in the static per-CPU array, so it outlives the GDT; its size is a
+        // TSS's.
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(cpu.tss()) });
         Tables { gdt, code, data, user_code, user_data, tss }
     });
     t.gdt.load();

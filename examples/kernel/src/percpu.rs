@@ -97,11 +97,10 @@ impl Cpu {
         self.apic_id.load(Ordering::Relaxed)
     }
 
-    /// The TSS, for the GDT descriptor (its address only).
-    pub fn tss(&'static self) -> &'static TaskStateSegment {
-        // SAFETY: a shared reference for the descriptor's base and limit; writes go through
-        // `set_kernel_stack` on this CPU only, which the CPU reads on privilege changes.
-        unsafe { &*self.tss.get() }
+    /// The TSS's address, for the GDT descriptor (no reference is made:
+    /// `set_kernel_stack` writes it later).
+    pub fn tss(&'static self) -> *const TaskStateSegment {
+        self.tss.get()
     }
 }
 
