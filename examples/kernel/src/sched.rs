@@ -355,7 +355,9 @@ pub fn exit(why: Exit) -> ! {
     let load = {
         let mut s = SCHED.lock();
         let load = s.cpus[percpu::index()].sched_rsp;
-        s.current().expect("exit outside a thread").exit = Some(why);
+        // A thread another CPU already ended (its task was killed) keeps
+        // that reason.
+        s.current().expect("exit outside a thread").exit.get_or_insert(why);
         load
     };
     let mut abandoned = 0u64;

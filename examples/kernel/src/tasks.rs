@@ -203,17 +203,26 @@ impl Shrinker for HeapShrinker {
     }
 }
 
+/// The space each CPU has loaded, held: a task killed from another CPU
+/// (the OOM killer) leaves the task table at once, but its page tables
+/// stay alive until every CPU that has them in CR3 has moved on.
+static HELD: [spin::Mutex<
+    Option<mm_wiring::SharedSpace<X86_64, DirectMap, mm_wiring::Frames<&'static Frames, WTinyLfu>>>,
+>; crate::percpu::MAX_CPUS] = [const { spin::Mutex::new(None) }; crate::percpu::MAX_CPUS];
+
 /// Loads task `id`'s page tables (if it is not loaded already).
 fn load(m: &KMachine, id: SpaceId) -> Result<(), TouchError> {
     if uspace::loaded() == id.0 {
         return Ok(());
     }
     let s = m.tasks.get(id).ok_or(TouchError::Gone)?;
-    let g = s.lock();
     uspace::set_loaded(id.0);
     // SAFETY: CPL 0; every task space shares the kernel's root entries for everything the kernel
-    // touches, and the space lives in the task table until `kill` switches away from it.
-    unsafe { g.page_table().activate() };
+    // touches, and the space lives (`HELD`) until this CPU loads other tables.
+    unsafe { s.lock().page_table().activate() };
+    // The space loaded before goes only now, with CR3 off its tables.
+    let before = HELD[crate::percpu::index()].lock().replace(s);
+    drop(before);
     Ok(())
 }
 
@@ -224,6 +233,8 @@ pub fn unload() {
         uspace::set_loaded(0);
         // SAFETY: CPL 0; these are the tables the kernel booted on.
         unsafe { tables.lock().activate() };
+        let before = HELD[crate::percpu::index()].lock().take();
+        drop(before);
     }
 }
 
@@ -266,7 +277,16 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         // pages.
         // Another CPU may hold the space (a thread of the same task
         // mapping or faulting, reclaim unmapping): wait for it.
-        let r = m.tasks.get(SpaceId(id))?.lock().fault(addr, access);
+        let Some(space) = m.tasks.get(SpaceId(id)) else {
+            // Killed from another CPU while this thread ran (its tables
+            // live on in `HELD`): the thread ends here.
+            if sched::current().is_some_and(|t| t.space == Some(SpaceId(id))) {
+                unload();
+                sched::exit(Exit::Killed);
+            }
+            return None;
+        };
+        let r = space.lock().fault(addr, access);
         if r.is_ok() {
             crate::percpu::this().counters.faults.fetch_add(1, Ordering::Relaxed);
         }

@@ -8,13 +8,17 @@
 //!    whichever CPUs are free, while the tasks fault on the others.
 //! 2. The first task forks; the child's thread and then the parent's check
 //!    copy-on-write, on whichever CPU picks them up.
-//! 3. One space, three threads on three CPUs (fewer if there are fewer): `churn` unmaps a region,
+//! 3. One space, four threads on four CPUs (fewer if there are fewer): `churn` unmaps a region,
 //!    maps it afresh and writes a generation number into it, and changes
 //!    its protection back and forth; `reader` reads the region after each
 //!    generation and must see that generation (a TLB entry the shootdown
 //!    missed would show it the previous one, or whatever reused its
 //!    frames); `writer` faults in and checks its own region of the same
-//!    space all the while.
+//!    space all the while, and `forker` forks the space again and again
+//!    and checks that the child's copy of `writer`'s pages holds nothing
+//!    written after the fork (the parent's pages are write-protected by
+//!    fork, and a writable TLB entry left on `writer`'s CPU would let its
+//!    later writes into the frames the child shares).
 //! 4. Every CPU reports what it did (faults, thread switches, timer ticks,
 //!    shootdowns and their interrupts, frames in its mm-buddy cache and
 //!    objects in its mm-slab caches) and drains its caches.
@@ -25,6 +29,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use mm_types::VirtAddr;
 use mm_vma::{MapRequest, Placement, Protection};
 use mm_wiring::scenario::{self, Touch};
 
@@ -40,6 +45,9 @@ const CHURN_PAGES: u64 = 16;
 const ROUNDS: u64 = 200;
 /// Pages `writer` keeps writing meanwhile.
 const WRITER_PAGES: u64 = 64;
+/// Forks `forker` makes of the shared space (each costs the writer a
+/// copy-on-write fault per page, and each of those a shootdown).
+const FORKS: u64 = 8;
 
 /// `smp`: see the module documentation.
 pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
@@ -251,19 +259,26 @@ fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bo
         // The writer stops once the last generation was checked.
         fin.store(true, Ordering::Release);
     };
-    let (fin, bad) = (done.clone(), writer_bad.clone());
+    // Where `writer`'s pages are (0 until mapped), and the passes it has
+    // completed.
+    let writer_at = Arc::new(AtomicU64::new(0));
+    let writer_passes = Arc::new(AtomicU64::new(0));
+    let (fin, bad, at, passes) = (done.clone(), writer_bad.clone(), writer_at.clone(), writer_passes.clone());
     let writer = move || {
         let mut t = KernelTouch { m, buddy };
         let Ok(mine) = t.map(id, WRITER_PAGES * 4096) else {
             bad.fetch_add(1, Ordering::Relaxed);
+            fin.store(true, Ordering::Release);
             return;
         };
+        at.store(mine.as_u64(), Ordering::Release);
         let mut pass = 0u64;
         while !fin.load(Ordering::Acquire) || pass < 2 {
             pass += 1;
             for p in 0..WRITER_PAGES {
                 let _ = t.write(id, mine + p * 4096, pass ^ scenario::pattern(7, p));
             }
+            passes.store(pass, Ordering::Release);
             for p in 0..WRITER_PAGES {
                 if t.read(id, mine + p * 4096) != Ok(pass ^ scenario::pattern(7, p)) {
                     bad.fetch_add(1, Ordering::Relaxed);
@@ -272,10 +287,49 @@ fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bo
             sched::yield_now();
         }
     };
+    // `forker` forks the space while `writer` writes it on another CPU.
+    // Fork write-protects the parent's pages, and every CPU that has the
+    // space loaded must drop its writable entries before fork returns:
+    // a write through one left behind would land in the frame the child
+    // now shares. So each of the child's pages must hold a pass no later
+    // than the one `writer` was in when fork returned, even after the
+    // writer has done two more.
+    let forks = Arc::new(AtomicU64::new(0));
+    let fork_bad = Arc::new(AtomicU64::new(0));
+    let (fin, at, passes, forked, bad) =
+        (done.clone(), writer_at.clone(), writer_passes.clone(), forks.clone(), fork_bad.clone());
+    let forker = move || {
+        let mut t = KernelTouch { m, buddy };
+        while at.load(Ordering::Acquire) == 0 && !fin.load(Ordering::Acquire) {
+            sched::yield_now();
+        }
+        let base = VirtAddr::new(at.load(Ordering::Acquire)).expect("a user address");
+        while !fin.load(Ordering::Acquire) && forked.load(Ordering::Relaxed) < FORKS {
+            let Ok(child) = m.fork(id) else {
+                bad.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let then = passes.load(Ordering::Acquire);
+            while passes.load(Ordering::Acquire) < then + 2 && !fin.load(Ordering::Acquire) {
+                sched::yield_now();
+            }
+            for p in 0..WRITER_PAGES {
+                let pass = t.read(child, base + p * 4096).map(|v| v ^ scenario::pattern(7, p));
+                if pass.is_err() || pass.is_ok_and(|pass| pass > then + 1) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            unload();
+            m.kill(child);
+            forked.fetch_add(1, Ordering::Relaxed);
+            sched::yield_now();
+        }
+    };
     let on = |k: usize| Some(k % cpus);
     let spawned = sched::spawn_on(on(1), "churn", Some(id), churn).is_ok()
         && sched::spawn_on(on(2), "reader", Some(id), reader).is_ok()
-        && sched::spawn_on(on(3), "writer", Some(id), writer).is_ok();
+        && sched::spawn_on(on(3), "writer", Some(id), writer).is_ok()
+        && sched::spawn_on(on(4), "forker", None, forker).is_ok();
     let start = clock::now_ms();
     let ended = sched::run(activate);
     unload();
@@ -283,18 +337,22 @@ fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bo
     let shots = total(|c| c.shootdowns.load(Ordering::Relaxed)) - shots;
     let (stale, writer_bad, failed) =
         (stale.load(Ordering::Relaxed), writer_bad.load(Ordering::Relaxed), churn_failed.load(Ordering::Relaxed));
+    let (forks, fork_bad) = (forks.load(Ordering::Relaxed), fork_bad.load(Ordering::Relaxed));
     kprintln!(
-        "smp: shared space: {} generations remapped and reprotected in {} ms; stale reads {}, writer pages wrong {}, shootdowns {}; churn failed: {}",
+        "smp: shared space: {} generations remapped and reprotected in {} ms; stale reads {}, writer pages wrong {}, {} forks with {} child pages wrong, shootdowns {}; churn failed: {}",
         generation.load(Ordering::Relaxed),
         ms,
         stale,
         writer_bad,
+        forks,
+        fork_bad,
         shots,
         failed
     );
     // With fewer than three CPUs the reader's CPU goes idle (and leaves the
     // space) while it waits, so shootdowns may not be needed.
     let ok = spawned && !failed && stale == 0 && writer_bad == 0 && (shots > 0 || cpus < 3);
+    let ok = ok && forks > 0 && fork_bad == 0;
     let ok = ok && ended.iter().all(|e| e.exit == Exit::Done);
     m.kill(id);
     kprintln!("smp: shared space: munmap and mprotect raced faults on other CPUs safely: {}", ok);
