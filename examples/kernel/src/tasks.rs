@@ -206,9 +206,11 @@ impl Shrinker for HeapShrinker {
 /// The space each CPU has loaded, held: a task killed from another CPU
 /// (the OOM killer) leaves the task table at once, but its page tables
 /// stay alive until every CPU that has them in CR3 has moved on.
-static HELD: [spin::Mutex<
-    Option<mm_wiring::SharedSpace<X86_64, DirectMap, mm_wiring::Frames<&'static Frames, WTinyLfu>>>,
->; crate::percpu::MAX_CPUS] = [const { spin::Mutex::new(None) }; crate::percpu::MAX_CPUS];
+static HELD: [spin::Mutex<Option<TaskSpace>>; crate::percpu::MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; crate::percpu::MAX_CPUS];
+
+/// A task's address space, shared.
+type TaskSpace = mm_wiring::SharedSpace<X86_64, DirectMap, mm_wiring::Frames<&'static Frames, WTinyLfu>>;
 
 /// Loads task `id`'s page tables (if it is not loaded already).
 fn load(m: &KMachine, id: SpaceId) -> Result<(), TouchError> {
