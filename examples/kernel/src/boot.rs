@@ -62,6 +62,25 @@ pvh_start32:
     jne 2b
 
     mov $boot_pml4, %eax
+    mov %eax, AP_CR3
+    jmp enter_long_mode
+
+    /* Application processors (smp.rs) arrive here from the trampoline, in
+       32-bit protected mode with paging off, and take the same way to long
+       mode, with the kernel's own page tables (AP_CR3, below 4 GiB, set by
+       the boot CPU) and the stack and CPU number it left in AP_STACK and
+       AP_INDEX. */
+    .global ap_start32
+ap_start32:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    /* Both ways, from here: the tables in AP_CR3 (the boot CPU put its
+       boot tables there), PAE, long mode and no-execute (the kernel's
+       tables use NX), paging and write-protect, the 64-bit GDT. */
+enter_long_mode:
+    mov AP_CR3, %eax
     mov %eax, %cr3
     mov %cr4, %eax
     or $0x20, %eax              /* PAE */
@@ -85,51 +104,17 @@ long_mode_entry:
     xor %ax, %ax
     mov %ax, %fs
     mov %ax, %gs
-    lea boot_stack_top(%rip), %rsp
     xor %ebp, %ebp
+    /* AP_STACK is 0 until the boot CPU starts another CPU. */
+    cmpq $0, AP_STACK(%rip)
+    jne 5f
+    lea boot_stack_top(%rip), %rsp
     mov boot_start_info(%rip), %edi
     call kernel_main
 3:  hlt
     jmp 3b
-
-    /* Application processors (smp.rs) arrive here from the trampoline, in
-       32-bit protected mode with paging off, and take the same way to long
-       mode, with the kernel's own page tables (AP_CR3, below 4 GiB) and the
-       stack and CPU number the boot CPU left in AP_STACK and AP_INDEX. */
-    .code32
-    .global ap_start32
-ap_start32:
-    mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov %cr4, %eax
-    or $0x20, %eax              /* PAE */
-    mov %eax, %cr4
-    mov AP_CR3, %eax
-    mov %eax, %cr3
-    mov $0xC0000080, %ecx       /* EFER */
-    rdmsr
-    or $0x900, %eax             /* LME | NXE: the kernel's tables use NX */
-    wrmsr
-    mov %cr0, %eax
-    or $0x80010001, %eax        /* PG | WP | PE */
-    mov %eax, %cr0
-    lgdt boot_gdt_ptr
-    ljmp $0x08, $ap_long_mode
-
-    .code64
-ap_long_mode:
-    mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    xor %ax, %ax
-    mov %ax, %fs
-    mov %ax, %gs
-    mov AP_STACK(%rip), %rsp
+5:  mov AP_STACK(%rip), %rsp
     mov AP_INDEX(%rip), %rdi
-    xor %ebp, %ebp
     call ap_main
 4:  hlt
     jmp 4b
