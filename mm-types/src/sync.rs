@@ -47,6 +47,22 @@ pub mod cell {
         pub fn get(&self) -> *mut T {
             self.0.get()
         }
+
+        /// Runs `f` with a pointer for reading the value (loom's
+        /// `UnsafeCell::with`: under loom, a tracked shared access lasting
+        /// as long as `f`, so several readers may overlap but no writer).
+        #[inline(always)]
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Runs `f` with a pointer for writing the value (loom's
+        /// `UnsafeCell::with_mut`: under loom, a tracked exclusive access
+        /// lasting as long as `f`).
+        #[inline(always)]
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
     }
 
     /// A pointer from [`UnsafeCell::get_mut`] (under loom, a tracked one:
