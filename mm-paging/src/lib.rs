@@ -12,6 +12,8 @@ mod flags;
 #[allow(unsafe_code)]
 mod mapper;
 #[allow(unsafe_code)]
+pub mod smp;
+#[allow(unsafe_code)]
 mod table;
 #[allow(unsafe_code)]
 mod tlb;
