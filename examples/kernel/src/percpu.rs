@@ -30,7 +30,8 @@ pub struct Counters {
     pub faults: AtomicU64,
     /// Threads this CPU switched to.
     pub switches: AtomicU64,
-    /// Microseconds this CPU spent waiting for shootdown acknowledgements.
+    /// Microseconds this CPU spent waiting for shootdown acknowledgements
+    /// (from its first NMI of each shootdown to the last acknowledgement).
     pub shootdown_wait_us: AtomicU64,
     /// Times this CPU halted for a lock another CPU held (the disk's).
     pub lock_waits: AtomicU64,
@@ -55,9 +56,6 @@ pub struct Cpu {
     pub gdt: spin::Once<crate::interrupts::Tables>,
     /// What it did.
     pub counters: Counters,
-    /// The id of the user address space loaded in its CR3 (0: the
-    /// kernel's tables).
-    pub loaded: AtomicU32,
 }
 
 // SAFETY: every field is atomic or a `spin::Once` but `tss`, which only its own CPU writes
@@ -83,7 +81,6 @@ impl Cpu {
                 lock_waits: AtomicU64::new(0),
                 lock_wait_us: AtomicU64::new(0),
             },
-            loaded: AtomicU32::new(0),
         }
     }
 

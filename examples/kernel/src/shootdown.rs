@@ -1,8 +1,8 @@
 //! TLB shootdown: mm-paging's `Shootdown` for this kernel. The initiator
 //! publishes one batch of invalidations (mm-paging's `FlushBatch`: up to 32
-//! pages, or everything), sets one bit per target CPU in [`PENDING`], sends
-//! each target an NMI, and waits until every target has applied the batch
-//! and cleared its bit.
+//! pages, or everything), sets one bit per target CPU in a pending mask,
+//! sends each target an NMI, and waits until every target has applied the
+//! batch and cleared its bit.
 //!
 //! Why NMIs: the kernel runs with interrupts off, so a CPU spinning on a
 //! lock that the initiator holds (the kernel page table's, a space's)
@@ -12,39 +12,34 @@
 //! `iretq`): it finds its CPU through the local APIC id.
 //!
 //! Who is a target: for the kernel's own tables (vmalloc), every other
-//! online CPU; for a user space, the other CPUs whose `loaded` id names it
-//! (Linux's `mm_cpumask`). A CPU stores its `loaded` id before it loads the
-//! space into CR3, and an initiator reads the ids after it changed the
-//! page table, each with a full fence between: either the initiator sees
-//! the CPU (and flushes it), or the CPU's first walk of the tables comes
-//! after the change. A CPU that loads another space flushes its non-global
-//! entries with the CR3 load, so one that left is safely skipped.
+//! online CPU; for a user space, the other CPUs whose loaded id names it
+//! (Linux's `mm_cpumask`). A CPU stores its loaded id ([`set_loaded`])
+//! before it loads the space into CR3, and an initiator reads the ids
+//! ([`cpus_with`]) after it changed the page table, each with a full fence
+//! between: either the initiator sees the CPU (and flushes it), or the
+//! CPU's first walk of the tables comes after the change. A CPU that loads
+//! another space flushes its non-global entries with the CR3 load, so one
+//! that left is safely skipped.
 //!
-//! One request is in flight at a time ([`LOCK`]); a CPU waiting for the lock
-//! still serves requests sent to it, through the NMI.
+//! One request is in flight at a time; a CPU waiting for the lock still
+//! serves requests sent to it, through the NMI.
+//!
+//! The protocol itself (lock, request slot, pending mask, loaded ids and
+//! their fences) is mm-paging's `smp::ShootdownState`, tested on the host
+//! and under loom; this file adds the NMIs, the online mask, the APIC-id
+//! lookup and the counters.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
 
-use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, Shootdown};
+use mm_paging::smp::ShootdownState;
+use mm_paging::{FlushBatch, HardwareTlb, Shootdown};
 use mm_vma::SpaceId;
 
 use crate::percpu::{self, MAX_CPUS};
 
-/// One initiator at a time.
-static LOCK: AtomicBool = AtomicBool::new(false);
-/// The CPUs (bit = CPU index) that have not applied [`REQUEST`] yet.
-static PENDING: AtomicU64 = AtomicU64::new(0);
-
-/// The batch being sent: written by the lock holder while [`PENDING`] is 0,
-/// read by the handlers of the CPUs whose bit is set.
-struct Request(UnsafeCell<FlushBatch>);
-
-// SAFETY: see the field's rule above: the writer and the readers never overlap, ordered by the
-// release store and acquire loads of `PENDING`.
-unsafe impl Sync for Request {}
-
-static REQUEST: Request = Request(UnsafeCell::new(FlushBatch::new()));
+/// The protocol's shared state: the lock, the request, the pending mask
+/// and each CPU's loaded space id.
+static STATE: ShootdownState<MAX_CPUS> = ShootdownState::new();
 
 /// Local APIC id -> CPU index + 1 (0: unknown), for the NMI handler.
 static BY_APIC_ID: [AtomicU8; 256] = [const { AtomicU8::new(0) }; 256];
@@ -67,29 +62,21 @@ pub fn join() {
 /// not online are left out) and returns once each has applied it.
 pub fn send(targets: u64, batch: &FlushBatch) {
     let me = percpu::this();
-    let targets = targets & ONLINE_MASK.load(Ordering::SeqCst) & !(1 << me.index());
-    if targets == 0 || batch.is_empty() {
-        return;
-    }
-    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        // Requests to this CPU arrive as NMIs meanwhile.
-        core::hint::spin_loop();
-    }
-    // SAFETY: the lock is held and `PENDING` is 0 (the last holder waited for it): no handler reads
-    // the request now.
-    unsafe { *REQUEST.0.get() = batch.clone() };
-    PENDING.store(targets, Ordering::Release);
-    let start = crate::clock::now_us();
-    for i in (0..MAX_CPUS).filter(|i| targets & (1 << i) != 0) {
+    let targets = targets & ONLINE_MASK.load(Ordering::SeqCst);
+    // Set by the first NMI sent: the wait counted is from there on, as
+    // before the protocol moved to mm-paging.
+    let mut start = None;
+    let ipi = |i: usize| {
+        start.get_or_insert_with(crate::clock::now_us);
         crate::lapic::send_nmi(percpu::cpu(i).apic_id());
         me.counters.ipis_sent.fetch_add(1, Ordering::Relaxed);
+    };
+    // Requests to this CPU arrive as NMIs while it waits for the lock.
+    if STATE.send(me.index(), targets, batch, ipi, || {}) != 0 {
+        me.counters.shootdowns.fetch_add(1, Ordering::Relaxed);
+        let waited = start.map_or(0, |s| crate::clock::now_us() - s);
+        me.counters.shootdown_wait_us.fetch_add(waited, Ordering::Relaxed);
     }
-    while PENDING.load(Ordering::Acquire) != 0 {
-        core::hint::spin_loop();
-    }
-    me.counters.shootdowns.fetch_add(1, Ordering::Relaxed);
-    me.counters.shootdown_wait_us.fetch_add(crate::clock::now_us() - start, Ordering::Relaxed);
-    LOCK.store(false, Ordering::Release);
 }
 
 /// The NMI handler: applies the pending request if this CPU is a target.
@@ -103,24 +90,29 @@ pub fn handle_nmi() {
         return;
     };
     let index = index as usize - 1;
-    let bit = 1 << index;
-    if PENDING.load(Ordering::Acquire) & bit == 0 {
-        return;
-    }
-    // SAFETY: this CPU's bit is set, so the initiator wrote the request before setting it and does
-    // not write again until every bit is clear.
-    let batch = unsafe { (*REQUEST.0.get()).clone() };
     // SAFETY: the kernel runs at CPL 0.
-    batch.finish(&mut unsafe { HardwareTlb::new() }, &NoShootdown);
-    percpu::cpu(index).counters.ipis_received.fetch_add(1, Ordering::Relaxed);
-    PENDING.fetch_and(!bit, Ordering::Release);
+    let mut tlb = unsafe { HardwareTlb::new() };
+    if STATE.handle(index, &mut tlb) {
+        percpu::cpu(index).counters.ipis_received.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records that this CPU is about to load user space `id` into CR3 (0:
+/// the kernel's tables): call it before the CR3 load, and touch the old
+/// space's memory no more after it (see the module documentation).
+pub fn set_loaded(id: u32) {
+    STATE.set_loaded(percpu::index(), id);
+}
+
+/// The id of the space this CPU has loaded (0: the kernel's tables).
+pub fn loaded() -> u32 {
+    STATE.loaded(percpu::index())
 }
 
 /// The CPUs (bit = index) that have user space `space` loaded, read after
 /// a full fence (see the module documentation).
 pub fn cpus_with(space: SpaceId) -> u64 {
-    fence(Ordering::SeqCst);
-    (0..MAX_CPUS).filter(|&i| percpu::cpu(i).loaded.load(Ordering::SeqCst) == space.0).fold(0, |mask, i| mask | 1 << i)
+    STATE.cpus_with(space.0)
 }
 
 /// Shootdowns for the kernel's own tables (vmalloc): every other online

@@ -11,7 +11,6 @@
 extern crate alloc;
 
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
 
 use mm_paging::{FlushBatch, HardwareTlb, NoShootdown, X86_64};
 use mm_types::{DirectMap, VirtAddr};
@@ -60,12 +59,12 @@ pub struct Tlb;
 /// the space either reaches this CPU or happened before its first walk of
 /// the tables (`shootdown.rs`).
 pub fn set_loaded(id: u32) {
-    crate::percpu::this().loaded.store(id, Ordering::SeqCst);
+    shootdown::set_loaded(id);
 }
 
 /// The id of the space this CPU has loaded (0: the kernel's tables).
 pub fn loaded() -> u32 {
-    crate::percpu::this().loaded.load(Ordering::SeqCst)
+    shootdown::loaded()
 }
 
 impl SpaceTlb for Tlb {
