@@ -60,12 +60,10 @@ impl Swap {
     /// [`SwapError::FrameCached`] (`frame` is cached for another slot).
     pub fn alloc_cached(&self, cpu: usize, frame: PhysAddr, users: u16) -> Result<SwapSlot, SwapError> {
         let slot = self.alloc(cpu)?;
-        let mut taken: u16 = 1;
-        let mut r = Ok(());
-        while r.is_ok() && taken < users {
-            r = self.dup(slot);
-            taken += u16::from(r.is_ok());
-        }
+        // The other uses in one step (none added if they would overflow).
+        let extra = users.saturating_sub(1);
+        let mut r = if extra > 0 { self.dup_by(slot, extra) } else { Ok(()) };
+        let taken = if r.is_ok() { 1 + extra } else { 1 };
         if r.is_ok() {
             r = self.cache(slot, frame);
         }

@@ -150,6 +150,25 @@ impl Swap {
         })
     }
 
+    /// Adds `n` uses to an allocated `slot` at once, or none if that would
+    /// pass the most a slot counts ([`SwapError::CountOverflow`]).
+    pub(crate) fn dup_by(&self, slot: SwapSlot, n: u16) -> Result<(), SwapError> {
+        let a = self.area_of(slot)?;
+        a.with_slot(slot.offset(), |m, _, _| {
+            let count = use_count(*m);
+            if is_bad(*m) {
+                Err(SwapError::Bad(slot))
+            } else if !in_use(*m) {
+                Err(SwapError::NotAllocated(slot))
+            } else if u32::from(count) + u32::from(n) > u32::from(MAX_USERS) {
+                Err(SwapError::CountOverflow(slot))
+            } else {
+                *m += n;
+                Ok(())
+            }
+        })
+    }
+
     /// The uses of `slot` (0 if free, or waiting in a per-CPU slot cache);
     /// [`SwapError::Bad`] if it is bad.
     pub fn count(&self, slot: SwapSlot) -> Result<u16, SwapError> {
