@@ -134,20 +134,7 @@ impl Swap {
     /// [`SwapError::NotAllocated`] if it has no use (free, or not handed
     /// out yet), [`SwapError::Bad`] if it is bad.
     pub fn dup(&self, slot: SwapSlot) -> Result<(), SwapError> {
-        let a = self.area_of(slot)?;
-        a.with_slot(slot.offset(), |m, _, _| {
-            let count = use_count(*m);
-            if is_bad(*m) {
-                Err(SwapError::Bad(slot))
-            } else if !in_use(*m) {
-                Err(SwapError::NotAllocated(slot))
-            } else if count == MAX_USERS {
-                Err(SwapError::CountOverflow(slot))
-            } else {
-                *m += 1;
-                Ok(())
-            }
-        })
+        self.dup_by(slot, 1)
     }
 
     /// Adds `n` uses to an allocated `slot` at once, or none if that would
