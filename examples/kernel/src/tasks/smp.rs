@@ -300,7 +300,8 @@ fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bo
         (done.clone(), writer_at.clone(), writer_passes.clone(), forks.clone(), fork_bad.clone());
     let forker = move || {
         let mut t = KernelTouch { m, buddy };
-        while at.load(Ordering::Acquire) == 0 && !fin.load(Ordering::Acquire) {
+        // Forks start once `writer` has written its pages once.
+        while passes.load(Ordering::Acquire) == 0 && !fin.load(Ordering::Acquire) {
             sched::yield_now();
         }
         let base = VirtAddr::new(at.load(Ordering::Acquire)).expect("a user address");
@@ -314,9 +315,17 @@ fn shared_space(m: &'static KMachine, buddy: &'static Frames, cpus: usize) -> bo
                 sched::yield_now();
             }
             for p in 0..WRITER_PAGES {
-                let pass = t.read(child, base + p * 4096).map(|v| v ^ scenario::pattern(7, p));
-                if pass.is_err() || pass.is_ok_and(|pass| pass > then + 1) {
-                    bad.fetch_add(1, Ordering::Relaxed);
+                // 0: a page `writer` had not written when the space was
+                // forked (pass 0); else the pass that wrote it.
+                let pass = t.read(child, base + p * 4096).map(|v| if v == 0 { 0 } else { v ^ scenario::pattern(7, p) });
+                let wrong = pass.is_err() || pass.is_ok_and(|pass| pass > then + 1);
+                if wrong && bad.fetch_add(1, Ordering::Relaxed) == 0 {
+                    kprintln!(
+                        "smp: forker: the child's page {} holds pass {:?}, written after the fork (writer was in pass {})",
+                        p,
+                        pass,
+                        then + 1
+                    );
                 }
             }
             unload();
