@@ -43,6 +43,9 @@ pub enum Op {
         page: u16,
         /// Page count (1 + value % 640).
         pages: u16,
+        /// `unmap_present_deferred` (holes skipped, emptied tables held
+        /// until the next whole-table check) instead of `unmap_range`.
+        deferred: bool,
     },
     /// Change protection.
     Protect {
@@ -139,6 +142,11 @@ impl Harness<'_> {
     /// model's swap entry.
     fn check(&mut self) {
         self.unchecked = 0;
+        // The flush of deferring unmaps is done: their tables go now, each
+        // once, and none of them was reachable meanwhile.
+        let (held, free) = (self.pt.unlinked(), self.frames.free_frame_count());
+        assert_eq!(self.pt.free_unlinked_tables(), held, "MODEL 3");
+        assert_eq!(self.frames.free_frame_count(), free + held, "every held table page given back once (MODEL 3)");
         let mut want = self.model.iter().filter(|(_, s)| matches!(s, Slot::Page(..)));
         self.pt
             .for_each_mapping(self.va(0), WINDOW_PAGES * PAGE_BYTES, |x| {
@@ -203,13 +211,15 @@ impl Harness<'_> {
                     },
                 }
             }
-            Op::Unmap { page, pages } => {
+            Op::Unmap { page, pages, deferred } => {
                 let Some((p, n)) = Self::clip(page, pages) else { return };
                 let base = self.base;
                 let va = self.va(p);
                 let removed = &mut self.removed;
                 removed.clear();
-                let res = self.pt.unmap_range(va, n * PAGE_BYTES, |u| match u {
+                let free_before = self.frames.free_frame_count();
+                let unmap = if deferred { PageTable::unmap_present_deferred } else { PageTable::unmap_range };
+                let res = unmap(&mut self.pt, va, n * PAGE_BYTES, |u| match u {
                     Unmapped::Page { va, frame, size, flags } => {
                         for i in 0..size.bytes() / PAGE_BYTES {
                             removed.push((
@@ -222,7 +232,13 @@ impl Harness<'_> {
                         removed.push(((va.as_u64() - base) / PAGE_BYTES, Slot::Swap(entry)));
                     }
                 });
-                match self.first_where(p, n, false) {
+                if deferred {
+                    assert!(
+                        self.frames.free_frame_count() <= free_before,
+                        "a deferring unmap gave a table page back before the flush (MODEL 3)"
+                    );
+                }
+                match self.first_where(p, n, false).filter(|_| !deferred) {
                     Some(q) => assert_eq!(res, Err(PagingError::NotMapped { addr: self.va(q) }), "MODEL 2"),
                     None => match res {
                         Ok(f) => {

@@ -116,10 +116,22 @@ fn page_size(level: u8) -> PageSize {
 /// How an unmap walk runs.
 #[derive(Clone, Copy)]
 struct Walk {
-    /// Free table pages the unmap empties.
-    free_tables: bool,
+    /// What becomes of the table pages the unmap empties.
+    tables: Tables,
     /// Skip pages that hold nothing (else they are an error).
     sparse: bool,
+}
+
+/// What an unmap does with a table page it empties.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tables {
+    /// Leave it in place for the next mapping of its range.
+    Keep,
+    /// Unlink it and give it back to the frame provider at once.
+    Free,
+    /// Unlink it and hold it until [`PageTable::free_unlinked_tables`]
+    /// (after the TLB flush).
+    Defer,
 }
 
 /// A table in a walk: a real page, or one the plan pass imagines.
@@ -195,6 +207,12 @@ pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
     /// Root entries borrowed from another hierarchy (a kernel half shared by
     /// every address space): never freed or cleared by `destroy`.
     borrowed: [u64; 8],
+    /// Table pages unlinked by a deferring unmap and not yet freed: the
+    /// first, each linking the next through its entry 0 (see
+    /// [`unlinked`](Self::unlinked)).
+    unlinked_head: AtomicU64,
+    /// How many there are.
+    unlinked_count: AtomicU64,
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTable<A, M, F> {
@@ -217,7 +235,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         }
         let block = owned.into_raw();
         let linear = mem.linear_offset();
-        Ok(PageTable { arch, mem, frames, root: block.start_address(), linear, borrowed: [0; 8] })
+        Ok(PageTable {
+            arch,
+            mem,
+            frames,
+            root: block.start_address(),
+            linear,
+            borrowed: [0; 8],
+            unlinked_head: AtomicU64::new(0),
+            unlinked_count: AtomicU64::new(0),
+        })
     }
 
     /// A new hierarchy whose root entries with an index in `shared` (such as
@@ -275,7 +302,16 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// it.
     pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
         let linear = mem.linear_offset();
-        PageTable { arch, mem, frames, root, linear, borrowed: [0; 8] }
+        PageTable {
+            arch,
+            mem,
+            frames,
+            root,
+            linear,
+            borrowed: [0; 8],
+            unlinked_head: AtomicU64::new(0),
+            unlinked_count: AtomicU64::new(0),
+        }
     }
 
     /// The root table's physical address (what CR3 holds).
@@ -411,6 +447,47 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             let phys = self.take(&mut p);
             self.free_table(phys);
         }
+    }
+
+    /// Frees a table page an unmap emptied and unlinked, or with
+    /// [`Tables::Defer`] holds it until
+    /// [`free_unlinked_tables`](Self::free_unlinked_tables).
+    fn retire_table(&self, phys: PhysAddr, tables: Tables) {
+        if tables != Tables::Defer {
+            return self.free_table(phys);
+        }
+        // The page is empty and unlinked, but another CPU's paging-structure
+        // cache (or a speculative walk) may still read it until the flush:
+        // the link it now holds in entry 0 is a page-aligned address, which
+        // reads as a not-present entry. The last page's link is never read.
+        let n = self.unlinked_count.load(Ordering::Relaxed);
+        let link = if n == 0 { 0 } else { self.unlinked_head.load(Ordering::Relaxed) };
+        debug_assert!(!self.arch.is_present(link), "an unlinked table's link must read as not present");
+        self.table(phys)[0].store(link, Ordering::Relaxed);
+        self.unlinked_head.store(phys.as_u64(), Ordering::Relaxed);
+        self.unlinked_count.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Gives back every table page a deferring unmap
+    /// ([`unmap_present_deferred`](Self::unmap_present_deferred)) unlinked,
+    /// and returns how many. Call it once the TLB flush of those unmaps has
+    /// completed on every CPU that may have the hierarchy loaded.
+    pub fn free_unlinked_tables(&mut self) -> u64 {
+        let n = self.unlinked_count.swap(0, Ordering::Relaxed);
+        let mut t = self.unlinked_head.swap(0, Ordering::Relaxed);
+        for _ in 0..n {
+            let phys = PhysAddr::new(t).expect("a table page's address");
+            t = self.table(phys)[0].swap(0, Ordering::Relaxed);
+            self.free_table(phys);
+        }
+        n
+    }
+
+    /// How many table pages deferring unmaps have unlinked and
+    /// [`free_unlinked_tables`](Self::free_unlinked_tables) has not yet
+    /// freed (they are not counted by [`table_pages`](Self::table_pages)).
+    pub fn unlinked(&self) -> u64 {
+        self.unlinked_count.load(Ordering::Relaxed)
     }
 
     fn free_table(&self, phys: PhysAddr) {

@@ -741,3 +741,55 @@ fn a_count_changed_behind_the_tables_back_is_reported() {
     assert_eq!(pt.check_table_counts(), Err((va(0x7000_0000), 1)));
     pt.destroy(|_| {});
 }
+
+/// A deferring unmap unlinks the tables it empties but gives none back
+/// until `free_unlinked_tables` (after the TLB flush): the one-page path
+/// and the range walk alike, a huge page split on the way included; and
+/// `destroy` frees tables still held.
+#[test]
+fn deferred_unmap_holds_emptied_tables_until_freed() {
+    let (ram, frames) = setup();
+    let start = frames.free_frame_count();
+    let mut pt = Pt::new(X86_64::FOUR_LEVEL, ram, &frames).unwrap();
+    let rw = MapFlags::READ | MapFlags::WRITE | MapFlags::USER;
+    // Two pages in one table, far from anything else: the root plus three.
+    let a = 0x7f00_0000_0000;
+    pt.map(va(a), pa(0x10_0000), PageSize::Size4KiB, rw).unwrap().ignore();
+    pt.map(va(a + 4096), pa(0x10_1000), PageSize::Size4KiB, rw).unwrap().ignore();
+    assert_eq!(pt.table_pages(), 4);
+    let held = frames.free_frame_count();
+
+    // One page: the table stays in use, nothing is unlinked.
+    let f = pt.unmap_present_deferred(va(a), 4096, |_| {}).unwrap();
+    assert_eq!((f.pages(), pt.unlinked(), pt.table_pages()), (1, 0, 4));
+    // The last page: its three tables are unlinked and still allocated.
+    let f = pt.unmap_present_deferred(va(a + 4096), 4096, |_| {}).unwrap();
+    assert_eq!(f.pages(), 1, "the flush covers the page whose tables went");
+    assert_eq!((pt.unlinked(), pt.table_pages()), (3, 1));
+    assert_eq!(frames.free_frame_count(), held, "no table given back before the flush");
+    assert_eq!(pt.translate(va(a + 4096)), None);
+
+    // The range walk, splitting a 2 MiB page: the split table and the
+    // tables above it are unlinked too, after the three already held.
+    let b = 0x7e00_0000_0000;
+    pt.map_range(va(b), pa(0x40_0000), 2 << 20, rw, HugePages::all()).unwrap().ignore();
+    assert_eq!(pt.translate(va(b)).unwrap().size, PageSize::Size2MiB);
+    let held = frames.free_frame_count();
+    let mut removed = 0;
+    let f = pt.unmap_present_deferred(va(b), 2 << 20, |_| removed += 1).unwrap();
+    assert_eq!((removed, f.pages()), (1, 512));
+    assert_eq!((pt.unlinked(), pt.table_pages()), (5, 1), "two more: the level-2 and level-3 tables");
+    assert_eq!(frames.free_frame_count(), held);
+
+    assert_eq!(pt.free_unlinked_tables(), 5);
+    assert_eq!(pt.unlinked(), 0);
+    assert_eq!(pt.free_unlinked_tables(), 0, "each table is freed once");
+    assert_eq!(frames.free_frame_count(), held + 5);
+
+    // Held tables at teardown are freed with the rest.
+    pt.map(va(a), pa(0x10_0000), PageSize::Size4KiB, rw).unwrap().ignore();
+    pt.unmap_present_deferred(va(a), 4096, |_| {}).unwrap().ignore();
+    assert_eq!(pt.unlinked(), 3);
+    pt.destroy(|_| {});
+    assert_eq!(frames.free_frame_count(), start, "every table page back");
+}

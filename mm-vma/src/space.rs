@@ -565,6 +565,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                 tlb.flush(self.id, batch);
             }
         }
+        // Tables the unmaps emptied go only now: until the flush, another
+        // CPU's paging-structure cache may still point at them.
+        if let Some(pt) = self.pt.as_mut() {
+            pt.free_unlinked_tables();
+        }
         for u in core::mem::take(&mut self.gather.released) {
             match u {
                 Unmapped::Page { va, frame, flags, .. } => {
@@ -581,7 +586,8 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
 
     fn unmap_pages(&mut self, start: VirtAddr, len: u64) {
         let mut removed = Vec::new();
-        let flush = self.pt().unmap_present(start, len, |u| removed.push(u)).expect("4 KiB pages: nothing to split");
+        let flush =
+            self.pt().unmap_present_deferred(start, len, |u| removed.push(u)).expect("4 KiB pages: nothing to split");
         if !removed.is_empty() {
             self.gather.batch.add(flush);
         }

@@ -10,9 +10,11 @@ use crate::arch::{level_span, PagingArch};
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// Removes every mapping and swap entry (reporting each to `removed`) and
-    /// frees every table page, the root included; root entries shared with
+    /// frees every table page, the root included, and the tables deferring
+    /// unmaps left unlinked; root entries shared with
     /// [`new_sharing`](Self::new_sharing) are only dropped.
-    pub fn destroy(self, mut removed: impl FnMut(Unmapped)) {
+    pub fn destroy(mut self, mut removed: impl FnMut(Unmapped)) {
+        self.free_unlinked_tables();
         for (i, slot) in self.table(self.root).iter().enumerate() {
             if self.is_borrowed(i) {
                 slot.store(0, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
 use super::walk::{Descend, Walker};
-use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Unmapped, Walk};
+use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Tables, Unmapped, Walk};
 use crate::arch::{level_index, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::table::entries_linear;
@@ -19,7 +19,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// pages that become empty. Fails with [`PagingError::NotMapped`] if any
     /// page of the range is neither mapped nor swapped, changing nothing.
     pub fn unmap_range(&mut self, va: VirtAddr, len: u64, removed: impl FnMut(Unmapped)) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { free_tables: true, sparse: false }, removed)
+        self.unmap_impl(va, len, Walk { tables: Tables::Free, sparse: false }, removed)
     }
 
     /// Like [`unmap_range`](Self::unmap_range), but pages of the range that
@@ -34,7 +34,47 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { free_tables: true, sparse: true }, removed)
+        self.unmap_impl(va, len, Walk { tables: Tables::Free, sparse: true }, removed)
+    }
+
+    /// Like [`unmap_present`](Self::unmap_present), but a table page the
+    /// unmap empties is only unlinked: it stays allocated (and unreachable
+    /// from the root) until [`free_unlinked_tables`](Self::free_unlinked_tables).
+    ///
+    /// This is the unmap of a hierarchy that may be loaded on other CPUs (or
+    /// on this one): until the returned [`Flush`] has run on each, their
+    /// paging-structure caches may still point at the emptied tables, and a
+    /// speculative walk may read them; a table page freed before the flush
+    /// and reused as data would then be read as a table. So: unmap, flush
+    /// (and shoot down), then free the unlinked tables. The returned `Flush`
+    /// covers every unlinked table's range.
+    ///
+    /// ```
+    /// use mm_paging::{MapFlags, PageTable, X86_64};
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::{PageSize, PhysAddr, VirtAddr};
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0)?, 1 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// let mut pt = PageTable::new(X86_64::FOUR_LEVEL, ram.clone(), &frames)?;
+    /// let va = VirtAddr::new(0x4000_0000)?;
+    /// pt.map(va, PhysAddr::new(0x8_0000)?, PageSize::Size4KiB, MapFlags::READ | MapFlags::WRITE | MapFlags::USER)?.ignore();
+    /// assert_eq!(pt.table_pages(), 4); // the root and three tables below it
+    ///
+    /// let flush = pt.unmap_present_deferred(va, 0x1000, |_| {})?;
+    /// assert_eq!((pt.table_pages(), pt.unlinked()), (1, 3)); // unlinked, not yet freed
+    /// flush.ignore(); // here: flush this CPU's TLB and shoot the others down
+    /// assert_eq!(pt.free_unlinked_tables(), 3);
+    /// assert_eq!(pt.unlinked(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unmap_present_deferred(
+        &mut self,
+        va: VirtAddr,
+        len: u64,
+        removed: impl FnMut(Unmapped),
+    ) -> Result<Flush, PagingError> {
+        self.unmap_impl(va, len, Walk { tables: Tables::Defer, sparse: true }, removed)
     }
 
     /// Like [`unmap_range`](Self::unmap_range), but leaves every table page
@@ -50,7 +90,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         len: u64,
         removed: impl FnMut(Unmapped),
     ) -> Result<Flush, PagingError> {
-        self.unmap_impl(va, len, Walk { free_tables: false, sparse: false }, removed)
+        self.unmap_impl(va, len, Walk { tables: Tables::Keep, sparse: false }, removed)
     }
 
     /// One 4 KiB page takes [`unmap_page`](Self::unmap_page); anything
@@ -136,7 +176,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         // the format has room: then only a table that emptied needs more.
         match self.add_count(above, -1) {
             Some(false) => {}
-            Some(true) | None if walk.free_tables => self.free_emptied_tables(v),
+            Some(true) | None if walk.tables != Tables::Keep => self.free_emptied_tables(v, walk.tables),
             Some(true) | None => {}
         }
         Some(Ok(Flush::range(va, 1)))
@@ -188,7 +228,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// now empty, bottom up (the root never: the last parent is the root).
     /// Out of line: most unmaps leave their table in use.
     #[inline(never)]
-    fn free_emptied_tables(&self, v: u64) {
+    fn free_emptied_tables(&self, v: u64, tables: Tables) {
         let levels = self.arch.levels();
         // The tables on the way down, root first: all present (the unmap
         // just came through them).
@@ -217,7 +257,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             }
             debug_assert!(empty_outside(self.table(child), child_idx, child_idx), "a count of 0 on a live table");
             above.store(0, Ordering::Relaxed);
-            self.free_table(child);
+            self.retire_table(child, tables);
         }
     }
 }
@@ -307,8 +347,8 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
                     Some(zero) => zero,
                     None => self.emptied(child, level - 1, v, slot_end),
                 };
-                if emptied && walk.free_tables {
-                    self.free_child(node, idx, child);
+                if emptied && walk.tables != Tables::Keep {
+                    self.free_child(node, idx, child, walk.tables);
                     cleared += 1;
                 }
             }

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 
-use super::{Node, PageTable, Prealloc, NO_PAGE};
+use super::{Node, PageTable, Prealloc, Tables, NO_PAGE};
 use crate::arch::{PagingArch, ENTRIES};
 use crate::error::PagingError;
 
@@ -115,12 +115,12 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
         }
     }
 
-    /// Unlinks the table below entry `idx` of `node` and frees it (apply
-    /// pass).
-    pub fn free_child(&self, node: Node, idx: usize, child: Node) {
+    /// Unlinks the table below entry `idx` of `node` and frees it, or holds
+    /// it as `tables` says (apply pass).
+    pub fn free_child(&self, node: Node, idx: usize, child: Node, tables: Tables) {
         if let (true, Node::Real(t)) = (self.applying(), child) {
             self.pt.store(node, idx, 0);
-            self.pt.free_table(t);
+            self.pt.retire_table(t, tables);
         }
     }
 

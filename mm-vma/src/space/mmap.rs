@@ -348,8 +348,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
         if let Some(e) = failed {
             // Undo: the copies go (their pages still belong to `old`).
-            self.pt().unmap_present(to, new_len, |_| {}).expect("4 KiB pages").ignore();
+            // (The copies were live: another thread may have used them.)
+            let flush = self.pt().unmap_present_deferred(to, new_len, |_| {}).expect("4 KiB pages");
+            self.gather.batch.add(flush);
             self.vmas.remove_range(to, new_len, |_| {}).expect("removing a whole new VMA adds none");
+            self.finish();
             return Err(space(paging(e)));
         }
         // The old mappings' dirty bits as they were removed (a write since
@@ -357,7 +360,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         let mut dirtied = Vec::new();
         let flush = self
             .pt()
-            .unmap_present(old, len, |u| {
+            .unmap_present_deferred(old, len, |u| {
                 if let Unmapped::Page { frame, flags, .. } = u {
                     if flags.contains(MapFlags::DIRTY) {
                         dirtied.push(frame);

@@ -85,7 +85,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// Unmaps the present 4 KiB page at `page`, its flush gathered.
     fn unmap_present_page(&mut self, page: VirtAddr) -> mm_paging::Mapping {
         let mut gone = None;
-        let f = self.pt().unmap_present(page, PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
+        let f = self.pt().unmap_present_deferred(page, PAGE_BYTES, |u| gone = Some(u)).expect("4 KiB pages");
         self.gather.batch.add(f);
         match gone {
             Some(Unmapped::Page { va, frame, size, flags }) => mm_paging::Mapping { va, frame, size, flags },
