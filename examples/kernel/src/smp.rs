@@ -104,6 +104,11 @@ extern "C" fn ap_main(index: u64) -> ! {
     lapic::enable();
     lapic::start_timer(clock::TIMER_VECTOR, clock::TIMER_HZ);
     crate::shootdown::join();
+    // A shootdown of the kernel's tables sent before `join` left this CPU
+    // out, and it may have cached a vmalloc translation meanwhile (none is
+    // global): one full flush after joining leaves nothing stale, since
+    // every change after the join is sent here.
+    x86_64::instructions::tlb::flush_all();
     READY.store(index, Ordering::Release);
     loop {
         if !crate::sched::run_one() {
