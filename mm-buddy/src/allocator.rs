@@ -14,7 +14,7 @@ use mm_types::{
 };
 
 use crate::error::BuddyError;
-use crate::pcp::{batch_and_high, PcpSet, PCP_MAX_ORDER};
+use crate::pcp::{batch_and_high, PcpSet, PcpStats, PCP_MAX_ORDER};
 use crate::region::{self, Region, RegionTable, MAX_FRAMES};
 use crate::state::{self, FrameState};
 use crate::stats::{Fragmentation, WatermarkState, Watermarks, ZoneStats};
@@ -328,10 +328,14 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
     /// Allocation from one zone through the per-CPU cache.
     #[inline]
     fn alloc_pcp(&self, z: usize, top: usize, order: u8, mob: usize, flags: AllocFlags) -> Option<u64> {
-        let mut pcp = self.own_pcp();
+        let mut guard = self.own_pcp();
+        let pcp = &mut *guard;
         let list = &mut pcp.lists[z][order as usize][mob];
         let (frame, r) = match list.pop(&self.regions) {
-            Some(x) => x,
+            Some(x) => {
+                pcp.counters.alloc_hits = pcp.counters.alloc_hits.wrapping_add(1);
+                x
+            }
             None => {
                 let (batch, _) = self.pcp_limits[order as usize];
                 let zone = &self.zones[z];
@@ -357,7 +361,9 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
                 }
                 zone.free.fetch_sub(got << order, Ordering::Relaxed);
                 drop(area);
-                list.pop(&self.regions)?
+                let x = list.pop(&self.regions)?;
+                pcp.counters.alloc_misses = pcp.counters.alloc_misses.wrapping_add(1);
+                x
             }
         };
         r.set_state(frame, state::allocated(order));
@@ -723,6 +729,73 @@ impl<'a, M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'a, M, C,
         self.pcp.cpu(cpu).frames()
     }
 
+    /// How one CPU slot's caches served allocations and frees of orders 0
+    /// to [`PCP_MAX_ORDER`] (hits, refills, drains) since the allocator was
+    /// made; see [`PcpStats`]. CPUs beyond the `CPUS` slots share a slot,
+    /// as they share its caches.
+    ///
+    /// ```
+    /// use mm_buddy::{BuddyAllocator, BuddyConfig};
+    /// use mm_types::percpu::SingleCpu;
+    /// use mm_types::testkit::SimPhysMemory;
+    /// use mm_types::{AllocFlags, FrameProvider, Order, PhysAddr};
+    ///
+    /// let mem = SimPhysMemory::new(PhysAddr::new(16 << 20)?, 4 << 20);
+    /// let buddy: BuddyAllocator<_, _> = BuddyAllocator::new(mem.clone(), SingleCpu, BuddyConfig::default())?;
+    /// // SAFETY: this RAM is used by nothing else and outlives the allocator.
+    /// unsafe { buddy.add_memory(mem.span())? };
+    /// let a = buddy.allocate(Order::ZERO, AllocFlags::empty())?; // refills the empty cache
+    /// let b = buddy.allocate(Order::ZERO, AllocFlags::empty())?; // from the cache
+    /// buddy.free(a)?;
+    /// buddy.free(b)?;
+    /// let s = buddy.cpu_pcp_stats(0);
+    /// assert_eq!((s.alloc_hits, s.alloc_misses, s.free_hits, s.free_drains), (1, 1, 2, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// With a pinned CPU source, if `cpu` is not the calling CPU (another
+    /// CPU's caches are out of reach), as
+    /// [`cpu_cached_frames`](Self::cpu_cached_frames).
+    pub fn cpu_pcp_stats(&self, cpu: usize) -> PcpStats {
+        if self.pcp.is_pinned() {
+            assert_eq!(cpu, self.cpus.current_cpu(), "another CPU's caches are out of reach when pinned");
+            return self.pcp.current(&self.cpus).counters.stats();
+        }
+        self.pcp.cpu(cpu).counters.stats()
+    }
+
+    /// [`cpu_pcp_stats`](Self::cpu_pcp_stats) summed over all CPU slots;
+    /// with a pinned CPU source, the calling CPU's only (the others are out
+    /// of reach; each CPU can report its own), as
+    /// [`cached_frames`](Self::cached_frames).
+    ///
+    /// ```
+    /// use mm_buddy::{BuddyAllocator, BuddyConfig};
+    /// use mm_types::percpu::FixedCpu;
+    /// use mm_types::testkit::SimPhysMemory;
+    /// use mm_types::{AllocFlags, FrameProvider, Order, PhysAddr};
+    ///
+    /// let mem = SimPhysMemory::new(PhysAddr::new(16 << 20)?, 4 << 20);
+    /// // Two CPU slots; all the work runs on CPU 1.
+    /// let cpus = FixedCpu { cpu: 1, count: 2 };
+    /// let buddy: BuddyAllocator<_, _, 2> = BuddyAllocator::new(mem.clone(), cpus, BuddyConfig::default())?;
+    /// // SAFETY: this RAM is used by nothing else and outlives the allocator.
+    /// unsafe { buddy.add_memory(mem.span())? };
+    /// let a = buddy.allocate(Order::ZERO, AllocFlags::empty())?;
+    /// buddy.free(a)?;
+    /// assert_eq!(buddy.cpu_pcp_stats(0).allocations(), 0);
+    /// assert_eq!(buddy.cpu_pcp_stats(1).allocations(), 1);
+    /// assert_eq!(buddy.pcp_stats(), buddy.cpu_pcp_stats(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pcp_stats(&self) -> PcpStats {
+        let mut total = PcpStats::default();
+        self.pcp.for_each_reachable(&self.cpus, |_, s| total += s.counters.stats());
+        total
+    }
+
     /// Number of regions.
     pub fn regions(&self) -> usize {
         self.regions.len()
@@ -919,6 +992,7 @@ unsafe impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> mm_types::FrameProvid
                 };
                 if let Some((f, r)) = pcp.lists[z][o as usize][mob].pop(&self.regions) {
                     r.set_state(f, state::allocated(o));
+                    pcp.counters.alloc_hits = pcp.counters.alloc_hits.wrapping_add(1);
                     drop(pcp);
                     if flags.contains(AllocFlags::ZERO) {
                         self.zero(f, o);
@@ -997,9 +1071,12 @@ impl<M: PhysMemory, C: CpuLocal, const CPUS: usize> BuddyAllocator<'_, M, C, CPU
     /// draining a batch past the high mark.
     #[inline(always)]
     fn push_pcp(&self, pcp: &mut PcpSet, r: &Region<'_>, f: u64, order: u8, mob: usize) {
+        // One add on the fast path; the drains are counted out of line and the hits derived.
+        pcp.counters.frees = pcp.counters.frees.wrapping_add(1);
         let list = &mut pcp.lists[r.zone][order as usize][mob];
         list.push(r, f);
         if list.len() > self.pcp_limits[order as usize].1 {
+            pcp.counters.free_drains = pcp.counters.free_drains.wrapping_add(1);
             self.drain_batch(list, r.zone, order);
         }
     }

@@ -20,7 +20,7 @@ mod zone;
 
 pub use allocator::{AddReport, BuddyAllocator, BuddyConfig, MAX_RESERVED};
 pub use error::BuddyError;
-pub use pcp::PCP_MAX_ORDER;
+pub use pcp::{PcpStats, PCP_MAX_ORDER};
 pub use region::{MAX_FRAMES, MAX_REGIONS};
 pub use stats::{Fragmentation, WatermarkState, Watermarks, ZoneStats};
 pub use zone::MAX_ORDER_LIMIT;
