@@ -53,12 +53,21 @@ pub(crate) const DEFERRED_FREES: usize = 16;
 pub(crate) const DEFERRED_FREES: usize = 1;
 
 /// One CPU's share of a cache.
+///
+/// `repr(C)` keeps the fields the fast paths touch (freelist, current slab
+/// and the hit counters) together in the first cache line of the slot. The
+/// 32 bytes of counters take a slot from 192 to 256 bytes (per CPU and
+/// cache).
+#[repr(C)]
 pub(crate) struct CpuSlab {
     /// First object of the CPU freelist (0 if empty); all of them belong to
     /// `slab`.
     freelist: usize,
     /// Start of the current slab (frozen to this CPU), or [`NO_SLAB`].
     slab: *mut u8,
+    /// How the CPU's allocations and frees went (MODEL.md 9); written only
+    /// under the CPU slot, so plain adds.
+    counters: CpuCounters,
     /// Slabs frozen to this CPU, linked through `next`.
     partial: Option<SlabRef>,
     partial_len: usize,
@@ -84,10 +93,39 @@ impl CpuSlab {
         CpuSlab {
             freelist: 0,
             slab: ptr::without_provenance_mut(NO_SLAB),
+            counters: CpuCounters { alloc_hits: 0, free_hits: 0, alloc_misses: 0, free_flushes: 0 },
             partial: None,
             partial_len: 0,
             deferred: [ptr::null_mut(); DEFERRED_FREES],
             deferred_len: 0,
+        }
+    }
+}
+
+/// One CPU's counters of one cache, kept in its slot (see
+/// [`CpuSlabStats`](crate::CpuSlabStats), which they become). They wrap
+/// rather than panic.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct CpuCounters {
+    /// Allocations served by the CPU freelist (the fast path).
+    alloc_hits: u64,
+    /// Frees kept in the CPU slot: onto the CPU freelist, or queued among
+    /// the deferred frees.
+    free_hits: u64,
+    /// Allocations served after a refill under the node lock.
+    alloc_misses: u64,
+    /// Frees that found the deferred queue full and sent it to the slabs.
+    free_flushes: u64,
+}
+
+impl CpuCounters {
+    fn stats(&self) -> crate::CpuSlabStats {
+        crate::CpuSlabStats {
+            alloc_hits: self.alloc_hits,
+            alloc_misses: self.alloc_misses,
+            free_hits: self.free_hits,
+            free_flushes: self.free_flushes,
         }
     }
 }

@@ -13,7 +13,7 @@ use mm_types::{AllocFlags, CpuLocal, FrameBlock, FrameProvider, Order, PhysAddr,
 use crate::cache::{CacheCore, Env};
 use crate::config::{CacheConfig, CacheFlags};
 use crate::error::{Corruption, SlabError};
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, CpuSlabStats};
 
 /// The kmalloc size classes: Linux's powers of two with its 96 and 192
 /// classes, refined to four classes per doubling above 128 bytes (as
@@ -404,6 +404,39 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// Statistics of every class, smallest first.
     pub fn stats(&self) -> impl Iterator<Item = CacheStats> + '_ {
         self.caches.iter().map(|c| c.stats(&self.env.cpus))
+    }
+
+    /// CPU `cpu`'s counters (see [`Cache::cpu_stats`](crate::Cache::cpu_stats))
+    /// summed over every size class. Large allocations, which bypass the
+    /// classes, are not counted.
+    ///
+    /// ```
+    /// use mm_slab::{CpuSlabStats, Kmalloc, KmallocConfig};
+    /// use mm_types::percpu::SingleCpu;
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::PhysAddr;
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0x100_0000)?, 4 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// let heap: Kmalloc<_, _, _> = Kmalloc::new(&frames, ram.clone(), SingleCpu, KmallocConfig::default())?;
+    /// // Two classes, each refilled once, then one hit in kmalloc-8.
+    /// let (a, b, c) = (heap.kmalloc(8)?, heap.kmalloc(100)?, heap.kmalloc(8)?);
+    /// // SAFETY: each came from `heap` with that size and is freed once.
+    /// unsafe { (heap.kfree(a, 8)?, heap.kfree(b, 100)?, heap.kfree(c, 8)?) };
+    /// let s = heap.cpu_stats(0);
+    /// assert_eq!(s, CpuSlabStats { alloc_hits: 1, alloc_misses: 2, free_hits: 3, free_flushes: 0 });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// With a pinned CPU source, if `cpu` is not the calling CPU.
+    pub fn cpu_stats(&self, cpu: usize) -> CpuSlabStats {
+        let mut total = CpuSlabStats::default();
+        for c in &self.caches {
+            total += c.cpu_stats(&self.env.cpus, cpu);
+        }
+        total
     }
 
     /// Bytes of frames held by slabs of all classes.

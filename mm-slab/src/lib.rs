@@ -24,4 +24,4 @@ pub use kmalloc::{GlobalSlab, Kmalloc, KmallocConfig, KMALLOC_CLASSES, KMALLOC_M
 pub use mm_types;
 pub use object_cache::{Cache, SlabBox, TypedCache};
 pub use slab::{HEADER_BYTES, POISON_FREE, RED_ACTIVE, RED_INACTIVE};
-pub use stats::CacheStats;
+pub use stats::{CacheStats, CpuSlabStats};

@@ -11,7 +11,7 @@ use mm_types::{CpuLocal, FrameProvider, PhysMemory};
 use crate::cache::{CacheCore, Env};
 use crate::config::{CacheConfig, Geometry};
 use crate::error::{Corruption, SlabError};
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, CpuSlabStats};
 
 /// A cache of objects of one size and alignment, built from slabs of
 /// `2^order` frames taken from any [`FrameProvider`] and reached through any
@@ -145,6 +145,38 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
     /// Current statistics.
     pub fn stats(&self) -> CacheStats {
         self.core.stats(&self.env.cpus)
+    }
+
+    /// How CPU `cpu`'s slot served this cache's allocations and frees
+    /// (hits, refills, kept frees, flushes) since the cache was made; see
+    /// [`CpuSlabStats`]. CPU ids wrap around the `N` slots, as they do for
+    /// the slots themselves.
+    ///
+    /// ```
+    /// use mm_slab::{Cache, CacheConfig};
+    /// use mm_types::percpu::FixedCpu;
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::PhysAddr;
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0x100_0000)?, 1 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// // Two CPU slots; all the work runs on CPU 1.
+    /// let cpus = FixedCpu { cpu: 1, count: 2 };
+    /// let cache: Cache<_, _, _, 2> = Cache::new(&frames, ram.clone(), cpus, CacheConfig::new("obj", 64))?;
+    /// let a = cache.alloc()?;
+    /// // SAFETY: `a` came from `cache` and is freed once.
+    /// unsafe { cache.free(a)? };
+    /// assert_eq!((cache.cpu_stats(1).alloc_misses, cache.cpu_stats(1).free_hits), (1, 1));
+    /// assert_eq!(cache.cpu_stats(0).allocations(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// With a pinned CPU source, if `cpu` is not the calling CPU (another
+    /// CPU's slot is out of reach).
+    pub fn cpu_stats(&self, cpu: usize) -> CpuSlabStats {
+        self.core.cpu_stats(&self.env.cpus, cpu)
     }
 
     /// How objects are laid out.

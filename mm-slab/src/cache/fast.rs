@@ -27,7 +27,11 @@ impl<const N: usize> CacheCore<N> {
             return self.alloc_after_flush(env);
         };
         match self.pop_cpu(&mut cpu) {
-            Some(result) => result,
+            Some(Ok(obj)) => {
+                cpu.counters.alloc_hits = cpu.counters.alloc_hits.wrapping_add(1);
+                Ok(obj)
+            }
+            Some(Err(e)) => Err(e),
             None => self.refill(env, &mut cpu),
         }
     }
@@ -147,6 +151,7 @@ impl<const N: usize> CacheCore<N> {
             // SAFETY: `obj` is in the CPU's current slab and the caller gave it up; the CPU lock gives us the list.
             unsafe { slab::write_link(obj, cpu.freelist, self.keys.link) };
             cpu.freelist = obj.addr();
+            cpu.counters.free_hits = cpu.counters.free_hits.wrapping_add(1);
             return Ok(());
         }
         // SAFETY: forwarded contract.

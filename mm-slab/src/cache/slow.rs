@@ -30,7 +30,7 @@ impl<const N: usize> CacheCore<N> {
             let h = current.get(&mut node.headers);
             if h.freelist != 0 {
                 self.freeze(node, cpu, current);
-                return self.pop_cpu(cpu).expect("a slab freelist is never empty here");
+                return self.pop_refilled(cpu, "a slab freelist is never empty here");
             }
             h.state = SlabState::Full;
             node.full.push(current, &mut node.headers);
@@ -67,7 +67,18 @@ impl<const N: usize> CacheCore<N> {
                 self.freeze(&mut node, cpu, slab);
             }
         }
-        self.pop_cpu(cpu).expect("a fresh CPU slab has free objects")
+        self.pop_refilled(cpu, "a fresh CPU slab has free objects")
+    }
+
+    /// Pops the CPU freelist a refill just filled, and counts the miss
+    /// (MODEL.md 9). `nonempty` is why the freelist cannot be empty.
+    #[inline(always)]
+    fn pop_refilled(&self, cpu: &mut CpuSlab, nonempty: &str) -> Result<NonNull<u8>, SlabError> {
+        let popped = self.pop_cpu(cpu).expect(nonempty);
+        if popped.is_ok() {
+            cpu.counters.alloc_misses = cpu.counters.alloc_misses.wrapping_add(1);
+        }
+        popped
     }
 
     /// Makes `slab` the CPU's current slab, moving its freelist to the CPU.
@@ -112,6 +123,7 @@ impl<const N: usize> CacheCore<N> {
         }
         cpu.deferred[n] = obj;
         cpu.deferred_len = n + 1;
+        cpu.counters.free_hits = cpu.counters.free_hits.wrapping_add(1);
         Ok(())
     }
 
@@ -136,6 +148,7 @@ impl<const N: usize> CacheCore<N> {
         let result = self.flush_deferred(env, cpu);
         cpu.deferred[0] = obj;
         cpu.deferred_len = 1;
+        cpu.counters.free_flushes = cpu.counters.free_flushes.wrapping_add(1);
         result
     }
 

@@ -7,7 +7,7 @@ use crate::config::CacheFlags;
 use crate::error::{Corruption, CorruptionKind};
 use crate::slab;
 use crate::slab::{Headers, SlabRef, SlabState, RED_ACTIVE, RED_INACTIVE};
-use crate::stats::CacheStats;
+use crate::stats::{CacheStats, CpuSlabStats};
 
 impl<const N: usize> CacheCore<N> {
     /// Walks every slab and reports each inconsistency (MODEL.md 7).
@@ -123,6 +123,20 @@ impl<const N: usize> CacheCore<N> {
             }
         }
         true
+    }
+
+    /// CPU `cpu`'s hit and miss counters (MODEL.md 9).
+    ///
+    /// # Panics
+    ///
+    /// With a pinned CPU source, if `cpu` is not the calling CPU (another
+    /// CPU's slot is out of reach).
+    pub fn cpu_stats(&self, cpus: &impl CpuLocal, cpu: usize) -> CpuSlabStats {
+        if self.cpus.is_pinned() {
+            assert_eq!(cpu, cpus.current_cpu(), "another CPU's slot is out of reach when pinned");
+            return self.cpus.current(cpus).counters.stats();
+        }
+        self.cpus.cpu(cpu).counters.stats()
     }
 
     /// A snapshot of the cache's counters (like a /proc/slabinfo line).
