@@ -54,20 +54,14 @@ pub(crate) const DEFERRED_FREES: usize = 1;
 
 /// One CPU's share of a cache.
 ///
-/// `repr(C)` keeps the fields the fast paths touch (freelist, current slab
-/// and the hit counters) together in the first cache line of the slot. The
-/// 32 bytes of counters take a slot from 192 to 256 bytes (per CPU and
-/// cache).
+/// The fields the fast paths touch (freelist, current slab and counters)
+/// come last, from the start of a cache line: the CPU slot holds this value
+/// first and its lock and mode word right after it (`mm_types::percpu`'s
+/// layout), so an allocation or free that hits touches that one line of
+/// the slot. The counters take a slot from 192 to 256 bytes (per CPU and
+/// cache); the padding before the hot line lies within that.
 #[repr(C)]
 pub(crate) struct CpuSlab {
-    /// First object of the CPU freelist (0 if empty); all of them belong to
-    /// `slab`.
-    freelist: usize,
-    /// Start of the current slab (frozen to this CPU), or [`NO_SLAB`].
-    slab: *mut u8,
-    /// How the CPU's allocations and frees went (MODEL.md 9); written only
-    /// under the CPU slot, so plain adds.
-    counters: CpuCounters,
     /// Slabs frozen to this CPU, linked through `next`.
     partial: Option<SlabRef>,
     partial_len: usize,
@@ -76,7 +70,27 @@ pub(crate) struct CpuSlab {
     /// `inuse`. The first `deferred_len` entries are meaningful.
     deferred: [*mut u8; DEFERRED_FREES],
     deferred_len: usize,
+    /// Puts `freelist` at the start of a cache line.
+    _to_line: [u8; HOT_LINE_PAD],
+    /// First object of the CPU freelist (0 if empty); all of them belong to
+    /// `slab`.
+    freelist: usize,
+    /// Start of the current slab (frozen to this CPU), or [`NO_SLAB`].
+    slab: *mut u8,
+    /// How the CPU's allocations and frees went (MODEL.md 9); written only
+    /// under the CPU slot, so plain adds.
+    counters: CpuCounters,
 }
+
+/// Bytes of [`CpuSlab`] before its padding.
+const COLD_BYTES: usize =
+    size_of::<Option<SlabRef>>() + size_of::<usize>() + DEFERRED_FREES * size_of::<*mut u8>() + size_of::<usize>();
+/// Padding that starts [`CpuSlab::freelist`] on a cache line.
+const HOT_LINE_PAD: usize = COLD_BYTES.next_multiple_of(64) - COLD_BYTES;
+// The hot fields start a line, and the slot's lock and mode word that follow the value (two bytes)
+// still fit in it.
+static_assertions::const_assert!(core::mem::offset_of!(CpuSlab, freelist) % 64 == 0);
+static_assertions::const_assert!(core::mem::offset_of!(CpuSlab, freelist) / 64 == (size_of::<CpuSlab>() + 1) / 64);
 
 // SAFETY: the raw pointers name slab memory owned by the cache, not by the thread that stored them;
 // the CPU slot serialises every use (its lock, or the pinned promise).
@@ -91,13 +105,14 @@ impl CpuSlab {
 
     const fn new() -> Self {
         CpuSlab {
-            freelist: 0,
-            slab: ptr::without_provenance_mut(NO_SLAB),
-            counters: CpuCounters { alloc_hits: 0, free_hits: 0, alloc_misses: 0, free_flushes: 0 },
             partial: None,
             partial_len: 0,
             deferred: [ptr::null_mut(); DEFERRED_FREES],
             deferred_len: 0,
+            _to_line: [0; HOT_LINE_PAD],
+            freelist: 0,
+            slab: ptr::without_provenance_mut(NO_SLAB),
+            counters: CpuCounters { alloc_hits: 0, free_hits: 0, alloc_misses: 0, free_flushes: 0 },
         }
     }
 }
