@@ -33,6 +33,9 @@ pub(crate) struct PcpSet {
     pub counters: PcpCounters,
 }
 
+// The counters and the slot's lock and mode word after the value (two bytes) share a cache line.
+const _: () = assert!(core::mem::offset_of!(PcpSet, counters) / 64 == (size_of::<PcpSet>() + 1) / 64);
+
 /// One CPU's counters, written only by the slot's owner (under its lock, or
 /// under the pinned promise), so plain adds. They wrap rather than panic.
 #[derive(Clone, Copy, Debug, Default)]
