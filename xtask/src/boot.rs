@@ -462,7 +462,7 @@ const SCENARIOS: &[(&str, u64, u64, &[&str])] = &[
             "the parent's are unchanged: 512; intact: true",
             "mm-kernel: smp: clean swap-cache pages match their slots: true",
             "mm-kernel: smp: shared space: munmap and mprotect raced faults on other CPUs safely: true",
-            "mm-kernel: smp: every CPU faulted, switched and took shootdowns: true",
+            "mm-kernel: smp: every CPU faulted, switched, took shootdowns and hit its buddy and slab caches: true",
             "mm-kernel: smp: data intact: true",
         ],
     ),

@@ -21,7 +21,8 @@
 //!    later writes into the frames the child shares).
 //! 4. Every CPU reports what it did (faults, thread switches, timer ticks,
 //!    shootdowns and their interrupts, frames in its mm-buddy cache and
-//!    objects in its mm-slab caches) and drains its caches.
+//!    objects in its mm-slab caches, and how those caches served its
+//!    allocations and frees: hits, refills, drains) and drains its caches.
 
 extern crate alloc;
 
@@ -29,6 +30,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use mm_buddy::PcpStats;
+use mm_slab::CpuSlabStats;
 use mm_types::VirtAddr;
 use mm_vma::{MapRequest, Placement, Protection};
 use mm_wiring::scenario::{self, Touch};
@@ -377,14 +380,17 @@ fn total(f: impl Fn(&percpu::Counters) -> u64) -> u64 {
 /// reaches them: the allocators trust the pinned contract) and drains
 /// them; then every CPU's figures.
 fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
-    let caches: Arc<spin::Mutex<Vec<(usize, u64, usize)>>> = Arc::new(spin::Mutex::new(Vec::new()));
+    type Caches = (usize, u64, usize, PcpStats, CpuSlabStats);
+    let caches: Arc<spin::Mutex<Vec<Caches>>> = Arc::new(spin::Mutex::new(Vec::new()));
     let flushed = Arc::new(AtomicBool::new(true));
     for cpu in 0..cpus {
         let (out, flushed) = (caches.clone(), flushed.clone());
         let body = move || {
-            let frames = buddy.cpu_cached_frames(percpu::index());
+            let me = percpu::index();
+            let frames = buddy.cpu_cached_frames(me);
             let objects: usize = crate::heap::heap().stats().map(|s| s.cpu_free_objects).sum();
-            out.lock().push((percpu::index(), frames, objects));
+            let (pcp, slab) = (buddy.cpu_pcp_stats(me), crate::heap::heap().cpu_stats(me));
+            out.lock().push((me, frames, objects, pcp, slab));
             buddy.drain_local();
             if let Err(e) = crate::heap::heap().flush_local() {
                 kprintln!("smp: flushing the slab caches of CPU {}: {}", percpu::index(), e);
@@ -397,10 +403,10 @@ fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
     }
     let ended = sched::run(activate);
     let mut caches = caches.lock().clone();
-    caches.sort();
+    caches.sort_by_key(|c| c.0);
     kprintln!("smp: per CPU: faults, switches, timer ticks, shootdowns sent, NMIs sent/received, shootdown wait us, disk lock waits/us, buddy cache frames, slab cache objects");
     let mut all_busy = true;
-    for &(cpu, frames, objects) in &caches {
+    for &(cpu, frames, objects, pcp, slab) in &caches {
         let c = &percpu::cpu(cpu).counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         kprintln!(
@@ -418,9 +424,12 @@ fn per_cpu_report(buddy: &'static Frames, cpus: usize) -> bool {
             frames,
             objects
         );
+        kprintln!("smp:     buddy cache: {}", pcp);
+        kprintln!("smp:     slab caches: {}", slab);
         all_busy &= get(&c.faults) > 0 && get(&c.switches) > 0 && get(&c.ipis_received) > 0;
+        all_busy &= pcp.alloc_hits > 0 && slab.alloc_hits > 0;
     }
     let ok = caches.len() == cpus && ended.iter().all(|e| e.exit == Exit::Done) && flushed.load(Ordering::Relaxed);
-    kprintln!("smp: every CPU faulted, switched and took shootdowns: {}", all_busy);
+    kprintln!("smp: every CPU faulted, switched, took shootdowns and hit its buddy and slab caches: {}", all_busy);
     ok && all_busy
 }
