@@ -473,8 +473,14 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// and returns how many. Call it once the TLB flush of those unmaps has
     /// completed on every CPU that may have the hierarchy loaded.
     pub fn free_unlinked_tables(&mut self) -> u64 {
-        let n = self.unlinked_count.swap(0, Ordering::Relaxed);
-        let mut t = self.unlinked_head.swap(0, Ordering::Relaxed);
+        // `&mut self`: plain reads and writes, no atomic exchange (this runs
+        // at the end of every change of an address space, most with nothing
+        // held).
+        let n = core::mem::take(self.unlinked_count.get_mut());
+        if n == 0 {
+            return 0;
+        }
+        let mut t = core::mem::take(self.unlinked_head.get_mut());
         for _ in 0..n {
             let phys = PhysAddr::new(t).expect("a table page's address");
             t = self.table(phys)[0].swap(0, Ordering::Relaxed);
