@@ -207,12 +207,20 @@ pub struct PageTable<A: PagingArch, M: PhysMemory, F: FrameProvider> {
     /// Root entries borrowed from another hierarchy (a kernel half shared by
     /// every address space): never freed or cleared by `destroy`.
     borrowed: [u64; 8],
-    /// Table pages unlinked by a deferring unmap and not yet freed: the
-    /// first, each linking the next through its entry 0 (see
-    /// [`unlinked`](Self::unlinked)).
-    unlinked_head: AtomicU64,
-    /// How many there are.
-    unlinked_count: AtomicU64,
+    /// Table pages unlinked by deferring unmaps and not yet freed (see
+    /// [`unlinked`](Self::unlinked)). Plain data, changed under `&mut self`:
+    /// an atomic here would make `&PageTable` interior-mutable, and the
+    /// compiler could then no longer keep the fields a walk reads in
+    /// registers across a loop of translations.
+    unlinked: Unlinked,
+}
+
+/// Table pages unlinked and held: the last one unlinked, which links the
+/// one before through its entry 0, and so on; `count` of them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Unlinked {
+    head: u64,
+    count: u64,
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> core::fmt::Debug for PageTable<A, M, F> {
@@ -242,8 +250,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             root: block.start_address(),
             linear,
             borrowed: [0; 8],
-            unlinked_head: AtomicU64::new(0),
-            unlinked_count: AtomicU64::new(0),
+            unlinked: Unlinked::default(),
         })
     }
 
@@ -302,16 +309,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// it.
     pub unsafe fn from_root(arch: A, mem: M, frames: F, root: PhysAddr) -> Self {
         let linear = mem.linear_offset();
-        PageTable {
-            arch,
-            mem,
-            frames,
-            root,
-            linear,
-            borrowed: [0; 8],
-            unlinked_head: AtomicU64::new(0),
-            unlinked_count: AtomicU64::new(0),
-        }
+        PageTable { arch, mem, frames, root, linear, borrowed: [0; 8], unlinked: Unlinked::default() }
     }
 
     /// The root table's physical address (what CR3 holds).
@@ -450,22 +448,21 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     }
 
     /// Frees a table page an unmap emptied and unlinked, or with
-    /// [`Tables::Defer`] holds it until
+    /// [`Tables::Defer`] adds it to `held` (to be stored in
+    /// [`PageTable::unlinked`] by the `&mut self` caller) until
     /// [`free_unlinked_tables`](Self::free_unlinked_tables).
-    fn retire_table(&self, phys: PhysAddr, tables: Tables) {
+    fn retire_table(&self, phys: PhysAddr, tables: Tables, held: &mut Unlinked) {
         if tables != Tables::Defer {
             return self.free_table(phys);
         }
         // The page is empty and unlinked, but another CPU's paging-structure
         // cache (or a speculative walk) may still read it until the flush:
         // the link it now holds in entry 0 is a page-aligned address, which
-        // reads as a not-present entry. The last page's link is never read.
-        let n = self.unlinked_count.load(Ordering::Relaxed);
-        let link = if n == 0 { 0 } else { self.unlinked_head.load(Ordering::Relaxed) };
+        // reads as a not-present entry. The first page's link is never read.
+        let link = if held.count == 0 { 0 } else { held.head };
         debug_assert!(!self.arch.is_present(link), "an unlinked table's link must read as not present");
         self.table(phys)[0].store(link, Ordering::Relaxed);
-        self.unlinked_head.store(phys.as_u64(), Ordering::Relaxed);
-        self.unlinked_count.store(n + 1, Ordering::Relaxed);
+        *held = Unlinked { head: phys.as_u64(), count: held.count + 1 };
     }
 
     /// Gives back every table page a deferring unmap
@@ -473,27 +470,20 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// and returns how many. Call it once the TLB flush of those unmaps has
     /// completed on every CPU that may have the hierarchy loaded.
     pub fn free_unlinked_tables(&mut self) -> u64 {
-        // `&mut self`: plain reads and writes, no atomic exchange (this runs
-        // at the end of every change of an address space, most with nothing
-        // held).
-        let n = core::mem::take(self.unlinked_count.get_mut());
-        if n == 0 {
-            return 0;
-        }
-        let mut t = core::mem::take(self.unlinked_head.get_mut());
-        for _ in 0..n {
-            let phys = PhysAddr::new(t).expect("a table page's address");
-            t = self.table(phys)[0].swap(0, Ordering::Relaxed);
+        let Unlinked { mut head, count } = core::mem::take(&mut self.unlinked);
+        for _ in 0..count {
+            let phys = PhysAddr::new(head).expect("a table page's address");
+            head = self.table(phys)[0].swap(0, Ordering::Relaxed);
             self.free_table(phys);
         }
-        n
+        count
     }
 
     /// How many table pages deferring unmaps have unlinked and
     /// [`free_unlinked_tables`](Self::free_unlinked_tables) has not yet
     /// freed (they are not counted by [`table_pages`](Self::table_pages)).
     pub fn unlinked(&self) -> u64 {
-        self.unlinked_count.load(Ordering::Relaxed)
+        self.unlinked.count
     }
 
     fn free_table(&self, phys: PhysAddr) {

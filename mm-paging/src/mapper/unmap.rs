@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use mm_types::{FrameProvider, PageSize, PhysAddr, PhysMemory, VirtAddr, PAGE_BYTES};
 
 use super::walk::{Descend, Walker};
-use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Tables, Unmapped, Walk};
+use super::{page_size, slot_end_of_table, slots, Node, PageTable, Slot, Tables, Unlinked, Unmapped, Walk};
 use crate::arch::{level_index, PagingArch, ENTRIES};
 use crate::error::PagingError;
 use crate::table::entries_linear;
@@ -176,7 +176,11 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
         // the format has room: then only a table that emptied needs more.
         match self.add_count(above, -1) {
             Some(false) => {}
-            Some(true) | None if walk.tables != Tables::Keep => self.free_emptied_tables(v, walk.tables),
+            Some(true) | None if walk.tables != Tables::Keep => {
+                let mut held = self.unlinked;
+                self.free_emptied_tables(v, walk.tables, &mut held);
+                self.unlinked = held;
+            }
             Some(true) | None => {}
         }
         Some(Ok(Flush::range(va, 1)))
@@ -228,7 +232,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// now empty, bottom up (the root never: the last parent is the root).
     /// Out of line: most unmaps leave their table in use.
     #[inline(never)]
-    fn free_emptied_tables(&self, v: u64, tables: Tables) {
+    fn free_emptied_tables(&self, v: u64, tables: Tables, held: &mut Unlinked) {
         let levels = self.arch.levels();
         // The tables on the way down, root first: all present (the unmap
         // just came through them).
@@ -257,7 +261,7 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
             }
             debug_assert!(empty_outside(self.table(child), child_idx, child_idx), "a count of 0 on a live table");
             above.store(0, Ordering::Relaxed);
-            self.retire_table(child, tables);
+            self.retire_table(child, tables, held);
         }
     }
 }

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 
 use mm_types::{FrameProvider, PhysAddr, PhysMemory};
 
-use super::{Node, PageTable, Prealloc, Tables, NO_PAGE};
+use super::{Node, PageTable, Prealloc, Tables, Unlinked, NO_PAGE};
 use crate::arch::{PagingArch, ENTRIES};
 use crate::error::PagingError;
 
@@ -44,6 +44,9 @@ pub(super) struct Walker<'t, A: PagingArch, M: PhysMemory, F: FrameProvider> {
     /// The table walked.
     pub pt: &'t PageTable<A, M, F>,
     pass: Pass,
+    /// The table's held pages and those this walk unlinked and held
+    /// (apply pass), stored back into the table when the walk ends.
+    unlinked: Unlinked,
 }
 
 impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
@@ -51,20 +54,23 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> PageTable<A, M, F> {
     /// then runs it again as the apply pass, which cannot fail after a
     /// successful plan. A refused change leaves the tables as they were.
     pub(super) fn planned<R>(
-        &self,
+        &mut self,
         mut walk: impl FnMut(&mut Walker<'_, A, M, F>) -> Result<R, PagingError>,
     ) -> Result<R, PagingError> {
-        let mut plan = Walker { pt: self, pass: Pass::Plan { needed: 0 } };
+        let unlinked = self.unlinked;
+        let mut plan = Walker { pt: self, pass: Pass::Plan { needed: 0 }, unlinked };
         walk(&mut plan)?;
         let Pass::Plan { needed } = plan.pass else { unreachable!("a plan pass stays one") };
         let pre = self.preallocate(needed)?;
-        let mut apply = Walker { pt: self, pass: Pass::Apply { pre } };
+        let mut apply = Walker { pt: self, pass: Pass::Apply { pre }, unlinked };
         let r = walk(&mut apply);
         debug_assert!(r.is_ok(), "apply failed after a successful plan");
+        let unlinked = apply.unlinked;
         if let Pass::Apply { pre } = apply.pass {
             debug_assert_eq!(pre.head, NO_PAGE, "plan counted more tables than apply used");
             self.release(pre);
         }
+        self.unlinked = unlinked;
         r
     }
 }
@@ -117,10 +123,10 @@ impl<A: PagingArch, M: PhysMemory, F: FrameProvider> Walker<'_, A, M, F> {
 
     /// Unlinks the table below entry `idx` of `node` and frees it, or holds
     /// it as `tables` says (apply pass).
-    pub fn free_child(&self, node: Node, idx: usize, child: Node, tables: Tables) {
+    pub fn free_child(&mut self, node: Node, idx: usize, child: Node, tables: Tables) {
         if let (true, Node::Real(t)) = (self.applying(), child) {
             self.pt.store(node, idx, 0);
-            self.pt.retire_table(t, tables);
+            self.pt.retire_table(t, tables, &mut self.unlinked);
         }
     }
 
