@@ -45,6 +45,19 @@ pub fn init() -> u64 {
     per_ms
 }
 
+/// The raw clock: TSC ticks since an arbitrary point.
+pub fn ticks() -> u64 {
+    tsc()
+}
+
+/// `ticks` TSC ticks in microseconds (0 before [`init`]).
+pub fn ticks_to_us(ticks: u64) -> u64 {
+    match TICKS_PER_MS.load(Ordering::Relaxed) {
+        0 => 0,
+        t => (ticks as u128 * 1000 / t as u128) as u64,
+    }
+}
+
 /// Milliseconds since an arbitrary point (0 before [`init`]).
 pub fn now_ms() -> u64 {
     match TICKS_PER_MS.load(Ordering::Relaxed) {

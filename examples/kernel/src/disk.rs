@@ -217,12 +217,14 @@ impl BackingStore for VirtioDisk {
     fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Read, slot)?;
         let block = slot as usize * SECTORS_PER_SLOT;
+        let _timed = crate::profile::start(crate::profile::Phase::DiskRead);
         self.blk.lock().read_blocks(block, buf).map_err(|_| io(StoreOp::Read, slot))
     }
 
     fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Write, slot)?;
         let block = slot as usize * SECTORS_PER_SLOT;
+        let _timed = crate::profile::start(crate::profile::Phase::DiskWrite);
         self.blk.lock().write_blocks(block, buf).map_err(|_| io(StoreOp::Write, slot))
     }
 

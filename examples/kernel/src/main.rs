@@ -25,6 +25,7 @@ mod interrupts;
 mod lapic;
 mod paging;
 mod percpu;
+mod profile;
 mod pvh;
 mod sched;
 mod serial;

@@ -38,6 +38,7 @@ use mm_wiring::{Machine, PageIds};
 use crate::frames::{self, Frames};
 use crate::kprintln;
 use crate::paging;
+use crate::profile::{self, Phase};
 use crate::sched::{self, Ended, Exit};
 use crate::uspace::{self, LAYOUT};
 
@@ -271,6 +272,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
     // protection fault, not a page fault).
     let addr = VirtAddr::new(addr).ok().filter(|a| (LAYOUT.low..LAYOUT.high).contains(a))?;
     let (m, buddy) = (MACHINE.get()?, frames::get()?);
+    let _timed = profile::start(Phase::Fault);
     wake_kswapd(buddy);
     let access = uspace::access_of(error_code);
     let mut dry = 0;
@@ -288,7 +290,11 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
             }
             return None;
         };
-        let r = space.lock().fault(addr, access);
+        let waited = profile::start(Phase::SpaceWait);
+        let mut space = space.lock();
+        drop(waited);
+        let r = space.fault(addr, access);
+        drop(space);
         if r.is_ok() {
             crate::percpu::this().counters.faults.fetch_add(1, Ordering::Relaxed);
         }
@@ -298,7 +304,11 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
             m.cache.balance_dirty_pages();
             return Some(r.map(|_| ()));
         }
-        if m.reclaim_for_retry(&mut dry) {
+        let reclaimed = {
+            let _timed = profile::start(Phase::DirectReclaim);
+            m.reclaim_for_retry(&mut dry)
+        };
+        if reclaimed {
             continue;
         }
         if sched::current().is_none() {
@@ -457,7 +467,9 @@ fn run_workers(m: &'static KMachine, buddy: &'static Frames, workers: Vec<Worker
 fn spawn_kswapd(m: &'static KMachine, buddy: &'static Frames) {
     let kswapd = move || {
         while sched::others() > 0 {
+            let timed = profile::start(Phase::Kswapd);
             m.background(&mut || kswapd_level(buddy));
+            drop(timed);
             sched::sleep();
         }
     };

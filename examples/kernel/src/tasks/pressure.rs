@@ -31,9 +31,11 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     };
     kprintln!("pressure: {} tasks writing {} pages ({} frames free)", ws.len(), pages.iter().sum::<u64>(), ram);
     let first = ws[0];
+    crate::profile::reset();
     let start = crate::clock::now_ms();
     let (out, ended) = run_workers(m, buddy, ws);
     let ms = (crate::clock::now_ms() - start).max(1);
+    crate::profile::report("pressure", ms);
     kprintln!(
         "pressure: written {} verified {} corrupt {} errors {}; {} threads ended",
         out.written,

@@ -71,6 +71,7 @@ pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
     let total: u64 = pages.iter().sum();
     kprintln!("smp: {} CPUs; {} tasks writing {} pages ({} frames free)", cpus, tasks, total, ram);
     let first = ws[0];
+    crate::profile::reset();
     let start = clock::now_ms();
     let (out, ended) = run_workers(m, buddy, ws);
     let ms = (clock::now_ms() - start).max(1);
@@ -85,6 +86,7 @@ pub fn smp(buddy: &'static Frames, ram_end: u64) -> bool {
         out.written * 1000 / ms
     );
     report("smp", m, buddy);
+    crate::profile::report("smp", ms);
     let f = m.figures(buddy.free_frame_count());
     let mut ok =
         scaling_ok && out.corrupt == 0 && out.errors == 0 && out.verified == out.written && out.written == total;
