@@ -79,7 +79,8 @@ pub fn run(data: &[u8]) {
     let ops: Vec<Op> = crate::decode_ops(data, 400);
     let mem = SimPhysMemory::new(PhysAddr::new(0x10_0000).expect("aligned"), 1 << 20);
     let frames = RefFrameProvider::new(&mem);
-    let stores = [std::sync::Arc::new(MemStore::new(40)), std::sync::Arc::new(MemStore::new(600))];
+    // Area 1 takes runs of slots in one request, as a disk does.
+    let stores = [std::sync::Arc::new(MemStore::new(40)), std::sync::Arc::new(MemStore::new(600).with_max_run(4))];
     let swap = Swap::new(SwapConfig { cpus: 2, readahead: u32::from(data.first().copied().unwrap_or(0) % 4) });
     for (i, s) in stores.iter().enumerate() {
         // Area 0 has the higher priority and fills first.

@@ -35,6 +35,13 @@ fn slot_at(area: u8, offset: u64) -> SwapSlot {
     SwapSlot::new(area, offset).expect("a Swap's areas and offsets fit a SwapSlot")
 }
 
+/// The longest run of consecutive slots mm-swap hands a store in one
+/// request ([`BackingStore::write_slots`](mm_types::BackingStore::write_slots),
+/// [`read_slots`](mm_types::BackingStore::read_slots)), whatever the
+/// store's own [`max_run`](mm_types::BackingStore::max_run): 32 pages,
+/// 128 KiB, Linux's `SWAP_CLUSTER_MAX` batch of reclaim.
+pub const MAX_RUN: usize = 32;
+
 /// Slots a CPU's slot cache takes from an area at once (Linux's
 /// `SWAP_SLOTS_CACHE_SIZE` is 64 too).
 pub const SLOT_BATCH: usize = 64;

@@ -484,3 +484,141 @@ fn alloc_cached_allocates_nothing_when_it_fails() {
     assert_eq!((swap.used_slots(), e.frames.allocated_blocks()), (0, 0));
     swap.check().unwrap();
 }
+
+fn run_swap(slots: u64, max_run: usize, readahead: u32) -> (Swap, Arc<MemStore>) {
+    let store = Arc::new(MemStore::new(slots).with_max_run(max_run));
+    let swap = Swap::new(SwapConfig { cpus: 1, readahead });
+    swap.add_area(Box::new(store.clone()), 0).unwrap();
+    (swap, store)
+}
+
+/// Allocates `n` slots with one use each (consecutive: one cluster).
+fn alloc_slots(swap: &Swap, n: usize) -> Vec<SwapSlot> {
+    (0..n).map(|_| swap.alloc(0).unwrap()).collect()
+}
+
+#[test]
+fn write_batch_sends_consecutive_slots_as_one_request() {
+    let e = env();
+    let (swap, store) = run_swap(64, 4, 0);
+    let slots = alloc_slots(&swap, 7);
+    assert!(slots.windows(2).all(|w| w[1].offset() == w[0].offset() + 1), "one cluster: {slots:?}");
+    let frames: Vec<PhysAddr> = (0..7).map(|i| e.page(40 + i as u8)).collect();
+    // Slots 0-2, then 4-6 (in order), then 3: runs of 3, 3 (cut at 4 by
+    // the gap, not by the store's limit) and 1.
+    let order = [0, 1, 2, 4, 5, 6, 3];
+    let pages: Vec<(SwapSlot, PhysAddr)> = order.iter().map(|&i| (slots[i], frames[i])).collect();
+    let mut done = vec![Err(SwapError::Full); pages.len()];
+    let w0 = store.writes();
+    // SAFETY: the test owns the frames and does not write them meanwhile.
+    unsafe { swap.write_batch(&pages, &e.mem, &mut done) };
+    assert!(done.iter().all(|r| r.is_ok()), "{done:?}");
+    assert_eq!(store.writes() - w0, 3, "three runs, three requests");
+    assert_eq!(swap.stats().writes, 7);
+    // The store's limit cuts a longer run: 7 in order go as 4 + 3.
+    let pages: Vec<(SwapSlot, PhysAddr)> = (0..7).map(|i| (slots[i], frames[i])).collect();
+    let w0 = store.writes();
+    // SAFETY: as above.
+    unsafe { swap.write_batch(&pages, &e.mem, &mut done) };
+    assert_eq!(store.writes() - w0, 2);
+    for (i, s) in slots.iter().enumerate() {
+        let mut b = [0u8; 4096];
+        swap.read_slot(*s, &mut b).unwrap();
+        assert_eq!((b[1], b[4095]), (40 + i as u8, !(40 + i as u8)), "slot {i}");
+    }
+    swap.check().unwrap();
+}
+
+#[test]
+fn a_failed_run_fails_every_page_of_it_and_only_those() {
+    let e = env();
+    let (swap, store) = run_swap(64, 8, 0);
+    let slots = alloc_slots(&swap, 6);
+    let frames: Vec<PhysAddr> = (0..6).map(|i| e.page(60 + i as u8)).collect();
+    // A free slot in the middle: refused alone, splitting the run around it.
+    swap.free(slots[2]).unwrap();
+    let pages: Vec<(SwapSlot, PhysAddr)> = (0..6).map(|i| (slots[i], frames[i])).collect();
+    let mut done = vec![Ok(()); 6];
+    store.fail_nth_write(2);
+    let w0 = store.writes();
+    // SAFETY: the test owns the frames.
+    unsafe { swap.write_batch(&pages, &e.mem, &mut done) };
+    assert_eq!(store.writes() - w0, 2, "slots 0-1, then 3-5");
+    assert!(done[0].is_ok() && done[1].is_ok(), "{done:?}");
+    assert_eq!(done[2], Err(SwapError::NotAllocated(slots[2])));
+    for r in &done[3..] {
+        assert!(matches!(r, Err(SwapError::Store(_))), "{done:?}");
+    }
+    assert_eq!((swap.stats().writes, swap.stats().write_errors), (2, 3));
+    let mut b = [0u8; 4096];
+    swap.read_slot(slots[1], &mut b).unwrap();
+    for s in &slots[3..] {
+        assert_eq!(swap.read_slot(*s, &mut b), Err(SwapError::NotWritten(*s)), "a failed run leaves no checksum");
+    }
+    swap.check().unwrap();
+}
+
+#[test]
+fn readahead_reads_the_run_in_one_request() {
+    let e = env();
+    let (swap, store) = run_swap(64, 8, 7);
+    let slots: Vec<SwapSlot> = (0..10).map(|i| e.out(&swap, 0, i as u8 + 1, 1)).collect();
+    let r0 = store.reads();
+    let SwappedIn { frame: f, read: io } = swap.swap_in(slots[0], &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(f, 1));
+    assert_eq!(store.reads() - r0, 1, "the fault's page and seven ahead in one read");
+    assert_eq!(swap.stats().readahead, 7);
+    for (i, s) in slots.iter().enumerate().take(8).skip(1) {
+        let SwappedIn { frame: g, read: io } = swap.swap_in(*s, &e.frames, &e.mem).unwrap();
+        assert!(!io && e.holds(g, i as u8 + 1), "slot {i}");
+    }
+    assert_eq!(swap.lookup(slots[8]), None);
+    // A store taking 3 slots a request: 8 pages in 3 requests.
+    let (swap2, store2) = run_swap(64, 3, 7);
+    let slots2: Vec<SwapSlot> = (0..8).map(|i| e.out(&swap2, 0, i as u8 + 1, 1)).collect();
+    let r0 = store2.reads();
+    swap2.swap_in(slots2[0], &e.frames, &e.mem).unwrap();
+    assert_eq!((store2.reads() - r0, swap2.stats().readahead), (3, 7));
+    for sw in [(&swap, &slots), (&swap2, &slots2)] {
+        for s in sw.1 {
+            if let Some(f) = sw.0.free(*s).unwrap() {
+                e.free(f);
+            }
+        }
+        sw.0.check().unwrap();
+    }
+    assert_eq!(e.frames.allocated_blocks(), 0);
+}
+
+#[test]
+fn a_failed_or_corrupt_run_never_fails_the_fault_for_a_page_ahead() {
+    let e = env();
+    let (swap, store) = run_swap(64, 8, 3);
+    let slots: Vec<SwapSlot> = (0..4).map(|i| e.out(&swap, 0, i as u8 + 1, 1)).collect();
+    // The run's request fails: the fault's page is read again alone, and
+    // nothing is read ahead.
+    store.fail_nth_read(1);
+    let r0 = store.reads();
+    let SwappedIn { frame: f, read: io } = swap.swap_in(slots[0], &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(f, 1));
+    assert_eq!((store.reads() - r0, swap.stats().readahead), (2, 0));
+    for s in &slots[1..] {
+        assert_eq!(swap.lookup(*s), None, "nothing cached from a failed read");
+    }
+    // A corrupt page ahead is dropped; the others ahead are kept.
+    store.corrupt_slot(slots[2].offset(), 9);
+    let SwappedIn { frame: g, read: io } = swap.swap_in(slots[1], &e.frames, &e.mem).unwrap();
+    assert!(io && e.holds(g, 2));
+    assert_eq!(swap.lookup(slots[2]), None, "the corrupt page is not cached");
+    assert!(swap.lookup(slots[3]).is_some());
+    assert_eq!(swap.stats().readahead, 1);
+    assert_eq!(swap.swap_in(slots[2], &e.frames, &e.mem), Err(SwapError::Corrupt(slots[2])));
+    // The fault's own page corrupt: an error, and its frame freed.
+    for s in &slots {
+        if let Some(f) = swap.free(*s).unwrap() {
+            e.free(f);
+        }
+    }
+    assert_eq!(e.frames.allocated_blocks(), 0);
+    swap.check().unwrap();
+}

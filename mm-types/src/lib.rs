@@ -44,7 +44,7 @@ pub use percpu::CpuLocal;
 pub use phys::{DirectMap, PhysAccessError, PhysMemory};
 pub use range::{AddrRange, FrameRange, PageRange, PhysRange, StepIter, VirtRange};
 pub use state::{PageFlags, PageKind, Protection};
-pub use store::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
+pub use store::{check_run, BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
 pub use swap::SwapSlot;
 
 #[cfg(feature = "std")]

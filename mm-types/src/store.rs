@@ -89,6 +89,55 @@ pub trait BackingStore {
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// The longest run of consecutive slots that one
+    /// [`write_slots`](BackingStore::write_slots) or
+    /// [`read_slots`](BackingStore::read_slots) call should carry: a device
+    /// that moves a run in one request (a disk: one command for many
+    /// sectors) says how long a run it takes. At least 1; the default is 1.
+    fn max_run(&self) -> usize {
+        1
+    }
+
+    /// Writes `pages[i]` to slot `first + i` for every `i`, in one request
+    /// where the device can. `Ok` only if every page was written. On an
+    /// error any slot of the run may hold its old page or its new one: the
+    /// caller treats the whole run as not written. The default writes slot
+    /// by slot with [`write_slot`](BackingStore::write_slot), stopping at
+    /// the first error.
+    ///
+    /// ```
+    /// # #[cfg(feature = "testkit")] {
+    /// use mm_types::testkit::MemStore;
+    /// use mm_types::{BackingStore, SLOT_SIZE};
+    ///
+    /// let store = MemStore::new(8);
+    /// let (a, b) = ([1u8; SLOT_SIZE], [2u8; SLOT_SIZE]);
+    /// store.write_slots(3, &[&a, &b]).unwrap();
+    /// let (mut x, mut y) = ([0u8; SLOT_SIZE], [0u8; SLOT_SIZE]);
+    /// store.read_slots(3, &mut [&mut x, &mut y]).unwrap();
+    /// assert_eq!((x, y), (a, b));
+    /// # }
+    /// ```
+    fn write_slots(&self, first: u64, pages: &[&[u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        check_run(self, StoreOp::Write, first, pages.len())?;
+        for (slot, page) in (first..).zip(pages) {
+            self.write_slot(slot, page)?;
+        }
+        Ok(())
+    }
+
+    /// Reads slot `first + i` into `bufs[i]` for every `i`, in one request
+    /// where the device can. `Ok` only if every slot was read; on an error
+    /// the buffers hold anything. The default reads slot by slot with
+    /// [`read_slot`](BackingStore::read_slot), stopping at the first error.
+    fn read_slots(&self, first: u64, bufs: &mut [&mut [u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        check_run(self, StoreOp::Read, first, bufs.len())?;
+        for (slot, buf) in (first..).zip(bufs.iter_mut()) {
+            self.read_slot(slot, buf)?;
+        }
+        Ok(())
+    }
+
     /// Says that slot `slot`'s contents are no longer needed (its swap slot
     /// was freed), as a disk's TRIM does. A later read of the slot before a
     /// new write may return anything. The default does nothing; a store
@@ -105,6 +154,23 @@ pub trait BackingStore {
             Err(StoreError::slot(op, slot, StoreErrorKind::OutOfRange))
         }
     }
+}
+
+/// Checks that the run of `len` slots from `first` lies within the store:
+/// [`StoreErrorKind::OutOfRange`] naming the first slot past its end
+/// otherwise. For implementations of
+/// [`write_slots`](BackingStore::write_slots) and
+/// [`read_slots`](BackingStore::read_slots).
+pub fn check_run<S: BackingStore + ?Sized>(store: &S, op: StoreOp, first: u64, len: usize) -> Result<(), StoreError> {
+    let count = store.slot_count();
+    if first >= count && len > 0 {
+        return Err(StoreError::slot(op, first, StoreErrorKind::OutOfRange));
+    }
+    let end = first.saturating_add(len as u64);
+    if end > count {
+        return Err(StoreError::slot(op, count, StoreErrorKind::OutOfRange));
+    }
+    Ok(())
 }
 
 /// Forwards every method to the store pointed at.
@@ -126,6 +192,15 @@ macro_rules! forward_store {
             }
             fn discard(&self, slot: u64) {
                 (**self).discard(slot)
+            }
+            fn max_run(&self) -> usize {
+                (**self).max_run()
+            }
+            fn write_slots(&self, first: u64, pages: &[&[u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+                (**self).write_slots(first, pages)
+            }
+            fn read_slots(&self, first: u64, bufs: &mut [&mut [u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+                (**self).read_slots(first, bufs)
             }
         }
     };

@@ -1,12 +1,40 @@
 //! Writing pages to their slots and reading them back: checksums, the
 //! swap cache on the way in, and readahead.
 
+use core::mem::MaybeUninit;
 use mm_types::sync::spin_loop;
+
 use mm_types::{AllocFlags, FrameError, FrameProvider, Order, OwnedFrames, PhysAddr, PhysMemory, SwapSlot, SLOT_SIZE};
 
 use super::{Cached, Swap, SwappedIn};
 use crate::area::{allocated, has_cache, in_use, is_bad, mark_cached, use_count, Area, MAX_USERS};
-use crate::{checksum, slot_at, SwapError};
+use crate::{checksum, slot_at, SwapError, MAX_RUN};
+
+/// Filler for the unused entries of a run's page array.
+static NO_PAGE: [u8; SLOT_SIZE] = [0; SLOT_SIZE];
+
+/// Up to [`MAX_RUN`] page buffers of one read, on the stack.
+struct Bufs<'p> {
+    bufs: [MaybeUninit<&'p mut [u8; SLOT_SIZE]>; MAX_RUN],
+    len: usize,
+}
+
+impl<'p> Bufs<'p> {
+    fn new() -> Self {
+        Bufs { bufs: [const { MaybeUninit::uninit() }; MAX_RUN], len: 0 }
+    }
+
+    fn push(&mut self, buf: &'p mut [u8; SLOT_SIZE]) {
+        self.bufs[self.len].write(buf);
+        self.len += 1;
+    }
+
+    fn as_mut(&mut self) -> &mut [&'p mut [u8; SLOT_SIZE]] {
+        // SAFETY: the first `len` entries were written by `push`, and
+        // `MaybeUninit<T>` has the layout of `T`.
+        unsafe { core::slice::from_raw_parts_mut(self.bufs.as_mut_ptr().cast(), self.len) }
+    }
+}
 
 impl Swap {
     /// Writes a frame's page to `slot` (allocated) with its checksum.
@@ -25,8 +53,35 @@ impl Swap {
         frame: PhysAddr,
         mem: &M,
     ) -> Result<(), SwapError> {
-        let a = self.area_of(slot)?;
-        let usable = |m: u16| {
+        let mut done = [Ok(())];
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.write_batch(&[(slot, frame)], mem, &mut done) };
+        let [r] = done;
+        r
+    }
+
+    /// [`write`](Swap::write) for several pages: `pages[i].1` to slot
+    /// `pages[i].0`, its result in `done[i]`. Entries whose slots follow
+    /// each other in one area (slot `s`, then `s + 1`, ...) go to the
+    /// store as one request, up to its
+    /// [`max_run`](mm_types::BackingStore::max_run) and [`MAX_RUN`]
+    /// pages: sort by slot to get the most from it. A failed request fails
+    /// every page of it, each with the store's error, and raises each
+    /// slot's failure count.
+    ///
+    /// # Panics
+    /// If `done` and `pages` differ in length.
+    ///
+    /// # Safety
+    /// Each frame holds its page, and nothing writes it during the call.
+    pub unsafe fn write_batch<M: PhysMemory + ?Sized>(
+        &self,
+        pages: &[(SwapSlot, PhysAddr)],
+        mem: &M,
+        done: &mut [Result<(), SwapError>],
+    ) {
+        assert_eq!(pages.len(), done.len(), "one result per page");
+        let usable = |m: u16, slot: SwapSlot| {
             if is_bad(m) {
                 Err(SwapError::Bad(slot))
             } else if !allocated(m) {
@@ -35,34 +90,78 @@ impl Swap {
                 Ok(())
             }
         };
-        a.with_slot(slot.offset(), |m, _, _| usable(*m))?;
-        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
-        // The frame's SLOT_SIZE bytes, which nobody writes during the call
-        // (the caller's promise).
-        // SAFETY: `translate` checked the range; nobody writes it meanwhile.
-        let page: &[u8; SLOT_SIZE] = unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
-        let sum = checksum::page(page);
-        match a.store.write_slot(slot.offset(), page) {
-            Ok(()) => {
-                // A slot freed during the write (a caller's bug) must not
-                // keep a checksum: its next owner would read this page.
-                a.with_slot(slot.offset(), |m, s, fails| {
-                    usable(*m)?;
-                    *s = sum;
-                    *fails = 0;
-                    Ok(())
-                })?;
-                self.stats.writes.bump();
-                Ok(())
-            }
-            Err(e) => {
-                a.with_slot(slot.offset(), |_, s, fails| {
-                    *fails = fails.saturating_add(1);
-                    *s = 0;
+        let mut i = 0;
+        while i < pages.len() {
+            let first = pages[i].0;
+            let a = match self.area_of(first) {
+                Ok(a) => a,
+                Err(e) => {
+                    done[i] = Err(e);
+                    i += 1;
+                    continue;
+                }
+            };
+            let max = a.store.max_run().clamp(1, MAX_RUN);
+            let mut run: [&[u8; SLOT_SIZE]; MAX_RUN] = [&NO_PAGE; MAX_RUN];
+            let mut sums = [0u64; MAX_RUN];
+            let mut n = 0;
+            while i + n < pages.len() && n < max {
+                let (slot, frame) = pages[i + n];
+                if slot.area() != first.area() || slot.offset() != first.offset() + n as u64 {
+                    break;
+                }
+                let page = a.with_slot(slot.offset(), |m, _, _| usable(*m, slot)).and_then(|()| {
+                    let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
+                    // The frame's SLOT_SIZE bytes, which nobody writes
+                    // during the call (the caller's promise).
+                    // SAFETY: `translate` checked the range; nobody writes it meanwhile.
+                    Ok(unsafe { &*p.as_ptr().cast::<[u8; SLOT_SIZE]>() })
                 });
-                self.stats.write_errors.bump();
-                Err(SwapError::Store(e))
+                match page {
+                    Ok(page) => {
+                        sums[n] = checksum::page(page);
+                        run[n] = page;
+                        n += 1;
+                    }
+                    // The run ends before it; alone, it fails below.
+                    Err(_) if n > 0 => break,
+                    Err(e) => {
+                        done[i] = Err(e);
+                        break;
+                    }
+                }
             }
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            let written = a.store.write_slots(first.offset(), &run[..n]);
+            for k in 0..n {
+                let slot = pages[i + k].0;
+                done[i + k] = match written {
+                    // A slot freed during the write (a caller's bug) must
+                    // not keep a checksum: its next owner would read this page.
+                    Ok(()) => a.with_slot(slot.offset(), |m, s, fails| {
+                        usable(*m, slot)?;
+                        *s = sums[k];
+                        *fails = 0;
+                        Ok(())
+                    }),
+                    Err(e) => {
+                        a.with_slot(slot.offset(), |_, s, fails| {
+                            *fails = fails.saturating_add(1);
+                            *s = 0;
+                        });
+                        Err(SwapError::Store(e))
+                    }
+                };
+                match done[i + k] {
+                    Ok(()) => self.stats.writes.bump(),
+                    Err(SwapError::Store(_)) => self.stats.write_errors.bump(),
+                    Err(_) => {}
+                }
+            }
+            i += n;
         }
     }
 
@@ -166,7 +265,7 @@ impl Swap {
                 }
             }
         }
-        let r = self.read_into(&a, slot, frames, mem);
+        let r = self.read_run(&a, slot, frames, mem);
         let mut cache = self.cache.lock();
         match r {
             Ok(owned) => {
@@ -184,7 +283,6 @@ impl Swap {
                 cache.insert(slot, Cached::Ready(frame));
                 drop(cache);
                 self.stats.reads.bump();
-                self.readahead(&a, slot, frames, mem);
                 Ok(SwappedIn { frame, read: true })
             }
             Err(e) => {
@@ -196,9 +294,25 @@ impl Swap {
         }
     }
 
-    /// Reads `slot` into a new frame and checks it; the frame is the
-    /// caller's to keep (`into_raw`) or to drop, which frees it.
-    fn read_into<'f, F, M>(
+    /// A frame for a read.
+    fn frame_for_read<'f, F: FrameProvider + ?Sized>(frames: &'f F) -> Result<OwnedFrames<'f, F>, SwapError> {
+        frames.allocate_owned(Order::ZERO, AllocFlags::MOVABLE).map_err(|e| match e {
+            FrameError::OutOfMemory { .. } | FrameError::ZoneExhausted { .. } => SwapError::OutOfMemory,
+            other => SwapError::Frames(other),
+        })
+    }
+
+    /// Reads `slot` (marked cached and `Loading` by the caller) into a new
+    /// frame and checks it; the frame is the caller's to keep (`into_raw`)
+    /// or to drop, which frees it. The following slots that are in use,
+    /// written and not cached are read ahead in the same request (up to
+    /// [`SwapConfig::readahead`](crate::SwapConfig::readahead) of them, and
+    /// the store's run), and go into the cache: readahead stops at the
+    /// first slot it cannot use, and a page read ahead for nobody (its
+    /// users gone meanwhile) or failing its checksum is dropped. If the
+    /// request fails, `slot` is read again alone: a bad slot ahead never
+    /// fails the fault.
+    fn read_run<'f, F, M>(
         &self,
         a: &Area,
         slot: SwapSlot,
@@ -214,64 +328,102 @@ impl Swap {
             return Err(SwapError::NotWritten(slot));
         }
         // An error return below drops `owned`, which frees the frame.
-        let owned = frames.allocate_owned(Order::ZERO, AllocFlags::MOVABLE).map_err(|e| match e {
-            FrameError::OutOfMemory { .. } | FrameError::ZoneExhausted { .. } => SwapError::OutOfMemory,
-            other => SwapError::Frames(other),
-        })?;
-        let frame = owned.block().start_address();
-        let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
-        // SAFETY: a frame just allocated for this read; `translate` checked the range.
-        let page: &mut [u8; SLOT_SIZE] = unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() };
-        a.store.read_slot(slot.offset(), page).map_err(SwapError::Store)?;
-        if checksum::page(page) != want {
-            return Err(SwapError::Corrupt(slot));
-        }
-        Ok(owned)
-    }
-
-    /// Reads the following in-use, uncached slots into the cache.
-    fn readahead<F, M>(&self, a: &Area, slot: SwapSlot, frames: &F, mem: &M)
-    where
-        F: FrameProvider + ?Sized,
-        M: PhysMemory + ?Sized,
-    {
-        for k in 1..=u64::from(self.config.readahead) {
-            let next = slot_at(slot.area(), slot.offset() + k);
+        let owned = Self::frame_for_read(frames)?;
+        let page_of = |f: &OwnedFrames<'f, F>| {
+            let frame = f.block().start_address();
+            let p = mem.translate(frame, SLOT_SIZE).map_err(|_| SwapError::Unreachable(frame))?;
+            // SAFETY: a frame just allocated for this read, owned by it
+            // until the read is done; `translate` checked the range.
+            Ok::<_, SwapError>(unsafe { &mut *p.as_ptr().cast::<[u8; SLOT_SIZE]>() })
+        };
+        let mut bufs = Bufs::new();
+        bufs.push(page_of(&owned)?);
+        // The slots ahead, claimed as the fault's slot was: cached, loading.
+        let mut ahead: [Option<(OwnedFrames<'f, F>, u64)>; MAX_RUN] = [const { None }; MAX_RUN];
+        let limit = (self.config.readahead as usize).min(MAX_RUN - 1);
+        let mut n = 0;
+        while n < limit {
+            let next = slot_at(slot.area(), slot.offset() + 1 + n as u64);
             if next.offset() >= a.slots {
                 break;
             }
-            {
+            let claimed = {
                 let mut cache = self.cache.lock();
-                let ok = a.with_slot(next.offset(), |m, s, _| {
+                let sum = a.with_slot(next.offset(), |m, s, _| {
                     let ok = in_use(*m) && !has_cache(*m) && *s != 0;
                     if ok {
                         mark_cached(m);
                     }
-                    ok
+                    ok.then_some(*s)
                 });
-                if !ok {
-                    // Readahead stops at the first slot it cannot use.
-                    break;
+                if sum.is_some() {
+                    cache.insert(next, Cached::Loading);
                 }
-                cache.insert(next, Cached::Loading);
-            }
-            let r = self.read_into(a, next, frames, mem);
-            let mut cache = self.cache.lock();
-            let users = a.with_slot(next.offset(), |m, _, _| use_count(*m));
-            match r {
-                Ok(owned) if users > 0 => {
-                    cache.insert(next, Cached::Ready(owned.into_raw().start_address()));
-                    self.stats.readahead.bump();
+                sum
+            };
+            let Some(sum) = claimed else { break };
+            match Self::frame_for_read(frames).and_then(|f| Ok((page_of(&f)?, f))) {
+                Ok((page, f)) => {
+                    bufs.push(page);
+                    ahead[n] = Some((f, sum));
+                    n += 1;
                 }
-                other => {
-                    cache.remove(&next);
+                Err(_) => {
+                    self.cache.lock().remove(&next);
                     a.put(next.offset(), true);
-                    drop(cache);
-                    // A page read for nobody: dropping it frees the frame.
-                    drop(other);
                     break;
                 }
             }
         }
+        // The run in requests of the store's length, the fault's slot first.
+        let bufs = bufs.as_mut();
+        let max = a.store.max_run().clamp(1, MAX_RUN);
+        let mut read = [false; MAX_RUN];
+        let mut first = Ok(());
+        let mut at = 0;
+        while at <= n {
+            let len = max.min(n + 1 - at);
+            let off = slot.offset() + at as u64;
+            let r = if len == 1 {
+                a.store.read_slot(off, bufs[at])
+            } else {
+                a.store.read_slots(off, &mut bufs[at..at + len])
+            };
+            match r {
+                Ok(()) => read[at..at + len].fill(true),
+                // The pages ahead in it are dropped; the fault's slot is
+                // read again alone.
+                Err(_) if at == 0 && len > 1 => {
+                    first = a.store.read_slot(slot.offset(), bufs[0]);
+                    read[0] = first.is_ok();
+                }
+                Err(e) if at == 0 => first = Err(e),
+                Err(_) => {}
+            }
+            at += len;
+        }
+        for (k, entry) in ahead.iter_mut().take(n).enumerate() {
+            let next = slot_at(slot.area(), slot.offset() + 1 + k as u64);
+            let (f, sum) = entry.take().expect("claimed above");
+            let good = read[1 + k] && checksum::page(bufs[1 + k]) == sum;
+            let mut cache = self.cache.lock();
+            let users = a.with_slot(next.offset(), |m, _, _| use_count(*m));
+            if good && users > 0 {
+                cache.insert(next, Cached::Ready(f.into_raw().start_address()));
+                self.stats.readahead.bump();
+            } else {
+                cache.remove(&next);
+                a.put(next.offset(), true);
+                drop(cache);
+                // A page read for nobody, or not as written: dropping it
+                // frees the frame.
+                drop(f);
+            }
+        }
+        first.map_err(SwapError::Store)?;
+        if checksum::page(bufs[0]) != want {
+            return Err(SwapError::Corrupt(slot));
+        }
+        Ok(owned)
     }
 }

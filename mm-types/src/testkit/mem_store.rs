@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
+use crate::{check_run, BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
 
 /// A [`BackingStore`] in host memory that can be told to fail.
 ///
@@ -18,6 +18,11 @@ use crate::{BackingStore, StoreError, StoreErrorKind, StoreOp, SLOT_SIZE};
 /// - [`fail_writes`](MemStore::fail_writes): every write fails until cleared.
 /// - [`corrupt_slot`](MemStore::corrupt_slot): flips a bit of a stored slot
 ///   without any error, as bit rot would.
+///
+/// [`with_max_run`](MemStore::with_max_run) makes it take runs of
+/// consecutive slots in one request, as a disk does: such a request counts
+/// as one read or write, and an injected fault fails it whole, writing
+/// none of its slots.
 ///
 /// Failed operations are counted in [`reads`](MemStore::reads) and
 /// [`writes`](MemStore::writes) like successful ones. A slot takes memory
@@ -34,6 +39,7 @@ pub struct MemStore {
     fail_read_at: AtomicU64,
     fail_write_at: AtomicU64,
     fail_all_writes: AtomicBool,
+    max_run: usize,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -51,7 +57,15 @@ impl MemStore {
             fail_read_at: AtomicU64::new(NEVER),
             fail_write_at: AtomicU64::new(NEVER),
             fail_all_writes: AtomicBool::new(false),
+            max_run: 1,
         }
+    }
+
+    /// The same store taking runs of up to `max_run` consecutive slots in
+    /// one request ([`BackingStore::max_run`]; at least 1).
+    pub fn with_max_run(mut self, max_run: usize) -> Self {
+        self.max_run = max_run.max(1);
+        self
     }
 
     /// Makes the `n`th read from now on fail (`n` = 1: the next read).
@@ -151,6 +165,41 @@ impl BackingStore for MemStore {
         Ok(())
     }
 
+    fn max_run(&self) -> usize {
+        self.max_run
+    }
+
+    /// One request: one counted write, failed whole by an injected fault.
+    fn write_slots(&self, first: u64, pages: &[&[u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        check_run(self, StoreOp::Write, first, pages.len())?;
+        if n == self.fail_write_at.load(Ordering::SeqCst) || self.fail_all_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::slot(StoreOp::Write, first, StoreErrorKind::Io));
+        }
+        let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, page) in (first..).zip(pages) {
+            data.insert(slot, Box::new(**page));
+        }
+        Ok(())
+    }
+
+    /// One request: one counted read, failed whole by an injected fault.
+    fn read_slots(&self, first: u64, bufs: &mut [&mut [u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        check_run(self, StoreOp::Read, first, bufs.len())?;
+        if n == self.fail_read_at.load(Ordering::SeqCst) {
+            return Err(StoreError::slot(StoreOp::Read, first, StoreErrorKind::Io));
+        }
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, buf) in (first..).zip(bufs.iter_mut()) {
+            match data.get(&slot) {
+                Some(page) => buf.copy_from_slice(&page[..]),
+                None => buf.fill(0),
+            }
+        }
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -179,6 +228,53 @@ mod tests {
         s.flush().unwrap();
         s.discard(3);
         assert_eq!((s.reads(), s.writes(), s.flushes(), s.discards()), (2, 2, 1, 1));
+    }
+
+    #[test]
+    fn runs_are_one_request_and_fail_whole() {
+        let s = MemStore::new(8).with_max_run(4);
+        assert_eq!(s.max_run(), 4);
+        let (a, b, c) = ([1u8; SLOT_SIZE], [2u8; SLOT_SIZE], [3u8; SLOT_SIZE]);
+        s.write_slots(2, &[&a, &b]).unwrap();
+        assert_eq!(s.writes(), 1, "one request");
+        s.fail_nth_write(1);
+        assert_eq!(s.write_slots(2, &[&c, &c]), Err(StoreError::slot(StoreOp::Write, 2, StoreErrorKind::Io)));
+        let (mut x, mut y) = ([0u8; SLOT_SIZE], [0u8; SLOT_SIZE]);
+        s.read_slots(2, &mut [&mut x, &mut y]).unwrap();
+        assert_eq!((x, y, s.reads()), (a, b, 1), "a failed run writes nothing");
+        assert_eq!(
+            s.write_slots(7, &[&a, &b]),
+            Err(StoreError::slot(StoreOp::Write, 8, StoreErrorKind::OutOfRange)),
+            "a run past the end names the first slot outside"
+        );
+        assert_eq!(s.read_slots(9, &mut [&mut x]), Err(StoreError::slot(StoreOp::Read, 9, StoreErrorKind::OutOfRange)));
+        s.fail_nth_read(1);
+        assert!(s.read_slots(2, &mut [&mut x, &mut y]).is_err());
+        // The trait's default methods go slot by slot.
+        struct SlotBySlot(MemStore);
+        impl BackingStore for SlotBySlot {
+            fn slot_count(&self) -> u64 {
+                self.0.slot_count()
+            }
+            fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
+                self.0.read_slot(slot, buf)
+            }
+            fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
+                self.0.write_slot(slot, buf)
+            }
+            fn flush(&self) -> Result<(), StoreError> {
+                self.0.flush()
+            }
+        }
+        let one = SlotBySlot(MemStore::new(4));
+        assert_eq!(one.max_run(), 1);
+        one.write_slots(0, &[&a, &b, &c]).unwrap();
+        assert_eq!(one.0.writes(), 3);
+        let mut z = [0u8; SLOT_SIZE];
+        one.read_slots(1, &mut [&mut x, &mut z]).unwrap();
+        assert_eq!((x, z, one.0.reads()), (b, c, 2));
+        assert_eq!(one.write_slots(3, &[&a, &b]), Err(StoreError::slot(StoreOp::Write, 4, StoreErrorKind::OutOfRange)));
+        assert_eq!(one.0.writes(), 3, "a run out of range is refused before any write");
     }
 
     #[test]
