@@ -128,12 +128,31 @@ unsafe impl Hal for KernelHal {
 static BOUNCED: spin::Mutex<Vec<Box<[u8]>>> = spin::Mutex::new(Vec::new());
 
 /// A virtio-blk disk as a backing store of 4 KiB slots.
+///
+/// A run of consecutive slots ([`BackingStore::write_slots`],
+/// [`BackingStore::read_slots`]) goes to the device as one request of up to
+/// [`MAX_RUN`] slots, through a staging buffer the pages are copied to or
+/// from: the driver takes one data buffer per request, and the pages of a
+/// run are scattered in RAM. A request costs far more than the copy under
+/// QEMU (an exit to the device model each), so runs pay.
 pub struct VirtioDisk {
-    blk: crate::smp::HaltLock<VirtIOBlk<KernelHal, PciTransport>>,
+    dev: crate::smp::HaltLock<Device>,
     slots: u64,
 }
 
 const SECTORS_PER_SLOT: usize = SLOT_SIZE / SECTOR_SIZE;
+
+/// The slots one request carries at most: mm-swap's run.
+pub const MAX_RUN: usize = mm_swap::MAX_RUN;
+
+/// The driver and its staging buffer, used under one lock.
+struct Device {
+    blk: VirtIOBlk<KernelHal, PciTransport>,
+    /// `MAX_RUN * SLOT_SIZE` bytes of identity-mapped DMA32 frames, the
+    /// device's for the disk's life; `None` if there were no frames for it
+    /// (runs then go slot by slot).
+    staging: Option<&'static mut [u8]>,
+}
 
 /// The disks found on PCI bus 0, by serial number (QEMU's
 /// `-device virtio-blk-pci,serial=NAME`), not yet taken.
@@ -148,7 +167,10 @@ impl VirtioDisk {
         PROBED.call_once(|| probe_all(frames));
         let mut disks = DISKS.lock();
         let i = disks.iter().position(|(s, _)| s.as_slice() == serial.as_bytes())?;
-        Some(disks.swap_remove(i).1)
+        let disk = disks.swap_remove(i).1;
+        drop(disks);
+        disk.dev.lock().staging = staging_buffer(frames);
+        Some(disk)
     }
 
     fn check_slot(&self, op: StoreOp, slot: u64) -> Result<(), StoreError> {
@@ -158,6 +180,16 @@ impl VirtioDisk {
             Err(StoreError::slot(op, slot, StoreErrorKind::OutOfRange))
         }
     }
+}
+
+/// A staging buffer for runs: `MAX_RUN` slots of DMA32 frames, kept for
+/// good; `None` if there are no such frames free.
+fn staging_buffer(frames: &Frames) -> Option<&'static mut [u8]> {
+    let block = frames.allocate(order_for(MAX_RUN)?, AllocFlags::DMA32).ok()?;
+    let pa = block.start_address().as_u64();
+    // SAFETY: fresh frames from mm-buddy, never freed, so owned by the caller for good; RAM is identity
+    // mapped, so the address is their virtual address, and MAX_RUN slots fit the order-rounded block.
+    Some(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, MAX_RUN * SLOT_SIZE) })
 }
 
 /// Sets up every virtio-blk device on PCI bus 0 and files it by serial.
@@ -201,7 +233,7 @@ fn probe_all(frames: &'static Frames) {
             blk.capacity(),
             slots
         );
-        DISKS.lock().push((serial, VirtioDisk { blk: crate::smp::HaltLock::new(blk), slots }));
+        DISKS.lock().push((serial, VirtioDisk { dev: crate::smp::HaltLock::new(Device { blk, staging: None }), slots }));
     }
 }
 
@@ -218,17 +250,61 @@ impl BackingStore for VirtioDisk {
         self.check_slot(StoreOp::Read, slot)?;
         let block = slot as usize * SECTORS_PER_SLOT;
         let _timed = crate::profile::start(crate::profile::Phase::DiskRead);
-        self.blk.lock().read_blocks(block, buf).map_err(|_| io(StoreOp::Read, slot))
+        self.dev.lock().blk.read_blocks(block, buf).map_err(|_| io(StoreOp::Read, slot))
     }
 
     fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Write, slot)?;
         let block = slot as usize * SECTORS_PER_SLOT;
         let _timed = crate::profile::start(crate::profile::Phase::DiskWrite);
-        self.blk.lock().write_blocks(block, buf).map_err(|_| io(StoreOp::Write, slot))
+        self.dev.lock().blk.write_blocks(block, buf).map_err(|_| io(StoreOp::Write, slot))
+    }
+
+    fn max_run(&self) -> usize {
+        MAX_RUN
+    }
+
+    fn write_slots(&self, first: u64, pages: &[&[u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        mm_types::check_run(self, StoreOp::Write, first, pages.len())?;
+        let mut dev = self.dev.lock();
+        let Device { blk, staging: Some(staging) } = &mut *dev else {
+            drop(dev);
+            return pages.iter().zip(first..).try_for_each(|(p, s)| self.write_slot(s, p));
+        };
+        if pages.len() <= 1 || pages.len() > MAX_RUN {
+            // One slot needs no staging; a run longer than it holds goes slot by slot.
+            drop(dev);
+            return pages.iter().zip(first..).try_for_each(|(p, s)| self.write_slot(s, p));
+        }
+        let _timed = crate::profile::start(crate::profile::Phase::DiskWrite);
+        let buf = &mut staging[..pages.len() * SLOT_SIZE];
+        for (chunk, page) in buf.chunks_exact_mut(SLOT_SIZE).zip(pages) {
+            chunk.copy_from_slice(&page[..]);
+        }
+        blk.write_blocks(first as usize * SECTORS_PER_SLOT, buf).map_err(|_| io(StoreOp::Write, first))
+    }
+
+    fn read_slots(&self, first: u64, bufs: &mut [&mut [u8; SLOT_SIZE]]) -> Result<(), StoreError> {
+        mm_types::check_run(self, StoreOp::Read, first, bufs.len())?;
+        let mut dev = self.dev.lock();
+        let Device { blk, staging: Some(staging) } = &mut *dev else {
+            drop(dev);
+            return bufs.iter_mut().zip(first..).try_for_each(|(b, s)| self.read_slot(s, b));
+        };
+        if bufs.len() <= 1 || bufs.len() > MAX_RUN {
+            drop(dev);
+            return bufs.iter_mut().zip(first..).try_for_each(|(b, s)| self.read_slot(s, b));
+        }
+        let _timed = crate::profile::start(crate::profile::Phase::DiskRead);
+        let buf = &mut staging[..bufs.len() * SLOT_SIZE];
+        blk.read_blocks(first as usize * SECTORS_PER_SLOT, buf).map_err(|_| io(StoreOp::Read, first))?;
+        for (page, chunk) in bufs.iter_mut().zip(buf.chunks_exact(SLOT_SIZE)) {
+            page.copy_from_slice(chunk);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.blk.lock().flush().map_err(|_| StoreError { op: StoreOp::Flush, slot: None, kind: StoreErrorKind::Io })
+        self.dev.lock().blk.flush().map_err(|_| StoreError { op: StoreOp::Flush, slot: None, kind: StoreErrorKind::Io })
     }
 }
