@@ -29,9 +29,12 @@
 //!    page since the reverse map was read) is left as it is;
 //! 4. only then the dirty bits the unmapping moved to the page are taken
 //!    ([`MmContext::take_dirty`]) and the page written to its slot, with
-//!    faults on the slot waiting meanwhile. On a failed write the page
-//!    stays resident in the cache, dirty: the authoritative copy, never
-//!    freed with its data only in memory;
+//!    faults on the slot waiting meanwhile. The pages of one batch of
+//!    victims that got this far are written together, in slot order, so
+//!    that the consecutive slots a CPU's cluster hands out go to the disk
+//!    as one request each run. On a failed write the page (every page of
+//!    the failed request) stays resident in the cache, dirty: the
+//!    authoritative copy, never freed with its data only in memory;
 //! 5. the page leaves the cache, and the frame is freed, only if every
 //!    mapping names the slot, the write succeeded, and nothing mapped or
 //!    wrote the page since (`SwapDevice::uncache_if_idle`).
@@ -54,6 +57,7 @@
 //! is busy keeps the page (the mappings already removed fault it back).
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use mm_pagecache::{CacheError, CachedFile, Reclaimed};
 use mm_paging::PagingArch;
@@ -82,6 +86,25 @@ enum Replaced {
     Kept,
     /// It maps something else now.
     Gone,
+}
+
+/// Where an eviction stands after steps 1-3.
+enum Step {
+    /// Done: the victim's outcome.
+    Done(Outcome),
+    /// Every mapping names the slot: steps 4 and 5 are left, with the
+    /// frame pinned and the evictor's use of the slot held.
+    Write(Unmapped),
+}
+
+/// An anonymous page unmapped from every page table, in the swap cache
+/// under `slot`, waiting for its write (step 4).
+struct Unmapped {
+    slot: SwapSlot,
+    frame: PhysAddr,
+    shadow: Shadow,
+    /// The slot was allocated by this eviction and has no data yet.
+    fresh: bool,
 }
 
 /// Counters of the evictor.
@@ -184,42 +207,47 @@ where
         })
     }
 
-    fn evict_one(&mut self, frame: PhysAddr, shadow: Shadow) -> Outcome {
+    /// Steps 1-3 for one victim (all of it for a page that needs no
+    /// write).
+    fn evict_one(&mut self, frame: PhysAddr, shadow: Shadow) -> Step {
         if let Some((file, page)) = self.files.and_then(|f| f.owner(frame)) {
-            return self.evict_file(frame, &file, page, shadow);
+            return Step::Done(self.evict_file(frame, &file, page, shadow));
         }
         let maps = self.mm.mappings(frame);
         if maps.is_empty() {
             // Mapped by nobody: a swap-cache page (read ahead, or its
             // mappers went), else a frame between allocation and mapping.
-            return if self.device.drop_cached(frame) {
+            return Step::Done(if self.device.drop_cached(frame) {
                 self.stats.uncached += 1;
                 Outcome::Freed
             } else {
                 self.stats.kept += 1;
                 Outcome::Keep
-            };
+            });
         }
         if self.mm.kind_of(frame) != Some(mm_types::PageKind::Anon) || !self.all_evictable(&maps) {
             self.stats.kept += 1;
-            return Outcome::Keep;
+            return Step::Done(Outcome::Keep);
         }
         // 1. The evictor's own reference: the frame stays allocated until it
         // is done, whatever faults and unmaps do meanwhile. (Refused only if
         // its last mapping went since the reverse map was read.)
         if self.mm.pin(frame).is_err() {
             self.stats.kept += 1;
-            return Outcome::Keep;
+            return Step::Done(Outcome::Keep);
         }
-        let outcome = self.swap_out_anon(frame, shadow, &maps);
-        // Frees the frame if the swap cache let it go (step 5).
-        self.mm.unpin(frame);
-        outcome
+        let step = self.swap_out_anon(frame, shadow, &maps);
+        if let Step::Done(_) = step {
+            // Frees the frame if the swap cache let it go.
+            self.mm.unpin(frame);
+        }
+        step
     }
 
-    /// Steps 2-5 of the [module documentation](self) for an anonymous
-    /// `frame` mapped by `maps`, pinned by the caller.
-    fn swap_out_anon(&mut self, frame: PhysAddr, shadow: Shadow, maps: &[RmapEntry]) -> Outcome {
+    /// Steps 2 and 3 of the [module documentation](self) for an anonymous
+    /// `frame` mapped by `maps`, pinned by the caller. `Step::Write` keeps
+    /// the pin and the evictor's use of the slot for steps 4 and 5.
+    fn swap_out_anon(&mut self, frame: PhysAddr, shadow: Shadow, maps: &[RmapEntry]) -> Step {
         let cached = self.device.pinned_slot(frame);
         // 2. The slot, with one use per mapping and one of the evictor's
         // own, so that the slot and its cached page outlive the window
@@ -234,7 +262,7 @@ where
                             self.device.drop_use(slot);
                         }
                         self.stats.failed += 1;
-                        return Outcome::Failed;
+                        return Step::Done(Outcome::Failed);
                     }
                 }
                 slot
@@ -248,7 +276,7 @@ where
                     Ok(slot) => slot,
                     Err(e) => {
                         self.stats.failed += 1;
-                        return if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep };
+                        return Step::Done(if e == SwapError::Full { Outcome::Failed } else { Outcome::Keep });
                     }
                 }
             }
@@ -281,30 +309,48 @@ where
                 left += 1;
             }
         }
-        let outcome = if left > 0 {
+        if left > 0 {
             // Some page tables name the slot, some the frame: the page
             // stays in the cache (dirty, if the slot is stale), one page
             // for both, written when it is dropped.
             self.stats.kept += 1;
-            Outcome::Keep
-        } else {
-            self.write_and_drop(slot, frame, shadow, cached.is_none())
-        };
-        // The evictor's use (the last one if every mapper let go of the slot
-        // meanwhile: the cache then lets its page go).
-        self.device.drop_use(slot);
-        outcome
+            // The evictor's use (the last one if every mapper let go of
+            // the slot meanwhile: the cache then lets its page go).
+            self.device.drop_use(slot);
+            return Step::Done(Outcome::Keep);
+        }
+        Step::Write(Unmapped { slot, frame, shadow, fresh: cached.is_none() })
     }
 
-    /// Steps 4 and 5: every mapping of `frame` names `slot` now. `fresh`:
-    /// the slot was allocated by this eviction and has no data yet.
-    fn write_and_drop(&mut self, slot: SwapSlot, frame: PhysAddr, shadow: Shadow, fresh: bool) -> Outcome {
-        // 4. The dirty bits the unmapping moved to the page are taken, and
-        // the page written (a cached one only if dirty), now that nothing
-        // can write it: faults on the slot wait for the write.
-        let written = if fresh { self.device.write_new(slot, frame) } else { self.device.clean(slot, frame) };
+    /// Steps 4 and 5 for pages whose every mapping names their slot now:
+    /// the dirty bits the unmapping moved to each page are taken, and the
+    /// pages written (a cached one only if dirty) in one batch, in slot
+    /// order, consecutive slots in one request, now that nothing can write
+    /// them: faults on their slots wait for the write. Then each leaves
+    /// the cache if its slot holds it, and the evictor lets go of its use
+    /// and its pin. `outcomes[at[i]]` gets page `i`'s outcome.
+    fn write_and_drop(&mut self, pages: &[Unmapped], at: &[usize], outcomes: &mut [Outcome]) {
+        let list: Vec<(SwapSlot, PhysAddr, bool)> = pages.iter().map(|p| (p.slot, p.frame, p.fresh)).collect();
+        let mut done = alloc::vec![Ok(false); pages.len()];
+        self.device.write_batch(&list, &mut done);
+        for ((p, r), &i) in pages.iter().zip(done).zip(at) {
+            outcomes[i] = self.after_write(p, r);
+            // The evictor's use (the last one if every mapper let go of
+            // the slot meanwhile: the cache then lets its page go).
+            self.device.drop_use(p.slot);
+            // Frees the frame if the swap cache let it go (step 5).
+            self.mm.unpin(p.frame);
+        }
+    }
+
+    /// Step 5 for one page, after its write (`Ok(wrote)`) or refusal.
+    fn after_write(&mut self, p: &Unmapped, written: Result<bool, Option<SwapError>>) -> Outcome {
         match written {
-            Ok(()) => {}
+            Ok(wrote) => {
+                if wrote && !p.fresh {
+                    self.device.count_rewrites(1);
+                }
+            }
             // Mapped again by a fault meanwhile: it stays in the cache.
             Err(None) => {
                 self.stats.kept += 1;
@@ -319,16 +365,16 @@ where
         }
         // 5. Out of the cache only if its slot holds it: nothing mapped or
         // wrote it since the write.
-        if !self.device.uncache_if_idle(slot, frame) {
+        if !self.device.uncache_if_idle(p.slot, p.frame) {
             self.stats.kept += 1;
             return Outcome::Keep;
         }
-        if fresh {
+        if p.fresh {
             self.stats.swapped_out += 1;
-            self.device.swapped_out(slot, shadow);
+            self.device.swapped_out(p.slot, p.shadow);
         } else {
             self.stats.uncached += 1;
-            self.device.keep_shadow(slot, shadow);
+            self.device.keep_shadow(p.slot, p.shadow);
         }
         Outcome::Freed
     }
@@ -368,8 +414,20 @@ where
     }
 
     fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {
-        for (v, o) in batch.iter().zip(outcomes.iter_mut()) {
-            *o = self.evict_one(self.ids.frame(v.page), v.shadow);
+        // Steps 1-3 victim by victim; the writes of steps 4-5 together.
+        let mut pages = Vec::new();
+        let mut at = Vec::new();
+        for (i, (v, o)) in batch.iter().zip(outcomes.iter_mut()).enumerate() {
+            match self.evict_one(self.ids.frame(v.page), v.shadow) {
+                Step::Done(outcome) => *o = outcome,
+                Step::Write(p) => {
+                    pages.push(p);
+                    at.push(i);
+                }
+            }
+        }
+        if !pages.is_empty() {
+            self.write_and_drop(&pages, &at, outcomes);
         }
     }
 }

@@ -65,7 +65,8 @@ impl Sim {
         let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
         let (mut store, mut zswap, mut plain_area) = (None, None, None);
         if cfg.swap_slots > 0 {
-            let s = Arc::new(MemStore::new(cfg.swap_slots));
+            // A disk: runs of consecutive slots go in one request.
+            let s = Arc::new(MemStore::new(cfg.swap_slots).with_max_run(8));
             store = Some(s.clone());
             match cfg.zswap {
                 Some(pool) => {

@@ -196,16 +196,14 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     /// it in the cache: it is the only good copy.
     pub(crate) fn clean(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), Option<SwapError>> {
         if self.write_cached(slot, frame, false)? {
-            self.stats.lock().rewrites += 1;
+            self.count_rewrites(1);
         }
         Ok(())
     }
 
-    /// [`clean`](Self::clean) for a page put in the cache by
-    /// [`cache_new`](Self::cache_new), whose slot has no data yet: written
-    /// whatever its dirty record says.
-    pub(crate) fn write_new(&self, slot: SwapSlot, frame: PhysAddr) -> Result<(), Option<SwapError>> {
-        self.write_cached(slot, frame, true).map(|_| ())
+    /// Counts `n` pages written again because a mapper had written them.
+    pub(crate) fn count_rewrites(&self, n: u64) {
+        self.stats.lock().rewrites += n;
     }
 
     /// Writes `frame`, the cached page of `slot`, to the slot if it is
@@ -214,32 +212,71 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
     /// cache still holds it for `slot`, no fault is bringing it in and no
     /// page table maps it; faults on the slot wait while it is written.
     fn write_cached(&self, slot: SwapSlot, frame: PhysAddr, always: bool) -> Result<bool, Option<SwapError>> {
+        let mut done = [Ok(false)];
+        self.write_batch(&[(slot, frame, always)], &mut done);
+        let [r] = done;
+        r
+    }
+
+    /// [`write_cached`](Self::write_cached) for several pages:
+    /// `pages[i]` is `(slot, frame, always)`, its result goes to `done[i]`.
+    /// The pages are written with one [`Swap::write_batch`], in slot
+    /// order, so that slots that follow each other go to the store as one
+    /// request.
+    ///
+    /// # Panics
+    /// If `done` and `pages` differ in length.
+    pub(crate) fn write_batch(
+        &self,
+        pages: &[(SwapSlot, PhysAddr, bool)],
+        done: &mut [Result<bool, Option<SwapError>>],
+    ) {
+        assert_eq!(pages.len(), done.len(), "one result per page");
         let mm = self.mm();
+        // The pages to write, by slot, with their places in `pages`.
+        let mut chosen: Vec<(SwapSlot, PhysAddr, usize)> = Vec::with_capacity(pages.len());
         {
             let mut busy = self.busy.lock();
-            if busy.faulting.contains(&slot) || mm.map_count(frame) != 0 || self.swap.lookup(slot) != Some(frame) {
-                return Err(None);
+            for (i, &(slot, frame, always)) in pages.iter().enumerate() {
+                done[i] = if busy.faulting.contains(&slot)
+                    || mm.map_count(frame) != 0
+                    || self.swap.lookup(slot) != Some(frame)
+                {
+                    Err(None)
+                } else if !mm.take_dirty(frame) && !always {
+                    Ok(false)
+                } else {
+                    busy.writing.push(slot);
+                    chosen.push((slot, frame, i));
+                    Ok(true)
+                };
             }
-            if !mm.take_dirty(frame) && !always {
-                return Ok(false);
-            }
-            busy.writing.push(slot);
         }
-        // SAFETY: nothing writes the frame during the call. No page table
-        // maps it (its map count was 0 with no fault under way: each
+        if chosen.is_empty() {
+            return;
+        }
+        chosen.sort_unstable_by_key(|c| c.0);
+        let run: Vec<(SwapSlot, PhysAddr)> = chosen.iter().map(|&(s, f, _)| (s, f)).collect();
+        let mut written = alloc::vec![Ok(()); run.len()];
+        // SAFETY: nothing writes the frames during the call. No page table
+        // maps them (each map count was 0 with no fault under way: each
         // mapping was replaced by the slot's entry or unmapped, and the
         // TLB entries of those mappings flushed, on every CPU, before that
-        // returned), and no fault maps it again before the write is done:
+        // returned), and no fault maps one again before its write is done:
         // one that looked the slot up earlier is in `faulting` until the
         // page is mapped (and the map count would show it), and one that
         // looks it up now waits in `swap_in` while the slot is in `writing`.
-        let r = unsafe { self.swap.write(slot, frame, mm.mem()) };
-        remove_one(&mut self.busy.lock().writing, slot);
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) => {
+        unsafe { self.swap.write_batch(&run, mm.mem(), &mut written) };
+        {
+            let mut busy = self.busy.lock();
+            for &(slot, _, _) in &chosen {
+                remove_one(&mut busy.writing, slot);
+            }
+        }
+        for (&(_, frame, i), r) in chosen.iter().zip(written) {
+            if let Err(e) = r {
                 mm.set_dirty(frame);
-                Err(Some(e))
+                done[i] = Err(Some(e));
             }
         }
     }
