@@ -135,9 +135,14 @@ impl SimSwap {
             }
         };
         let entry = SwapSlot::new(1, slot).expect("slot in range");
+        // Each mapper's flush once its mappings are all gone, as reclaim
+        // does for a batch: the dirty bits reach the page at the flush.
         for m in &maps {
             let s = spaces.iter_mut().find(|s| s.id() == m.space).expect("every mapper is given");
-            s.evict(m.va, Some(entry)).expect("checked evictable");
+            s.evict_deferred(m.va, Some(entry)).expect("checked evictable");
+        }
+        for s in spaces.iter_mut() {
+            s.flush_deferred();
         }
         // Written after every mapping is gone (no write can be missed), and
         // for a cached page only if a mapping just removed, or an earlier

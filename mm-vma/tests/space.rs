@@ -502,3 +502,44 @@ fn accessed_bits_and_dropping_pager_pages() {
     c.check().unwrap();
     w.mm.check_rmap(&[&s, &c]).unwrap();
 }
+
+/// Deferred evictions pay one TLB flush for the batch, and release their
+/// pages (reverse-map records, dirty bits) only at that flush.
+#[test]
+fn deferred_evictions_flush_once_per_batch() {
+    let w = world();
+    let mut s = w.space();
+    let a = s.mmap(MapRequest::anonymous(8 * P, RW)).unwrap();
+    fill(&mut s, a, 8, 7);
+    let frames: Vec<_> = (0..8).map(|i| s.resolve(a + i * P, Access::Write).unwrap()).collect();
+    for &f in &frames {
+        w.mm.pin(f).unwrap();
+    }
+    let before = w.tlb.flushes.load(Ordering::Relaxed);
+    for i in 0..4 {
+        let gone = s.evict_deferred(a + i * P, None).unwrap();
+        assert!(gone.flags.contains(mm_paging::MapFlags::DIRTY), "the dirty bit comes with the mapping");
+    }
+    assert_eq!(w.tlb.flushes.load(Ordering::Relaxed), before, "no flush before the batch ends");
+    assert!((0..4).all(|i| s.page_table().translate(a + i * P).is_none()));
+    assert!(frames[..4].iter().all(|&f| w.mm.map_count(f) == 1), "released only at the flush");
+    s.flush_deferred();
+    assert_eq!(w.tlb.flushes.load(Ordering::Relaxed), before + 1, "one flush for four pages");
+    assert!(frames[..4].iter().all(|&f| w.mm.map_count(f) == 0 && w.mm.is_dirty(f)));
+    s.flush_deferred();
+    assert_eq!(w.tlb.flushes.load(Ordering::Relaxed), before + 1, "nothing gathered: no flush");
+    // The plain form flushes each time.
+    for i in 4..6 {
+        s.evict(a + i * P, None).unwrap();
+    }
+    assert_eq!(w.tlb.flushes.load(Ordering::Relaxed), before + 3);
+    for &f in &frames {
+        w.mm.unpin(f);
+    }
+    // Refaults find zero-filled pages again (no swap was given).
+    assert_eq!(read_byte(&mut s, a).unwrap(), 0);
+    let mut v = [0u8; 2];
+    s.read_user(a + 7 * P + 100, &mut v).unwrap();
+    assert_eq!(v, [7, 7], "pages never evicted keep their data");
+    s.check().unwrap();
+}

@@ -20,9 +20,12 @@
 //!    dirty (`SwapDevice::cache_new`, mm-swap's `alloc_cached`): the
 //!    cached frame is the page for every page table naming the slot;
 //! 3. each mapping is replaced by the slot's swap entry
-//!    ([`AddressSpace::evict`]: unmapped and the TLB flushed through the
-//!    space's hook, a shootdown on SMP), so that a write after it faults
-//!    and finds the page in the cache. A mapping that cannot be replaced (a
+//!    ([`AddressSpace::evict_deferred`]: unmapped, and the TLB flushed
+//!    through the space's hook, a shootdown on SMP, once per space for the
+//!    whole batch of victims with [`AddressSpace::flush_deferred`]), so
+//!    that a write after it faults and finds the page in the cache. Until
+//!    its space's flush, the reverse map still counts a removed mapping,
+//!    and step 4 refuses to write a page that is mapped. A mapping that cannot be replaced (a
 //!    busy space) keeps the page: it stays in the swap cache, dirty, so that
 //!    page tables naming the frame and those naming the slot see one page.
 //!    One that no longer maps the frame (a fault copied or unmapped the
@@ -134,6 +137,8 @@ pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider 
     ids: PageIds,
     cpu: usize,
     files: Option<&'a dyn FilePages>,
+    /// Spaces with evictions whose TLB flush is still to come.
+    unflushed: Vec<SpaceId>,
     /// What it did so far.
     pub stats: EvictStats,
 }
@@ -154,7 +159,7 @@ where
         ids: PageIds,
         cpu: usize,
     ) -> Self {
-        MmEvictor { mm, device, spaces, ids, cpu, files: None, stats: EvictStats::default() }
+        MmEvictor { mm, device, spaces, ids, cpu, files: None, unflushed: Vec::new(), stats: EvictStats::default() }
     }
 
     /// Evicts the page cache's pages too, reaching them through `files`.
@@ -290,7 +295,8 @@ where
             let mut r = Replaced::Kept;
             self.spaces.with_space(m.space, &mut |s| {
                 r = match s.page_table().translate(m.va) {
-                    Some(t) if t.frame == frame => match s.evict(m.va, Some(slot)) {
+                    // Its TLB flush waits for the end of the batch.
+                    Some(t) if t.frame == frame => match s.evict_deferred(m.va, Some(slot)) {
                         Ok(_) => Replaced::Slot,
                         Err(_) => Replaced::Kept,
                     },
@@ -300,6 +306,9 @@ where
                     _ => Replaced::Gone,
                 };
             });
+            if r == Replaced::Slot && !self.unflushed.contains(&m.space) {
+                self.unflushed.push(m.space);
+            }
             if r != Replaced::Slot {
                 // No page table holds this use of the slot.
                 self.device.drop_use(slot);
@@ -425,6 +434,13 @@ where
                     at.push(i);
                 }
             }
+        }
+        // 3, ended: one TLB flush per space for the whole batch. A space
+        // busy now is flushed by the end of the operation holding it; until
+        // then the reverse map still counts the mappings it removed, and
+        // step 4 refuses to write those pages (they stay in the cache).
+        for id in core::mem::take(&mut self.unflushed) {
+            self.spaces.with_space(id, &mut |s| s.flush_deferred());
         }
         if !pages.is_empty() {
             self.write_and_drop(&pages, &at, outcomes);

@@ -41,6 +41,8 @@ struct OtherCpu {
     /// flush of that space names the page (or flushes it all).
     tlb: Mutex<Option<(SpaceId, VirtAddr, PhysAddr)>>,
     at_write: Mutex<Option<AtWrite>>,
+    /// Flushes (shootdowns) sent.
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 /// The TLB hook: a flush drops the other CPU's entry if it names it (the
@@ -49,6 +51,7 @@ struct Shootdown(Arc<OtherCpu>);
 
 impl SpaceTlb for Shootdown {
     fn flush(&self, space: SpaceId, batch: FlushBatch) {
+        self.0.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tlb = self.0.tlb.lock().unwrap();
         if let Some((s, va, _)) = *tlb {
             if s == space && (batch.is_full_flush() || batch.pages().any(|p| p == va)) {
@@ -312,4 +315,25 @@ fn a_failed_write_keeps_the_page_in_the_swap_cache() {
     w.evict_all();
     assert!(w.machine.device.swap().cached().is_empty(), "written and dropped");
     assert_eq!(w.read(t, a), OLD);
+}
+
+/// A batch of victims in one space costs one shootdown, not one per page,
+/// and every page still reaches its slot only after it.
+#[test]
+fn one_shootdown_per_space_for_a_batch_of_victims() {
+    let w = world();
+    let t = w.machine.spawn().unwrap();
+    let a = w.machine.tasks.get(t).unwrap().lock().mmap(anon_rw(16 * 4096)).unwrap();
+    for i in 0..16 {
+        w.write(t, a + i * 4096, OLD ^ i);
+    }
+    let before = w.cpu.flushes.load(std::sync::atomic::Ordering::Relaxed);
+    w.evict_all();
+    let flushes = w.cpu.flushes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let out = (0..16).filter(|&i| w.swapped(t, a + i * 4096)).count() as u64;
+    assert!(out >= 8, "most pages went to swap: {out}");
+    assert!(flushes * 2 <= out, "{flushes} shootdowns for {out} pages");
+    for i in 0..16 {
+        assert_eq!(w.read(t, a + i * 4096), OLD ^ i, "page {i}");
+    }
 }

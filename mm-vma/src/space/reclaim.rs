@@ -38,6 +38,43 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
     /// unmapping it from its users, so it is not freed until reclaim is done
     /// with it.
     pub fn evict(&mut self, addr: VirtAddr, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
+        let gone = self.evict_deferred(addr, swap)?;
+        self.finish();
+        Ok(gone)
+    }
+
+    /// [`evict`](Self::evict) with its TLB flush left for later, so that a
+    /// batch of evictions in this space pays one flush (one shootdown on
+    /// SMP) instead of one each. The page table no longer maps the page
+    /// when this returns, but until
+    /// [`flush_deferred`](Self::flush_deferred) (or the end of the space's
+    /// next operation, which flushes whatever is gathered) a CPU may still
+    /// reach the frame through its TLB, and the reverse map still counts
+    /// the mapping ([`MmContext::map_count`](crate::MmContext::map_count)):
+    /// the caller must not read the page as final, nor free it, before the
+    /// flush.
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{Access, MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(4 << 20);
+    /// let mut s = world.space();
+    /// let a = s.mmap(MapRequest::anonymous(8192, Protection::READ | Protection::WRITE)).unwrap();
+    /// let f = s.resolve(a, Access::Write).unwrap();
+    /// let g = s.resolve(a + 4096, Access::Write).unwrap();
+    /// world.mm.pin(f).unwrap(); // reclaim's own references
+    /// world.mm.pin(g).unwrap();
+    /// s.evict_deferred(a, None).unwrap();
+    /// s.evict_deferred(a + 4096, None).unwrap();
+    /// assert!(s.page_table().translate(a).is_none(), "unmapped at once");
+    /// assert_eq!(world.mm.map_count(f), 1, "counted until the flush");
+    /// s.flush_deferred();
+    /// assert_eq!((world.mm.map_count(f), world.mm.map_count(g)), (0, 0));
+    /// world.mm.unpin(f);
+    /// world.mm.unpin(g);
+    /// ```
+    pub fn evict_deferred(&mut self, addr: VirtAddr, swap: Option<SwapSlot>) -> Result<mm_paging::Mapping, SpaceError> {
         let page = page_of(addr);
         if !self.is_evictable(page) {
             return Err(SpaceError::NotEvictable);
@@ -60,8 +97,15 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
             None => self.unmap_present_page(page),
         };
         self.note_unmapped(Unmapped::Page { va: gone.va, frame: gone.frame, size: gone.size, flags: gone.flags });
-        self.finish();
         Ok(gone)
+    }
+
+    /// Ends a batch of [`evict_deferred`](Self::evict_deferred) calls: one
+    /// TLB flush through the space's hook, then what the evictions
+    /// released (reverse-map records, dirty bits moved to the pages, page
+    /// tables emptied) goes. Nothing to do if nothing is gathered.
+    pub fn flush_deferred(&mut self) {
+        self.finish();
     }
 
     /// Removes the mapping of `frame` at `addr` if that is what is mapped
