@@ -178,7 +178,7 @@ struct PageInfo {
     /// References besides mappings.
     pins: u32,
     /// (space, virtual page) of each mapping.
-    maps: Vec<(SpaceId, VirtAddr)>,
+    maps: Maps,
     /// A mapping that was removed had its dirty bit set (MODEL 24): the
     /// page may differ from any copy made before (a swap slot, a file
     /// block) until the holder of that copy writes it again.
@@ -187,7 +187,58 @@ struct PageInfo {
 
 impl PageInfo {
     fn new(kind: PageKind) -> Self {
-        PageInfo { kind, pins: 0, maps: Vec::new(), dirty: false }
+        PageInfo { kind, pins: 0, maps: Maps::default(), dirty: false }
+    }
+}
+
+/// The mappings of a page: the first one inline, since most pages have
+/// one, the others in a vector, which allocates only for a page that is
+/// shared (a fault adds a mapping without a heap allocation).
+#[derive(Debug, Default)]
+struct Maps {
+    /// `None` only if `rest` is empty too.
+    first: Option<(SpaceId, VirtAddr)>,
+    rest: Vec<(SpaceId, VirtAddr)>,
+}
+
+impl Maps {
+    fn push(&mut self, m: (SpaceId, VirtAddr)) {
+        if self.first.is_none() {
+            self.first = Some(m);
+        } else {
+            self.rest.push(m);
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(SpaceId, VirtAddr)> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Removes one mapping equal to `m`; whether there was one.
+    fn remove(&mut self, m: (SpaceId, VirtAddr)) -> bool {
+        if self.first == Some(m) {
+            self.first = self.rest.pop();
+            return true;
+        }
+        match self.rest.iter().position(|&x| x == m) {
+            Some(i) => {
+                self.rest.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn find_mut(&mut self, m: (SpaceId, VirtAddr)) -> Option<&mut (SpaceId, VirtAddr)> {
+        self.first.iter_mut().chain(self.rest.iter_mut()).find(|x| **x == m)
     }
 }
 
@@ -375,9 +426,33 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
     /// Every mapping of `frame`, in no particular order (reclaim unmaps a
     /// page from each of them and harvests their accessed bits).
     pub fn mappings(&self, frame: PhysAddr) -> Vec<RmapEntry> {
+        let mut out = Vec::new();
+        self.mappings_into(frame, &mut out);
+        out
+    }
+
+    /// [`mappings`](Self::mappings) into `out`, which is cleared first: a
+    /// caller asking about many pages (reclaim, scanning) reuses one
+    /// buffer instead of allocating one per page.
+    ///
+    /// ```
+    /// use mm_vma::sim::SimWorld;
+    /// use mm_vma::{Access, MapRequest, Protection};
+    ///
+    /// let world = SimWorld::new(4 << 20);
+    /// let mut s = world.space();
+    /// let a = s.mmap(MapRequest::anonymous(4096, Protection::READ | Protection::WRITE)).unwrap();
+    /// let f = s.resolve(a, Access::Write).unwrap();
+    /// let mut buf = Vec::with_capacity(4);
+    /// world.mm.mappings_into(f, &mut buf);
+    /// assert_eq!((buf.len(), buf[0].space, buf[0].va), (1, s.id(), a));
+    /// ```
+    pub fn mappings_into(&self, frame: PhysAddr, out: &mut Vec<RmapEntry>) {
+        out.clear();
         let rmap = self.rmap.lock();
-        rmap.get(&frame.as_u64())
-            .map_or_else(Vec::new, |p| p.maps.iter().map(|&(space, va)| RmapEntry { space, va }).collect())
+        if let Some(p) = rmap.get(&frame.as_u64()) {
+            out.extend(p.maps.iter().map(|&(space, va)| RmapEntry { space, va }));
+        }
     }
 
     /// How many page tables map `frame`.
@@ -474,8 +549,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         }
         let mut rmap = self.rmap.lock();
         let p = rmap.get_mut(&frame.as_u64()).expect("an unmapped page was in the reverse map");
-        let i = p.maps.iter().position(|&m| m == (space, va)).expect("the mapping was in the reverse map");
-        p.maps.swap_remove(i);
+        assert!(p.maps.remove((space, va)), "the mapping was in the reverse map");
         p.dirty |= dirty;
         let unused = Self::forget_unused(&mut rmap, frame.as_u64());
         drop(rmap);
@@ -513,7 +587,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
         }
         let mut rmap = self.rmap.lock();
         let p = rmap.get_mut(&frame.as_u64()).expect("a moved page was in the reverse map");
-        let m = p.maps.iter_mut().find(|m| **m == (space, from)).expect("the mapping was in the reverse map");
+        let m = p.maps.find_mut((space, from)).expect("the mapping was in the reverse map");
         m.1 = to;
     }
 
@@ -561,7 +635,7 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> MmContext<A
             if p.maps.is_empty() && p.pins == 0 {
                 return Err("an unused frame left in the reverse map");
             }
-            for &(id, va) in &p.maps {
+            for &(id, va) in p.maps.iter() {
                 let s = spaces.iter().find(|s| s.id() == id).ok_or("a mapping by an unknown address space")?;
                 let t = s.page_table().translate(va);
                 if t.is_none_or(|t| t.frame.as_u64() != *frame) {

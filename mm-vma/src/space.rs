@@ -570,7 +570,11 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         if let Some(pt) = self.pt.as_mut() {
             pt.free_unlinked_tables();
         }
-        for u in core::mem::take(&mut self.gather.released) {
+        // Drained, and a small buffer put back: an operation that releases
+        // a few pages (every eviction, a copy-on-write fault) then
+        // allocates nothing here; a big one (a large munmap) is not kept.
+        let mut released = core::mem::take(&mut self.gather.released);
+        for u in released.drain(..) {
             match u {
                 Unmapped::Page { va, frame, flags, .. } => {
                     self.mm.remove_map(frame, self.id, va, flags.contains(MapFlags::DIRTY));
@@ -581,6 +585,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
                     }
                 }
             }
+        }
+        if self.gather.released.is_empty() && released.capacity() <= KEEP_RELEASED {
+            self.gather.released = released;
         }
     }
 
@@ -596,6 +603,10 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> AddressSpac
         }
     }
 }
+
+/// The most entries of a drained release buffer that a space keeps for its
+/// next operation.
+const KEEP_RELEASED: usize = 64;
 
 /// Pages and swap entries a dying space releases at a time.
 const RELEASE_CHUNK: usize = 128;

@@ -139,6 +139,9 @@ pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider 
     files: Option<&'a dyn FilePages>,
     /// Spaces with evictions whose TLB flush is still to come.
     unflushed: Vec<SpaceId>,
+    /// A page's mappings, read into one buffer for every page asked about
+    /// (no heap allocation per page).
+    maps: Vec<RmapEntry>,
     /// What it did so far.
     pub stats: EvictStats,
 }
@@ -159,7 +162,17 @@ where
         ids: PageIds,
         cpu: usize,
     ) -> Self {
-        MmEvictor { mm, device, spaces, ids, cpu, files: None, unflushed: Vec::new(), stats: EvictStats::default() }
+        MmEvictor {
+            mm,
+            device,
+            spaces,
+            ids,
+            cpu,
+            files: None,
+            unflushed: Vec::new(),
+            maps: Vec::new(),
+            stats: EvictStats::default(),
+        }
     }
 
     /// Evicts the page cache's pages too, reaching them through `files`.
@@ -168,13 +181,19 @@ where
         self
     }
 
-    fn evict_file(&mut self, frame: PhysAddr, file: &CachedFile, page: u64, shadow: Shadow) -> Outcome {
-        let maps = self.mm.mappings(frame);
-        if !self.all_evictable(&maps) {
+    fn evict_file(
+        &mut self,
+        frame: PhysAddr,
+        file: &CachedFile,
+        page: u64,
+        shadow: Shadow,
+        maps: &[RmapEntry],
+    ) -> Outcome {
+        if !self.all_evictable(maps) {
             self.stats.kept += 1;
             return Outcome::Keep;
         }
-        for m in &maps {
+        for m in maps {
             let mut done = false;
             self.spaces.with_space(m.space, &mut |s| done = s.zap_page(m.va, frame).is_some());
             if !done {
@@ -215,10 +234,18 @@ where
     /// Steps 1-3 for one victim (all of it for a page that needs no
     /// write).
     fn evict_one(&mut self, frame: PhysAddr, shadow: Shadow) -> Step {
+        let mut maps = core::mem::take(&mut self.maps);
+        self.mm.mappings_into(frame, &mut maps);
+        let step = self.evict_mapped(frame, shadow, &maps);
+        self.maps = maps;
+        step
+    }
+
+    /// [`evict_one`](Self::evict_one) for a page mapped by `maps`.
+    fn evict_mapped(&mut self, frame: PhysAddr, shadow: Shadow, maps: &[RmapEntry]) -> Step {
         if let Some((file, page)) = self.files.and_then(|f| f.owner(frame)) {
-            return Step::Done(self.evict_file(frame, &file, page, shadow));
+            return Step::Done(self.evict_file(frame, &file, page, shadow, maps));
         }
-        let maps = self.mm.mappings(frame);
         if maps.is_empty() {
             // Mapped by nobody: a swap-cache page (read ahead, or its
             // mappers went), else a frame between allocation and mapping.
@@ -230,7 +257,7 @@ where
                 Outcome::Keep
             });
         }
-        if self.mm.kind_of(frame) != Some(mm_types::PageKind::Anon) || !self.all_evictable(&maps) {
+        if self.mm.kind_of(frame) != Some(mm_types::PageKind::Anon) || !self.all_evictable(maps) {
             self.stats.kept += 1;
             return Step::Done(Outcome::Keep);
         }
@@ -241,7 +268,7 @@ where
             self.stats.kept += 1;
             return Step::Done(Outcome::Keep);
         }
-        let step = self.swap_out_anon(frame, shadow, &maps);
+        let step = self.swap_out_anon(frame, shadow, maps);
         if let Step::Done(_) = step {
             // Frees the frame if the swap cache let it go.
             self.mm.unpin(frame);
@@ -399,18 +426,24 @@ where
     fn test_and_clear_referenced(&mut self, page: PageId) -> bool {
         let frame = self.ids.frame(page);
         let mut young = false;
-        for m in self.mm.mappings(frame) {
+        let mut maps = core::mem::take(&mut self.maps);
+        self.mm.mappings_into(frame, &mut maps);
+        for m in &maps {
             // A busy space's bits stay as they are: counting its pages as
             // referenced would make them look hot forever; `is_evictable`
             // keeps them instead.
             self.spaces.with_space(m.space, &mut |s| young |= s.test_and_clear_young(m.va));
         }
+        self.maps = maps;
         young
     }
 
     fn is_evictable(&mut self, page: PageId) -> bool {
-        let maps = self.mm.mappings(self.ids.frame(page));
-        self.all_evictable(&maps)
+        let mut maps = core::mem::take(&mut self.maps);
+        self.mm.mappings_into(self.ids.frame(page), &mut maps);
+        let ok = self.all_evictable(&maps);
+        self.maps = maps;
+        ok
     }
 
     fn can_evict(&self, kind: PageKind) -> bool {

@@ -32,10 +32,29 @@ pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
     kprintln!("pressure: {} tasks writing {} pages ({} frames free)", ws.len(), pages.iter().sum::<u64>(), ram);
     let first = ws[0];
     crate::profile::reset();
+    // Every thread of this scenario runs on this CPU: its heap counters see
+    // every allocation of the run.
+    let allocs = || {
+        let s = crate::heap::heap().cpu_stats(crate::percpu::index());
+        s.alloc_hits + s.alloc_misses
+    };
+    let (allocs0, faults0, out0) = (allocs(), m.figures(0).faults, m.figures(0).swapped_out);
     let start = crate::clock::now_ms();
     let (out, ended) = run_workers(m, buddy, ws);
     let ms = (crate::clock::now_ms() - start).max(1);
     crate::profile::report("pressure", ms);
+    let heap_allocs = allocs() - allocs0;
+    let (f1, out1) = (m.figures(0).faults, m.figures(0).swapped_out);
+    let count = |f: mm_vma::FaultStats| f.zero_page + f.demand_zero + f.cow_copied + f.cow_reused + f.pager + f.swap_in;
+    let faults = count(f1) - count(faults0);
+    kprintln!(
+        "pressure: heap allocations in the run: {} ({:.2} per fault, {:.2} per page swapped out; {} faults, {} swapped out)",
+        heap_allocs,
+        heap_allocs as f64 / faults.max(1) as f64,
+        heap_allocs as f64 / (out1 - out0).max(1) as f64,
+        faults,
+        out1 - out0
+    );
     kprintln!(
         "pressure: written {} verified {} corrupt {} errors {}; {} threads ended",
         out.written,
