@@ -441,7 +441,41 @@ impl<'a, P: FrameProvider + ?Sized, M: PhysMemory, C: CpuLocal, const N: usize> 
 
     /// Bytes of frames held by slabs of all classes.
     pub fn slab_bytes(&self) -> usize {
-        self.stats().map(|s| s.bytes()).sum()
+        self.slab_frames() * PAGE_SIZE
+    }
+
+    /// Frames held by slabs of all classes. Cheap: each class's count is
+    /// read under its node lock, with none of [`stats`](Self::stats)'s
+    /// walks of CPU freelists.
+    pub fn slab_frames(&self) -> usize {
+        self.caches.iter().map(|c| c.slab_counts().0 << c.geo.order).sum()
+    }
+
+    /// Empty slabs of all classes: what [`shrink`](Self::shrink) can hand
+    /// back (beyond each class's reserve). Cheap, as
+    /// [`slab_frames`](Self::slab_frames): a shrinker's count.
+    ///
+    /// ```
+    /// use mm_slab::{Kmalloc, KmallocConfig};
+    /// use mm_types::percpu::SingleCpu;
+    /// use mm_types::testkit::{RefFrameProvider, SimPhysMemory};
+    /// use mm_types::PhysAddr;
+    ///
+    /// let ram = SimPhysMemory::new(PhysAddr::new(0x100_0000).unwrap(), 8 << 20);
+    /// let frames = RefFrameProvider::new(&ram);
+    /// let heap: Kmalloc<_, _, _> = Kmalloc::new(&frames, ram.clone(), SingleCpu, KmallocConfig::default()).unwrap();
+    /// let objs: Vec<_> = (0..500).map(|_| heap.kmalloc(100).unwrap()).collect();
+    /// for o in objs {
+    ///     // SAFETY: allocated above with this size, freed once.
+    ///     unsafe { heap.kfree(o, 100) }.unwrap();
+    /// }
+    /// let by_stats: usize = heap.stats().map(|s| s.empty_slabs).sum();
+    /// assert!(by_stats > 0);
+    /// assert_eq!(heap.empty_slabs(), by_stats);
+    /// assert_eq!(heap.slab_frames(), heap.stats().map(|s| s.pages()).sum::<usize>());
+    /// ```
+    pub fn empty_slabs(&self) -> usize {
+        self.caches.iter().map(|c| c.slab_counts().1).sum()
     }
 
     /// Large allocations live.

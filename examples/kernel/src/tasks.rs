@@ -180,7 +180,7 @@ fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Opt
 struct HeapShrinker;
 
 fn heap_pages() -> u64 {
-    crate::heap::heap().stats().map(|c| c.pages() as u64).sum()
+    crate::heap::heap().slab_frames() as u64
 }
 
 impl Shrinker for HeapShrinker {
@@ -189,7 +189,9 @@ impl Shrinker for HeapShrinker {
     }
 
     fn count(&self) -> u64 {
-        crate::heap::heap().stats().map(|c| c.empty_slabs as u64).sum()
+        // Counted at every reclaim pass: the cheap count, not `stats`,
+        // which walks every CPU freelist of every class.
+        crate::heap::heap().empty_slabs() as u64
     }
 
     fn scan(&self, _nr: u64) -> Shrunk {

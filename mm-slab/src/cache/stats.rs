@@ -139,6 +139,15 @@ impl<const N: usize> CacheCore<N> {
         self.cpus.cpu(cpu).counters.stats()
     }
 
+    /// Slabs held, and how many of them are empty: read under the node
+    /// lock alone, without the walk of CPU freelists that
+    /// [`stats`](Self::stats) makes (a shrinker counts them at every
+    /// reclaim pass).
+    pub fn slab_counts(&self) -> (usize, usize) {
+        let node = self.node.lock();
+        (node.slabs, node.empty.len)
+    }
+
     /// A snapshot of the cache's counters (like a /proc/slabinfo line).
     ///
     /// Objects waiting in CPU slots' deferred frees count as freed. With a
