@@ -283,7 +283,13 @@ pub fn list_scenarios() {
 /// override what the boot test gives the scenario. With `stress`, boots
 /// that many times in a row (for races that show once in many runs),
 /// stopping at the first failure.
-pub fn run_interactive(scenario: &str, cpus: Option<u64>, ram: Option<u64>, stress: Option<u64>) -> bool {
+pub fn run_interactive(
+    scenario: &str,
+    cpus: Option<u64>,
+    ram: Option<u64>,
+    stress: Option<u64>,
+    profile: bool,
+) -> bool {
     if let Err(why) = check_scenario(scenario) {
         eprintln!("xtask: {why}; the scenarios are:");
         list_scenarios();
@@ -299,8 +305,12 @@ pub fn run_interactive(scenario: &str, cpus: Option<u64>, ram: Option<u64>, stre
     let boots = stress.unwrap_or(1);
     for i in 1..=boots {
         let start = Instant::now();
-        let Some(b) = boot(&kernel, scenario, &format!("{ram}M"), cpus, true, 0) else { return false };
+        let line = if profile { format!("{scenario} profile") } else { scenario.to_string() };
+        let Some(b) = boot(&kernel, &line, &format!("{ram}M"), cpus, true, 0) else { return false };
         let ok = b.status == Some(SUCCESS_STATUS);
+        if profile {
+            crate::profile::by_function(&kernel, &b.lines);
+        }
         eprintln!(
             "xtask: QEMU exited with status {} ({}) after {:.1} s",
             b.status.map_or("none".into(), |s| s.to_string()),

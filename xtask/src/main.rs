@@ -1,6 +1,6 @@
 //! Project automation.
 //!
-//! - `cargo xtask run [--cpus N] [--ram MIB] [--stress N] [SCENARIO]`: builds
+//! - `cargo xtask run [--cpus N] [--ram MIB] [--stress N] [--profile] [SCENARIO]`: builds
 //!   the reference kernel and boots it in QEMU, showing its serial output
 //!   (default scenario: `smoke`; CPUs and RAM as the boot test gives it,
 //!   else 4 and 128 MiB; `--stress N` boots N times, stopping at a failure);
@@ -27,6 +27,7 @@ mod fuzz;
 mod ir;
 mod miri;
 mod package;
+mod profile;
 mod setup;
 
 /// The steps of `cargo xtask test`, in the order they run.
@@ -324,7 +325,8 @@ fn round(d: Duration) -> Duration {
 }
 
 fn usage() -> ! {
-    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios;\n                               --cpus N, --ram MIB: the machine; --stress N: N boots in a row)");
+    eprintln!("usage:\n  cargo xtask run [SCENARIO]   boot the reference kernel in QEMU (default: smoke; --list: the scenarios;\n                               --cpus N, --ram MIB: the machine; --stress N: N boots in a row;
+                               --profile: phase times and a sampling profile of CPU 0 by function)");
     eprintln!("  cargo xtask test [STEP...]   run the check suite (all steps by default)");
     eprintln!(
         "  cargo xtask fuzz [--sanitizer=NAME] [--trace-compares] [MINUTES] [TARGET...]   run each fuzz target for MINUTES (default 2), then a table"
@@ -345,9 +347,14 @@ fn main() {
         Some("run") => {
             let mut words = Vec::new();
             let (mut cpus, mut ram, mut stress) = (None, None, None);
+            let mut profile = false;
             let mut rest = args[1..].iter();
             while let Some(a) = rest.next() {
                 let slot = match a.as_str() {
+                    "--profile" => {
+                        profile = true;
+                        continue;
+                    }
                     "--cpus" => &mut cpus,
                     "--ram" => &mut ram,
                     "--stress" => &mut stress,
@@ -365,7 +372,7 @@ fn main() {
                 }
             }
             let scenario = if words.is_empty() { "smoke".to_string() } else { words.join(" ") };
-            exit(if boot::run_interactive(&scenario, cpus, ram, stress) { 0 } else { 1 })
+            exit(if boot::run_interactive(&scenario, cpus, ram, stress, profile) { 0 } else { 1 })
         }
         Some("test") => test(&args[1..]),
         Some("fuzz") => exit(if fuzz::fuzz(&args[1..]) { 0 } else { 1 }),

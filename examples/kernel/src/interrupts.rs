@@ -73,6 +73,9 @@ macro_rules! stubs {
             "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
             "push r8", "push r9", "push r10", "push r11",
             "cld",
+            // The interrupted instruction's address is above the nine
+            // saved registers.
+            "mov rdi, rsp",
             "call nmi_dispatch",
             "pop r11", "pop r10", "pop r9", "pop r8",
             "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
@@ -269,7 +272,11 @@ fn syscall(frame: &ExceptionFrame) {
 /// no lock, no allocator and not GS (the NMI may have come between a
 /// `swapgs` and its `iretq`).
 #[no_mangle]
-extern "C" fn nmi_dispatch() {
+extern "C" fn nmi_dispatch(saved: *const u64) {
+    // SAFETY: `nmi_stub` passes its stack pointer after nine pushes: the CPU's interrupt frame,
+    // whose first word is the interrupted RIP, follows them.
+    let rip = unsafe { saved.add(9).read() };
+    crate::profile::nmi_sample(rip);
     crate::shootdown::handle_nmi();
 }
 
@@ -288,6 +295,7 @@ pub fn preemptions() -> u64 {
 fn timer(frame: &ExceptionFrame) {
     crate::lapic::end_of_interrupt();
     crate::percpu::this().counters.ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    crate::profile::tick();
     if frame.cs & 3 == 3 && crate::sched::slice_used() {
         PREEMPTIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         crate::sched::yield_now();

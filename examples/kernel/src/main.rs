@@ -259,6 +259,15 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         }
     };
     let label = info.cmdline.trim();
+    // `profile` last: the sampling profile (`profile.rs`), for any scenario.
+    let (label, profiling) = match label.rsplit_once(char::is_whitespace) {
+        Some((rest, "profile")) => (rest.trim_end(), true),
+        None if label == "profile" => ("", true),
+        _ => (label, false),
+    };
+    if profiling {
+        profile::enable();
+    }
     let label = if label.is_empty() { "smoke" } else { label };
     SCENARIO.call_once(|| label);
     let mut words = label.split_whitespace();
@@ -285,6 +294,13 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     if !start_cpus(&madt) {
         finish(false)
     }
+    // Pressure and smp time their own workloads; any other scenario is
+    // profiled whole when asked.
+    let whole = profiling && !matches!(scenario, "pressure" | "smp");
+    let started = clock::now_ms();
+    if whole {
+        profile::reset();
+    }
     let passed = match scenario {
         "smoke" => {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
@@ -303,6 +319,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             false
         }
     };
+    if whole {
+        profile::report(scenario, (clock::now_ms() - started).max(1));
+    }
     finish(passed)
 }
 

@@ -133,7 +133,8 @@ static IDLE: AtomicU64 = AtomicU64::new(0);
 /// to look again within a tick.
 pub fn idle_wait() {
     let bit = 1 << crate::percpu::index();
-    let tickless = bit != 1;
+    // The sampling CPU keeps ticking: its ticks take the samples.
+    let tickless = bit != 1 && !crate::profile::samples_from(crate::percpu::index());
     if tickless {
         lapic::stop_timer();
     }
