@@ -229,8 +229,8 @@ pub const SCENARIO_DOCS: &[(&str, &[&str], &str)] = &[
     ("smoke", &[], "every crate once: buddy, the slab heap, vmalloc, a user space with faults, fork and copy-on-write"),
     (
         "pressure",
-        &[],
-        "four tasks write three times the RAM: reclaim, swap to a virtio-blk disk, fork after, every page checked",
+        &["PAGES"],
+        "four tasks write three times the RAM (or PAGES pages between them): reclaim, swap to a virtio-blk disk, fork after, every page checked",
     ),
     ("oom", &[], "no swap; a task wanting twice the RAM is killed by the OOM killer, the others finish intact"),
     (
@@ -263,6 +263,8 @@ pub fn check_scenario(scenario: &str) -> Result<(), String> {
     match rest.as_slice() {
         [] => Ok(()),
         [a] if args.contains(a) => Ok(()),
+        // A number where the scenario takes one.
+        [a] if args.contains(&"PAGES") && a.parse::<u64>().is_ok_and(|n| n >= 4) => Ok(()),
         _ => Err(format!(
             "scenario {name:?} does not take {:?} (it takes: {})",
             rest.join(" "),

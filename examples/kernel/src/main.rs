@@ -306,14 +306,14 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             buddy_smoke(buddy) & heap::smoke(buddy) & vmem::smoke(buddy) & uspace::smoke(buddy) & buddy_smoke(buddy)
         }
         "faults" => tasks::faults(buddy, ram_end, words.next()),
-        "pressure" => tasks::pressure(buddy, ram_end),
+        "pressure" => tasks::pressure(buddy, ram_end, words.next()),
         "oom" => tasks::oom(buddy, ram_end),
         "files" => tasks::files(buddy, ram_end),
         "user" => tasks::user(buddy, ram_end),
         "smp" => tasks::smp(buddy, ram_end),
         other => {
             kprintln!(
-                "unknown scenario {:?} (known: smoke, pressure, oom, files, user, smp, faults [null|rodata|stack|user])",
+                "unknown scenario {:?} (known: smoke, pressure [PAGES], oom, files, user, smp, faults [null|rodata|stack|user])",
                 other
             );
             false

@@ -123,7 +123,9 @@ fn kswapd_level(buddy: &Frames) -> Level {
 /// swap if `slots` is 0).
 fn machine(buddy: &'static Frames, ram_end: u64, slots: u64, pool: usize) -> Option<&'static KMachine> {
     let ids = PageIds { base: PhysAddr::ZERO, frames: (ram_end / 4096) as u32 };
-    let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, readahead: 3 }));
+    // mm-swap's default readahead: 7 pages after the one faulted, 8 in
+    // all, as Linux's default page-cluster of 3.
+    let swap = Arc::new(Swap::new(SwapConfig { cpus: 1, ..SwapConfig::default() }));
     if slots > 0 {
         match crate::disk::VirtioDisk::take(buddy, "swap") {
             Some(disk) => {

@@ -18,13 +18,29 @@ use crate::{kprintln, sched};
 
 /// `pressure`: four tasks, each a thread, write three times the RAM the
 /// allocator has in per-page patterns, then every page is checked.
-pub fn pressure(buddy: &'static Frames, ram_end: u64) -> bool {
+/// `pages`: the pages the four tasks write between them, instead of three
+/// times the free frames (the same absolute workload on machines of
+/// different sizes).
+pub fn pressure(buddy: &'static Frames, ram_end: u64, pages: Option<&str>) -> bool {
     let ram = buddy.free_frame_count();
-    let Some(m) = machine(buddy, ram_end, 4 * ram, (ram as usize * 4096) / 8) else {
+    let total = match pages.map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if n >= 4 => Some(n),
+        Some(_) => {
+            kprintln!("pressure: {:?} is not a page count (4 or more)", pages);
+            return false;
+        }
+    };
+    // The swap disk holds what the tasks write beyond RAM.
+    let swap_pages = total.map_or(4 * ram, |n| n + ram);
+    let Some(m) = machine(buddy, ram_end, swap_pages, (ram as usize * 4096) / 8) else {
         kprintln!("pressure: cannot set up the machine");
         return false;
     };
-    let pages = scenario::pressure_pages(4, ram);
+    let pages = match total {
+        Some(n) => alloc::vec![n / 4; 4],
+        None => scenario::pressure_pages(4, ram),
+    };
     let Some(ws) = workers(m, buddy, &pages) else {
         kprintln!("pressure: cannot create the tasks");
         return false;
