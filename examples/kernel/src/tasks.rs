@@ -261,6 +261,19 @@ fn wake_kswapd(buddy: &Frames) {
     }
 }
 
+/// Direct reclaim for an allocation that found memory short; whether to
+/// retry it ([`Machine::reclaim_for_retry`](mm_wiring::Machine::reclaim_for_retry)). It wakes kswapd first,
+/// as Linux's allocation slow path does before it reclaims directly: the
+/// check before each fault looks at the zone's free count, which per-CPU
+/// batches move by dozens of frames at a time, and may never see it under
+/// kswapd's mark (at 96 MiB it never did: 2,421 direct runs, no kswapd run).
+fn direct_reclaim(m: &KMachine, dry: &mut u32) -> bool {
+    if sched::wake("kswapd") {
+        KSWAPD_WAKES.fetch_add(1, Ordering::Relaxed);
+    }
+    m.reclaim_for_retry(dry)
+}
+
 /// Called by the page-fault handler for addresses in the loaded task's
 /// user range: mm-vma's fault handler, retried after direct reclaim (with
 /// the space let go) when it runs out of memory. When reclaim frees
@@ -310,7 +323,7 @@ pub fn handle_fault(addr: u64, error_code: u64) -> Option<Result<(), FaultError>
         }
         let reclaimed = {
             let _timed = profile::start(Phase::DirectReclaim);
-            m.reclaim_for_retry(&mut dry)
+            direct_reclaim(m, &mut dry)
         };
         if reclaimed {
             continue;
@@ -372,7 +385,7 @@ impl KernelTouch {
     /// access goes ahead; its fault decides whether the OOM killer runs.
     fn reclaim_ahead(&self) {
         let mut dry = 0;
-        while short(self.buddy, MARGIN) && self.m.reclaim_for_retry(&mut dry) {}
+        while short(self.buddy, MARGIN) && direct_reclaim(self.m, &mut dry) {}
     }
 }
 
