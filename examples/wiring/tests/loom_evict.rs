@@ -123,14 +123,16 @@ impl World {
             self.cached.store(true, SeqCst);
             self.page_dirty.store(true, SeqCst);
         }
-        // 3. The mapping replaced by the slot's entry, its dirty bit moved
-        // to the page, the TLB shot down.
+        // 3. The mapping replaced by the slot's entry; the TLB shot down
+        // once for the batch (`evict_deferred`, then `flush_deferred`),
+        // and only then the removed mapping's dirty bit moved to the page
+        // (the released list goes after the flush).
         let old = self.pte.swap(0, SeqCst);
         assert_eq!(old & (PRESENT | FRAME_B), PRESENT, "the victim maps frame 0");
+        self.shoot_down();
         if old & DIRTY != 0 {
             self.page_dirty.store(true, SeqCst);
         }
-        self.shoot_down();
         // 4. Written if dirty, with faults held off; refused if a fault is
         // under way or mapped the page again (it stays cached).
         {
