@@ -142,7 +142,10 @@ pub fn idle_wait() {
     // Work queued between the last look and the flag above would wait for
     // a kick that was never sent: look again.
     if !crate::sched::has_work() {
-        let _timed = crate::profile::start(crate::profile::Phase::Idle);
+        // The sampling CPU's halts between its ticks are the profiler's,
+        // not the workload's idle time.
+        let _timed = (!crate::profile::samples_from(crate::percpu::index()))
+            .then(|| crate::profile::start(crate::profile::Phase::Idle));
         // SAFETY: the kernel's handlers for every vector that can arrive (timer, wake, spurious)
         // return to the interrupted code; interrupts are off again afterwards, as the kernel expects.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
