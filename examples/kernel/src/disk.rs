@@ -233,7 +233,9 @@ fn probe_all(frames: &'static Frames) {
             blk.capacity(),
             slots
         );
-        DISKS.lock().push((serial, VirtioDisk { dev: crate::smp::HaltLock::new(Device { blk, staging: None }), slots }));
+        DISKS
+            .lock()
+            .push((serial, VirtioDisk { dev: crate::smp::HaltLock::new(Device { blk, staging: None }), slots }));
     }
 }
 
