@@ -16,13 +16,14 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use mm_types::{
     AllocFlags, BackingStore, FrameBlock, FrameNumber, FrameProvider, Order, PhysAddr, StoreError, StoreErrorKind,
     StoreOp, VirtAddr, SLOT_SIZE,
 };
 use mm_vmalloc::KernelMapper;
-use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Cam, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
@@ -135,9 +136,23 @@ static BOUNCED: spin::Mutex<Vec<Box<[u8]>>> = spin::Mutex::new(Vec::new());
 /// from: the driver takes one data buffer per request, and the pages of a
 /// run are scattered in RAM. A request costs far more than the copy under
 /// QEMU (an exit to the device model each), so runs pay.
+///
+/// Requests from several CPUs are in flight together: the lock is held to
+/// submit a request and to complete one, not while the device works. Each
+/// CPU waits for its own request to reach the head of the used ring (the
+/// driver completes requests in ring order) and completes it; the request
+/// header, status and data buffer stay on the waiting thread's stack (or
+/// are the caller's page, or its CPU's staging buffer) until then.
 pub struct VirtioDisk {
     dev: crate::smp::HaltLock<Device>,
     slots: u64,
+    frames: &'static Frames,
+    /// Each CPU's staging buffer (`MAX_RUN` slots of identity-mapped DMA32
+    /// frames, kept for good), made on its first run; null until then, or
+    /// if there were no frames for it (runs then go slot by slot). Only
+    /// that CPU uses it, during one request at a time (a disk request does
+    /// not yield the CPU).
+    staging: [AtomicPtr<u8>; crate::percpu::MAX_CPUS],
 }
 
 const SECTORS_PER_SLOT: usize = SLOT_SIZE / SECTOR_SIZE;
@@ -145,13 +160,15 @@ const SECTORS_PER_SLOT: usize = SLOT_SIZE / SECTOR_SIZE;
 /// The slots one request carries at most: mm-swap's run.
 pub const MAX_RUN: usize = mm_swap::MAX_RUN;
 
-/// The driver and its staging buffer, used under one lock.
+/// The driver, used under the disk's lock.
 struct Device {
     blk: VirtIOBlk<KernelHal, PciTransport>,
-    /// `MAX_RUN * SLOT_SIZE` bytes of identity-mapped DMA32 frames, the
-    /// device's for the disk's life; `None` if there were no frames for it
-    /// (runs then go slot by slot).
-    staging: Option<&'static mut [u8]>,
+}
+
+/// A request's data buffer.
+enum Data<'b> {
+    Read(&'b mut [u8]),
+    Write(&'b [u8]),
 }
 
 /// The disks found on PCI bus 0, by serial number (QEMU's
@@ -167,10 +184,7 @@ impl VirtioDisk {
         PROBED.call_once(|| probe_all(frames));
         let mut disks = DISKS.lock();
         let i = disks.iter().position(|(s, _)| s.as_slice() == serial.as_bytes())?;
-        let disk = disks.swap_remove(i).1;
-        drop(disks);
-        disk.dev.lock().staging = staging_buffer(frames);
-        Some(disk)
+        Some(disks.swap_remove(i).1)
     }
 
     fn check_slot(&self, op: StoreOp, slot: u64) -> Result<(), StoreError> {
@@ -180,16 +194,6 @@ impl VirtioDisk {
             Err(StoreError::slot(op, slot, StoreErrorKind::OutOfRange))
         }
     }
-}
-
-/// A staging buffer for runs: `MAX_RUN` slots of DMA32 frames, kept for
-/// good; `None` if there are no such frames free.
-fn staging_buffer(frames: &Frames) -> Option<&'static mut [u8]> {
-    let block = frames.allocate(order_for(MAX_RUN)?, AllocFlags::DMA32).ok()?;
-    let pa = block.start_address().as_u64();
-    // SAFETY: fresh frames from mm-buddy, never freed, so owned by the caller for good; RAM is identity
-    // mapped, so the address is their virtual address, and MAX_RUN slots fit the order-rounded block.
-    Some(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, MAX_RUN * SLOT_SIZE) })
 }
 
 /// Sets up every virtio-blk device on PCI bus 0 and files it by serial.
@@ -233,14 +237,75 @@ fn probe_all(frames: &'static Frames) {
             blk.capacity(),
             slots
         );
-        DISKS
-            .lock()
-            .push((serial, VirtioDisk { dev: crate::smp::HaltLock::new(Device { blk, staging: None }), slots }));
+        let staging = [const { AtomicPtr::new(core::ptr::null_mut()) }; crate::percpu::MAX_CPUS];
+        let disk = VirtioDisk { dev: crate::smp::HaltLock::new(Device { blk }), slots, frames, staging };
+        DISKS.lock().push((serial, disk));
     }
 }
 
 fn io(op: StoreOp, slot: u64) -> StoreError {
     StoreError::slot(op, slot, StoreErrorKind::Io)
+}
+
+impl VirtioDisk {
+    /// The start of this CPU's staging buffer (`MAX_RUN` slots, made on
+    /// its first use); `None` if there are no frames for it.
+    fn staging(&self) -> Option<NonNull<u8>> {
+        let cell = &self.staging[crate::percpu::index()];
+        if let Some(p) = NonNull::new(cell.load(Ordering::Acquire)) {
+            return Some(p);
+        }
+        let block = self.frames.allocate(order_for(MAX_RUN)?, AllocFlags::DMA32).ok()?;
+        // Identity mapped: the physical address is the virtual one.
+        let p = NonNull::new(block.start_address().as_u64() as *mut u8)?;
+        cell.store(p.as_ptr(), Ordering::Release);
+        Some(p)
+    }
+
+    /// One request: `data` to or from the disk at sector `sector`. Submitted
+    /// under the lock; then, with the lock let go, waits for the device to
+    /// use it, and completes it under the lock once it is the used ring's
+    /// next (other CPUs' requests complete in their turn). `slot` names the
+    /// request in an error.
+    fn request(&self, sector: usize, mut data: Data<'_>, op: StoreOp, slot: u64) -> Result<(), StoreError> {
+        let mut req = BlkReq::default();
+        let mut resp = BlkResp::default();
+        let token = loop {
+            let mut dev = self.dev.lock();
+            // SAFETY: `req`, `resp` and the data buffer stay where they are, untouched, until the
+            // request is completed below: this function does not return before that.
+            let r = unsafe {
+                match &mut data {
+                    Data::Read(b) => dev.blk.read_blocks_nb(sector, &mut req, b, &mut resp),
+                    Data::Write(b) => dev.blk.write_blocks_nb(sector, &mut req, b, &mut resp),
+                }
+            };
+            match r {
+                Ok(t) => break t,
+                // Every descriptor is in use by other CPUs' requests.
+                Err(virtio_drivers::Error::QueueFull) => {
+                    drop(dev);
+                    core::hint::spin_loop();
+                }
+                Err(_) => return Err(io(op, slot)),
+            }
+        };
+        loop {
+            let mut dev = self.dev.lock();
+            if dev.blk.peek_used() == Some(token) {
+                // SAFETY: the same buffers as were submitted with `token`.
+                let r = unsafe {
+                    match &mut data {
+                        Data::Read(b) => dev.blk.complete_read_blocks(token, &req, b, &mut resp),
+                        Data::Write(b) => dev.blk.complete_write_blocks(token, &req, b, &mut resp),
+                    }
+                };
+                return r.map_err(|_| io(op, slot));
+            }
+            drop(dev);
+            core::hint::spin_loop();
+        }
+    }
 }
 
 impl BackingStore for VirtioDisk {
@@ -250,16 +315,14 @@ impl BackingStore for VirtioDisk {
 
     fn read_slot(&self, slot: u64, buf: &mut [u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Read, slot)?;
-        let block = slot as usize * SECTORS_PER_SLOT;
         let _timed = crate::profile::start(crate::profile::Phase::DiskRead);
-        self.dev.lock().blk.read_blocks(block, buf).map_err(|_| io(StoreOp::Read, slot))
+        self.request(slot as usize * SECTORS_PER_SLOT, Data::Read(buf), StoreOp::Read, slot)
     }
 
     fn write_slot(&self, slot: u64, buf: &[u8; SLOT_SIZE]) -> Result<(), StoreError> {
         self.check_slot(StoreOp::Write, slot)?;
-        let block = slot as usize * SECTORS_PER_SLOT;
         let _timed = crate::profile::start(crate::profile::Phase::DiskWrite);
-        self.dev.lock().blk.write_blocks(block, buf).map_err(|_| io(StoreOp::Write, slot))
+        self.request(slot as usize * SECTORS_PER_SLOT, Data::Write(buf), StoreOp::Write, slot)
     }
 
     fn max_run(&self) -> usize {
@@ -268,38 +331,32 @@ impl BackingStore for VirtioDisk {
 
     fn write_slots(&self, first: u64, pages: &[&[u8; SLOT_SIZE]]) -> Result<(), StoreError> {
         mm_types::check_run(self, StoreOp::Write, first, pages.len())?;
-        let mut dev = self.dev.lock();
-        let Device { blk, staging: Some(staging) } = &mut *dev else {
-            drop(dev);
+        // One slot needs no staging; a run longer than the staging buffer,
+        // or one without a staging buffer, goes slot by slot.
+        let Some(p) = (2..=MAX_RUN).contains(&pages.len()).then(|| self.staging()).flatten() else {
             return pages.iter().zip(first..).try_for_each(|(p, s)| self.write_slot(s, p));
         };
-        if pages.len() <= 1 || pages.len() > MAX_RUN {
-            // One slot needs no staging; a run longer than it holds goes slot by slot.
-            drop(dev);
-            return pages.iter().zip(first..).try_for_each(|(p, s)| self.write_slot(s, p));
-        }
+        // SAFETY: this CPU's staging buffer (MAX_RUN slots, at least the run's length, of frames
+        // from mm-buddy, never freed, identity mapped), which only this CPU uses, and this is its
+        // one request in progress (a disk request does not yield the CPU, and no interrupt handler
+        // makes one).
+        let buf = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), pages.len() * SLOT_SIZE) };
         let _timed = crate::profile::start(crate::profile::Phase::DiskWrite);
-        let buf = &mut staging[..pages.len() * SLOT_SIZE];
         for (chunk, page) in buf.chunks_exact_mut(SLOT_SIZE).zip(pages) {
             chunk.copy_from_slice(&page[..]);
         }
-        blk.write_blocks(first as usize * SECTORS_PER_SLOT, buf).map_err(|_| io(StoreOp::Write, first))
+        self.request(first as usize * SECTORS_PER_SLOT, Data::Write(buf), StoreOp::Write, first)
     }
 
     fn read_slots(&self, first: u64, bufs: &mut [&mut [u8; SLOT_SIZE]]) -> Result<(), StoreError> {
         mm_types::check_run(self, StoreOp::Read, first, bufs.len())?;
-        let mut dev = self.dev.lock();
-        let Device { blk, staging: Some(staging) } = &mut *dev else {
-            drop(dev);
+        let Some(p) = (2..=MAX_RUN).contains(&bufs.len()).then(|| self.staging()).flatten() else {
             return bufs.iter_mut().zip(first..).try_for_each(|(b, s)| self.read_slot(s, b));
         };
-        if bufs.len() <= 1 || bufs.len() > MAX_RUN {
-            drop(dev);
-            return bufs.iter_mut().zip(first..).try_for_each(|(b, s)| self.read_slot(s, b));
-        }
+        // SAFETY: as in `write_slots`.
+        let buf = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), bufs.len() * SLOT_SIZE) };
         let _timed = crate::profile::start(crate::profile::Phase::DiskRead);
-        let buf = &mut staging[..bufs.len() * SLOT_SIZE];
-        blk.read_blocks(first as usize * SECTORS_PER_SLOT, buf).map_err(|_| io(StoreOp::Read, first))?;
+        self.request(first as usize * SECTORS_PER_SLOT, Data::Read(&mut *buf), StoreOp::Read, first)?;
         for (page, chunk) in bufs.iter_mut().zip(buf.chunks_exact(SLOT_SIZE)) {
             page.copy_from_slice(chunk);
         }
