@@ -1,7 +1,7 @@
 //! The evictor writes a batch of victims together: the consecutive slots
-//! of a CPU's cluster go to the store as one request each run, and a
-//! failed request keeps every page of it resident, dirty, in the swap
-//! cache, where the next eviction finds and writes it.
+//! of a CPU's cluster go to the store as one request each run, and a page
+//! whose write fails (its run, then itself alone) stays resident, dirty,
+//! in the swap cache, where the next eviction finds and writes it.
 
 use mm_wiring::scenario::Touch;
 use mm_wiring::sim::{Sim, SimConfig};
@@ -63,13 +63,13 @@ fn a_batch_of_victims_goes_to_the_store_in_runs() {
 fn a_failed_request_keeps_its_pages_resident_and_dirty() {
     let (mut sim, t, base) = written();
     let store = sim.store.clone().unwrap();
-    // Every request fails: no page of a run is written.
+    // Every request fails, runs and the single-slot retries after them:
+    // no page is written.
     store.fail_writes(true);
-    let (failed, requests) = (sim.machine.device.swap().stats().write_errors, store.writes());
+    let failed = sim.machine.device.swap().stats().write_errors;
     sim.machine.reclaim_now(u64::MAX);
     let failed = sim.machine.device.swap().stats().write_errors - failed;
-    let requests = store.writes() - requests;
-    assert!(failed >= 4 && requests < failed, "runs failed whole: {failed} pages in {requests} requests");
+    assert!(failed >= 4, "{failed} pages failed");
     // Every failed page is still in memory, in the swap cache and dirty:
     // the only copy of its data.
     let cached = sim.machine.device.swap().cached();

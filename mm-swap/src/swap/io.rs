@@ -65,9 +65,10 @@ impl Swap {
     /// each other in one area (slot `s`, then `s + 1`, ...) go to the
     /// store as one request, up to its
     /// [`max_run`](mm_types::BackingStore::max_run) and [`MAX_RUN`]
-    /// pages: sort by slot to get the most from it. A failed request fails
-    /// every page of it, each with the store's error, and raises each
-    /// slot's failure count.
+    /// pages: sort by slot to get the most from it. A failed request of
+    /// several slots is tried again slot by slot, so that only the pages
+    /// whose own write fails fail (with the store's error, their slots'
+    /// failure counts raised).
     ///
     /// # Panics
     /// If `done` and `pages` differ in length.
@@ -135,10 +136,21 @@ impl Swap {
                 i += 1;
                 continue;
             }
-            let written = a.store.write_slots(first.offset(), &run[..n]);
+            // A failed run is tried again slot by slot: a bad slot must not
+            // fail, and wear out towards `BAD_AFTER`, its good neighbours.
+            let mut each = [Ok(()); MAX_RUN];
+            match a.store.write_slots(first.offset(), &run[..n]) {
+                Ok(()) => {}
+                Err(e) if n == 1 => each[0] = Err(e),
+                Err(_) => {
+                    for (k, (e, page)) in each.iter_mut().zip(&run).take(n).enumerate() {
+                        *e = a.store.write_slot(first.offset() + k as u64, page);
+                    }
+                }
+            }
             for k in 0..n {
                 let slot = pages[i + k].0;
-                done[i + k] = match written {
+                done[i + k] = match each[k] {
                     // A slot freed during the write (a caller's bug) must
                     // not keep a checksum: its next owner would read this page.
                     Ok(()) => a.with_slot(slot.offset(), |m, s, fails| {
@@ -369,7 +381,10 @@ impl Swap {
                     n += 1;
                 }
                 Err(_) => {
-                    self.cache.lock().remove(&next);
+                    // Both under the cache lock, as everywhere: a fault on
+                    // `next` must not find it uncached while still marked.
+                    let mut cache = self.cache.lock();
+                    cache.remove(&next);
                     a.put(next.offset(), true);
                     break;
                 }
