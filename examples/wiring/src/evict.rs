@@ -142,6 +142,12 @@ pub struct MmEvictor<'a, A: PagingArch, M: PhysMemory + Clone, F: FrameProvider 
     /// A page's mappings, read into one buffer for every page asked about
     /// (no heap allocation per page).
     maps: Vec<RmapEntry>,
+    /// A batch's pages waiting for steps 4-5 (with their places in the
+    /// batch), and the write's list and results: buffers kept from batch to
+    /// batch.
+    pending: Vec<(usize, Unmapped)>,
+    list: Vec<(SwapSlot, PhysAddr, bool)>,
+    done: Vec<Result<bool, Option<SwapError>>>,
     /// What it did so far.
     pub stats: EvictStats,
 }
@@ -171,6 +177,9 @@ where
             files: None,
             unflushed: Vec::new(),
             maps: Vec::new(),
+            pending: Vec::new(),
+            list: Vec::new(),
+            done: Vec::new(),
             stats: EvictStats::default(),
         }
     }
@@ -358,25 +367,31 @@ where
         Step::Write(Unmapped { slot, frame, shadow, fresh: cached.is_none() })
     }
 
-    /// Steps 4 and 5 for pages whose every mapping names their slot now:
-    /// the dirty bits the unmapping moved to each page are taken, and the
-    /// pages written (a cached one only if dirty) in one batch, in slot
-    /// order, consecutive slots in one request, now that nothing can write
-    /// them: faults on their slots wait for the write. Then each leaves
-    /// the cache if its slot holds it, and the evictor lets go of its use
-    /// and its pin. `outcomes[at[i]]` gets page `i`'s outcome.
-    fn write_and_drop(&mut self, pages: &[Unmapped], at: &[usize], outcomes: &mut [Outcome]) {
-        let list: Vec<(SwapSlot, PhysAddr, bool)> = pages.iter().map(|p| (p.slot, p.frame, p.fresh)).collect();
-        let mut done = alloc::vec![Ok(false); pages.len()];
-        self.device.write_batch(&list, &mut done);
-        for ((p, r), &i) in pages.iter().zip(done).zip(at) {
-            outcomes[i] = self.after_write(p, r);
+    /// Steps 4 and 5 for the pending pages, whose every mapping names
+    /// their slot now: the dirty bits the unmapping moved to each page are
+    /// taken, and the pages written (a cached one only if dirty) in one
+    /// batch, in slot order, consecutive slots in one request, now that
+    /// nothing can write them: faults on their slots wait for the write.
+    /// Then each leaves the cache if its slot holds it, and the evictor
+    /// lets go of its use and its pin; its outcome goes to its place in
+    /// `outcomes`.
+    fn write_and_drop(&mut self, outcomes: &mut [Outcome]) {
+        let mut pending = core::mem::take(&mut self.pending);
+        self.list.clear();
+        self.list.extend(pending.iter().map(|(_, p)| (p.slot, p.frame, p.fresh)));
+        self.done.clear();
+        self.done.resize(pending.len(), Ok(false));
+        self.device.write_batch(&self.list, &mut self.done);
+        for (k, (i, p)) in pending.iter().enumerate() {
+            outcomes[*i] = self.after_write(p, self.done[k]);
             // The evictor's use (the last one if every mapper let go of
             // the slot meanwhile: the cache then lets its page go).
             self.device.drop_use(p.slot);
             // Frees the frame if the swap cache let it go (step 5).
             self.mm.unpin(p.frame);
         }
+        pending.clear();
+        self.pending = pending;
     }
 
     /// Step 5 for one page, after its write (`Ok(wrote)`) or refusal.
@@ -457,26 +472,22 @@ where
 
     fn evict(&mut self, batch: &[Victim], outcomes: &mut [Outcome]) {
         // Steps 1-3 victim by victim; the writes of steps 4-5 together.
-        let mut pages = Vec::new();
-        let mut at = Vec::new();
         for (i, (v, o)) in batch.iter().zip(outcomes.iter_mut()).enumerate() {
             match self.evict_one(self.ids.frame(v.page), v.shadow) {
                 Step::Done(outcome) => *o = outcome,
-                Step::Write(p) => {
-                    pages.push(p);
-                    at.push(i);
-                }
+                Step::Write(p) => self.pending.push((i, p)),
             }
         }
         // 3, ended: one TLB flush per space for the whole batch. A space
         // busy now is flushed by the end of the operation holding it; until
         // then the reverse map still counts the mappings it removed, and
         // step 4 refuses to write those pages (they stay in the cache).
-        for id in core::mem::take(&mut self.unflushed) {
+        for &id in &self.unflushed {
             self.spaces.with_space(id, &mut |s| s.flush_deferred());
         }
-        if !pages.is_empty() {
-            self.write_and_drop(&pages, &at, outcomes);
+        self.unflushed.clear();
+        if !self.pending.is_empty() {
+            self.write_and_drop(outcomes);
         }
     }
 }
