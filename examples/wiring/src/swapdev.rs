@@ -234,7 +234,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
         assert_eq!(pages.len(), done.len(), "one result per page");
         let mm = self.mm();
         // The pages to write, by slot, with their places in `pages`.
-        let mut chosen: Vec<(SwapSlot, PhysAddr, usize)> = Vec::with_capacity(pages.len());
+        // Allocated only when there is something to write (a clean page
+        // dropped from the cache writes nothing).
+        let mut chosen: Vec<(SwapSlot, PhysAddr, usize)> = Vec::new();
         {
             let mut busy = self.busy.lock();
             for (i, &(slot, frame, always)) in pages.iter().enumerate() {
