@@ -249,6 +249,9 @@ impl<A: PagingArch, M: PhysMemory + Clone, F: FrameProvider + Clone> SwapDevice<
                     Ok(false)
                 } else {
                     busy.writing.push(slot);
+                    if chosen.capacity() == 0 {
+                        chosen.reserve_exact(pages.len() - i);
+                    }
                     chosen.push((slot, frame, i));
                     Ok(true)
                 };
